@@ -1,0 +1,360 @@
+"""The one typed configuration of a ticket search.
+
+The same dataclasses back the TOML files, the CLI flags (generated from the
+fields below) and the run hashes, so a setting has one name, one type and one
+validation rule wherever it is written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import math
+import re
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+
+class ConfigError(ValueError):
+    """Bad user input: reported as one line with exit code 2, never a traceback."""
+
+
+# --------------------------------------------------------------------------- sections
+
+
+@dataclass
+class DataConfig:
+    name: str = field(default="digits", metadata={"flag": "dataset", "help": "dataset name (the list is at the end of --help)"})
+    root: str = field(default="data", metadata={"flag": "data-dir", "help": "folder searched first for dataset files"})
+    download: bool = field(default=False, metadata={"help": "allow torchvision to download missing data (needs internet)"})
+    val_size: int = field(default=-1, metadata={"help": "validation examples held out of the training split; -1 = the dataset's default"})
+    split_seed: int = field(default=0, metadata={"help": "seed of the train/validation(/test) split, fixed across run seeds"})
+    augment: bool = field(default=False, metadata={"help": "random crop and flip on the device (image datasets with 32x32 inputs)"})
+
+
+@dataclass
+class ModelConfig:
+    name: str = field(default="lenet-300-100", metadata={"flag": "model", "help": "model name (the list is at the end of --help)"})
+    dropout: float = field(default=0.0, metadata={"help": "dropout probability on hidden fully connected layers"})
+
+
+@dataclass
+class TrainConfig:
+    optimizer: Literal["adam", "sgd"] = field(default="adam", metadata={"help": "adam, or sgd (with --momentum/--nesterov)"})
+    lr: float = field(default=1.2e-3, metadata={"help": "peak learning rate"})
+    momentum: float = field(default=0.0, metadata={"help": "SGD momentum"})
+    nesterov: bool = field(default=False, metadata={"help": "Nesterov momentum for SGD"})
+    weight_decay: float = field(default=0.0, metadata={"help": "L2 weight decay"})
+    batch_size: int = field(default=60, metadata={"help": "examples per iteration"})
+    iterations: int | str = field(default=1000, metadata={"help": "training length per round: iterations, or '500it' / '2ep'"})
+    warmup: int | str = field(default=0, metadata={"help": "linear learning-rate warmup length (iterations or 'Nep')"})
+    milestones: list[int | str] = field(default_factory=list, metadata={"help": "comma-separated points where the lr is multiplied by gamma"})
+    gamma: float = field(default=0.1, metadata={"help": "learning-rate factor at each milestone"})
+    eval_every: int | str = field(default=100, metadata={"help": "evaluate on validation and test every N iterations (or 'Nep')"})
+    eval_batch_size: int = field(default=2048, metadata={"help": "examples per evaluation forward pass"})
+
+
+@dataclass
+class PruneConfig:
+    prune_rate: float = field(default=0.2, metadata={"help": "fraction p of the remaining weights removed per round, in (0, 1)"})
+    rounds: int = field(default=5, metadata={"help": "pruning rounds R after the dense round 0 (ignored when target_density is set)"})
+    target_density: float = field(default=0.0, metadata={"help": "stop when this fraction of prunable weights remains; 0 = use rounds"})
+    one_shot: bool = field(default=False, metadata={"help": "prune straight to target_density in a single round"})
+    rewind_iter: int | str = field(default=0, metadata={"help": "k: the iteration rewound to (or '500it' / '2ep'); 0 = the original ticket"})
+    scope: Literal["layerwise", "global"] = field(default="layerwise", metadata={"help": "layerwise: each layer loses p; global: one threshold"})
+    reinit: Literal["rewind", "random", "finetune", "lr-rewind"] = field(default="rewind", metadata={"help": "what the survivors are reset to"})
+    mask: Literal["magnitude", "random"] = field(default="magnitude", metadata={"help": "magnitude, or random with the same layer densities"})
+    output_rate: float = field(default=1.0, metadata={"help": "factor on p for the output layer (Frankle & Carbin: 0.5)"})
+    conv_rate: float = field(default=-1.0, metadata={"help": "rate for conv layers; -1 = prune_rate"})
+    layer_rates: dict[str, float] = field(default_factory=dict, metadata={"help": "per-layer rate overrides, e.g. fc1=0.3,fc3=0.1"})
+    ignore: list[str] = field(default_factory=list, metadata={"help": "layers never pruned, e.g. conv1"})
+
+
+@dataclass
+class TicketConfig:
+    seed: int = field(default=0, metadata={"help": "seed of θ0, data order, dropout and random masks"})
+    device: str = field(default="auto", metadata={"help": "auto (CUDA when present), cpu, cuda or cuda:N"})
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    prune: PruneConfig = field(default_factory=PruneConfig)
+
+    # ----------------------------------------------------------------- (de)serialise
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def hash(self) -> str:
+        """Content hash of every setting: equal configs give equal numbers."""
+        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, where: str = "config") -> TicketConfig:
+        cfg = build(cls, data, where)
+        cfg.validate()
+        return cfg
+
+    def replace(self, overrides: dict[str, Any]) -> TicketConfig:
+        """A copy with dotted-key overrides such as {"prune.prune_rate": 0.3}."""
+        data = self.to_dict()
+        for key, value in overrides.items():
+            set_dotted(data, key, value)
+        return TicketConfig.from_dict(data)
+
+    # ----------------------------------------------------------------- checks
+
+    def validate(self) -> None:
+        """Checks that need no data; data-dependent ones live in `resolve_schedule`."""
+        p, t = self.prune, self.train
+        if not 0.0 < p.prune_rate < 1.0:
+            raise ConfigError(f"prune.prune_rate must be in (0, 1), got {p.prune_rate}; e.g. --prune-rate 0.2")
+        if p.rounds < 0:
+            raise ConfigError(f"prune.rounds must be >= 0, got {p.rounds}")
+        if p.target_density and not 0.0 < p.target_density < 1.0:
+            raise ConfigError(f"prune.target_density must be in (0, 1), got {p.target_density}; 0 means 'use rounds'")
+        if p.one_shot and not p.target_density:
+            raise ConfigError("prune.one_shot needs prune.target_density, e.g. --target-density 0.1")
+        if not 0.0 < p.output_rate * p.prune_rate < 1.0:
+            raise ConfigError(f"prune.output_rate x prune_rate must be in (0, 1), got {p.output_rate} x {p.prune_rate}")
+        if p.conv_rate != -1.0 and not 0.0 < p.conv_rate < 1.0:
+            raise ConfigError(f"prune.conv_rate must be in (0, 1) or -1 (= prune_rate), got {p.conv_rate}")
+        for name, rate in p.layer_rates.items():
+            if not 0.0 <= rate < 1.0:
+                raise ConfigError(f"prune.layer_rates.{name} must be in [0, 1), got {rate}")
+        if not 0.0 <= self.model.dropout < 1.0:
+            raise ConfigError(f"model.dropout must be in [0, 1), got {self.model.dropout}")
+        for name in ("lr", "batch_size", "eval_batch_size", "gamma"):
+            if getattr(t, name) <= 0:
+                raise ConfigError(f"train.{name} must be > 0, got {getattr(t, name)}")
+        for name in ("momentum", "weight_decay"):
+            if getattr(t, name) < 0:
+                raise ConfigError(f"train.{name} must be >= 0, got {getattr(t, name)}")
+        if t.nesterov and (t.optimizer != "sgd" or t.momentum <= 0):
+            raise ConfigError("train.nesterov needs optimizer = 'sgd' and momentum > 0")
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", self.device):
+            raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        # Parse lengths now so a typo like '2epochs' fails before any data loads.
+        for name, value in (("train.iterations", t.iterations), ("train.warmup", t.warmup),
+                            ("train.eval_every", t.eval_every), ("prune.rewind_iter", p.rewind_iter),
+                            *((f"train.milestones[{i}]", m) for i, m in enumerate(t.milestones))):
+            parse_length(value, name)
+        if parse_length(t.iterations, "train.iterations")[0] <= 0:
+            raise ConfigError(f"train.iterations must be > 0, got {t.iterations!r}")
+        if parse_length(t.eval_every, "train.eval_every")[0] <= 0:
+            raise ConfigError(f"train.eval_every must be > 0, got {t.eval_every!r}")
+
+    def resolve_schedule(self, train_size: int) -> Schedule:
+        """Turn '2ep'-style lengths into iterations once the training split size is known."""
+        t = self.train
+        ipe = max(1, train_size // t.batch_size)
+        it = lambda v, n: to_iterations(v, ipe, n)  # noqa: E731
+        sched = Schedule(
+            iterations=it(t.iterations, "train.iterations"),
+            iterations_per_epoch=ipe,
+            warmup=it(t.warmup, "train.warmup"),
+            milestones=tuple(it(m, "train.milestones") for m in t.milestones),
+            eval_every=it(t.eval_every, "train.eval_every"),
+            rewind_iter=it(self.prune.rewind_iter, "prune.rewind_iter"),
+        )
+        if not 0 <= sched.rewind_iter < sched.iterations:
+            raise ConfigError(
+                f"prune.rewind_iter k={self.prune.rewind_iter!r} ({sched.rewind_iter} iterations) must be >= 0 and below "
+                f"the training length {sched.iterations} iterations; lower --rewind-iter or raise --iterations")
+        if sched.warmup >= sched.iterations:
+            raise ConfigError(f"train.warmup ({sched.warmup} it) must be shorter than train.iterations ({sched.iterations} it)")
+        return sched
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Training lengths in iterations, resolved against the training split."""
+
+    iterations: int
+    iterations_per_epoch: int
+    warmup: int
+    milestones: tuple[int, ...]
+    eval_every: int
+    rewind_iter: int
+
+
+# --------------------------------------------------------------------------- lengths
+
+_LENGTH = re.compile(r"^\s*(\d+)\s*(it|ep)?\s*$")
+
+
+def parse_length(value: int | str, name: str) -> tuple[int, str]:
+    """'500it' -> (500, 'it'), '2ep' -> (2, 'ep'), 7 -> (7, 'it')."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{name} must be an iteration count or 'Nit' / 'Nep', got {value!r}")
+    if isinstance(value, int):
+        if value < 0:
+            raise ConfigError(f"{name} must be >= 0, got {value}")
+        return value, "it"
+    m = _LENGTH.match(str(value))
+    if not m:
+        if re.match(r"^\s*-\d", str(value)):
+            raise ConfigError(f"{name} must be >= 0, got {value!r}")
+        raise ConfigError(f"{name} must be an iteration count or 'Nit' / 'Nep' (e.g. 500 or '2ep'), got {value!r}")
+    return int(m.group(1)), m.group(2) or "it"
+
+
+def to_iterations(value: int | str, iterations_per_epoch: int, name: str) -> int:
+    n, unit = parse_length(value, name)
+    return n * iterations_per_epoch if unit == "ep" else n
+
+
+# --------------------------------------------------------------------------- generic coercion
+
+
+def build(cls: type, data: Any, where: str) -> Any:
+    """Build dataclass `cls` from a plain dict, rejecting unknown keys with a suggestion."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} must be a table, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = [k for k in data if k not in fields]
+    if unknown:
+        raise ConfigError(unknown_key_message(unknown[0], list(fields), where))
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = coerce(value, hints[name], f"{where}.{name}" if where != "config" else name)
+    return cls(**kwargs)
+
+
+def unknown_key_message(key: str, known: list[str], where: str) -> str:
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(known)}"
+    place = "" if where == "config" else f" in [{where}]"
+    return f"unknown key '{key}'{place}{hint}"
+
+
+def coerce(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return build(tp, value, where)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(f"{where} must be one of {', '.join(map(str, choices))}, got {value!r}{hint}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if int in args and isinstance(value, str) and re.fullmatch(r"\s*\d+\s*", value):
+            return int(value)  # CLI '500' and TOML 500 must hash alike
+        for arg in args:  # exact type first, so 500 stays an int in `int | str`
+            if isinstance(value, arg) and not (arg is int and isinstance(value, bool)):
+                return value
+        for arg in args:
+            try:
+                return coerce(value, arg, where)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{where} has the wrong type: {value!r}")
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if isinstance(value, str):
+            value = [v for v in (s.strip() for s in value.split(",")) if v]
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where} must be a list, got {value!r}")
+        return [coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        _, val_tp = typing.get_args(tp)
+        if isinstance(value, str):  # CLI form: a=1,b=2
+            pairs = [p for p in value.split(",") if p.strip()]
+            try:
+                value = dict(p.split("=", 1) for p in pairs)
+            except ValueError:
+                raise ConfigError(f"{where} must look like name=value,name=value, got {value!r}") from None
+            value = {k.strip(): v.strip() for k, v in value.items()}
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a table, got {value!r}")
+        return {str(k): coerce(v, val_tp, f"{where}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise ConfigError(f"{where} must be true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str) and re.fullmatch(r"\s*[-+]?\d+\s*", value):
+            return int(value)
+        raise ConfigError(f"{where} must be an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ConfigError(f"{where} must be a finite number, got {value!r}")
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return coerce(float(value), float, where)
+            except ValueError:
+                pass
+        raise ConfigError(f"{where} must be a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{where} must be a string, got {value!r}")
+    raise TypeError(f"unsupported config type {tp!r} at {where}")  # a bug, not user input
+
+
+def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    section, _, name = key.rpartition(".")
+    target = data
+    for part in filter(None, section.split(".")):
+        target = target.setdefault(part, {})
+    target[name] = value
+
+
+# --------------------------------------------------------------------------- files and flags
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a directory; pass a .toml file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not a UTF-8 text file") from None
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TicketConfig:
+    data = read_toml(path) if path else {}
+    for key, value in (overrides or {}).items():
+        set_dotted(data, key, value)
+    return TicketConfig.from_dict(data)
+
+
+def config_fields(cls: type = TicketConfig, prefix: str = "") -> list[tuple[str, dataclasses.Field, Any]]:
+    """Every leaf setting as (dotted key, field, type), in declaration order."""
+    out = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            out.extend(config_fields(tp, f"{prefix}{f.name}."))
+        else:
+            out.append((f"{prefix}{f.name}", f, tp))
+    return out
+
+
+def flag_name(key: str, f: dataclasses.Field) -> str:
+    return "--" + f.metadata.get("flag", key.rpartition(".")[2]).replace("_", "-")
