@@ -80,7 +80,67 @@ def build_parser() -> argparse.ArgumentParser:
     ticket.add_argument("--quiet", action="store_true", help="no progress bar or table")
     _add_config_flags(ticket)
     ticket.set_defaults(func=cmd_ticket)
+
+    def study_parser(name: str, help_: str, description: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=description)
+        p.add_argument("study_file", metavar="STUDY.toml", help="study file, e.g. studies/quickstart.toml")
+        p.add_argument("--storage", metavar="URL", help="Optuna storage: journal:PATH, sqlite:///PATH or "
+                       "postgresql://... (default: [study].storage)")
+        p.add_argument("--study-name", metavar="NAME", help="study name (default: [study].name)")
+        return p
+
+    run = study_parser("run", "run (or continue) an Optuna study of ticket searches",
+                       "Run the study in STUDY.toml: each Optuna trial picks p, k, scope and re-init from [search], "
+                       "runs a ticket search per replicate seed and logs every round to MLflow. Running it again "
+                       "continues the same study: finished trials are kept and --n-trials more are added.")
+    run.add_argument("--n-trials", type=int, metavar="N", help="trials to add (default: [study].n_trials)")
+    run.add_argument("--jobs", type=int, default=1, metavar="N",
+                     help="worker processes on this machine, each with cores/N torch threads (default: 1)")
+    run.add_argument("--tracking-uri", metavar="URI",
+                     help="MLflow tracking URI (default: [study].tracking_uri, $MLFLOW_TRACKING_URI, "
+                          "or sqlite:///mlflow/mlflow.db)")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.set_defaults(func=cmd_run)
+
+    pareto = study_parser("pareto", "print the Pareto-optimal trials and the round-level frontier",
+                          "Print Optuna's Pareto-optimal trials with their settings, then the round-level "
+                          "frontier: every (density, validation accuracy) point of every round of every finished "
+                          "trial that no other point dominates.")
+    pareto.add_argument("--json", metavar="OUT.json", help="write both lists as JSON")
+    pareto.add_argument("--plot", metavar="FILE.png", help="plot accuracy against density with the frontier")
+    pareto.set_defaults(func=cmd_pareto)
+
+    comp = study_parser("compare", "compare setting combinations (e.g. p and k) across trials",
+                        "Group the finished trials by the settings in --by and print, per combination: trials and "
+                        "seeds, ticket sparsity and accuracy (mean ± std), accuracy at --density, and compute.")
+    comp.add_argument("--by", default="prune_rate,rewind_iter", metavar="A,B",
+                      help="comma-separated settings to group by (default: prune_rate,rewind_iter)")
+    comp.add_argument("--density", type=float, default=0.2, metavar="X",
+                      help="report validation accuracy at this density (default: 0.2)")
+    comp.add_argument("--json", metavar="OUT.json", help="write the rows as JSON")
+    comp.add_argument("--plot", metavar="FILE.png", help="grouped accuracy-vs-density curves")
+    comp.set_defaults(func=cmd_compare)
+
+    ui = sub.add_parser("ui", help="start the MLflow UI on the study's tracking store",
+                        description="Start `mlflow ui` on the study's store, bound to 127.0.0.1, and print the URL.")
+    ui.add_argument("study_file", metavar="STUDY.toml")
+    ui.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI (default: as for `run`)")
+    ui.add_argument("--port", type=int, default=5000, help="port (default: 5000)")
+    ui.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1)")
+    ui.set_defaults(func=cmd_ui)
+
+    studies = sub.add_parser("studies", help="list the studies in a storage with their trial counts",
+                             description="List the studies in an Optuna storage with their trial counts by state.")
+    studies.add_argument("study_file", metavar="STUDY.toml", nargs="?", help="read the storage from this file")
+    studies.add_argument("--storage", metavar="URL", help=f"storage URL (default: {_default_storage()})")
+    studies.set_defaults(func=cmd_studies)
     return parser
+
+
+def _default_storage() -> str:
+    from .study_config import DEFAULT_STORAGE
+
+    return DEFAULT_STORAGE
 
 
 def cmd_ticket(args: argparse.Namespace) -> int:
@@ -98,6 +158,185 @@ def cmd_ticket(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(round_table(result.rounds))
         print(f"device {result.device}; config hash {cfg.hash()}" + (f"; wrote {args.json}" if args.json else ""))
+    return 0
+
+
+def _load_study_file(args: argparse.Namespace):
+    from .study_config import load_study
+
+    return load_study(args.study_file)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .reports import format_table
+    from .study import Hooks, RunOptions, run_study
+
+    cfg = _load_study_file(args)
+    opts = RunOptions(n_trials=args.n_trials, jobs=args.jobs, storage=args.storage, tracking_uri=args.tracking_uri,
+                      study_name=args.study_name)
+    n = cfg.study.n_trials if args.n_trials is None else args.n_trials
+    show = not args.quiet and sys.stderr.isatty()
+    bars = _StudyProgress(n, show, per_round=args.jobs == 1)
+    hooks = Hooks(trial_start=bars.trial_start, round_done=bars.round_done, iteration=bars.iteration,
+                  trial_end=bars.trial_end)
+    with bars:
+        summary = run_study(cfg, opts, hooks)
+    new = summary.trials[summary.trials_before:]
+    states: dict[str, int] = {}
+    for t in new:
+        states[t.state.name] = states.get(t.state.name, 0) + 1
+    print(f"study '{summary.name}': {len(new)} new trials ({', '.join(f'{v} {k}' for k, v in states.items()) or 'none'}"
+          f"), {len(summary.trials)} in all")
+    import optuna
+
+    from .study import pareto_trials
+    from .study_config import SEARCHABLE
+
+    study = optuna.load_study(study_name=summary.name, storage=_storage(summary.storage))
+    best = pareto_trials(study)
+    if best:
+        keys = [k for k in SEARCHABLE if k in cfg.searched] or ["prune_rate"]
+        names = cfg.study.objectives
+        rows = [[t.number, *[_fmt(v) for v in t.values], *[str(t.params.get(k, "")) for k in keys]] for t in best]
+        print("Pareto-optimal trials:")
+        print(format_table(["trial", *names, *keys], rows))
+    print(f"MLflow: {summary.tracking_uri} (experiment '{summary.name}'); browse with `ltstudy ui {args.study_file}`")
+    if summary.interrupted:
+        print("interrupted: finished trials are kept; run the same command to continue", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.4g}"
+
+
+def _storage(url: str):
+    from .storage import open_storage
+
+    return open_storage(url, heartbeat=False)
+
+
+def _study_for_report(args: argparse.Namespace):
+    from .study import load_existing
+
+    cfg = _load_study_file(args)
+    return cfg, load_existing(args.storage or cfg.study.storage, args.study_name or cfg.study.name)
+
+
+def cmd_pareto(args: argparse.Namespace) -> int:
+    import json
+
+    from .reports import format_table, plot_pareto, round_frontier
+    from .study import pareto_trials
+
+    for path in (args.json, args.plot):
+        if path:
+            _check_writable(path)
+    cfg, study = _study_for_report(args)
+    trials = study.get_trials(deepcopy=False)
+    best = pareto_trials(study)
+    names = study.user_attrs.get("objectives", cfg.study.objectives)
+    keys = list(cfg.searched) or ["prune_rate"]
+    print(f"Pareto-optimal trials of '{study.study_name}' ({len(best)} of {len(trials)}):")
+    print(format_table(["trial", *names, *keys],
+                       [[t.number, *[_fmt(v) for v in t.values],
+                         *[str(t.user_attrs.get("params_all", {}).get(k, "")) for k in keys]] for t in best]))
+    frontier = round_frontier(trials)
+    print(f"\nRound-level frontier ({len(frontier)} non-dominated (density, val accuracy) points):")
+    print(format_table(["density", "val_acc", "test_acc", "trial", "round", "p", "k", "scope", "reinit"],
+                       [[p["density"], p["val_accuracy"], p["test_accuracy"], p["trial"], p["round"],
+                         str(p["prune_rate"]), str(p["rewind_iter"]), p["scope"], p["reinit"]] for p in frontier]))
+    if args.json:
+        doc = {"study": study.study_name, "objectives": names,
+               "pareto_trials": [{"trial": t.number, "values": dict(zip(names, t.values, strict=False)),
+                                  "settings": t.user_attrs.get("params_all", {}), "params": t.params}
+                                 for t in best],
+               "round_frontier": frontier}
+        with open(args.json, "w") as fh:
+            json.dump(doc, fh, indent=2)
+    if args.plot:
+        plot_pareto(trials, frontier, args.plot, title=study.study_name)
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    import json
+
+    from .reports import compare, compare_table, plot_compare
+    from .study_config import SEARCHABLE
+
+    by = [k.strip() for k in args.by.split(",") if k.strip()]
+    if not by:
+        raise ConfigError("--by needs at least one setting, e.g. --by prune_rate,rewind_iter")
+    for k in by:
+        if k not in SEARCHABLE:
+            from .config import unknown_key_message
+
+            raise ConfigError("--by: " + unknown_key_message(k, list(SEARCHABLE), "search"))
+    if not 0.0 < args.density <= 1.0:
+        raise ConfigError(f"--density must be in (0, 1], got {args.density}")
+    for path in (args.json, args.plot):
+        if path:
+            _check_writable(path)
+    cfg, study = _study_for_report(args)
+    trials = study.get_trials(deepcopy=False)
+    rows = compare(trials, by, cfg.study.epsilon, args.density, cfg.study.replicates)
+    print(f"'{study.study_name}' by {', '.join(by)} (ticket: val accuracy within ε={cfg.study.epsilon} of dense; "
+          "validation numbers):")
+    print(compare_table(rows, by, args.density))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(rows, fh, indent=2, default=str)
+    if args.plot:
+        plot_compare(trials, by, args.plot, title=study.study_name)
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from .storage import artifact_root, check_tracking_uri, redact
+
+    cfg = _load_study_file(args)
+    uri = cfg.tracking_uri(args.tracking_uri)
+    check_tracking_uri(uri)
+    if not uri.startswith("sqlite:///"):
+        raise ConfigError(f"{redact(uri)} is already a server; open it in a browser instead")
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host,
+           "--port", str(args.port)]
+    root = artifact_root(uri)
+    if root:
+        cmd += ["--default-artifact-root", root]
+    print(f"MLflow UI for {uri}: http://{args.host}:{args.port}  (Ctrl-C to stop)", flush=True)
+    try:
+        return subprocess.call(cmd)
+    except KeyboardInterrupt:
+        return 0
+
+
+def cmd_studies(args: argparse.Namespace) -> int:
+    import optuna
+
+    from .reports import format_table
+    from .storage import check_storage, redact
+    from .study_config import DEFAULT_STORAGE
+
+    url = args.storage or (_load_study_file(args).study.storage if args.study_file else DEFAULT_STORAGE)
+    check_storage(url)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = _storage(url)
+    rows = []
+    for s in optuna.get_all_study_summaries(storage, include_best_trial=False):
+        study = optuna.load_study(study_name=s.study_name, storage=storage)
+        counts: dict[str, int] = {}
+        for t in study.get_trials(deepcopy=False):
+            counts[t.state.name] = counts.get(t.state.name, 0) + 1
+        rows.append([s.study_name, s.n_trials, counts.get("COMPLETE", 0), counts.get("PRUNED", 0),
+                     counts.get("FAIL", 0), counts.get("RUNNING", 0) + counts.get("WAITING", 0),
+                     ",".join(d.name.lower()[:3] for d in s.directions)])
+    print(f"studies in {redact(url)}:")
+    print(format_table(["study", "trials", "complete", "pruned", "failed", "running", "directions"], rows))
     return 0
 
 
@@ -141,6 +380,54 @@ class _Progress:
         for bar in (self.iters, self.rounds):
             if bar is not None:
                 bar.close()
+        return False
+
+
+class _StudyProgress:
+    """A bar over trials, plus round and iteration bars for the trial running in this process."""
+
+    def __init__(self, n_trials: int, enabled: bool, per_round: bool):
+        self.enabled, self.n_trials, self.per_round = enabled, n_trials, per_round
+        self.trials = None
+        self.ticket: _Progress | None = None
+
+    def __enter__(self):
+        if self.enabled:
+            from tqdm import tqdm
+
+            self.trials = tqdm(total=self.n_trials, desc="trials", position=0)
+        return self
+
+    def trial_start(self, number: int) -> None:
+        if self.enabled and self.per_round:
+            if self.ticket is not None:
+                self.ticket.__exit__(None, None, None)
+            self.ticket = _Progress(0, True, position=1).__enter__()
+            self.ticket.rounds.set_description(f"trial {number} rounds")
+            self.ticket.rounds.total = None
+
+    def round_done(self, number: int, rec) -> None:
+        if self.ticket is not None:
+            self.ticket.round_done(rec)
+
+    def iteration(self, round_: int, done: int, total: int) -> None:
+        if self.ticket is not None:
+            self.ticket.iteration(round_, done, total)
+
+    def trial_end(self, trial) -> None:
+        if self.trials is not None:
+            self.trials.update(1)
+            if trial.values:
+                self.trials.set_postfix(last=f"#{trial.number} {trial.state.name.lower()}",
+                                        values=",".join(_fmt(v) for v in trial.values))
+            else:
+                self.trials.set_postfix(last=f"#{trial.number} {trial.state.name.lower()}")
+
+    def __exit__(self, *exc):
+        if self.ticket is not None:
+            self.ticket.__exit__(None, None, None)
+        if self.trials is not None:
+            self.trials.close()
         return False
 
 

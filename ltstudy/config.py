@@ -28,58 +28,65 @@ class ConfigError(ValueError):
 # --------------------------------------------------------------------------- sections
 
 
+def setting(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = dataclasses.MISSING,
+            flag: str | None = None) -> Any:
+    """A config field with its --help text (and CLI flag name, when it isn't the field name)."""
+    meta = {"help": help, **({"flag": flag} if flag else {})}
+    return field(default=default, default_factory=factory, metadata=meta)
+
+
 @dataclass
 class DataConfig:
-    name: str = field(default="digits", metadata={"flag": "dataset", "help": "dataset name (the list is at the end of --help)"})
-    root: str = field(default="data", metadata={"flag": "data-dir", "help": "folder searched first for dataset files"})
-    download: bool = field(default=False, metadata={"help": "allow torchvision to download missing data (needs internet)"})
-    val_size: int = field(default=-1, metadata={"help": "validation examples held out of the training split; -1 = the dataset's default"})
-    split_seed: int = field(default=0, metadata={"help": "seed of the train/validation(/test) split, fixed across run seeds"})
-    augment: bool = field(default=False, metadata={"help": "random crop and flip on the device (image datasets with 32x32 inputs)"})
+    name: str = setting("digits", "dataset name (the list is at the end of --help)", flag="dataset")
+    root: str = setting("data", "folder searched first for dataset files", flag="data-dir")
+    download: bool = setting(False, "allow torchvision to download missing data (needs internet)")
+    val_size: int = setting(-1, "validation examples held out of the training split; -1 = the dataset's default")
+    split_seed: int = setting(0, "seed of the train/validation(/test) split, fixed across run seeds")
+    augment: bool = setting(False, "random crop and flip on the device (image datasets with 32x32 inputs)")
 
 
 @dataclass
 class ModelConfig:
-    name: str = field(default="lenet-300-100", metadata={"flag": "model", "help": "model name (the list is at the end of --help)"})
-    dropout: float = field(default=0.0, metadata={"help": "dropout probability on hidden fully connected layers"})
+    name: str = setting("lenet-300-100", "model name (the list is at the end of --help)", flag="model")
+    dropout: float = setting(0.0, "dropout probability on hidden fully connected layers")
 
 
 @dataclass
 class TrainConfig:
-    optimizer: Literal["adam", "sgd"] = field(default="adam", metadata={"help": "adam, or sgd (with --momentum/--nesterov)"})
-    lr: float = field(default=1.2e-3, metadata={"help": "peak learning rate"})
-    momentum: float = field(default=0.0, metadata={"help": "SGD momentum"})
-    nesterov: bool = field(default=False, metadata={"help": "Nesterov momentum for SGD"})
-    weight_decay: float = field(default=0.0, metadata={"help": "L2 weight decay"})
-    batch_size: int = field(default=60, metadata={"help": "examples per iteration"})
-    iterations: int | str = field(default=1000, metadata={"help": "training length per round: iterations, or '500it' / '2ep'"})
-    warmup: int | str = field(default=0, metadata={"help": "linear learning-rate warmup length (iterations or 'Nep')"})
-    milestones: list[int | str] = field(default_factory=list, metadata={"help": "comma-separated points where the lr is multiplied by gamma"})
-    gamma: float = field(default=0.1, metadata={"help": "learning-rate factor at each milestone"})
-    eval_every: int | str = field(default=100, metadata={"help": "evaluate on validation and test every N iterations (or 'Nep')"})
-    eval_batch_size: int = field(default=2048, metadata={"help": "examples per evaluation forward pass"})
+    optimizer: Literal["adam", "sgd"] = setting("adam", "adam, or sgd (with --momentum/--nesterov)")
+    lr: float = setting(1.2e-3, "peak learning rate")
+    momentum: float = setting(0.0, "SGD momentum")
+    nesterov: bool = setting(False, "Nesterov momentum for SGD")
+    weight_decay: float = setting(0.0, "L2 weight decay")
+    batch_size: int = setting(60, "examples per iteration")
+    iterations: int | str = setting(1000, "training length per round: iterations, or '500it' / '2ep'")
+    warmup: int | str = setting(0, "linear learning-rate warmup length (iterations or 'Nep')")
+    milestones: list[int | str] = setting(factory=list, help="comma-separated points where the lr is x gamma")
+    gamma: float = setting(0.1, "learning-rate factor at each milestone")
+    eval_every: int | str = setting(100, "evaluate on validation and test every N iterations (or 'Nep')")
+    eval_batch_size: int = setting(2048, "examples per evaluation forward pass")
 
 
 @dataclass
 class PruneConfig:
-    prune_rate: float = field(default=0.2, metadata={"help": "fraction p of the remaining weights removed per round, in (0, 1)"})
-    rounds: int = field(default=5, metadata={"help": "pruning rounds R after the dense round 0 (ignored when target_density is set)"})
-    target_density: float = field(default=0.0, metadata={"help": "stop when this fraction of prunable weights remains; 0 = use rounds"})
-    one_shot: bool = field(default=False, metadata={"help": "prune straight to target_density in a single round"})
-    rewind_iter: int | str = field(default=0, metadata={"help": "k: the iteration rewound to (or '500it' / '2ep'); 0 = the original ticket"})
-    scope: Literal["layerwise", "global"] = field(default="layerwise", metadata={"help": "layerwise: each layer loses p; global: one threshold"})
-    reinit: Literal["rewind", "random", "finetune", "lr-rewind"] = field(default="rewind", metadata={"help": "what the survivors are reset to"})
-    mask: Literal["magnitude", "random"] = field(default="magnitude", metadata={"help": "magnitude, or random with the same layer densities"})
-    output_rate: float = field(default=1.0, metadata={"help": "factor on p for the output layer (Frankle & Carbin: 0.5)"})
-    conv_rate: float = field(default=-1.0, metadata={"help": "rate for conv layers; -1 = prune_rate"})
-    layer_rates: dict[str, float] = field(default_factory=dict, metadata={"help": "per-layer rate overrides, e.g. fc1=0.3,fc3=0.1"})
-    ignore: list[str] = field(default_factory=list, metadata={"help": "layers never pruned, e.g. conv1"})
+    prune_rate: float = setting(0.2, "fraction p of the remaining weights removed per round, in (0, 1)")
+    rounds: int = setting(5, "pruning rounds R after the dense round 0 (ignored when target_density is set)")
+    target_density: float = setting(0.0, "stop when this fraction of prunable weights remains; 0 = use rounds")
+    one_shot: bool = setting(False, "prune straight to target_density in a single round")
+    rewind_iter: int | str = setting(0, "k: the iteration rewound to (or '500it' / '2ep'); 0 = the original ticket")
+    scope: Literal["layerwise", "global"] = setting("layerwise", "layerwise: each layer loses p; global: one threshold")
+    reinit: Literal["rewind", "random", "finetune", "lr-rewind"] = setting("rewind", "what the survivors are reset to")
+    mask: Literal["magnitude", "random"] = setting("magnitude", "magnitude, or random with the same layer densities")
+    output_rate: float = setting(1.0, "factor on p for the output layer (Frankle & Carbin: 0.5)")
+    conv_rate: float = setting(-1.0, "rate for conv layers; -1 = prune_rate")
+    layer_rates: dict[str, float] = setting(factory=dict, help="per-layer rate overrides, e.g. fc1=0.3,fc3=0.1")
+    ignore: list[str] = setting(factory=list, help="layers never pruned, e.g. conv1")
 
 
 @dataclass
 class TicketConfig:
-    seed: int = field(default=0, metadata={"help": "seed of θ0, data order, dropout and random masks"})
-    device: str = field(default="auto", metadata={"help": "auto (CUDA when present), cpu, cuda or cuda:N"})
+    seed: int = setting(0, "seed of θ0, data order, dropout and random masks")
+    device: str = setting("auto", "auto (CUDA when present), cpu, cuda or cuda:N")
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -165,10 +172,12 @@ class TicketConfig:
         )
         if not 0 <= sched.rewind_iter < sched.iterations:
             raise ConfigError(
-                f"prune.rewind_iter k={self.prune.rewind_iter!r} ({sched.rewind_iter} iterations) must be >= 0 and below "
-                f"the training length {sched.iterations} iterations; lower --rewind-iter or raise --iterations")
+                f"prune.rewind_iter k={self.prune.rewind_iter!r} ({sched.rewind_iter} iterations) must be >= 0 "
+                f"and below the training length {sched.iterations} iterations; lower --rewind-iter or raise "
+                "--iterations")
         if sched.warmup >= sched.iterations:
-            raise ConfigError(f"train.warmup ({sched.warmup} it) must be shorter than train.iterations ({sched.iterations} it)")
+            raise ConfigError(f"train.warmup ({sched.warmup} it) must be shorter than train.iterations "
+                              f"({sched.iterations} it)")
         return sched
 
 
@@ -248,12 +257,16 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
         return value
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
         if int in args and isinstance(value, str) and re.fullmatch(r"\s*\d+\s*", value):
             return int(value)  # CLI '500' and TOML 500 must hash alike
         for arg in args:  # exact type first, so 500 stays an int in `int | str`
             if isinstance(value, arg) and not (arg is int and isinstance(value, bool)):
                 return value
         for arg in args:
+            if arg is type(None):
+                continue
             try:
                 return coerce(value, arg, where)
             except ConfigError:

@@ -6,6 +6,7 @@ the paper: Gaussian Glorot weights, zero biases, batch-norm scale 1 / shift 0.
 
 from __future__ import annotations
 
+import itertools
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -54,7 +55,8 @@ def build_model(name: str, input_shape: Shape, num_classes: int, dropout: float 
         raise ConfigError(unknown_name("model", name, MODELS))
     c, h, w = input_shape
     if min(h, w) < spec.min_size:
-        raise ConfigError(f"model {name} needs inputs of at least {spec.min_size}x{spec.min_size}, but the dataset gives "
+        raise ConfigError(f"model {name} needs inputs of at least {spec.min_size}x{spec.min_size}, but the dataset "
+                          f"gives "
                           f"{c}x{h}x{w}; use lenet-300-100 or conv-2/4/6 for small inputs")
     model = spec.build(input_shape, num_classes, dropout)
     init_weights(model)
@@ -83,7 +85,7 @@ def _net(features: list[tuple[str, nn.Module]], input_shape: Shape, hidden: list
     """
     dims = [_flat_dim(features, input_shape), *hidden]
     layers = [*features, ("flatten", nn.Flatten())]
-    for i, (a, b) in enumerate(zip(dims, dims[1:], strict=False), start=1):
+    for i, (a, b) in enumerate(itertools.pairwise(dims), start=1):
         layers += [(f"fc{i}", nn.Linear(a, b)), (f"relu_fc{i}", nn.ReLU(inplace=True))]
         if dropout:
             layers.append((f"dropout{i}", nn.Dropout(dropout)))
@@ -130,7 +132,8 @@ def _conv_net(blocks: int) -> Callable[[Shape, int, float], nn.Module]:
 
 
 for _blocks in (1, 2, 3):
-    register(f"conv-{2 * _blocks}", f"Frankle & Carbin's Conv-{2 * _blocks} (CIFAR-10): {2 * _blocks} convs, fc 256-256",
+    register(f"conv-{2 * _blocks}", f"Frankle & Carbin's Conv-{2 * _blocks} (CIFAR-10): {2 * _blocks} convs, "
+             "fc 256-256",
              min_size=2 ** _blocks)(_conv_net(_blocks))
 
 

@@ -33,7 +33,7 @@ from .models import build_model, init_weights
 from .training import TrainResult, clone_state, lr_at, resolve_device, train
 
 
-class StopSearch(Exception):  # noqa: N818 - a control-flow signal, not an error
+class StopSearch(Exception):
     """Raised by an `on_round` callback to end the search after the current round."""
 
     def __init__(self, reason: str = "stopped"):
@@ -137,7 +137,8 @@ class TicketSearch:
         start = 0 if round_ == 0 or reinit == "random" else k
         constant_lr = lr_at(self.sched.iterations - 1, self.cfg.train, self.sched) if (
             round_ > 0 and reinit == "finetune") else None
-        on_eval = (lambda done, _ev: progress(round_, done - start, self.sched.iterations - start)) if progress else None
+        total = self.sched.iterations - start
+        on_eval = (lambda done, _ev: progress(round_, done - start, total)) if progress else None
         torch.manual_seed(_derived_seed(self.cfg.seed, 3, round_))  # dropout
         result = train(self.model, self.data, self.masks, self.cfg.train, self.sched, seed=self.cfg.seed,
                        start=start, capture_at=k if round_ == 0 else None, constant_lr=constant_lr, on_eval=on_eval)

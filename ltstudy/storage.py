@@ -1,0 +1,146 @@
+"""Optuna storage URLs and MLflow tracking URIs: checked before anything is created.
+
+Storage forms:
+- journal:PATH         Optuna's JournalFileBackend: safe for several processes on one machine.
+- sqlite:///PATH       fine for one process; refused for --jobs > 1 (SQLite locks under concurrent writers).
+- postgresql://...     RDB storage (with heartbeats) for workers on many machines.
+- mysql://...          RDB storage.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+from .config import ConfigError
+
+_RDB_SCHEMES = ("postgresql", "mysql")
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced by ***, for messages and logs."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+def storage_kind(url: str) -> str:
+    if url.startswith("journal:"):
+        return "journal"
+    if url.startswith("sqlite:///"):
+        return "sqlite"
+    scheme = url.split("://", 1)[0].split("+", 1)[0]
+    if scheme in _RDB_SCHEMES and "://" in url:
+        return "rdb"
+    raise ConfigError(f"storage {redact(url)!r} is not supported; use journal:PATH, sqlite:///PATH or "
+                      "postgresql://user:password@host:port/db")
+
+
+def _check_file_target(path: Path, what: str) -> None:
+    """The file may not exist yet, but its folder must be creatable and writable."""
+    if path.is_dir():
+        raise ConfigError(f"{what} {path} is a directory; give a file path")
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise ConfigError(f"{what} {path} cannot be created: {parent} is not a writable folder")
+
+
+def journal_path(url: str) -> Path:
+    return Path(url[len("journal:"):]).expanduser()
+
+
+def sqlite_path(url: str) -> Path:
+    return Path(url[len("sqlite:///"):]).expanduser()
+
+
+def check_storage(url: str, *, jobs: int = 1, timeout: float = 5.0) -> str:
+    """Validate a storage URL; returns its kind. Creates nothing."""
+    kind = storage_kind(url)
+    if kind == "journal":
+        _check_file_target(journal_path(url), "storage journal")
+    elif kind == "sqlite":
+        if jobs > 1:
+            raise ConfigError(f"storage {url} is SQLite, which is not safe for --jobs {jobs} concurrent workers; "
+                              "use journal:PATH (one machine) or postgresql://... (many)")
+        _check_file_target(sqlite_path(url), "storage database")
+    else:
+        _check_rdb(url, timeout)
+    return kind
+
+
+def _check_rdb(url: str, timeout: float) -> None:
+    import sqlalchemy
+
+    parsed = urllib.parse.urlsplit(url)
+    where = f"{parsed.hostname or 'localhost'}:{parsed.port or 'default port'}"
+    connect_args: dict[str, Any] = {"connect_timeout": int(max(1, timeout))} if url.startswith("postgresql") else {}
+    try:
+        engine = sqlalchemy.create_engine(url, connect_args=connect_args)
+        with engine.connect():
+            pass
+        engine.dispose()
+    except ModuleNotFoundError as exc:
+        raise ConfigError(f"storage {redact(url)} needs the database driver '{exc.name}'; "
+                          "install it with `pip install 'ltstudy[postgres]'`") from None
+    except Exception as exc:  # sqlalchemy wraps driver errors in many types
+        reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"cannot reach storage database at {where}: {redact(reason)}") from None
+
+
+def prepare_storage(url: str) -> None:
+    """Create the folder of a file-based storage (after validation)."""
+    kind = storage_kind(url)
+    if kind in ("journal", "sqlite"):
+        path = journal_path(url) if kind == "journal" else sqlite_path(url)
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+
+def open_storage(url: str, *, heartbeat: bool = True):
+    """The Optuna storage object for `url` (RDB storages get heartbeats and stale-trial retry)."""
+    from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+    from optuna.storages.journal import JournalFileBackend
+
+    kind = storage_kind(url)
+    prepare_storage(url)
+    if kind == "journal":
+        return JournalStorage(JournalFileBackend(str(journal_path(url))))
+    if kind == "sqlite":
+        return RDBStorage(url)
+    kwargs: dict[str, Any] = {}
+    if heartbeat:
+        kwargs = {"heartbeat_interval": 30, "grace_period": 120,
+                  "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=3)}
+    return RDBStorage(url, engine_kwargs={"pool_pre_ping": True}, **kwargs)
+
+
+# --------------------------------------------------------------------------- MLflow
+
+
+def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
+    """Validate an MLflow tracking URI without creating anything."""
+    if uri.startswith("sqlite:///"):
+        _check_file_target(sqlite_path(uri), "MLflow store")
+    elif uri.startswith(("http://", "https://")):
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout):
+                pass
+        except Exception as exc:  # URLError, timeouts, HTTP errors
+            raise ConfigError(f"cannot reach the MLflow server at {redact(uri)} ({exc}); start it with "
+                              "mlflow/serve.sh or fix --tracking-uri") from None
+    elif uri.startswith(("postgresql", "mysql")):
+        _check_rdb(uri, timeout)
+    else:
+        raise ConfigError(f"tracking URI {redact(uri)!r} is not supported (the ./mlruns file store was removed in "
+                          "MLflow 3); use sqlite:///mlflow/mlflow.db or http://host:port")
+
+
+def artifact_root(uri: str) -> str | None:
+    """Where a local SQLite store keeps artifacts: an `artifacts/` folder beside the database."""
+    if uri.startswith("sqlite:///"):
+        return (sqlite_path(uri).resolve().parent / "artifacts").as_uri()
+    return None  # a server decides

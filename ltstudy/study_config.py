@@ -1,0 +1,282 @@
+"""Study files (studies/*.toml): the [study] section and the [search] space.
+
+A study file is [study] + the engine's own sections ([data], [model], [train],
+and optionally [prune] for fixed pruning settings) + [search]. Every entry of
+[search] is either fixed (a scalar), a list of choices, or a range table
+{low, high, step?, log?}. Everything is validated before any study, run or
+file is created.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from .config import ConfigError, TicketConfig, build, read_toml, set_dotted, unknown_key_message
+from .objectives import Objective, parse_objective
+
+DEFAULT_STORAGE = "journal:.ltstudy/optuna.journal"
+DEFAULT_TRACKING_URI = "sqlite:///mlflow/mlflow.db"
+
+# What [search] may set, and where it lands in the engine's config.
+SEARCHABLE = {
+    "prune_rate": "prune.prune_rate",
+    "rewind_iter": "prune.rewind_iter",
+    "scope": "prune.scope",
+    "reinit": "prune.reinit",
+    "mask": "prune.mask",
+    "rounds": "prune.rounds",
+    "target_density": "prune.target_density",
+    "one_shot": "prune.one_shot",
+    "output_rate": "prune.output_rate",
+    "conv_rate": "prune.conv_rate",
+    "lr": "train.lr",
+    "weight_decay": "train.weight_decay",
+    "momentum": "train.momentum",
+    "batch_size": "train.batch_size",
+    "warmup": "train.warmup",
+    "optimizer": "train.optimizer",
+    "dropout": "model.dropout",
+}
+_INT_KEYS = {"rewind_iter", "rounds", "batch_size", "warmup"}
+_FLOAT_KEYS = {"prune_rate", "target_density", "output_rate", "conv_rate", "lr", "weight_decay", "momentum", "dropout"}
+
+
+@dataclass
+class StudySection:
+    name: str = "ltstudy"
+    sampler: Literal["tpe", "nsga2", "random", "grid", "gp"] = "tpe"
+    seed: int = 0  # sampler seed, and the first training seed
+    n_trials: int = 10
+    objectives: list[str] = field(default_factory=lambda: ["ticket_sparsity", "train_iterations"])
+    replicates: int = 1  # training seeds per trial: seed, seed+1, ...; objectives are averaged
+    epsilon: float = 0.01  # a round is a winning ticket if val accuracy >= dense - epsilon
+    max_accuracy_drop: float | None = None  # constraint on the sparsest round's drop from dense
+    stop_on_drop: bool = False  # end a trial (pruned) once a round drops more than max_accuracy_drop
+    min_dense_accuracy: float | None = None  # constraint: the dense network must reach this
+    pruner: Literal["none", "median", "percentile", "hyperband", "successive-halving"] = "median"
+    storage: str = DEFAULT_STORAGE
+    tracking_uri: str = ""  # "" = $MLFLOW_TRACKING_URI, else sqlite:///mlflow/mlflow.db
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class Param:
+    """One [search] entry: fixed, categorical or a range."""
+
+    key: str
+    fixed: Any = None
+    choices: tuple | None = None
+    low: float | None = None
+    high: float | None = None
+    step: float | None = None
+    log: bool = False
+
+    @property
+    def searched(self) -> bool:
+        return self.choices is not None or self.low is not None
+
+    @property
+    def is_int(self) -> bool:
+        return self.key in _INT_KEYS
+
+    def grid_values(self) -> list:
+        if self.choices is not None:
+            return list(self.choices)
+        if self.step is None and not self.is_int:
+            raise ConfigError(f"search.{self.key}: the grid sampler cannot enumerate a continuous range; "
+                              "give a list of values or a step")
+        step = self.step or 1
+        n = int((self.high - self.low) // step) + 1  # type: ignore[operator]
+        if n > 10_000:
+            raise ConfigError(f"search.{self.key}: the grid would have {n} values; give a list or a larger step")
+        vals = [self.low + i * step for i in range(n)]  # type: ignore[operator]
+        return [int(v) for v in vals] if self.is_int else vals
+
+    def extremes(self) -> list:
+        if self.choices is not None:
+            return list(self.choices)
+        if self.low is not None:
+            return [self.low, self.high]
+        return [self.fixed]
+
+
+@dataclass
+class StudyConfig:
+    study: StudySection
+    base: TicketConfig  # the engine config with every fixed setting applied
+    search: dict[str, Param]
+    path: str = ""
+
+    @property
+    def objectives(self) -> list[Objective]:
+        return [parse_objective(o) for o in self.study.objectives]
+
+    @property
+    def directions(self) -> list[str]:
+        return [o.direction for o in self.objectives]
+
+    @property
+    def searched(self) -> dict[str, Param]:
+        return {k: p for k, p in self.search.items() if p.searched}
+
+    def tracking_uri(self, override: str | None = None) -> str:
+        return override or self.study.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+    def trial_config(self, values: dict[str, Any], seed: int) -> TicketConfig:
+        """The engine config of one trial: base + sampled values + the replicate seed."""
+        overrides = {SEARCHABLE[k]: v for k, v in values.items()}
+        overrides["seed"] = seed
+        return self.base.replace(overrides)
+
+    def grid(self) -> dict[str, list]:
+        return {k: p.grid_values() for k, p in self.searched.items()}
+
+    def hash(self) -> str:
+        """Hash of everything that defines the study's trials (for naming and sanity checks)."""
+        import hashlib
+        import json
+
+        blob = json.dumps({"base": self.base.to_dict(), "search": {k: dataclasses.asdict(p) for k, p in
+                                                                  sorted(self.search.items())}},
+                          sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+_SECTIONS = ("study", "data", "model", "train", "prune", "search")
+
+
+def load_study(path: str | Path, overrides: dict[str, Any] | None = None) -> StudyConfig:
+    """Read and validate a study file; `overrides` are dotted keys such as {"study.n_trials": 3}."""
+    raw = read_toml(path)
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            set_dotted(raw, key, value)
+    return parse_study(raw, str(path))
+
+
+def parse_study(raw: dict[str, Any], path: str = "") -> StudyConfig:
+    for key in raw:
+        if key not in _SECTIONS:
+            raise ConfigError(unknown_key_message(key, list(_SECTIONS), "config").replace("key", "section", 1))
+    study = build(StudySection, raw.get("study", {}), "study")
+    _validate_study_section(study)
+
+    search_raw = raw.get("search", {})
+    if not isinstance(search_raw, dict):
+        raise ConfigError("[search] must be a table of settings")
+    search: dict[str, Param] = {}
+    for key, spec in search_raw.items():
+        if key not in SEARCHABLE:
+            raise ConfigError(unknown_key_message(key, list(SEARCHABLE), "search"))
+        search[key] = _parse_param(key, spec)
+
+    engine = {k: raw[k] for k in ("data", "model", "train", "prune") if k in raw}
+    for key in search:
+        section, name = SEARCHABLE[key].split(".")
+        if name in engine.get(section, {}):
+            raise ConfigError(f"{key} is set in both [{section}] and [search]; keep it in one place")
+    engine["seed"] = study.seed
+    engine["device"] = study.device
+    try:
+        base = TicketConfig.from_dict(engine)
+    except ConfigError as exc:
+        raise ConfigError(str(exc)) from None
+    # Apply the fixed and first searched values so `base` is a valid trial config.
+    base = base.replace({SEARCHABLE[k]: p.extremes()[0] for k, p in search.items()})
+    cfg = StudyConfig(study, base, search, path)
+    _validate_space(cfg)
+    return cfg
+
+
+def _validate_study_section(s: StudySection) -> None:
+    if not s.name or any(c in s.name for c in "/\\"):
+        raise ConfigError(f"study.name must be a non-empty name without slashes, got {s.name!r}")
+    if s.n_trials < 0:
+        raise ConfigError(f"study.n_trials must be >= 0, got {s.n_trials}")
+    if s.replicates < 1:
+        raise ConfigError(f"study.replicates must be >= 1, got {s.replicates}")
+    if not s.objectives:
+        raise ConfigError("study.objectives is empty; e.g. objectives = [\"ticket_sparsity\", \"train_iterations\"]")
+    names = [parse_objective(o).name for o in s.objectives]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"study.objectives lists an objective twice: {names}")
+    if not 0.0 <= s.epsilon < 1.0:
+        raise ConfigError(f"study.epsilon must be in [0, 1), got {s.epsilon}")
+    if s.max_accuracy_drop is not None and not 0.0 <= s.max_accuracy_drop <= 1.0:
+        raise ConfigError(f"study.max_accuracy_drop must be in [0, 1], got {s.max_accuracy_drop}")
+    if s.stop_on_drop and s.max_accuracy_drop is None:
+        raise ConfigError("study.stop_on_drop needs study.max_accuracy_drop, e.g. max_accuracy_drop = 0.05")
+    if s.min_dense_accuracy is not None and not 0.0 <= s.min_dense_accuracy <= 1.0:
+        raise ConfigError(f"study.min_dense_accuracy must be in [0, 1], got {s.min_dense_accuracy}")
+
+
+def _parse_param(key: str, spec: Any) -> Param:
+    where = f"search.{key}"
+    if isinstance(spec, list):
+        if not spec:
+            raise ConfigError(f"{where} has no choices; give at least one value or a fixed scalar")
+        if len(set(map(repr, spec))) != len(spec):
+            raise ConfigError(f"{where} lists a choice twice: {spec}")
+        return Param(key, choices=tuple(spec))
+    if isinstance(spec, dict):
+        unknown = [k for k in spec if k not in ("low", "high", "step", "log")]
+        if unknown:
+            raise ConfigError(unknown_key_message(unknown[0], ["low", "high", "step", "log"], where))
+        if key not in _INT_KEYS | _FLOAT_KEYS:
+            raise ConfigError(f"{where} is not numeric, so it takes a list of choices, not a range")
+        if "low" not in spec or "high" not in spec:
+            raise ConfigError(f"{where} range needs both low and high, e.g. {{ low = 0.1, high = 0.5 }}")
+        num = int if key in _INT_KEYS else float
+        try:
+            low, high = num(spec["low"]), num(spec["high"])
+            step = num(spec["step"]) if "step" in spec else None
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where} low/high/step must be {'integers' if num is int else 'numbers'}") from None
+        if num is int and any(isinstance(spec.get(k), float) and not float(spec[k]).is_integer()
+                              for k in ("low", "high", "step")):
+            raise ConfigError(f"{where} is an integer setting; its range bounds must be integers")
+        log = spec.get("log", False)
+        if not isinstance(log, bool):
+            raise ConfigError(f"{where}.log must be true or false")
+        if low > high:
+            raise ConfigError(f"{where} range is inverted (low {low} > high {high}); swap them")
+        if step is not None and step <= 0:
+            raise ConfigError(f"{where}.step must be > 0, got {step}")
+        if log and low <= 0:
+            raise ConfigError(f"{where} log range needs low > 0, got {low}")
+        if log and step is not None:
+            raise ConfigError(f"{where}: Optuna cannot combine log = true with a step; drop one")
+        return Param(key, low=low, high=high, step=step, log=log)
+    return Param(key, fixed=spec)
+
+
+def _validate_space(cfg: StudyConfig) -> None:
+    """Every choice and both ends of every range must make a valid engine config."""
+    base_values = {k: p.extremes()[0] for k, p in cfg.search.items()}
+    for key, param in cfg.search.items():
+        for value in param.extremes():
+            try:
+                cfg.base.replace({SEARCHABLE[key]: value, **{SEARCHABLE[k]: v for k, v in base_values.items()
+                                                              if k != key}})
+            except ConfigError as exc:
+                raise ConfigError(f"search.{key} = {value!r} is out of range: {exc}") from None
+    if cfg.study.sampler == "grid":
+        if not cfg.searched:
+            raise ConfigError("the grid sampler needs at least one searched setting in [search]")
+        cfg.grid()  # raises on continuous ranges
+
+
+def validate_with_data(cfg: StudyConfig, train_size: int) -> None:
+    """Checks that need the training split size: rewind points and warmup against the length."""
+    combos = [cfg.search[k].extremes() if k in cfg.search else [None] for k in ("rewind_iter", "warmup")]
+    for rewind, warmup in itertools.product(*combos):
+        values = {k: v for k, v in (("rewind_iter", rewind), ("warmup", warmup)) if v is not None}
+        try:
+            cfg.trial_config(values, cfg.study.seed).resolve_schedule(train_size)
+        except ConfigError as exc:
+            raise ConfigError(f"[search] {', '.join(f'{k} = {v!r}' for k, v in values.items())}: {exc}") from None

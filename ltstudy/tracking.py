@@ -1,0 +1,188 @@
+"""MLflow tracking for studies, written on MlflowClient.
+
+Why not the fluent API or optuna-integration's MLflowCallback: the callback is
+deprecated and logs no per-round values, and the fluent active-run stack is
+thread-local, so trial runs are nested under the study run with an explicit
+`mlflow.parentRunId` tag instead.
+
+Layout: one experiment per study, one parent run per study, one child run per
+trial. Per-round metrics use step = round.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .storage import artifact_root, prepare_storage, redact
+
+T = TypeVar("T")
+
+PARENT_TAG = "mlflow.parentRunId"
+ROUND_METRICS = ("density", "sparsity", "val_accuracy", "val_loss", "test_accuracy", "test_accuracy_at_early_stop",
+                 "early_stop_iteration", "train_loss", "iterations", "weights_remaining")
+
+
+def _quiet_mlflow_logs() -> None:
+    for name in ("alembic", "mlflow.store.db.utils", "mlflow.tracking", "mlflow.store"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _retry(fn: Callable[..., T]) -> Callable[..., T]:
+    """Retry briefly on SQLite lock contention (several local worker processes share one store)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        for attempt in range(8):
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:
+                if "database is locked" not in str(exc) or attempt == 7:
+                    raise
+                time.sleep(0.1 * 2**attempt)
+        raise AssertionError("unreachable")
+    return wrapper
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, Mapping) and v:
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+class Tracker:
+    """Thin, retrying wrapper over MlflowClient with the study's run layout."""
+
+    def __init__(self, tracking_uri: str):
+        _quiet_mlflow_logs()
+        from mlflow.tracking import MlflowClient
+
+        if tracking_uri.startswith("sqlite:///"):
+            prepare_storage(tracking_uri)  # the folder of mlflow.db
+        self.uri = tracking_uri
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+
+    def __repr__(self) -> str:
+        return f"Tracker({redact(self.uri)})"
+
+    # ------------------------------------------------------------------ experiments and runs
+
+    @_retry
+    def experiment_id(self, name: str) -> str:
+        exp = self.client.get_experiment_by_name(name)
+        if exp is not None:
+            if exp.lifecycle_stage == "deleted":
+                self.client.restore_experiment(exp.experiment_id)
+            return exp.experiment_id
+        root = artifact_root(self.uri)
+        return self.client.create_experiment(name, artifact_location=f"{root}/{name}" if root else None)
+
+    @_retry
+    def start_run(self, experiment_id: str, name: str, tags: Mapping[str, Any] | None = None,
+                  parent_run_id: str | None = None) -> str:
+        tags = {k: str(v) for k, v in (tags or {}).items()}
+        if parent_run_id:
+            tags[PARENT_TAG] = parent_run_id
+        return self.client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
+
+    @_retry
+    def reopen_run(self, run_id: str) -> bool:
+        """Mark an existing run RUNNING again (a resumed study); False if it no longer exists."""
+        try:
+            run = self.client.get_run(run_id)
+        except Exception:
+            return False
+        if run.info.lifecycle_stage == "deleted":
+            return False
+        self.client.update_run(run_id, status="RUNNING")
+        return True
+
+    @_retry
+    def end_run(self, run_id: str, status: str = "FINISHED", reason: str | None = None) -> None:
+        if reason:
+            self.client.set_tag(run_id, "reason", reason[:5000])
+        self.client.set_terminated(run_id, status=status)
+
+    @_retry
+    def run_status(self, run_id: str) -> str:
+        return self.client.get_run(run_id).info.status
+
+    # ------------------------------------------------------------------ values
+
+    @_retry
+    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, json.dumps(v) if isinstance(v, list | dict) else str(v)) for k, v in params.items()]
+        for i in range(0, len(items), 100):  # MLflow's batch limit is 100 params
+            self.client.log_batch(run_id, params=items[i:i + 100])
+
+    @_retry
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None]
+        if items:
+            self.client.log_batch(run_id, metrics=items)
+
+    @_retry
+    def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_round(self, run_id: str, rnd: Mapping[str, Any], prefix: str = "") -> None:
+        values = {f"{prefix}{k}": rnd[k] for k in ROUND_METRICS if k in rnd}
+        if "density" in rnd:
+            values[f"{prefix}sparsity"] = 1.0 - rnd["density"]
+        self.log_metrics(run_id, values, step=int(rnd["round"]))
+
+    @_retry
+    def log_files(self, run_id: str, files: Mapping[str, str | bytes | Callable[[Path], None]],
+                  artifact_path: str | None = None) -> None:
+        """Log text, bytes, or a writer callback's output as artifacts named by the keys."""
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, content in files.items():
+                path = Path(tmp) / name
+                if callable(content):
+                    content(path)
+                elif isinstance(content, bytes):
+                    path.write_bytes(content)
+                else:
+                    path.write_text(content)
+                self.client.log_artifact(run_id, str(path), artifact_path)
+
+    # ------------------------------------------------------------------ queries
+
+    @_retry
+    def child_runs(self, experiment_id: str, parent_run_id: str, status: str | None = None) -> list:
+        flt = f"tags.`{PARENT_TAG}` = '{parent_run_id}'"
+        if status:
+            flt += f" and attributes.status = '{status}'"
+        runs, token = [], None
+        while True:
+            page = self.client.search_runs([experiment_id], filter_string=flt, max_results=1000, page_token=token)
+            runs.extend(page)
+            token = page.token
+            if not token:
+                return runs
+
+
+def rounds_csv(rounds: Iterable[Mapping[str, Any]]) -> str:
+    rows = list(rounds)
+    if not rows:
+        return ""
+    keys = [k for k in rows[0] if not isinstance(rows[0][k], dict)]
+    lines = [",".join(keys)] + [",".join(str(r.get(k, "")) for k in keys) for r in rows]
+    return "\n".join(lines) + "\n"
