@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import pickle
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -240,7 +241,14 @@ def _cifar10(cfg: DataConfig) -> Raw:
         # (a corrupt one fails below when unpickled).
         def _check_integrity(self) -> bool:
             base = Path(self.root) / self.base_folder
-            return all((base / name).is_file() for name, _ in self.train_list + self.test_list)
+            names = [name for name, _ in self.train_list + self.test_list] + [self.meta["filename"]]
+            return all((base / name).is_file() for name in names)
+
+        def _load_meta(self) -> None:
+            # torchvision's version MD5-checks batches.meta too, rejecting any non-official copy.
+            with (Path(self.root) / self.base_folder / self.meta["filename"]).open("rb") as fh:
+                self.classes = pickle.load(fh, encoding="latin1")[self.meta["key"]]
+            self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
 
     root = Path(cfg.root)
     if cfg.download:
