@@ -1,0 +1,1 @@
+"""The ltstudy test suite (a package so tests can import helpers from conftest)."""

@@ -1,0 +1,209 @@
+"""Masked training: masks hold after every step, lr schedule, early stopping, divergence."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook
+
+from ltstudy import pruning
+from ltstudy.config import ConfigError, Schedule, TrainConfig
+from ltstudy.data import Split
+from ltstudy.ticket import TicketSearch
+from ltstudy.training import DivergedError, evaluate, lr_at, make_optimizer, resolve_device, train
+
+
+@pytest.fixture
+def step_hook():
+    """Install a global optimizer post-step hook for the test; removed afterwards."""
+    handles = []
+
+    def install(fn):
+        handles.append(register_optimizer_step_post_hook(fn))
+
+    yield install
+    for h in handles:
+        h.remove()
+
+
+def schedule(iterations=100, warmup=0, milestones=(), eval_every=10, rewind_iter=0) -> Schedule:
+    return Schedule(iterations=iterations, iterations_per_epoch=10, warmup=warmup, milestones=tuple(milestones),
+                    eval_every=eval_every, rewind_iter=rewind_iter)
+
+
+# --------------------------------------------------------------------------- learning-rate schedule
+
+
+def test_lr_is_constant_without_warmup_or_milestones():
+    cfg = TrainConfig(lr=0.5)
+    assert {lr_at(i, cfg, schedule()) for i in range(100)} == {0.5}
+
+
+def test_warmup_rises_linearly_to_the_peak_then_stays():
+    cfg, sched = TrainConfig(lr=1.0), schedule(warmup=4)
+    assert [lr_at(i, cfg, sched) for i in range(6)] == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0, 1.0])
+
+
+def test_milestones_multiply_the_lr_by_gamma_from_that_iteration_on():
+    cfg, sched = TrainConfig(lr=1.0, gamma=0.1), schedule(milestones=(10, 20))
+    assert [lr_at(i, cfg, sched) for i in (0, 9, 10, 19, 20, 99)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+
+
+def test_warmup_and_milestones_combine():
+    cfg, sched = TrainConfig(lr=2.0, gamma=0.5), schedule(warmup=4, milestones=(2,))
+    assert [lr_at(i, cfg, sched) for i in range(5)] == pytest.approx([0.5, 1.0, 0.75, 1.0, 1.0])
+
+
+def test_training_steps_use_the_scheduled_lr(make_search, tiny_cfg, step_hook):
+    cfg = tiny_cfg(train__iterations=30, train__warmup=5, train__milestones=[12, 25], train__gamma=0.5,
+                   train__eval_every=10)
+    search = make_search(cfg)
+    seen = []
+    step_hook(lambda opt, args, kwargs: seen.append(opt.param_groups[0]["lr"]))
+    train(search.model, search.data, search.masks, cfg.train, search.sched, seed=0)
+    assert seen == pytest.approx([lr_at(i, cfg.train, search.sched) for i in range(30)])
+
+
+def test_constant_lr_replaces_the_schedule(make_search, tiny_cfg, step_hook):
+    cfg = tiny_cfg(train__iterations=30, train__warmup=5, train__eval_every=10)
+    search = make_search(cfg)
+    seen = []
+    step_hook(lambda opt, args, kwargs: seen.append(opt.param_groups[0]["lr"]))
+    result = train(search.model, search.data, search.masks, cfg.train, search.sched, seed=0, start=10,
+                   constant_lr=3e-4)
+    assert seen == [3e-4] * 20
+    assert (result.start, result.end, result.iterations) == (10, 30, 20)
+
+
+# --------------------------------------------------------------------------- optimisers
+
+
+def test_make_optimizer_builds_the_configured_optimiser():
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    adam = make_optimizer(params, TrainConfig(optimizer="adam", lr=0.1, weight_decay=0.01), torch.device("cpu"))
+    sgd = make_optimizer(params, TrainConfig(optimizer="sgd", lr=0.2, momentum=0.9, nesterov=True),
+                         torch.device("cpu"))
+    assert isinstance(adam, torch.optim.Adam) and adam.defaults["weight_decay"] == 0.01
+    assert isinstance(sgd, torch.optim.SGD)
+    assert (sgd.defaults["lr"], sgd.defaults["momentum"], sgd.defaults["nesterov"]) == (0.2, 0.9, True)
+
+
+OPTIMISERS = {
+    "adam+wd": {"optimizer": "adam", "lr": 3e-3, "weight_decay": 1e-2},
+    "sgd-momentum+wd": {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 1e-2},
+    "sgd-nesterov+wd": {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-3},
+}
+
+
+@pytest.mark.parametrize("train_cfg", OPTIMISERS.values(), ids=OPTIMISERS.keys())
+def test_pruned_weights_and_their_optimiser_state_are_zero_after_every_step(make_search, tiny_cfg, step_hook,
+                                                                            train_cfg):
+    """Checked inside the optimiser step hook, i.e. before any later re-masking could hide a leak."""
+    cfg = tiny_cfg({f"train.{k}": v for k, v in train_cfg.items()}, model__name="conv-2", train__iterations=20,
+                   train__eval_every=10, prune__rounds=2, prune__prune_rate=0.5)
+    search = make_search(cfg)
+    state_key = "exp_avg" if train_cfg["optimizer"] == "adam" else "momentum_buffer"
+    steps, sparse_steps, leaks = [0], [0], []
+
+    def check(opt, args, kwargs):
+        steps[0] += 1
+        pruned_any = False
+        for name, w in pruning.weights(search.model, search.masks).items():
+            pruned = search.masks[name] == 0
+            pruned_any |= bool(pruned.any())
+            if w[pruned].any():
+                leaks.append(f"step {steps[0]}: weight {name}")
+            state = opt.state[w]
+            assert state_key in state, "the optimiser keeps no state for the weights; the check would be empty"
+            for key in ("exp_avg", "exp_avg_sq", "momentum_buffer"):
+                if key in state and state[key][pruned].any():
+                    leaks.append(f"step {steps[0]}: {key} of {name}")
+        sparse_steps[0] += pruned_any
+
+    step_hook(check)
+    result = search.run()
+    assert not leaks, leaks[:5]
+    assert steps[0] == sum(r.iterations for r in result.rounds) == 60
+    assert sparse_steps[0] == 40  # rounds 1 and 2 trained with pruned weights
+    assert result.rounds[-1].density == pytest.approx(0.25, abs=0.01)
+
+
+def test_pruned_weights_stay_zero_at_every_evaluation(make_search, tiny_cfg):
+    """The same guarantee seen through on_eval with eval_every = 1, on the real train loop."""
+    cfg = tiny_cfg(train__iterations=15, train__eval_every=1, train__weight_decay=0.1)
+    search = make_search(cfg)
+    search.train_round(0)
+    search.prune_and_reset(1)
+    nonzero = []
+
+    def on_eval(done, ev):
+        for name, w in pruning.weights(search.model, search.masks).items():
+            nonzero.append(int(((search.masks[name] == 0) & (w != 0)).sum()))
+
+    train(search.model, search.data, search.masks, cfg.train, search.sched, seed=0, on_eval=on_eval)
+    assert len(nonzero) == 15 * 3
+    assert sum(nonzero) == 0
+
+
+# --------------------------------------------------------------------------- evaluation and early stopping
+
+
+def test_evaluate_uses_eval_mode_and_restores_the_training_flag(digits):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 64), torch.nn.Dropout(0.5),
+                                torch.nn.Linear(64, 10))
+    model.train()
+    a, b = evaluate(model, digits.val, 50), evaluate(model, digits.val, 7)
+    assert model.training
+    assert a.loss == pytest.approx(b.loss, rel=1e-5)  # dropout off, batching irrelevant
+    assert a.accuracy == b.accuracy
+    assert 0.0 <= a.accuracy <= 1.0 and a.loss > 0
+
+
+def test_early_stop_is_the_evaluation_with_minimum_validation_loss(make_search, tiny_cfg):
+    cfg = tiny_cfg(train__iterations=70, train__eval_every=20, train__lr=0.02)
+    search = make_search(cfg)
+    evals = []
+    result = train(search.model, search.data, search.masks, cfg.train, search.sched, seed=0,
+                   on_eval=lambda done, ev: evals.append((done, ev.loss, ev.accuracy)))
+    assert [done for done, _, _ in evals] == [20, 40, 60, 70]  # multiples of eval_every, and the end
+    best = min(evals, key=lambda e: e[1])
+    assert result.early_stop_iteration == best[0]
+    assert (result.val_loss, result.val_accuracy) == (best[1], best[2])
+    assert 0.0 <= result.test_accuracy <= 1.0 and 0.0 <= result.test_accuracy_at_early_stop <= 1.0
+
+
+def test_test_split_is_reported_but_never_selects_anything(make_search, tiny_cfg, digits):
+    """Scrambling the test labels changes the test accuracy and nothing else."""
+    g = torch.Generator().manual_seed(0)
+    scrambled = dataclasses.replace(digits, test=Split(digits.test.x, digits.test.y[torch.randperm(
+        len(digits.test), generator=g)]))
+    cfg = tiny_cfg(train__iterations=60, train__eval_every=10)
+    honest = make_search(cfg).run().rounds
+    fooled = TicketSearch(cfg, data=scrambled).run().rounds
+    for a, b in zip(honest, fooled):
+        assert (a.early_stop_iteration, a.val_loss, a.val_accuracy, a.density) == (
+            b.early_stop_iteration, b.val_loss, b.val_accuracy, b.density)
+        assert a.test_accuracy != b.test_accuracy
+
+
+def test_a_nan_loss_raises_diverged_error(make_search, tiny_cfg):
+    search = make_search(tiny_cfg(train__optimizer="sgd", train__lr=1e6, train__eval_every=10))
+    with pytest.raises(DivergedError, match="lower the learning rate"):
+        search.run()
+
+
+# --------------------------------------------------------------------------- devices
+
+
+def test_resolve_device_gives_cpu_for_cpu():
+    assert resolve_device("cpu") == torch.device("cpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_asking_for_cuda_without_cuda_raises_config_error_and_auto_falls_back_to_cpu():
+    with pytest.raises(ConfigError, match="CUDA is not available"):
+        resolve_device("cuda:0")
+    assert resolve_device("auto") == torch.device("cpu")
