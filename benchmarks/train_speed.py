@@ -37,7 +37,7 @@ import statistics
 import time
 
 import torch
-import torch.nn.functional as F  # noqa: N812 - the usual alias
+import torch.nn.functional as F
 from torch.nn.utils import prune as torch_prune
 from torch.utils.data import DataLoader, TensorDataset
 

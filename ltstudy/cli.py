@@ -100,7 +100,37 @@ def build_parser() -> argparse.ArgumentParser:
                      help="MLflow tracking URI (default: [study].tracking_uri, $MLFLOW_TRACKING_URI, "
                           "or sqlite:///mlflow/mlflow.db)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    _cache_flags(run)
     run.set_defaults(func=cmd_run)
+
+    worker = study_parser("worker", "join an existing study as one more worker (any machine)",
+                          "Join the study in STUDY.toml (created once with `ltstudy run ... --n-trials 0`) and run "
+                          "trials until it has [study].n_trials finished ones, or --n-trials of them. Start any "
+                          "number of workers on any machines against one PostgreSQL storage and one MLflow server. "
+                          "A worker that dies mid-trial is detected by Optuna's heartbeat; its trial is re-queued and "
+                          "resumes from its last checkpointed round.")
+    worker.add_argument("--n-trials", type=int, metavar="N", help="trials for this worker to run "
+                        "(default: until the study has [study].n_trials finished trials)")
+    worker.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI, e.g. http://host:5000")
+    worker.add_argument("--quiet", action="store_true", help="no progress bars")
+    _cache_flags(worker)
+    worker.set_defaults(func=cmd_worker)
+
+    repair = study_parser("repair", "fail trials of dead workers and close their MLflow runs",
+                          "Mark trials whose worker stopped sending heartbeats as failed (they are re-queued for "
+                          "another worker) and close MLflow runs left RUNNING by workers that died. Safe while other "
+                          "workers run. Workers do this at start-up too.")
+    repair.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI (default: as for `run`)")
+    repair.set_defaults(func=cmd_repair)
+
+    cache = sub.add_parser("cache", help="show the size of the training cache, or clear it",
+                           description="The cross-trial training cache (and checkpoints) of dense rounds, θ_k and "
+                                       "pruning rounds. `info` reports its size; `clear` deletes it.")
+    cache.add_argument("action", choices=["info", "clear"])
+    cache.add_argument("study_file", metavar="STUDY.toml", nargs="?", help="read [study].cache_dir from this file")
+    cache.add_argument("--cache-dir", metavar="DIR",
+                       help="cache folder (default: $LTSTUDY_CACHE_DIR or .ltstudy/cache)")
+    cache.set_defaults(func=cmd_cache)
 
     pareto = study_parser("pareto", "print the Pareto-optimal trials and the round-level frontier",
                           "Print Optuna's Pareto-optimal trials with their settings, then the round-level "
@@ -135,6 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
     studies.add_argument("--storage", metavar="URL", help=f"storage URL (default: {_default_storage()})")
     studies.set_defaults(func=cmd_studies)
     return parser
+
+
+def _cache_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cache-dir", metavar="DIR", help="training cache and checkpoints, possibly on a shared "
+                   "filesystem (default: [study].cache_dir, $LTSTUDY_CACHE_DIR, or .ltstudy/cache)")
+    p.add_argument("--no-cache", action="store_true", help="train every round; keep no checkpoints")
 
 
 def _default_storage() -> str:
@@ -173,7 +209,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg = _load_study_file(args)
     opts = RunOptions(n_trials=args.n_trials, jobs=args.jobs, storage=args.storage, tracking_uri=args.tracking_uri,
-                      study_name=args.study_name)
+                      study_name=args.study_name, cache_dir=args.cache_dir, no_cache=args.no_cache)
     n = cfg.study.n_trials if args.n_trials is None else args.n_trials
     show = not args.quiet and sys.stderr.isatty()
     bars = _StudyProgress(n, show, per_round=args.jobs == 1)
@@ -204,6 +240,61 @@ def cmd_run(args: argparse.Namespace) -> int:
     if summary.interrupted:
         print("interrupted: finished trials are kept; run the same command to continue", file=sys.stderr)
         return 130
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from .study import Hooks, RunOptions, run_worker
+
+    cfg = _load_study_file(args)
+    opts = RunOptions(n_trials=args.n_trials, storage=args.storage, tracking_uri=args.tracking_uri,
+                      study_name=args.study_name, cache_dir=args.cache_dir, no_cache=args.no_cache)
+    n = args.n_trials if args.n_trials is not None else cfg.study.n_trials
+    bars = _StudyProgress(n, not args.quiet and sys.stderr.isatty(), per_round=True)
+    with bars:
+        summary = run_worker(cfg, opts, Hooks(trial_start=bars.trial_start, round_done=bars.round_done,
+                                              iteration=bars.iteration, trial_end=bars.trial_end))
+    states: dict[str, int] = {}
+    for t in summary.finished:
+        states[t.state.name] = states.get(t.state.name, 0) + 1
+    print(f"worker on '{summary.name}': {len(summary.finished)} trials "
+          f"({', '.join(f'{v} {k}' for k, v in states.items()) or 'none'}); repaired "
+          f"{summary.repaired_trials} stale trials and {summary.repaired_runs} runs at start-up")
+    if summary.interrupted:
+        print("interrupted: the running trial is failed and queued again; its checkpoints are kept", file=sys.stderr)
+        return 130
+    return 0
+
+
+def cmd_repair(args: argparse.Namespace) -> int:
+    from .storage import check_tracking_uri
+    from .study import load_existing, repair_study
+    from .tracking import Tracker
+
+    cfg = _load_study_file(args)
+    uri = cfg.tracking_uri(args.tracking_uri)
+    check_tracking_uri(uri)
+    study = load_existing(args.storage or cfg.study.storage, args.study_name or cfg.study.name, cfg)
+    trials, runs = repair_study(study, Tracker(uri))
+    print(f"'{study.study_name}': failed {trials} stale trials (re-queued for a worker), closed {runs} MLflow runs")
+    return 0
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    from .cache import DEFAULT_CACHE_DIR, RoundCache, human_bytes
+
+    root = args.cache_dir or (_load_study_file(args).cache_dir() if args.study_file else None)
+    if root is None:
+        import os
+
+        root = os.environ.get("LTSTUDY_CACHE_DIR") or DEFAULT_CACHE_DIR
+    cache = RoundCache(root)
+    if args.action == "clear":
+        n, size = cache.clear()
+        print(f"cleared {n} entries ({human_bytes(size)}) from {root}")
+    else:
+        n, size = cache.stats()
+        print(f"{root}: {n} entries, {human_bytes(size)}")
     return 0
 
 
@@ -319,11 +410,13 @@ def cmd_studies(args: argparse.Namespace) -> int:
     import optuna
 
     from .reports import format_table
-    from .storage import check_storage, redact
+    from .storage import check_storage, redact, storage_exists
     from .study_config import DEFAULT_STORAGE
 
     url = args.storage or (_load_study_file(args).study.storage if args.study_file else DEFAULT_STORAGE)
     check_storage(url)
+    if not storage_exists(url):  # opening it would create an empty storage
+        raise ConfigError(f"no Optuna storage at {redact(url)} yet; `ltstudy run` creates it (or pass --storage)")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = _storage(url)
     rows = []
@@ -437,6 +530,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
+    if args.command in ("run", "worker"):
+        from .study import sigterm_as_interrupt
+
+        sigterm_as_interrupt()
     try:
         return args.func(args)
     except ConfigError as exc:
@@ -445,6 +542,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"ltstudy {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `ltstudy pareto ... | head`
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

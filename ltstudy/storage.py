@@ -48,6 +48,13 @@ def _check_file_target(path: Path, what: str) -> None:
         raise ConfigError(f"{what} {path} cannot be created: {parent} is not a writable folder")
 
 
+def check_cache_dir(path: str | os.PathLike) -> None:
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"cache folder {path} is a file; point --cache-dir at a folder")
+    _check_file_target(path / "entry", "cache folder")
+
+
 def journal_path(url: str) -> Path:
     return Path(url[len("journal:"):]).expanduser()
 
@@ -90,6 +97,16 @@ def _check_rdb(url: str, timeout: float) -> None:
         raise ConfigError(f"cannot reach storage database at {where}: {redact(reason)}") from None
 
 
+def storage_exists(url: str) -> bool:
+    """False for a file-based storage whose file is not there yet (opening it would create it)."""
+    kind = storage_kind(url)
+    if kind == "journal":
+        return journal_path(url).is_file()
+    if kind == "sqlite":
+        return sqlite_path(url).is_file()
+    return True
+
+
 def prepare_storage(url: str) -> None:
     """Create the folder of a file-based storage (after validation)."""
     kind = storage_kind(url)
@@ -98,8 +115,13 @@ def prepare_storage(url: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
 
 
-def open_storage(url: str, *, heartbeat: bool = True):
-    """The Optuna storage object for `url` (RDB storages get heartbeats and stale-trial retry)."""
+def open_storage(url: str, *, heartbeat: tuple[int, int, int] | None = None):
+    """The Optuna storage object for `url`.
+
+    `heartbeat` = (interval, grace period, max retries) gives RDB storages
+    heartbeats: a trial whose worker died (no heartbeat for the grace period)
+    is failed and re-queued with the same parameters by the next worker.
+    """
     from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
     from optuna.storages.journal import JournalFileBackend
 
@@ -111,8 +133,9 @@ def open_storage(url: str, *, heartbeat: bool = True):
         return RDBStorage(url)
     kwargs: dict[str, Any] = {}
     if heartbeat:
-        kwargs = {"heartbeat_interval": 30, "grace_period": 120,
-                  "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=3)}
+        interval, grace, retries = heartbeat
+        kwargs = {"heartbeat_interval": interval, "grace_period": grace,
+                  "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=retries)}
     return RDBStorage(url, engine_kwargs={"pool_pre_ping": True}, **kwargs)
 
 

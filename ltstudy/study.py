@@ -20,10 +20,11 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from .cache import RoundCache
 from .config import ConfigError
 from .data import load_dataset
 from .objectives import mean_rounds
-from .storage import check_storage, check_tracking_uri, open_storage, redact
+from .storage import check_cache_dir, check_storage, check_tracking_uri, open_storage, redact, storage_exists
 from .study_config import SEARCHABLE, Param, StudyConfig, validate_with_data
 from .ticket import RoundResult, TicketSearch
 from .tracking import Tracker, flatten, rounds_csv
@@ -33,6 +34,17 @@ PARENT_ATTR = "mlflow_parent_run_id"
 EXPERIMENT_ATTR = "mlflow_experiment_id"
 RUN_ATTR = "mlflow_run_id"
 PARETO_ATTR = "pareto_trials"
+LINEAGE_ATTR = "mlflow_lineage_run_ids"
+NUMBER_ATTR = "trial_number"
+
+
+def _retried_number(trial: optuna.Trial) -> int | None:
+    """The attempt this trial retries, or None for a fresh trial.
+
+    Both kinds of re-queue (Optuna's heartbeat retry, and ours after an
+    interrupt) copy the user attrs, so a retry starts with its predecessor's number.
+    """
+    return trial.user_attrs.get(NUMBER_ATTR)
 
 
 @dataclass
@@ -44,12 +56,19 @@ class RunOptions:
     storage: str | None = None
     tracking_uri: str | None = None
     study_name: str | None = None
+    cache_dir: str | None = None
+    no_cache: bool = False
 
     def storage_url(self, cfg: StudyConfig) -> str:
         return self.storage or cfg.study.storage
 
     def name(self, cfg: StudyConfig) -> str:
         return self.study_name or cfg.study.name
+
+    def cache(self, cfg: StudyConfig) -> RoundCache | None:
+        if self.no_cache or not cfg.study.cache:
+            return None
+        return RoundCache(cfg.cache_dir(self.cache_dir))
 
 
 @dataclass
@@ -65,8 +84,8 @@ class Hooks:
 # --------------------------------------------------------------------------- samplers and pruners
 
 
-def make_sampler(cfg: StudyConfig) -> optuna.samplers.BaseSampler:
-    seed, name = cfg.study.seed, cfg.study.sampler
+def make_sampler(cfg: StudyConfig, offset: int = 0) -> optuna.samplers.BaseSampler:
+    seed, name = (cfg.study.seed + offset) % 2**32, cfg.study.sampler  # numpy seeds are 32-bit
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed, multivariate=True)
     if name == "nsga2":
@@ -109,22 +128,29 @@ class Objective:
     """The Optuna objective: ticket searches for one trial, logged to a child MLflow run."""
 
     def __init__(self, cfg: StudyConfig, tracker: Tracker, experiment_id: str, parent_run_id: str,
-                 hooks: Hooks | None = None):
+                 hooks: Hooks | None = None, cache: RoundCache | None = None):
         self.cfg, self.tracker = cfg, tracker
         self.experiment_id, self.parent_run_id = experiment_id, parent_run_id
         self.hooks = hooks or Hooks()
         self.objectives = cfg.objectives
+        self.cache = cache
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
         cfg, study_cfg = self.cfg, self.cfg.study
         values = {key: suggest(trial, p) for key, p in cfg.searched.items()}
         seeds = [study_cfg.seed + i for i in range(study_cfg.replicates)]
         first = cfg.trial_config(values, seeds[0])
+        lineage = self._close_lineage(trial)
+        retry_tags = {"retry_of": lineage[-1], "retry_of_trial": _retried_number(trial)} if lineage else {}
+        trial.set_user_attr(NUMBER_ATTR, trial.number)
         run_id = self.tracker.start_run(
             self.experiment_id, f"trial-{trial.number}", parent_run_id=self.parent_run_id,
             tags={"optuna.study": trial.study.study_name, "optuna.trial": trial.number, "state": "RUNNING",
-                  "config_hash": first.hash(), **{f"search.{k}": v for k, v in values.items()}})
+                  "config_hash": first.hash(), **retry_tags, **{f"search.{k}": v for k, v in values.items()}})
         trial.set_user_attr(RUN_ATTR, run_id)
+        trial.set_user_attr(LINEAGE_ATTR, lineage)
+        # Rounds that an earlier run of this trial's lineage already logged are not logged again.
+        self._logged = {key: self._lineage_steps(lineage, key) for key in self._step_keys(seeds)}
         trial.set_user_attr("params_all", {k: _plain(v) for k, v in self._settings(first).items()})
         self.hooks.trial_start(trial.number)
         per_seed: list[list[dict]] = []
@@ -148,7 +174,42 @@ class Objective:
             _try(lambda: trial.set_user_attr("fail_reason", reason[:1000]))
             _try(lambda: self.tracker.set_tags(run_id, {"state": "FAIL"}))
             _try(lambda: self.tracker.end_run(run_id, "FAILED", reason=reason))
+            if isinstance(exc, KeyboardInterrupt):
+                # Queue the same settings first for the next run; it resumes from the checkpoints.
+                _try(lambda: trial.study.enqueue_trial(trial.params, user_attrs=trial.user_attrs))
             raise
+
+    # ------------------------------------------------------------------ retries
+
+    def _close_lineage(self, trial: optuna.Trial) -> list[str]:
+        """MLflow runs of the earlier attempts at this trial (oldest first), closed if still RUNNING.
+
+        A retry (heartbeat re-queue or an interrupted trial's re-queue) carries
+        its predecessor's user attrs, so the run ids chain back.
+        """
+        attrs = trial.user_attrs
+        if _retried_number(trial) is None or RUN_ATTR not in attrs:
+            return []
+        lineage = [*attrs.get(LINEAGE_ATTR, []), attrs[RUN_ATTR]]
+        for run_id in lineage:
+            _try(lambda run_id=run_id: self._close_stale(run_id, trial.number))
+        return lineage
+
+    def _close_stale(self, run_id: str, retry_number: int) -> None:
+        if self.tracker.run_status(run_id) == "RUNNING":
+            self.tracker.set_tags(run_id, {"state": "FAIL"})
+            self.tracker.end_run(run_id, "FAILED", reason=f"worker died; retried as trial {retry_number}")
+
+    def _step_keys(self, seeds: list[int]) -> list[str]:
+        if len(seeds) == 1:
+            return ["val_accuracy"]
+        return [f"seed_{s}/val_accuracy" for s in seeds]
+
+    def _lineage_steps(self, lineage: list[str], key: str) -> set[int]:
+        steps: set[int] = set()
+        for run_id in lineage:
+            steps |= self.tracker.logged_steps(run_id, key)
+        return steps
 
     def _settings(self, tcfg) -> dict[str, Any]:
         """The value of every searchable setting in this trial (searched or fixed), for reports."""
@@ -160,10 +221,13 @@ class Objective:
         study_cfg = self.cfg.study
         single = len(self.objectives) == 1
 
+        logged = self._logged.get(f"{prefix}val_accuracy", set())
+
         def on_round(rec: RoundResult) -> None:
             d = rec.to_dict()
             rounds.append(d)
-            self.tracker.log_round(run_id, d, prefix)
+            if rec.round not in logged:
+                self.tracker.log_round(run_id, d, prefix)
             self.hooks.round_done(trial.number, rec)
             if single and report:
                 trial.report(self.objectives[0].value(rounds, study_cfg.epsilon), rec.round)
@@ -175,7 +239,7 @@ class Objective:
                     raise optuna.TrialPruned(f"accuracy drop {drop:.4f} > max_accuracy_drop "
                                              f"{study_cfg.max_accuracy_drop} at round {rec.round}")
 
-        TicketSearch(tcfg).run(on_round=on_round, progress=self.hooks.iteration)
+        TicketSearch(tcfg, cache=self.cache).run(on_round=on_round, progress=self.hooks.iteration)
 
     def _store_rounds(self, trial: optuna.Trial, per_seed: list[list[dict]]) -> None:
         finished = [r for r in per_seed if r]
@@ -289,6 +353,9 @@ def resolve(cfg: StudyConfig, opts: RunOptions) -> tuple[str, str, str]:
         raise ConfigError(f"--n-trials must be >= 0, got {opts.n_trials}")
     check_storage(storage_url, jobs=opts.jobs)
     check_tracking_uri(uri)
+    cache = opts.cache(cfg)
+    if cache is not None:
+        check_cache_dir(cache.root)
     device = resolve_device(cfg.base.device)
     data = load_dataset(cfg.base.data, device)
     validate_with_data(cfg, len(data.train))
@@ -298,25 +365,36 @@ def resolve(cfg: StudyConfig, opts: RunOptions) -> tuple[str, str, str]:
 
 
 def existing_study(storage_url: str, name: str) -> optuna.Study | None:
+    if not storage_exists(storage_url):  # opening a journal or SQLite file that isn't there would create it
+        return None
     try:
-        return optuna.load_study(study_name=name, storage=open_storage(storage_url, heartbeat=False))
+        return optuna.load_study(study_name=name, storage=open_storage(storage_url))
     except KeyError:
         return None
 
 
-def load_existing(storage_url: str, name: str) -> optuna.Study:
-    """A study that must exist already (pareto, compare)."""
+def load_existing(storage_url: str, name: str, cfg: StudyConfig | None = None) -> optuna.Study:
+    """A study that must exist already (pareto, compare, repair); with `cfg`, opened with heartbeats."""
     check_storage(storage_url)
     study = existing_study(storage_url, name)
+    if study is not None and cfg is not None:
+        s = cfg.study
+        storage = open_storage(storage_url, heartbeat=(s.heartbeat_interval, s.grace_period, s.max_retry))
+        study = optuna.load_study(study_name=name, storage=storage)
     if study is None:
         raise ConfigError(f"no study named '{name}' in {redact(storage_url)}; run `ltstudy run` first "
                           "(or pass --storage / --study-name)")
     return study
 
 
-def open_study(cfg: StudyConfig, storage_url: str, name: str) -> optuna.Study:
-    """Create the study, or load it to continue; the objectives must match."""
+def open_study(cfg: StudyConfig, storage_url: str, name: str, stream: int = 0) -> optuna.Study:
+    """Create the study, or load it to continue; the objectives must match.
+
+    The sampler's seed is offset by the trials already in the study and by `stream` (one per worker), so a
+    resumed study or a second worker does not replay the same draws as the first run.
+    """
     found = existing_study(storage_url, name)
+    offset = (len(found.get_trials(deepcopy=False)) if found is not None else 0) + 1_000_003 * stream
     if found is not None:
         want = [optuna.study.StudyDirection.MAXIMIZE if d == "maximize" else optuna.study.StudyDirection.MINIMIZE
                 for d in cfg.directions]
@@ -324,8 +402,10 @@ def open_study(cfg: StudyConfig, storage_url: str, name: str) -> optuna.Study:
                 cfg.study.objectives:
             raise ConfigError(f"study '{name}' exists with objectives {found.user_attrs.get('objectives')}; the file "
                               f"asks for {cfg.study.objectives}. Use another --study-name")
-    study = optuna.create_study(storage=open_storage(storage_url), study_name=name, load_if_exists=True,
-                                directions=cfg.directions, sampler=make_sampler(cfg), pruner=make_pruner(cfg))
+    s = cfg.study
+    storage = open_storage(storage_url, heartbeat=(s.heartbeat_interval, s.grace_period, s.max_retry))
+    study = optuna.create_study(storage=storage, study_name=name, load_if_exists=True,
+                                directions=cfg.directions, sampler=make_sampler(cfg, offset), pruner=make_pruner(cfg))
     if found is None:
         study.set_user_attr("objectives", cfg.study.objectives)
         study.set_user_attr("study_file", cfg.path)
@@ -380,7 +460,7 @@ def run_study(cfg: StudyConfig, opts: RunOptions, hooks: Hooks | None = None) ->
     status = "FINISHED"
     try:
         if opts.jobs == 1:
-            objective = Objective(cfg, tracker, exp_id, parent, hooks)
+            objective = Objective(cfg, tracker, exp_id, parent, hooks, cache=opts.cache(cfg))
             study.optimize(objective, n_trials=n_trials, catch=(Exception,),
                            callbacks=[ParetoTagger(tracker), lambda s, t: (hooks or Hooks()).trial_end(t)])
         else:
@@ -440,11 +520,12 @@ def _run_workers(cfg: StudyConfig, opts: RunOptions, storage_url: str, uri: str,
     threads = max(1, (os.cpu_count() or 1) // jobs)
     shares = [n_trials // jobs + (i < n_trials % jobs) for i in range(jobs)]
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=worker_main, args=(cfg, storage_url, uri, name, share, threads))
-             for share in shares if share]
+    procs = [ctx.Process(target=worker_main, args=(cfg, opts, storage_url, uri, name, share, threads),
+                         kwargs={"stream": i + 1})
+             for i, share in enumerate(shares) if share]
     for p in procs:
         p.start()
-    study = optuna.load_study(study_name=name, storage=open_storage(storage_url, heartbeat=False))
+    study = optuna.load_study(study_name=name, storage=open_storage(storage_url))
     seen: set[int] = set()
     try:
         while any(p.is_alive() for p in procs):
@@ -466,25 +547,98 @@ def _run_workers(cfg: StudyConfig, opts: RunOptions, storage_url: str, uri: str,
         raise TrialFailed(f"{len(failed)} worker process(es) exited with codes {failed}")
 
 
-def worker_main(cfg: StudyConfig, storage_url: str, uri: str, name: str, n_trials: int, threads: int) -> None:
+def worker_main(cfg: StudyConfig, opts: RunOptions, storage_url: str, uri: str, name: str, n_trials: int,
+                threads: int, stream: int = 0) -> None:
+    """One `--jobs` worker process: its share of the trials, on cores/N threads."""
     import torch
 
     torch.set_num_threads(threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    interrupted = False
-
-    def on_term(signum, frame):  # SIGTERM behaves like Ctrl-C: close the trial's run, then leave
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
-    study = open_study(cfg, storage_url, name)
+    sigterm_as_interrupt()
+    study = open_study(cfg, storage_url, name, stream)
     tracker = Tracker(uri)
     exp_id = study.user_attrs[EXPERIMENT_ATTR]
     parent = study.user_attrs[PARENT_ATTR]
     try:
-        study.optimize(Objective(cfg, tracker, exp_id, parent), n_trials=n_trials, catch=(Exception,),
-                       callbacks=[ParetoTagger(tracker)])
+        study.optimize(Objective(cfg, tracker, exp_id, parent, cache=opts.cache(cfg)), n_trials=n_trials,
+                       catch=(Exception,), callbacks=[ParetoTagger(tracker)])
     except KeyboardInterrupt:
-        interrupted = True
-    if interrupted:
-        raise SystemExit(130)
+        raise SystemExit(130) from None
+
+
+def sigterm_as_interrupt() -> None:
+    """SIGTERM (a scheduler's pre-emption) behaves like Ctrl-C: close the trial's run, then leave."""
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+
+
+# --------------------------------------------------------------------------- workers on many machines
+
+
+@dataclass
+class WorkerSummary:
+    name: str
+    finished: list[optuna.trial.FrozenTrial]
+    repaired_trials: int
+    repaired_runs: int
+    interrupted: bool = False
+
+
+def run_worker(cfg: StudyConfig, opts: RunOptions, hooks: Hooks | None = None) -> WorkerSummary:
+    """`ltstudy worker`: join an existing study and run trials until it has enough.
+
+    With --n-trials N the worker runs N trials; otherwise it stops once the
+    study has [study].n_trials finished (complete or pruned) trials.
+    """
+    storage_url, uri, name = resolve(cfg, opts)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if existing_study(storage_url, name) is None:
+        raise ConfigError(f"no study named '{name}' in {redact(storage_url)}; create it once with "
+                          f"`ltstudy run {cfg.path or 'STUDY.toml'} --storage URL --n-trials 0`")
+    # Workers on other machines may join at the same moment: a random stream keeps their draws apart.
+    study = open_study(cfg, storage_url, name, stream=1 + int.from_bytes(os.urandom(3), "big"))
+    tracker = Tracker(uri)
+    exp_id = study.user_attrs.get(EXPERIMENT_ATTR) or tracker.experiment_id(name)
+    parent = study.user_attrs.get(PARENT_ATTR)
+    if parent is None:
+        exp_id, parent = attach_tracking(study, cfg, tracker)
+        tracker.end_run(parent)
+    repaired_trials, repaired_runs = repair_study(study, tracker)
+    mine: list[optuna.trial.FrozenTrial] = []
+
+    def done(s: optuna.Study, t: optuna.trial.FrozenTrial) -> None:
+        mine.append(t)
+        (hooks or Hooks()).trial_end(t)
+        if opts.n_trials is None and _n_finished(s) >= cfg.study.n_trials:
+            s.stop()
+
+    summary = WorkerSummary(name, mine, repaired_trials, repaired_runs)
+    if opts.n_trials is None and _n_finished(study) >= cfg.study.n_trials:
+        return summary
+    try:
+        study.optimize(Objective(cfg, tracker, exp_id, parent, hooks, cache=opts.cache(cfg)),
+                       n_trials=opts.n_trials, catch=(Exception,), callbacks=[ParetoTagger(tracker), done])
+    except KeyboardInterrupt:
+        summary.interrupted = True
+    return summary
+
+
+def _n_finished(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+
+
+def repair_study(study: optuna.Study, tracker: Tracker) -> tuple[int, int]:
+    """Fail trials whose worker died (RDB heartbeats; they are re-queued) and close their MLflow runs.
+
+    Returns (trials failed, runs closed). Safe while other workers run: only
+    trials without a fresh heartbeat and runs whose trial is not RUNNING are touched.
+    """
+    before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
+    optuna.storages.fail_stale_trials(study)
+    failed = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))} - before
+    exp_id, parent = study.user_attrs.get(EXPERIMENT_ATTR), study.user_attrs.get(PARENT_ATTR)
+    closed = sweep_orphans(study, tracker, exp_id, parent) if exp_id and parent else 0
+    return len(failed), closed

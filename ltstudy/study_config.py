@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from .cache import DEFAULT_CACHE_DIR
 from .config import ConfigError, TicketConfig, build, read_toml, set_dotted, unknown_key_message
 from .objectives import Objective, parse_objective
 
@@ -62,6 +63,11 @@ class StudySection:
     storage: str = DEFAULT_STORAGE
     tracking_uri: str = ""  # "" = $MLFLOW_TRACKING_URI, else sqlite:///mlflow/mlflow.db
     device: str = "auto"
+    cache: bool = True  # reuse stored rounds across trials and resume retried trials
+    cache_dir: str = ""  # "" = $LTSTUDY_CACHE_DIR, else .ltstudy/cache (may be a shared filesystem)
+    heartbeat_interval: int = 60  # RDB storages: seconds between a running trial's heartbeats
+    grace_period: int = 180  # ... and seconds without one before the trial is failed and retried
+    max_retry: int = 3  # retries of a trial whose worker died
 
 
 @dataclass(frozen=True)
@@ -127,6 +133,9 @@ class StudyConfig:
     def tracking_uri(self, override: str | None = None) -> str:
         return override or self.study.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
+    def cache_dir(self, override: str | None = None) -> str:
+        return override or self.study.cache_dir or os.environ.get("LTSTUDY_CACHE_DIR") or DEFAULT_CACHE_DIR
+
     def trial_config(self, values: dict[str, Any], seed: int) -> TicketConfig:
         """The engine config of one trial: base + sampled values + the replicate seed."""
         overrides = {SEARCHABLE[k]: v for k, v in values.items()}
@@ -186,10 +195,10 @@ def parse_study(raw: dict[str, Any], path: str = "") -> StudyConfig:
         base = TicketConfig.from_dict(engine)
     except ConfigError as exc:
         raise ConfigError(str(exc)) from None
-    # Apply the fixed and first searched values so `base` is a valid trial config.
-    base = base.replace({SEARCHABLE[k]: p.extremes()[0] for k, p in search.items()})
     cfg = StudyConfig(study, base, search, path)
-    _validate_space(cfg)
+    _validate_space(cfg)  # first, so a bad value is reported against its [search] entry
+    # Apply the fixed and first searched values so `base` is a valid trial config.
+    cfg.base = base.replace({SEARCHABLE[k]: p.extremes()[0] for k, p in search.items()})
     return cfg
 
 
@@ -213,6 +222,11 @@ def _validate_study_section(s: StudySection) -> None:
         raise ConfigError("study.stop_on_drop needs study.max_accuracy_drop, e.g. max_accuracy_drop = 0.05")
     if s.min_dense_accuracy is not None and not 0.0 <= s.min_dense_accuracy <= 1.0:
         raise ConfigError(f"study.min_dense_accuracy must be in [0, 1], got {s.min_dense_accuracy}")
+    if s.heartbeat_interval < 1 or s.grace_period <= s.heartbeat_interval:
+        raise ConfigError(f"study.heartbeat_interval must be >= 1 and grace_period larger than it, got "
+                          f"{s.heartbeat_interval} and {s.grace_period}")
+    if s.max_retry < 0:
+        raise ConfigError(f"study.max_retry must be >= 0, got {s.max_retry}")
 
 
 def _parse_param(key: str, spec: Any) -> Param:
@@ -257,14 +271,17 @@ def _parse_param(key: str, spec: Any) -> Param:
 
 def _validate_space(cfg: StudyConfig) -> None:
     """Every choice and both ends of every range must make a valid engine config."""
-    base_values = {k: p.extremes()[0] for k, p in cfg.search.items()}
-    for key, param in cfg.search.items():
+    # Pass 1 adds one setting at a time (fixed ones first, as they are in every trial) so an error is blamed
+    # on the entry that introduced it; pass 2 tries every extreme against all other settings' first values.
+    checked: dict[str, Any] = {}
+    ordered = sorted(cfg.search.items(), key=lambda kv: kv[1].searched)
+    for key, param in [*ordered, *ordered]:
         for value in param.extremes():
             try:
-                cfg.base.replace({SEARCHABLE[key]: value, **{SEARCHABLE[k]: v for k, v in base_values.items()
-                                                              if k != key}})
+                cfg.base.replace({**checked, SEARCHABLE[key]: value})
             except ConfigError as exc:
                 raise ConfigError(f"search.{key} = {value!r} is out of range: {exc}") from None
+        checked[SEARCHABLE[key]] = param.extremes()[0]
     if cfg.study.sampler == "grid":
         if not cfg.searched:
             raise ConfigError("the grid sampler needs at least one searched setting in [search]")

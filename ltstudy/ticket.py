@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from . import pruning
+from .cache import RoundCache, content_key
 from .config import TicketConfig
 from .data import Dataset, load_dataset
 from .models import build_model, init_weights
@@ -52,9 +53,11 @@ class RoundResult:
     test_accuracy: float  # at the end of training; reported, never selected on
     test_accuracy_at_early_stop: float
     train_loss: float
-    iterations: int  # training iterations run in this round
+    iterations: int  # training iterations of this round (what the method costs)
     wall_seconds: float
     layer_density: dict[str, float] = field(default_factory=dict)
+    reused: bool = False  # loaded from the cache (or a checkpoint) instead of trained here
+    computed_iterations: int = 0  # iterations actually trained for it here (0 if reused, + any θ_k replay)
 
     @property
     def sparsity(self) -> float:
@@ -83,6 +86,9 @@ RoundCallback = Callable[[RoundResult], None]
 ProgressCallback = Callable[[int, int, int], None]  # round, iterations done, iterations total
 
 
+_CACHE_VERSION = 1  # bump when the engine's numbers change for the same settings
+
+
 def _derived_seed(seed: int, *parts: int) -> int:
     # Distinct, reproducible streams per (purpose, round) from one user seed.
     h = seed
@@ -94,8 +100,9 @@ def _derived_seed(seed: int, *parts: int) -> int:
 class TicketSearch:
     """The state of one IMP run; `run()` does all rounds, tests may step it by hand."""
 
-    def __init__(self, cfg: TicketConfig, data: Dataset | None = None):
+    def __init__(self, cfg: TicketConfig, data: Dataset | None = None, cache: RoundCache | None = None):
         self.cfg = cfg
+        self.cache = cache
         self.device = resolve_device(cfg.device)
         self.data = data if data is not None else load_dataset(cfg.data, self.device)
         self.sched = cfg.resolve_schedule(len(self.data.train))
@@ -113,6 +120,32 @@ class TicketSearch:
         self.theta_k: dict[str, torch.Tensor] | None = None
         self.masks = pruning.full_masks(self.model, self.layers)
         self.mask_gen = torch.Generator().manual_seed(_derived_seed(cfg.seed, 1))
+        self._replayed = 0  # iterations re-run to rebuild θ_k, charged to the next trained round
+        self._make_keys()
+
+    # ------------------------------------------------------------------ cache keys
+
+    def _make_keys(self) -> None:
+        """Content keys: everything that determines an entry, and nothing that doesn't.
+
+        The dense round depends on data, model, training settings and seed (not
+        on k, the pruning settings or the number of rounds); θ_k adds k; round r
+        adds every pruning setting except how many rounds follow it.
+        """
+        c = self.cfg
+        data = {k: v for k, v in dataclasses.asdict(c.data).items() if k not in ("root", "download")}
+        self.dense_key = content_key("dense", _CACHE_VERSION, torch.__version__.split("+")[0], self.device.type,
+                                     data, dataclasses.asdict(c.model), dataclasses.asdict(c.train), c.seed)
+        self.theta_k_key = content_key("theta_k", self.dense_key, self.sched.rewind_iter)
+        prune = dataclasses.asdict(c.prune)
+        prune.pop("rounds")
+        if not prune["one_shot"]:
+            prune.pop("target_density")
+        prune["rewind_iter"] = None if c.prune.reinit == "random" else self.sched.rewind_iter
+        self.rounds_key = content_key("rounds", self.dense_key, prune)
+
+    def round_key(self, round_: int) -> str:
+        return self.dense_key if round_ == 0 else content_key(self.rounds_key, round_)
 
     # ------------------------------------------------------------------ one round
 
@@ -153,30 +186,108 @@ class TicketSearch:
             val_loss=res.val_loss, val_accuracy=res.val_accuracy, early_stop_iteration=res.early_stop_iteration,
             test_accuracy=res.test_accuracy, test_accuracy_at_early_stop=res.test_accuracy_at_early_stop,
             train_loss=res.train_loss, iterations=res.iterations, wall_seconds=round(res.wall_seconds, 4),
+            computed_iterations=res.iterations,
             layer_density=pruning.layer_density(self.masks))
 
     # ------------------------------------------------------------------ all rounds
 
     def run(self, on_round: RoundCallback | None = None, progress: ProgressCallback | None = None) -> TicketResult:
+        """All rounds; with a cache, the longest stored prefix is loaded instead of trained."""
+        restored = self.restore() if self.cache is not None else []
         results: list[RoundResult] = []
-        stopped = None
         for r in range(self.n_rounds + 1):
-            t0 = time.perf_counter()
-            if r > 0:
-                self.prune_and_reset(r)
-            rec = self.record(r, self.train_round(r, progress))
-            rec.wall_seconds = round(time.perf_counter() - t0, 4)
+            if r < len(restored):
+                rec = restored[r]
+            else:
+                t0 = time.perf_counter()
+                if r > 0:
+                    self.prune_and_reset(r)
+                rec = self.record(r, self.train_round(r, progress))
+                rec.wall_seconds = round(time.perf_counter() - t0, 4)
+                rec.computed_iterations += self._replayed
+                self._replayed = 0
+                if self.cache is not None:
+                    self.checkpoint(r, [*results, rec])
             results.append(rec)
             if on_round is not None:
                 try:
                     on_round(rec)
                 except StopSearch as stop:
-                    stopped = stop.reason
-                    break
-        return TicketResult(self.cfg.to_dict(), results, str(self.device), stopped)
+                    return TicketResult(self.cfg.to_dict(), results, str(self.device), stop.reason)
+        return TicketResult(self.cfg.to_dict(), results, str(self.device), None)
+
+    # ------------------------------------------------------------------ cache and checkpoints
+
+    def checkpoint(self, round_: int, records: list[RoundResult]) -> None:
+        """Store round `round_` atomically: weights, masks, RNG state and the records so far."""
+        assert self.cache is not None
+        state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+        if round_ == 0:
+            self.cache.save(self.dense_key, {"theta0": _cpu(self.theta0), "state": state,
+                                             "records": [r.to_dict() for r in records]})
+            if self.theta_k is not None and self.sched.rewind_iter > 0:
+                self.cache.save(self.theta_k_key, {"theta_k": _cpu(self.theta_k)})
+        else:
+            self.cache.save(self.round_key(round_), {
+                "state": state, "masks": {n: m.bool().cpu() for n, m in self.masks.items()},
+                "mask_gen": self.mask_gen.get_state(), "records": [r.to_dict() for r in records]})
+
+    def restore(self) -> list[RoundResult]:
+        """Load the longest stored prefix of rounds; returns its records (marked reused)."""
+        assert self.cache is not None
+        dense = self.cache.load(self.dense_key)
+        if dense is None or not _same_state(dense["theta0"], self.theta0):
+            return []  # (a θ0 mismatch would mean a stale entry from other code: ignore it)
+        entry, last = dense, 0
+        for r in range(self.n_rounds, 0, -1):
+            found = self.cache.load(self.round_key(r))
+            if found is not None:
+                entry, last = found, r
+                break
+        self.model.load_state_dict(entry["state"])
+        if last > 0:
+            self.masks = {n: entry["masks"][n].to(self.device, self.masks[n].dtype) for n in self.masks}
+            self.mask_gen.set_state(entry["mask_gen"])
+        if last < self.n_rounds:
+            self._restore_theta_k(dense)
+        return [RoundResult(**{**d, "reused": True, "computed_iterations": 0}) for d in entry["records"][:last + 1]]
+
+    def _restore_theta_k(self, dense: dict) -> None:
+        """θ_k for the rounds still to train: θ0 when k = 0, else stored, else replayed (k iterations)."""
+        k = self.sched.rewind_iter
+        if self.cfg.prune.reinit != "rewind":
+            return
+        if k == 0:
+            self.theta_k = self.theta0
+            return
+        stored = self.cache.load(self.theta_k_key) if self.cache is not None else None
+        if stored is not None:
+            self.theta_k = {n: t.to(self.device) for n, t in stored["theta_k"].items()}
+            return
+        # The dense run is stored for another k: replay its first k iterations (same data order, same dropout seed).
+        trained, masks = clone_state(self.model), self.masks
+        self.model.load_state_dict(self.theta0)
+        self.masks = pruning.full_masks(self.model, self.layers)
+        torch.manual_seed(_derived_seed(self.cfg.seed, 3, 0))
+        result = train(self.model, self.data, self.masks, self.cfg.train, self.sched, seed=self.cfg.seed,
+                       capture_at=k, end=k)
+        self.theta_k, self.masks = result.snapshot, masks
+        self._replayed = k
+        self.model.load_state_dict(trained)
+        if self.cache is not None:
+            self.cache.save(self.theta_k_key, {"theta_k": _cpu(self.theta_k)})
 
 
 def run_ticket_search(cfg: TicketConfig, on_round: RoundCallback | None = None,
-                      progress: ProgressCallback | None = None, data: Dataset | None = None) -> TicketResult:
+                      progress: ProgressCallback | None = None, data: Dataset | None = None,
+                      cache: RoundCache | None = None) -> TicketResult:
     """Run IMP for `cfg`: round 0 dense, then `rounds` prune-reset-retrain rounds."""
-    return TicketSearch(cfg, data).run(on_round, progress)
+    return TicketSearch(cfg, data, cache).run(on_round, progress)
+
+
+def _cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu() for k, v in state.items()}
+
+
+def _same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k].detach().cpu()) for k in a)

@@ -26,7 +26,8 @@ T = TypeVar("T")
 
 PARENT_TAG = "mlflow.parentRunId"
 ROUND_METRICS = ("density", "sparsity", "val_accuracy", "val_loss", "test_accuracy", "test_accuracy_at_early_stop",
-                 "early_stop_iteration", "train_loss", "iterations", "weights_remaining")
+                 "early_stop_iteration", "train_loss", "iterations", "weights_remaining", "reused",
+                 "computed_iterations")
 
 
 def _quiet_mlflow_logs() -> None:
@@ -117,6 +118,10 @@ class Tracker:
     def run_status(self, run_id: str) -> str:
         return self.client.get_run(run_id).info.status
 
+    @_retry
+    def logged_steps(self, run_id: str, key: str) -> set[int]:
+        return {m.step for m in self.client.get_metric_history(run_id, key)}
+
     # ------------------------------------------------------------------ values
 
     @_retry
@@ -143,7 +148,7 @@ class Tracker:
         self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def log_round(self, run_id: str, rnd: Mapping[str, Any], prefix: str = "") -> None:
-        values = {f"{prefix}{k}": rnd[k] for k in ROUND_METRICS if k in rnd}
+        values = {f"{prefix}{k}": float(rnd[k]) for k in ROUND_METRICS if k in rnd}
         if "density" in rnd:
             values[f"{prefix}sparsity"] = 1.0 - rnd["density"]
         self.log_metrics(run_id, values, step=int(rnd["round"]))

@@ -105,12 +105,14 @@ def train(
     capture_at: int | None = None,
     constant_lr: float | None = None,
     on_eval: Callable[[int, Evaluation], None] | None = None,
+    end: int | None = None,
 ) -> TrainResult:
     """Train from schedule iteration `start` to the end and evaluate every `eval_every`.
 
     `capture_at` snapshots the full state (parameters and buffers) after that
     many iterations: θ_k for rewinding. `constant_lr` replaces the schedule
-    (fine-tuning at the final rate). `seed` fixes the data order (shared by
+    (fine-tuning at the final rate). `end` stops early (replaying the first k
+    iterations to rebuild θ_k). `seed` fixes the data order (shared by
     all rounds, so iteration i sees the same batch in every round) while the
     caller seeds dropout.
     """
@@ -135,7 +137,8 @@ def train(
     lr_now = None
 
     model.train()
-    for it in range(start, sched.iterations):
+    end = sched.iterations if end is None else end
+    for it in range(start, end):
         lr = constant_lr if constant_lr is not None else lr_at(it, cfg, sched)
         if lr != lr_now:
             for group in opt.param_groups:
@@ -160,7 +163,7 @@ def train(
         done = it + 1
         if capture_at is not None and done == capture_at:
             snapshot = clone_state(model)
-        if done % sched.eval_every == 0 or done == sched.iterations:
+        if done % sched.eval_every == 0 or done == end:
             train_loss = window_loss.item() / window_n
             if not math.isfinite(train_loss):
                 raise DivergedError(f"training loss became {train_loss} at iteration {done}; lower the learning rate")
@@ -178,7 +181,7 @@ def train(
         val = evaluate(model, data.val, cfg.eval_batch_size)
         test = evaluate(model, data.test, cfg.eval_batch_size)
         best, test_end = (val.loss, val.accuracy, start, test.accuracy), test.accuracy
-    return TrainResult(start, sched.iterations, train_loss, best[0], best[1], best[2], test_end, best[3],
+    return TrainResult(start, end, train_loss, best[0], best[1], best[2], test_end, best[3],
                        time.perf_counter() - t0, snapshot)
 
 
