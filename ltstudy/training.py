@@ -123,7 +123,7 @@ def train(
     masked_w = list(weights(model, masks).values())
     mask_list = list(masks.values())
     batches = Batches(len(data.train), cfg.batch_size, seed, device)
-    aug_gen = torch.Generator().manual_seed(seed * 7919 + start) if data.augment else None
+    aug_gen = torch.Generator() if data.augment else None
     X, Y = data.train.x, data.train.y
 
     snapshot = None
@@ -146,8 +146,8 @@ def train(
             lr_now = lr
         idx = batches.indices(it)
         xb, yb = X.index_select(0, idx), Y.index_select(0, idx)
-        if aug_gen is not None:
-            xb = augment_batch(xb, aug_gen)
+        if aug_gen is not None:  # seeded by iteration, so a rewound round replays round 0's crops and flips
+            xb = augment_batch(xb, aug_gen.manual_seed(seed * 7919 + it))
         loss = F.cross_entropy(model(xb), yb)
         loss.backward()
         if mask_list:

@@ -135,3 +135,10 @@ def test_the_module_entry_point_reports_missing_data_in_one_line_without_a_trace
     assert proc.stderr.splitlines() == [proc.stderr.strip()]
     assert str(tmp_path / "empty" / "MNIST" / "raw") in proc.stderr
     assert proc.stdout == ""
+
+
+def test_a_diverging_run_ends_with_one_line_and_exit_code_1(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "ticket", "--optimizer", "sgd", "--lr", "1e6", "--iterations", "40",
+                             "--eval-every", "20", "--rounds", "1", "--quiet")
+    assert code == 1
+    assert len(err.strip().splitlines()) == 1 and "loss became" in err and "Traceback" not in err

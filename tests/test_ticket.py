@@ -10,7 +10,7 @@ import torch
 from ltstudy import pruning
 from ltstudy.config import ConfigError
 from ltstudy.models import build_model
-from ltstudy.ticket import RoundResult, StopSearch, run_ticket_search
+from ltstudy.ticket import RoundResult, StopSearch, TicketSearch, run_ticket_search
 
 
 def survivors_equal(model_state: dict, reference: dict, masks: pruning.Masks) -> bool:
@@ -356,3 +356,24 @@ def test_write_json_holds_the_config_and_the_rounds(make_search, tmp_path):
     assert data["config"] == search.cfg.to_dict()
     assert data["device"] == "cpu" and data["stopped"] is None
     assert [r["density"] for r in data["rounds"]] == [r.density for r in result.rounds]
+
+
+def test_a_rewound_round_replays_round_zeros_augmentations_from_iteration_k(tiny_cfg, monkeypatch):
+    """Crops and flips depend on the iteration, like the batches, so rewinding replays both."""
+    import ltstudy.training
+
+    seen: list[tuple[int, bytes]] = []
+    real = ltstudy.training.augment_batch
+
+    def spy(x, generator):
+        out = real(x, generator)
+        seen.append(out.numpy().tobytes())
+        return out
+
+    monkeypatch.setattr(ltstudy.training, "augment_batch", spy)
+    TicketSearch(tiny_cfg(data__augment=True, prune__rewind_iter=20, train__iterations=60,
+                          train__eval_every=20)).run()
+    assert len(seen) == 60 + 40
+    round0, round1 = seen[:60], seen[60:]
+    assert round1 == round0[20:]
+    assert round0[0] != round0[1]
