@@ -467,6 +467,9 @@ def run_study(cfg: StudyConfig, opts: RunOptions, hooks: Hooks | None = None) ->
             _run_workers(cfg, opts, storage_url, uri, name, n_trials, hooks)
     except KeyboardInterrupt:
         status, summary.interrupted = "KILLED", True
+    except BaseException:  # e.g. a worker process died: the study did not finish
+        status = "FAILED"
+        raise
     finally:
         _try(lambda: sweep_orphans(study, tracker, exp_id, parent))
         _try(lambda: ParetoTagger(tracker).update(study))

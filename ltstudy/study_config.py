@@ -97,11 +97,12 @@ class Param:
             raise ConfigError(f"search.{self.key}: the grid sampler cannot enumerate a continuous range; "
                               "give a list of values or a step")
         step = self.step or 1
-        n = int((self.high - self.low) // step) + 1  # type: ignore[operator]
+        # (0.3 - 0.1) // 0.1 is 1.0 in floating point: divide with a tolerance so `high` stays in the grid.
+        n = int((self.high - self.low) / step + 1e-9) + 1  # type: ignore[operator]
         if n > 10_000:
             raise ConfigError(f"search.{self.key}: the grid would have {n} values; give a list or a larger step")
         vals = [self.low + i * step for i in range(n)]  # type: ignore[operator]
-        return [int(v) for v in vals] if self.is_int else vals
+        return [int(v) for v in vals] if self.is_int else [round(v, 12) for v in vals]
 
     def extremes(self) -> list:
         if self.choices is not None:
