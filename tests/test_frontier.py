@@ -1,0 +1,126 @@
+"""The round-level frontier: non-dominated (density, validation accuracy) points over all trials."""
+
+from __future__ import annotations
+
+import warnings
+
+import optuna
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from optuna.distributions import CategoricalDistribution
+from optuna.trial import TrialState
+
+from ltstudy.reports import compare, non_dominated, plot_compare, plot_pareto, round_frontier, round_points
+
+# Few distinct values so that duplicates and ties in either coordinate are common.
+DENSITIES = st.sampled_from([1.0, 0.8, 0.64, 0.512, 0.41, 0.2])
+ACCURACIES = st.sampled_from([0.5, 0.7, 0.85, 0.9, 0.95])
+POINTS = st.lists(st.fixed_dictionaries({"density": DENSITIES, "val_accuracy": ACCURACIES}), max_size=30)
+
+
+def dominates(a: dict, b: dict) -> bool:
+    """a is at least as sparse and as accurate as b, and strictly better in one."""
+    return (a["density"] <= b["density"] and a["val_accuracy"] >= b["val_accuracy"]
+            and (a["density"] < b["density"] or a["val_accuracy"] > b["val_accuracy"]))
+
+
+@settings(max_examples=300)
+@given(POINTS)
+def test_no_frontier_point_is_dominated_by_any_input_point(points):
+    for p in non_dominated(points):
+        assert not any(dominates(q, p) for q in points)
+
+
+@settings(max_examples=300)
+@given(POINTS)
+def test_every_omitted_point_is_dominated_by_some_input_point(points):
+    kept = {id(p) for p in non_dominated(points)}
+    for p in points:
+        if id(p) not in kept:
+            assert any(dominates(q, p) for q in points), p
+
+
+@given(POINTS)
+def test_the_frontier_is_a_selection_of_the_input_sorted_by_density(points):
+    front = non_dominated(points)
+    assert all(any(p is q for q in points) for p in front)
+    assert len({id(p) for p in front}) == len(front)
+    assert [p["density"] for p in front] == sorted(p["density"] for p in front)
+
+
+def test_duplicate_points_are_kept_together():
+    a, b = {"density": 0.5, "val_accuracy": 0.9}, {"density": 0.5, "val_accuracy": 0.9}
+    assert non_dominated([a, b, {"density": 0.5, "val_accuracy": 0.8}]) == [a, b]
+
+
+def test_other_coordinates_can_be_named():
+    pts = [{"x": 1, "y": 1}, {"x": 2, "y": 0}, {"x": 0, "y": 0}]
+    assert non_dominated(pts, x="x", y="y") == [{"x": 0, "y": 0}, {"x": 1, "y": 1}]
+
+
+# --------------------------------------------------------------------------- from trials
+
+
+def fake_trial(number: int, rounds: list[tuple[float, float]], state=TrialState.COMPLETE, **settings):
+    params_all = {"prune_rate": 0.2, "rewind_iter": 0, "scope": "layerwise", "reinit": "rewind", **settings}
+    trial = optuna.trial.create_trial(
+        state=state, values=[0.0, 1.0] if state == TrialState.COMPLETE else None,
+        params={"prune_rate": params_all["prune_rate"]},
+        distributions={"prune_rate": CategoricalDistribution([0.2, 0.5])},
+        user_attrs={"params_all": params_all,
+                    "rounds": [{"round": i, "density": d, "val_accuracy": a, "test_accuracy": a - 0.01,
+                                "iterations": 60} for i, (d, a) in enumerate(rounds)]})
+    trial.number = number  # create_trial leaves it for the storage to assign
+    return trial
+
+
+def test_round_frontier_labels_every_point_with_its_trial_round_and_settings():
+    trials = [
+        fake_trial(0, [(1.0, 0.90), (0.8, 0.91), (0.64, 0.80)], prune_rate=0.2, rewind_iter=20, scope="global",
+                   reinit="random"),
+        fake_trial(1, [(1.0, 0.92), (0.5, 0.90), (0.25, 0.85)], prune_rate=0.5),
+    ]
+    front = round_frontier(trials)
+    by_place = {(p["trial"], p["round"]): p for p in front}
+    # (1.0, 0.92) dominates (1.0, 0.90); (0.8, 0.91) survives; (0.64, 0.80) is beaten by (0.5, 0.90).
+    assert set(by_place) == {(1, 0), (0, 1), (1, 1), (1, 2)}
+    assert by_place[(0, 1)] == {"trial": 0, "round": 1, "density": 0.8, "val_accuracy": 0.91,
+                                "test_accuracy": 0.91 - 0.01, "prune_rate": 0.2, "rewind_iter": 20,
+                                "scope": "global", "reinit": "random"}
+    assert by_place[(1, 2)]["prune_rate"] == 0.5
+    assert by_place[(1, 2)]["scope"] == "layerwise"
+    assert by_place[(1, 2)]["reinit"] == "rewind"
+
+
+def test_pruned_trials_count_and_failed_ones_do_not():
+    trials = [fake_trial(0, [(1.0, 0.9)]),
+              fake_trial(1, [(1.0, 0.9), (0.5, 0.95)], state=TrialState.PRUNED),
+              fake_trial(2, [(1.0, 0.99), (0.1, 0.99)], state=TrialState.FAIL)]
+    assert {p["trial"] for p in round_points(trials)} == {0, 1}
+    assert [(p["trial"], p["round"]) for p in round_frontier(trials)] == [(1, 1)]
+
+
+def test_compare_groups_trials_and_reports_mean_and_std():
+    trials = [fake_trial(0, [(1.0, 0.90), (0.5, 0.90)], prune_rate=0.5),
+              fake_trial(1, [(1.0, 0.90), (0.5, 0.80)], prune_rate=0.5),
+              fake_trial(2, [(1.0, 0.90), (0.8, 0.90)], prune_rate=0.2)]
+    rows = compare(trials, ["prune_rate"], epsilon=0.01, density=0.5, replicates=2)
+    assert [r["prune_rate"] for r in rows] == [0.2, 0.5]
+    half = rows[1]
+    assert (half["trials"], half["seeds"], half["trial_numbers"]) == (2, 4, [0, 1])
+    assert half["ticket_sparsity"] == 0.25  # one trial's ticket is at 0.5, the other's at 1.0
+    assert half["ticket_sparsity_std"] > 0
+    assert half["accuracy_at_0.5"] == pytest.approx(0.85)
+    # Trials that never reached the density have no value there (not 0).
+    assert rows[0]["accuracy_at_0.5"] != rows[0]["accuracy_at_0.5"]  # NaN
+
+
+def test_plots_of_a_study_with_nothing_finished_are_written_without_warnings(tmp_path):
+    failed = [fake_trial(0, [(1.0, 0.9)], state=TrialState.FAIL)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plot_pareto(failed, [], tmp_path / "pareto.png")
+        plot_compare(failed, ["prune_rate"], tmp_path / "compare.png")
+    assert (tmp_path / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "compare.png").read_bytes()[:4] == b"\x89PNG"

@@ -1,0 +1,225 @@
+"""The report commands on a finished study: pareto, compare, studies, ui."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from ltstudy import cli
+from ltstudy.reports import round_frontier
+from ltstudy.study import pareto_trials
+from tests.study_helpers import Stores, free_port, isolate, quiet_run, seed_mlflow_db, write_study
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def done(tmp_path_factory) -> tuple[Stores, Path]:
+    """A finished tiny study (3 trials), shared read-only by the tests below."""
+    root = tmp_path_factory.mktemp("reports")
+    stores = Stores(root)
+    seed_mlflow_db(tmp_path_factory, stores.db)
+    path = write_study(root, stores)
+    with quiet_run(root):
+        assert cli.main(["run", str(path), "--quiet"]) == 0
+    return stores, path
+
+
+@pytest.fixture(autouse=True)
+def _keep_sigterm():
+    """`ltstudy run` turns SIGTERM into Ctrl-C for its process; give pytest its own handler back."""
+    before = signal.getsignal(signal.SIGTERM)
+    yield
+    signal.signal(signal.SIGTERM, before)
+
+
+@pytest.fixture
+def here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    isolate(monkeypatch, tmp_path)
+    return tmp_path
+
+
+def main(capsys, *argv: str) -> tuple[int, str, str]:
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_error_line(err: str, command: str) -> str:
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"ltstudy {command}: error: ")
+    return lines[0]
+
+
+# --------------------------------------------------------------------------- pareto
+
+
+def test_pareto_prints_the_best_trials_and_the_round_frontier(done, here, capsys):
+    stores, path = done
+    code, out, _ = main(capsys, "pareto", str(path))
+    assert code == 0
+    study = stores.study()
+    best = pareto_trials(study)
+    assert f"Pareto-optimal trials of 'tiny' ({len(best)} of 3):" in out
+    frontier = round_frontier(study.trials)
+    assert f"Round-level frontier ({len(frontier)} non-dominated (density, val accuracy) points):" in out
+    for header in ("ticket_sparsity", "train_iterations", "prune_rate", "density", "val_acc", "scope", "reinit"):
+        assert header in out
+
+
+def test_pareto_writes_json_and_a_png(done, here, capsys):
+    stores, path = done
+    code, _, _ = main(capsys, "pareto", str(path), "--json", "front.json", "--plot", "front.png")
+    assert code == 0
+    doc = json.loads((here / "front.json").read_text())
+    assert {"pareto_trials", "round_frontier"} <= set(doc)
+    study = stores.study()
+    assert [t["trial"] for t in doc["pareto_trials"]] == [t.number for t in pareto_trials(study)]
+    for entry in doc["pareto_trials"]:
+        assert set(entry["values"]) == {"ticket_sparsity", "train_iterations"}
+        assert "prune_rate" in entry["settings"]
+    assert doc["round_frontier"] == json.loads(json.dumps(round_frontier(study.trials)))
+    png = (here / "front.png").read_bytes()
+    assert len(png) > 1000 and png[:8] == PNG_MAGIC
+
+
+def test_pareto_on_a_study_that_does_not_exist_is_one_line(done, here, capsys):
+    _, path = done
+    code, _, err = main(capsys, "pareto", str(path), "--study-name", "nope")
+    assert code == 2
+    assert "no study named 'nope'" in one_error_line(err, "pareto")
+
+
+def test_reports_on_a_storage_that_does_not_exist_create_nothing(done, here, capsys):
+    _, path = done
+    for command in ("pareto", "compare"):
+        code, _, err = main(capsys, command, str(path), "--storage", f"journal:{here}/absent/optuna.journal")
+        assert code == 2
+        assert "no study named 'tiny'" in one_error_line(err, command)
+    assert not (here / "absent").exists()
+
+
+def test_pareto_refuses_an_output_in_a_missing_folder_before_reading_the_study(done, here, capsys):
+    _, path = done
+    code, _, err = main(capsys, "pareto", str(path), "--json", str(here / "no" / "such" / "out.json"))
+    assert code == 2
+    assert "does not exist" in one_error_line(err, "pareto")
+
+
+# --------------------------------------------------------------------------- compare
+
+
+def test_compare_prints_a_table_with_mean_and_std(done, here, capsys):
+    _, path = done
+    code, out, _ = main(capsys, "compare", str(path), "--by", "prune_rate")
+    assert code == 0
+    assert "'tiny' by prune_rate" in out
+    assert "trials" in out and "seeds" in out and "±" in out
+    for header in ("ticket_sparsity", "ticket_accuracy", "acc@density 0.2", "train_iterations"):
+        assert header in out
+
+
+def test_compare_writes_json_rows_and_a_png(done, here, capsys):
+    stores, path = done
+    code, _, _ = main(capsys, "compare", str(path), "--by", "prune_rate,scope", "--density", "0.5",
+                      "--json", "cmp.json", "--plot", "cmp.png")
+    assert code == 0
+    rows = json.loads((here / "cmp.json").read_text())
+    assert rows and all({"prune_rate", "scope", "trials", "seeds", "ticket_sparsity", "ticket_sparsity_std",
+                         "accuracy_at_0.5"} <= set(r) for r in rows)
+    assert sum(r["trials"] for r in rows) == 3  # every finished trial in exactly one row
+    assert all(r["seeds"] == r["trials"] for r in rows)  # one replicate each
+    numbers = sorted(n for r in rows for n in r["trial_numbers"])
+    assert numbers == [t.number for t in stores.study().trials]
+    png = (here / "cmp.png").read_bytes()
+    assert len(png) > 1000 and png[:8] == PNG_MAGIC
+
+
+@pytest.mark.parametrize(("flags", "needle"), [
+    (["--by", "prune_rat"], "did you mean 'prune_rate'?"),
+    (["--by", "nonsense"], "unknown key 'nonsense'"),
+    (["--by", " , "], "--by needs at least one setting"),
+    (["--density", "0"], "--density must be in (0, 1]"),
+])
+def test_compare_rejects_bad_options_with_one_line(done, here, capsys, flags, needle):
+    _, path = done
+    code, out, err = main(capsys, "compare", str(path), *flags)
+    assert code == 2 and out == ""
+    assert needle in one_error_line(err, "compare")
+
+
+def test_compare_on_a_study_that_does_not_exist_is_one_line(done, here, capsys):
+    _, path = done
+    code, _, err = main(capsys, "compare", str(path), "--study-name", "nope")
+    assert code == 2
+    assert "no study named 'nope'" in one_error_line(err, "compare")
+
+
+# --------------------------------------------------------------------------- studies
+
+
+def test_studies_lists_each_study_with_its_trial_counts(done, here, capsys):
+    stores, _ = done
+    code, out, _ = main(capsys, "studies", "--storage", stores.storage)
+    assert code == 0
+    rows = [line.split() for line in out.splitlines() if line.startswith("tiny ")]
+    assert rows == [["tiny", "3", "3", "0", "0", "0", "max,min"]]
+
+
+def test_studies_reads_the_storage_from_a_study_file(done, here, capsys):
+    _, path = done
+    code, out, _ = main(capsys, "studies", str(path))
+    assert code == 0
+    assert any(line.split()[:2] == ["tiny", "3"] for line in out.splitlines() if line.strip())
+
+
+def test_studies_in_a_storage_that_does_not_exist_is_one_line_and_creates_nothing(here, capsys):
+    code, _, err = main(capsys, "studies", "--storage", f"journal:{here}/absent/optuna.journal")
+    assert code == 2
+    assert "no Optuna storage" in one_error_line(err, "studies")
+    assert not (here / "absent").exists()
+
+
+# --------------------------------------------------------------------------- ui
+
+
+def test_ui_starts_mlflow_on_the_study_store_bound_to_localhost(done, here, capsys, monkeypatch):
+    stores, path = done
+    started = []
+    monkeypatch.setattr(subprocess, "call", lambda cmd: started.append(cmd) or 0)
+    code, out, _ = main(capsys, "ui", str(path), "--port", "5123")
+    assert code == 0
+    (cmd,) = started
+    assert cmd[cmd.index("--backend-store-uri") + 1] == stores.tracking_uri
+    assert cmd[cmd.index("--host") + 1] == "127.0.0.1"
+    assert cmd[cmd.index("--port") + 1] == "5123"
+    assert cmd[cmd.index("--default-artifact-root") + 1] == (stores.root / "artifacts").as_uri()
+    assert "http://127.0.0.1:5123" in out
+
+
+def test_ui_refuses_an_unreachable_server(done, here, capsys, monkeypatch):
+    _, path = done
+    monkeypatch.setattr(subprocess, "call", lambda cmd: pytest.fail("must not start anything"))
+    code, _, err = main(capsys, "ui", str(path), "--tracking-uri", f"http://127.0.0.1:{free_port()}")
+    assert code == 2
+    assert "cannot reach the MLflow server" in one_error_line(err, "ui")
+
+
+# --------------------------------------------------------------------------- run's own summary
+
+
+def test_run_prints_the_pareto_table_and_where_to_browse(tmp_path, tmp_path_factory, monkeypatch, capsys):
+    isolate(monkeypatch, tmp_path)
+    stores = Stores(tmp_path)
+    seed_mlflow_db(tmp_path_factory, stores.db)
+    path = write_study(tmp_path, stores, study={"n_trials": 1})
+    code, out, _ = main(capsys, "run", str(path), "--quiet")
+    assert code == 0
+    assert "study 'tiny': 1 new trials (1 COMPLETE), 1 in all" in out
+    assert "Pareto-optimal trials:" in out
+    assert f"MLflow: {stores.tracking_uri} (experiment 'tiny')" in out

@@ -1,0 +1,530 @@
+"""Running studies end to end against temporary Optuna and MLflow stores.
+
+Layout under test: one MLflow experiment per study, one parent run per study,
+one child run per Optuna trial (tagged mlflow.parentRunId), per-round metrics
+with step = round, and no run ever left RUNNING.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from ltstudy import cli
+from ltstudy import study as study_module
+from ltstudy.objectives import ticket_round
+from ltstudy.storage import open_storage
+from ltstudy.study import PARENT_ATTR, RunOptions, pareto_trials, run_study, sweep_orphans
+from ltstudy.study_config import load_study
+from ltstudy.ticket import TicketSearch
+from ltstudy.tracking import PARENT_TAG, Tracker, flatten, rounds_csv
+from tests.study_helpers import (
+    ROUNDS,
+    Stores,
+    experiment_runs,
+    isolate,
+    metric_steps,
+    parent_and_children,
+    quiet_run,
+    run_of_trial,
+    seed_mlflow_db,
+    write_study,
+)
+
+STEPS = list(range(ROUNDS + 1))
+
+
+@pytest.fixture(autouse=True)
+def _keep_sigterm():
+    """`ltstudy run` turns SIGTERM into Ctrl-C for its process; give pytest its own handler back."""
+    before = signal.getsignal(signal.SIGTERM)
+    yield
+    signal.signal(signal.SIGTERM, before)
+
+
+@pytest.fixture
+def stores(tmp_path: Path, tmp_path_factory, monkeypatch: pytest.MonkeyPatch) -> Stores:
+    """Temporary stores (the MLflow database starts as a migrated empty copy); cwd is the temp folder."""
+    isolate(monkeypatch, tmp_path)
+    stores = Stores(tmp_path)
+    seed_mlflow_db(tmp_path_factory, stores.db)
+    return stores
+
+
+def run(path: Path, *flags: str) -> int:
+    return cli.main(["run", str(path), "--quiet", *flags])
+
+
+def assert_nothing_running(stores: Stores, name: str = "tiny") -> None:
+    still = [(r.info.run_name, r.info.status) for r in experiment_runs(stores.client(), name)
+             if r.info.status == "RUNNING"]
+    assert still == []
+
+
+def raise_in_search(monkeypatch: pytest.MonkeyPatch, on_call: int, exc: BaseException, after_round: int = 0):
+    """Make the `on_call`-th ticket search (1-based) raise `exc` once round `after_round` is reported."""
+    original = TicketSearch.run
+    calls = []
+
+    def run(self, on_round=None, progress=None):
+        calls.append(self.cfg.prune.prune_rate)
+        if len(calls) != on_call:
+            return original(self, on_round, progress)
+
+        def failing(rec):
+            on_round(rec)
+            if rec.round == after_round:
+                raise exc
+
+        return original(self, failing, progress)
+
+    monkeypatch.setattr(TicketSearch, "run", run)
+    return calls
+
+
+# --------------------------------------------------------------------------- a tiny study, end to end
+
+
+class Finished:
+    def __init__(self, stores: Stores, code: int, out: str):
+        self.stores, self.code, self.out = stores, code, out
+        self.client = stores.client()
+        self.study = stores.study()
+        self.parents, self.children = parent_and_children(self.client, "tiny")
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> Finished:
+    """3 trials of 2 rounds, with a fresh MLflow database created by the run itself."""
+    root = tmp_path_factory.mktemp("e2e")
+    stores = Stores(root)
+    path = write_study(root, stores, study={"sampler": "tpe"})
+    with quiet_run(root) as out:
+        code = run(path)
+    return Finished(stores, code, out.getvalue())
+
+
+def test_the_run_succeeds_and_reports_the_new_trials(finished: Finished):
+    assert finished.code == 0
+    assert "study 'tiny': 3 new trials (3 COMPLETE), 3 in all" in finished.out
+    assert [t.state for t in finished.study.trials] == [TrialState.COMPLETE] * 3
+
+
+def test_one_experiment_named_after_the_study_with_one_parent_run(finished: Finished):
+    names = [e.name for e in finished.client.search_experiments()]
+    assert names.count("tiny") == 1
+    assert len(finished.parents) == 1
+    parent = finished.parents[0]
+    assert parent.info.run_id == finished.study.user_attrs[PARENT_ATTR]
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["optuna.study"] == "tiny"
+
+
+def test_one_child_run_per_trial_under_the_parent(finished: Finished):
+    parent_id = finished.parents[0].info.run_id
+    assert len(finished.children) == 3
+    assert {r.data.tags[PARENT_TAG] for r in finished.children} == {parent_id}
+    assert sorted(r.data.tags["optuna.trial"] for r in finished.children) == ["0", "1", "2"]
+    for t in finished.study.trials:
+        run = run_of_trial(finished.children, t.number)
+        assert t.user_attrs["mlflow_run_id"] == run.info.run_id
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["optuna.study"] == "tiny"
+        assert run.data.tags["state"] == "COMPLETE"
+
+
+def test_every_child_has_one_metric_step_per_round(finished: Finished):
+    for run in finished.children:
+        for key in ("val_accuracy", "density", "test_accuracy", "iterations"):
+            assert metric_steps(finished.client, run.info.run_id, key) == STEPS, key
+
+
+def test_logged_densities_and_accuracies_match_the_trial_rounds(finished: Finished):
+    for t in finished.study.trials:
+        run_id = t.user_attrs["mlflow_run_id"]
+        history = {m.step: m.value for m in finished.client.get_metric_history(run_id, "density")}
+        assert history == {r["round"]: pytest.approx(r["density"]) for r in t.user_attrs["rounds"]}
+        assert history[0] == 1.0 and history[1] < 1.0 and history[2] < history[1]
+
+
+def test_child_params_describe_the_whole_trial_config(finished: Finished):
+    for t in finished.study.trials:
+        params = run_of_trial(finished.children, t.number).data.params
+        for key in ("prune.prune_rate", "prune.rewind_iter", "prune.scope", "prune.reinit", "prune.rounds",
+                    "model.name", "data.name", "seed", "train.lr", "train.iterations", "epsilon"):
+            assert key in params, key
+        assert params["model.name"] == "lenet-300-100" and params["data.name"] == "digits"
+        assert params["prune.rounds"] == str(ROUNDS)
+        assert params["prune.scope"] == t.params["scope"]
+        assert float(params["prune.prune_rate"]) == t.params["prune_rate"]
+        assert json.loads(params["seeds"]) == [0]
+
+
+def test_child_tags_name_the_trial_and_its_searched_values(finished: Finished):
+    for t in finished.study.trials:
+        tags = run_of_trial(finished.children, t.number).data.tags
+        assert tags["optuna.trial"] == str(t.number)
+        assert tags["search.reinit"] == t.params["reinit"]
+        assert tags["mlflow.runName"] == f"trial-{t.number}"
+
+
+def test_objective_metrics_are_the_optuna_values(finished: Finished):
+    for t in finished.study.trials:
+        metrics = run_of_trial(finished.children, t.number).data.metrics
+        assert metrics["objective.ticket_sparsity"] == pytest.approx(t.values[0])
+        assert metrics["objective.train_iterations"] == pytest.approx(t.values[1])
+        assert t.values[0] == pytest.approx(1 - ticket_round(t.user_attrs["rounds"], 0.01)["density"])
+
+
+def test_artifacts_of_children_and_parent(finished: Finished):
+    client = finished.client
+    for run in finished.children:
+        names = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"rounds.csv", "rounds.json", "accuracy_vs_density.png"} <= names
+        local = client.download_artifacts(run.info.run_id, "rounds.json", str(finished.stores.root / "dl"))
+        rounds = json.loads(Path(local).read_text())
+        assert [r["round"] for r in rounds] == STEPS
+    parent_id = finished.parents[0].info.run_id
+    assert {"pareto.png", "summary.json"} <= {a.path for a in client.list_artifacts(parent_id)}
+    local = client.download_artifacts(parent_id, "summary.json", str(finished.stores.root / "dl"))
+    summary = json.loads(Path(local).read_text())
+    assert [row["trial"] for row in summary] == [0, 1, 2]
+    png = client.download_artifacts(parent_id, "pareto.png", str(finished.stores.root / "dl"))
+    assert Path(png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_artifacts_live_beside_the_database_not_in_the_working_folder(finished: Finished):
+    root = finished.stores.root
+    assert (root / "artifacts").is_dir()
+    assert not (root / "mlruns").exists()
+    assert not (root / "mlflow").exists()  # the default tracking folder was not used
+
+
+def test_pareto_tags_mark_exactly_the_best_trials(finished: Finished):
+    best = {t.number for t in finished.study.best_trials}
+    tagged = {int(r.data.tags["optuna.trial"]) for r in finished.children if r.data.tags.get("pareto") == "true"}
+    assert tagged and tagged == best
+    assert finished.study.user_attrs["pareto_trials"] == sorted(best)
+
+
+def test_no_run_is_left_running(finished: Finished):
+    assert_nothing_running(finished.stores)
+
+
+def test_trials_keep_their_rounds_and_settings_for_reports(finished: Finished):
+    for t in finished.study.trials:
+        assert [r["round"] for r in t.user_attrs["rounds"]] == STEPS
+        assert t.user_attrs["params_all"]["prune_rate"] == t.params["prune_rate"]
+        assert t.user_attrs["params_all"]["rounds"] == ROUNDS
+
+
+# --------------------------------------------------------------------------- resuming
+
+
+def test_running_again_continues_the_study_under_the_same_parent_run(stores: Stores):
+    path = write_study(stores.root, stores, search={"prune_rate": {"low": 0.2, "high": 0.5}})
+    assert run(path) == 0
+    parent = stores.study().user_attrs[PARENT_ATTR]
+    assert run(path, "--n-trials", "2") == 0
+    study = stores.study()
+    assert len(study.trials) == 5
+    assert study.user_attrs[PARENT_ATTR] == parent
+    parents, children = parent_and_children(stores.client(), "tiny")
+    assert [p.info.run_id for p in parents] == [parent]
+    assert parents[0].info.status == "FINISHED"
+    assert len(children) == 5
+    assert {c.data.tags[PARENT_TAG] for c in children} == {parent}
+    assert_nothing_running(stores)
+
+
+def test_a_resumed_study_does_not_replay_the_samplers_first_draws(stores: Stores):
+    path = write_study(stores.root, stores, search={"prune_rate": {"low": 0.2, "high": 0.5}})
+    assert run(path, "--n-trials", "2") == 0
+    assert run(path, "--n-trials", "2") == 0
+    rates = [t.params["prune_rate"] for t in stores.study().trials]
+    assert len(set(rates)) == 4, rates
+
+
+def test_a_study_cannot_be_continued_with_other_objectives(stores: Stores, capsys):
+    assert run(write_study(stores.root, stores), "--n-trials", "0") == 0
+    other = write_study(stores.root, stores, "other.toml", study={"objectives": ["ticket_accuracy"]})
+    assert run(other) == 2
+    err = capsys.readouterr().err
+    assert "exists with objectives" in err and len(err.splitlines()) == 1
+
+
+# --------------------------------------------------------------------------- failures
+
+
+def test_a_trial_that_raises_fails_alone_and_the_study_finishes(stores: Stores, monkeypatch):
+    calls = raise_in_search(monkeypatch, on_call=2, exc=RuntimeError("boom"), after_round=1)
+    assert run(write_study(stores.root, stores)) == 0
+    assert len(calls) == 3
+    study = stores.study()
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
+    failed = study.trials[1]
+    assert failed.user_attrs["fail_reason"] == "RuntimeError: boom"
+    assert [r["round"] for r in failed.user_attrs["rounds"]] == [0, 1]  # what it finished is kept
+    parents, children = parent_and_children(stores.client(), "tiny")
+    bad = run_of_trial(children, 1)
+    assert bad.info.status == "FAILED"
+    assert bad.data.tags["reason"] == "RuntimeError: boom"
+    assert bad.data.tags["state"] == "FAIL"
+    assert [run_of_trial(children, n).info.status for n in (0, 2)] == ["FINISHED", "FINISHED"]
+    assert parents[0].info.status == "FINISHED"
+    assert_nothing_running(stores)
+
+
+def test_a_diverging_trial_ends_failed_with_the_reason(stores: Stores):
+    path = write_study(stores.root, stores, study={"n_trials": 1}, train={"optimizer": "sgd"},
+                       search={"lr": [1e6]})
+    assert run(path) == 0
+    (trial,) = stores.study().trials
+    assert trial.state == TrialState.FAIL
+    assert trial.user_attrs["fail_reason"].startswith("DivergedError: training loss became nan")
+    _, (child,) = parent_and_children(stores.client(), "tiny")
+    assert child.info.status == "FAILED"
+    assert "DivergedError" in child.data.tags["reason"] and "lower the learning rate" in child.data.tags["reason"]
+    assert_nothing_running(stores)
+
+
+def test_ctrl_c_closes_every_run_and_exits_130(stores: Stores, monkeypatch, capsys):
+    raise_in_search(monkeypatch, on_call=2, exc=KeyboardInterrupt(), after_round=1)
+    path = write_study(stores.root, stores)
+    assert run(path) == 130
+    assert "interrupted" in capsys.readouterr().err
+    study = stores.study()
+    done = [t for t in study.trials if t.state != TrialState.WAITING]
+    assert [t.state for t in done] == [TrialState.COMPLETE, TrialState.FAIL]  # the third never started
+    assert done[1].user_attrs["fail_reason"] == "interrupted"
+    parents, children = parent_and_children(stores.client(), "tiny")
+    assert len(children) == 2
+    interrupted = run_of_trial(children, 1)
+    assert (interrupted.info.status, interrupted.data.tags["reason"]) == ("FAILED", "interrupted")
+    assert metric_steps(stores.client(), interrupted.info.run_id, "val_accuracy") == [0, 1]
+    assert parents[0].info.status == "KILLED"
+    assert_nothing_running(stores)
+
+
+def test_after_ctrl_c_the_same_command_continues_under_the_same_parent(stores: Stores, monkeypatch):
+    raise_in_search(monkeypatch, on_call=1, exc=KeyboardInterrupt())
+    path = write_study(stores.root, stores)
+    assert run(path) == 130
+    parent = stores.study().user_attrs[PARENT_ATTR]
+    monkeypatch.undo()
+    isolate(monkeypatch, stores.root)
+    assert run(path, "--n-trials", "1") == 0
+    study = stores.study()
+    assert study.user_attrs[PARENT_ATTR] == parent
+    assert sum(t.state == TrialState.COMPLETE for t in study.trials) == 1
+    parents, _ = parent_and_children(stores.client(), "tiny")
+    assert [(p.info.run_id, p.info.status) for p in parents] == [(parent, "FINISHED")]
+    assert_nothing_running(stores)
+
+
+def test_a_study_that_aborts_with_an_error_marks_its_parent_run_failed(stores: Stores, monkeypatch):
+    def crash(*args, **kwargs):
+        raise study_module.TrialFailed("1 worker process(es) exited with codes [1]")
+
+    monkeypatch.setattr(study_module, "_run_workers", crash)
+    cfg = load_study(write_study(stores.root, stores))
+    with pytest.raises(study_module.TrialFailed):
+        run_study(cfg, RunOptions(jobs=2))
+    (parent,), _ = parent_and_children(stores.client(), "tiny")
+    assert parent.info.status == "FAILED"
+
+
+def test_stop_on_drop_prunes_the_trial_and_keeps_its_rounds(stores: Stores):
+    path = write_study(stores.root, stores, study={"n_trials": 1, "stop_on_drop": True, "max_accuracy_drop": 0.0},
+                       search={"prune_rate": 0.95, "rounds": 4, "scope": "layerwise", "reinit": "rewind",
+                               "rewind_iter": 0})
+    assert run(path) == 0
+    (trial,) = stores.study().trials
+    assert trial.state == TrialState.PRUNED
+    rounds = trial.user_attrs["rounds"]
+    stopped_at = rounds[-1]["round"]
+    assert 1 <= stopped_at < 4  # it stopped before the last round
+    assert rounds[0]["val_accuracy"] - rounds[-1]["val_accuracy"] > 0.0  # the round that dropped
+    assert all(r["val_accuracy"] >= rounds[0]["val_accuracy"] for r in rounds[1:-1])  # none dropped before
+    assert f"at round {stopped_at}" in trial.user_attrs["stop_reason"]
+    _, (child,) = parent_and_children(stores.client(), "tiny")
+    assert child.info.status == "KILLED"
+    assert child.data.tags["reason"].startswith("pruned: accuracy drop")
+    assert child.data.tags["state"] == "PRUNED"
+    assert metric_steps(stores.client(), child.info.run_id, "val_accuracy") == list(range(stopped_at + 1))
+    assert_nothing_running(stores)
+
+
+# --------------------------------------------------------------------------- single objective and constraints
+
+
+@pytest.fixture(scope="module")
+def constrained(tmp_path_factory):
+    """A single-objective study with both constraints: 2 trials."""
+    root = tmp_path_factory.mktemp("single")
+    stores = Stores(root)
+    seed_mlflow_db(tmp_path_factory, stores.db)
+    path = write_study(root, stores, study={"objectives": ["ticket_sparsity"], "n_trials": 2,
+                                            "max_accuracy_drop": 0.5, "min_dense_accuracy": 0.99})
+    with quiet_run(root):
+        assert run(path) == 0
+    return stores
+
+
+def test_a_single_objective_study_reports_every_round(constrained: Stores):
+    for t in constrained.study().trials:
+        assert t.state == TrialState.COMPLETE
+        rounds = t.user_attrs["rounds"]
+        assert sorted(t.intermediate_values) == STEPS
+        for r in STEPS:  # the objective of the rounds finished so far
+            assert t.intermediate_values[r] == pytest.approx(1 - ticket_round(rounds[:r + 1], 0.01)["density"])
+        assert t.value == pytest.approx(t.intermediate_values[ROUNDS])
+
+
+def test_constraints_follow_the_documented_formulas(constrained: Stores):
+    client = constrained.client()
+    for t in constrained.study().trials:
+        rounds = t.user_attrs["rounds"]
+        constraints = {k: v for k, v in t.system_attrs.items() if k.startswith("constraints:")}
+        drop = rounds[0]["val_accuracy"] - rounds[-1]["val_accuracy"] - 0.5
+        dense = 0.99 - rounds[0]["val_accuracy"]
+        assert constraints == {"constraints:accuracy_drop": pytest.approx(drop),
+                               "constraints:dense_accuracy": pytest.approx(dense)}
+        metrics = client.get_run(t.user_attrs["mlflow_run_id"]).data.metrics
+        assert metrics["constraint.accuracy_drop"] == pytest.approx(drop)
+        feasible = drop <= 0 and dense <= 0
+        assert client.get_run(t.user_attrs["mlflow_run_id"]).data.tags["feasible"] == str(feasible)
+
+
+def test_a_single_objective_studys_best_trial_respects_the_constraints(constrained: Stores):
+    study = constrained.study()
+    feasible = [t for t in study.trials if all(v <= 0 for v in t.constraints.values())]
+    best = pareto_trials(study)
+    assert [t.number for t in best] == ([max(feasible, key=lambda t: t.value).number] if feasible else [])
+
+
+# --------------------------------------------------------------------------- grid
+
+
+def test_a_grid_study_runs_every_grid_point_once(stores: Stores):
+    path = write_study(stores.root, stores, study={"sampler": "grid", "n_trials": 3},
+                       search={"prune_rate": {"low": 0.2, "high": 0.4, "step": 0.1}, "rewind_iter": 0,
+                               "scope": "global", "reinit": "rewind"})
+    assert run(path) == 0
+    trials = stores.study().trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
+    assert sorted(t.params["prune_rate"] for t in trials) == [0.2, 0.3, 0.4]
+
+
+# --------------------------------------------------------------------------- replicates
+
+
+def test_replicates_average_the_objectives_over_seeds(stores: Stores):
+    path = write_study(stores.root, stores, study={"n_trials": 1, "replicates": 2})
+    assert run(path) == 0
+    (trial,) = stores.study().trials
+    assert trial.state == TrialState.COMPLETE
+    client = stores.client()
+    _, (child,) = parent_and_children(client, "tiny")
+    run_id = child.info.run_id
+    assert json.loads(child.data.params["seeds"]) == [0, 1]
+    assert child.data.params["replicates"] == "2"
+    per_seed = {}
+    for seed in (0, 1):
+        assert metric_steps(client, run_id, f"seed_{seed}/val_accuracy") == STEPS
+        per_seed[seed] = [{"round": m.step, "val_accuracy": m.value, "iterations": 0,
+                           "density": d.value}
+                          for m, d in zip(sorted(client.get_metric_history(run_id, f"seed_{seed}/val_accuracy"),
+                                                 key=lambda m: m.step),
+                                          sorted(client.get_metric_history(run_id, f"seed_{seed}/density"),
+                                                 key=lambda m: m.step))]
+    assert metric_steps(client, run_id, "val_accuracy") == STEPS
+    mean = {m.step: m.value for m in client.get_metric_history(run_id, "val_accuracy")}
+    for r in STEPS:
+        assert mean[r] == pytest.approx((per_seed[0][r]["val_accuracy"] + per_seed[1][r]["val_accuracy"]) / 2)
+    expected = sum(1 - ticket_round(per_seed[s], 0.01)["density"] for s in (0, 1)) / 2
+    assert trial.values[0] == pytest.approx(expected)
+    assert child.data.metrics["objective.ticket_sparsity"] == pytest.approx(expected)
+
+
+# --------------------------------------------------------------------------- tracking pieces
+
+
+def test_sweep_orphans_closes_runs_whose_trial_is_no_longer_running(stores: Stores):
+    tracker = Tracker(stores.tracking_uri)
+    study = optuna.create_study(storage=open_storage(stores.storage), study_name="tiny", direction="maximize")
+    exp = tracker.experiment_id("tiny")
+    parent = tracker.start_run(exp, "tiny")
+    study.ask()  # trial 0: still running (a live worker's)
+    finished_trial = study.ask()
+    study.tell(finished_trial, 1.0)  # trial 1: complete, but its worker died before closing the run
+    runs = {n: tracker.start_run(exp, f"trial-{n}", tags={"optuna.trial": n}, parent_run_id=parent)
+            for n in (0, 1, 9)}  # 9: no such trial
+    assert sweep_orphans(study, tracker, exp, parent) == 2
+    client = stores.client()
+    assert client.get_run(runs[0]).info.status == "RUNNING"
+    for n in (1, 9):
+        run = client.get_run(runs[n])
+        assert run.info.status == "FAILED"
+        assert run.data.tags["reason"] == "worker stopped before the trial finished"
+    assert client.get_run(parent).info.status == "RUNNING"  # only child runs are swept
+
+
+def test_tracker_logs_more_params_than_one_mlflow_batch_holds(stores: Stores):
+    tracker = Tracker(stores.tracking_uri)
+    run_id = tracker.start_run(tracker.experiment_id("many"), "many")
+    params = {f"p{i:03d}": i for i in range(250)} | {"a_list": [1, 2], "a_dict": {"x": 1}}
+    tracker.log_params(run_id, params)
+    logged = stores.client().get_run(run_id).data.params
+    assert len(logged) == 252
+    assert logged["p249"] == "249"
+    assert json.loads(logged["a_list"]) == [1, 2] and json.loads(logged["a_dict"]) == {"x": 1}
+
+
+def test_flatten_and_rounds_csv():
+    assert flatten({"a": {"b": 1, "c": {"d": 2}}, "e": {}, "f": [1]}) == {"a.b": 1, "a.c.d": 2, "e": {}, "f": [1]}
+    csv = rounds_csv([{"round": 0, "density": 1.0, "layer_density": {"fc1": 1.0}},
+                      {"round": 1, "density": 0.8, "layer_density": {"fc1": 0.8}}])
+    assert csv == "round,density\n0,1.0\n1,0.8\n"
+    assert rounds_csv([]) == ""
+
+
+# --------------------------------------------------------------------------- worker processes
+
+
+def test_jobs_2_runs_every_trial_once_in_worker_processes(stores: Stores):
+    path = write_study(stores.root, stores, study={"n_trials": 4},
+                       search={"prune_rate": {"low": 0.2, "high": 0.5}})
+    assert run(path, "--jobs", "2") == 0
+    study = stores.study()
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 4
+    parents, children = parent_and_children(stores.client(), "tiny")
+    assert len(parents) == 1
+    assert sorted(int(c.data.tags["optuna.trial"]) for c in children) == [0, 1, 2, 3]
+    assert {c.data.tags[PARENT_TAG] for c in children} == {parents[0].info.run_id}
+    assert_nothing_running(stores)
+    # The workers sample independently: no two trials got the same draw.
+    rates = [t.params["prune_rate"] for t in study.trials]
+    assert len(set(rates)) == 4, rates
+
+
+def test_jobs_2_with_a_sqlite_storage_is_refused_before_anything_is_created(tmp_path: Path, monkeypatch, capsys):
+    isolate(monkeypatch, tmp_path)
+    stores = Stores(tmp_path)
+    path = write_study(tmp_path, stores, study={"storage": f"sqlite:///{tmp_path}/optuna.db"})
+    assert run(path, "--jobs", "2") == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "not safe for --jobs 2" in err
+    assert not (tmp_path / "optuna.db").exists()
+    assert stores.created() == []
+
+
+def test_values_are_finite_numbers(finished: Finished):
+    for t in finished.study.trials:
+        assert all(math.isfinite(v) for v in t.values)
