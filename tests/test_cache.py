@@ -1,0 +1,331 @@
+"""The round cache: what a ticket search reuses, that reuse never changes a number, and damage handling.
+
+Entries are keyed by everything that determines them: the dense round (data,
+model, training, seed), θ_k (+ k) and each pruning round (+ every pruning
+setting except how many rounds follow). A stored prefix is loaded instead of
+trained (reused, 0 computed iterations); a damaged entry is discarded with a
+warning and recomputed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import multiprocessing
+import re
+import signal
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+
+from ltstudy import cli
+from ltstudy.cache import RoundCache, content_key, human_bytes
+from ltstudy.storage import open_storage
+from ltstudy.ticket import RoundResult, TicketSearch
+from tests.ft_helpers import Runs, sqlite_tracking, write_study
+
+VOLATILE = ("wall_seconds", "reused", "computed_iterations")
+
+
+def numbers(rounds: list[RoundResult]) -> list[dict]:
+    """Everything a round reports except how it was obtained (and how long that took)."""
+    return [{k: v for k, v in r.to_dict().items() if k not in VOLATILE} for r in rounds]
+
+
+@pytest.fixture
+def cache(tmp_path: Path) -> RoundCache:
+    return RoundCache(tmp_path / "cache")
+
+
+@pytest.fixture
+def search(digits, tiny_cfg):
+    """TicketSearch on the shared digits with tiny_cfg overrides (dotted keys), optionally with a cache."""
+
+    def make(cache: RoundCache | None = None, **overrides) -> TicketSearch:
+        return TicketSearch(tiny_cfg(overrides), data=digits, cache=cache)
+
+    return make
+
+
+K20 = {"prune.rewind_iter": 20, "prune.rounds": 2}
+
+
+# --------------------------------------------------------------------------- reuse across searches
+
+
+def test_a_second_identical_search_trains_nothing_and_reports_the_same_numbers(search, cache):
+    first = search(cache, **K20).run().rounds
+    assert [r.reused for r in first] == [False, False, False]
+    assert [r.computed_iterations for r in first] == [60, 40, 40]
+
+    second = search(cache, **K20).run().rounds
+    assert [r.reused for r in second] == [True, True, True]
+    assert [r.computed_iterations for r in second] == [0, 0, 0]
+    assert numbers(second) == numbers(first)
+
+
+def test_the_cache_never_changes_a_number(search, cache):
+    uncached = search(None, **K20).run().rounds
+    cold = search(cache, **K20).run().rounds
+    warm = search(cache, **K20).run().rounds
+    assert numbers(cold) == numbers(uncached) == numbers(warm)
+    assert cache.stats()[0] == 4  # dense, θ_k, round 1, round 2
+
+
+def test_a_longer_search_reuses_the_shorter_ones_rounds(search, cache):
+    search(cache, **{**K20, "prune.rounds": 1}).run()
+    longer = search(cache, **{**K20, "prune.rounds": 3}).run().rounds
+    assert [r.reused for r in longer] == [True, True, False, False]
+    assert [r.computed_iterations for r in longer] == [0, 0, 40, 40]
+    assert numbers(longer) == numbers(search(None, **{**K20, "prune.rounds": 3}).run().rounds)
+
+
+def test_a_shorter_search_is_entirely_reused_from_a_longer_one(search, cache):
+    search(cache, **{**K20, "prune.rounds": 3}).run()
+    shorter = search(cache, **{**K20, "prune.rounds": 1}).run().rounds
+    assert [r.reused for r in shorter] == [True, True]
+
+
+def test_another_k_reuses_the_dense_round_and_replays_theta_k(search, cache):
+    search(cache, **K20).run()
+    other = search(cache, **{**K20, "prune.rewind_iter": 40}).run().rounds
+    assert [r.reused for r in other] == [True, False, False]
+    # Round 1 pays for replaying the first 40 iterations to rebuild θ_40, plus its own 60 - 40.
+    assert [r.computed_iterations for r in other] == [0, 20 + 40, 20]
+    assert numbers(other) == numbers(search(None, **{**K20, "prune.rewind_iter": 40}).run().rounds)
+    # The replayed θ_k is stored: a third search with k = 40 replays nothing.
+    again = search(cache, **{**K20, "prune.rewind_iter": 40, "prune.rounds": 3}).run().rounds
+    assert [r.computed_iterations for r in again] == [0, 0, 0, 20]
+
+
+def test_other_pruning_settings_reuse_only_the_dense_round(search, cache):
+    search(cache, **K20).run()
+    other = search(cache, **{**K20, "prune.prune_rate": 0.5}).run().rounds
+    assert [r.reused for r in other] == [True, False, False]
+    assert numbers(other) == numbers(search(None, **{**K20, "prune.prune_rate": 0.5}).run().rounds)
+
+
+def test_other_training_settings_or_seeds_reuse_nothing(search, cache):
+    search(cache, **K20).run()
+    assert not any(r.reused for r in search(cache, **{**K20, "seed": 1}).run().rounds)
+    assert not any(r.reused for r in search(cache, **{**K20, "train.lr": 0.05}).run().rounds)
+
+
+def test_keys_cover_what_determines_an_entry_and_nothing_else(search):
+    base = search(None, **K20)
+    more_rounds = search(None, **{**K20, "prune.rounds": 4})
+    other_k = search(None, **{**K20, "prune.rewind_iter": 40})
+    other_p = search(None, **{**K20, "prune.prune_rate": 0.5})
+    assert more_rounds.round_key(1) == base.round_key(1) and more_rounds.round_key(2) == base.round_key(2)
+    assert other_k.dense_key == base.dense_key and other_p.dense_key == base.dense_key
+    assert other_k.theta_k_key != base.theta_k_key and other_k.round_key(1) != base.round_key(1)
+    assert other_p.theta_k_key == base.theta_k_key and other_p.round_key(1) != base.round_key(1)
+    assert len({base.round_key(r) for r in range(3)}) == 3
+
+
+# --------------------------------------------------------------------------- damaged entries
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _garbage(path: Path) -> None:
+    path.write_bytes(b"\x00\xffnot a cache entry" * 1000)
+
+
+def _empty(path: Path) -> None:
+    path.write_bytes(b"")
+
+
+def _valid_checksum_bad_payload(path: Path) -> None:
+    payload = b"this is not a torch file"
+    path.write_bytes(b"LTSCACHE1\n" + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
+
+
+def _flipped_byte(path: Path) -> None:
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    path.write_bytes(bytes(raw))
+
+
+DAMAGE = [_truncate, _garbage, _empty, _valid_checksum_bad_payload, _flipped_byte]
+
+
+@pytest.mark.parametrize("damage", DAMAGE, ids=lambda f: f.__name__.strip("_"))
+def test_a_damaged_round_entry_is_discarded_with_a_warning_and_recomputed(search, cache, caplog, damage):
+    first = search(cache, **K20).run().rounds
+    victim = cache._path(search(None, **K20).round_key(2))
+    damage(victim)
+    with caplog.at_level(logging.WARNING, logger="ltstudy.cache"):
+        again = search(cache, **K20).run().rounds
+    assert [r.reused for r in again] == [True, True, False]
+    assert numbers(again) == numbers(first)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and victim.name in warnings[0] and "corrupt" in warnings[0]
+    assert cache.load(victim.stem) is not None  # rewritten whole
+
+
+@pytest.mark.parametrize("damage", [_truncate, _garbage], ids=["truncate", "garbage"])
+def test_a_damaged_dense_entry_means_everything_is_retrained(search, cache, caplog, damage):
+    first = search(cache, **K20).run().rounds
+    damage(cache._path(search(None, **K20).dense_key))
+    with caplog.at_level(logging.WARNING, logger="ltstudy.cache"):
+        again = search(cache, **K20).run().rounds
+    assert [r.reused for r in again] == [False, False, False]
+    assert numbers(again) == numbers(first)
+    assert any("corrupt" in r.getMessage() for r in caplog.records)
+
+
+def test_load_of_a_missing_key_is_none_without_a_warning(cache, caplog):
+    with caplog.at_level(logging.WARNING):
+        assert cache.load(content_key("nothing")) is None
+    assert caplog.records == []
+
+
+# --------------------------------------------------------------------------- concurrent writers and readers
+
+
+ENTRY_NUMEL = 256 * 1024  # 1 MiB of float32: a torn write would be visible
+
+
+def _writer(root: str, key: str, ident: int, n: int) -> None:
+    cache = RoundCache(root)
+    for i in range(n):
+        value = float(ident * 1000 + i)
+        cache.save(key, {"value": value, "tensor": torch.full((ENTRY_NUMEL,), value)})
+
+
+def _reader(root: str, key: str, stop, out) -> None:
+    """Load until told to stop; report (loads, bad): torn, corrupt (warned about) or vanished entries."""
+    cache = RoundCache(root)
+    bad: list[str] = []
+    logging.getLogger("ltstudy.cache").addHandler(_Collect(bad))
+    loads, seen = 0, False
+    deadline = time.monotonic() + 60
+    while not stop.is_set() and time.monotonic() < deadline:
+        entry = cache.load(key)
+        if entry is None:
+            if seen:
+                bad.append("entry vanished after it existed")
+            continue
+        seen, loads = True, loads + 1
+        t = entry["tensor"]
+        if t.numel() != ENTRY_NUMEL or not bool((t == entry["value"]).all()):
+            bad.append(f"torn entry for value {entry['value']}")
+    out.put((loads, bad))
+
+
+class _Collect(logging.Handler):
+    def __init__(self, sink: list[str]):
+        super().__init__(logging.WARNING)
+        self.sink = sink
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.sink.append(record.getMessage())
+
+
+def test_concurrent_writers_of_one_key_never_produce_a_corrupt_read(tmp_path: Path):
+    ctx = multiprocessing.get_context("fork")
+    root, key = str(tmp_path / "cache"), content_key("shared")
+    out, stop = ctx.Queue(), ctx.Event()
+    writers = [ctx.Process(target=_writer, args=(root, key, w, 20)) for w in range(4)]
+    readers = [ctx.Process(target=_reader, args=(root, key, stop, out)) for _ in range(2)]
+    for p in readers + writers:
+        p.start()
+    try:
+        for p in writers:
+            p.join(timeout=60)
+        assert [p.exitcode for p in writers] == [0, 0, 0, 0]
+    finally:
+        stop.set()  # the readers report once the writers are done
+        results = [out.get(timeout=70) for _ in readers]
+        for p in readers + writers:
+            p.join(timeout=10)
+            if p.is_alive():
+                p.kill()
+    assert all(bad == [] for _, bad in results), results
+    assert sum(loads for loads, _ in results) > 0
+    final = RoundCache(root).load(key)
+    assert final is not None and final["value"] in {w * 1000 + 19 for w in range(4)}
+    assert RoundCache(root).stats()[0] == 1
+    assert not list(Path(root).glob("*/.*.tmp")), "temporary files left behind"
+
+
+# --------------------------------------------------------------------------- in a study, and the cache command
+
+
+class CachedStudy:
+    def __init__(self, root: Path, path: Path, uri: str, code: int):
+        self.root, self.path, self.code = root, path, code
+        self.cache = RoundCache(root / "shared-cache")
+        self.study = optuna.load_study(study_name="ft", storage=open_storage(f"journal:{root / 'optuna.journal'}"))
+        self.runs = Runs.of(uri, "ft")
+
+
+@pytest.fixture(scope="module")
+def cached_study(tmp_path_factory) -> CachedStudy:
+    """Two trials that differ only in p (grid sampler), sharing a cache folder named in the study file."""
+    root = tmp_path_factory.mktemp("cached-study")
+    uri = sqlite_tracking(tmp_path_factory, root / "mlflow.db")
+    path = write_study(root, sampler="grid", n_trials=2, cache_dir=str(root / "shared-cache"),
+                       storage=f"journal:{root / 'optuna.journal'}", tracking_uri=uri,
+                       train={"iterations": 60}, search={"prune_rate": [0.2, 0.5], "rewind_iter": 20, "rounds": 2})
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        mp.delenv("LTSTUDY_CACHE_DIR", raising=False)
+        sigterm = signal.getsignal(signal.SIGTERM)  # `ltstudy run` turns SIGTERM into Ctrl-C
+        try:
+            code = cli.main(["run", str(path), "--quiet"])
+        finally:
+            signal.signal(signal.SIGTERM, sigterm)
+    return CachedStudy(root, path, uri, code)
+
+
+def test_a_second_trial_with_the_same_dense_settings_trains_no_dense_round(cached_study: CachedStudy):
+    assert cached_study.code == 0
+    first, second = (t.user_attrs["rounds"] for t in cached_study.study.trials)
+    assert [r["reused"] for r in first] == [False, False, False]
+    assert [r["computed_iterations"] for r in first] == [60, 40, 40]
+    assert [r["reused"] for r in second] == [True, False, False]
+    assert [r["computed_iterations"] for r in second] == [0, 40, 40]
+    assert second[0]["val_accuracy"] == first[0]["val_accuracy"]
+    assert not (cached_study.root / ".ltstudy" / "cache").exists()  # [study].cache_dir was used
+
+
+def test_every_round_logs_reused_and_computed_iterations_to_mlflow(cached_study: CachedStudy):
+    runs = cached_study.runs
+    client = runs.client
+    for t in cached_study.study.trials:
+        run_id = runs.of_trial(t.number).info.run_id
+        for key in ("reused", "computed_iterations"):
+            assert runs.steps(run_id, key) == [0, 1, 2]
+        reused = {m.step: m.value for m in client.get_metric_history(run_id, "reused")}
+        computed = {m.step: m.value for m in client.get_metric_history(run_id, "computed_iterations")}
+        assert reused == {r["round"]: float(r["reused"]) for r in t.user_attrs["rounds"]}
+        assert computed == {r["round"]: float(r["computed_iterations"]) for r in t.user_attrs["rounds"]}
+
+
+def test_cache_info_reports_entries_and_size_and_clear_empties_it(cached_study: CachedStudy, capsys):
+    cache, path = cached_study.cache, str(cached_study.path)
+    n, size = cache.stats()
+    assert n == 6  # dense, θ_20, and rounds 1 and 2 for each of the two prune rates
+    assert cli.main(["cache", "info", path]) == 0
+    assert capsys.readouterr().out.strip() == f"{cache.root}: {n} entries, {human_bytes(size)}"
+    assert cli.main(["cache", "info", "--cache-dir", str(cache.root)]) == 0
+    assert f"{n} entries" in capsys.readouterr().out
+
+    assert cli.main(["cache", "clear", path]) == 0
+    assert capsys.readouterr().out.strip() == f"cleared {n} entries ({human_bytes(size)}) from {cache.root}"
+    assert cache.stats() == (0, 0)
+    assert list(cache.root.rglob("*.pt")) == []
+    assert cli.main(["cache", "info", path]) == 0
+    assert re.search(r": 0 entries, 0 B$", capsys.readouterr().out.strip())
+
+
+def test_human_bytes():
+    assert [human_bytes(n) for n in (0, 1023, 1024, 1536 * 1024, 3 * 1024**3)] == [
+        "0 B", "1023 B", "1.0 KiB", "1.5 MiB", "3.0 GiB"]

@@ -1,0 +1,338 @@
+"""Fault tolerance: killed workers, interrupted runs, repair, and bad database URLs.
+
+A worker that dies mid-trial (SIGKILL) is detected by Optuna's heartbeat on
+PostgreSQL; the next worker fails its trial, re-queues it with the same
+parameters, closes the dead run in MLflow and resumes from the last
+checkpointed round. SIGTERM or SIGINT to `ltstudy run` (or SIGTERM to a
+worker: pre-emption) ends the trial as FAIL ('interrupted'), closes every
+MLflow run, queues the trial once and exits 130; running again resumes that
+trial. No per-round metric is ever logged twice. `ltstudy repair` fails stale
+trials and closes orphaned runs without touching live ones. A bad database URL
+fails in seconds with one line that never shows the password.
+
+The PostgreSQL tests use the private server of tests/pg.py (skipped without
+PostgreSQL's server binaries).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from ltstudy import cli
+from ltstudy.cache import RoundCache
+from ltstudy.storage import open_storage
+from ltstudy.study import LINEAGE_ATTR, PARENT_ATTR, RUN_ATTR
+from ltstudy.study_config import load_study
+from ltstudy.ticket import TicketSearch
+from ltstudy.tracking import Tracker
+from tests.ft_helpers import (
+    Runs,
+    cli_env,
+    ltstudy_cmd,
+    outputs,
+    run,
+    sqlite_tracking,
+    start,
+    stop,
+    wait_for,
+    write_study,
+)
+from tests.pg import PgServer, free_port
+
+pytest_plugins = ["tests.pg"]
+
+# Rounds long enough (about a second each) to signal a run between two of them.
+LONG = {"iterations": 2000, "eval_every": 250, "batch_size": 60}
+K = 20  # rewind iteration: the dense checkpoint stores θ_0 and θ_20, so round 1's makes 3 entries
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """cwd is the test's folder; pytest keeps its own SIGTERM handler (`ltstudy run` replaces it)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("LTSTUDY_CACHE_DIR", raising=False)
+    before = signal.getsignal(signal.SIGTERM)
+    yield
+    signal.signal(signal.SIGTERM, before)
+
+
+def stored_rounds(path: Path, params: dict, cache: RoundCache, digits) -> list[int]:
+    """The rounds of a trial with `params` whose checkpoint is in `cache`."""
+    cfg = load_study(path)
+    search = TicketSearch(cfg.trial_config(params, cfg.study.seed), data=digits)
+    return [r for r in range(search.n_rounds + 1) if search.round_key(r) in cache]
+
+
+def assert_metrics_logged_once(runs: Runs, run_ids: list[str], n_rounds: int) -> None:
+    """Across an attempt and its retries, every round's metrics are logged exactly once."""
+    per_run = [runs.steps(run_id) for run_id in run_ids]
+    union = sorted(s for steps in per_run for s in steps)
+    assert union == list(range(n_rounds + 1)), per_run
+
+
+# --------------------------------------------------------------------------- SIGKILL, heartbeat, retry
+
+
+def test_a_killed_worker_s_trial_is_retried_by_the_next_worker_from_its_checkpoint(
+        tmp_path: Path, pg: PgServer, digits):
+    storage, uri = pg.create_database("optuna"), pg.create_database("mlflow")
+    cache = RoundCache(tmp_path / "cache")
+    path = write_study(tmp_path, heartbeat_interval=1, grace_period=3, cache_dir=str(cache.root), train=LONG,
+                       search={"prune_rate": [0.2, 0.5], "rewind_iter": K, "rounds": 4})
+    common = ["--storage", storage, "--tracking-uri", uri]
+    assert cli.main(["run", str(path), *common, "--n-trials", "0", "--quiet"]) == 0
+
+    worker_a = start(tmp_path, "worker", str(path), *common, "--n-trials", "1", "--quiet", tag="a")
+    try:
+        waited = wait_for(lambda: cache.stats()[0] >= 3, 120, "round 1's checkpoint", worker_a)
+        worker_a.send_signal(signal.SIGKILL)
+        assert worker_a.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        stop(worker_a)
+    killed_at = time.monotonic()
+    study = optuna.load_study(study_name="ft", storage=open_storage(storage))
+    (attempt,) = study.get_trials(deepcopy=False)
+    assert attempt.state == TrialState.RUNNING  # nobody has noticed yet
+    before_kill = stored_rounds(path, attempt.params, cache, digits)
+    assert before_kill[:2] == [0, 1] and before_kill == list(range(len(before_kill)))
+    assert len(before_kill) < 5, "the worker finished every round before it was killed; lengthen the rounds"
+    a_run = attempt.user_attrs[RUN_ATTR]
+
+    time.sleep(max(0.0, 3 + 1 - (time.monotonic() - killed_at)))  # past the grace period
+    b = run(tmp_path, "worker", str(path), *common, "--n-trials", "1", "--quiet", timeout=180)
+    assert b.returncode == 0, b.stderr
+    assert "1 trials (1 COMPLETE); repaired 1 stale trials and 1 runs at start-up" in b.stdout
+
+    first, retry = study.get_trials(deepcopy=False)
+    assert first.state == TrialState.FAIL and first.number == 0
+    assert retry.state == TrialState.COMPLETE and retry.number == 1
+    assert retry.params == first.params
+    assert retry.system_attrs.get("failed_trial") == 0  # Optuna's heartbeat retry
+    rounds = retry.user_attrs["rounds"]
+    assert [r["round"] for r in rounds] == [0, 1, 2, 3, 4]
+    assert [r["reused"] for r in rounds] == [r in before_kill for r in range(5)]
+    assert [r["computed_iterations"] for r in rounds if r["reused"]] == [0] * len(before_kill)
+    # Nothing trained twice: each later round trains T - k iterations (θ_k came from the checkpoint).
+    assert [r["computed_iterations"] for r in rounds if not r["reused"]] == [2000 - K] * (5 - len(before_kill))
+
+    runs = Runs.of(uri, "ft")
+    assert runs.running() == []
+    dead, alive = runs.of_trial(0), runs.of_trial(1)
+    assert dead.info.run_id == a_run and dead.info.status == "FAILED" and dead.data.tags["state"] == "FAIL"
+    assert dead.data.tags["reason"]
+    assert alive.info.status == "FINISHED" and alive.data.tags["retry_of"] == a_run
+    assert alive.data.tags["retry_of_trial"] == "0"
+    assert retry.user_attrs[LINEAGE_ATTR] == [a_run]
+    assert_metrics_logged_once(runs, [a_run, alive.info.run_id], 4)
+    assert set(runs.steps(a_run)) <= set(before_kill)
+    print(f"kill after {waited:.1f} s; rounds checkpointed before the kill (reused by the retry): {before_kill}")
+
+
+# --------------------------------------------------------------------------- SIGTERM / SIGINT to `ltstudy run`
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signalled_run_closes_everything_and_the_same_command_resumes_the_trial(
+        tmp_path: Path, tmp_path_factory, digits, signum, capsys):
+    uri = sqlite_tracking(tmp_path_factory, tmp_path / "mlflow.db")
+    cache = RoundCache(tmp_path / "cache")
+    storage = f"journal:{tmp_path / 'optuna.journal'}"
+    path = write_study(tmp_path, storage=storage, tracking_uri=uri, cache_dir=str(cache.root), train=LONG,
+                       search={"prune_rate": [0.2, 0.5], "rewind_iter": K, "rounds": 3})
+
+    proc = start(tmp_path, "run", str(path), "--n-trials", "1", "--quiet", tag="run")
+    try:
+        wait_for(lambda: cache.stats()[0] >= 3, 120, "round 1's checkpoint", proc)
+        proc.send_signal(signum)
+        code = proc.wait(timeout=60)
+    finally:
+        stop(proc)
+    out, err = outputs(tmp_path, "run")
+    assert code == 130, err
+    assert "interrupted: finished trials are kept" in err
+    assert "study 'ft': 2 new trials (1 FAIL, 1 WAITING), 2 in all" in out
+
+    study = optuna.load_study(study_name="ft", storage=open_storage(storage))
+    interrupted, queued = study.get_trials(deepcopy=False)
+    assert interrupted.state == TrialState.FAIL
+    assert interrupted.user_attrs["fail_reason"] == "interrupted"
+    assert queued.state == TrialState.WAITING
+    assert queued.system_attrs["fixed_params"] == interrupted.params  # enqueued with the same settings
+    done = stored_rounds(path, interrupted.params, cache, digits)
+    assert done[:2] == [0, 1] and done == list(range(len(done))) and len(done) < 4
+    assert [r["round"] for r in interrupted.user_attrs["rounds"]] == done[: len(interrupted.user_attrs["rounds"])]
+
+    runs = Runs.of(uri, "ft")
+    assert runs.running() == []
+    (parent,) = runs.parents
+    assert parent.info.status == "KILLED"
+    first_run = runs.of_trial(0)
+    assert first_run.info.status == "FAILED" and first_run.data.tags["state"] == "FAIL"
+    assert first_run.data.tags["reason"] == "interrupted"
+
+    # The same command again: the queued copy runs first and loads the finished rounds.
+    assert cli.main(["run", str(path), "--n-trials", "1", "--quiet"]) == 0
+    assert "study 'ft': 1 new trials (1 COMPLETE), 2 in all" in capsys.readouterr().out
+    resumed = study.get_trials(deepcopy=False)[1]
+    assert resumed.state == TrialState.COMPLETE and resumed.params == interrupted.params
+    assert [r["reused"] for r in resumed.user_attrs["rounds"]] == [r in done for r in range(4)]
+    assert all(r["computed_iterations"] == 0 for r in resumed.user_attrs["rounds"] if r["reused"])
+    assert not resumed.user_attrs.get("fail_reason")  # its own outcome, not its predecessor's
+    assert len(study.get_trials(deepcopy=False)) == 2
+
+    runs = Runs.of(uri, "ft")
+    assert runs.running() == []
+    assert [p.info.run_id for p in runs.parents] == [parent.info.run_id]
+    assert runs.parents[0].info.status == "FINISHED"
+    second_run = runs.of_trial(1)
+    assert second_run.info.status == "FINISHED" and second_run.data.tags["retry_of"] == first_run.info.run_id
+    assert_metrics_logged_once(runs, [first_run.info.run_id, second_run.info.run_id], 3)
+
+
+def test_a_preempted_worker_queues_its_trial_once_and_the_next_worker_resumes_it(tmp_path: Path, pg: PgServer,
+                                                                                   digits, capsys):
+    """SIGTERM (a scheduler's pre-emption) to `ltstudy worker` on PostgreSQL with heartbeats on."""
+    storage, uri = pg.create_database("optuna"), pg.create_database("mlflow")
+    cache = RoundCache(tmp_path / "cache")
+    path = write_study(tmp_path, heartbeat_interval=1, grace_period=2, cache_dir=str(cache.root), train=LONG,
+                       search={"prune_rate": [0.2, 0.5], "rewind_iter": K, "rounds": 3})
+    common = ["--storage", storage, "--tracking-uri", uri]
+    assert cli.main(["run", str(path), *common, "--n-trials", "0", "--quiet"]) == 0
+
+    worker = start(tmp_path, "worker", str(path), *common, "--n-trials", "1", "--quiet", tag="w")
+    try:
+        wait_for(lambda: cache.stats()[0] >= 3, 120, "round 1's checkpoint", worker)
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=60) == 130
+    finally:
+        stop(worker)
+    _, err = outputs(tmp_path, "w")
+    assert "interrupted: the running trial is failed and queued again" in err
+    study = optuna.load_study(study_name="ft", storage=open_storage(storage))
+    first, queued = study.get_trials(deepcopy=False)
+    assert first.state == TrialState.FAIL and first.user_attrs["fail_reason"] == "interrupted"
+    assert queued.state == TrialState.WAITING
+    done = stored_rounds(path, first.params, cache, digits)
+    assert done[:2] == [0, 1] and len(done) < 4
+
+    time.sleep(2.5)  # past the grace period: a stale heartbeat would now be noticed (there must be none)
+    assert cli.main(["worker", str(path), *common, "--n-trials", "1", "--quiet"]) == 0
+    assert "1 trials (1 COMPLETE); repaired 0 stale trials and 0 runs at start-up" in capsys.readouterr().out
+    trials = study.get_trials(deepcopy=False)
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]  # queued once, not twice
+    assert trials[1].params == first.params
+    assert [r["reused"] for r in trials[1].user_attrs["rounds"]] == [r in done for r in range(4)]
+    runs = Runs.of(uri, "ft")
+    assert runs.running() == []
+    assert runs.of_trial(0).info.status == "FAILED"
+    assert runs.of_trial(1).data.tags["retry_of"] == runs.of_trial(0).info.run_id
+    assert_metrics_logged_once(runs, [runs.of_trial(0).info.run_id, runs.of_trial(1).info.run_id], 3)
+
+
+# --------------------------------------------------------------------------- ltstudy repair
+
+
+def test_repair_fails_stale_trials_and_closes_orphaned_runs_but_spares_live_ones(tmp_path: Path, pg: PgServer,
+                                                                                 capsys):
+    storage, uri = pg.create_database("optuna"), pg.create_database("mlflow")
+    path = write_study(tmp_path, heartbeat_interval=1, grace_period=2)
+    common = ["--storage", storage, "--tracking-uri", uri]
+    assert cli.main(["run", str(path), *common, "--n-trials", "0", "--quiet"]) == 0
+    capsys.readouterr()
+
+    hb_storage = open_storage(storage, heartbeat=(1, 2, 3))
+    study = optuna.load_study(study_name="ft", storage=hb_storage)
+    tracker = Tracker(uri)
+    exp_id, parent = study.user_attrs["mlflow_experiment_id"], study.user_attrs[PARENT_ATTR]
+
+    failed = study.ask()  # a trial that failed, whose worker never closed its run
+    failed_run = tracker.start_run(exp_id, "trial-0", {"optuna.trial": failed.number}, parent_run_id=parent)
+    study.tell(failed, state=TrialState.FAIL)
+    dead, live = study.ask(), study.ask()  # RUNNING; one worker died, the other is alive
+    dead_run = tracker.start_run(exp_id, "trial-1", {"optuna.trial": dead.number}, parent_run_id=parent)
+    live_run = tracker.start_run(exp_id, "trial-2", {"optuna.trial": live.number}, parent_run_id=parent)
+    for t in (dead, live):
+        hb_storage.record_heartbeat(t._trial_id)
+    time.sleep(2.5)  # past the grace period
+    hb_storage.record_heartbeat(live._trial_id)
+
+    assert cli.main(["repair", str(path), *common]) == 0
+    out = capsys.readouterr().out
+    assert "'ft': failed 1 stale trials (re-queued for a worker), closed 2 MLflow runs" in out
+
+    states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
+    assert states == {0: TrialState.FAIL, 1: TrialState.FAIL, 2: TrialState.RUNNING, 3: TrialState.WAITING}
+    client = Runs.of(uri, "ft").client
+    assert client.get_run(failed_run).info.status == "FAILED"
+    assert client.get_run(dead_run).info.status == "FAILED"
+    assert client.get_run(dead_run).data.tags["state"] == "FAIL"
+    assert client.get_run(live_run).info.status == "RUNNING"
+
+    # Idempotent: nothing left to repair.
+    assert cli.main(["repair", str(path), *common]) == 0
+    assert "failed 0 stale trials (re-queued for a worker), closed 0 MLflow runs" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- bad database URLs
+
+
+def _bad_urls(pg: PgServer) -> dict[str, tuple[str, str]]:
+    """name -> (URL, the password in it)."""
+    return {
+        "closed port": (pg.url("ft", password="s3cret-closed-port", port=free_port()), "s3cret-closed-port"),
+        "wrong password": (pg.url("postgres", password="s3cret-wrong-pw"), "s3cret-wrong-pw"),
+    }
+
+
+@pytest.mark.parametrize("case", ["closed port", "wrong password"])
+@pytest.mark.parametrize("command", ["run", "worker"])
+def test_a_bad_storage_url_fails_fast_with_one_line_naming_host_and_port(tmp_path: Path, pg: PgServer, case,
+                                                                         command):
+    url, password = _bad_urls(pg)[case]
+    port = re.search(r":(\d+)/", url).group(1)
+    path = write_study(tmp_path, tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    t0 = time.monotonic()
+    proc = subprocess.run(ltstudy_cmd(command, str(path), "--storage", url, "--quiet"), cwd=tmp_path,
+                          env=cli_env(), capture_output=True, text=True, timeout=60)
+    elapsed = time.monotonic() - t0
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"ltstudy {command}: error: cannot reach storage database at 127.0.0.1:{port}")
+    if case == "wrong password":
+        assert "password authentication failed" in lines[0]
+    assert password not in proc.stderr + proc.stdout
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlflow").exists()
+    assert elapsed < 30
+
+
+def test_a_bad_tracking_url_fails_the_same_way(tmp_path: Path, pg: PgServer, capsys):
+    url, password = _bad_urls(pg)["wrong password"]
+    path = write_study(tmp_path)
+    t0 = time.monotonic()
+    code = cli.main(["run", str(path), "--storage", pg.create_database("optuna"), "--tracking-uri", url])
+    assert time.monotonic() - t0 < 10
+    assert code == 2
+    out, err = capsys.readouterr()
+    assert err.strip().splitlines() == [err.strip()]
+    assert err.startswith(f"ltstudy run: error: cannot reach MLflow tracking database at 127.0.0.1:{pg.port}: ")
+    assert password not in out + err
+
+
+def test_pg_fixture_refuses_a_wrong_password(pg: PgServer):
+    import psycopg
+
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        psycopg.connect(host=pg.host, port=pg.port, user="lt", password="wrong", dbname="postgres",
+                        connect_timeout=5).close()
+    assert os.path.isdir(pg.root)
