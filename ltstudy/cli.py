@@ -217,7 +217,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                   trial_end=bars.trial_end)
     with bars:
         summary = run_study(cfg, opts, hooks)
-    new = summary.trials[summary.trials_before:]
+    new = summary.new_trials
     states: dict[str, int] = {}
     for t in new:
         states[t.state.name] = states.get(t.state.name, 0) + 1
@@ -236,7 +236,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         rows = [[t.number, *[_fmt(v) for v in t.values], *[str(t.params.get(k, "")) for k in keys]] for t in best]
         print("Pareto-optimal trials:")
         print(format_table(["trial", *names, *keys], rows))
-    print(f"MLflow: {summary.tracking_uri} (experiment '{summary.name}'); browse with `ltstudy ui {args.study_file}`")
+    from .storage import redact
+
+    print(f"MLflow: {redact(summary.tracking_uri)} (experiment '{summary.name}'); "
+          f"browse with `ltstudy ui {args.study_file}`")
     if summary.interrupted:
         print("interrupted: finished trials are kept; run the same command to continue", file=sys.stderr)
         return 130

@@ -78,7 +78,7 @@ def check_storage(url: str, *, jobs: int = 1, timeout: float = 5.0) -> str:
     return kind
 
 
-def _check_rdb(url: str, timeout: float) -> None:
+def _check_rdb(url: str, timeout: float, what: str = "storage database") -> None:
     import sqlalchemy
 
     parsed = urllib.parse.urlsplit(url)
@@ -94,7 +94,7 @@ def _check_rdb(url: str, timeout: float) -> None:
                           "install it with `pip install 'ltstudy[postgres]'`") from None
     except Exception as exc:  # sqlalchemy wraps driver errors in many types
         reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"cannot reach storage database at {where}: {redact(reason)}") from None
+        raise ConfigError(f"cannot reach {what} at {where}: {redact(reason)}") from None
 
 
 def storage_exists(url: str) -> bool:
@@ -156,7 +156,7 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
             raise ConfigError(f"cannot reach the MLflow server at {redact(uri)} ({exc}); start it with "
                               "mlflow/serve.sh or fix --tracking-uri") from None
     elif uri.startswith(("postgresql", "mysql")):
-        _check_rdb(uri, timeout)
+        _check_rdb(uri, timeout, what="MLflow tracking database")
     else:
         raise ConfigError(f"tracking URI {redact(uri)!r} is not supported (the ./mlruns file store was removed in "
                           "MLflow 3); use sqlite:///mlflow/mlflow.db or http://host:port")

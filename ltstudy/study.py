@@ -143,6 +143,9 @@ class Objective:
         lineage = self._close_lineage(trial)
         retry_tags = {"retry_of": lineage[-1], "retry_of_trial": _retried_number(trial)} if lineage else {}
         trial.set_user_attr(NUMBER_ATTR, trial.number)
+        for inherited in ("fail_reason", "stop_reason"):  # a retry copies its predecessor's attrs; not its outcome
+            if trial.user_attrs.get(inherited):
+                trial.set_user_attr(inherited, "")
         run_id = self.tracker.start_run(
             self.experiment_id, f"trial-{trial.number}", parent_run_id=self.parent_run_id,
             tags={"optuna.study": trial.study.study_name, "optuna.trial": trial.number, "state": "RUNNING",
@@ -446,6 +449,13 @@ class StudySummary:
     trials_before: int
     trials: list[optuna.trial.FrozenTrial] = field(default_factory=list)
     interrupted: bool = False
+    queued_before: set[int] = field(default_factory=set)  # WAITING trials (retries) this call may pick up
+
+    @property
+    def new_trials(self) -> list[optuna.trial.FrozenTrial]:
+        """Trials this call added, plus queued ones (an interrupted trial's retry) that it ran."""
+        return [t for t in self.trials if t.number >= self.trials_before
+                or (t.number in self.queued_before and t.state != TrialState.WAITING)]
 
 
 def run_study(cfg: StudyConfig, opts: RunOptions, hooks: Hooks | None = None) -> StudySummary:
@@ -457,6 +467,7 @@ def run_study(cfg: StudyConfig, opts: RunOptions, hooks: Hooks | None = None) ->
     exp_id, parent = attach_tracking(study, cfg, tracker)
     before = len(study.get_trials(deepcopy=False))
     summary = StudySummary(name, storage_url, uri, exp_id, parent, before)
+    summary.queued_before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))}
     status = "FINISHED"
     try:
         if opts.jobs == 1:
