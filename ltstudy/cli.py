@@ -182,13 +182,18 @@ def _default_storage() -> str:
 def cmd_ticket(args: argparse.Namespace) -> int:
     from .reports import round_table
     from .ticket import TicketSearch
+    from .training import DivergedError
 
     cfg = load_config(args.config, _overrides(args))
     if args.json:
         _check_writable(args.json)
     search = TicketSearch(cfg)  # loads data and validates the schedule before any training
-    with _Progress(search.n_rounds, enabled=not args.quiet and sys.stderr.isatty()) as progress:
-        result = search.run(on_round=progress.round_done, progress=progress.iteration)
+    try:
+        with _Progress(search.n_rounds, enabled=not args.quiet and sys.stderr.isatty()) as progress:
+            result = search.run(on_round=progress.round_done, progress=progress.iteration)
+    except DivergedError as exc:  # not bad input, but a result: one line, exit 1
+        print(f"ltstudy ticket: {exc}", file=sys.stderr)
+        return 1
     if args.json:
         result.write_json(args.json)
     if not args.quiet:
@@ -205,24 +210,16 @@ def _load_study_file(args: argparse.Namespace):
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .reports import format_table
-    from .study import Hooks, RunOptions, run_study
+    from .study import run_study
 
     cfg = _load_study_file(args)
-    opts = RunOptions(n_trials=args.n_trials, jobs=args.jobs, storage=args.storage, tracking_uri=args.tracking_uri,
-                      study_name=args.study_name, cache_dir=args.cache_dir, no_cache=args.no_cache)
-    n = cfg.study.n_trials if args.n_trials is None else args.n_trials
-    show = not args.quiet and sys.stderr.isatty()
-    bars = _StudyProgress(n, show, per_round=args.jobs == 1)
-    hooks = Hooks(trial_start=bars.trial_start, round_done=bars.round_done, iteration=bars.iteration,
-                  trial_end=bars.trial_end)
+    opts = _run_options(args, jobs=args.jobs)
+    bars = _StudyProgress(cfg.study.n_trials if args.n_trials is None else args.n_trials,
+                          not args.quiet and sys.stderr.isatty(), per_round=args.jobs == 1)
     with bars:
-        summary = run_study(cfg, opts, hooks)
+        summary = run_study(cfg, opts, bars.hooks())
     new = summary.new_trials
-    states: dict[str, int] = {}
-    for t in new:
-        states[t.state.name] = states.get(t.state.name, 0) + 1
-    print(f"study '{summary.name}': {len(new)} new trials ({', '.join(f'{v} {k}' for k, v in states.items()) or 'none'}"
-          f"), {len(summary.trials)} in all")
+    print(f"study '{summary.name}': {len(new)} new trials ({_state_counts(new)}), {len(summary.trials)} in all")
     import optuna
 
     from .study import pareto_trials
@@ -247,22 +244,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from .study import Hooks, RunOptions, run_worker
+    from .study import run_worker
 
     cfg = _load_study_file(args)
-    opts = RunOptions(n_trials=args.n_trials, storage=args.storage, tracking_uri=args.tracking_uri,
-                      study_name=args.study_name, cache_dir=args.cache_dir, no_cache=args.no_cache)
-    n = args.n_trials if args.n_trials is not None else cfg.study.n_trials
-    bars = _StudyProgress(n, not args.quiet and sys.stderr.isatty(), per_round=True)
+    bars = _StudyProgress(cfg.study.n_trials if args.n_trials is None else args.n_trials,
+                          not args.quiet and sys.stderr.isatty(), per_round=True)
     with bars:
-        summary = run_worker(cfg, opts, Hooks(trial_start=bars.trial_start, round_done=bars.round_done,
-                                              iteration=bars.iteration, trial_end=bars.trial_end))
-    states: dict[str, int] = {}
-    for t in summary.finished:
-        states[t.state.name] = states.get(t.state.name, 0) + 1
-    print(f"worker on '{summary.name}': {len(summary.finished)} trials "
-          f"({', '.join(f'{v} {k}' for k, v in states.items()) or 'none'}); repaired "
-          f"{summary.repaired_trials} stale trials and {summary.repaired_runs} runs at start-up")
+        summary = run_worker(cfg, _run_options(args), bars.hooks())
+    print(f"worker on '{summary.name}': {len(summary.finished)} trials ({_state_counts(summary.finished)}); "
+          f"repaired {summary.repaired_trials} stale trials and {summary.repaired_runs} runs at start-up")
     if summary.interrupted:
         print("interrupted: the running trial is failed and queued again; its checkpoints are kept", file=sys.stderr)
         return 130
@@ -299,6 +289,21 @@ def cmd_cache(args: argparse.Namespace) -> int:
         n, size = cache.stats()
         print(f"{root}: {n} entries, {human_bytes(size)}")
     return 0
+
+
+def _run_options(args: argparse.Namespace, jobs: int = 1):
+    from .study import RunOptions
+
+    return RunOptions(n_trials=args.n_trials, jobs=jobs, storage=args.storage, tracking_uri=args.tracking_uri,
+                      study_name=args.study_name, cache_dir=args.cache_dir, no_cache=args.no_cache)
+
+
+def _state_counts(trials) -> str:
+    """'3 COMPLETE, 1 FAIL'."""
+    counts: dict[str, int] = {}
+    for t in trials:
+        counts[t.state.name] = counts.get(t.state.name, 0) + 1
+    return ", ".join(f"{v} {k}" for k, v in counts.items()) or "none"
 
 
 def _fmt(v: float) -> str:
@@ -494,6 +499,12 @@ class _StudyProgress:
             self.trials = tqdm(total=self.n_trials, desc="trials", position=0)
         return self
 
+    def hooks(self):
+        from .study import Hooks
+
+        return Hooks(trial_start=self.trial_start, round_done=self.round_done, iteration=self.iteration,
+                     trial_end=self.trial_end)
+
     def trial_start(self, number: int) -> None:
         if self.enabled and self.per_round:
             if self.ticket is not None:
@@ -545,6 +556,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"ltstudy {args.command}: interrupted", file=sys.stderr)
         return 130
+    except RuntimeError as exc:
+        from .study import TrialFailed
+
+        if not isinstance(exc, TrialFailed):
+            raise
+        print(f"ltstudy {args.command}: {exc}", file=sys.stderr)  # e.g. a --jobs worker died
+        return 1
     except BrokenPipeError:  # `ltstudy pareto ... | head`
         sys.stderr.close()
         return 0
