@@ -9,9 +9,11 @@ Storage forms:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import urllib.parse
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -132,11 +134,22 @@ def open_storage(url: str, *, heartbeat: tuple[int, int, int] | None = None):
     if kind == "sqlite":
         return RDBStorage(url)
     kwargs: dict[str, Any] = {}
-    if heartbeat:
-        interval, grace, retries = heartbeat
-        kwargs = {"heartbeat_interval": interval, "grace_period": grace,
-                  "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=retries)}
-    return RDBStorage(url, engine_kwargs={"pool_pre_ping": True}, **kwargs)
+    with quiet_experimental():
+        if heartbeat:
+            interval, grace, retries = heartbeat
+            kwargs = {"heartbeat_interval": interval, "grace_period": grace,
+                      "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=retries)}
+        return RDBStorage(url, engine_kwargs={"pool_pre_ping": True}, **kwargs)
+
+
+@contextlib.contextmanager
+def quiet_experimental():
+    """Optuna flags its heartbeat API 'experimental' on every use; we depend on it knowingly."""
+    from optuna.exceptions import ExperimentalWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        yield
 
 
 # --------------------------------------------------------------------------- MLflow

@@ -24,7 +24,15 @@ from .cache import RoundCache
 from .config import ConfigError
 from .data import load_dataset
 from .objectives import mean_rounds
-from .storage import check_cache_dir, check_storage, check_tracking_uri, open_storage, redact, storage_exists
+from .storage import (
+    check_cache_dir,
+    check_storage,
+    check_tracking_uri,
+    open_storage,
+    quiet_experimental,
+    redact,
+    storage_exists,
+)
 from .study_config import SEARCHABLE, Param, StudyConfig, validate_with_data
 from .ticket import RoundResult, TicketSearch
 from .tracking import Tracker, flatten, rounds_csv
@@ -651,7 +659,8 @@ def repair_study(study: optuna.Study, tracker: Tracker) -> tuple[int, int]:
     trials without a fresh heartbeat and runs whose trial is not RUNNING are touched.
     """
     before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
-    optuna.storages.fail_stale_trials(study)
+    with quiet_experimental():
+        optuna.storages.fail_stale_trials(study)
     failed = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))} - before
     exp_id, parent = study.user_attrs.get(EXPERIMENT_ATTR), study.user_attrs.get(PARENT_ATTR)
     closed = sweep_orphans(study, tracker, exp_id, parent) if exp_id and parent else 0

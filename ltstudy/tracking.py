@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -70,6 +71,8 @@ class Tracker:
 
         if tracking_uri.startswith("sqlite:///"):
             prepare_storage(tracking_uri)  # the folder of mlflow.db
+        # MLflow prints a "View run ... at" line per run on a server; a study has hundreds.
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         self.uri = tracking_uri
         self.client = MlflowClient(tracking_uri=tracking_uri)
 
