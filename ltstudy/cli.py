@@ -380,7 +380,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             _check_writable(path)
     cfg, study = _study_for_report(args)
     trials = study.get_trials(deepcopy=False)
-    rows = compare(trials, by, cfg.study.epsilon, args.density, cfg.study.replicates)
+    rows = compare(trials, by, cfg.study.epsilon, args.density)
     print(f"'{study.study_name}' by {', '.join(by)} (ticket: val accuracy within ε={cfg.study.epsilon} of dense; "
           "validation numbers):")
     print(compare_table(rows, by, args.density))

@@ -172,8 +172,13 @@ def _mean_std(xs: Sequence[float]) -> tuple[float, float]:
     return m, (math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0)
 
 
-def compare(trials: Sequence, by: Sequence[str], epsilon: float, density: float, replicates: int = 1) -> list[dict]:
-    """One row per combination of the `by` settings over finished trials."""
+def compare(trials: Sequence, by: Sequence[str], epsilon: float, density: float) -> list[dict]:
+    """One row per combination of the `by` settings over finished trials.
+
+    `seeds` counts the distinct training seeds behind a row: trials share seeds
+    (replicate i always uses seed + i), so two trials with equal settings are
+    repeats of one search, not independent samples.
+    """
     from .objectives import accuracy_at_density, ticket_round
 
     groups: dict[tuple, list] = {}
@@ -188,7 +193,8 @@ def compare(trials: Sequence, by: Sequence[str], epsilon: float, density: float,
         # Trials that never got down to `density` have no value there (not 0).
         at = _mean_std([accuracy_at_density(t.user_attrs["rounds"], density, missing=None) for t in members])
         it = _mean_std([float(sum(r["iterations"] for r in t.user_attrs["rounds"])) for t in members])
-        rows.append({**dict(zip(by, key, strict=True)), "trials": len(members), "seeds": len(members) * replicates,
+        rows.append({**dict(zip(by, key, strict=True)), "trials": len(members),
+                     "seeds": len({s for t in members for s in t.user_attrs.get("seeds", [])}),
                      "ticket_sparsity": sp[0], "ticket_sparsity_std": sp[1],
                      "ticket_accuracy": acc[0], "ticket_accuracy_std": acc[1],
                      f"accuracy_at_{density:g}": at[0], f"accuracy_at_{density:g}_std": at[1],

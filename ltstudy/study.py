@@ -160,6 +160,7 @@ class Objective:
                   "config_hash": first.hash(), **retry_tags, **{f"search.{k}": v for k, v in values.items()}})
         trial.set_user_attr(RUN_ATTR, run_id)
         trial.set_user_attr(LINEAGE_ATTR, lineage)
+        trial.set_user_attr("seeds", seeds)
         # Rounds that an earlier run of this trial's lineage already logged are not logged again.
         self._logged = {key: self._lineage_steps(lineage, key) for key in self._step_keys(seeds)}
         trial.set_user_attr("params_all", {k: _plain(v) for k, v in self._settings(first).items()})

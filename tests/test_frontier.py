@@ -62,13 +62,13 @@ def test_other_coordinates_can_be_named():
 # --------------------------------------------------------------------------- from trials
 
 
-def fake_trial(number: int, rounds: list[tuple[float, float]], state=TrialState.COMPLETE, **settings):
+def fake_trial(number: int, rounds: list[tuple[float, float]], state=TrialState.COMPLETE, seeds=(0,), **settings):
     params_all = {"prune_rate": 0.2, "rewind_iter": 0, "scope": "layerwise", "reinit": "rewind", **settings}
     trial = optuna.trial.create_trial(
         state=state, values=[0.0, 1.0] if state == TrialState.COMPLETE else None,
         params={"prune_rate": params_all["prune_rate"]},
         distributions={"prune_rate": CategoricalDistribution([0.2, 0.5])},
-        user_attrs={"params_all": params_all,
+        user_attrs={"params_all": params_all, "seeds": list(seeds),
                     "rounds": [{"round": i, "density": d, "val_accuracy": a, "test_accuracy": a - 0.01,
                                 "iterations": 60} for i, (d, a) in enumerate(rounds)]})
     trial.number = number  # create_trial leaves it for the storage to assign
@@ -102,13 +102,14 @@ def test_pruned_trials_count_and_failed_ones_do_not():
 
 
 def test_compare_groups_trials_and_reports_mean_and_std():
-    trials = [fake_trial(0, [(1.0, 0.90), (0.5, 0.90)], prune_rate=0.5),
-              fake_trial(1, [(1.0, 0.90), (0.5, 0.80)], prune_rate=0.5),
-              fake_trial(2, [(1.0, 0.90), (0.8, 0.90)], prune_rate=0.2)]
-    rows = compare(trials, ["prune_rate"], epsilon=0.01, density=0.5, replicates=2)
+    trials = [fake_trial(0, [(1.0, 0.90), (0.5, 0.90)], prune_rate=0.5, seeds=(0, 1)),
+              fake_trial(1, [(1.0, 0.90), (0.5, 0.80)], prune_rate=0.5, seeds=(2, 3)),
+              fake_trial(2, [(1.0, 0.90), (0.8, 0.90)], prune_rate=0.2, seeds=(0, 1))]
+    rows = compare(trials, ["prune_rate"], epsilon=0.01, density=0.5)
     assert [r["prune_rate"] for r in rows] == [0.2, 0.5]
     half = rows[1]
     assert (half["trials"], half["seeds"], half["trial_numbers"]) == (2, 4, [0, 1])
+    assert rows[0]["seeds"] == 2
     assert half["ticket_sparsity"] == 0.25  # one trial's ticket is at 0.5, the other's at 1.0
     assert half["ticket_sparsity_std"] > 0
     assert half["accuracy_at_0.5"] == pytest.approx(0.85)
