@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import pickle
+import signal
 import struct
 from collections.abc import Callable
 from pathlib import Path
@@ -171,3 +172,11 @@ def write_cifar() -> Callable[..., dict[str, dict]]:
         return written
 
     return write
+
+
+@pytest.fixture(autouse=True)
+def _keep_sigterm():
+    """`ltstudy run` turns SIGTERM into Ctrl-C for its process; give pytest its own handler back."""
+    before = signal.getsignal(signal.SIGTERM)
+    yield
+    signal.signal(signal.SIGTERM, before)

@@ -6,7 +6,6 @@ its stores, cache and artifacts under the test's temporary folder.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -20,6 +19,7 @@ from typing import Any
 from mlflow.tracking import MlflowClient
 
 from ltstudy.tracking import PARENT_TAG
+from tests.study_helpers import to_toml
 
 
 def study_toml(name: str = "ft", *, search: dict[str, Any] | None = None, train: dict[str, Any] | None = None,
@@ -33,24 +33,7 @@ def study_toml(name: str = "ft", *, search: dict[str, Any] | None = None, train:
         "train": {"iterations": 40, "eval_every": 20, "batch_size": 60, **(train or {})},
         "search": search if search is not None else {"prune_rate": [0.2, 0.5], "rewind_iter": 20, "rounds": 1},
     }
-    lines = []
-    for section, table in doc.items():
-        lines.append(f"[{section}]")
-        lines += [f"{k} = {_toml(v)}" for k, v in table.items()]
-        lines.append("")
-    return "\n".join(lines)
-
-
-def _toml(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int | float):
-        return repr(v)
-    if isinstance(v, str):
-        return json.dumps(v)
-    if isinstance(v, list | tuple):
-        return "[" + ", ".join(_toml(x) for x in v) + "]"
-    raise TypeError(f"cannot write {v!r} as TOML")
+    return to_toml(doc)
 
 
 def write_study(folder: Path, filename: str = "study.toml", **kw: Any) -> Path:

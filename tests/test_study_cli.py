@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 from pathlib import Path
 
@@ -27,14 +26,6 @@ def done(tmp_path_factory) -> tuple[Stores, Path]:
     with quiet_run(root):
         assert cli.main(["run", str(path), "--quiet"]) == 0
     return stores, path
-
-
-@pytest.fixture(autouse=True)
-def _keep_sigterm():
-    """`ltstudy run` turns SIGTERM into Ctrl-C for its process; give pytest its own handler back."""
-    before = signal.getsignal(signal.SIGTERM)
-    yield
-    signal.signal(signal.SIGTERM, before)
 
 
 @pytest.fixture

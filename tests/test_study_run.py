@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import signal
 from pathlib import Path
 
 import optuna
@@ -38,14 +37,6 @@ from tests.study_helpers import (
 )
 
 STEPS = list(range(ROUNDS + 1))
-
-
-@pytest.fixture(autouse=True)
-def _keep_sigterm():
-    """`ltstudy run` turns SIGTERM into Ctrl-C for its process; give pytest its own handler back."""
-    before = signal.getsignal(signal.SIGTERM)
-    yield
-    signal.signal(signal.SIGTERM, before)
 
 
 @pytest.fixture
