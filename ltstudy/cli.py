@@ -452,25 +452,27 @@ def _check_writable(path: str) -> None:
 class _Progress:
     """tqdm bars for rounds and iterations, shown only on a terminal."""
 
-    def __init__(self, n_rounds: int, enabled: bool, position: int = 0):
-        self.enabled, self.n_rounds, self.position = enabled, n_rounds, position
+    def __init__(self, n_rounds: int, enabled: bool, position: int = 0, label: str = "rounds"):
+        self.enabled, self.n_rounds, self.position, self.label = enabled, n_rounds, position, label
         self.rounds = self.iters = None
+        self.current = -1  # the round the iteration bar shows
 
     def __enter__(self):
         if self.enabled:
             from tqdm import tqdm
 
-            self.rounds = tqdm(total=self.n_rounds + 1, desc="rounds", position=self.position, leave=False)
+            total = self.n_rounds + 1 if self.n_rounds else None  # unknown for a study's trials
+            self.rounds = tqdm(total=total, desc=self.label, unit="round", position=self.position, leave=False)
             self.iters = tqdm(total=0, desc="round 0", unit="it", position=self.position + 1, leave=False)
         return self
 
     def iteration(self, round_: int, done: int, total: int) -> None:
         if self.iters is not None:
-            if self.iters.total != total or self.iters.desc != f"round {round_}":
+            if round_ != self.current:
+                self.current = round_
                 self.iters.reset(total=total)
                 self.iters.set_description(f"round {round_}")
-            self.iters.n = done
-            self.iters.refresh()
+            self.iters.update(done - self.iters.n)
 
     def round_done(self, rec) -> None:
         if self.rounds is not None:
@@ -509,9 +511,7 @@ class _StudyProgress:
         if self.enabled and self.per_round:
             if self.ticket is not None:
                 self.ticket.__exit__(None, None, None)
-            self.ticket = _Progress(0, True, position=1).__enter__()
-            self.ticket.rounds.set_description(f"trial {number} rounds")
-            self.ticket.rounds.total = None
+            self.ticket = _Progress(0, True, position=1, label=f"trial {number} rounds").__enter__()
 
     def round_done(self, number: int, rec) -> None:
         if self.ticket is not None:
