@@ -402,6 +402,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     check_tracking_uri(uri)
     if not uri.startswith("sqlite:///"):
         raise ConfigError(f"{redact(uri)} is already a server; open it in a browser instead")
+    _check_port_free(args.host, args.port)
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host,
            "--port", str(args.port)]
     root = artifact_root(uri)
@@ -412,6 +413,18 @@ def cmd_ui(args: argparse.Namespace) -> int:
         return subprocess.call(cmd)
     except KeyboardInterrupt:
         return 0
+
+
+def _check_port_free(host: str, port: int) -> None:
+    import socket
+
+    if not 0 < port < 65536:
+        raise ConfigError(f"--port must be between 1 and 65535, got {port}")
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror}); pass another --port") from None
 
 
 def cmd_studies(args: argparse.Namespace) -> int:

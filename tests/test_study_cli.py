@@ -201,6 +201,20 @@ def test_ui_refuses_an_unreachable_server(done, here, capsys, monkeypatch):
     assert "cannot reach the MLflow server" in one_error_line(err, "ui")
 
 
+def test_ui_refuses_a_port_out_of_range_or_in_use(done, here, capsys, monkeypatch):
+    import socket
+
+    _, path = done
+    monkeypatch.setattr(subprocess, "call", lambda cmd: pytest.fail("must not start anything"))
+    code, _, err = main(capsys, "ui", str(path), "--port", "99999")
+    assert code == 2 and "between 1 and 65535" in one_error_line(err, "ui")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        code, _, err = main(capsys, "ui", str(path), "--port", str(busy.getsockname()[1]))
+    assert code == 2 and "pass another --port" in one_error_line(err, "ui")
+
+
 # --------------------------------------------------------------------------- run's own summary
 
 
