@@ -51,8 +51,8 @@ output_rate = 0.5
 def run(use_cache: bool, args: argparse.Namespace) -> dict:
     from optuna.trial import TrialState
 
-    from ltstudy.study import RunOptions, run_study
-    from ltstudy.study_config import load_study
+    from ltstudy.study.config import load_study
+    from ltstudy.study.runner import RunOptions, run_study
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "study.toml"

@@ -4,7 +4,7 @@ Both train LeNet-300-100 at 50% weight density on MNIST-shaped synthetic data
 (60,000 random 1x28x28 inputs, 10 classes; nothing is downloaded), batch 60,
 Adam at lr 1.2e-3.
 
-ENGINE     `ltstudy.training.train` itself: masks from `ltstudy.pruning`
+ENGINE     `ltstudy.engine.training.train` itself: masks from `ltstudy.pruning`
            (full_masks + one prune at rate 0.5), a `Dataset` of in-memory
            tensors, a `Schedule` whose eval_every equals its length.
 REFERENCE  DataLoader(TensorDataset(x, y), batch_size=60, shuffle=True),
@@ -41,11 +41,19 @@ import torch.nn.functional as F
 from torch.nn.utils import prune as torch_prune
 from torch.utils.data import DataLoader, TensorDataset
 
-from ltstudy.config import PruneConfig, TicketConfig, TrainConfig
-from ltstudy.data import Dataset, Split
-from ltstudy.models import build_model
-from ltstudy.pruning import apply_masks, check_masks_hold, density, full_masks, layer_rates, prunable_layers, prune
-from ltstudy.training import evaluate, train
+from ltstudy.engine.config import PruneConfig, TicketConfig, TrainConfig
+from ltstudy.engine.data import Dataset, Split
+from ltstudy.engine.models import build_model
+from ltstudy.engine.pruning import (
+    apply_masks,
+    check_masks_hold,
+    density,
+    full_masks,
+    layer_rates,
+    prunable_layers,
+    prune,
+)
+from ltstudy.engine.training import evaluate, train
 
 N_TRAIN, N_EVAL, SHAPE, CLASSES = 60_000, 1_000, (1, 28, 28), 10
 BATCH, LR, RATE = 60, 1.2e-3, 0.5

@@ -1,7 +1,8 @@
 """ltstudy: lottery-ticket studies with Optuna and MLflow.
 
-The engine (config, data, models, pruning, training, ticket) imports neither
-optuna nor mlflow; the study layer (study, tracking, reports) adds them.
+`ltstudy.engine` is the ticket-search library (it imports neither optuna nor
+mlflow); `ltstudy.study` puts Optuna and MLflow on top; `ltstudy.cli` is the
+command line.
 """
 
 __version__ = "0.1.0"

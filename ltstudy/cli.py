@@ -13,7 +13,7 @@ import typing
 from collections.abc import Sequence
 from typing import Any
 
-from .config import ConfigError, config_fields, flag_name, load_config
+from .engine.config import ConfigError, config_fields, flag_name, load_config
 
 EXIT_USAGE = 2
 
@@ -50,8 +50,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _registries_epilog() -> str:
-    from .data import DATASETS
-    from .models import MODELS
+    from .engine.data import DATASETS
+    from .engine.models import MODELS
 
     lines = ["datasets:"] + [f"  {n:15} {s.summary}" for n, s in DATASETS.items()]
     lines += ["models:"] + [f"  {n:15} {s.summary}" for n, s in MODELS.items()]
@@ -174,15 +174,15 @@ def _cache_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _default_storage() -> str:
-    from .study_config import DEFAULT_STORAGE
+    from .study.config import DEFAULT_STORAGE
 
     return DEFAULT_STORAGE
 
 
 def cmd_ticket(args: argparse.Namespace) -> int:
-    from .reports import round_table
-    from .ticket import TicketSearch
-    from .training import DivergedError
+    from .engine.ticket import TicketSearch
+    from .engine.training import DivergedError
+    from .study.reports import round_table
 
     cfg = load_config(args.config, _overrides(args))
     if args.json:
@@ -203,14 +203,14 @@ def cmd_ticket(args: argparse.Namespace) -> int:
 
 
 def _load_study_file(args: argparse.Namespace):
-    from .study_config import load_study
+    from .study.config import load_study
 
     return load_study(args.study_file)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .reports import format_table
-    from .study import run_study
+    from .study.reports import format_table
+    from .study.runner import run_study
 
     cfg = _load_study_file(args)
     opts = _run_options(args, jobs=args.jobs)
@@ -222,8 +222,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"study '{summary.name}': {len(new)} new trials ({_state_counts(new)}), {len(summary.trials)} in all")
     import optuna
 
-    from .study import pareto_trials
-    from .study_config import SEARCHABLE
+    from .study.config import SEARCHABLE
+    from .study.frontier import pareto_trials
 
     study = optuna.load_study(study_name=summary.name, storage=_storage(summary.storage))
     best = pareto_trials(study)
@@ -233,7 +233,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         rows = [[t.number, *[_fmt(v) for v in t.values], *[str(t.params.get(k, "")) for k in keys]] for t in best]
         print("Pareto-optimal trials:")
         print(format_table(["trial", *names, *keys], rows))
-    from .storage import redact
+    from .study.storage import redact
 
     print(f"MLflow: {redact(summary.tracking_uri)} (experiment '{summary.name}'); "
           f"browse with `ltstudy ui {args.study_file}`")
@@ -244,7 +244,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from .study import run_worker
+    from .study.workers import run_worker
 
     cfg = _load_study_file(args)
     bars = _StudyProgress(cfg.study.n_trials if args.n_trials is None else args.n_trials,
@@ -260,9 +260,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_repair(args: argparse.Namespace) -> int:
-    from .storage import check_tracking_uri
-    from .study import load_existing, repair_study
-    from .tracking import Tracker
+    from .study.runner import load_existing
+    from .study.storage import check_tracking_uri
+    from .study.tracking import Tracker
+    from .study.workers import repair_study
 
     cfg = _load_study_file(args)
     uri = cfg.tracking_uri(args.tracking_uri)
@@ -274,7 +275,7 @@ def cmd_repair(args: argparse.Namespace) -> int:
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
-    from .cache import DEFAULT_CACHE_DIR, RoundCache, human_bytes
+    from .engine.cache import DEFAULT_CACHE_DIR, RoundCache, human_bytes
 
     root = args.cache_dir or (_load_study_file(args).cache_dir() if args.study_file else None)
     if root is None:
@@ -292,7 +293,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
 
 def _run_options(args: argparse.Namespace, jobs: int = 1):
-    from .study import RunOptions
+    from .study.runner import RunOptions
 
     return RunOptions(n_trials=args.n_trials, jobs=jobs, storage=args.storage, tracking_uri=args.tracking_uri,
                       study_name=args.study_name, cache_dir=args.cache_dir, no_cache=args.no_cache)
@@ -311,13 +312,13 @@ def _fmt(v: float) -> str:
 
 
 def _storage(url: str):
-    from .storage import open_storage
+    from .study.storage import open_storage
 
     return open_storage(url, heartbeat=False)
 
 
 def _study_for_report(args: argparse.Namespace):
-    from .study import load_existing
+    from .study.runner import load_existing
 
     cfg = _load_study_file(args)
     return cfg, load_existing(args.storage or cfg.study.storage, args.study_name or cfg.study.name)
@@ -326,8 +327,8 @@ def _study_for_report(args: argparse.Namespace):
 def cmd_pareto(args: argparse.Namespace) -> int:
     import json
 
-    from .reports import format_table, plot_pareto, round_frontier
-    from .study import pareto_trials
+    from .study.frontier import pareto_trials
+    from .study.reports import format_table, plot_pareto, round_frontier
 
     for path in (args.json, args.plot):
         if path:
@@ -362,15 +363,15 @@ def cmd_pareto(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     import json
 
-    from .reports import compare, compare_table, plot_compare
-    from .study_config import SEARCHABLE
+    from .study.config import SEARCHABLE
+    from .study.reports import compare, compare_table, plot_compare
 
     by = [k.strip() for k in args.by.split(",") if k.strip()]
     if not by:
         raise ConfigError("--by needs at least one setting, e.g. --by prune_rate,rewind_iter")
     for k in by:
         if k not in SEARCHABLE:
-            from .config import unknown_key_message
+            from .engine.config import unknown_key_message
 
             raise ConfigError("--by: " + unknown_key_message(k, list(SEARCHABLE), "search"))
     if not 0.0 < args.density <= 1.0:
@@ -395,7 +396,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_ui(args: argparse.Namespace) -> int:
     import subprocess
 
-    from .storage import artifact_root, check_tracking_uri, redact
+    from .study.storage import artifact_root, check_tracking_uri, redact
 
     cfg = _load_study_file(args)
     uri = cfg.tracking_uri(args.tracking_uri)
@@ -430,9 +431,9 @@ def _check_port_free(host: str, port: int) -> None:
 def cmd_studies(args: argparse.Namespace) -> int:
     import optuna
 
-    from .reports import format_table
-    from .storage import check_storage, redact, storage_exists
-    from .study_config import DEFAULT_STORAGE
+    from .study.config import DEFAULT_STORAGE
+    from .study.reports import format_table
+    from .study.storage import check_storage, redact, storage_exists
 
     url = args.storage or (_load_study_file(args).study.storage if args.study_file else DEFAULT_STORAGE)
     check_storage(url)
@@ -515,7 +516,7 @@ class _StudyProgress:
         return self
 
     def hooks(self):
-        from .study import Hooks
+        from .study.objective import Hooks
 
         return Hooks(trial_start=self.trial_start, round_done=self.round_done, iteration=self.iteration,
                      trial_end=self.trial_end)
@@ -558,7 +559,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     if args.command in ("run", "worker"):
-        from .study import sigterm_as_interrupt
+        from .study.signals import sigterm_as_interrupt
 
         sigterm_as_interrupt()
     try:
@@ -570,7 +571,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ltstudy {args.command}: interrupted", file=sys.stderr)
         return 130
     except RuntimeError as exc:
-        from .study import TrialFailed
+        from .study.objective import TrialFailed
 
         if not isinstance(exc, TrialFailed):
             raise

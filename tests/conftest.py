@@ -16,10 +16,10 @@ import pytest
 import torch
 from hypothesis import settings
 
-import ltstudy.data
-from ltstudy.config import DataConfig, TicketConfig
-from ltstudy.data import Dataset, load_dataset
-from ltstudy.ticket import TicketSearch
+import ltstudy.engine.data
+from ltstudy.engine.config import DataConfig, TicketConfig
+from ltstudy.engine.data import Dataset, load_dataset
+from ltstudy.engine.ticket import TicketSearch
 
 # Small, reproducible property tests that leave no .hypothesis folder behind.
 settings.register_profile("ltstudy", max_examples=25, deadline=None, database=None, derandomize=True)
@@ -69,16 +69,16 @@ def make_search(digits: Dataset) -> Callable[..., TicketSearch]:
 @pytest.fixture
 def fresh_data_cache():
     """Empty the per-process dataset cache before and after the test."""
-    ltstudy.data._load_cached.cache_clear()
+    ltstudy.engine.data._load_cached.cache_clear()
     yield
-    ltstudy.data._load_cached.cache_clear()
+    ltstudy.engine.data._load_cached.cache_clear()
 
 
 @pytest.fixture
 def no_system_fashion(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """Point the system-wide Fashion-MNIST folder at a path that does not exist."""
     absent = tmp_path / "no-system-fashion-mnist"
-    monkeypatch.setattr(ltstudy.data, "FASHION_SYSTEM_DIR", absent)
+    monkeypatch.setattr(ltstudy.engine.data, "FASHION_SYSTEM_DIR", absent)
     return absent
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from mlflow.tracking import MlflowClient
 
-from ltstudy.tracking import PARENT_TAG
+from ltstudy.study.tracking import PARENT_TAG
 from tests.study_helpers import to_toml
 
 

@@ -21,8 +21,8 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from ltstudy.storage import open_storage
-from ltstudy.tracking import PARENT_TAG
+from ltstudy.study.storage import open_storage
+from ltstudy.study.tracking import PARENT_TAG
 
 TINY_STUDY: dict[str, dict[str, Any]] = {
     "study": {

@@ -22,9 +22,9 @@ import pytest
 import torch
 
 from ltstudy import cli
-from ltstudy.cache import RoundCache, content_key, human_bytes
-from ltstudy.storage import open_storage
-from ltstudy.ticket import RoundResult, TicketSearch
+from ltstudy.engine.cache import RoundCache, content_key, human_bytes
+from ltstudy.engine.ticket import RoundResult, TicketSearch
+from ltstudy.study.storage import open_storage
 from tests.ft_helpers import Runs, sqlite_tracking, write_study
 
 VOLATILE = ("wall_seconds", "reused", "computed_iterations")
@@ -160,7 +160,7 @@ def test_a_damaged_round_entry_is_discarded_with_a_warning_and_recomputed(search
     first = search(cache, **K20).run().rounds
     victim = cache._path(search(None, **K20).round_key(2))
     damage(victim)
-    with caplog.at_level(logging.WARNING, logger="ltstudy.cache"):
+    with caplog.at_level(logging.WARNING, logger="ltstudy.engine.cache"):
         again = search(cache, **K20).run().rounds
     assert [r.reused for r in again] == [True, True, False]
     assert numbers(again) == numbers(first)
@@ -173,7 +173,7 @@ def test_a_damaged_round_entry_is_discarded_with_a_warning_and_recomputed(search
 def test_a_damaged_dense_entry_means_everything_is_retrained(search, cache, caplog, damage):
     first = search(cache, **K20).run().rounds
     damage(cache._path(search(None, **K20).dense_key))
-    with caplog.at_level(logging.WARNING, logger="ltstudy.cache"):
+    with caplog.at_level(logging.WARNING, logger="ltstudy.engine.cache"):
         again = search(cache, **K20).run().rounds
     assert [r.reused for r in again] == [False, False, False]
     assert numbers(again) == numbers(first)
@@ -203,7 +203,7 @@ def _reader(root: str, key: str, stop, out) -> None:
     """Load until told to stop; report (loads, bad): torn, corrupt (warned about) or vanished entries."""
     cache = RoundCache(root)
     bad: list[str] = []
-    logging.getLogger("ltstudy.cache").addHandler(_Collect(bad))
+    logging.getLogger("ltstudy.engine.cache").addHandler(_Collect(bad))
     loads, seen = 0, False
     deadline = time.monotonic() + 60
     while not stop.is_set() and time.monotonic() < deadline:

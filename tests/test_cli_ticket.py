@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ltstudy import cli
-from ltstudy.config import TicketConfig, load_config
+from ltstudy.engine.config import TicketConfig, load_config
 
 TINY_FLAGS = ["--dataset", "digits", "--device", "cpu", "--iterations", "60", "--eval-every", "20",
               "--batch-size", "60"]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ltstudy.config import (
+from ltstudy.engine.config import (
     ConfigError,
     TicketConfig,
     load_config,

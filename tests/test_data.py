@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-import ltstudy.data
-from ltstudy.config import ConfigError, DataConfig
-from ltstudy.data import Batches, DataError, augment_batch, load_dataset, read_idx
+import ltstudy.engine.data
+from ltstudy.engine.config import ConfigError, DataConfig
+from ltstudy.engine.data import Batches, DataError, augment_batch, load_dataset, read_idx
 
 from .conftest import IDX_STEMS, idx_bytes
 
@@ -76,8 +76,8 @@ def test_unknown_dataset_suggests_the_closest_name():
 
 
 def test_every_registered_dataset_has_a_summary_and_a_validation_size():
-    assert {"digits", "fashion-mnist", "mnist", "cifar10"} <= set(ltstudy.data.DATASETS)
-    assert all(s.summary and s.default_val_size > 0 for s in ltstudy.data.DATASETS.values())
+    assert {"digits", "fashion-mnist", "mnist", "cifar10"} <= set(ltstudy.engine.data.DATASETS)
+    assert all(s.summary and s.default_val_size > 0 for s in ltstudy.engine.data.DATASETS.values())
 
 
 # --------------------------------------------------------------------------- batches

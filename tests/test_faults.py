@@ -28,12 +28,12 @@ import pytest
 from optuna.trial import TrialState
 
 from ltstudy import cli
-from ltstudy.cache import RoundCache
-from ltstudy.storage import open_storage
-from ltstudy.study import LINEAGE_ATTR, PARENT_ATTR, RUN_ATTR
-from ltstudy.study_config import load_study
-from ltstudy.ticket import TicketSearch
-from ltstudy.tracking import Tracker
+from ltstudy.engine.cache import RoundCache
+from ltstudy.engine.ticket import TicketSearch
+from ltstudy.study.attrs import LINEAGE_ATTR, PARENT_ATTR, RUN_ATTR
+from ltstudy.study.config import load_study
+from ltstudy.study.storage import open_storage
+from ltstudy.study.tracking import Tracker
 from tests.ft_helpers import (
     Runs,
     cli_env,

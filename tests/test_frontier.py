@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 
-from ltstudy.reports import compare, non_dominated, plot_compare, plot_pareto, round_frontier, round_points
+from ltstudy.study.reports import compare, non_dominated, plot_compare, plot_pareto, round_frontier, round_points
 
 # Few distinct values so that duplicates and ties in either coordinate are common.
 DENSITIES = st.sampled_from([1.0, 0.8, 0.64, 0.512, 0.41, 0.2])

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from ltstudy.config import ConfigError
-from ltstudy.models import MODELS, build_model
-from ltstudy.pruning import prunable_layers
+from ltstudy.engine.config import ConfigError
+from ltstudy.engine.models import MODELS, build_model
+from ltstudy.engine.pruning import prunable_layers
 
 INPUTS = {
     "lenet-300-100": (1, 8, 8),

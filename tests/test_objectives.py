@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ltstudy.config import ConfigError
-from ltstudy.objectives import accuracy_at_density, mean_rounds, parse_objective, ticket_round
+from ltstudy.engine.config import ConfigError
+from ltstudy.study.objectives import accuracy_at_density, mean_rounds, parse_objective, ticket_round
 
 
 def rnd(i: int, density: float, val: float, iterations: int = 100, **extra) -> dict:

@@ -12,9 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
-from ltstudy import pruning
-from ltstudy.config import ConfigError, PruneConfig
-from ltstudy.models import build_model
+from ltstudy.engine import pruning
+from ltstudy.engine.config import ConfigError, PruneConfig
+from ltstudy.engine.models import build_model
 
 
 def mlp(*widths: int, seed: int = 0, scales: tuple[float, ...] | None = None) -> nn.Sequential:

@@ -18,8 +18,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from ltstudy.storage import open_storage
-from ltstudy.study import PARENT_ATTR, RUN_ATTR
+from ltstudy.study.attrs import PARENT_ATTR, RUN_ATTR
+from ltstudy.study.storage import open_storage
 from tests.ft_helpers import Runs, cli_env, ltstudy_cmd, write_study
 from tests.pg import PgServer
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from ltstudy import cli
-from ltstudy.reports import round_frontier
-from ltstudy.study import pareto_trials
+from ltstudy.study.frontier import pareto_trials
+from ltstudy.study.reports import round_frontier
 from tests.study_helpers import Stores, free_port, isolate, quiet_run, seed_mlflow_db, write_study
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

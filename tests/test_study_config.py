@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from ltstudy import cli
-from ltstudy.config import ConfigError
-from ltstudy.storage import check_storage, check_tracking_uri, redact, storage_kind
-from ltstudy.study_config import DEFAULT_TRACKING_URI, load_study, parse_study
+from ltstudy.engine.config import ConfigError
+from ltstudy.study.config import DEFAULT_TRACKING_URI, load_study, parse_study
+from ltstudy.study.storage import check_storage, check_tracking_uri, redact, storage_kind
 from tests.study_helpers import Stores, free_port, isolate, study_doc, to_toml, write_study
 
 

@@ -16,13 +16,16 @@ import pytest
 from optuna.trial import TrialState
 
 from ltstudy import cli
-from ltstudy import study as study_module
-from ltstudy.objectives import ticket_round
-from ltstudy.storage import open_storage
-from ltstudy.study import PARENT_ATTR, RunOptions, pareto_trials, run_study, sweep_orphans
-from ltstudy.study_config import load_study
-from ltstudy.ticket import TicketSearch
-from ltstudy.tracking import PARENT_TAG, Tracker, flatten, rounds_csv
+from ltstudy.engine.ticket import TicketSearch
+from ltstudy.study import workers
+from ltstudy.study.attrs import PARENT_ATTR
+from ltstudy.study.config import load_study
+from ltstudy.study.frontier import pareto_trials
+from ltstudy.study.objective import TrialFailed
+from ltstudy.study.objectives import ticket_round
+from ltstudy.study.runner import RunOptions, run_study, sweep_orphans
+from ltstudy.study.storage import open_storage
+from ltstudy.study.tracking import PARENT_TAG, Tracker, flatten, rounds_csv
 from tests.study_helpers import (
     ROUNDS,
     Stores,
@@ -321,11 +324,11 @@ def test_after_ctrl_c_the_same_command_continues_under_the_same_parent(stores: S
 
 def test_a_study_that_aborts_with_an_error_marks_its_parent_run_failed(stores: Stores, monkeypatch):
     def crash(*args, **kwargs):
-        raise study_module.TrialFailed("1 worker process(es) exited with codes [1]")
+        raise TrialFailed("1 worker process(es) exited with codes [1]")
 
-    monkeypatch.setattr(study_module, "_run_workers", crash)
+    monkeypatch.setattr(workers, "_run_workers", crash)
     cfg = load_study(write_study(stores.root, stores))
-    with pytest.raises(study_module.TrialFailed):
+    with pytest.raises(TrialFailed):
         run_study(cfg, RunOptions(jobs=2))
     (parent,), _ = parent_and_children(stores.client(), "tiny")
     assert parent.info.status == "FAILED"

@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 
-from ltstudy import pruning
-from ltstudy.config import ConfigError
-from ltstudy.models import build_model
-from ltstudy.ticket import RoundResult, StopSearch, TicketSearch, run_ticket_search
+from ltstudy.engine import pruning
+from ltstudy.engine.config import ConfigError
+from ltstudy.engine.models import build_model
+from ltstudy.engine.ticket import RoundResult, StopSearch, TicketSearch, run_ticket_search
 
 
 def survivors_equal(model_state: dict, reference: dict, masks: pruning.Masks) -> bool:
@@ -243,16 +243,16 @@ def test_finetune_and_lr_rewind_keep_the_trained_weights(make_search, reinit):
 
 def test_finetune_trains_at_the_final_learning_rate_and_lr_rewind_replays_the_schedule(make_search, tiny_cfg,
                                                                                        monkeypatch):
-    import ltstudy.ticket
+    import ltstudy.engine.ticket
 
     calls = []
-    real_train = ltstudy.ticket.train
+    real_train = ltstudy.engine.ticket.train
 
     def spy(*args, **kwargs):
         calls.append((kwargs["start"], kwargs["constant_lr"]))
         return real_train(*args, **kwargs)
 
-    monkeypatch.setattr(ltstudy.ticket, "train", spy)
+    monkeypatch.setattr(ltstudy.engine.ticket, "train", spy)
     over = {"train.milestones": [30], "train.gamma": 0.1, "train.lr": 1e-3, "prune.rewind_iter": 20}
     make_search(tiny_cfg(over, prune__reinit="finetune")).run()
     make_search(tiny_cfg(over, prune__reinit="lr-rewind")).run()
@@ -280,16 +280,16 @@ def test_augmented_runs_are_reproducible_too(tiny_cfg):
 
 
 def test_a_rewound_round_replays_the_batches_from_iteration_k(make_search, monkeypatch):
-    import ltstudy.data
+    import ltstudy.engine.data
 
     asked = []
-    real = ltstudy.data.Batches.indices
+    real = ltstudy.engine.data.Batches.indices
 
     def spy(self, iteration):
         asked.append(iteration)
         return real(self, iteration)
 
-    monkeypatch.setattr(ltstudy.data.Batches, "indices", spy)
+    monkeypatch.setattr(ltstudy.engine.data.Batches, "indices", spy)
     make_search(prune__rewind_iter=20, train__iterations=60).run()
     assert asked == [*range(60), *range(20, 60)]
 
@@ -360,17 +360,17 @@ def test_write_json_holds_the_config_and_the_rounds(make_search, tmp_path):
 
 def test_a_rewound_round_replays_round_zeros_augmentations_from_iteration_k(tiny_cfg, monkeypatch):
     """Crops and flips depend on the iteration, like the batches, so rewinding replays both."""
-    import ltstudy.training
+    import ltstudy.engine.training
 
     seen: list[tuple[int, bytes]] = []
-    real = ltstudy.training.augment_batch
+    real = ltstudy.engine.training.augment_batch
 
     def spy(x, generator):
         out = real(x, generator)
         seen.append(out.numpy().tobytes())
         return out
 
-    monkeypatch.setattr(ltstudy.training, "augment_batch", spy)
+    monkeypatch.setattr(ltstudy.engine.training, "augment_batch", spy)
     TicketSearch(tiny_cfg(data__augment=True, prune__rewind_iter=20, train__iterations=60,
                           train__eval_every=20)).run()
     assert len(seen) == 60 + 40

@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from ltstudy import pruning
-from ltstudy.config import ConfigError, Schedule, TrainConfig
-from ltstudy.data import Split
-from ltstudy.ticket import TicketSearch
-from ltstudy.training import DivergedError, evaluate, lr_at, make_optimizer, resolve_device, train
+from ltstudy.engine import pruning
+from ltstudy.engine.config import ConfigError, Schedule, TrainConfig
+from ltstudy.engine.data import Split
+from ltstudy.engine.ticket import TicketSearch
+from ltstudy.engine.training import DivergedError, evaluate, lr_at, make_optimizer, resolve_device, train
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError
+from ..engine.config import ConfigError
 
 _RDB_SCHEMES = ("postgresql", "mysql")
 

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .config import ConfigError
+from ..engine.config import ConfigError
 
 Round = dict[str, Any]
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from .cache import DEFAULT_CACHE_DIR
-from .config import ConfigError, TicketConfig, build, read_toml, set_dotted, unknown_key_message
+from ..engine.cache import DEFAULT_CACHE_DIR
+from ..engine.config import ConfigError, TicketConfig, build, read_toml, set_dotted, unknown_key_message
 from .objectives import Objective, parse_objective
 
 DEFAULT_STORAGE = "journal:.ltstudy/optuna.journal"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from .ticket import RoundResult
+from ..engine.ticket import RoundResult
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

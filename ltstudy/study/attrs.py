@@ -1,0 +1,12 @@
+"""Names of the attributes ltstudy stores on Optuna studies and trials.
+
+They link Optuna to MLflow (run ids) and keep what reports need without
+MLflow (each trial's rounds and settings).
+"""
+
+PARENT_ATTR = "mlflow_parent_run_id"  # study: the MLflow parent run
+EXPERIMENT_ATTR = "mlflow_experiment_id"  # study: the MLflow experiment
+PARETO_ATTR = "pareto_trials"  # study: trial numbers currently tagged pareto=true
+RUN_ATTR = "mlflow_run_id"  # trial: its MLflow child run
+LINEAGE_ATTR = "mlflow_lineage_run_ids"  # trial: runs of earlier attempts (retries), oldest first
+NUMBER_ATTR = "trial_number"  # trial: its own number, copied into a retry so it knows its predecessor
