@@ -123,13 +123,15 @@ def build_parser() -> argparse.ArgumentParser:
     repair.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI (default: as for `run`)")
     repair.set_defaults(func=cmd_repair)
 
-    cache = sub.add_parser("cache", help="show the size of the training cache, or clear it",
-                           description="The cross-trial training cache (and checkpoints) of dense rounds, θ_k and "
-                                       "pruning rounds. `info` reports its size; `clear` deletes it.")
+    cache = sub.add_parser("cache", help="show the size and age of the training cache, or clear it",
+                           description="The cross-trial training cache (and checkpoints) of dense rounds, θ_k, "
+                                       "pruning rounds and control levels. `info` reports its size and age; `clear` "
+                                       "deletes it, or with --older-than only entries last written before then.")
     cache.add_argument("action", choices=["info", "clear"])
     cache.add_argument("study_file", metavar="STUDY.toml", nargs="?", help="read [study].cache_dir from this file")
     cache.add_argument("--cache-dir", metavar="DIR",
                        help="cache folder (default: $LTSTUDY_CACHE_DIR or .ltstudy/cache)")
+    cache.add_argument("--older-than", metavar="AGE", help="clear: only entries older than AGE, e.g. 12h, 7d, 2w")
     cache.set_defaults(func=cmd_cache)
 
     pareto = study_parser("pareto", "print the Pareto-optimal trials and the round-level frontier",
@@ -275,8 +277,13 @@ def cmd_repair(args: argparse.Namespace) -> int:
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
-    from .engine.cache import DEFAULT_CACHE_DIR, RoundCache, human_bytes
+    import time
 
+    from .engine.cache import DEFAULT_CACHE_DIR, RoundCache, human_age, human_bytes, parse_duration
+
+    older_than = parse_duration(args.older_than) if args.older_than else None
+    if older_than is not None and args.action != "clear":
+        raise ConfigError("--older-than goes with `cache clear`")
     root = args.cache_dir or (_load_study_file(args).cache_dir() if args.study_file else None)
     if root is None:
         import os
@@ -284,11 +291,13 @@ def cmd_cache(args: argparse.Namespace) -> int:
         root = os.environ.get("LTSTUDY_CACHE_DIR") or DEFAULT_CACHE_DIR
     cache = RoundCache(root)
     if args.action == "clear":
-        n, size = cache.clear()
+        n, size = cache.clear(older_than)
         print(f"cleared {n} entries ({human_bytes(size)}) from {root}")
-    else:
-        n, size = cache.stats()
-        print(f"{root}: {n} entries, {human_bytes(size)}")
+        return 0
+    s, now = cache.stats(), time.time()
+    ages = f"; oldest {human_age(now - s.oldest)} ago, newest {human_age(now - s.newest)} ago" if s.entries else ""
+    temp = f"; {s.temp_files} temporary files of writers still running" if s.temp_files else ""
+    print(f"{root}: {s.entries} entries, {human_bytes(s.bytes)}{ages}{temp}")
     return 0
 
 

@@ -19,7 +19,7 @@ from hypothesis import settings
 import ltstudy.engine.data
 from ltstudy.engine.config import DataConfig, TicketConfig
 from ltstudy.engine.data import Dataset, load_dataset
-from ltstudy.engine.ticket import TicketSearch
+from ltstudy.engine.ticket import TicketSearch, ticket_search
 
 # Small, reproducible property tests that leave no .hypothesis folder behind.
 settings.register_profile("ltstudy", max_examples=25, deadline=None, database=None, derandomize=True)
@@ -61,7 +61,7 @@ def make_search(digits: Dataset) -> Callable[..., TicketSearch]:
     """TicketSearch on the shared digits data, from a config or from tiny_cfg overrides."""
 
     def make(cfg: TicketConfig | None = None, **kw: Any) -> TicketSearch:
-        return TicketSearch(cfg if cfg is not None else _tiny_config(**kw), data=digits)
+        return ticket_search(cfg if cfg is not None else _tiny_config(**kw), data=digits)
 
     return make
 

@@ -1,10 +1,11 @@
 """The round cache: what a ticket search reuses, that reuse never changes a number, and damage handling.
 
-Entries are keyed by everything that determines them: the dense round (data,
-model, training, seed), θ_k (+ k) and each pruning round (+ every pruning
-setting except how many rounds follow). A stored prefix is loaded instead of
-trained (reused, 0 computed iterations); a damaged entry is discarded with a
-warning and recomputed.
+Entries are keyed by everything that determines them: the dense round (the
+engine's code, the data read, model, training, seed), θ_k (+ k and the dense
+entry's digest) and each pruning round (+ every pruning setting except how
+many rounds follow, and its parent entry's digest). A stored prefix is loaded
+instead of trained (reused, 0 computed iterations); a damaged entry is ignored
+with a warning and recomputed.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import multiprocessing
+import os
 import re
 import signal
 import time
@@ -22,6 +24,7 @@ import pytest
 import torch
 
 from ltstudy import cli
+import ltstudy.engine.cache as cache_module
 from ltstudy.engine.cache import RoundCache, content_key, human_bytes
 from ltstudy.engine.ticket import RoundResult, TicketSearch
 from ltstudy.study.storage import open_storage
@@ -72,7 +75,7 @@ def test_the_cache_never_changes_a_number(search, cache):
     cold = search(cache, **K20).run().rounds
     warm = search(cache, **K20).run().rounds
     assert numbers(cold) == numbers(uncached) == numbers(warm)
-    assert cache.stats()[0] == 4  # dense, θ_k, round 1, round 2
+    assert cache.stats().entries == 4  # dense, θ_k, round 1, round 2
 
 
 def test_a_longer_search_reuses_the_shorter_ones_rounds(search, cache):
@@ -143,7 +146,7 @@ def _empty(path: Path) -> None:
 
 def _valid_checksum_bad_payload(path: Path) -> None:
     payload = b"this is not a torch file"
-    path.write_bytes(b"LTSCACHE1\n" + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
+    path.write_bytes(cache_module._MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
 
 
 def _flipped_byte(path: Path) -> None:
@@ -156,28 +159,151 @@ DAMAGE = [_truncate, _garbage, _empty, _valid_checksum_bad_payload, _flipped_byt
 
 
 @pytest.mark.parametrize("damage", DAMAGE, ids=lambda f: f.__name__.strip("_"))
-def test_a_damaged_round_entry_is_discarded_with_a_warning_and_recomputed(search, cache, caplog, damage):
+def test_a_damaged_round_entry_is_ignored_with_a_warning_and_recomputed(search, cache, caplog, damage):
     first = search(cache, **K20).run().rounds
-    victim = cache._path(search(None, **K20).round_key(2))
+    victim = sorted(cache.root.glob("*/*.pt"), key=lambda p: p.stat().st_mtime)[-1]  # round 2, written last
     damage(victim)
     with caplog.at_level(logging.WARNING, logger="ltstudy.engine.cache"):
         again = search(cache, **K20).run().rounds
     assert [r.reused for r in again] == [True, True, False]
     assert numbers(again) == numbers(first)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1 and victim.name in warnings[0] and "corrupt" in warnings[0]
+    assert len(warnings) == 1 and victim.name in warnings[0] and "damaged" in warnings[0]
     assert cache.load(victim.stem) is not None  # rewritten whole
 
 
 @pytest.mark.parametrize("damage", [_truncate, _garbage], ids=["truncate", "garbage"])
-def test_a_damaged_dense_entry_means_everything_is_retrained(search, cache, caplog, damage):
-    first = search(cache, **K20).run().rounds
+def test_a_damaged_dense_entry_is_retrained(search, cache, caplog, damage):
+    first = search(cache, **{"prune.rounds": 0}).run().rounds
     damage(cache._path(search(None, **K20).dense_key))
     with caplog.at_level(logging.WARNING, logger="ltstudy.engine.cache"):
-        again = search(cache, **K20).run().rounds
-    assert [r.reused for r in again] == [False, False, False]
+        again = search(cache, **{"prune.rounds": 0}).run().rounds
+    assert [r.reused for r in again] == [False]
     assert numbers(again) == numbers(first)
-    assert any("corrupt" in r.getMessage() for r in caplog.records)
+    assert any("damaged" in r.getMessage() for r in caplog.records)
+
+
+def test_a_damaged_entry_is_never_deleted_so_a_replacement_written_meanwhile_survives(cache, monkeypatch):
+    """A reader that finds damage used to unlink the file, taking a valid entry another worker had just renamed in."""
+    key = content_key("entry")
+    cache.save(key, {"value": 1})
+    path = cache._path(key)
+    _garbage(path)
+    real = Path.read_bytes
+
+    def read_then_replaced(self):
+        raw = real(self)
+        if self == path:  # another worker renames its whole entry into place right after our read
+            RoundCache(cache.root).save(key, {"value": 2})
+        return raw
+
+    monkeypatch.setattr(Path, "read_bytes", read_then_replaced)
+    assert cache.load(key) is None  # we read the damaged bytes
+    monkeypatch.setattr(Path, "read_bytes", real)
+    assert cache.load(key) == {"value": 2}
+
+
+def test_temporary_files_of_a_dead_writer_are_removed_and_a_live_writers_are_kept(cache):
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    host = cache_module._host()
+    folder = cache.root / "ab"
+    folder.mkdir(parents=True)
+    orphan = folder / f".{'ab' * 16}.pt.{host}.{dead.stdout.strip()}.0123abcd.tmp"
+    live = folder / f".{'ab' * 16}.pt.{host}.{os.getpid()}.4567abcd.tmp"
+    for tmp in (orphan, live):
+        tmp.write_bytes(b"half an entry")
+    assert cache.stats().temp_files == 2
+    cache.save(content_key("x"), {"x": 1})
+    assert not orphan.exists() and live.exists()
+
+
+# --------------------------------------------------------------------------- no stale or mixed entry, ever
+
+
+def test_a_change_in_the_engine_code_never_hits_an_old_entry(search, cache, monkeypatch):
+    import ltstudy.engine.ticket
+
+    search(cache, **K20).run()
+    monkeypatch.setattr(ltstudy.engine.ticket, "engine_digest", lambda: "a-line-of-the-engine-changed")
+    again = search(cache, **K20).run().rounds
+    assert not any(r.reused for r in again)
+
+
+def test_the_engine_digest_covers_the_engine_source_files():
+    import ltstudy.engine
+
+    digest = cache_module.engine_digest()
+    assert re.fullmatch(r"[0-9a-f]{32}", digest)
+    files = sorted(Path(ltstudy.engine.__file__).parent.glob("*.py"))
+    assert {"training.py", "ticket.py", "pruning.py", "models.py", "data.py"} <= {f.name for f in files}
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
+    assert h.hexdigest()[:32] == digest
+
+
+def test_another_data_file_under_the_same_dataset_name_never_hits_an_old_entry(tmp_path, write_idx_set,
+                                                                               no_system_fashion, fresh_data_cache):
+    from ltstudy.engine.config import TicketConfig
+
+    data_dir = tmp_path / "data"
+    write_idx_set(data_dir, n_train=120, n_test=20, seed=0)
+    cfg = TicketConfig.from_dict({"device": "cpu", "data": {"name": "fashion-mnist", "root": str(data_dir),
+                                                            "val_size": 20},
+                                  "train": {"iterations": 10, "eval_every": 5, "batch_size": 20},
+                                  "prune": {"rounds": 1}})
+    cache = RoundCache(tmp_path / "cache")
+    TicketSearch(cfg, cache=cache).run()
+    assert all(r.reused for r in TicketSearch(cfg, cache=cache).run().rounds)
+    write_idx_set(data_dir, n_train=120, n_test=20, seed=1)  # the same name, other images
+    fresh_data_cache_clear()
+    assert not any(r.reused for r in TicketSearch(cfg, cache=cache).run().rounds)
+
+
+def fresh_data_cache_clear() -> None:
+    import ltstudy.engine.data
+
+    ltstudy.engine.data._load_cached.cache_clear()
+
+
+def test_rounds_are_tied_to_the_exact_dense_entry_they_came_from(search, cache):
+    """A GPU worker racing on the same dense round writes other bits: its rounds and θ_k never mix with ours."""
+    search(cache, **K20).run()
+    dense = cache._path(search(None, **K20).dense_key)
+    entry = cache.load(dense.stem)
+    entry["state"] = {k: v + 1e-3 if v.is_floating_point() else v for k, v in entry["state"].items()}
+    cache.save(dense.stem, entry)  # another worker's dense round replaced ours
+    again = search(cache, **K20).run().rounds
+    assert [r.reused for r in again] == [True, False, False]  # its rounds are not ours
+    assert again[1].computed_iterations == 40 + 20  # θ_20 is replayed, not taken from the other run
+
+
+def _run_search(root: str, cfg_dict: dict, out) -> None:
+    import torch as _torch
+
+    from ltstudy.engine.config import TicketConfig
+
+    _torch.set_num_threads(1)
+    rounds = TicketSearch(TicketConfig.from_dict(cfg_dict), cache=RoundCache(root)).run().rounds
+    out.put([{k: v for k, v in r.to_dict().items() if k not in VOLATILE} for r in rounds])
+
+
+def test_two_workers_racing_on_one_search_both_get_the_uncached_numbers(tiny_cfg, tmp_path):
+    cfg = tiny_cfg({**K20, "prune.rounds": 3})
+    expected = numbers(TicketSearch(cfg).run().rounds)
+    ctx = multiprocessing.get_context("fork")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_run_search, args=(str(tmp_path / "cache"), cfg.to_dict(), out)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    results = [out.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=30)
+    assert results == [expected, expected]
+    assert numbers(TicketSearch(cfg, cache=RoundCache(tmp_path / "cache")).run().rounds) == expected
 
 
 def test_load_of_a_missing_key_is_none_without_a_warning(cache, caplog):
@@ -251,7 +377,7 @@ def test_concurrent_writers_of_one_key_never_produce_a_corrupt_read(tmp_path: Pa
     assert sum(loads for loads, _ in results) > 0
     final = RoundCache(root).load(key)
     assert final is not None and final["value"] in {w * 1000 + 19 for w in range(4)}
-    assert RoundCache(root).stats()[0] == 1
+    assert RoundCache(root).stats().entries == 1
     assert not list(Path(root).glob("*/.*.tmp")), "temporary files left behind"
 
 
@@ -309,21 +435,37 @@ def test_every_round_logs_reused_and_computed_iterations_to_mlflow(cached_study:
         assert computed == {r["round"]: float(r["computed_iterations"]) for r in t.user_attrs["rounds"]}
 
 
-def test_cache_info_reports_entries_and_size_and_clear_empties_it(cached_study: CachedStudy, capsys):
+def test_cache_info_reports_entries_size_and_age_and_clear_empties_it(cached_study: CachedStudy, capsys):
     cache, path = cached_study.cache, str(cached_study.path)
-    n, size = cache.stats()
-    assert n == 6  # dense, θ_20, and rounds 1 and 2 for each of the two prune rates
+    stats = cache.stats()
+    assert stats.entries == 6  # dense, θ_20, and rounds 1 and 2 for each of the two prune rates
     assert cli.main(["cache", "info", path]) == 0
-    assert capsys.readouterr().out.strip() == f"{cache.root}: {n} entries, {human_bytes(size)}"
+    out = capsys.readouterr().out.strip()
+    assert out.startswith(f"{cache.root}: 6 entries, {human_bytes(stats.bytes)}")
+    assert re.search(r"oldest [\d.]+ (s|min|h|d) ago, newest [\d.]+ (s|min|h|d) ago", out)
     assert cli.main(["cache", "info", "--cache-dir", str(cache.root)]) == 0
-    assert f"{n} entries" in capsys.readouterr().out
+    assert "6 entries" in capsys.readouterr().out
 
     assert cli.main(["cache", "clear", path]) == 0
-    assert capsys.readouterr().out.strip() == f"cleared {n} entries ({human_bytes(size)}) from {cache.root}"
-    assert cache.stats() == (0, 0)
+    assert capsys.readouterr().out.strip() == f"cleared 6 entries ({human_bytes(stats.bytes)}) from {cache.root}"
+    assert cache.stats().entries == 0 and cache.stats().bytes == 0
     assert list(cache.root.rglob("*.pt")) == []
     assert cli.main(["cache", "info", path]) == 0
     assert re.search(r": 0 entries, 0 B$", capsys.readouterr().out.strip())
+
+
+def test_cache_clear_older_than_deletes_only_entries_last_written_before_then(tmp_path, capsys):
+    cache = RoundCache(tmp_path / "cache")
+    old, new = content_key("old"), content_key("new")
+    cache.save(old, {"x": 1})
+    cache.save(new, {"x": 2})
+    week_ago = time.time() - 8 * 86400
+    os.utime(cache._path(old), (week_ago, week_ago))
+    assert cli.main(["cache", "clear", "--cache-dir", str(cache.root), "--older-than", "7d"]) == 0
+    assert "cleared 1 entries" in capsys.readouterr().out
+    assert cache.load(old) is None and cache.load(new) == {"x": 2}
+    assert cli.main(["cache", "clear", "--cache-dir", str(cache.root), "--older-than", "a week"]) == 2
+    assert "--older-than must look like" in capsys.readouterr().err
 
 
 def test_human_bytes():

@@ -95,3 +95,41 @@ def test_conv_models_have_the_paper_layer_counts():
         assert kinds.count("conv") == convs, name
     resnet = prunable_layers(build_model("resnet-20", (3, 32, 32), 10))
     assert sum(la.kind == "conv" and "shortcut" not in la.name for la in resnet) == 19
+
+
+# --------------------------------------------------------------------------- every model on every dataset
+
+
+def _pairs():
+    from ltstudy.engine.registry import DATASETS
+
+    return [(m, d) for m in MODELS for d in DATASETS]
+
+
+@pytest.mark.parametrize(("model", "dataset"), _pairs())
+def test_every_model_trains_on_every_dataset_or_the_pair_is_refused_in_one_line_before_training(model, dataset):
+    """(ticket --dataset fashion-mnist --model vgg-19 used to die in batch norm with a traceback.)"""
+    from ltstudy.engine.config import TicketConfig
+    from ltstudy.engine.data import Dataset, Split
+    from ltstudy.engine.registry import DATASETS, check_pair
+    from ltstudy.engine.ticket import ticket_search
+
+    shape = DATASETS.get(dataset).input_shape
+    g = torch.Generator().manual_seed(0)
+
+    def split(n):
+        return Split(torch.randn(n, *shape, generator=g), torch.randint(0, 10, (n,), generator=g))
+
+    data = Dataset(dataset, split(4), split(2), split(2), 10, digest=f"synthetic-{dataset}")
+    cfg = TicketConfig.from_dict({"device": "cpu", "data": {"name": dataset}, "model": {"name": model},
+                                  "train": {"iterations": 1, "eval_every": 1, "batch_size": 2},
+                                  "prune": {"rounds": 1}})
+    try:
+        check_pair(model, dataset)
+    except ConfigError as exc:
+        assert "\n" not in str(exc) and f"model {model} needs inputs of at least" in str(exc)
+        with pytest.raises(ConfigError):
+            ticket_search(cfg, data)
+        return
+    rounds = ticket_search(cfg, data).run().rounds
+    assert [r.round for r in rounds] == [0, 1] and all(r.iterations == 1 for r in rounds)

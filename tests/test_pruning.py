@@ -29,14 +29,14 @@ def mlp(*widths: int, seed: int = 0, scales: tuple[float, ...] | None = None) ->
     return model
 
 
-def prune_rounds(model: nn.Module, cfg: PruneConfig, rounds: int, generator: torch.Generator | None = None):
+def prune_rounds(model: nn.Module, cfg: PruneConfig, rounds: int):
     """Masks after 0..rounds pruning steps on fixed weights."""
     layers = pruning.prunable_layers(model)
     rates = pruning.layer_rates(layers, cfg)
-    shared = pruning.globally_ranked(layers, rates, cfg)
+    shared = pruning.globally_ranked(layers, cfg)
     history = [pruning.full_masks(model, layers)]
     for _ in range(rounds):
-        history.append(pruning.prune(model, history[-1], rates, cfg, shared, generator))
+        history.append(pruning.prune(model, history[-1], rates, shared))
     return history
 
 
@@ -96,12 +96,33 @@ def test_conv_rate_applies_to_conv_layers_only():
     assert rates == pytest.approx({"conv1": 0.1, "conv2": 0.1, "fc1": 0.2, "fc2": 0.2, "fc3": 0.2})
 
 
-def test_rate_precedence_is_ignore_then_layer_rates_then_output_then_conv_then_p():
+def test_rate_precedence_is_layer_rates_then_output_then_conv_then_p_and_ignore_sets_zero():
     layers = pruning.prunable_layers(build_model("conv-2", (1, 8, 8), 10))
     cfg = PruneConfig(prune_rate=0.2, conv_rate=0.1, output_rate=0.5, ignore=["conv1", "fc1"],
-                      layer_rates={"fc1": 0.4, "conv2": 0.3, "output": 0.05})
+                      layer_rates={"conv2": 0.3, "output": 0.05})
     assert pruning.layer_rates(layers, cfg) == pytest.approx(
         {"conv1": 0.0, "conv2": 0.3, "fc1": 0.0, "fc2": 0.2, "fc3": 0.05})
+
+
+@pytest.mark.parametrize("layer_rates", [{"fc3": 0.1, "output": 0.05}, {"output": 0.05, "fc3": 0.1}])
+def test_two_rates_for_one_layer_through_its_alias_are_refused_in_either_order(layer_rates):
+    """Once resolved through a set, so the rate depended on PYTHONHASHSEED; now the conflict is an error."""
+    layers = pruning.prunable_layers(mlp(4, 6, 5, 3))
+    with pytest.raises(ConfigError, match=r"gives layer fc3 two rates \(.*0\.1.*0\.05|gives layer fc3 two rates"):
+        pruning.layer_rates(layers, PruneConfig(layer_rates=layer_rates))
+
+
+def test_the_same_rate_under_a_layer_name_and_its_alias_is_no_conflict():
+    layers = pruning.prunable_layers(mlp(4, 6, 5, 3))
+    assert pruning.layer_rates(layers, PruneConfig(layer_rates={"fc3": 0.1, "output": 0.1}))["fc3"] == 0.1
+
+
+@pytest.mark.parametrize(("ignore", "layer_rates"), [(["fc3"], {"output": 0.1}), (["output"], {"fc3": 0.1}),
+                                                    (["fc1"], {"fc1": 0.3})])
+def test_a_layer_both_ignored_and_given_a_rate_is_refused(ignore, layer_rates):
+    layers = pruning.prunable_layers(mlp(4, 6, 5, 3))
+    with pytest.raises(ConfigError, match="is in ignore .* and in layer_rates"):
+        pruning.layer_rates(layers, PruneConfig(ignore=ignore, layer_rates=layer_rates))
 
 
 def test_output_alias_in_ignore_names_the_output_layer():
@@ -223,7 +244,7 @@ def test_global_scope_leaves_layers_with_their_own_rate_out_of_the_shared_thresh
     model = mlp(20, 30, 30, 10, scales=(3.0, 1.0, 0.001))
     cfg = PruneConfig(prune_rate=0.4, scope="global", output_rate=0.5)
     layers = pruning.prunable_layers(model)
-    assert pruning.globally_ranked(layers, pruning.layer_rates(layers, cfg), cfg) == {"fc1", "fc2"}
+    assert pruning.globally_ranked(layers, cfg) == {"fc1", "fc2"}
     final = counts(prune_rounds(model, cfg, 1)[-1])
     assert final["fc3"] == 300 - pruning.n_to_remove(0.2, 300)  # tiny weights, yet only its own rate
     assert final["fc1"] + final["fc2"] == 1500 - pruning.n_to_remove(0.4, 1500)
@@ -232,36 +253,37 @@ def test_global_scope_leaves_layers_with_their_own_rate_out_of_the_shared_thresh
 def test_layerwise_scope_shares_no_threshold():
     layers = pruning.prunable_layers(mlp(4, 6, 3))
     cfg = PruneConfig(scope="layerwise")
-    assert pruning.globally_ranked(layers, pruning.layer_rates(layers, cfg), cfg) == set()
+    assert pruning.globally_ranked(layers, cfg) == set()
 
 
-# --------------------------------------------------------------------------- random masks
+@pytest.mark.parametrize("conv_rate", [0.2, 0.2000001, 0.1])
+def test_global_pool_membership_is_structural_not_a_float_comparison(conv_rate):
+    """conv_rate = p used to put conv layers in the pool and p + 1e-7 to keep them out; any conv_rate keeps them out."""
+    layers = pruning.prunable_layers(build_model("conv-2", (1, 8, 8), 10))
+    cfg = PruneConfig(prune_rate=0.2, scope="global", conv_rate=conv_rate)
+    assert pruning.globally_ranked(layers, cfg) == {"fc1", "fc2", "fc3"}
+    assert pruning.globally_ranked(layers, PruneConfig(prune_rate=0.2, scope="global")) == {
+        "conv1", "conv2", "fc1", "fc2", "fc3"}
+    named = PruneConfig(prune_rate=0.2, scope="global", layer_rates={"fc1": 0.2}, output_rate=0.5)
+    assert pruning.globally_ranked(layers, named) == {"conv1", "conv2", "fc2"}
 
 
-@pytest.mark.parametrize("scope", ["layerwise", "global"])
-def test_random_masks_have_magnitude_pruning_counts_at_other_positions(scope):
-    """Each random step keeps, per layer, as many weights as a magnitude step from the same masks would."""
+# --------------------------------------------------------------------------- random masks (the control)
+
+
+def test_random_masks_keep_each_layers_count_at_other_positions():
     model = mlp(20, 30, 30, 10, scales=(3.0, 1.0, 0.3))
-    cfg = PruneConfig(prune_rate=0.4, scope=scope)
-    layers = pruning.prunable_layers(model)
-    rates = pruning.layer_rates(layers, cfg)
-    shared = pruning.globally_ranked(layers, rates, cfg)
-    randomly = prune_rounds(model, PruneConfig(prune_rate=0.4, scope=scope, mask="random"), 3,
-                            torch.Generator().manual_seed(0))
-    for before, after in pairwise(randomly):
-        by_magnitude = pruning.prune(model, before, rates, cfg, shared)
-        assert counts(after) == counts(by_magnitude)
-        assert any(not torch.equal(after[n], by_magnitude[n]) for n in after)
-        assert all(torch.all(after[n] <= before[n]) for n in before), "a randomly pruned weight came back"
-    first_magnitude = prune_rounds(model, cfg, 1)[1]
-    for name in ("fc1", "fc2"):
-        assert not torch.equal(randomly[1][name], first_magnitude[name]), name
+    ticket = prune_rounds(model, PruneConfig(prune_rate=0.4, scope="global"), 3)[-1]
+    randomly = pruning.random_masks(ticket, torch.Generator().manual_seed(0))
+    assert counts(randomly) == counts(ticket)
+    partial = [n for n in ticket if 0 < counts(ticket)[n] < ticket[n].numel()]
+    assert partial and all(not torch.equal(randomly[n], ticket[n]) for n in partial)
+    assert all(randomly[n].dtype == ticket[n].dtype and randomly[n].shape == ticket[n].shape for n in ticket)
 
 
 def test_random_masks_are_reproducible_for_a_seeded_generator_and_differ_across_seeds():
-    model = mlp(10, 20, 5)
-    cfg = PruneConfig(prune_rate=0.5, mask="random")
-    a, b, c = (prune_rounds(model, cfg, 1, torch.Generator().manual_seed(s))[-1] for s in (1, 1, 2))
+    ticket = prune_rounds(mlp(10, 20, 5), PruneConfig(prune_rate=0.5), 1)[-1]
+    a, b, c = (pruning.random_masks(ticket, torch.Generator().manual_seed(s)) for s in (1, 1, 2))
     assert all(torch.equal(a[n], b[n]) for n in a)
     assert not all(torch.equal(a[n], c[n]) for n in a)
 
@@ -334,27 +356,41 @@ def test_target_below_what_the_ignored_layers_keep_is_unreachable():
 
 
 @pytest.mark.parametrize(("ignore", "target"), [([], 0.5), ([], 0.013), (["fc1"], 0.3), (["output"], 0.45)])
-def test_one_shot_rate_prunes_to_the_target_in_one_step(ignore, target):
+def test_one_shot_rates_prune_to_the_target_in_one_step(ignore, target):
     model = mlp(30, 40, 40, 50)  # 1200, 1600, 2000 weights
     cfg = PruneConfig(target_density=target, one_shot=True, ignore=ignore)
     layers = pruning.prunable_layers(model)
     rates = pruning.layer_rates(layers, cfg)
-    rate = pruning.one_shot_rate(layers, rates, target)
-    one = {n: rate if r else 0.0 for n, r in rates.items()}
-    masks = pruning.prune(model, pruning.full_masks(model, layers), one, cfg, set())
+    one = pruning.one_shot_rates(layers, rates, set(), target)
+    masks = pruning.prune(model, pruning.full_masks(model, layers), one, set())
+    assert pruning.density(masks) <= target
     assert pruning.density(masks) == pytest.approx(target, abs=len(layers) / sum(la.numel for la in layers))
     assert all(pruning.layer_density(masks)[n] == 1.0 for n, r in rates.items() if r == 0)
+
+
+@pytest.mark.parametrize("scope", ["layerwise", "global"])
+def test_one_shot_keeps_the_per_layer_ratios_so_the_output_loses_half_as_much(scope):
+    """Frankle & Carbin prune the output layer at half the rate in one-shot pruning too."""
+    model = mlp(30, 40, 40, 50)
+    cfg = PruneConfig(prune_rate=0.2, output_rate=0.5, conv_rate=-1.0, target_density=0.3, one_shot=True, scope=scope)
+    layers = pruning.prunable_layers(model)
+    shared = pruning.globally_ranked(layers, cfg)
+    one = pruning.one_shot_rates(layers, pruning.layer_rates(layers, cfg), shared, 0.3)
+    assert one["fc3"] == pytest.approx(one["fc1"] / 2) and one["fc1"] == pytest.approx(one["fc2"])
+    masks = pruning.prune(model, pruning.full_masks(model, layers), one, shared)
+    assert pruning.density(masks) == pytest.approx(0.3, abs=3 / 4800)
+    assert pruning.layer_density(masks)["fc3"] > pruning.density(masks)
 
 
 def test_one_shot_target_below_the_ignored_layers_is_rejected():
     layers = pruning.prunable_layers(mlp(10, 100, 10))
     cfg = PruneConfig(target_density=0.3, one_shot=True, ignore=["fc2"])
     with pytest.raises(ConfigError, match="unreachable in one shot"):
-        pruning.one_shot_rate(layers, pruning.layer_rates(layers, cfg), 0.3)
+        pruning.one_shot_rates(layers, pruning.layer_rates(layers, cfg), set(), 0.3)
 
 
-def test_one_shot_rate_is_the_plain_target_complement_without_ignored_layers():
+def test_one_shot_rate_is_the_plain_target_complement_when_every_layer_has_rate_p():
     layers = pruning.prunable_layers(mlp(10, 100, 10))
     rates = pruning.layer_rates(layers, PruneConfig())
-    assert pruning.one_shot_rate(layers, rates, 0.25) == pytest.approx(0.75)
-    assert math.isclose(pruning.one_shot_rate(layers, rates, 0.9), 0.1)
+    assert pruning.one_shot_rates(layers, rates, set(), 0.25)["fc1"] == pytest.approx(0.75, abs=1e-3)
+    assert pruning.one_shot_rates(layers, rates, set(), 0.9)["fc2"] == pytest.approx(0.1, abs=1e-3)

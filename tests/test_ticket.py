@@ -10,7 +10,7 @@ import torch
 from ltstudy.engine import pruning
 from ltstudy.engine.config import ConfigError
 from ltstudy.engine.models import build_model
-from ltstudy.engine.ticket import RoundResult, StopSearch, TicketSearch, run_ticket_search
+from ltstudy.engine.ticket import RoundJob, RoundResult, StopSearch, TicketSearch, run_ticket_search
 
 
 def survivors_equal(model_state: dict, reference: dict, masks: pruning.Masks) -> bool:
@@ -150,16 +150,6 @@ def test_global_scope_keeps_the_globally_largest_trained_magnitudes(make_search)
     assert len({round(d, 3) for d in layer.values()}) == 3, layer
 
 
-def test_random_mask_has_the_magnitude_counts_at_other_positions(make_search):
-    magnitude, randomly = make_search(), make_search(prune__mask="random")
-    for search in (magnitude, randomly):
-        search.train_round(0)
-        search.prune_and_reset(1)
-    for name in magnitude.masks:
-        assert magnitude.masks[name].sum() == randomly.masks[name].sum()
-        assert not torch.equal(magnitude.masks[name], randomly.masks[name])
-
-
 # --------------------------------------------------------------------------- target density and one shot
 
 
@@ -205,29 +195,6 @@ def test_impossible_target_densities_raise_config_error(make_search, tiny_cfg, o
 def test_iterations_per_round_follow_the_reinit_strategy(make_search, reinit, k, expected):
     rounds = make_search(prune__reinit=reinit, prune__rewind_iter=k).run().rounds
     assert [r.iterations for r in rounds] == expected
-
-
-def test_random_reinit_draws_fresh_survivors_from_the_init_distribution(make_search):
-    search = make_search(prune__reinit="random")
-    search.train_round(0)
-    search.prune_and_reset(1)
-    for name, m in search.masks.items():
-        new, old = search.model.state_dict()[f"{name}.weight"][m == 1], search.theta0[f"{name}.weight"][m == 1]
-        assert not torch.equal(new, old)
-        assert not new.eq(old).float().mean() > 0.01  # not a partial copy either
-        assert 0.8 < new.std() / search.theta0[f"{name}.weight"].std() < 1.25, name
-        assert abs(new.mean()) < 3 * new.std() / new.numel() ** 0.5 + 1e-3
-
-
-def test_random_reinit_draws_differently_in_each_round(make_search):
-    search = make_search(prune__reinit="random", prune__rounds=2)
-    search.train_round(0)
-    search.prune_and_reset(1)
-    first = search.model.fc2.weight.detach().clone()
-    search.train_round(1)
-    search.prune_and_reset(2)
-    both = (search.masks["fc2"] == 1)
-    assert not torch.equal(first[both], search.model.fc2.weight.detach()[both])
 
 
 @pytest.mark.parametrize("reinit", ["finetune", "lr-rewind"])
@@ -335,7 +302,7 @@ def test_a_completed_search_reports_no_stop_reason_and_one_record_per_round(make
 def test_progress_reports_iterations_done_out_of_the_round_length(make_search):
     calls = []
     make_search(prune__rewind_iter=20, train__iterations=60, train__eval_every=20).run(
-        progress=lambda r, done, total: calls.append((r, done, total)))
+        progress=lambda job, done, total: calls.append((job.round, done, total)))
     assert calls == [(0, 20, 60), (0, 40, 60), (0, 60, 60), (1, 20, 40), (1, 40, 40)]
 
 
@@ -377,3 +344,104 @@ def test_a_rewound_round_replays_round_zeros_augmentations_from_iteration_k(tiny
     round0, round1 = seen[:60], seen[60:]
     assert round1 == round0[20:]
     assert round0[0] != round0[1]
+
+
+# --------------------------------------------------------------------------- the paper's controls
+
+
+def masks_per_round(search) -> dict[int, dict[str, torch.Tensor]]:
+    """Run a search, keeping the masks of every finished round (searches expose their current masks)."""
+    seen: dict[int, dict[str, torch.Tensor]] = {}
+    search.run(on_round=lambda rec: seen.__setitem__(rec.round, {n: m.clone() for n, m in search.masks.items()}))
+    return seen
+
+
+def start_states(search) -> dict[int, dict[str, torch.Tensor]]:
+    """Drive a search by hand, keeping the weights each of its own rounds started from (before training)."""
+    from ltstudy.engine.ticket import train_job
+
+    starts, events, reply = {}, search.events(), None
+    while True:
+        try:
+            event = events.send(reply)
+        except StopIteration:
+            return starts
+        reply = None
+        if isinstance(event, RoundJob):
+            if event.model is search.model:  # (a control also trains its ticket's rounds, on the ticket's model)
+                starts[event.round] = {k: v.clone() for k, v in event.model.state_dict().items()}
+            reply = train_job(event, search.data)
+
+
+CONTROL = {"prune.rounds": 3, "prune.prune_rate": 0.4, "prune.rewind_iter": 20, "train.iterations": 40,
+           "train.eval_every": 20}
+
+
+@pytest.mark.parametrize("scope", ["layerwise", "global"])
+def test_the_random_reinit_control_trains_the_tickets_own_mask_at_every_level(make_search, tiny_cfg, scope):
+    """Frankle & Carbin's control: the winning ticket's mask m_r, with a fresh θ'0, at every level r.
+
+    (It used to run an IMP chain of its own, whose masks differed from the ticket's from round 2 on.)
+    """
+    ticket = masks_per_round(make_search(tiny_cfg(CONTROL, prune__scope=scope)))
+    control = masks_per_round(make_search(tiny_cfg(CONTROL, prune__scope=scope, prune__reinit="random")))
+    assert sorted(control) == sorted(ticket) == [0, 1, 2, 3]
+    for r in range(1, 4):
+        assert all(torch.equal(control[r][n], ticket[r][n]) for n in ticket[r]), f"level {r}"
+
+
+def test_the_random_reinit_control_starts_each_level_from_a_fresh_draw_of_the_init_distribution(make_search, tiny_cfg):
+    from scipy.stats import ks_2samp
+
+    search = make_search(tiny_cfg(CONTROL, prune__reinit="random"))
+    theta0 = search.path.theta0
+    starts = start_states(search)
+    assert sorted(starts) == [1, 2, 3]  # level 0 is the ticket's dense round itself
+    for r, state in starts.items():
+        for name in search.masks:
+            new, old = state[f"{name}.weight"], theta0[f"{name}.weight"]
+            alive = new != 0
+            assert not torch.equal(new[alive], old[alive]), (r, name)
+            assert new[alive].eq(old[alive]).float().mean() < 0.01, (r, name)  # not a partial copy of θ0
+            if alive.sum() > 100:  # the same Gaussian Glorot distribution as θ0
+                assert ks_2samp(new[alive].numpy(), old.flatten().numpy()).pvalue > 0.001, (r, name)
+    assert not torch.equal(starts[1]["fc2.weight"], starts[2]["fc2.weight"])  # a new draw per level
+
+
+def test_the_random_mask_control_has_the_tickets_layer_counts_at_other_positions_and_starts_at_theta_k(
+        make_search, tiny_cfg):
+    ticket_search_ = make_search(tiny_cfg(CONTROL))
+    ticket = masks_per_round(ticket_search_)
+    search = make_search(tiny_cfg(CONTROL, prune__mask="random"))
+    control = masks_per_round(search)
+    for r in range(1, 4):
+        for n, m in ticket[r].items():
+            assert control[r][n].sum() == m.sum(), (r, n)
+            assert not torch.equal(control[r][n], m), (r, n)
+    starts = start_states(make_search(tiny_cfg(CONTROL, prune__mask="random")))
+    theta_k = ticket_search_.theta_k
+    for r, state in starts.items():
+        for n in ticket[r]:
+            w, ref = state[f"{n}.weight"], theta_k[f"{n}.weight"]
+            assert torch.equal(w[w != 0], ref[w != 0]), (r, n)  # the survivors start at θ_k
+
+
+def test_a_control_reuses_the_tickets_rounds_from_the_cache_and_the_ticket_reuses_the_controls_path(
+        tiny_cfg, digits, tmp_path):
+    from ltstudy.engine.cache import RoundCache
+    from ltstudy.engine.ticket import ticket_search
+
+    cache = RoundCache(tmp_path / "cache")
+    control = ticket_search(tiny_cfg(CONTROL, prune__reinit="random"), digits, cache).run()
+    assert control.kind == "control" and control.path == {"trained": 3, "reused": 0}  # rounds 0..2 give m_1..m_3
+    ticket = ticket_search(tiny_cfg(CONTROL), digits, cache).run()
+    assert [r.reused for r in ticket.rounds] == [True, True, True, False]  # only the last round is new
+    again = ticket_search(tiny_cfg(CONTROL, prune__mask="random"), digits, cache).run()
+    assert again.path == {"trained": 0, "reused": 3}
+    assert not any(r.reused for r in again.rounds[1:])
+
+
+def test_a_control_counts_the_ticket_iterations_that_produced_each_mask(make_search, tiny_cfg):
+    rounds = make_search(tiny_cfg(CONTROL, prune__reinit="random")).run().rounds
+    assert [r.iterations for r in rounds] == [40, 40, 40, 40]  # random re-init trains from iteration 0
+    assert [r.path_iterations for r in rounds] == [0, 0, 20, 20]  # m_2, m_3 came from ticket rounds 1, 2 (k..T)

@@ -189,6 +189,74 @@ def test_test_split_is_reported_but_never_selects_anything(make_search, tiny_cfg
         assert a.test_accuracy != b.test_accuracy
 
 
+def test_the_test_split_is_read_only_before_training_at_the_early_stop_state_and_at_the_end(
+        make_search, tiny_cfg, monkeypatch):
+    """Never at the intermediate evaluation points: the test split is reported, not monitored."""
+    import ltstudy.engine.training as training
+
+    reads, real = [], training.evaluate
+
+    def spy(model, split, batch_size, state=None):
+        name = "test" if split is search.data.test else "val" if split is search.data.val else "?"
+        reads.append((name, state is not None))
+        return real(model, split, batch_size, state=state)
+
+    cfg = tiny_cfg(train__iterations=200, train__eval_every=10, train__lr=0.05)  # 20 evaluation points
+    search = make_search(cfg)
+    monkeypatch.setattr(training, "evaluate", spy)
+    result = train(search.model, search.data, search.masks, cfg.train, search.sched, seed=0)
+    tests = [r for r in reads if r[0] == "test"]
+    assert reads[:2] == [("val", False), ("test", False)]  # the start state, before any step
+    assert sum(1 for r in reads if r[0] == "val") == 1 + 20
+    assert result.early_stop_iteration < 200, "the lr is meant to overfit so that early stop comes before the end"
+    assert tests == [("test", False), ("test", False), ("test", True)]  # start; end; the early-stop snapshot
+
+
+def test_the_early_stop_test_accuracy_is_that_of_the_early_stop_state(make_search, tiny_cfg):
+    cfg = tiny_cfg(train__iterations=200, train__eval_every=10, train__lr=0.05)
+    search = make_search(cfg)
+    es = train(search.model, search.data, search.masks, cfg.train, search.sched, seed=0).early_stop_iteration
+    again = make_search(cfg)
+    upto = dataclasses.replace(cfg.train, iterations=es)
+    part = train(again.model, again.data, again.masks, upto, dataclasses.replace(again.sched, iterations=es), seed=0)
+    full = make_search(cfg)
+    result = train(full.model, full.data, full.masks, cfg.train, full.sched, seed=0)
+    assert result.test_accuracy_at_early_stop == part.test_accuracy  # the state at iteration es, evaluated on test
+    assert result.test_accuracy != result.test_accuracy_at_early_stop or es == 200
+
+
+def test_patience_ends_a_round_after_that_many_evaluations_without_a_lower_validation_loss(make_search, tiny_cfg):
+    cfg = tiny_cfg(train__iterations=400, train__eval_every=10, train__lr=0.05, train__patience=3)
+    evals = []
+    search = make_search(cfg)
+    result = train(search.model, search.data, search.masks, cfg.train, search.sched, seed=0,
+                   on_eval=lambda done, ev: evals.append((done, ev.loss)))
+    assert result.stopped_early and result.end == evals[-1][0] < 400
+    best = min(range(len(evals)), key=lambda i: evals[i][1])
+    assert len(evals) - 1 - best == 3  # three evaluations after the best, then stop
+    assert result.early_stop_iteration == evals[best][0] and result.iterations == result.end
+    off = make_search(tiny_cfg(train__iterations=400, train__eval_every=10, train__lr=0.05))
+    plain_evals = []
+    plain = train(off.model, off.data, off.masks, off.cfg.train, off.sched, seed=0,
+                  on_eval=lambda done, ev: plain_evals.append((done, ev.loss)))
+    assert not plain.stopped_early and plain.end == 400
+    assert plain_evals[:len(evals)] == evals  # the same run up to the stop: patience only cuts it short
+
+
+def test_dropout_masks_come_from_the_seeded_generator_not_the_global_rng(make_search, tiny_cfg):
+    cfg = tiny_cfg(model__dropout=0.5, train__iterations=20, train__eval_every=10)
+    runs = []
+    for global_seed in (1, 2):
+        search = make_search(cfg)
+        torch.manual_seed(global_seed)  # must not matter
+        train(search.model, search.data, search.masks, cfg.train, search.sched, seed=0, dropout_seed=7)
+        runs.append(search.model.fc1.weight.detach().clone())
+    other = make_search(cfg)
+    train(other.model, other.data, other.masks, cfg.train, other.sched, seed=0, dropout_seed=8)
+    assert torch.equal(runs[0], runs[1])
+    assert not torch.equal(runs[0], other.model.fc1.weight.detach())
+
+
 def test_a_nan_loss_raises_diverged_error(make_search, tiny_cfg):
     search = make_search(tiny_cfg(train__optimizer="sgd", train__lr=1e6, train__eval_every=10))
     with pytest.raises(DivergedError, match="lower the learning rate"):

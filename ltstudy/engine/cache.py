@@ -1,35 +1,47 @@
 """A content-addressed store of ticket-search state: the cross-trial cache and the checkpoints.
 
 Every entry is keyed by a hash of everything that determines it (see
-`ticket.TicketSearch` for the keys): the dense round, θ_k, and each pruning
-round's trained weights and masks. A trial whose prefix of rounds is stored
-loads it instead of training; a retried trial resumes from its last finished
-round the same way, since its settings hash to the same keys.
+`ticket.TicketSearch` for the keys): the dense round, θ_k, each pruning
+round's trained weights and masks, and each control level. Keys carry a
+digest of the engine's own source and of the data actually read, so a code
+change or another file under the same dataset name never hits an old entry;
+and entries derived from another (θ_k and round r from the dense round, round
+r from round r-1) carry their parent's content digest in their key, so a
+search never combines one run's masks with another run's θ_k.
 
 Safe for concurrent workers, on a local or shared filesystem: an entry is
-written to a unique temporary file and renamed into place (atomic on POSIX), so
-readers see a whole entry or none. Each file carries a SHA-256 of its payload;
-a corrupt or partial entry is discarded with a warning and recomputed.
+written to a unique temporary file and renamed into place (atomic on POSIX),
+so readers see a whole entry or none. Each file starts with a SHA-256 of its
+payload; a damaged entry is ignored with a warning (never deleted: another
+worker may be replacing it at that moment) and overwritten when recomputed.
+Temporary files of killed writers are removed once their writer is gone.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
 import logging
 import os
+import re
 import shutil
+import socket
+import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 log = logging.getLogger(__name__)
 
-_MAGIC = b"LTSCACHE1\n"
+_MAGIC = b"LTSCACHE2\n"
+_HEADER = len(_MAGIC) + 65  # magic, 64 hex digits of SHA-256, newline
 DEFAULT_CACHE_DIR = ".ltstudy/cache"
+CACHE_VERSION = 3  # 3: engine/data digests and parent digests in the keys; dropout from seeded generators
+_TMP = re.compile(r"^\.(?P<name>.+\.pt)\.(?P<host>[^.]+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp$")
+_STALE_TMP_SECONDS = 24 * 3600  # a temp file this old is a dead writer's, whatever host wrote it
 
 
 def content_key(*parts: Any) -> str:
@@ -37,9 +49,29 @@ def content_key(*parts: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
+@functools.lru_cache(maxsize=1)
+def engine_digest() -> str:
+    """SHA-256 of the engine's source files: any change to the code that computes numbers gives new keys."""
+    here = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for path in sorted(here.glob("*.py")):
+        h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()[:32]
+
+
+@dataclass
+class CacheStats:
+    entries: int
+    bytes: int
+    oldest: float | None  # modification times (seconds since the epoch)
+    newest: float | None
+    temp_files: int
+
+
 class RoundCache:
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
+        self._swept = False
 
     def __repr__(self) -> str:
         return f"RoundCache({str(self.root)!r})"
@@ -50,20 +82,52 @@ class RoundCache:
     def __contains__(self, key: str) -> bool:
         return self._path(key).is_file()
 
-    def save(self, key: str, entry: dict[str, Any]) -> None:
+    # ------------------------------------------------------------------ write
+
+    def save(self, key: str, entry: dict[str, Any]) -> str:
+        """Store `entry` atomically under `key`; returns its content digest."""
+        import torch
+
+        self._sweep_dead_writers()
         buf = io.BytesIO()
         torch.save(entry, buf)
         payload = buf.getvalue()
+        digest = hashlib.sha256(payload).hexdigest()
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-        with open(tmp, "wb") as fh:
-            fh.write(_MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        tmp = path.with_name(f".{path.name}.{_host()}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(_MAGIC + digest.encode() + b"\n" + payload)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            _unlink(tmp)
+            raise
+        return digest
 
-    def load(self, key: str) -> dict[str, Any] | None:
+    # ------------------------------------------------------------------ read
+
+    def digest(self, key: str) -> str | None:
+        """The content digest an entry declares (its header only), or None when there is no such entry."""
+        try:
+            with open(self._path(key), "rb") as fh:
+                head = fh.read(_HEADER)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            log.warning("cache entry %s unreadable (%s); recomputing", self._path(key), exc)
+            return None
+        if len(head) != _HEADER or not head.startswith(_MAGIC):
+            log.warning("cache entry %s is damaged (no valid header); ignoring it and recomputing", self._path(key))
+            return None
+        return head[len(_MAGIC):_HEADER - 1].decode("ascii", "replace")
+
+    def load(self, key: str, digest: str | None = None) -> dict[str, Any] | None:
+        """The entry under `key`, or None when it is missing, damaged, or not the one with `digest`."""
+        import torch
+
         path = self._path(key)
         try:
             raw = path.read_bytes()
@@ -75,32 +139,114 @@ class RoundCache:
         try:
             if not raw.startswith(_MAGIC):
                 raise ValueError("bad header")
-            digest, payload = raw[len(_MAGIC):len(_MAGIC) + 64], raw[len(_MAGIC) + 65:]
-            if hashlib.sha256(payload).hexdigest().encode() != digest:
+            declared, payload = raw[len(_MAGIC):_HEADER - 1].decode("ascii", "replace"), raw[_HEADER:]
+            if hashlib.sha256(payload).hexdigest() != declared:
                 raise ValueError("checksum mismatch (truncated or corrupted)")
+            if digest is not None and declared != digest:
+                return None  # replaced by another worker's entry since its digest was read: not the one asked for
             return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
-        except Exception as exc:  # any damage: discard and recompute
-            log.warning("cache entry %s is corrupt (%s); discarding it and recomputing", path, exc)
-            try:
-                path.unlink()
-            except OSError:
-                pass
+        except Exception as exc:  # any damage: ignore it; the recomputed entry will replace it
+            log.warning("cache entry %s is damaged (%s); ignoring it and recomputing", path, exc)
             return None
 
-    def stats(self) -> tuple[int, int]:
-        """(entries, bytes)."""
-        if not self.root.is_dir():
-            return 0, 0
-        files = [p for p in self.root.glob("*/*.pt")]
-        return len(files), sum(p.stat().st_size for p in files)
+    # ------------------------------------------------------------------ housekeeping
 
-    def clear(self) -> tuple[int, int]:
-        n, size = self.stats()
-        if self.root.is_dir():
-            for sub in self.root.iterdir():
-                if sub.is_dir() and len(sub.name) == 2:
-                    shutil.rmtree(sub, ignore_errors=True)
+    def _entries(self) -> list[Path]:
+        return list(self.root.glob("??/*.pt")) if self.root.is_dir() else []
+
+    def _temp_files(self) -> list[Path]:
+        return list(self.root.glob("??/.*.tmp")) if self.root.is_dir() else []
+
+    def _sweep_dead_writers(self) -> None:
+        """Remove temporary files whose writer is gone (once per cache object)."""
+        if self._swept:
+            return
+        self._swept = True
+        now = time.time()
+        for tmp in self._temp_files():
+            m = _TMP.match(tmp.name)
+            try:
+                age = now - tmp.stat().st_mtime
+            except OSError:
+                continue
+            same_host_dead = m is not None and m["host"] == _host() and not _pid_alive(int(m["pid"]))
+            if same_host_dead or age > _STALE_TMP_SECONDS:
+                _unlink(tmp)
+
+    def stats(self) -> CacheStats:
+        sizes, times = [], []
+        for p in self._entries():
+            try:
+                st = p.stat()
+            except OSError:
+                continue
+            sizes.append(st.st_size)
+            times.append(st.st_mtime)
+        return CacheStats(len(sizes), sum(sizes), min(times, default=None), max(times, default=None),
+                          len(self._temp_files()))
+
+    def clear(self, older_than: float | None = None) -> tuple[int, int]:
+        """Delete every entry, or those last written more than `older_than` seconds ago; (entries, bytes)."""
+        self._swept = False
+        self._sweep_dead_writers()
+        if older_than is None:
+            n, size = len(self._entries()), sum(_size(p) for p in self._entries())
+            if self.root.is_dir():
+                for sub in self.root.iterdir():
+                    if sub.is_dir() and len(sub.name) == 2:
+                        shutil.rmtree(sub, ignore_errors=True)
+            return n, size
+        cutoff, n, size = time.time() - older_than, 0, 0
+        for p in self._entries():
+            try:
+                st = p.stat()
+            except OSError:
+                continue
+            if st.st_mtime < cutoff:
+                _unlink(p)
+                n, size = n + 1, size + st.st_size
         return n, size
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname()) or "host"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _unlink(path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError:
+        pass
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+
+
+def parse_duration(text: str) -> float:
+    """'30m', '12h', '7d', '2w' -> seconds."""
+    from .config import ConfigError
+
+    m = _DURATION.match(text)
+    if not m:
+        raise ConfigError(f"--older-than must look like 30m, 12h, 7d or 2w, got {text!r}")
+    return float(m[1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m[2]]
 
 
 def human_bytes(n: int) -> str:
@@ -110,3 +256,10 @@ def human_bytes(n: int) -> str:
             return f"{size:.1f} {unit}" if unit != "B" else f"{int(size)} B"
         size /= 1024
     return f"{size:.1f} TiB"
+
+
+def human_age(seconds: float) -> str:
+    for unit, span in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= span:
+            return f"{seconds / span:.1f} {unit}"
+    return f"{seconds:.0f} s"

@@ -65,6 +65,8 @@ class TrainConfig:
     gamma: float = setting(0.1, "learning-rate factor at each milestone")
     eval_every: int | str = setting(100, "evaluate on validation and test every N iterations (or 'Nep')")
     eval_batch_size: int = setting(2048, "examples per evaluation forward pass")
+    patience: int = setting(0, "end a round after this many evaluations without a lower validation loss; 0 = off "
+                               "(off follows the paper: every round trains its full length)")
 
 
 @dataclass
@@ -75,8 +77,10 @@ class PruneConfig:
     one_shot: bool = setting(False, "prune straight to target_density in a single round")
     rewind_iter: int | str = setting(0, "k: the iteration rewound to (or '500it' / '2ep'); 0 = the original ticket")
     scope: Literal["layerwise", "global"] = setting("layerwise", "layerwise: each layer loses p; global: one threshold")
-    reinit: Literal["rewind", "random", "finetune", "lr-rewind"] = setting("rewind", "what the survivors are reset to")
-    mask: Literal["magnitude", "random"] = setting("magnitude", "magnitude, or random with the same layer densities")
+    reinit: Literal["rewind", "random", "finetune", "lr-rewind"] = setting(
+        "rewind", "what the survivors are reset to; random = the paper's control: the ticket's mask, a fresh init")
+    mask: Literal["magnitude", "random"] = setting(
+        "magnitude", "magnitude; or random = the control: a random mask with the ticket's per-layer densities")
     output_rate: float = setting(1.0, "factor on p for the output layer (Frankle & Carbin: 0.5)")
     conv_rate: float = setting(-1.0, "rate for conv layers; -1 = prune_rate")
     layer_rates: dict[str, float] = setting(factory=dict, help="per-layer rate overrides, e.g. fc1=0.3,fc3=0.1")
@@ -135,6 +139,8 @@ class TicketConfig:
         for name, rate in p.layer_rates.items():
             if not 0.0 <= rate < 1.0:
                 raise ConfigError(f"prune.layer_rates.{name} must be in [0, 1), got {rate}")
+        if t.patience < 0:
+            raise ConfigError(f"train.patience must be >= 0 (0 = off), got {t.patience}")
         if not 0.0 <= self.model.dropout < 1.0:
             raise ConfigError(f"model.dropout must be in [0, 1), got {self.model.dropout}")
         for name in ("lr", "batch_size", "eval_batch_size", "gamma"):

@@ -1,4 +1,4 @@
-"""Dataset registry. Every split lives as in-memory tensors on the training device.
+"""Datasets as in-memory tensors on the training device (the registry is `registry.DATASETS`).
 
 Batches are index slices of a seeded per-epoch permutation (no DataLoader):
 iteration i always sees the same examples for a given seed, which is what lets
@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import functools
 import gzip
+import hashlib
 import pickle
 import struct
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from .config import ConfigError, DataConfig
+from .registry import DATASETS
 
 FASHION_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 
@@ -44,6 +45,8 @@ class Dataset:
     test: Split
     num_classes: int
     augment: bool = False
+    digest: str = ""  # of the arrays actually read and the split: cache keys carry it
+
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -54,43 +57,25 @@ class Dataset:
 Raw = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
-@dataclass(frozen=True)
-class DatasetSpec:
-    name: str
-    load: Callable[[DataConfig], Raw]
-    summary: str
-    default_val_size: int
-    num_classes: int = 10
-
-
-DATASETS: dict[str, DatasetSpec] = {}
-
-
-def register(name: str, summary: str, default_val_size: int):
-    def wrap(fn: Callable[[DataConfig], Raw]):
-        DATASETS[name] = DatasetSpec(name, fn, summary, default_val_size)
-        return fn
-    return wrap
-
-
 def load_dataset(cfg: DataConfig, device: torch.device | str = "cpu") -> Dataset:
     """Load, split, normalise and move to `device`; cached per process for studies."""
-    from .models import unknown_name
-
-    if cfg.name not in DATASETS:
-        raise ConfigError(unknown_name("dataset", cfg.name, DATASETS))
+    DATASETS.get(cfg.name)  # an unknown name is one line, with a suggestion
     return _load_cached(cfg.name, cfg.root, cfg.download, cfg.val_size, cfg.split_seed, cfg.augment, str(device))
 
 
 @functools.lru_cache(maxsize=4)
 def _load_cached(name, root, download, val_size, split_seed, augment, device) -> Dataset:
-    spec = DATASETS[name]
+    spec = DATASETS.get(name)
     cfg = DataConfig(name=name, root=root, download=download, val_size=val_size, split_seed=split_seed, augment=augment)
-    train_x, train_y, test_x, test_y = spec.load(cfg)
+    train_x, train_y, test_x, test_y = spec.load()(cfg)
     n_val = spec.default_val_size if val_size < 0 else val_size
     if not 0 < n_val < len(train_y):
         raise ConfigError(f"data.val_size must be between 1 and {len(train_y) - 1} for {name}, got {n_val}")
     # The validation split is a seeded sample of the training split, independent of the run seed.
+    digest = hashlib.blake2b(repr((n_val, split_seed)).encode(), digest_size=16)
+    for a in (train_x, train_y, test_x, test_y):
+        digest.update(repr((a.dtype.str, a.shape)).encode())
+        digest.update(np.ascontiguousarray(a).data)
     perm = np.random.default_rng(split_seed).permutation(len(train_y))
     val_idx, train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
     train_x, val_x, train_y, val_y = train_x[train_idx], train_x[val_idx], train_y[train_idx], train_y[val_idx]
@@ -105,7 +90,12 @@ def _load_cached(name, root, download, val_size, split_seed, augment, device) ->
 
     if augment and min(train_x.shape[2:]) < 8:
         raise ConfigError(f"data.augment needs images of at least 8x8; {name} is {train_x.shape[2]}x{train_x.shape[3]}")
-    return Dataset(name, split(train_x, train_y), split(val_x, val_y), split(test_x, test_y), spec.num_classes, augment)
+    shape = spec.meta.get("input_shape")
+    if shape is not None and tuple(train_x.shape[1:]) != tuple(shape):
+        raise DataError(f"{name}: the files hold images of shape {tuple(train_x.shape[1:])}, but {name} images are "
+                        f"{tuple(shape)}; point --data-dir at the real {name} files")
+    return Dataset(name, split(train_x, train_y), split(val_x, val_y), split(test_x, test_y), spec.num_classes, augment,
+                   digest.hexdigest())
 
 
 # --------------------------------------------------------------------------- batches
@@ -147,8 +137,7 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> 
 # --------------------------------------------------------------------------- loaders
 
 
-@register("digits", "scikit-learn's 8x8 digits (1,797 images), embedded and offline", default_val_size=180)
-def _digits(cfg: DataConfig) -> Raw:
+def load_digits(cfg: DataConfig) -> Raw:
     from sklearn.datasets import load_digits
 
     d = load_digits()
@@ -200,8 +189,7 @@ def _idx_raw(files: list[Path]) -> Raw:
     return tx[:, None].astype(np.float32) / 255.0, ty, sx[:, None].astype(np.float32) / 255.0, sy
 
 
-@register("fashion-mnist", "Fashion-MNIST 28x28 (IDX files; Debian: dataset-fashion-mnist)", default_val_size=5000)
-def _fashion(cfg: DataConfig) -> Raw:
+def load_fashion_mnist(cfg: DataConfig) -> Raw:
     root = Path(cfg.root)
     dirs = [root, root / "fashion-mnist", root / "FashionMNIST" / "raw", FASHION_SYSTEM_DIR]
     files = _find_idx(dirs)
@@ -216,8 +204,7 @@ def _fashion(cfg: DataConfig) -> Raw:
     return _idx_raw(files)
 
 
-@register("mnist", "MNIST 28x28 through torchvision, from --data-dir (download on request)", default_val_size=5000)
-def _mnist(cfg: DataConfig) -> Raw:
+def load_mnist(cfg: DataConfig) -> Raw:
     from torchvision.datasets import MNIST
 
     root = Path(cfg.root)
@@ -231,9 +218,7 @@ def _mnist(cfg: DataConfig) -> Raw:
     return _idx_raw(files)
 
 
-@register("cifar10", "CIFAR-10 32x32x3 through torchvision, from --data-dir (download on request)",
-          default_val_size=5000)
-def _cifar10(cfg: DataConfig) -> Raw:
+def load_cifar10(cfg: DataConfig) -> Raw:
     from torchvision.datasets import CIFAR10
 
     class LocalCIFAR10(CIFAR10):

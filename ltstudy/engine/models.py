@@ -1,7 +1,13 @@
-"""Model registry: the networks of Frankle & Carbin (2019) and Frankle et al. (2020).
+"""Model builders: the networks of Frankle & Carbin (2019) and Frankle et al. (2020).
 
-Every model takes (input_shape, num_classes, dropout) and is initialised as in
-the paper: Gaussian Glorot weights, zero biases, batch-norm scale 1 / shift 0.
+The registry (names, summaries, minimum input sizes) is `registry.MODELS`;
+the builders live here. Every model takes (input_shape, num_classes, dropout)
+and is initialised as in the paper: Gaussian Glorot weights, zero biases,
+batch-norm scale 1 / shift 0.
+
+Dropout draws from a generator the trainer hands to the model (see
+`set_dropout_generator`), never from the global RNG, so a round's dropout
+masks depend on its seed alone, wherever and however it is trained.
 """
 
 from __future__ import annotations
@@ -9,32 +15,32 @@ from __future__ import annotations
 import itertools
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from .config import ConfigError
+from .registry import MODELS, unknown_name
 
 Shape = tuple[int, int, int]  # (channels, height, width)
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    name: str
-    build: Callable[[Shape, int, float], nn.Module]
-    summary: str
-    min_size: int = 1  # smallest input height/width the architecture accepts
+class Dropout(nn.Dropout):
+    """nn.Dropout drawing its masks from `self.generator` (set per training run)."""
+
+    generator: torch.Generator | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = torch.empty_like(x).bernoulli_(1.0 - self.p, generator=self.generator)
+        return x * keep * (1.0 / (1.0 - self.p))
 
 
-MODELS: dict[str, ModelSpec] = {}
-
-
-def register(name: str, summary: str, min_size: int = 1):
-    def wrap(fn: Callable[[Shape, int, float], nn.Module]):
-        MODELS[name] = ModelSpec(name, fn, summary, min_size)
-        return fn
-    return wrap
+def set_dropout_generator(model: nn.Module, generator: torch.Generator | None) -> None:
+    for m in model.modules():
+        if isinstance(m, Dropout):
+            m.generator = generator
 
 
 def init_weights(model: nn.Module) -> None:
@@ -50,30 +56,21 @@ def init_weights(model: nn.Module) -> None:
 
 
 def build_model(name: str, input_shape: Shape, num_classes: int, dropout: float = 0.0) -> nn.Module:
-    spec = MODELS.get(name)
-    if spec is None:
-        raise ConfigError(unknown_name("model", name, MODELS))
+    entry = MODELS.get(name)
     c, h, w = input_shape
-    if min(h, w) < spec.min_size:
-        raise ConfigError(f"model {name} needs inputs of at least {spec.min_size}x{spec.min_size}, but the dataset "
-                          f"gives "
-                          f"{c}x{h}x{w}; use lenet-300-100 or conv-2/4/6 for small inputs")
-    model = spec.build(input_shape, num_classes, dropout)
+    if min(h, w) < entry.min_size:
+        raise ConfigError(f"model {name} needs inputs of at least {entry.min_size}x{entry.min_size}, but the dataset "
+                          f"gives {c}x{h}x{w}; use lenet-300-100 or conv-2/4/6 for small inputs")
+    model = entry.load()(input_shape, num_classes, dropout)
     init_weights(model)
     return model
 
 
-def unknown_name(kind: str, name: str, registry: dict) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(name, list(registry), n=1, cutoff=0.5)
-    hint = f"did you mean '{close[0]}'? " if close else ""
-    return f"unknown {kind} '{name}'; {hint}choose from {', '.join(registry)}"
-
-
 def _flat_dim(features: list[tuple[str, nn.Module]], input_shape: Shape) -> int:
+    # Eval mode: a batch of one must not trip batch norm's "more than 1 value per channel" check.
+    net = nn.Sequential(OrderedDict(features)).eval()
     with torch.no_grad():
-        return nn.Sequential(OrderedDict(features))(torch.zeros(1, *input_shape)).numel()
+        return net(torch.zeros(1, *input_shape)).numel()
 
 
 def _net(features: list[tuple[str, nn.Module]], input_shape: Shape, hidden: list[int], num_classes: int,
@@ -88,7 +85,7 @@ def _net(features: list[tuple[str, nn.Module]], input_shape: Shape, hidden: list
     for i, (a, b) in enumerate(itertools.pairwise(dims), start=1):
         layers += [(f"fc{i}", nn.Linear(a, b)), (f"relu_fc{i}", nn.ReLU(inplace=True))]
         if dropout:
-            layers.append((f"dropout{i}", nn.Dropout(dropout)))
+            layers.append((f"dropout{i}", Dropout(dropout)))
     layers.append((f"fc{len(dims)}", nn.Linear(dims[-1], num_classes)))
     return nn.Sequential(OrderedDict(layers))
 
@@ -110,12 +107,10 @@ def _convs(c_in: int, plan: list, batch_norm: bool = False, kernel: int = 3, pad
     return layers
 
 
-@register("lenet-300-100", "fully connected 300-100, any input size (Frankle & Carbin, MNIST)")
 def lenet_300_100(input_shape: Shape, num_classes: int, dropout: float) -> nn.Module:
     return _net([], input_shape, [300, 100], num_classes, dropout)
 
 
-@register("lenet-5", "conv 6-16 (5x5), fc 120-84, inputs of at least 28x28", min_size=28)
 def lenet_5(input_shape: Shape, num_classes: int, dropout: float) -> nn.Module:
     features = [("conv1", nn.Conv2d(input_shape[0], 6, 5, padding=2)), ("relu1", nn.ReLU(inplace=True)),
                 ("pool1", nn.MaxPool2d(2)),
@@ -131,16 +126,11 @@ def _conv_net(blocks: int) -> Callable[[Shape, int, float], nn.Module]:
     return build
 
 
-for _blocks in (1, 2, 3):
-    register(f"conv-{2 * _blocks}", f"Frankle & Carbin's Conv-{2 * _blocks} (CIFAR-10): {2 * _blocks} convs, "
-             "fc 256-256",
-             min_size=2 ** _blocks)(_conv_net(_blocks))
-
+conv_2, conv_4, conv_6 = _conv_net(1), _conv_net(2), _conv_net(3)
 
 _VGG19 = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512]
 
 
-@register("vgg-19", "VGG-19 for CIFAR-10 (batch norm, global average pool, one fc)", min_size=16)
 def vgg_19(input_shape: Shape, num_classes: int, dropout: float) -> nn.Module:
     features = [*_convs(input_shape[0], _VGG19, batch_norm=True), ("avgpool", nn.AdaptiveAvgPool2d(1))]
     return _net(features, input_shape, [], num_classes, dropout)
@@ -175,7 +165,7 @@ class ResNet20(nn.Module):
                 blocks.append(_Block(c, width, 2 if stage and i == 0 else 1))
                 c = width
         self.blocks = nn.Sequential(*blocks)
-        self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()
+        self.dropout = Dropout(dropout) if dropout else nn.Identity()
         self.fc = nn.Linear(64, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -183,4 +173,4 @@ class ResNet20(nn.Module):
         return self.fc(self.dropout(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)))
 
 
-register("resnet-20", "ResNet-20 for CIFAR-10 (He et al. 2016), widths 16-32-64", min_size=4)(ResNet20)
+__all__ = ["MODELS", "Dropout", "ResNet20", "build_model", "init_weights", "set_dropout_generator", "unknown_name"]

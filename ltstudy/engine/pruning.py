@@ -46,11 +46,29 @@ def weights(model: nn.Module, names: Iterable[str]) -> dict[str, torch.Tensor]:
     return {n: modules[n].weight for n in names}
 
 
+def _aliases(layer: Layer) -> list[str]:
+    return [layer.name, "output"] if layer.is_output else [layer.name]
+
+
+def _own_rate(layer: Layer, cfg: PruneConfig) -> str | None:
+    """Why a layer has a rate of its own (it is then pruned layer-wise under global scope too), or None."""
+    if any(a in cfg.ignore for a in _aliases(layer)):
+        return "ignore"
+    if any(a in cfg.layer_rates for a in _aliases(layer)):
+        return "layer_rates"
+    if layer.is_output and cfg.output_rate != 1.0:
+        return "output_rate"
+    if layer.kind == "conv" and cfg.conv_rate != -1.0:
+        return "conv_rate"
+    return None
+
+
 def layer_rates(layers: list[Layer], cfg: PruneConfig) -> dict[str, float]:
     """Per-round pruning rate of each layer; 0 for ignored layers.
 
-    Precedence: `ignore` > `layer_rates[name]` > output factor > conv rate > p.
-    "output" names the output layer in `ignore` and `layer_rates`.
+    Precedence: `ignore` > `layer_rates` > output factor > conv rate > p.
+    "output" names the output layer in `ignore` and `layer_rates`; a layer that
+    is given two rates, or is both ignored and given a rate, is refused.
     """
     names = {layer.name for layer in layers} | {"output"}
     for key in [*cfg.ignore, *cfg.layer_rates]:
@@ -58,11 +76,19 @@ def layer_rates(layers: list[Layer], cfg: PruneConfig) -> dict[str, float]:
             raise ConfigError(f"prune: no prunable layer named '{key}'; this model has {', '.join(sorted(names))}")
     rates = {}
     for layer in layers:
-        aliases = {layer.name} | ({"output"} if layer.is_output else set())
-        if aliases & set(cfg.ignore):
+        aliases = _aliases(layer)
+        given = {a: cfg.layer_rates[a] for a in aliases if a in cfg.layer_rates}
+        ignored = [a for a in aliases if a in cfg.ignore]
+        if len(set(given.values())) > 1:
+            both = " and ".join(f"{a} = {v}" for a, v in given.items())
+            raise ConfigError(f"prune.layer_rates gives layer {layer.name} two rates ({both}); keep one of them")
+        if ignored and given:
+            raise ConfigError(f"prune: layer {layer.name} is in ignore (as '{ignored[0]}') and in layer_rates (as "
+                              f"'{next(iter(given))}'); keep one of them")
+        if ignored:
             rate = 0.0
-        elif override := [cfg.layer_rates[a] for a in aliases if a in cfg.layer_rates]:
-            rate = override[0]
+        elif given:
+            rate = next(iter(given.values()))
         elif layer.is_output:
             rate = cfg.prune_rate * cfg.output_rate
         elif layer.kind == "conv" and cfg.conv_rate != -1.0:
@@ -75,15 +101,19 @@ def layer_rates(layers: list[Layer], cfg: PruneConfig) -> dict[str, float]:
     return rates
 
 
-def globally_ranked(layers: list[Layer], rates: dict[str, float], cfg: PruneConfig) -> set[str]:
-    """Layers that share the global threshold: those pruned at the plain rate p.
+def globally_ranked(layers: list[Layer], cfg: PruneConfig) -> set[str]:
+    """Layers that share the global threshold under `scope = "global"`.
 
-    Layers with their own rate (output factor, conv rate, overrides) keep it
-    under global scope too and are pruned layer-wise.
+    Membership is structural, never a comparison of rates: a layer joins the
+    pool unless it has a rate of its own, that is unless it is ignored, named
+    in `layer_rates` (directly or as "output"), is the output layer with
+    `output_rate` != 1, or is a conv layer while `conv_rate` is set. Those
+    keep their own rate and are pruned layer-wise, even when the number they
+    were given equals p. The pool removes p of its survivors per round.
     """
     if cfg.scope != "global":
         return set()
-    return {layer.name for layer in layers if rates[layer.name] == cfg.prune_rate}
+    return {layer.name for layer in layers if _own_rate(layer, cfg) is None}
 
 
 def n_to_remove(rate: float, remaining: int) -> int:
@@ -99,53 +129,39 @@ def _keep_largest(scores: torch.Tensor, n_keep: int) -> torch.Tensor:
     return keep
 
 
-def prune(
-    model: nn.Module,
-    masks: Masks,
-    rates: dict[str, float],
-    cfg: PruneConfig,
-    shared: set[str],
-    generator: torch.Generator | None = None,
-) -> Masks:
-    """One pruning step: new masks removing a fraction of each layer's survivors.
+def prune(model: nn.Module, masks: Masks, rates: dict[str, float], shared: set[str]) -> Masks:
+    """One magnitude-pruning step: new masks removing a fraction of each layer's survivors.
 
     `shared` names the layers ranked together under one global threshold
     (see `globally_ranked`); they all carry the same rate.
-    `cfg.mask == "random"` draws the survivors at random with the per-layer
-    counts that magnitude pruning would give, as the control experiment.
     """
     w = weights(model, masks)
     new: Masks = {}
-
     # Magnitude scores; pruned positions get -1 so they are never kept again.
     scores = {n: torch.where(masks[n].bool(), w[n].detach().abs().float(), -1.0).flatten() for n in masks}
-    if cfg.mask == "random":
-        for n in masks:
-            noise = torch.rand(scores[n].shape, generator=generator, device="cpu").to(scores[n].device)
-            scores[n] = torch.where(scores[n] >= 0, noise, -1.0)
-
     for n in masks:
         if n in shared:
             continue
         remaining = int(masks[n].sum().item())
         new[n] = _keep_largest(scores[n], remaining - n_to_remove(rates[n], remaining)).view_as(masks[n])
-
     if shared:
         names = [n for n in masks if n in shared]
-        flat = torch.cat([scores[n] for n in names])
         remaining = int(sum(masks[n].sum().item() for n in names))
         n_keep = remaining - n_to_remove(rates[names[0]], remaining)
-        if cfg.mask == "random":
-            # Same per-layer counts that the magnitude threshold would give.
-            mag = torch.cat([torch.where(masks[n].bool(), w[n].detach().abs().float(), -1.0).flatten() for n in names])
-            counts = _keep_largest(mag, n_keep).split([masks[n].numel() for n in names])
-            for n, c in zip(names, counts, strict=True):
-                new[n] = _keep_largest(scores[n], int(c.sum().item())).view_as(masks[n])
-        else:
-            keep = _keep_largest(flat, n_keep).split([masks[n].numel() for n in names])
-            for n, k in zip(names, keep, strict=True):
-                new[n] = k.view_as(masks[n])
+        keep = _keep_largest(torch.cat([scores[n] for n in names]), n_keep).split([masks[n].numel() for n in names])
+        for n, k in zip(names, keep, strict=True):
+            new[n] = k.view_as(masks[n])
     return {n: new[n].to(masks[n].dtype) for n in masks}
+
+
+def random_masks(like: Masks, generator: torch.Generator) -> Masks:
+    """Uniformly random masks with exactly `like`'s number of survivors in every layer (the random-mask control)."""
+    out = {}
+    for n, m in like.items():
+        keep = int(m.sum().item())
+        noise = torch.rand(m.numel(), generator=generator)
+        out[n] = _keep_largest(noise, keep).view_as(m).to(m.device, m.dtype)
+    return out
 
 
 def full_masks(model: nn.Module, layers: list[Layer]) -> Masks:
@@ -188,7 +204,7 @@ def plan_rounds(layers: list[Layer], rates: dict[str, float], cfg: PruneConfig, 
     if cfg.one_shot:
         return 1
     total = sum(layer.numel for layer in layers)
-    shared = globally_ranked(layers, rates, cfg)
+    shared = globally_ranked(layers, cfg)
     own = {layer.name: layer.numel for layer in layers if layer.name not in shared}
     pool = sum(layer.numel for layer in layers if layer.name in shared)  # the split inside doesn't matter
     for r in range(1, max_rounds + 1):
@@ -203,13 +219,35 @@ def plan_rounds(layers: list[Layer], rates: dict[str, float], cfg: PruneConfig, 
         + "; raise the target or the prune rate")
 
 
-def one_shot_rate(layers: list[Layer], rates: dict[str, float], target: float) -> float:
-    """The single rate that, applied to every non-ignored layer, reaches `target` overall."""
+def one_shot_rates(layers: list[Layer], rates: dict[str, float], shared: set[str], target: float) -> dict[str, float]:
+    """Per-layer rates that reach `target` density in a single pruning step, keeping the per-layer ratios.
+
+    Every rate is scaled by one factor c (the global pool's too), so the
+    output layer still loses half as much as the hidden layers with
+    output_rate = 0.5, as in Frankle & Carbin's one-shot pruning. c is the
+    smallest factor whose single step, under the exact rounding rule, leaves
+    a density at or below the target.
+    """
     total = sum(layer.numel for layer in layers)
-    fixed = sum(layer.numel for layer in layers if rates[layer.name] == 0)
-    prunable = total - fixed
-    rate = 1.0 - (target * total - fixed) / prunable
-    if not 0.0 < rate < 1.0:
-        raise ConfigError(f"prune.target_density {target} is unreachable in one shot: ignored layers keep "
-                          f"density {fixed / total:.3g}; raise the target or prune those layers")
-    return rate
+    pool = sum(layer.numel for layer in layers if layer.name in shared)
+    pool_rate = next((rates[n] for n in shared), 0.0)
+
+    def density_at(c: float) -> float:
+        kept = sum(layer.numel - n_to_remove(c * rates[layer.name], layer.numel)
+                   for layer in layers if layer.name not in shared)
+        return (kept + pool - n_to_remove(c * pool_rate, pool)) / total
+
+    c_max = 1.0 / max(rates.values())  # the fastest-pruned layer would lose every weight
+    if density_at(c_max) > target:
+        floor = sum(layer.numel for layer in layers if rates[layer.name] == 0) / total
+        raise ConfigError(f"prune.target_density {target} is unreachable in one shot with these per-layer ratios (at "
+                          f"most density {density_at(c_max):.3g}" + (f"; ignored layers keep {floor:.3g}" if floor
+                                                                   else "") + "); raise the target or the ratios")
+    lo, hi = 0.0, c_max
+    for _ in range(60):  # bisection to float precision; density_at is monotone in c
+        mid = (lo + hi) / 2
+        if density_at(mid) <= target:
+            hi = mid
+        else:
+            lo = mid
+    return {name: hi * rate for name, rate in rates.items()}

@@ -19,11 +19,16 @@ from torch import nn
 
 from .config import ConfigError, Schedule, TrainConfig
 from .data import Batches, Dataset, Split, augment_batch
+from .models import set_dropout_generator
 from .pruning import Masks, weights
 
 
 class DivergedError(RuntimeError):
-    """The training loss became NaN or infinite."""
+    """The training loss became NaN or infinite: a result (a bad region of the search), not a crash."""
+
+    def __init__(self, message: str, iteration: int = 0):
+        super().__init__(message)
+        self.iteration = iteration
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -59,14 +64,21 @@ class Evaluation:
     accuracy: float
 
 
-@torch.no_grad()
-def evaluate(model: nn.Module, split: Split, batch_size: int) -> Evaluation:
+@torch.inference_mode()
+def evaluate(model: nn.Module, split: Split, batch_size: int, state: dict[str, torch.Tensor] | None = None
+             ) -> Evaluation:
+    """Mean loss and accuracy on `split`, in eval mode, without autograd; one host sync at the end.
+
+    With `state`, the model is evaluated as if it held those parameters and
+    buffers (the early-stop snapshot) without touching its own.
+    """
     was_training = model.training
     model.eval()
+    forward = model if state is None else (lambda x: torch.func.functional_call(model, state, (x,)))
     loss = torch.zeros((), device=split.x.device)
     correct = torch.zeros((), device=split.x.device, dtype=torch.long)
     for start in range(0, len(split), batch_size):
-        out = model(split.x[start:start + batch_size])
+        out = forward(split.x[start:start + batch_size])
         y = split.y[start:start + batch_size]
         loss += F.cross_entropy(out, y, reduction="sum")
         correct += (out.argmax(1) == y).sum()
@@ -78,15 +90,18 @@ def evaluate(model: nn.Module, split: Split, batch_size: int) -> Evaluation:
 @dataclass
 class TrainResult:
     start: int  # first iteration of this run in the schedule
-    end: int  # iterations completed in the schedule (= sched.iterations)
+    end: int  # iteration training stopped at: the schedule's end, or earlier with patience
     train_loss: float  # mean training loss over the last evaluation window
-    val_loss: float  # at the early-stop iteration
+    val_loss: float  # at the early-stop iteration (minimum validation loss)
     val_accuracy: float  # at the early-stop iteration
     early_stop_iteration: int  # iteration of minimum validation loss
-    test_accuracy: float  # at the end of training
-    test_accuracy_at_early_stop: float
+    test_accuracy: float  # at the end of training (reported, never selected on)
+    test_accuracy_at_early_stop: float  # at the early-stop iteration (reported, never selected on)
     wall_seconds: float
+    start_val_accuracy: float = math.nan  # the state training started from, before any step
+    start_test_accuracy: float = math.nan
     snapshot: dict[str, torch.Tensor] | None = None  # model state at `capture_at`
+    stopped_early: bool = False  # patience ended the run before the schedule's end
 
     @property
     def iterations(self) -> int:
@@ -101,20 +116,26 @@ def train(
     sched: Schedule,
     *,
     seed: int,
+    dropout_seed: int | None = None,
     start: int = 0,
     capture_at: int | None = None,
     constant_lr: float | None = None,
     on_eval: Callable[[int, Evaluation], None] | None = None,
     end: int | None = None,
+    evaluate_splits: bool = True,
 ) -> TrainResult:
-    """Train from schedule iteration `start` to the end and evaluate every `eval_every`.
+    """Train from schedule iteration `start` to the end, evaluating validation every `eval_every`.
 
-    `capture_at` snapshots the full state (parameters and buffers) after that
-    many iterations: θ_k for rewinding. `constant_lr` replaces the schedule
-    (fine-tuning at the final rate). `end` stops early (replaying the first k
-    iterations to rebuild θ_k). `seed` fixes the data order (shared by
-    all rounds, so iteration i sees the same batch in every round) while the
-    caller seeds dropout.
+    The test split is read only where it is reported: once before training
+    (the start state's accuracy), and at the end for both the final state and
+    the early-stop state (minimum validation loss, kept as a snapshot when
+    validation improves). `capture_at` snapshots the full state (parameters
+    and buffers) after that many iterations: θ_k for rewinding.
+    `constant_lr` replaces the schedule (fine-tuning at the final rate).
+    `end` stops early (replaying the first k iterations to rebuild θ_k, with
+    `evaluate_splits=False`). `seed` fixes the data order (shared by all
+    rounds, so iteration i sees the same batch in every round) and the
+    augmentations; `dropout_seed` seeds the dropout masks.
     """
     device = data.train.x.device
     t0 = time.perf_counter()
@@ -124,20 +145,23 @@ def train(
     mask_list = list(masks.values())
     batches = Batches(len(data.train), cfg.batch_size, seed, device)
     aug_gen = torch.Generator() if data.augment else None
+    set_dropout_generator(model, None if dropout_seed is None else
+                          torch.Generator(device=device).manual_seed(dropout_seed))
     X, Y = data.train.x, data.train.y
+    end = sched.iterations if end is None else end
+    result = TrainResult(start, end, math.nan, math.nan, math.nan, start, math.nan, math.nan, 0.0)
 
-    snapshot = None
+    if evaluate_splits:
+        result.start_val_accuracy = evaluate(model, data.val, cfg.eval_batch_size).accuracy
+        result.start_test_accuracy = evaluate(model, data.test, cfg.eval_batch_size).accuracy
     if capture_at is not None and capture_at == start:
-        snapshot = clone_state(model)
-    best: tuple[float, float, int, float] | None = None  # val loss, val acc, iteration, test acc
-    test_end = float("nan")
+        result.snapshot = clone_state(model)
+    best_loss, best_state, since_best = math.inf, None, 0
     window_loss = torch.zeros((), device=device)
     window_n = 0
-    train_loss = float("nan")
     lr_now = None
 
     model.train()
-    end = sched.iterations if end is None else end
     for it in range(start, end):
         lr = constant_lr if constant_lr is not None else lr_at(it, cfg, sched)
         if lr != lr_now:
@@ -162,27 +186,39 @@ def train(
 
         done = it + 1
         if capture_at is not None and done == capture_at:
-            snapshot = clone_state(model)
-        if done % sched.eval_every == 0 or done == end:
-            train_loss = window_loss.item() / window_n
-            if not math.isfinite(train_loss):
-                raise DivergedError(f"training loss became {train_loss} at iteration {done}; lower the learning rate")
+            result.snapshot = clone_state(model)
+        if evaluate_splits and (done % sched.eval_every == 0 or done == end):
+            result.train_loss = window_loss.item() / window_n
+            if not math.isfinite(result.train_loss):
+                raise DivergedError(f"training loss became {result.train_loss} at iteration {done}; lower the "
+                                    "learning rate", done)
             window_loss.zero_()
             window_n = 0
             val = evaluate(model, data.val, cfg.eval_batch_size)
-            test = evaluate(model, data.test, cfg.eval_batch_size)
-            test_end = test.accuracy
-            if best is None or val.loss < best[0]:
-                best = (val.loss, val.accuracy, done, test.accuracy)
+            if val.loss < best_loss:
+                best_loss, since_best = val.loss, 0
+                result.val_loss, result.val_accuracy, result.early_stop_iteration = val.loss, val.accuracy, done
+                best_state = None if done == end else clone_state(model)
+            else:
+                since_best += 1
             if on_eval is not None:
                 on_eval(done, val)
+            if cfg.patience and since_best >= cfg.patience and done < end:
+                result.end, result.stopped_early = done, True
+                break
 
-    if best is None:  # nothing left to train (start == end): evaluate the state as it is
-        val = evaluate(model, data.val, cfg.eval_batch_size)
-        test = evaluate(model, data.test, cfg.eval_batch_size)
-        best, test_end = (val.loss, val.accuracy, start, test.accuracy), test.accuracy
-    return TrainResult(start, end, train_loss, best[0], best[1], best[2], test_end, best[3],
-                       time.perf_counter() - t0, snapshot)
+    if evaluate_splits:
+        if best_loss == math.inf:  # nothing trained (start == end) or validation never finite: the state as it is
+            val = evaluate(model, data.val, cfg.eval_batch_size)
+            if not math.isfinite(val.loss):
+                raise DivergedError(f"validation loss is {val.loss} at iteration {result.end}", result.end)
+            result.val_loss, result.val_accuracy, result.early_stop_iteration = val.loss, val.accuracy, result.end
+        result.test_accuracy = evaluate(model, data.test, cfg.eval_batch_size).accuracy
+        result.test_accuracy_at_early_stop = result.test_accuracy if best_state is None else \
+            evaluate(model, data.test, cfg.eval_batch_size, state=best_state).accuracy
+    set_dropout_generator(model, None)
+    result.wall_seconds = time.perf_counter() - t0
+    return result
 
 
 def clone_state(model: nn.Module) -> dict[str, torch.Tensor]:
