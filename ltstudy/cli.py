@@ -50,8 +50,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _registries_epilog() -> str:
-    from .engine.data import DATASETS
-    from .engine.models import MODELS
+    from .engine.registry import DATASETS, MODELS  # plain Python: --help imports no torch
 
     lines = ["datasets:"] + [f"  {n:15} {s.summary}" for n, s in DATASETS.items()]
     lines += ["models:"] + [f"  {n:15} {s.summary}" for n, s in MODELS.items()]
@@ -78,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     ticket.add_argument("--config", metavar="FILE.toml", help="TOML file with the settings below")
     ticket.add_argument("--json", metavar="OUT.json", help="write the config and per-round results as JSON")
     ticket.add_argument("--quiet", action="store_true", help="no progress bar or table")
+    ticket.add_argument("--cache-dir", metavar="DIR", help="reuse and store rounds in this training cache, the one "
+                        "studies use (default: no cache; a control then trains its ticket's rounds too)")
     _add_config_flags(ticket)
     ticket.set_defaults(func=cmd_ticket)
 
@@ -93,7 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "Run the study in STUDY.toml: each Optuna trial picks p, k, scope and re-init from [search], "
                        "runs a ticket search per replicate seed and logs every round to MLflow. Running it again "
                        "continues the same study: finished trials are kept and --n-trials more are added.")
-    run.add_argument("--n-trials", type=int, metavar="N", help="trials to add (default: [study].n_trials)")
+    run.add_argument("--n-trials", type=int, metavar="N", help="the study's total of finished trials (default: "
+                     "[study].n_trials); running again completes what is missing")
+    run.add_argument("--more", type=int, metavar="N", help="run N trials beyond those already finished")
     run.add_argument("--jobs", type=int, default=1, metavar="N",
                      help="worker processes on this machine, each with cores/N torch threads (default: 1)")
     run.add_argument("--tracking-uri", metavar="URI",
@@ -109,8 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "number of workers on any machines against one PostgreSQL storage and one MLflow server. "
                           "A worker that dies mid-trial is detected by Optuna's heartbeat; its trial is re-queued and "
                           "resumes from its last checkpointed round.")
-    worker.add_argument("--n-trials", type=int, metavar="N", help="trials for this worker to run "
-                        "(default: until the study has [study].n_trials finished trials)")
+    worker.add_argument("--n-trials", type=int, metavar="N", help="the study's total of finished trials: the "
+                        "worker stops once the study has them (default: [study].n_trials)")
     worker.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI, e.g. http://host:5000")
     worker.add_argument("--quiet", action="store_true", help="no progress bars")
     _cache_flags(worker)
@@ -182,14 +185,20 @@ def _default_storage() -> str:
 
 
 def cmd_ticket(args: argparse.Namespace) -> int:
-    from .engine.ticket import TicketSearch
+    from .engine.cache import RoundCache
+    from .engine.ticket import ticket_search
     from .engine.training import DivergedError
     from .study.reports import round_table
+    from .study.storage import check_cache_dir
 
     cfg = load_config(args.config, _overrides(args))
     if args.json:
         _check_writable(args.json)
-    search = TicketSearch(cfg)  # loads data and validates the schedule before any training
+    cache = None
+    if args.cache_dir:
+        check_cache_dir(args.cache_dir)
+        cache = RoundCache(args.cache_dir)
+    search = ticket_search(cfg, cache=cache)  # loads data and validates the schedule before any training
     try:
         with _Progress(search.n_rounds, enabled=not args.quiet and sys.stderr.isatty()) as progress:
             result = search.run(on_round=progress.round_done, progress=progress.iteration)
@@ -199,8 +208,20 @@ def cmd_ticket(args: argparse.Namespace) -> int:
     if args.json:
         result.write_json(args.json)
     if not args.quiet:
+        if result.kind == "control":
+            what = "random re-init" if cfg.prune.reinit == "random" else "random mask"
+            if cfg.prune.reinit == "random" and cfg.prune.mask == "random":
+                what = "random re-init and random mask"
+            done = result.path or {}
+            source = ("loaded from the cache" if not done.get("trained") else
+                      f"{done['trained']} trained here" + (f", {done['reused']} loaded from the cache"
+                                                           if done.get("reused") else ""))
+            print(f"control ({what}) on the masks of the ticket with the same settings; the ticket's rounds "
+                  f"0..{search.n_rounds - 1}: {source}")
         print(round_table(result.rounds))
         print(f"device {result.device}; config hash {cfg.hash()}" + (f"; wrote {args.json}" if args.json else ""))
+    elif args.json:
+        print(f"wrote {args.json}")
     return 0
 
 
@@ -213,15 +234,24 @@ def _load_study_file(args: argparse.Namespace):
 def cmd_run(args: argparse.Namespace) -> int:
     from .study.reports import format_table
     from .study.runner import run_study
+    from .study.storage import redact
 
     cfg = _load_study_file(args)
     opts = _run_options(args, jobs=args.jobs)
-    bars = _StudyProgress(cfg.study.n_trials if args.n_trials is None else args.n_trials,
-                          not args.quiet and sys.stderr.isatty(), per_round=args.jobs == 1)
+    bars = _StudyProgress(None, not args.quiet and sys.stderr.isatty(), per_round=args.jobs == 1)
     with bars:
         summary = run_study(cfg, opts, bars.hooks())
     new = summary.new_trials
-    print(f"study '{summary.name}': {len(new)} new trials ({_state_counts(new)}), {len(summary.trials)} in all")
+    finished = sum(t.state.name in ("COMPLETE", "PRUNED") for t in summary.trials)
+    if not new and not summary.interrupted and finished >= summary.target:
+        print(f"study '{summary.name}' already has {finished} finished trials (n_trials = {summary.target}); nothing "
+              f"to run. Run more with --more N, or set the total with --n-trials N")
+    else:
+        skipped = f"; skipped {len(summary.skipped)} repeated settings" if summary.skipped else ""
+        print(f"study '{summary.name}': ran {len(new)} trials ({_state_counts(new)}){skipped}; {finished} of "
+              f"n_trials = {summary.target} finished")
+    for note in summary.notes:
+        print(f"note: {note}")
     import optuna
 
     from .study.config import SEARCHABLE
@@ -235,12 +265,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         rows = [[t.number, *[_fmt(v) for v in t.values], *[str(t.params.get(k, "")) for k in keys]] for t in best]
         print("Pareto-optimal trials:")
         print(format_table(["trial", *names, *keys], rows))
-    from .study.storage import redact
-
     print(f"MLflow: {redact(summary.tracking_uri)} (experiment '{summary.name}'); "
           f"browse with `ltstudy ui {args.study_file}`")
     if summary.interrupted:
-        print("interrupted: finished trials are kept; run the same command to continue", file=sys.stderr)
+        print("interrupted: finished trials are kept, the running one is queued again; run the same command to "
+              "continue", file=sys.stderr)
         return 130
     return 0
 
@@ -249,12 +278,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from .study.workers import run_worker
 
     cfg = _load_study_file(args)
-    bars = _StudyProgress(cfg.study.n_trials if args.n_trials is None else args.n_trials,
-                          not args.quiet and sys.stderr.isatty(), per_round=True)
+    bars = _StudyProgress(None, not args.quiet and sys.stderr.isatty(), per_round=True)
     with bars:
         summary = run_worker(cfg, _run_options(args), bars.hooks())
-    print(f"worker on '{summary.name}': {len(summary.finished)} trials ({_state_counts(summary.finished)}); "
+    created = "created the study; " if summary.created else ""
+    print(f"worker on '{summary.name}': {created}{len(summary.finished)} trials ({_state_counts(summary.finished)}); "
           f"repaired {summary.repaired_trials} stale trials and {summary.repaired_runs} runs at start-up")
+    if summary.note:
+        print(f"note: {summary.note}")
     if summary.interrupted:
         print("interrupted: the running trial is failed and queued again; its checkpoints are kept", file=sys.stderr)
         return 130
@@ -304,8 +335,9 @@ def cmd_cache(args: argparse.Namespace) -> int:
 def _run_options(args: argparse.Namespace, jobs: int = 1):
     from .study.runner import RunOptions
 
-    return RunOptions(n_trials=args.n_trials, jobs=jobs, storage=args.storage, tracking_uri=args.tracking_uri,
-                      study_name=args.study_name, cache_dir=args.cache_dir, no_cache=args.no_cache)
+    return RunOptions(n_trials=args.n_trials, more=getattr(args, "more", None), jobs=jobs, storage=args.storage,
+                      tracking_uri=args.tracking_uri, study_name=args.study_name, cache_dir=args.cache_dir,
+                      no_cache=args.no_cache)
 
 
 def _state_counts(trials) -> str:
@@ -478,7 +510,7 @@ class _Progress:
     def __init__(self, n_rounds: int, enabled: bool, position: int = 0, label: str = "rounds"):
         self.enabled, self.n_rounds, self.position, self.label = enabled, n_rounds, position, label
         self.rounds = self.iters = None
-        self.current = -1  # the round the iteration bar shows
+        self.current = ""  # the label of the job the iteration bar shows
 
     def __enter__(self):
         if self.enabled:
@@ -489,12 +521,12 @@ class _Progress:
             self.iters = tqdm(total=0, desc="round 0", unit="it", position=self.position + 1, leave=False)
         return self
 
-    def iteration(self, round_: int, done: int, total: int) -> None:
+    def iteration(self, job, done: int, total: int) -> None:
         if self.iters is not None:
-            if round_ != self.current:
-                self.current = round_
+            if job.label != self.current:
+                self.current = job.label
                 self.iters.reset(total=total)
-                self.iters.set_description(f"round {round_}")
+                self.iters.set_description(job.label)
             self.iters.update(done - self.iters.n)
 
     def round_done(self, rec) -> None:
@@ -512,7 +544,7 @@ class _Progress:
 class _StudyProgress:
     """A bar over trials, plus round and iteration bars for the trial running in this process."""
 
-    def __init__(self, n_trials: int, enabled: bool, per_round: bool):
+    def __init__(self, n_trials: int | None, enabled: bool, per_round: bool):
         self.enabled, self.n_trials, self.per_round = enabled, n_trials, per_round
         self.trials = None
         self.ticket: _Progress | None = None
@@ -527,8 +559,12 @@ class _StudyProgress:
     def hooks(self):
         from .study.objective import Hooks
 
-        return Hooks(trial_start=self.trial_start, round_done=self.round_done, iteration=self.iteration,
-                     trial_end=self.trial_end)
+        return Hooks(study_start=self.study_start, trial_start=self.trial_start, round_done=self.round_done,
+                     iteration=self.iteration, trial_end=self.trial_end)
+
+    def study_start(self, missing: int) -> None:
+        if self.trials is not None:
+            self.trials.reset(total=missing)
 
     def trial_start(self, number: int) -> None:
         if self.enabled and self.per_round:
@@ -540,9 +576,9 @@ class _StudyProgress:
         if self.ticket is not None:
             self.ticket.round_done(rec)
 
-    def iteration(self, round_: int, done: int, total: int) -> None:
+    def iteration(self, job, done: int, total: int) -> None:
         if self.ticket is not None:
-            self.ticket.iteration(round_, done, total)
+            self.ticket.iteration(job, done, total)
 
     def trial_end(self, trial) -> None:
         if self.trials is not None:
@@ -568,9 +604,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     if args.command in ("run", "worker"):
-        from .study.signals import sigterm_as_interrupt
+        from .study.signals import interrupt_on_signals
 
-        sigterm_as_interrupt()
+        interrupt_on_signals()
     try:
         return args.func(args)
     except ConfigError as exc:

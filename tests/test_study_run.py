@@ -16,7 +16,8 @@ import pytest
 from optuna.trial import TrialState
 
 from ltstudy import cli
-from ltstudy.engine.ticket import TicketSearch
+from ltstudy.engine.ticket import RoundResult
+from ltstudy.study import objective as objective_module
 from ltstudy.study import workers
 from ltstudy.study.attrs import PARENT_ATTR
 from ltstudy.study.config import load_study
@@ -62,23 +63,31 @@ def assert_nothing_running(stores: Stores, name: str = "tiny") -> None:
 
 
 def raise_in_search(monkeypatch: pytest.MonkeyPatch, on_call: int, exc: BaseException, after_round: int = 0):
-    """Make the `on_call`-th ticket search (1-based) raise `exc` once round `after_round` is reported."""
-    original = TicketSearch.run
+    """Make the `on_call`-th ticket search (1-based) raise `exc` once round `after_round` has been reported."""
+    real = objective_module.ticket_search
     calls = []
 
-    def run(self, on_round=None, progress=None):
-        calls.append(self.cfg.prune.prune_rate)
-        if len(calls) != on_call:
-            return original(self, on_round, progress)
+    def make(cfg, data=None, cache=None):
+        search = real(cfg, data, cache)
+        calls.append(cfg.prune.prune_rate)
+        if len(calls) == on_call:
+            events = search.events
 
-        def failing(rec):
-            on_round(rec)
-            if rec.round == after_round:
-                raise exc
+            def failing():
+                gen, reply = events(), None
+                while True:
+                    try:
+                        event = gen.send(reply)
+                    except StopIteration as done:
+                        return done.value
+                    reply = yield event
+                    if isinstance(event, RoundResult) and event.round == after_round:
+                        raise exc
 
-        return original(self, failing, progress)
+            search.events = failing
+        return search
 
-    monkeypatch.setattr(TicketSearch, "run", run)
+    monkeypatch.setattr(objective_module, "ticket_search", make)
     return calls
 
 
@@ -106,7 +115,7 @@ def finished(tmp_path_factory) -> Finished:
 
 def test_the_run_succeeds_and_reports_the_new_trials(finished: Finished):
     assert finished.code == 0
-    assert "study 'tiny': 3 new trials (3 COMPLETE), 3 in all" in finished.out
+    assert "study 'tiny': ran 3 trials (3 COMPLETE); 3 of n_trials = 3 finished" in finished.out
     assert [t.state for t in finished.study.trials] == [TrialState.COMPLETE] * 3
 
 
@@ -183,7 +192,8 @@ def test_artifacts_of_children_and_parent(finished: Finished):
         assert {"rounds.csv", "rounds.json", "accuracy_vs_density.png"} <= names
         local = client.download_artifacts(run.info.run_id, "rounds.json", str(finished.stores.root / "dl"))
         rounds = json.loads(Path(local).read_text())
-        assert [r["round"] for r in rounds] == STEPS
+        assert [r["round"] for r in rounds["mean"]] == STEPS
+        assert [[r["round"] for r in per] for per in rounds["per_seed"].values()] == [STEPS]
     parent_id = finished.parents[0].info.run_id
     assert {"pareto.png", "summary.json"} <= {a.path for a in client.list_artifacts(parent_id)}
     local = client.download_artifacts(parent_id, "summary.json", str(finished.stores.root / "dl"))
@@ -221,11 +231,22 @@ def test_trials_keep_their_rounds_and_settings_for_reports(finished: Finished):
 # --------------------------------------------------------------------------- resuming
 
 
-def test_running_again_continues_the_study_under_the_same_parent_run(stores: Stores):
+def test_running_again_completes_the_study_and_then_stops(stores: Stores, capsys):
+    """n_trials is the study's total: the same command run again adds nothing (it used to add n_trials more)."""
+    path = write_study(stores.root, stores, search={"prune_rate": {"low": 0.2, "high": 0.5}})
+    assert run(path) == 0
+    assert run(path) == 0
+    assert len(stores.study().trials) == 3
+    assert "already has 3 finished trials (n_trials = 3); nothing to run" in capsys.readouterr().out
+    assert run(path, "--n-trials", "4") == 0  # the total, raised
+    assert len(stores.study().trials) == 4
+
+
+def test_more_adds_trials_under_the_same_parent_run(stores: Stores):
     path = write_study(stores.root, stores, search={"prune_rate": {"low": 0.2, "high": 0.5}})
     assert run(path) == 0
     parent = stores.study().user_attrs[PARENT_ATTR]
-    assert run(path, "--n-trials", "2") == 0
+    assert run(path, "--more", "2") == 0
     study = stores.study()
     assert len(study.trials) == 5
     assert study.user_attrs[PARENT_ATTR] == parent
@@ -240,7 +261,7 @@ def test_running_again_continues_the_study_under_the_same_parent_run(stores: Sto
 def test_a_resumed_study_does_not_replay_the_samplers_first_draws(stores: Stores):
     path = write_study(stores.root, stores, search={"prune_rate": {"low": 0.2, "high": 0.5}})
     assert run(path, "--n-trials", "2") == 0
-    assert run(path, "--n-trials", "2") == 0
+    assert run(path, "--n-trials", "4") == 0
     rates = [t.params["prune_rate"] for t in stores.study().trials]
     assert len(set(rates)) == 4, rates
 
@@ -275,16 +296,23 @@ def test_a_trial_that_raises_fails_alone_and_the_study_finishes(stores: Stores, 
     assert_nothing_running(stores)
 
 
-def test_a_diverging_trial_ends_failed_with_the_reason(stores: Stores):
-    path = write_study(stores.root, stores, study={"n_trials": 1}, train={"optimizer": "sgd"},
-                       search={"lr": [1e6]})
+def test_a_diverging_trial_is_a_bad_result_not_a_failure(stores: Stores):
+    """NaN loss: COMPLETE with worst values and an infeasible constraint, so samplers learn to avoid the region."""
+    path = write_study(stores.root, stores, study={"n_trials": 1, "min_dense_accuracy": 0.5},
+                       train={"optimizer": "sgd"}, search={"lr": [1e6]})
     assert run(path) == 0
-    (trial,) = stores.study().trials
-    assert trial.state == TrialState.FAIL
-    assert trial.user_attrs["fail_reason"].startswith("DivergedError: training loss became nan")
+    study = stores.study()
+    (trial,) = study.trials
+    assert trial.state == TrialState.COMPLETE
+    assert trial.values == [0.0, pytest.approx(trial.values[1])] and trial.values[1] > 0  # no ticket; iterations run
+    assert trial.constraints["diverged"] == 1.0
+    assert trial.user_attrs["diverged"] is True
+    assert trial.user_attrs["fail_reason"].startswith("diverged: training loss became nan")
+    assert pareto_trials(study) == [] and study.best_trials == []
     _, (child,) = parent_and_children(stores.client(), "tiny")
-    assert child.info.status == "FAILED"
-    assert "DivergedError" in child.data.tags["reason"] and "lower the learning rate" in child.data.tags["reason"]
+    assert child.info.status == "FINISHED"
+    assert child.data.tags["state"] == "DIVERGED" and child.data.tags["feasible"] == "False"
+    assert "diverged" in child.data.tags["reason"] and "lower the learning rate" in child.data.tags["reason"]
     assert_nothing_running(stores)
 
 
@@ -292,7 +320,8 @@ def test_ctrl_c_closes_every_run_and_exits_130(stores: Stores, monkeypatch, caps
     raise_in_search(monkeypatch, on_call=2, exc=KeyboardInterrupt(), after_round=1)
     path = write_study(stores.root, stores)
     assert run(path) == 130
-    assert "interrupted" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "interrupted" in err and len(err.splitlines()) == 1, err  # one clean line, no Optuna traceback
     study = stores.study()
     done = [t for t in study.trials if t.state != TrialState.WAITING]
     assert [t.state for t in done] == [TrialState.COMPLETE, TrialState.FAIL]  # the third never started
@@ -347,6 +376,9 @@ def test_stop_on_drop_prunes_the_trial_and_keeps_its_rounds(stores: Stores):
     assert rounds[0]["val_accuracy"] - rounds[-1]["val_accuracy"] > 0.0  # the round that dropped
     assert all(r["val_accuracy"] >= rounds[0]["val_accuracy"] for r in rounds[1:-1])  # none dropped before
     assert f"at round {stopped_at}" in trial.user_attrs["stop_reason"]
+    # It carries its constraint values, so samplers see it as infeasible rather than as feasible.
+    assert trial.constraints["accuracy_drop"] == pytest.approx(rounds[0]["val_accuracy"] - rounds[-1]["val_accuracy"])
+    assert trial.constraints["accuracy_drop"] > 0
     _, (child,) = parent_and_children(stores.client(), "tiny")
     assert child.info.status == "KILLED"
     assert child.data.tags["reason"].startswith("pruned: accuracy drop")
@@ -371,14 +403,62 @@ def constrained(tmp_path_factory):
     return stores
 
 
-def test_a_single_objective_study_reports_every_round(constrained: Stores):
+def test_a_single_objective_study_reports_values_keyed_by_density_not_by_round(constrained: Stores):
+    from ltstudy.study.objectives import intermediate_values, parse_objective
+
     for t in constrained.study().trials:
         assert t.state == TrialState.COMPLETE
         rounds = t.user_attrs["rounds"]
-        assert sorted(t.intermediate_values) == STEPS
-        for r in STEPS:  # the objective of the rounds finished so far
-            assert t.intermediate_values[r] == pytest.approx(1 - ticket_round(rounds[:r + 1], 0.01)["density"])
-        assert t.value == pytest.approx(t.intermediate_values[ROUNDS])
+        expected = intermediate_values(parse_objective("ticket_sparsity"), rounds, 0.01)
+        assert expected and t.intermediate_values == pytest.approx(expected)
+        assert t.value == pytest.approx(1 - ticket_round(rounds, 0.01)["density"])
+
+
+def _synthetic_rounds(rate: float, n: int, accuracy) -> list[RoundResult]:
+    return [RoundResult(round=r, density=(1 - rate) ** r, weights_remaining=0, val_loss=0.1, val_accuracy=accuracy(r),
+                        early_stop_iteration=60, test_accuracy=0.9, test_accuracy_at_early_stop=0.9, train_loss=0.1,
+                        iterations=60, wall_seconds=0.0) for r in range(n + 1)]
+
+
+def test_the_median_pruner_does_not_kill_a_low_p_trial_before_it_reaches_the_density(stores: Stores, monkeypatch):
+    """accuracy_at_density:X used to report 0 at every round before density X, so the median pruner killed every
+    low-p trial early (a p = 0.2 trial that would score 0.95 was pruned at round 4 against p = 0.5 trials at 0.80)."""
+    class Scripted:
+        """Prepared rounds: p = 0.5 has fallen to 0.80 at density 0.125 (round 3); p = 0.2 keeps 0.95 to round 10."""
+
+        def __init__(self, cfg, data=None, cache=None):
+            p = cfg.prune.prune_rate
+            self.rounds = (_synthetic_rounds(0.5, 10, lambda r: [0.97, 0.90, 0.85, 0.80][r] if r < 4 else 0.8 - r / 50)
+                           if p == 0.5 else _synthetic_rounds(0.2, 10, lambda r: 0.97 if r < 3 else 0.95))
+            self.path_rounds = None
+
+        def events(self):
+            yield from self.rounds
+
+    monkeypatch.setattr(objective_module, "ticket_search", Scripted)
+    path = write_study(stores.root, stores, study={"objectives": ["accuracy_at_density:0.15"], "n_trials": 5,
+                                                   "sampler": "grid", "pruner": "median"},
+                       search={"prune_rate": [0.5, 0.2], "rewind_iter": [0, 10, 20, 30], "scope": "layerwise",
+                               "reinit": "rewind", "rounds": 10})
+    cfg = load_study(path)
+    study = optuna.create_study(storage=open_storage(stores.storage), study_name="tiny", direction="maximize",
+                                sampler=optuna.samplers.RandomSampler(seed=0))
+    for k in (0, 10, 20, 30):  # the pruner's startup trials: p = 0.5, scoring 0.80 (k does not matter here)
+        study.enqueue_trial({"prune_rate": 0.5, "rewind_iter": k})
+    study.enqueue_trial({"prune_rate": 0.2, "rewind_iter": 0})
+    from ltstudy.study.objective import Hooks, TrialContext
+    from ltstudy.study.runner import run_trials
+    from ltstudy.study.sampling import make_pruner
+
+    study.pruner = make_pruner(cfg)[0]
+    tracker = Tracker(stores.tracking_uri)
+    exp = tracker.experiment_id("tiny")
+    ctx = TrialContext(cfg, tracker, exp, tracker.start_run(exp, "tiny"), Hooks())
+    run_trials(study, ctx, budget=5, target=5)
+    low_p = study.trials[-1]
+    assert low_p.params["prune_rate"] == 0.2
+    assert low_p.state == TrialState.COMPLETE and low_p.value == pytest.approx(0.95)
+    assert [t.value for t in study.trials[:4]] == [pytest.approx(0.80)] * 4
 
 
 def test_constraints_follow_the_documented_formulas(constrained: Stores):

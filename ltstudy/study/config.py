@@ -9,7 +9,6 @@ file is created.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import os
 from dataclasses import dataclass, field
@@ -44,6 +43,9 @@ SEARCHABLE = {
     "dropout": "model.dropout",
 }
 _INT_KEYS = {"rewind_iter", "rounds", "batch_size", "warmup"}
+# Settings that change how well the dense network trains: with them searched, "matching the trial's own dense
+# round" is a moving target (a badly trained dense network makes every round match).
+TRAINING_KEYS = ("lr", "weight_decay", "momentum", "batch_size", "warmup", "optimizer", "dropout")
 _FLOAT_KEYS = {"prune_rate", "target_density", "output_rate", "conv_rate", "lr", "weight_decay", "momentum", "dropout"}
 
 
@@ -52,12 +54,14 @@ class StudySection:
     name: str = "ltstudy"
     sampler: Literal["tpe", "nsga2", "random", "grid", "gp"] = "tpe"
     seed: int = 0  # sampler seed, and the first training seed
-    n_trials: int = 10
+    n_trials: int = 10  # the study's total of finished trials: a re-run completes what is missing
     objectives: list[str] = field(default_factory=lambda: ["ticket_sparsity", "train_iterations"])
     replicates: int = 1  # training seeds per trial: seed, seed+1, ...; objectives are averaged
     epsilon: float = 0.01  # a round is a winning ticket if val accuracy >= dense - epsilon
     max_accuracy_drop: float | None = None  # constraint on the sparsest round's drop from dense
-    stop_on_drop: bool = False  # end a trial (pruned) once a round drops more than max_accuracy_drop
+    # true: end a trial (pruned) once a round drops more than max_accuracy_drop;
+    # "unmatched": end a seed's search (complete) at its first round that no longer matches dense within epsilon
+    stop_on_drop: bool | str = False
     min_dense_accuracy: float | None = None  # constraint: the dense network must reach this
     pruner: Literal["none", "median", "percentile", "hyperband", "successive-halving"] = "median"
     storage: str = DEFAULT_STORAGE
@@ -68,6 +72,8 @@ class StudySection:
     heartbeat_interval: int = 60  # RDB storages: seconds between a running trial's heartbeats
     grace_period: int = 180  # ... and seconds without one before the trial is failed and retried
     max_retry: int = 3  # retries of a trial whose worker died
+    pack: int = 1  # trials trained side by side as one batched network (1 = one at a time)
+    threads: int = 0  # torch threads per process; 0 = one per process (see README, "Speed")
 
 
 @dataclass(frozen=True)
@@ -146,15 +152,53 @@ class StudyConfig:
     def grid(self) -> dict[str, list]:
         return {k: p.grid_values() for k, p in self.searched.items()}
 
+    def settings(self) -> dict[str, dict[str, Any]]:
+        """Everything that defines the study's trials and what their numbers mean, by section.
+
+        A study is continued only with equal settings, so its trials stay comparable.
+        """
+        base = self.base.to_dict()
+        in_search = {SEARCHABLE[k] for k in self.search}  # (the base holds their first values: [search] has them)
+        sections = {name: {k: v for k, v in base[name].items() if f"{name}.{k}" not in in_search}
+                    for name in ("data", "model", "train", "prune")}
+        for key in ("root", "download"):  # where the files are read from does not change them
+            sections["data"].pop(key)
+        s = self.study
+        return {
+            **sections,
+            "search": {k: describe(p) for k, p in sorted(self.search.items())},
+            "study": {"seed": s.seed, "epsilon": s.epsilon, "replicates": s.replicates,
+                      "max_accuracy_drop": s.max_accuracy_drop, "min_dense_accuracy": s.min_dense_accuracy,
+                      "stop_on_drop": s.stop_on_drop},
+        }
+
     def hash(self) -> str:
-        """Hash of everything that defines the study's trials (for naming and sanity checks)."""
+        """Hash of `settings()` (for naming and sanity checks)."""
         import hashlib
         import json
 
-        blob = json.dumps({"base": self.base.to_dict(), "search": {k: dataclasses.asdict(p) for k, p in
-                                                                  sorted(self.search.items())}},
-                          sort_keys=True, default=str)
+        blob = json.dumps(self.settings(), sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def describe(p: Param) -> str:
+    """A [search] entry as text: its value, its choices, or its range."""
+    if p.choices is not None:
+        return str(list(p.choices))
+    if p.low is not None:
+        return f"[{p.low}, {p.high}]" + (f" step {p.step}" if p.step else "") + (" log" if p.log else "")
+    return str(p.fixed)
+
+
+def settings_changes(old: dict[str, dict[str, Any]], new: dict[str, dict[str, Any]]) -> list[str]:
+    """'[train] lr 0.0012 -> 0.002'-style lines for every setting that differs."""
+    changes = []
+    for section in sorted(set(old) | set(new)):
+        a, b = old.get(section, {}), new.get(section, {})
+        for key in sorted(set(a) | set(b)):
+            if a.get(key, "(unset)") != b.get(key, "(unset)"):
+                changes.append(f"[{section}] {key} {a.get(key, '(unset)')} -> {b.get(key, '(unset)')}")
+    return changes
 
 
 _SECTIONS = ("study", "data", "model", "train", "prune", "search")
@@ -219,7 +263,9 @@ def _validate_study_section(s: StudySection) -> None:
         raise ConfigError(f"study.epsilon must be in [0, 1), got {s.epsilon}")
     if s.max_accuracy_drop is not None and not 0.0 <= s.max_accuracy_drop <= 1.0:
         raise ConfigError(f"study.max_accuracy_drop must be in [0, 1], got {s.max_accuracy_drop}")
-    if s.stop_on_drop and s.max_accuracy_drop is None:
+    if isinstance(s.stop_on_drop, str) and s.stop_on_drop != "unmatched":
+        raise ConfigError(f"study.stop_on_drop must be true, false or \"unmatched\", got {s.stop_on_drop!r}")
+    if s.stop_on_drop is True and s.max_accuracy_drop is None:
         raise ConfigError("study.stop_on_drop needs study.max_accuracy_drop, e.g. max_accuracy_drop = 0.05")
     if s.min_dense_accuracy is not None and not 0.0 <= s.min_dense_accuracy <= 1.0:
         raise ConfigError(f"study.min_dense_accuracy must be in [0, 1], got {s.min_dense_accuracy}")
@@ -228,6 +274,10 @@ def _validate_study_section(s: StudySection) -> None:
                           f"{s.heartbeat_interval} and {s.grace_period}")
     if s.max_retry < 0:
         raise ConfigError(f"study.max_retry must be >= 0, got {s.max_retry}")
+    if s.pack < 1:
+        raise ConfigError(f"study.pack must be >= 1 (1 = no packing), got {s.pack}")
+    if s.threads < 0:
+        raise ConfigError(f"study.threads must be >= 0 (0 = one per process), got {s.threads}")
 
 
 def _parse_param(key: str, spec: Any) -> Param:
@@ -283,6 +333,20 @@ def _validate_space(cfg: StudyConfig) -> None:
             except ConfigError as exc:
                 raise ConfigError(f"search.{key} = {value!r} is out of range: {exc}") from None
         checked[SEARCHABLE[key]] = param.extremes()[0]
+    rounds = cfg.search["rounds"].extremes() if "rounds" in cfg.search else [cfg.base.prune.rounds]
+    targets = cfg.search["target_density"].extremes() if "target_density" in cfg.search else [
+        cfg.base.prune.target_density]
+    if 0 in rounds and 0 in [t or 0 for t in targets]:
+        raise ConfigError("rounds = 0 prunes nothing, so p, k, scope and re-init cannot matter; set rounds >= 1 (in "
+                          "[search] or [prune]) or a target_density")
+    s = cfg.study
+    trained = [k for k in TRAINING_KEYS if k in cfg.searched]
+    uses_dense = any(parse_objective(o).kind in ("ticket_sparsity", "ticket_accuracy") for o in s.objectives) or (
+        s.max_accuracy_drop is not None or s.stop_on_drop)
+    if trained and uses_dense and s.min_dense_accuracy is None:
+        raise ConfigError(f"[search] varies {', '.join(trained)}, so a badly trained dense network would make every "
+                          "round 'match' its own dense accuracy; set [study] min_dense_accuracy (e.g. 0.9) so such "
+                          "trials are infeasible")
     if cfg.study.sampler == "grid":
         if not cfg.searched:
             raise ConfigError("the grid sampler needs at least one searched setting in [search]")

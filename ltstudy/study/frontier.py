@@ -32,19 +32,34 @@ class ParetoTagger:
 
 
 def pareto_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """Optuna's Pareto-optimal trials (feasible ones only), one per distinct setting.
+
+    Repeats of a setting are skipped when they are proposed, so they are not
+    trials; studies from before that rule may hold them, and the earliest one
+    stands for its setting here.
+    """
     if not any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
         return []
     if len(study.directions) == 1:
         try:
-            return [study.best_trial]
+            best = [study.best_trial]
         except ValueError:  # no feasible trial
             return []
-    return study.best_trials
+    else:
+        best = study.best_trials
+    from .sampling import setting_key
+
+    seen: set[str] = set()
+    out = []
+    for t in sorted(best, key=lambda t: t.number):
+        key = setting_key(t.params)
+        if key not in seen and not t.user_attrs.get("diverged"):
+            seen.add(key)
+            out.append(t)
+    return out
 
 
-
-
-def _try(fn):
+def _try(fn) -> None:
     try:
         fn()
     except Exception:

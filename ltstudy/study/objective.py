@@ -1,21 +1,44 @@
-"""The Optuna objective: one trial = one ticket search per replicate seed, logged to a child MLflow run."""
+"""One Optuna trial: a ticket search per replicate seed, logged to a child MLflow run.
+
+`TrialRun.jobs()` is a generator of the engine's `RoundJob`s (see
+engine/ticket.py): a driver trains each job and sends back its result, so the
+same trial code runs one trial at a time (`drive_trial`) or many packed into
+one batched network (engine/packing.py). The generator ends with the trial's
+`Outcome`, which the runner tells Optuna.
+
+Outcomes:
+- COMPLETE: every seed's search ran (or stopped by `stop_on_drop = "unmatched"`);
+  a search whose loss became NaN ends COMPLETE too, as a *diverged* trial: worst
+  values where nothing was measured and the constraint `diverged` = 1, so
+  samplers learn to avoid the region and the Pareto front leaves it out;
+- PRUNED: the pruner or `stop_on_drop = true` stopped it (with its constraint values set);
+- FAIL: an error in this trial's code or data (it fails alone), or Ctrl-C/SIGTERM
+  (the trial is queued again and resumes from its checkpoints);
+- SKIP: the sampler proposed settings already evaluated with the same seeds;
+  nothing is trained and the trial does not count towards n_trials.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
 
 import optuna
+from optuna.trial import TrialState
 
 from ..engine.cache import RoundCache
-from ..engine.ticket import RoundResult, TicketSearch
+from ..engine.data import Dataset, load_dataset
+from ..engine.ticket import RoundJob, RoundResult, StopSearch, ticket_search, train_job
+from ..engine.training import DivergedError, TrainResult, resolve_device
 from .attrs import LINEAGE_ATTR, NUMBER_ATTR, RUN_ATTR
 from .config import SEARCHABLE, StudyConfig
-from .objectives import mean_rounds
-from .sampling import suggest
+from .objectives import intermediate_values, mean_rounds, trial_value
+from .sampling import setting_key, suggest
 from .tracking import Tracker, flatten, rounds_csv
+
+COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)  # what n_trials counts
 
 
 def _retried_number(trial: optuna.Trial) -> int | None:
@@ -27,109 +50,307 @@ def _retried_number(trial: optuna.Trial) -> int | None:
     return trial.user_attrs.get(NUMBER_ATTR)
 
 
-
 @dataclass
 class Hooks:
     """Progress callbacks for a front end (the CLI's progress bars)."""
 
+    study_start: Callable[[int], None] = lambda missing: None  # trials this call means to run
     trial_start: Callable[[int], None] = lambda number: None
     round_done: Callable[[int, RoundResult], None] = lambda number, rec: None
-    iteration: Callable[[int, int, int], None] | None = None
+    iteration: Callable[[RoundJob, int, int], None] | None = None
     trial_end: Callable[[optuna.trial.FrozenTrial], None] = lambda trial: None
 
 
+@dataclass
+class Outcome:
+    state: TrialState | None  # None: skipped (a duplicate)
+    values: list[float] | None = None
+    reason: str = ""
+    duplicate_of: int | None = None
 
-# --------------------------------------------------------------------------- one trial
+
+@dataclass
+class TrialContext:
+    """What every trial of one process shares."""
+
+    cfg: StudyConfig
+    tracker: Tracker
+    experiment_id: str
+    parent_run_id: str
+    hooks: Hooks
+    cache: RoundCache | None = None
 
 
 class TrialFailed(RuntimeError):
     pass
 
 
-class Objective:
-    """The Optuna objective: ticket searches for one trial, logged to a child MLflow run."""
+class TrialRun:
+    """The life of one trial: settings, MLflow run, its searches (one per seed) and its outcome."""
 
-    def __init__(self, cfg: StudyConfig, tracker: Tracker, experiment_id: str, parent_run_id: str,
-                 hooks: Hooks | None = None, cache: RoundCache | None = None):
-        self.cfg, self.tracker = cfg, tracker
-        self.experiment_id, self.parent_run_id = experiment_id, parent_run_id
-        self.hooks = hooks or Hooks()
-        self.objectives = cfg.objectives
-        self.cache = cache
+    def __init__(self, ctx: TrialContext, trial: optuna.Trial):
+        self.ctx, self.trial = ctx, trial
+        self.cfg, self.tracker = ctx.cfg, ctx.tracker
+        self.objectives = ctx.cfg.objectives
+        self.run_id: str | None = None
+        self.per_seed: list[list[dict]] = []
+        self._reported: set[int] = set()  # pruner steps reported
+        self.data: Dataset = load_dataset(self.cfg.base.data, resolve_device(self.cfg.base.device))
 
-    def __call__(self, trial: optuna.Trial) -> float | list[float]:
-        cfg, study_cfg = self.cfg, self.cfg.study
-        values = {key: suggest(trial, p) for key, p in cfg.searched.items()}
-        seeds = [study_cfg.seed + i for i in range(study_cfg.replicates)]
-        first = cfg.trial_config(values, seeds[0])
-        lineage = self._close_lineage(trial)
+    # ------------------------------------------------------------------ start
+
+    def begin(self) -> Outcome | None:
+        """Pick the settings and open the MLflow run; an Outcome when the trial ends here (a duplicate)."""
+        cfg, trial = self.cfg, self.trial
+        self.values = {key: suggest(trial, p) for key, p in cfg.searched.items()}
+        study_cfg = cfg.study
+        self.seeds = [study_cfg.seed + i for i in range(study_cfg.replicates)]
+        twin = self._evaluated_twin()
+        if twin is not None:
+            return Outcome(None, reason=f"skipped: the same settings and seeds as trial {twin}", duplicate_of=twin)
+        first = cfg.trial_config(self.values, self.seeds[0])
+        self.kind = "control" if first.prune.reinit == "random" or first.prune.mask == "random" else "ticket"
+        lineage = self._close_lineage()
         retry_tags = {"retry_of": lineage[-1], "retry_of_trial": _retried_number(trial)} if lineage else {}
         trial.set_user_attr(NUMBER_ATTR, trial.number)
-        for inherited in ("fail_reason", "stop_reason"):  # a retry copies its predecessor's attrs; not its outcome
+        for inherited in ("fail_reason", "stop_reason", "diverged"):  # a retry copies its predecessor's attrs
             if trial.user_attrs.get(inherited):
-                trial.set_user_attr(inherited, "")
-        run_id = self.tracker.start_run(
-            self.experiment_id, f"trial-{trial.number}", parent_run_id=self.parent_run_id,
-            tags={"optuna.study": trial.study.study_name, "optuna.trial": trial.number, "state": "RUNNING",
-                  "config_hash": first.hash(), **retry_tags, **{f"search.{k}": v for k, v in values.items()}})
-        trial.set_user_attr(RUN_ATTR, run_id)
+                trial.set_user_attr(inherited, "" if inherited != "diverged" else False)
+        trial.set_user_attr("seeds", self.seeds)
+        trial.set_user_attr("kind", self.kind)
+        trial.set_user_attr("params_all", {k: _plain(v) for k, v in _settings(first).items()})
         trial.set_user_attr(LINEAGE_ATTR, lineage)
-        trial.set_user_attr("seeds", seeds)
-        # Rounds that an earlier run of this trial's lineage already logged are not logged again.
-        self._logged = {key: self._lineage_steps(lineage, key) for key in self._step_keys(seeds)}
-        trial.set_user_attr("params_all", {k: _plain(v) for k, v in self._settings(first).items()})
-        self.hooks.trial_start(trial.number)
-        per_seed: list[list[dict]] = []
+        self.run_id = self.tracker.start_run(
+            self.ctx.experiment_id, f"trial-{trial.number}", parent_run_id=self.ctx.parent_run_id,
+            tags={"optuna.study": trial.study.study_name, "optuna.trial": trial.number, "state": "RUNNING",
+                  "kind": self.kind, "config_hash": first.hash(), **retry_tags,
+                  **{f"search.{k}": v for k, v in self.values.items()}})
+        trial.set_user_attr(RUN_ATTR, self.run_id)
         try:
-            self.tracker.log_params(run_id, {**flatten(first.to_dict()), "seeds": seeds,
-                                             "replicates": len(seeds), "epsilon": study_cfg.epsilon})
-            for i, seed in enumerate(seeds):
-                rounds: list[dict] = []
-                per_seed.append(rounds)
-                self._search(trial, run_id, cfg.trial_config(values, seed), rounds, seed, report=(i == 0))
-            return self._finish(trial, run_id, per_seed)
-        except optuna.TrialPruned as exc:
-            self._store_rounds(trial, per_seed)
-            trial.set_user_attr("stop_reason", str(exc))
-            self.tracker.set_tags(run_id, {"state": "PRUNED"})
-            self.tracker.end_run(run_id, "KILLED", reason=f"pruned: {exc}")
-            raise
+            # Rounds that an earlier run of this trial's lineage already logged are not logged again.
+            self._logged = {key: self._lineage_steps(lineage, key) for key in self._step_keys()}
+            self.tracker.log_params(self.run_id, {**flatten(first.to_dict()), "seeds": self.seeds,
+                                                  "replicates": len(self.seeds), "epsilon": study_cfg.epsilon})
         except BaseException as exc:
-            reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
-            self._store_rounds(trial, per_seed)
-            _try(lambda: trial.set_user_attr("fail_reason", reason[:1000]))
-            _try(lambda: self.tracker.set_tags(run_id, {"state": "FAIL"}))
-            _try(lambda: self.tracker.end_run(run_id, "FAILED", reason=reason))
+            self._close_failed(exc)
+            if isinstance(exc, Exception):
+                return Outcome(TrialState.FAIL, reason=f"{type(exc).__name__}: {exc}")
+            raise
+        self.ctx.hooks.trial_start(trial.number)
+        return None
+
+    def _evaluated_twin(self) -> int | None:
+        """A finished or running trial with the same searched settings (and therefore the same seeds)."""
+        mine = setting_key(self.values)
+        states = (*COUNTED, TrialState.RUNNING)
+        for t in self.trial.study.get_trials(deepcopy=False, states=states):
+            if t.number != self.trial.number and not t.user_attrs.get("duplicate_of") and \
+                    setting_key(t.params) == mine and t.user_attrs.get("seeds", self.seeds) == self.seeds:
+                return t.number
+        return None
+
+    # ------------------------------------------------------------------ the searches
+
+    def jobs(self) -> Generator[RoundJob, TrainResult, Outcome]:
+        """Every seed's ticket search, as jobs for a driver; returns the trial's outcome."""
+        try:
+            for i, seed in enumerate(self.seeds):
+                rounds: list[dict] = []
+                self.per_seed.append(rounds)
+                search = ticket_search(self.cfg.trial_config(self.values, seed), self.data, self.ctx.cache)
+                yield from self._search(search, rounds, seed, report=(i == 0))
+                if getattr(search, "path_rounds", None):
+                    self.trial.set_user_attr(f"path_rounds_seed_{seed}", dict(search.path_rounds))
+            return self._finish()
+        except optuna.TrialPruned as exc:
+            return self._stopped(str(exc))
+        except DivergedError as exc:
+            return self._finish(diverged=exc)
+        except Exception as exc:  # this trial's own failure: it fails alone, the study goes on
+            self._close_failed(exc)
+            return Outcome(TrialState.FAIL, reason=f"{type(exc).__name__}: {exc}")
+        except BaseException as exc:  # Ctrl-C, SIGTERM, or a driver closing us
+            self._close_failed(exc)
             if isinstance(exc, KeyboardInterrupt):
                 # Queue the same settings first for the next run; it resumes from the checkpoints.
-                _try(lambda: trial.study.enqueue_trial(trial.params, user_attrs=trial.user_attrs))
+                _try(lambda: self.trial.study.enqueue_trial(self.trial.params, user_attrs=self.trial.user_attrs))
             raise
+
+    def _search(self, search, rounds: list[dict], seed: int, report: bool) -> Generator[RoundJob, TrainResult, None]:
+        events = search.events()
+        reply: TrainResult | None = None
+        try:
+            while True:
+                try:
+                    event = events.send(reply)
+                except StopIteration:
+                    return
+                reply = None
+                if isinstance(event, RoundJob):
+                    reply = yield event
+                elif isinstance(event, RoundResult):
+                    d = event.to_dict()
+                    rounds.append(d)
+                    try:
+                        self._on_round(event, d, rounds, seed, report)
+                    except StopSearch as stop:
+                        self.trial.set_user_attr(f"stop_reason_seed_{seed}", stop.reason)
+                        return
+        finally:
+            events.close()
+
+    def _on_round(self, rec: RoundResult, d: dict, rounds: list[dict], seed: int, report: bool) -> None:
+        s = self.cfg.study
+        prefix = "" if s.replicates == 1 else f"seed_{seed}/"
+        if rec.round not in self._logged.get(f"{prefix}val_accuracy", set()):
+            self.tracker.log_round(self.run_id, d, prefix)
+        self.ctx.hooks.round_done(self.trial.number, rec)
+        if report and len(self.objectives) == 1 and self.objectives[0].prunable and s.pruner != "none":
+            # Keyed by density, never by round: see objectives.intermediate_values.
+            for step, value in intermediate_values(self.objectives[0], rounds, s.epsilon).items():
+                if step not in self._reported:
+                    self.trial.report(value, step)
+                    self._reported.add(step)
+            if self.trial.should_prune():
+                raise optuna.TrialPruned(f"pruner stopped the trial at density {rec.density:.4g} (round {rec.round})")
+        if rec.round == 0:
+            return
+        if s.stop_on_drop is True:
+            drop = rounds[0]["val_accuracy"] - rec.val_accuracy
+            if drop > s.max_accuracy_drop:
+                raise optuna.TrialPruned(f"accuracy drop {drop:.4f} > max_accuracy_drop {s.max_accuracy_drop} at "
+                                         f"round {rec.round}")
+        elif s.stop_on_drop == "unmatched" and rec.val_accuracy < rounds[0]["val_accuracy"] - s.epsilon - 1e-12:
+            raise StopSearch(f"round {rec.round} no longer matches dense within epsilon {s.epsilon}")
+
+    # ------------------------------------------------------------------ outcomes
+
+    def _diverged_values(self, exc: DivergedError) -> list[float]:
+        """Per seed: the value of its finished rounds; with none, 0 for a maximised objective, or the iterations
+        it ran before diverging for train_iterations."""
+        eps = self.cfg.study.epsilon
+        values = []
+        for o in self.objectives:
+            per = [o.value(r, eps) if r else (0.0 if o.direction == "maximize" else float(exc.iteration))
+                   for r in self.per_seed]
+            values.append(sum(per) / len(per))
+        return values
+
+    def _finish(self, diverged: DivergedError | None = None) -> Outcome:
+        trial, eps = self.trial, self.cfg.study.epsilon
+        finished = [r for r in self.per_seed if r]
+        if diverged is None:
+            values = [trial_value(o, self.per_seed, eps) for o in self.objectives]
+            for v, o in zip(values, self.objectives, strict=True):
+                if not math.isfinite(v):
+                    raise TrialFailed(f"objective {o.name} is {v}")
+        else:
+            # A result, not a crash: what was measured counts, nothing measured is worst, and the trial is infeasible.
+            values = self._diverged_values(diverged)
+            seed = self.seeds[len(self.per_seed) - 1]
+            reason = f"diverged: {diverged} (round {len(self.per_seed[-1])} of seed {seed})"
+            trial.set_user_attr("diverged", True)
+            trial.set_user_attr("fail_reason", reason[:1000])
+        self._store_rounds()
+        constraints = self._constraints(finished)
+        if diverged is not None:
+            constraints["diverged"] = 1.0
+        for name, value in constraints.items():
+            trial.set_constraint(name, value)
+        mean = mean_rounds(finished) if finished else []
+        if len(self.per_seed) > 1:
+            for rnd in mean:
+                self.tracker.log_round(self.run_id, rnd)
+        self.tracker.log_metrics(self.run_id, {f"objective.{o.metric_key}": v
+                                               for o, v in zip(self.objectives, values, strict=True)})
+        self.tracker.log_metrics(self.run_id, {f"constraint.{k}": v for k, v in constraints.items()})
+        if mean:
+            self._log_artifacts(mean)
+        feasible = all(v <= 0 for v in constraints.values())
+        if diverged is not None:
+            self.tracker.set_tags(self.run_id, {"state": "DIVERGED", "feasible": False})
+            self.tracker.end_run(self.run_id, "FINISHED", reason=trial.user_attrs["fail_reason"])
+        else:
+            self.tracker.set_tags(self.run_id, {"state": "COMPLETE", "feasible": feasible})
+            self.tracker.end_run(self.run_id, "FINISHED")
+        return Outcome(TrialState.COMPLETE, values)
+
+    def _stopped(self, reason: str) -> Outcome:
+        """Pruned by the pruner, or by stop_on_drop (then with its constraint values: samplers see it infeasible)."""
+        self._store_rounds()
+        finished = [r for r in self.per_seed if r]
+        if self.cfg.study.stop_on_drop is True and finished:
+            for name, value in self._constraints(finished).items():
+                _try(lambda name=name, value=value: self.trial.set_constraint(name, value))
+        self.trial.set_user_attr("stop_reason", reason)
+        _try(lambda: self.tracker.set_tags(self.run_id, {"state": "PRUNED"}))
+        _try(lambda: self.tracker.end_run(self.run_id, "KILLED", reason=f"pruned: {reason}"))
+        return Outcome(TrialState.PRUNED, reason=reason)
+
+    def _close_failed(self, exc: BaseException) -> None:
+        reason = "interrupted" if isinstance(exc, KeyboardInterrupt | GeneratorExit) else f"{type(exc).__name__}: {exc}"
+        self._store_rounds()
+        _try(lambda: self.trial.set_user_attr("fail_reason", reason[:1000]))
+        if self.run_id is not None:
+            _try(lambda: self.tracker.set_tags(self.run_id, {"state": "FAIL"}))
+            _try(lambda: self.tracker.end_run(self.run_id, "FAILED", reason=reason))
+
+    def _store_rounds(self) -> None:
+        finished = [r for r in self.per_seed if r]
+        if finished:
+            _try(lambda: self.trial.set_user_attr("rounds", _compact(mean_rounds(finished))))
+            _try(lambda: self.trial.set_user_attr("rounds_per_seed", [_compact(r) for r in self.per_seed]))
+
+    def _constraints(self, per_seed: list[list[dict]]) -> dict[str, float]:
+        """Constraint values (<= 0 is feasible), as the mean over seeds of each seed's value."""
+        s = self.cfg.study
+        out = {}
+        if not per_seed:
+            return out
+        if s.max_accuracy_drop is not None:
+            out["accuracy_drop"] = sum(r[0]["val_accuracy"] - r[-1]["val_accuracy"] for r in per_seed) / len(
+                per_seed) - s.max_accuracy_drop
+        if s.min_dense_accuracy is not None:
+            out["dense_accuracy"] = s.min_dense_accuracy - sum(r[0]["val_accuracy"] for r in per_seed) / len(per_seed)
+        return out
+
+    def _log_artifacts(self, rounds: list[dict]) -> None:
+        import json
+
+        from .plots import plot_rounds
+
+        self.tracker.log_files(self.run_id, {
+            "rounds.csv": rounds_csv(rounds),
+            "rounds.json": json.dumps({"mean": rounds, "per_seed": dict(zip(map(str, self.seeds), self.per_seed))},
+                                      indent=2),
+            "accuracy_vs_density.png": lambda path: plot_rounds(rounds, path, title=f"trial {self.trial.number}"),
+        })
 
     # ------------------------------------------------------------------ retries
 
-    def _close_lineage(self, trial: optuna.Trial) -> list[str]:
+    def _close_lineage(self) -> list[str]:
         """MLflow runs of the earlier attempts at this trial (oldest first), closed if still RUNNING.
 
         A retry (heartbeat re-queue or an interrupted trial's re-queue) carries
         its predecessor's user attrs, so the run ids chain back.
         """
-        attrs = trial.user_attrs
-        if _retried_number(trial) is None or RUN_ATTR not in attrs:
+        attrs = self.trial.user_attrs
+        if _retried_number(self.trial) is None or RUN_ATTR not in attrs:
             return []
         lineage = [*attrs.get(LINEAGE_ATTR, []), attrs[RUN_ATTR]]
         for run_id in lineage:
-            _try(lambda run_id=run_id: self._close_stale(run_id, trial.number))
+            _try(lambda run_id=run_id: self._close_stale(run_id))
         return lineage
 
-    def _close_stale(self, run_id: str, retry_number: int) -> None:
+    def _close_stale(self, run_id: str) -> None:
         if self.tracker.run_status(run_id) == "RUNNING":
             self.tracker.set_tags(run_id, {"state": "FAIL"})
-            self.tracker.end_run(run_id, "FAILED", reason=f"worker died; retried as trial {retry_number}")
+            self.tracker.end_run(run_id, "FAILED", reason=f"worker died; retried as trial {self.trial.number}")
 
-    def _step_keys(self, seeds: list[int]) -> list[str]:
-        if len(seeds) == 1:
+    def _step_keys(self) -> list[str]:
+        if len(self.seeds) == 1:
             return ["val_accuracy"]
-        return [f"seed_{s}/val_accuracy" for s in seeds]
+        return [f"seed_{s}/val_accuracy" for s in self.seeds]
 
     def _lineage_steps(self, lineage: list[str], key: str) -> set[int]:
         steps: set[int] = set()
@@ -137,83 +358,28 @@ class Objective:
             steps |= self.tracker.logged_steps(run_id, key)
         return steps
 
-    def _settings(self, tcfg) -> dict[str, Any]:
-        """The value of every searchable setting in this trial (searched or fixed), for reports."""
-        d = tcfg.to_dict()
-        return {k: d[path.split(".")[0]][path.split(".")[1]] for k, path in SEARCHABLE.items()}
 
-    def _search(self, trial: optuna.Trial, run_id: str, tcfg, rounds: list[dict], seed: int, report: bool) -> None:
-        prefix = "" if self.cfg.study.replicates == 1 else f"seed_{seed}/"
-        study_cfg = self.cfg.study
-        single = len(self.objectives) == 1
+def drive_jobs(jobs: Generator[RoundJob, TrainResult, Outcome], data: Dataset,
+               progress: Callable[[RoundJob, int, int], None] | None = None) -> Outcome:
+    """Train a trial's jobs one after another (the plain driver); returns its outcome."""
+    reply: TrainResult | None = None
+    error: BaseException | None = None
+    while True:
+        try:
+            job = jobs.throw(error) if error is not None else jobs.send(reply)
+        except StopIteration as done:
+            return done.value
+        reply, error = None, None
+        try:
+            reply = train_job(job, data, progress)
+        except (DivergedError, KeyboardInterrupt) as exc:
+            error = exc  # the trial's own code decides what it means
 
-        logged = self._logged.get(f"{prefix}val_accuracy", set())
 
-        def on_round(rec: RoundResult) -> None:
-            d = rec.to_dict()
-            rounds.append(d)
-            if rec.round not in logged:
-                self.tracker.log_round(run_id, d, prefix)
-            self.hooks.round_done(trial.number, rec)
-            if single and report:
-                trial.report(self.objectives[0].value(rounds, study_cfg.epsilon), rec.round)
-                if trial.should_prune():
-                    raise optuna.TrialPruned(f"pruner stopped the trial at round {rec.round}")
-            if study_cfg.stop_on_drop and rec.round > 0:
-                drop = rounds[0]["val_accuracy"] - rec.val_accuracy
-                if drop > study_cfg.max_accuracy_drop:
-                    raise optuna.TrialPruned(f"accuracy drop {drop:.4f} > max_accuracy_drop "
-                                             f"{study_cfg.max_accuracy_drop} at round {rec.round}")
-
-        TicketSearch(tcfg, cache=self.cache).run(on_round=on_round, progress=self.hooks.iteration)
-
-    def _store_rounds(self, trial: optuna.Trial, per_seed: list[list[dict]]) -> None:
-        finished = [r for r in per_seed if r]
-        if finished:
-            _try(lambda: trial.set_user_attr("rounds", _compact(mean_rounds(finished))))
-
-    def _finish(self, trial: optuna.Trial, run_id: str, per_seed: list[list[dict]]) -> float | list[float]:
-        eps = self.cfg.study.epsilon
-        mean = mean_rounds(per_seed)
-        values = [sum(o.value(r, eps) for r in per_seed) / len(per_seed) for o in self.objectives]
-        for v, o in zip(values, self.objectives, strict=True):
-            if not math.isfinite(v):
-                raise TrialFailed(f"objective {o.name} is {v}")
-        trial.set_user_attr("rounds", _compact(mean))
-        constraints = self._constraints(mean)
-        for name, value in constraints.items():
-            trial.set_constraint(name, value)
-
-        if len(per_seed) > 1:
-            for rnd in mean:
-                self.tracker.log_round(run_id, rnd)
-        self.tracker.log_metrics(run_id, {f"objective.{o.metric_key}": v for o, v in zip(self.objectives, values,
-                                                                                          strict=True)})
-        self.tracker.log_metrics(run_id, {f"constraint.{k}": v for k, v in constraints.items()})
-        self._log_artifacts(run_id, trial.number, mean)
-        self.tracker.set_tags(run_id, {"state": "COMPLETE", "feasible": all(v <= 0 for v in constraints.values())})
-        self.tracker.end_run(run_id, "FINISHED")
-        return values[0] if len(values) == 1 else values
-
-    def _constraints(self, rounds: list[dict]) -> dict[str, float]:
-        s = self.cfg.study
-        out = {}
-        if s.max_accuracy_drop is not None:
-            out["accuracy_drop"] = rounds[0]["val_accuracy"] - rounds[-1]["val_accuracy"] - s.max_accuracy_drop
-        if s.min_dense_accuracy is not None:
-            out["dense_accuracy"] = s.min_dense_accuracy - rounds[0]["val_accuracy"]
-        return out
-
-    def _log_artifacts(self, run_id: str, number: int, rounds: list[dict]) -> None:
-        import json
-
-        from .reports import plot_rounds
-
-        self.tracker.log_files(run_id, {
-            "rounds.csv": rounds_csv(rounds),
-            "rounds.json": json.dumps(rounds, indent=2),
-            "accuracy_vs_density.png": lambda path: plot_rounds(rounds, path, title=f"trial {number}"),
-        })
+def _settings(tcfg) -> dict[str, Any]:
+    """The value of every searchable setting in a trial (searched or fixed), for reports."""
+    d = tcfg.to_dict()
+    return {k: d[path.split(".")[0]][path.split(".")[1]] for k, path in SEARCHABLE.items()}
 
 
 def _compact(rounds: list[dict]) -> list[dict]:
@@ -231,5 +397,3 @@ def _try(fn: Callable[[], Any]) -> None:
         fn()
     except Exception:
         pass
-
-

@@ -1,16 +1,74 @@
-"""Signals: SIGTERM (a scheduler's pre-emption) is handled like Ctrl-C."""
+"""Signals: SIGINT (Ctrl-C) and SIGTERM (Kubernetes, Slurm, `kill PID`) stop a study cleanly.
+
+The first signal raises KeyboardInterrupt wherever the process is; the running
+trial closes its MLflow run as interrupted and is queued again. Further signals
+are ignored for a bounded time while that happens, so a second Ctrl-C, or a
+parent forwarding SIGTERM after the terminal's SIGINT, cannot leave a run
+half-closed; a process that does not finish within that time is killed by its
+parent (or the user's SIGKILL).
+"""
 
 from __future__ import annotations
 
+import os
 import signal
+import time
+from collections.abc import Sequence
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-def sigterm_as_interrupt() -> None:
-    """SIGTERM (a scheduler's pre-emption) behaves like Ctrl-C: close the trial's run, then leave."""
+def interrupt_on_signals() -> None:
+    """SIGINT and SIGTERM raise KeyboardInterrupt once; later ones are ignored (the process is closing)."""
 
-    def on_term(signum, frame):
+    def on_signal(signum, frame):
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, on_term)
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, on_signal)
 
 
+def stop_processes(procs: Sequence, grace: float = 30.0) -> list[int]:
+    """SIGTERM to every live process, then SIGKILL to those still alive after `grace` seconds; their pids killed."""
+    for p in procs:
+        if p.is_alive():
+            try:
+                os.kill(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    deadline = time.monotonic() + grace
+    for p in procs:
+        p.join(timeout=max(0.0, deadline - time.monotonic()))
+    killed = []
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+            p.join(timeout=5)
+            killed.append(p.pid)
+    return killed
+
+
+def stop_process_group(proc, grace: float = 10.0) -> None:
+    """Stop a subprocess started with start_new_session=True and every process it started (its group)."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if proc.poll() is not None and not _group_alive(proc.pid):
+                return
+            time.sleep(0.05)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

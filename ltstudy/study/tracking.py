@@ -26,6 +26,7 @@ from .storage import artifact_root, prepare_storage, redact
 T = TypeVar("T")
 
 PARENT_TAG = "mlflow.parentRunId"
+KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"  # MLflow 3's UI: open on the Runs table
 ROUND_METRICS = ("density", "sparsity", "val_accuracy", "val_loss", "test_accuracy", "test_accuracy_at_early_stop",
                  "early_stop_iteration", "train_loss", "iterations", "weights_remaining", "reused",
                  "computed_iterations")
@@ -83,13 +84,27 @@ class Tracker:
 
     @_retry
     def experiment_id(self, name: str) -> str:
+        """The study's experiment, created once (race-safe), marked as a model-training experiment.
+
+        MLflow 3's UI opens an experiment without a kind on its GenAI (traces)
+        view; the kind tag makes it open on the Runs table, where the study's
+        parent run and its nested trial runs are.
+        """
         exp = self.client.get_experiment_by_name(name)
-        if exp is not None:
-            if exp.lifecycle_stage == "deleted":
-                self.client.restore_experiment(exp.experiment_id)
-            return exp.experiment_id
-        root = artifact_root(self.uri)
-        return self.client.create_experiment(name, artifact_location=f"{root}/{name}" if root else None)
+        if exp is None:
+            root = artifact_root(self.uri)
+            try:
+                return self.client.create_experiment(name, artifact_location=f"{root}/{name}" if root else None,
+                                                     tags={KIND_TAG: KIND})
+            except Exception as exc:  # another worker created it a moment ago
+                exp = self.client.get_experiment_by_name(name)
+                if exp is None:
+                    raise exc from None
+        if exp.lifecycle_stage == "deleted":
+            self.client.restore_experiment(exp.experiment_id)
+        if exp.tags.get(KIND_TAG) != KIND:
+            self.client.set_experiment_tag(exp.experiment_id, KIND_TAG, KIND)
+        return exp.experiment_id
 
     @_retry
     def start_run(self, experiment_id: str, name: str, tags: Mapping[str, Any] | None = None,

@@ -1,10 +1,17 @@
-"""Worker processes: `--jobs N` on one machine, and `ltstudy worker` on many."""
+"""Worker processes: `--jobs N` on one machine, and `ltstudy worker` on many.
+
+Local workers are processes, never threads (the GIL, and MLflow's thread-local
+run stack). The parent splits the missing trials between them, forwards
+SIGINT/SIGTERM to them (each closes its trial's run as interrupted and queues
+the trial again), and kills any that do not stop within a grace period, so no
+worker outlives it.
+"""
 
 from __future__ import annotations
 
 import multiprocessing
 import os
-import time
+import queue
 from dataclasses import dataclass
 
 import optuna
@@ -14,72 +21,87 @@ from ..engine.config import ConfigError
 from .attrs import EXPERIMENT_ATTR, PARENT_ATTR
 from .config import StudyConfig
 from .frontier import ParetoTagger
-from .objective import Hooks, Objective, TrialFailed
-from .runner import RunOptions, attach_tracking, existing_study, open_study, resolve, sweep_orphans
-from .signals import sigterm_as_interrupt
-from .storage import (
-    open_storage,
-    quiet_experimental,
-    redact,
+from .objective import COUNTED, Hooks, TrialContext, TrialFailed
+from .runner import (
+    RunOptions,
+    attach_tracking,
+    n_counted,
+    open_study,
+    resolve,
+    run_trials,
+    sweep_orphans,
 )
+from .signals import interrupt_on_signals, stop_processes
+from .storage import quiet_experimental
+from .threads import set_threads
 from .tracking import Tracker
 
-# --------------------------------------------------------------------------- worker processes
+STOP_GRACE = 30.0  # seconds a worker gets to close its trial after SIGTERM before it is killed
 
 
-def _run_workers(cfg: StudyConfig, opts: RunOptions, storage_url: str, uri: str, name: str, n_trials: int,
-                 hooks: Hooks | None) -> None:
-    """N processes, each with cores/N torch threads, splitting n_trials exactly between them."""
-
+def _run_workers(cfg: StudyConfig, opts: RunOptions, storage_url: str, uri: str, name: str, missing: int,
+                 target: int, hooks: Hooks | None) -> tuple[list[int], list[int], list[str]]:
+    """N processes splitting the missing trials exactly; returns (trials run, repeats skipped, notes)."""
     jobs = opts.jobs
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    shares = [n_trials // jobs + (i < n_trials % jobs) for i in range(jobs)]
+    shares = [missing // jobs + (i < missing % jobs) for i in range(jobs)]
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=worker_main, args=(cfg, opts, storage_url, uri, name, share, threads),
-                         kwargs={"stream": i + 1})
+    results = ctx.Queue()
+    procs = [ctx.Process(target=worker_main, args=(cfg, opts, storage_url, uri, name, share, target, results),
+                         kwargs={"stream": i + 1}, name=f"ltstudy-worker-{i + 1}")
              for i, share in enumerate(shares) if share]
     for p in procs:
         p.start()
-    study = optuna.load_study(study_name=name, storage=open_storage(storage_url))
-    seen: set[int] = set()
+    study = optuna.load_study(study_name=name, storage=_storage(storage_url))
+    seen = {t.number for t in study.get_trials(deepcopy=False, states=(*COUNTED, TrialState.FAIL))}
+    reports: list[tuple[list[int], list[int], str | None]] = []
     try:
-        while any(p.is_alive() for p in procs):
-            time.sleep(0.5)
-            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
-                                                               TrialState.FAIL)):
+        while any(p.is_alive() for p in procs) or len(reports) < len(procs):
+            try:
+                reports.append(results.get(timeout=0.5))
+            except queue.Empty:
+                if not any(p.is_alive() for p in procs):
+                    break
+            for t in study.get_trials(deepcopy=False, states=(*COUNTED, TrialState.FAIL)):
                 if t.number not in seen:
                     seen.add(t.number)
-                    if hooks:
+                    if hooks and not t.user_attrs.get("duplicate_of"):
                         hooks.trial_end(t)
     except KeyboardInterrupt:
-        for p in procs:  # workers got the SIGINT too; give them time to close their runs
-            p.join(timeout=30)
+        stop_processes(procs, STOP_GRACE)  # forward: each worker closes its run and queues its trial
         raise
     for p in procs:
         p.join()
     failed = [p.exitcode for p in procs if p.exitcode not in (0, None)]
     if failed:
         raise TrialFailed(f"{len(failed)} worker process(es) exited with codes {failed}")
+    ran = sorted(n for told, _, _ in reports for n in told)
+    skipped = sorted(n for _, s, _ in reports for n in s)
+    notes = sorted({note for _, _, note in reports if note})
+    return ran, skipped, notes
 
 
-def worker_main(cfg: StudyConfig, opts: RunOptions, storage_url: str, uri: str, name: str, n_trials: int,
-                threads: int, stream: int = 0) -> None:
-    """One `--jobs` worker process: its share of the trials, on cores/N threads."""
-    import torch
-
-    torch.set_num_threads(threads)
+def worker_main(cfg: StudyConfig, opts: RunOptions, storage_url: str, uri: str, name: str, budget: int,
+                target: int, results, stream: int = 0) -> None:
+    """One `--jobs` worker process: its share of the missing trials."""
+    interrupt_on_signals()
+    set_threads(cfg.study.threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sigterm_as_interrupt()
-    study = open_study(cfg, storage_url, name, stream)
+    study = open_study(cfg, storage_url, name, stream, n_trials=target).study
     tracker = Tracker(uri)
-    exp_id = study.user_attrs[EXPERIMENT_ATTR]
-    parent = study.user_attrs[PARENT_ATTR]
+    exp_id, parent = study.user_attrs[EXPERIMENT_ATTR], study.user_attrs[PARENT_ATTR]
+    ctx = TrialContext(cfg, tracker, exp_id, parent, Hooks(), opts.cache(cfg))
     try:
-        study.optimize(Objective(cfg, tracker, exp_id, parent, cache=opts.cache(cfg)), n_trials=n_trials,
-                       catch=(Exception,), callbacks=[ParetoTagger(tracker)])
+        report = run_trials(study, ctx, budget=budget, target=target, pack=cfg.study.pack,
+                            callbacks=(ParetoTagger(tracker),))
     except KeyboardInterrupt:
         raise SystemExit(130) from None
+    results.put((report.told, report.skipped, report.note))
 
+
+def _storage(url: str):
+    from .storage import open_storage
+
+    return open_storage(url)
 
 
 # --------------------------------------------------------------------------- workers on many machines
@@ -91,50 +113,50 @@ class WorkerSummary:
     finished: list[optuna.trial.FrozenTrial]
     repaired_trials: int
     repaired_runs: int
+    created: bool = False
     interrupted: bool = False
+    note: str | None = None
 
 
 def run_worker(cfg: StudyConfig, opts: RunOptions, hooks: Hooks | None = None) -> WorkerSummary:
-    """`ltstudy worker`: join an existing study and run trials until it has enough.
+    """`ltstudy worker`: join the study (creating it if it does not exist yet) and run trials until it has enough.
 
-    With --n-trials N the worker runs N trials; otherwise it stops once the
-    study has [study].n_trials finished (complete or pruned) trials.
+    Stops once the study has n_trials finished trials (--n-trials, else
+    [study].n_trials), counting the trials other workers are running, so a
+    fleet does not overshoot. Many workers may start at once on an empty
+    database: exactly one creates the study and its MLflow parent run.
     """
     storage_url, uri, name = resolve(cfg, opts)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if existing_study(storage_url, name) is None:
-        raise ConfigError(f"no study named '{name}' in {redact(storage_url)}; create it once with "
-                          f"`ltstudy run {cfg.path or 'STUDY.toml'} --storage URL --n-trials 0`")
+    set_threads(cfg.study.threads)
+    target = cfg.study.n_trials if opts.n_trials is None else opts.n_trials
     # Workers on other machines may join at the same moment: a random stream keeps their draws apart.
-    study = open_study(cfg, storage_url, name, stream=1 + int.from_bytes(os.urandom(3), "big"))
+    opened = open_study(cfg, storage_url, name, stream=1 + int.from_bytes(os.urandom(3), "big"), n_trials=target)
+    study = opened.study
     tracker = Tracker(uri)
-    exp_id = study.user_attrs.get(EXPERIMENT_ATTR) or tracker.experiment_id(name)
-    parent = study.user_attrs.get(PARENT_ATTR)
-    if parent is None:
-        exp_id, parent = attach_tracking(study, cfg, tracker)
-        tracker.end_run(parent)
+    exp_id, parent = attach_tracking(study, cfg, tracker, created=opened.created)
+    tracker.end_run(parent)  # (the study's run is open only while a `run` command drives it)
     repaired_trials, repaired_runs = repair_study(study, tracker)
-    mine: list[optuna.trial.FrozenTrial] = []
+    summary = WorkerSummary(name, [], repaired_trials, repaired_runs, opened.created)
+    hooks = hooks or Hooks()
 
     def done(s: optuna.Study, t: optuna.trial.FrozenTrial) -> None:
-        mine.append(t)
-        (hooks or Hooks()).trial_end(t)
-        if opts.n_trials is None and _n_finished(s) >= cfg.study.n_trials:
-            s.stop()
+        summary.finished.append(t)
+        hooks.trial_end(t)
 
-    summary = WorkerSummary(name, mine, repaired_trials, repaired_runs)
-    if opts.n_trials is None and _n_finished(study) >= cfg.study.n_trials:
-        return summary
+    ctx = TrialContext(cfg, tracker, exp_id, parent, hooks, opts.cache(cfg))
     try:
-        study.optimize(Objective(cfg, tracker, exp_id, parent, hooks, cache=opts.cache(cfg)),
-                       n_trials=opts.n_trials, catch=(Exception,), callbacks=[ParetoTagger(tracker), done])
+        report = run_trials(study, ctx, budget=None, target=target, count_running=True, pack=cfg.study.pack,
+                            callbacks=(ParetoTagger(tracker), done))
+        summary.note = report.note
     except KeyboardInterrupt:
         summary.interrupted = True
+    finally:
+        try:
+            sweep_orphans(study, tracker, exp_id, parent)
+        except Exception:
+            pass
     return summary
-
-
-def _n_finished(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
 
 
 def repair_study(study: optuna.Study, tracker: Tracker) -> tuple[int, int]:
@@ -150,3 +172,6 @@ def repair_study(study: optuna.Study, tracker: Tracker) -> tuple[int, int]:
     exp_id, parent = study.user_attrs.get(EXPERIMENT_ATTR), study.user_attrs.get(PARENT_ATTR)
     closed = sweep_orphans(study, tracker, exp_id, parent) if exp_id and parent else 0
     return len(failed), closed
+
+
+__all__ = ["ConfigError", "WorkerSummary", "n_counted", "repair_study", "run_worker", "worker_main"]
