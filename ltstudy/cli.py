@@ -169,6 +169,21 @@ def build_parser() -> argparse.ArgumentParser:
                       "per row, mean with a shaded 95%% t-interval over curves")
     comp.set_defaults(func=cmd_compare)
 
+    rep = study_parser(
+        "report", "write a self-contained HTML report of a study (and log it to MLflow)",
+        "Write one HTML file (figures embedded, no external assets): what was searched, the trial counts, the "
+        "Pareto front and the round-level frontier, every setting combination with n, accuracy vs density one "
+        "setting at a time with 95%% error bars, p × k maps of ticket sparsity and accuracy, early stopping of the "
+        "winning ticket against its controls, and a recommendation. The file is also logged as report.html on "
+        "the study's parent MLflow run (a warning, not an error, if MLflow cannot be reached).")
+    rep.add_argument("--out", metavar="PATH.html", help="where to write it (default: <study name>_report.html)")
+    rep.add_argument("--by", metavar="A,B", help="settings to compare, one figure each (default: every searched "
+                     "setting)")
+    rep.add_argument("--density", type=float, default=0.2, metavar="X",
+                     help="density of the p × k accuracy map (default: 0.2)")
+    rep.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI (default: as for `run`)")
+    rep.set_defaults(func=cmd_report)
+
     ui = sub.add_parser("ui", help="start the MLflow UI on the study's tracking store",
                         description="Start `mlflow ui` on the study's store, bound to 127.0.0.1, and print the URL.")
     ui.add_argument("study_file", metavar="STUDY.toml")
@@ -451,6 +466,38 @@ def cmd_compare(args: argparse.Namespace) -> int:
         plot_compare(trials, by, args.plot, title=f"{study.study_name}: by {', '.join(by)}",
                      epsilon=cfg.study.epsilon, searched=list(cfg.searched))
         print(f"wrote {args.plot}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .study.attrs import PARENT_ATTR
+    from .study.html_report import build_report
+
+    by = _settings_list(args.by, "--by") if args.by is not None else None
+    _check_density(args.density)
+    cfg, study = _read_study(args)
+    out = args.out or f"{study.study_name}_report.html"
+    _check_writable(out)
+    text = build_report(study, cfg, by=by, density=args.density)
+    with open(out, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    print(f"wrote {out}")
+    run_id = study.user_attrs.get(PARENT_ATTR)
+    try:
+        if not run_id:
+            raise RuntimeError("the study has no MLflow parent run")
+        from .study.storage import check_tracking_uri, redact, sqlite_path
+        from .study.tracking import Tracker
+
+        uri = cfg.tracking_uri(args.tracking_uri)
+        check_tracking_uri(uri)
+        if uri.startswith("sqlite:///") and not sqlite_path(uri).is_file():  # (Tracker would create one)
+            raise RuntimeError(f"no MLflow store at {redact(uri)}")
+        Tracker(uri).log_files(run_id, {"report.html": text})
+        print(f"logged report.html to MLflow run {run_id}")
+    except Exception as exc:  # the file is the report; MLflow is a convenience
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"ltstudy report: warning: not logged to MLflow ({reason})", file=sys.stderr)
     return 0
 
 
