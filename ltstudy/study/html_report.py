@@ -48,12 +48,12 @@ OBJECTIVE_MEANINGS = {
 }
 
 CSS = """
-body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:2rem auto;max-width:1180px;
+body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:2rem auto;max-width:1400px;
 padding:0 1.2rem;color:#1d1d1f;line-height:1.45}
 h1{font-size:1.6rem;margin-bottom:.2rem}h2{font-size:1.25rem;margin-top:2.2rem;border-bottom:1px solid #ddd;
 padding-bottom:.2rem}h3{font-size:1.05rem;margin-top:1.4rem}
 .meta{color:#555;font-size:.9rem}
-table{border-collapse:collapse;margin:.6rem 0 1rem;font-size:.84rem}
+table{border-collapse:collapse;margin:.6rem 0 1rem;font-size:.8rem}
 th,td{border:1px solid #d5d5d5;padding:.25rem .5rem;text-align:left;vertical-align:top}td{white-space:nowrap}
 th{background:#f3f3f3}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 figure{margin:.8rem 0 1.4rem}figure img{max-width:100%;height:auto;border:1px solid #eee}
@@ -144,7 +144,7 @@ def build_report(study: optuna.Study, cfg: StudyConfig, by: Sequence[str] | None
         _section_combinations(overview),
         _section_by_setting(trials, col, by, eps, density, searched),
         _section_heatmaps(col, eps, density),
-        _section_early_stop(col, eps),
+        _section_early_stop(col, eps, cfg.base.train.iterations),
     ]
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{_e(study.study_name)}: ltstudy report</title><style>{CSS}</style></head><body>"
@@ -317,7 +317,9 @@ def _section_heatmaps(col: Curves, eps: float, density: float) -> str:
     parts = [head, f"<p>Controls (random re-init, random mask) are excluded. {_e(pooled_text)} "
                    "n in each cell = curves (trial × seed).</p>",
              _figure(sparsity, "p x k ticket sparsity", "Ticket sparsity in %: the sparsest round within ε of dense "
-                     "validation accuracy, per curve, then averaged (as the objective).")]
+                     "validation accuracy, per curve, then averaged (as the objective). In both maps the colour scale "
+                     "spans at least twice the largest std of a cell, so differences within the seed-to-seed spread "
+                     "do not look like contrasts; read the numbers.")]
     if not any(interpolate(c.rounds, density, acc) is not None for c in tickets):
         parts.append(_missing(f"No ticket curve reaches density {density_label(density)}, so there is no accuracy "
                               "map there (pass --density with a larger value)."))
@@ -332,7 +334,7 @@ def _section_heatmaps(col: Curves, eps: float, density: float) -> str:
     return "".join(parts)
 
 
-def _section_early_stop(col: Curves, eps: float) -> str:
+def _section_early_stop(col: Curves, eps: float, iterations: object = "T") -> str:
     head = "<h2>Early stopping: the winning ticket against its controls</h2>"
     controls = [c for c in col.curves if c.kind != TICKET]
     if not controls:
@@ -366,9 +368,10 @@ def _section_early_stop(col: Curves, eps: float) -> str:
     return (head + _figure(png, "early-stop iteration vs density",
                            f"The ticket with the highest mean ticket sparsity among those with a control at the "
                            f"same settings ({_e(label)}), against the controls that share all its other settings. "
-                           "Left: the iteration of minimum validation loss (Frankle & Carbin's Figure 4); right: "
-                           "test accuracy there. Points are rounds: mean over curves with 95% t-interval error "
-                           "bars; n in the legend."))
+                           "Left: the iteration of minimum validation loss (Frankle & Carbin's Figure 4); it cannot "
+                           f"exceed the training length ({_e(iterations)} iterations per round), so points there mean "
+                           "the validation loss was still falling at the end. Right: test accuracy at that iteration. "
+                           "Points are rounds: mean over curves with 95% t-interval error bars; n in the legend."))
 
 
 def _section_recommendation(front: Sequence, cmp: Comparison, col: Curves, names: Sequence[str],

@@ -118,7 +118,7 @@ def draw_group(ax, curves: Sequence[Curve], key: str, label: str, color=None, ba
         (line,) = ax.plot(xs, ys, marker=marker, ms=3.5, ls=linestyle, color=color, label=full)
         if n > 1:
             ax.fill_between(xs, [y - h for y, h in zip(ys, half)], [y + h for y, h in zip(ys, half)],
-                            color=line.get_color(), alpha=0.18, lw=0)
+                            color=line.get_color(), alpha=0.13, lw=0)
     else:
         cont = ax.errorbar(xs, ys, yerr=half if n > 1 else None, marker=marker, ms=3.5, ls=linestyle,
                            color=color, capsize=3, label=full)
@@ -133,7 +133,7 @@ def draw_group(ax, curves: Sequence[Curve], key: str, label: str, color=None, ba
 def _styles(i: int, kind: str) -> dict[str, Any]:
     import matplotlib
 
-    colors = matplotlib.colormaps["tab10"].colors
+    colors = [c for i, c in enumerate(matplotlib.colormaps["tab10"].colors) if i != 7]  # grey is the dense line's
     return {"color": colors[i % len(colors)], "linestyle": "-" if kind == TICKET else "--",
             "marker": "o" if kind == TICKET else "s"}
 
@@ -168,7 +168,7 @@ def plot_pareto(trials: Sequence, frontier: Sequence[dict], path, title: str = "
     fig, ax = plt.subplots(figsize=(8, 4.8))
     if points:
         ax.scatter([p["density"] for p in points], [p["val_accuracy"] for p in points], s=12, c="lightgrey",
-                   label="every round of every finished trial")
+                   label="every round of every finished trial (its mean over seeds)")
         dense_line(ax, [p["val_accuracy"] for p in points if p["round"] == 0], epsilon, "trials")
     if frontier:
         ax.plot([p["density"] for p in frontier], [p["val_accuracy"] for p in frontier], "o-", c="tab:red",
@@ -249,11 +249,12 @@ def figure_by_setting(col: Curves, setting: str, epsilon: float | None, max_pane
     cols = min(2, len(shown))
     rows = math.ceil(len(shown) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(6.2 * cols, 3.9 * rows), squeeze=False, sharey=True)
+    every = [r["density"] for _, members in shown for c in members for r in c.rounds]  # one x range for all panels
     for ax, (ctx, members) in zip(axes.flat, shown):
         for i, (label, group) in enumerate(_group(members, [setting])):
             draw_group(ax, group, key, label, band=False, **_styles(i, group[0].kind))
         dense_line(ax, [c.rounds[0][key] for c in members], epsilon, legend=False)  # (explained in the caption)
-        density_axis(ax, [r["density"] for c in members for r in c.rounds])
+        density_axis(ax, every)
         ax.set_title("\n".join(textwrap.wrap(row_label(ctx, list(ctx)) or "all trials", 60)), fontsize=8.5)
         _legend(ax, loc="lower left")
     for ax in axes.flat[len(shown):]:
@@ -278,9 +279,12 @@ def heatmap(col: Curves, x: str, y: str, value: Callable[[Curve], float | None],
         if s.mean is not None:
             grid[ys.index(vy), xs.index(vx)] = s.mean * scale
     fig, ax = plt.subplots(figsize=(max(4.5, 1.5 * len(xs) + 2.2), max(2.6, 0.9 * len(ys) + 1.6)))
-    im = ax.imshow(grid, cmap="viridis", aspect="auto")
     finite = grid[np.isfinite(grid)]
-    mid = (finite.min() + finite.max()) / 2 if finite.size else 0.0
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    # The colours span at least twice the largest seed-to-seed std, so that noise never looks like a contrast.
+    span = max(hi - lo, 2 * max((s.std or 0.0) * scale for s in cells.values()), 1e-9)
+    mid = (lo + hi) / 2
+    im = ax.imshow(grid, cmap="viridis", aspect="auto", vmin=mid - span / 2, vmax=mid + span / 2)
     for (vx, vy), s in cells.items():
         i, j = ys.index(vy), xs.index(vx)
         text = f"{s.text(scale, 1, show_n=False)}\nn={s.n}"
