@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import optuna
-from optuna.distributions import CategoricalDistribution
+from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
 from ltstudy.study.objectives import mean_rounds
@@ -47,6 +47,6 @@ def make_trial(number: int, per_seed: Sequence[list[dict]], seeds: Sequence[int]
     trial = optuna.trial.create_trial(
         state=state, values=list(values) if values is not None else None,
         params={"prune_rate": params_all["prune_rate"]},
-        distributions={"prune_rate": CategoricalDistribution([0.2, 0.35, 0.5])}, user_attrs=attrs)
+        distributions={"prune_rate": FloatDistribution(0.0, 1.0)}, user_attrs=attrs)
     trial.number = number  # create_trial leaves it for the storage to assign
     return trial

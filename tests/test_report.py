@@ -264,3 +264,22 @@ def test_the_recommendation_names_the_front_its_cost_and_whether_seeds_separate_
     assert "<b>p=0.5, k=0" in section and "<b>p=0.2, k=0" in section
     assert "300 ± 0 (2) training iterations" in section
     assert "not distinguishable at n = 2" in section
+
+
+def test_a_searched_range_of_p_is_binned_in_the_map(synthetic, monkeypatch):
+    cfg, study = synthetic
+    drawn = []
+    monkeypatch.setattr(plots, "heatmap", lambda col, *a, order=None, **k: drawn.append((col, order)) or b"png")
+    add(study, [make_trial(i, [GOOD], prune_rate=0.1 + 0.05 * i, rewind_iter=20 * (i % 2)) for i in range(11)])
+    text = html_report.build_report(study, cfg, density=0.25)
+    col, order = drawn[0]
+    assert order["prune_rate"] == ["0.1–0.2", "0.2–0.3", "0.3–0.4", "0.4–0.5", "0.5–0.6"]
+    assert sorted({c.settings["prune_rate"] for c in col.curves}) == order["prune_rate"]
+    assert "p takes many values (a range), so it is binned into 5 equal bins." in text
+
+
+def test_a_study_without_finished_trials_says_so(synthetic):
+    cfg, study = synthetic
+    text = html_report.build_report(study, cfg)
+    assert "No finished, feasible trial yet" in text and "No finished trials yet." in text
+    assert "<img" not in text

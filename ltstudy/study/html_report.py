@@ -7,6 +7,7 @@ the study's own trials through reports.py, with the same definitions as `compare
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime
 import html
 from collections.abc import Iterable, Sequence
@@ -21,6 +22,7 @@ from .reports import (
     Curve,
     Curves,
     Stat,
+    bins,
     census,
     collect,
     compare,
@@ -298,6 +300,8 @@ def _section_by_setting(trials: Sequence, col: Curves, by: Sequence[str], eps: f
 def _section_heatmaps(col: Curves, eps: float, density: float) -> str:
     head = "<h2>p × k: ticket sparsity and accuracy (tickets only)</h2>"
     tickets = [c for c in col.curves if c.kind == TICKET]
+    if not col.curves:
+        return head + _missing("No finished trials yet.")
     if not tickets:
         return head + _missing("The study has no ticket trials (only controls), so there is no p × k map.")
     ps = levels(c.settings.get("prune_rate") for c in tickets)
@@ -306,6 +310,13 @@ def _section_heatmaps(col: Curves, eps: float, density: float) -> str:
         only = [f"one {name} ({vals[0]})" for name, vals in (("p", ps), ("k", ks)) if len(vals) < 2]
         return head + _missing(f"The ticket trials have only {' and '.join(only)}, so there is no p × k map; the "
                                "table of every setting combination above compares what varies.")
+    order, binned_text = {}, ""
+    for key, name in (("prune_rate", "p"), ("rewind_iter", "k")):
+        found = bins(c.settings.get(key) for c in tickets)
+        if found is not None:  # a searched range: every trial has its own value
+            order[key], label = found
+            tickets = [dataclasses.replace(c, settings={**c.settings, key: label(c.settings[key])}) for c in tickets]
+            binned_text += f" {name} takes many values (a range), so it is binned into {len(order[key])} equal bins."
     sub = Curves(tickets, col.keys)
     pooled = pooled_settings(tickets, col.keys, ["prune_rate", "rewind_iter"])
     pooled_text = ("Each cell pools every ticket curve with that p and k across " +
@@ -313,8 +324,8 @@ def _section_heatmaps(col: Curves, eps: float, density: float) -> str:
                    if pooled else "No other setting varies among the ticket trials, so nothing else is pooled.")
     acc = ACCURACY_KEYS["test"]
     sparsity = plots.heatmap(sub, "prune_rate", "rewind_iter", lambda c: c.ticket_sparsity(eps),
-                             "ticket sparsity (mean ± std over curves)")
-    parts = [head, f"<p>Controls (random re-init, random mask) are excluded. {_e(pooled_text)} "
+                             "ticket sparsity (mean ± std over curves)", order=order)
+    parts = [head, f"<p>Controls (random re-init, random mask) are excluded. {_e(pooled_text)}{_e(binned_text)} "
                    "n in each cell = curves (trial × seed).</p>",
              _figure(sparsity, "p x k ticket sparsity", "Ticket sparsity in %: the sparsest round within ε of dense "
                      "validation accuracy, per curve, then averaged (as the objective). In both maps the colour scale "
@@ -325,7 +336,8 @@ def _section_heatmaps(col: Curves, eps: float, density: float) -> str:
                               "map there (pass --density with a larger value)."))
     else:
         png = plots.heatmap(sub, "prune_rate", "rewind_iter", lambda c: c.at(density, acc),
-                            f"test accuracy at early stop at {density_label(density)} density (mean ± std)")
+                            f"test accuracy at early stop at {density_label(density)} density (mean ± std)",
+                            order=order)
         parts.append(_figure(png, "p x k accuracy at density",
                              f"Test accuracy at the early-stop iteration at density {density_label(density)}, "
                              "interpolated linearly in log density between each curve's rounds; curves that do not "

@@ -266,14 +266,15 @@ def figure_by_setting(col: Curves, setting: str, epsilon: float | None, max_pane
 
 
 def heatmap(col: Curves, x: str, y: str, value: Callable[[Curve], float | None], title: str,
-            scale: float = 100.0) -> bytes:
-    """A y × x grid of mean (± std) and n per cell."""
+            scale: float = 100.0, order: dict[str, list] | None = None) -> bytes:
+    """A y × x grid of mean (± std) and n per cell; `order` gives the levels of an axis (e.g. bins)."""
     import numpy as np
 
     plt = _pyplot()
     cells = cell_table(col.curves, x, y, value)
-    xs = levels(k[0] for k in cells)
-    ys = levels(k[1] for k in cells)
+    order = order or {}
+    xs = [v for v in order[x] if any(k[0] == v for k in cells)] if x in order else levels(k[0] for k in cells)
+    ys = [v for v in order[y] if any(k[1] == v for k in cells)] if y in order else levels(k[1] for k in cells)
     grid = np.full((len(ys), len(xs)), np.nan)
     for (vx, vy), s in cells.items():
         if s.mean is not None:

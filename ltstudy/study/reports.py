@@ -591,3 +591,19 @@ def plot_pareto(trials: Sequence, frontier: Sequence[dict], path, title: str = "
     from .plots import plot_pareto as plot
 
     plot(trials, frontier, path, title=title, epsilon=epsilon)
+
+
+def bins(values: Iterable[Any], max_levels: int = 8, n_bins: int = 5) -> tuple[list[str], Any] | None:
+    """For a numeric setting with more than `max_levels` distinct values (a searched range): equal-width bins
+    as (labels in order, value -> label). None when the values can be shown as they are."""
+    vals = levels(values)
+    if len(vals) <= max_levels or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in vals):
+        return None
+    lo, hi = float(vals[0]), float(vals[-1])
+    edges = [lo + (hi - lo) * i / n_bins for i in range(n_bins + 1)]
+    labels = [f"{edges[i]:.3g}–{edges[i + 1]:.3g}" for i in range(n_bins)]
+
+    def label(v: float) -> str:
+        return labels[min(n_bins - 1, int((float(v) - lo) / (hi - lo) * n_bins))]
+
+    return labels, label
