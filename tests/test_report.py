@@ -283,3 +283,15 @@ def test_a_study_without_finished_trials_says_so(synthetic):
     text = html_report.build_report(study, cfg)
     assert "No finished, feasible trial yet" in text and "No finished trials yet." in text
     assert "<img" not in text
+
+
+def test_a_single_best_setting_is_still_tested_against_the_runners_up(synthetic):
+    cfg, study = synthetic
+    mid = curve(D, [0.90, 0.90, 0.80])
+    add(study, [make_trial(0, [GOOD, mid], prune_rate=0.5, values=[0.625, 300.0]),
+                make_trial(1, [mid, BAD], prune_rate=0.2, values=[0.25, 300.0])])  # dominated
+    text = html_report.build_report(study, cfg)
+    section = text[text.index("<h2>Recommendation</h2>"):text.index("<h2>Trial-level Pareto front</h2>")]
+    assert [t.number for t in pareto_trials(study)] == [0]
+    assert "vs p=0.2, k=0, scope=layerwise, reinit=rewind (not on the front, 25.0 ± 35.4 (2) %): " \
+           "not distinguishable at n = 2 (p = 0.35)" in section

@@ -404,22 +404,28 @@ def _section_recommendation(front: Sequence, cmp: Comparison, col: Curves, names
                      f"{_e(_stat_cell(r, 'ticket_accuracy'))} %, at {_e(_stat_cell(r, 'train_iterations', 1.0, 0))} "
                      "training iterations.</li>")
     text = [head, "<p>Settings on the front (mean ± std (n) over curves):</p><ul>" + "".join(items) + "</ul>"]
-    ranked = sorted(entries, key=lambda e: -(e[1]["ticket_sparsity"] or 0.0))
-    if len(ranked) > 1:
-        from .reports import distinguishable_text
+    from .reports import distinguishable_text
 
-        names = cmp.by + cmp.context
-        top = ranked[0][1]
-        verdicts = []
-        for _, r in ranked[1:]:
-            a = [c["ticket_sparsity"] for c in top["curves"]]
-            b = [c["ticket_sparsity"] for c in r["curves"]]
-            verdicts.append(f"vs {row_label(r, names)}: {distinguishable_text(len(a), len(b), welch(a, b))[1]}")
-        cheapest = min(entries, key=lambda e: e[1]["train_iterations"] or 0.0)[1]
+    names = cmp.by + cmp.context
+    ranked = sorted((r for _, r in entries), key=lambda r: -(r["ticket_sparsity"] or 0.0))
+    top = ranked[0]
+    on_front = list(ranked[1:])
+    runners_up = sorted((r for r in cmp.rows if r["kind"] == TICKET and all(r is not e for _, e in entries)
+                         and r["ticket_sparsity"] is not None), key=lambda r: -r["ticket_sparsity"])[:3]
+    verdicts = []
+    for r, where in [*((r, "on the front") for r in on_front), *((r, "not on the front") for r in runners_up)]:
+        a = [c["ticket_sparsity"] for c in top["curves"]]
+        b = [c["ticket_sparsity"] for c in r["curves"]]
+        verdicts.append(f"vs {row_label(r, names)} ({where}, {_stat_cell(r, 'ticket_sparsity')} %): "
+                        f"{distinguishable_text(len(a), len(b), welch(a, b))[1]}")
+    if len(ranked) > 1:
+        cheapest = min(ranked, key=lambda r: r["train_iterations"] or 0.0)
         text.append(f"<p>Highest ticket sparsity on the front: <b>{_e(row_label(top, names))}</b>. Cheapest: "
                     f"<b>{_e(row_label(cheapest, names))}</b> ({_e(_stat_cell(cheapest, 'train_iterations', 1.0, 0))}"
-                    " iterations). Is the highest ticket sparsity different from the others' given the seeds "
-                    "(Welch's t-test on per-curve values, p &lt; 0.05)?</p>"
+                    " iterations).</p>")
+    if verdicts:
+        text.append(f"<p>Is the ticket sparsity of {_e(row_label(top, names))} different from the other settings' "
+                    "given the seeds (Welch's t-test on per-curve values, p &lt; 0.05)?</p>"
                     '<ul class="notes">' + "".join(f"<li>{_e(v)}</li>" for v in verdicts) + "</ul>")
     if all(r["n"] < 2 for _, r in entries):
         text.append('<p class="note">Every setting on the front rests on n = 1 curve: seed-to-seed spread is '
