@@ -475,9 +475,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     by = _settings_list(args.by, "--by") if args.by is not None else None
     _check_density(args.density)
+    if args.out:
+        _check_writable(args.out)  # before reading the study
     cfg, study = _read_study(args)
     out = args.out or f"{study.study_name}_report.html"
-    _check_writable(out)
     text = build_report(study, cfg, by=by, density=args.density)
     with open(out, "w", encoding="utf-8") as fh:
         fh.write(text)
