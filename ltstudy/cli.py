@@ -140,21 +140,54 @@ def build_parser() -> argparse.ArgumentParser:
     pareto = study_parser("pareto", "print the Pareto-optimal trials and the round-level frontier",
                           "Print Optuna's Pareto-optimal trials with their settings, then the round-level "
                           "frontier: every (density, validation accuracy) point of every round of every finished "
-                          "trial that no other point dominates.")
+                          "trial that no other point dominates. The plot labels frontier points tNrM "
+                          "(trial N, round M).")
     pareto.add_argument("--json", metavar="OUT.json", help="write both lists as JSON")
-    pareto.add_argument("--plot", metavar="FILE.png", help="plot accuracy against density with the frontier")
+    pareto.add_argument("--plot", metavar="FILE.png", help="plot validation accuracy against density with the "
+                        "frontier, the dense accuracy and its ε band")
     pareto.set_defaults(func=cmd_pareto)
 
-    comp = study_parser("compare", "compare setting combinations (e.g. p and k) across trials",
-                        "Group the finished trials by the settings in --by and print, per combination: trials and "
-                        "seeds, ticket sparsity and accuracy (mean ± std), accuracy at --density, and compute.")
+    comp = study_parser(
+        "compare", "compare setting combinations (e.g. p and k) with n and a significance note",
+        "One row per combination of ALL searched settings (and any other setting that differs between trials): "
+        "the --by settings are compared, the others are shown as context, and tickets are never averaged with "
+        "controls (reinit = random or mask = random). n counts (setting combination, seed) curves: a trial with "
+        "several seeds gives several curves, two trials with the same settings and seed give one. Per row: ticket "
+        "sparsity computed per curve and averaged (as the objective), ticket accuracy, accuracy at 100%%, 50%%, "
+        "20%%, 10%%, 5%%, 2%%, 1%% density (those the study reaches) and at --density, each interpolated linearly "
+        "in log density within each curve (never extrapolated), and training iterations; mean ± sample std (n), "
+        "'—' when n = 1. Rows that differ only in the --by settings are tested with Welch's t-test "
+        "(scipy.stats.ttest_ind, equal_var=False) on their per-curve ticket sparsities: p >= 0.05, or n < 2 on "
+        "either side, prints 'not distinguishable'. It is a rough guide: ticket sparsity takes only the densities "
+        "the rounds visit, and there is no correction for multiple comparisons.")
     comp.add_argument("--by", default="prune_rate,rewind_iter", metavar="A,B",
-                      help="comma-separated settings to group by (default: prune_rate,rewind_iter)")
+                      help="comma-separated settings to compare (default: prune_rate,rewind_iter)")
     comp.add_argument("--density", type=float, default=0.2, metavar="X",
-                      help="report validation accuracy at this density (default: 0.2)")
-    comp.add_argument("--json", metavar="OUT.json", help="write the rows as JSON")
-    comp.add_argument("--plot", metavar="FILE.png", help="grouped accuracy-vs-density curves")
+                      help="also report accuracy at this density, interpolated (default: 0.2)")
+    comp.add_argument("--split", choices=["val", "test"], default="val",
+                      help="accuracy shown: val = validation accuracy at the early-stop iteration (what the study "
+                           "selects on; default), test = test accuracy at the early-stop iteration (the paper's "
+                           "number)")
+    comp.add_argument("--json", metavar="OUT.json", help="write the rows, their per-curve values and the tests "
+                      "as JSON")
+    comp.add_argument("--plot", metavar="FILE.png", help="test accuracy at early stop against density, one curve "
+                      "per row, mean with a shaded 95%% t-interval over curves")
     comp.set_defaults(func=cmd_compare)
+
+    rep = study_parser(
+        "report", "write a self-contained HTML report of a study (and log it to MLflow)",
+        "Write one HTML file (figures embedded, no external assets): what was searched, the trial counts, the "
+        "Pareto front and the round-level frontier, every setting combination with n, accuracy vs density one "
+        "setting at a time with 95%% error bars, p × k maps of ticket sparsity and accuracy, early stopping of the "
+        "winning ticket against its controls, and a recommendation. The file is also logged as report.html on "
+        "the study's parent MLflow run (a warning, not an error, if MLflow cannot be reached).")
+    rep.add_argument("--out", metavar="PATH.html", help="where to write it (default: <study name>_report.html)")
+    rep.add_argument("--by", metavar="A,B", help="settings to compare, one figure each (default: every searched "
+                     "setting)")
+    rep.add_argument("--density", type=float, default=0.2, metavar="X",
+                     help="density of the p × k accuracy map (default: 0.2)")
+    rep.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI (default: as for `run`)")
+    rep.set_defaults(func=cmd_report)
 
     ui = sub.add_parser("ui", help="start the MLflow UI on the study's tracking store",
                         description="Start `mlflow ui` on the study's store, bound to 127.0.0.1, and print the URL.")
@@ -358,23 +391,61 @@ def _storage(url: str):
     return open_storage(url, heartbeat=False)
 
 
-def _study_for_report(args: argparse.Namespace):
-    from .study.runner import load_existing
+# --------------------------------------------------------------------------- pareto, compare, report
+# These only read a study: they load it without the runner (which imports the engine and torch).
+
+
+def _read_study(args: argparse.Namespace):
+    """(StudyConfig, study) for a study that must exist already."""
+    import optuna
+
+    from .study.storage import check_storage, open_storage, redact, storage_exists
 
     cfg = _load_study_file(args)
-    return cfg, load_existing(args.storage or cfg.study.storage, args.study_name or cfg.study.name)
+    url, name = args.storage or cfg.study.storage, args.study_name or cfg.study.name
+    check_storage(url)
+    study = None
+    if storage_exists(url):  # opening a journal or SQLite file that isn't there would create it
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        try:
+            study = optuna.load_study(study_name=name, storage=open_storage(url, heartbeat=False))
+        except KeyError:
+            study = None
+    if study is None:
+        raise ConfigError(f"no study named '{name}' in {redact(url)}; run `ltstudy run` first "
+                          "(or pass --storage / --study-name)")
+    return cfg, study
+
+
+def _settings_list(text: str, option: str) -> list[str]:
+    from .study.config import SEARCHABLE
+
+    keys = [k.strip() for k in text.split(",") if k.strip()]
+    if not keys:
+        raise ConfigError(f"{option} needs at least one setting, e.g. {option} prune_rate,rewind_iter")
+    for k in keys:
+        if k not in SEARCHABLE:
+            from .engine.config import unknown_key_message
+
+            raise ConfigError(f"{option}: " + unknown_key_message(k, list(SEARCHABLE), "search"))
+    return keys
+
+
+def _check_density(x: float) -> None:
+    if not 0.0 < x <= 1.0:
+        raise ConfigError(f"--density must be in (0, 1], got {x}")
 
 
 def cmd_pareto(args: argparse.Namespace) -> int:
     import json
 
     from .study.frontier import pareto_trials
-    from .study.reports import format_table, plot_pareto, round_frontier
+    from .study.reports import format_table, round_frontier
 
     for path in (args.json, args.plot):
         if path:
             _check_writable(path)
-    cfg, study = _study_for_report(args)
+    cfg, study = _read_study(args)
     trials = study.get_trials(deepcopy=False)
     best = pareto_trials(study)
     names = study.user_attrs.get("objectives", cfg.study.objectives)
@@ -384,10 +455,13 @@ def cmd_pareto(args: argparse.Namespace) -> int:
                        [[t.number, *[_fmt(v) for v in t.values],
                          *[str(t.user_attrs.get("params_all", {}).get(k, "")) for k in keys]] for t in best]))
     frontier = round_frontier(trials)
-    print(f"\nRound-level frontier ({len(frontier)} non-dominated (density, val accuracy) points):")
-    print(format_table(["density", "val_acc", "test_acc", "trial", "round", "p", "k", "scope", "reinit"],
-                       [[p["density"], p["val_accuracy"], p["test_accuracy"], p["trial"], p["round"],
-                         str(p["prune_rate"]), str(p["rewind_iter"]), p["scope"], p["reinit"]] for p in frontier]))
+    print(f"\nRound-level frontier ({len(frontier)} non-dominated (density, val accuracy) points; "
+          "test accuracy at the early-stop iteration and at the end of training alongside):")
+    print(format_table(["density", "val_acc", "test_acc@es", "test_acc_end", "trial", "round", "p", "k", "scope",
+                        "reinit"],
+                       [[p["density"], p["val_accuracy"], _num(p["test_accuracy_at_early_stop"]),
+                         _num(p["test_accuracy"]), p["trial"], p["round"], str(p["prune_rate"]),
+                         str(p["rewind_iter"]), p["scope"], p["reinit"]] for p in frontier]))
     if args.json:
         doc = {"study": study.study_name, "objectives": names,
                "pareto_trials": [{"trial": t.number, "values": dict(zip(names, t.values, strict=False)),
@@ -396,41 +470,76 @@ def cmd_pareto(args: argparse.Namespace) -> int:
                "round_frontier": frontier}
         with open(args.json, "w") as fh:
             json.dump(doc, fh, indent=2)
+        print(f"wrote {args.json}")
     if args.plot:
-        plot_pareto(trials, frontier, args.plot, title=study.study_name)
+        from .study.plots import plot_pareto
+
+        plot_pareto(trials, frontier, args.plot, title=study.study_name, epsilon=cfg.study.epsilon)
+        print(f"wrote {args.plot}")
     return 0
+
+
+def _num(v) -> object:
+    return "n/a" if v is None else v
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     import json
 
-    from .study.config import SEARCHABLE
-    from .study.reports import compare, compare_table, plot_compare
+    from .study.reports import compare, compare_text
 
-    by = [k.strip() for k in args.by.split(",") if k.strip()]
-    if not by:
-        raise ConfigError("--by needs at least one setting, e.g. --by prune_rate,rewind_iter")
-    for k in by:
-        if k not in SEARCHABLE:
-            from .engine.config import unknown_key_message
-
-            raise ConfigError("--by: " + unknown_key_message(k, list(SEARCHABLE), "search"))
-    if not 0.0 < args.density <= 1.0:
-        raise ConfigError(f"--density must be in (0, 1], got {args.density}")
+    by = _settings_list(args.by, "--by")
+    _check_density(args.density)
     for path in (args.json, args.plot):
         if path:
             _check_writable(path)
-    cfg, study = _study_for_report(args)
+    cfg, study = _read_study(args)
     trials = study.get_trials(deepcopy=False)
-    rows = compare(trials, by, cfg.study.epsilon, args.density)
-    print(f"'{study.study_name}' by {', '.join(by)} (ticket: val accuracy within ε={cfg.study.epsilon} of dense; "
-          "validation numbers):")
-    print(compare_table(rows, by, args.density))
+    cmp = compare(trials, by, cfg.study.epsilon, args.density, searched=list(cfg.searched), split=args.split)
+    print(compare_text(cmp, study.study_name))
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump(rows, fh, indent=2, default=str)
+            json.dump({"study": study.study_name, **cmp.to_json()}, fh, indent=2, default=str)
+        print(f"wrote {args.json}")
     if args.plot:
-        plot_compare(trials, by, args.plot, title=study.study_name)
+        from .study.plots import plot_compare
+
+        plot_compare(trials, by, args.plot, title=f"{study.study_name}: by {', '.join(by)}",
+                     epsilon=cfg.study.epsilon, searched=list(cfg.searched))
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .study.attrs import PARENT_ATTR
+    from .study.html_report import build_report
+
+    by = _settings_list(args.by, "--by") if args.by is not None else None
+    _check_density(args.density)
+    if args.out:
+        _check_writable(args.out)  # before reading the study
+    cfg, study = _read_study(args)
+    out = args.out or f"{study.study_name}_report.html"
+    text = build_report(study, cfg, by=by, density=args.density)
+    with open(out, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    print(f"wrote {out}")
+    run_id = study.user_attrs.get(PARENT_ATTR)
+    try:
+        if not run_id:
+            raise RuntimeError("the study has no MLflow parent run")
+        from .study.storage import check_tracking_uri, redact, sqlite_path
+        from .study.tracking import Tracker
+
+        uri = cfg.tracking_uri(args.tracking_uri)
+        check_tracking_uri(uri)
+        if uri.startswith("sqlite:///") and not sqlite_path(uri).is_file():  # (Tracker would create one)
+            raise RuntimeError(f"no MLflow store at {redact(uri)}")
+        Tracker(uri).log_files(run_id, {"report.html": text})
+        print(f"logged report.html to MLflow run {run_id}")
+    except Exception as exc:  # the file is the report; MLflow is a convenience
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"ltstudy report: warning: not logged to MLflow ({reason})", file=sys.stderr)
     return 0
 
 

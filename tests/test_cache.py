@@ -23,8 +23,8 @@ import optuna
 import pytest
 import torch
 
-from ltstudy import cli
 import ltstudy.engine.cache as cache_module
+from ltstudy import cli
 from ltstudy.engine.cache import RoundCache, content_key, human_bytes
 from ltstudy.engine.ticket import RoundResult, TicketSearch
 from ltstudy.study.storage import open_storage

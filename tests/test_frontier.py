@@ -5,13 +5,13 @@ from __future__ import annotations
 import warnings
 
 import optuna
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 
-from ltstudy.study.reports import compare, non_dominated, plot_compare, plot_pareto, round_frontier, round_points
+from ltstudy.study.plots import plot_compare, plot_pareto
+from ltstudy.study.reports import non_dominated, round_frontier, round_points
 
 # Few distinct values so that duplicates and ties in either coordinate are common.
 DENSITIES = st.sampled_from([1.0, 0.8, 0.64, 0.512, 0.41, 0.2])
@@ -70,7 +70,8 @@ def fake_trial(number: int, rounds: list[tuple[float, float]], state=TrialState.
         distributions={"prune_rate": CategoricalDistribution([0.2, 0.5])},
         user_attrs={"params_all": params_all, "seeds": list(seeds),
                     "rounds": [{"round": i, "density": d, "val_accuracy": a, "test_accuracy": a - 0.01,
-                                "iterations": 60} for i, (d, a) in enumerate(rounds)]})
+                                "test_accuracy_at_early_stop": a - 0.02, "iterations": 60}
+                               for i, (d, a) in enumerate(rounds)]})
     trial.number = number  # create_trial leaves it for the storage to assign
     return trial
 
@@ -86,8 +87,9 @@ def test_round_frontier_labels_every_point_with_its_trial_round_and_settings():
     # (1.0, 0.92) dominates (1.0, 0.90); (0.8, 0.91) survives; (0.64, 0.80) is beaten by (0.5, 0.90).
     assert set(by_place) == {(1, 0), (0, 1), (1, 1), (1, 2)}
     assert by_place[(0, 1)] == {"trial": 0, "round": 1, "density": 0.8, "val_accuracy": 0.91,
-                                "test_accuracy": 0.91 - 0.01, "prune_rate": 0.2, "rewind_iter": 20,
-                                "scope": "global", "reinit": "random"}
+                                "test_accuracy": 0.91 - 0.01, "test_accuracy_at_early_stop": 0.91 - 0.02,
+                                "prune_rate": 0.2, "rewind_iter": 20, "scope": "global", "reinit": "random",
+                                "kind": "control: random re-init"}
     assert by_place[(1, 2)]["prune_rate"] == 0.5
     assert by_place[(1, 2)]["scope"] == "layerwise"
     assert by_place[(1, 2)]["reinit"] == "rewind"
@@ -101,20 +103,13 @@ def test_pruned_trials_count_and_failed_ones_do_not():
     assert [(p["trial"], p["round"]) for p in round_frontier(trials)] == [(1, 1)]
 
 
-def test_compare_groups_trials_and_reports_mean_and_std():
-    trials = [fake_trial(0, [(1.0, 0.90), (0.5, 0.90)], prune_rate=0.5, seeds=(0, 1)),
-              fake_trial(1, [(1.0, 0.90), (0.5, 0.80)], prune_rate=0.5, seeds=(2, 3)),
-              fake_trial(2, [(1.0, 0.90), (0.8, 0.90)], prune_rate=0.2, seeds=(0, 1))]
-    rows = compare(trials, ["prune_rate"], epsilon=0.01, density=0.5)
-    assert [r["prune_rate"] for r in rows] == [0.2, 0.5]
-    half = rows[1]
-    assert (half["trials"], half["seeds"], half["trial_numbers"]) == (2, 4, [0, 1])
-    assert rows[0]["seeds"] == 2
-    assert half["ticket_sparsity"] == 0.25  # one trial's ticket is at 0.5, the other's at 1.0
-    assert half["ticket_sparsity_std"] > 0
-    assert half["accuracy_at_0.5"] == pytest.approx(0.85)
-    # Trials that never reached the density have no value there (not 0).
-    assert rows[0]["accuracy_at_0.5"] != rows[0]["accuracy_at_0.5"]  # NaN
+def test_skipped_repeats_and_diverged_trials_are_not_on_the_frontier():
+    trials = [fake_trial(0, [(1.0, 0.9), (0.5, 0.85)]),
+              fake_trial(1, [(1.0, 0.9), (0.5, 0.99)]),
+              fake_trial(2, [(1.0, 0.95), (0.2, 0.99)])]
+    trials[1].user_attrs["duplicate_of"] = 0
+    trials[2].user_attrs["diverged"] = True
+    assert {p["trial"] for p in round_points(trials)} == {0}
 
 
 def test_plots_of_a_study_with_nothing_finished_are_written_without_warnings(tmp_path):

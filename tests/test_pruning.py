@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 from itertools import pairwise
 
@@ -121,7 +120,7 @@ def test_the_same_rate_under_a_layer_name_and_its_alias_is_no_conflict():
                                                     (["fc1"], {"fc1": 0.3})])
 def test_a_layer_both_ignored_and_given_a_rate_is_refused(ignore, layer_rates):
     layers = pruning.prunable_layers(mlp(4, 6, 5, 3))
-    with pytest.raises(ConfigError, match="is in ignore .* and in layer_rates"):
+    with pytest.raises(ConfigError, match=r"is in ignore .* and in layer_rates"):
         pruning.layer_rates(layers, PruneConfig(ignore=ignore, layer_rates=layer_rates))
 
 

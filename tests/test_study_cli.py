@@ -58,15 +58,17 @@ def test_pareto_prints_the_best_trials_and_the_round_frontier(done, here, capsys
     best = pareto_trials(study)
     assert f"Pareto-optimal trials of 'tiny' ({len(best)} of 3):" in out
     frontier = round_frontier(study.trials)
-    assert f"Round-level frontier ({len(frontier)} non-dominated (density, val accuracy) points):" in out
-    for header in ("ticket_sparsity", "train_iterations", "prune_rate", "density", "val_acc", "scope", "reinit"):
+    assert f"Round-level frontier ({len(frontier)} non-dominated (density, val accuracy) points; " in out
+    for header in ("ticket_sparsity", "train_iterations", "prune_rate", "density", "val_acc", "test_acc@es",
+                   "test_acc_end", "scope", "reinit"):
         assert header in out
 
 
 def test_pareto_writes_json_and_a_png(done, here, capsys):
     stores, path = done
-    code, _, _ = main(capsys, "pareto", str(path), "--json", "front.json", "--plot", "front.png")
+    code, out, _ = main(capsys, "pareto", str(path), "--json", "front.json", "--plot", "front.png")
     assert code == 0
+    assert "wrote front.json" in out.splitlines() and "wrote front.png" in out.splitlines()
     doc = json.loads((here / "front.json").read_text())
     assert {"pareto_trials", "round_frontier"} <= set(doc)
     study = stores.study()
@@ -105,28 +107,33 @@ def test_pareto_refuses_an_output_in_a_missing_folder_before_reading_the_study(d
 # --------------------------------------------------------------------------- compare
 
 
-def test_compare_prints_a_table_with_mean_and_std(done, here, capsys):
+def test_compare_prints_a_table_that_says_what_its_numbers_are(done, here, capsys):
     _, path = done
     code, out, _ = main(capsys, "compare", str(path), "--by", "prune_rate")
     assert code == 0
-    assert "'tiny' by prune_rate" in out
-    assert "trials" in out and "seeds" in out and "±" in out
-    for header in ("ticket_sparsity", "ticket_accuracy", "acc@density 0.2", "train_iterations"):
+    assert "'tiny': one row per combination of the searched settings (compared: prune_rate; context: " in out
+    assert "validation accuracy at the early-stop iteration" in out and "interpolated" in out
+    for header in ("ticket sparsity %", "ticket acc %", "acc@100%", "train iterations", " n "):
         assert header in out
+    assert "± — (1)" in out  # one seed per trial: no spread, never "± 0.0"
+    assert "± 0.0 (1)" not in out
 
 
 def test_compare_writes_json_rows_and_a_png(done, here, capsys):
     stores, path = done
-    code, _, _ = main(capsys, "compare", str(path), "--by", "prune_rate,scope", "--density", "0.5",
-                      "--json", "cmp.json", "--plot", "cmp.png")
+    code, out, _ = main(capsys, "compare", str(path), "--by", "prune_rate,scope", "--density", "0.5",
+                        "--json", "cmp.json", "--plot", "cmp.png")
     assert code == 0
-    rows = json.loads((here / "cmp.json").read_text())
-    assert rows and all({"prune_rate", "scope", "trials", "seeds", "ticket_sparsity", "ticket_sparsity_std",
-                         "accuracy_at_0.5"} <= set(r) for r in rows)
-    assert sum(r["trials"] for r in rows) == 3  # every finished trial in exactly one row
-    assert all(r["seeds"] == 1 for r in rows)  # one replicate, and every trial trains with seed 0
-    numbers = sorted(n for r in rows for n in r["trial_numbers"])
+    assert "wrote cmp.json" in out.splitlines() and "wrote cmp.png" in out.splitlines()
+    doc = json.loads((here / "cmp.json").read_text())
+    assert doc["by"] == ["prune_rate", "scope"] and set(doc["context"]) == {"rewind_iter", "reinit"}
+    rows = doc["rows"]
+    assert rows and all({"prune_rate", "scope", "rewind_iter", "reinit", "kind", "n", "trials", "ticket_sparsity",
+                         "ticket_sparsity_std", "ticket_sparsity_n", "accuracy_at_0.5"} <= set(r) for r in rows)
+    # Every finished trial is in exactly one row, or counted once as a repeat of an identical earlier one.
+    numbers = sorted([n for r in rows for n in r["trials"]] + [a for a, _ in doc["repeats_counted_once"]])
     assert numbers == [t.number for t in stores.study().trials]
+    assert all(r["n"] == len(r["curves"]) == r["ticket_sparsity_n"] for r in rows)
     png = (here / "cmp.png").read_bytes()
     assert len(png) > 1000 and png[:8] == PNG_MAGIC
 
@@ -225,6 +232,6 @@ def test_run_prints_the_pareto_table_and_where_to_browse(tmp_path, tmp_path_fact
     path = write_study(tmp_path, stores, study={"n_trials": 1})
     code, out, _ = main(capsys, "run", str(path), "--quiet")
     assert code == 0
-    assert "study 'tiny': 1 new trials (1 COMPLETE), 1 in all" in out
+    assert "study 'tiny': ran 1 trials (1 COMPLETE); 1 of n_trials = 1 finished" in out
     assert "Pareto-optimal trials:" in out
     assert f"MLflow: {stores.tracking_uri} (experiment 'tiny')" in out

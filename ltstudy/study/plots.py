@@ -1,5 +1,325 @@
-"""Plots of studies and ticket searches (matplotlib, Agg backend)."""
+"""Figures of ticket-search results (matplotlib, Agg; no torch).
 
-from .reports import plot_compare, plot_pareto, plot_rounds
+Conventions, the same in every figure:
+- x: density on a log axis, dense on the left, ticks at readable densities (100%, 50%, 20%, ...).
+- accuracy-vs-density figures of groups plot TEST accuracy at the early-stop iteration (the paper's
+  number); the round-level frontier plots VALIDATION accuracy (what the study selects on). Each axis says which.
+- a group's curve is the mean over its curves (trial × seed) per round; the band or error bar is the 95%
+  t-interval of that mean (none when n = 1); n is in the legend, and next to a point that has fewer.
+- a grey line marks the dense (round 0) accuracy, with the ε band below it.
+"""
 
-__all__ = ["plot_compare", "plot_pareto", "plot_rounds"]
+from __future__ import annotations
+
+import io
+import math
+import textwrap
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .reports import (
+    ACCURACY_KEYS,
+    READABLE_DENSITIES,
+    TICKET,
+    Curve,
+    Curves,
+    cell_table,
+    collect,
+    density_label,
+    levels,
+    round_points,
+    round_stats,
+    row_label,
+)
+
+TEST_LABEL = "test accuracy at early stop"
+VAL_LABEL = "validation accuracy at early stop"
+BAND_LABEL = "mean; band: 95% t-interval over curves"
+BAR_LABEL = "mean; bars: 95% t-interval over curves"
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save(fig, path=None) -> bytes | None:
+    """Write the figure to `path`, or return its PNG bytes when path is None; closes it."""
+    plt = _pyplot()
+    try:
+        if path is None:
+            buf = io.BytesIO()
+            fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+            return buf.getvalue()
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        return None
+    finally:
+        plt.close(fig)
+
+
+def density_axis(ax, densities: Sequence[float] = ()) -> None:
+    """Log density axis, dense on the left, ticks at 100%, 50%, 20%, ... down to the sparsest point."""
+    from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
+
+    ax.set_xscale("log")
+    lowest = min((d for d in densities if d > 0), default=READABLE_DENSITIES[2])
+    # Show at least the next readable density below the sparsest point, so there are two labelled ticks.
+    below = [d for d in READABLE_DENSITIES if d < lowest * (1 - 1e-9)]
+    floor = below[0] if below else lowest
+    ticks = [d for d in READABLE_DENSITIES if d >= floor]
+    ax.set_xlim(1.15, floor / 1.15)  # inverted: dense on the left
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.set_xticklabels([density_label(d) for d in ticks])
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("density: weights remaining (log scale)")
+    ax.grid(alpha=0.3)
+
+
+def dense_line(ax, dense: Sequence[float], epsilon: float | None, what: str = "curves", legend: bool = True) -> None:
+    """The mean dense (round 0) accuracy, and the ε band below it."""
+    if not dense:
+        return
+    m = sum(dense) / len(dense)
+    ax.axhline(m, color="0.35", lw=1.0, ls="--",
+               label=f"dense (round 0), mean of {len(dense)} {what}" if legend else None)
+    if epsilon:
+        ax.axhspan(m - epsilon, m, color="0.6", alpha=0.18, lw=0,
+                   label=f"dense − ε (ε = {epsilon:g}; tickets match on validation accuracy)" if legend else None)
+
+
+def _legend(ax, **kw) -> None:
+    handles, _ = ax.get_legend_handles_labels()
+    if handles:  # (an empty legend is a matplotlib warning)
+        ax.legend(fontsize=7.5, **kw)
+
+
+def _legend_outside(ax) -> None:
+    _legend(ax, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+
+
+def draw_group(ax, curves: Sequence[Curve], key: str, label: str, color=None, band: bool = True,
+               linestyle: str = "-", marker: str = "o") -> list[dict]:
+    """Mean over `curves` per round with its 95% t-interval (band or error bars); n in the label, and at
+    points where fewer curves got that far."""
+    stats = round_stats(curves, key)
+    if not stats:
+        return stats
+    n = max(s["n"] for s in stats)
+    xs = [s["density"] for s in stats]
+    ys = [s["mean"] for s in stats]
+    half = [s["ci95"] or 0.0 for s in stats]
+    full = f"{label} (n={n})"
+    if band:
+        (line,) = ax.plot(xs, ys, marker=marker, ms=3.5, ls=linestyle, color=color, label=full)
+        if n > 1:
+            ax.fill_between(xs, [y - h for y, h in zip(ys, half)], [y + h for y, h in zip(ys, half)],
+                            color=line.get_color(), alpha=0.13, lw=0)
+    else:
+        cont = ax.errorbar(xs, ys, yerr=half if n > 1 else None, marker=marker, ms=3.5, ls=linestyle,
+                           color=color, capsize=3, label=full)
+        line = cont.lines[0]
+    for s in stats:
+        if s["n"] < n:
+            ax.annotate(f"n={s['n']}", (s["density"], s["mean"]), fontsize=6.5, color=line.get_color(),
+                        xytext=(3, -9), textcoords="offset points")
+    return stats
+
+
+def _styles(i: int, kind: str) -> dict[str, Any]:
+    import matplotlib
+
+    colors = [c for i, c in enumerate(matplotlib.colormaps["tab10"].colors) if i != 7]  # grey is the dense line's
+    return {"color": colors[i % len(colors)], "linestyle": "-" if kind == TICKET else "--",
+            "marker": "o" if kind == TICKET else "s"}
+
+
+# --------------------------------------------------------------------------- one trial; the frontier
+
+
+def plot_rounds(rounds: Sequence[dict], path, title: str = "", epsilon: float | None = None) -> None:
+    """One trial: test accuracy at early stop (the paper's number) and validation accuracy against density."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    dens = [r["density"] for r in rounds]
+    if rounds:
+        if rounds[0].get("test_accuracy_at_early_stop") is not None:
+            ax.plot(dens, [r["test_accuracy_at_early_stop"] for r in rounds], "o-", label=TEST_LABEL)
+        ax.plot(dens, [r["val_accuracy"] for r in rounds], "s:", alpha=0.8, label="validation (selects the ticket)")
+        ax.plot(dens, [r["test_accuracy"] for r in rounds], "^--", alpha=0.6, label="test at end of training")
+        dense_line(ax, [rounds[0]["val_accuracy"]], epsilon, "(validation)")
+    density_axis(ax, dens)
+    ax.set_ylabel("accuracy")
+    ax.set_title(title)
+    _legend(ax, loc="lower left")
+    fig.tight_layout()
+    save(fig, path)
+
+
+def plot_pareto(trials: Sequence, frontier: Sequence[dict], path, title: str = "",
+                epsilon: float | None = None) -> bytes | None:
+    """All round points in grey, the non-dominated ones joined and labelled tNrM (trial N, round M)."""
+    plt = _pyplot()
+    points = round_points(trials)
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    if points:
+        ax.scatter([p["density"] for p in points], [p["val_accuracy"] for p in points], s=12, c="lightgrey",
+                   label="every round of every finished trial (its mean over seeds)")
+        dense_line(ax, [p["val_accuracy"] for p in points if p["round"] == 0], epsilon, "trials")
+    if frontier:
+        ax.plot([p["density"] for p in frontier], [p["val_accuracy"] for p in frontier], "o-", c="tab:red",
+                label="non-dominated (no round is sparser and more accurate)")
+        labels: dict[tuple, list[str]] = {}  # identical points (duplicate trials) share one label
+        for p in frontier:
+            labels.setdefault((p["density"], p["val_accuracy"]), []).append(f"t{p['trial']}r{p['round']}")
+        for xy, names in labels.items():
+            ax.annotate(",".join(names), xy, fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.plot([], [], " ", label="tNrM = trial N, round M")
+    density_axis(ax, [p["density"] for p in points])
+    ax.set_ylabel(f"{VAL_LABEL}\n(the study selects on it)")
+    ax.set_title(title or "round-level frontier")
+    _legend(ax, loc="lower left")
+    fig.tight_layout()
+    return save(fig, path)
+
+
+# --------------------------------------------------------------------------- groups
+
+
+def plot_compare(trials: Sequence, by: Sequence[str], path, title: str = "", epsilon: float | None = None,
+                 searched: Sequence[str] = ()) -> bytes | None:
+    """One curve per row of `compare` (a combination of every searched setting): mean test accuracy at early
+    stop per round with its 95% t-interval."""
+    col = collect(trials, [*searched, *by])
+    keys = [*by, *[k for k in col.keys if k not in by]]
+    return plot_rows(col, keys, path, title or "accuracy vs density", epsilon)
+
+
+def plot_rows(col: Curves, keys: Sequence[str], path, title: str, epsilon: float | None,
+              key: str = ACCURACY_KEYS["test"]) -> bytes | None:
+    plt = _pyplot()
+    groups = _group(col.curves, keys)
+    fig, ax = plt.subplots(figsize=(9, 4.8))
+    for i, (label, members) in enumerate(groups):
+        draw_group(ax, members, key, label or "all", **_styles(i, members[0].kind))
+    dense_line(ax, [c.rounds[0][key] for c in col.curves if c.rounds[0].get(key) is not None], epsilon)
+    density_axis(ax, [r["density"] for c in col.curves for r in c.rounds])
+    ax.set_ylabel(f"{TEST_LABEL}\n({BAND_LABEL})" if key == ACCURACY_KEYS["test"] else key)
+    ax.set_title(title)
+    _legend_outside(ax)
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def _group(curves: Sequence[Curve], keys: Sequence[str]) -> list[tuple[str, list[Curve]]]:
+    from .reports import _order
+
+    groups: dict[tuple, list[Curve]] = {}
+    for c in curves:
+        groups.setdefault(tuple(c.settings.get(k) for k in keys), []).append(c)
+    return [(row_label(dict(zip(keys, k, strict=True)), keys), v)
+            for k, v in sorted(groups.items(), key=lambda kv: _order(kv[0]))]
+
+
+def contexts_for(col: Curves, setting: str) -> list[tuple[dict, list[Curve]]]:
+    """Combinations of the other row settings under which `setting` takes two or more values, most curves
+    first."""
+    others = [k for k in col.keys if k != setting]
+    found: dict[tuple, list[Curve]] = {}
+    for c in col.curves:
+        found.setdefault(tuple(c.settings.get(k) for k in others), []).append(c)
+    out = [(dict(zip(others, k, strict=True)), v) for k, v in found.items()
+           if len({repr(c.settings.get(setting)) for c in v}) > 1]
+    return sorted(out, key=lambda kv: -len(kv[1]))
+
+
+def figure_by_setting(col: Curves, setting: str, epsilon: float | None, max_panels: int = 4,
+                      key: str = ACCURACY_KEYS["test"]) -> tuple[bytes | None, list[dict]]:
+    """Small multiples: one panel per context (the other settings held fixed), one curve per value of `setting`,
+    with 95% error bars. Returns the PNG (None if no context varies `setting`) and the contexts drawn."""
+    contexts = contexts_for(col, setting)
+    if not contexts:
+        return None, []
+    shown = contexts[:max_panels]
+    plt = _pyplot()
+    cols = min(2, len(shown))
+    rows = math.ceil(len(shown) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(6.2 * cols, 3.9 * rows), squeeze=False, sharey=True)
+    every = [r["density"] for _, members in shown for c in members for r in c.rounds]  # one x range for all panels
+    for ax, (ctx, members) in zip(axes.flat, shown):
+        for i, (label, group) in enumerate(_group(members, [setting])):
+            draw_group(ax, group, key, label, band=False, **_styles(i, group[0].kind))
+        dense_line(ax, [c.rounds[0][key] for c in members], epsilon, legend=False)  # (explained in the caption)
+        density_axis(ax, every)
+        ax.set_title("\n".join(textwrap.wrap(row_label(ctx, list(ctx)) or "all trials", 60)), fontsize=8.5)
+        _legend(ax, loc="lower left")
+    for ax in axes.flat[len(shown):]:
+        ax.set_visible(False)
+    for ax in axes[:, 0]:
+        ax.set_ylabel(f"{TEST_LABEL}\n({BAR_LABEL})", fontsize=8.5)
+    fig.tight_layout()
+    return save(fig), [ctx for ctx, _ in shown]
+
+
+def heatmap(col: Curves, x: str, y: str, value: Callable[[Curve], float | None], title: str,
+            scale: float = 100.0, order: dict[str, list] | None = None) -> bytes:
+    """A y × x grid of mean (± std) and n per cell; `order` gives the levels of an axis (e.g. bins)."""
+    import numpy as np
+
+    plt = _pyplot()
+    cells = cell_table(col.curves, x, y, value)
+    order = order or {}
+    xs = [v for v in order[x] if any(k[0] == v for k in cells)] if x in order else levels(k[0] for k in cells)
+    ys = [v for v in order[y] if any(k[1] == v for k in cells)] if y in order else levels(k[1] for k in cells)
+    grid = np.full((len(ys), len(xs)), np.nan)
+    for (vx, vy), s in cells.items():
+        if s.mean is not None:
+            grid[ys.index(vy), xs.index(vx)] = s.mean * scale
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.5 * len(xs) + 2.2), max(2.6, 0.9 * len(ys) + 1.6)))
+    finite = grid[np.isfinite(grid)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    # The colours span at least twice the largest seed-to-seed std, so that noise never looks like a contrast.
+    span = max(hi - lo, 2 * max((s.std or 0.0) * scale for s in cells.values()), 1e-9)
+    mid = (lo + hi) / 2
+    im = ax.imshow(grid, cmap="viridis", aspect="auto", vmin=mid - span / 2, vmax=mid + span / 2)
+    for (vx, vy), s in cells.items():
+        i, j = ys.index(vy), xs.index(vx)
+        text = f"{s.text(scale, 1, show_n=False)}\nn={s.n}"
+        dark = math.isfinite(grid[i, j]) and grid[i, j] < mid
+        ax.text(j, i, text, ha="center", va="center", fontsize=8, color="white" if dark else "black")
+    ax.set_xticks(range(len(xs)), [str(v) for v in xs])
+    ax.set_yticks(range(len(ys)), [str(v) for v in ys])
+    ax.set_xlabel(AXIS_NAMES.get(x, x))
+    ax.set_ylabel(AXIS_NAMES.get(y, y))
+    ax.set_title(title, fontsize=9.5)
+    fig.colorbar(im, ax=ax, label=title.split(" (")[0] + " (%)")
+    fig.tight_layout()
+    return save(fig)
+
+
+AXIS_NAMES = {"prune_rate": "prune rate p (fraction pruned per round)",
+              "rewind_iter": "rewind iteration k (θ_k; 0 = θ0)"}
+
+
+def figure_early_stop(ticket: Sequence[Curve], controls: Sequence[tuple[str, Sequence[Curve]]],
+                      ticket_label: str) -> bytes:
+    """Frankle & Carbin's Figure 4 style: early-stop iteration and test accuracy at early stop against density,
+    the winning ticket against its controls (mean, 95% error bars)."""
+    plt = _pyplot()
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.2))
+    for ax, key, ylabel in ((a1, "early_stop_iteration", "early-stop iteration (minimum validation loss)"),
+                            (a2, ACCURACY_KEYS["test"], TEST_LABEL)):
+        draw_group(ax, ticket, key, f"winning ticket: {ticket_label}", band=False, **_styles(0, TICKET))
+        for i, (label, group) in enumerate(controls, start=1):
+            draw_group(ax, group, key, label, band=False, **_styles(i, "control"))
+        density_axis(ax, [r["density"] for c in (*ticket, *(c for _, g in controls for c in g)) for r in c.rounds])
+        ax.set_ylabel(f"{ylabel}\n({BAR_LABEL})", fontsize=8.5)
+        _legend(ax, loc="best")
+    a1.set_title("iterations to early stop (lower is faster)", fontsize=9.5)
+    a2.set_title("accuracy at that iteration", fontsize=9.5)
+    fig.tight_layout()
+    return save(fig)

@@ -1,0 +1,52 @@
+"""Synthetic finished trials with exactly known numbers, for the report and compare tests.
+
+A trial here is what the runner stores: "params_all", "seeds", "rounds" (the mean over seeds) and
+"rounds_per_seed", built with optuna.trial.create_trial so it can also be added to a real study.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import optuna
+from optuna.distributions import FloatDistribution
+from optuna.trial import TrialState
+
+from ltstudy.study.objectives import mean_rounds
+
+DEFAULTS: dict[str, Any] = {"prune_rate": 0.2, "rewind_iter": 0, "scope": "layerwise", "reinit": "rewind",
+                            "mask": "magnitude", "rounds": 3, "lr": 0.0012}
+
+
+def rnd(i: int, density: float, val: float, test: float | None = None, es: int = 100, iters: int = 100,
+        test_end: float | None = None) -> dict[str, Any]:
+    """One round record; test accuracy at early stop defaults to val - 0.01, at the end to val - 0.02."""
+    test = val - 0.01 if test is None else test
+    return {"round": i, "density": density, "weights_remaining": int(density * 1000), "val_loss": 1.0 - val,
+            "val_accuracy": val, "early_stop_iteration": es, "test_accuracy": val - 0.02 if test_end is None
+            else test_end, "test_accuracy_at_early_stop": test, "train_loss": 0.1, "iterations": iters,
+            "wall_seconds": 0.1, "reused": False, "computed_iterations": iters}
+
+
+def curve(densities: Sequence[float], vals: Sequence[float], **kw: Any) -> list[dict[str, Any]]:
+    return [rnd(i, d, v, **kw) for i, (d, v) in enumerate(zip(densities, vals, strict=True))]
+
+
+def make_trial(number: int, per_seed: Sequence[list[dict]], seeds: Sequence[int] | None = None,
+               state: TrialState = TrialState.COMPLETE, values: Sequence[float] | None = None,
+               per_seed_attr: bool = True, **settings: Any) -> optuna.trial.FrozenTrial:
+    """A finished trial with one round list per seed (seeds 0, 1, ... unless given)."""
+    params_all = {**DEFAULTS, **settings}
+    seeds = list(range(len(per_seed))) if seeds is None else list(seeds)
+    attrs: dict[str, Any] = {"params_all": params_all, "seeds": seeds, "rounds": mean_rounds(per_seed)}
+    if per_seed_attr:
+        attrs["rounds_per_seed"] = [list(r) for r in per_seed]
+    if values is None and state == TrialState.COMPLETE:
+        values = [0.0, 1.0]
+    trial = optuna.trial.create_trial(
+        state=state, values=list(values) if values is not None else None,
+        params={"prune_rate": params_all["prune_rate"]},
+        distributions={"prune_rate": FloatDistribution(0.0, 1.0)}, user_attrs=attrs)
+    trial.number = number  # create_trial leaves it for the storage to assign
+    return trial

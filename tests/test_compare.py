@@ -1,0 +1,287 @@
+"""`compare` on synthetic trials with known numbers: rows, n, interpolation, the objective, the Welch note."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+from scipy.stats import ttest_ind
+
+from ltstudy import cli
+from ltstudy.study.objectives import parse_objective, ticket_round
+from ltstudy.study.reports import Stat, compare, compare_table, compare_text, interpolate
+from tests.report_helpers import curve, make_trial
+from tests.study_helpers import Stores, isolate, write_study
+
+EPS = 0.01
+D = [1.0, 0.5, 0.25, 0.125]
+
+
+def ticket_at(index: int, depth: int = len(D)) -> list[dict]:
+    """A seed whose ticket (sparsest round within ε of dense) is round `index`: later rounds drop 10 points."""
+    return curve(D[:depth], [0.90 if i <= index else 0.80 for i in range(depth)])
+
+
+def row(cmp, **settings):
+    (found,) = [r for r in cmp.rows if all(r[k] == v for k, v in settings.items())]
+    return found
+
+
+# --------------------------------------------------------------------------- interpolation and n
+
+
+def test_accuracy_at_a_grid_density_is_interpolated_linearly_in_log_density_within_the_curve():
+    rounds = curve([1.0, 0.4, 0.1], [0.90, 0.80, 0.60])
+    cmp = compare([make_trial(0, [rounds])], ["prune_rate"], EPS, density=0.3)
+    r = cmp.rows[0]
+    assert cmp.grid == [1.0, 0.5, 0.3, 0.2, 0.1]  # readable densities the curve reaches, plus --density
+    assert r["accuracy_at_1"] == 0.90 and r["accuracy_at_0.1"] == 0.60  # rounds exactly on the grid
+    assert r["accuracy_at_0.2"] == pytest.approx(0.70)  # halfway between 0.4 and 0.1 in log density
+    assert r["accuracy_at_0.5"] == pytest.approx(0.90 - 0.10 * math.log(0.5) / math.log(0.4))
+    assert r["accuracy_at_0.3"] == pytest.approx(0.80 - 0.20 * math.log(0.3 / 0.4) / math.log(0.1 / 0.4))
+    assert interpolate(rounds, 0.05, "val_accuracy") is None  # never extrapolated below the sparsest round
+    assert interpolate(rounds, 1.2, "val_accuracy") is None
+
+
+def test_split_test_reads_test_accuracy_at_the_early_stop_iteration_not_at_the_end():
+    rounds = curve([1.0, 0.5], [0.90, 0.88], test=0.85, test_end=0.70)
+    cmp = compare([make_trial(0, [rounds])], ["prune_rate"], EPS, split="test")
+    assert cmp.rows[0]["accuracy_at_0.5"] == 0.85 and cmp.rows[0]["ticket_accuracy"] == 0.85
+    assert "test accuracy at the early-stop iteration" in compare_text(cmp, "s")
+
+
+def test_columns_that_interpolate_count_only_the_curves_that_reach_that_density():
+    deep, shallow = ticket_at(1), ticket_at(1, depth=2)  # the second seed stopped at 50% density
+    cmp = compare([make_trial(0, [deep, shallow])], ["prune_rate"], EPS)
+    r = cmp.rows[0]
+    assert r["n"] == 2
+    assert r["accuracy_at_0.5_n"] == 2 and r["accuracy_at_0.2_n"] == 1
+    assert r["accuracy_at_0.2_std"] is None
+    table = compare_table(cmp)
+    assert "80.0 ± — (1)" in table  # the 20% column: one curve got there
+    assert "90.0 ± 0.0 (2)" in table  # the 50% column: both did, and agree
+
+
+def test_n_of_one_shows_a_dash_for_the_spread_never_zero():
+    assert Stat.of([0.5]).text() == "50.0 ± — (1)"
+    assert Stat.of([0.5, 0.7]).text() == "60.0 ± 14.1 (2)"
+    assert Stat.of([None]).text() == "n/a (0)"
+    cmp = compare([make_trial(0, [ticket_at(2)])], ["prune_rate"], EPS)
+    table = compare_table(cmp)
+    assert "75.0 ± — (1)" in table and "± 0.0" not in table
+
+
+# --------------------------------------------------------------------------- what is (never) averaged
+
+
+def test_tickets_and_controls_are_never_in_one_row_even_when_reinit_is_not_searched():
+    trials = [make_trial(0, [ticket_at(2)]), make_trial(1, [ticket_at(1)], reinit="random"),
+              make_trial(2, [ticket_at(0)], mask="random")]
+    cmp = compare(trials, ["prune_rate"], EPS, searched=["prune_rate"])
+    assert [r["kind"] for r in cmp.rows] == ["control: random re-init", "ticket", "control: random mask"]
+    assert len(cmp.rows) == 3 and all(r["n"] == 1 for r in cmp.rows)
+    assert set(cmp.context) == {"reinit", "mask"}  # settings that vary are context even if not searched
+
+
+def test_trials_that_differ_in_a_searched_setting_outside_by_are_separate_rows():
+    trials = [make_trial(0, [ticket_at(2)]), make_trial(1, [ticket_at(1)], scope="global")]
+    cmp = compare(trials, ["prune_rate"], EPS, searched=["prune_rate", "scope", "rewind_iter"])
+    assert cmp.context == ["rewind_iter", "scope"]
+    assert sorted(r["scope"] for r in cmp.rows) == ["global", "layerwise"]
+    assert [r["n"] for r in cmp.rows] == [1, 1]
+
+
+def test_a_trial_with_several_seeds_gives_one_curve_per_seed():
+    cmp = compare([make_trial(0, [ticket_at(1), ticket_at(2), ticket_at(3)], seeds=[5, 6, 7])], ["prune_rate"], EPS)
+    r = cmp.rows[0]
+    assert r["n"] == 3 and r["seeds"] == ["5", "6", "7"] and r["trials"] == [0]
+    assert r["ticket_sparsity"] == pytest.approx((0.5 + 0.75 + 0.875) / 3)
+    assert r["ticket_sparsity_std"] == pytest.approx(Stat.of([0.5, 0.75, 0.875]).std)
+
+
+def test_two_trials_with_the_same_settings_and_seed_are_one_curve_not_two():
+    trials = [make_trial(0, [ticket_at(2)], seeds=[0]), make_trial(1, [ticket_at(2)], seeds=[0]),
+              make_trial(2, [ticket_at(1)], seeds=[1])]
+    cmp = compare(trials, ["prune_rate"], EPS)
+    assert cmp.rows[0]["n"] == 2 and cmp.rows[0]["trials"] == [0, 2]
+    assert cmp.repeats == [(1, 0)]
+    assert "trial 1 = trial 0" in compare_text(cmp, "s")
+
+
+def test_diverged_and_skipped_duplicate_trials_are_counted_but_never_averaged():
+    good = make_trial(0, [ticket_at(1)], seeds=[0])
+    diverged = make_trial(1, [ticket_at(3)], seeds=[1])
+    diverged.user_attrs["diverged"] = True
+    dup = make_trial(2, [ticket_at(3)], seeds=[2])
+    dup.user_attrs["duplicate_of"] = 0
+    cmp = compare([good, diverged, dup], ["prune_rate"], EPS)
+    assert [r["trials"] for r in cmp.rows] == [[0]] and cmp.rows[0]["ticket_sparsity"] == 0.5
+    assert cmp.excluded == {"diverged": [1], "duplicate": [2]}
+    assert "not averaged: diverged trials 1; duplicate trials 2" in compare_text(cmp, "s")
+
+
+# --------------------------------------------------------------------------- agreement with the objective
+
+
+def test_ticket_sparsity_is_the_mean_of_per_seed_tickets_as_the_objective_computes_it():
+    # Seed 0 holds dense accuracy to 50%, seed 1 to 25%; their mean curve drops below dense - ε at once.
+    seed0 = curve(D[:3], [0.90, 0.895, 0.85])
+    seed1 = curve(D[:3], [0.90, 0.85, 0.895])
+    trial = make_trial(0, [seed0, seed1])
+    objective = parse_objective("ticket_sparsity")
+    expected = (objective.value(seed0, EPS) + objective.value(seed1, EPS)) / 2  # what the runner stores
+    assert expected == pytest.approx(0.625)
+    mean_curve_ticket = 1 - ticket_round(trial.user_attrs["rounds"], EPS)["density"]
+    assert mean_curve_ticket == 0.0  # the old report's answer
+    r = compare([trial], ["prune_rate"], EPS).rows[0]
+    assert r["ticket_sparsity"] == pytest.approx(expected)
+    assert [c["ticket_round"] for c in r["curves"]] == [1, 2]
+
+
+def test_an_old_trial_without_per_seed_rounds_is_one_curve_and_says_so():
+    trial = make_trial(0, [ticket_at(1), ticket_at(2)], per_seed_attr=False)
+    cmp = compare([trial], ["prune_rate"], EPS)
+    assert cmp.rows[0]["n"] == 1 and cmp.rows[0]["seeds"] == ["(0, 1)"]
+    assert "trials 0 stored only their mean over seeds" in compare_text(cmp, "s")
+
+
+# --------------------------------------------------------------------------- is the difference real?
+
+A_SEEDS = [1, 2, 2]  # ticket rounds: sparsity 0.5, 0.75, 0.75
+B_SEEDS = [2, 1, 3]  # 0.75, 0.5, 0.875
+
+
+def welch_trials(a=A_SEEDS, b=B_SEEDS):
+    return [make_trial(0, [ticket_at(i) for i in a], prune_rate=0.2),
+            make_trial(1, [ticket_at(i) for i in b], prune_rate=0.5),
+            make_trial(2, [ticket_at(3)], prune_rate=0.2, rewind_iter=20)]  # another context: no partner
+
+
+def test_rows_that_differ_only_in_the_compared_setting_get_a_welch_note():
+    cmp = compare(welch_trials(), ["prune_rate"], EPS, searched=["prune_rate", "rewind_iter"])
+    (note,) = cmp.notes
+    p = ttest_ind([1 - D[i] for i in A_SEEDS], [1 - D[i] for i in B_SEEDS], equal_var=False).pvalue
+    assert note["p"] == pytest.approx(p) and p >= 0.05
+    assert note["text"] == f"p=0.2 vs p=0.5 (k=0): ticket sparsity not distinguishable at n = 3 (p = {p:.2g})"
+    assert f"  {note['text']}" in compare_text(cmp, "s").splitlines()
+
+
+def test_a_clear_difference_is_reported_as_one():
+    cmp = compare(welch_trials(a=[1, 1, 1], b=[3, 3, 2]), ["prune_rate"], EPS, searched=["prune_rate"])
+    (note,) = cmp.notes
+    assert note["distinguishable"] and note["p"] < 0.05
+    assert "ticket sparsity differ at n = 3 (p = " in note["text"]
+
+
+def test_one_curve_on_either_side_is_never_distinguishable():
+    cmp = compare(welch_trials(a=[1], b=[3, 3, 2]), ["prune_rate"], EPS, searched=["prune_rate"])
+    (note,) = cmp.notes
+    assert note["p"] is None and not note["distinguishable"]
+    assert note["text"].endswith("not distinguishable at n = 1 and 3 (no seed-to-seed spread to test against)")
+
+
+# --------------------------------------------------------------------------- the command
+
+
+@pytest.fixture
+def synthetic_study(tmp_path, monkeypatch):
+    """A study file and a journal holding the Welch trials (nothing trained)."""
+    isolate(monkeypatch, tmp_path)
+    stores = Stores(tmp_path)
+    path = write_study(tmp_path, stores, search={"reinit": None, "scope": None, "rewind_iter": [0, 20]})
+    from ltstudy.study.storage import open_storage
+
+    study = optuna.create_study(study_name="tiny", storage=open_storage(stores.storage),
+                                directions=["maximize", "minimize"])
+    study.set_user_attr("objectives", ["ticket_sparsity", "train_iterations"])
+    for t in welch_trials():
+        study.add_trial(t)
+    return path
+
+
+def test_compare_command_prints_the_note_and_writes_json(synthetic_study, capsys):
+    code = cli.main(["compare", str(synthetic_study), "--by", "prune_rate", "--json", "c.json"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "p=0.2 vs p=0.5 (k=0): ticket sparsity not distinguishable at n = 3 (p = " in out
+    assert "Welch's t-test" in out and "wrote c.json" in out.splitlines()
+    import json
+
+    doc = json.loads(Path("c.json").read_text())
+    assert doc["split"] == "val" and doc["grid"] == [1.0, 0.5, 0.2]
+    assert [r["n"] for r in doc["rows"]] == [3, 1, 3]
+
+
+def test_tables_statistics_and_plots_work_without_importing_torch(tmp_path):
+    # (`ltstudy compare` itself still imports torch through study/config.py -> engine/cache.py.)
+    code = f"""
+import sys
+sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
+from tests.report_helpers import curve, make_trial
+from ltstudy.study import html_report, plots, reports
+trials = [make_trial(0, [curve([1.0, 0.5, 0.25], [0.9, 0.9, 0.8])] * 2, seeds=[0, 1]),
+          make_trial(1, [curve([1.0, 0.5, 0.25], [0.9, 0.85, 0.8])], reinit="random")]
+print(reports.compare_text(reports.compare(trials, ["reinit"], 0.01, 0.2), "s"))
+plots.plot_compare(trials, ["reinit"], {str(tmp_path / "c.png")!r}, epsilon=0.01)
+plots.plot_pareto(trials, reports.round_frontier(trials), {str(tmp_path / "p.png")!r}, epsilon=0.01)
+assert "matplotlib" in sys.modules and "scipy" in sys.modules
+print("TORCH", sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))[:3])
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "TORCH []" in out.splitlines()
+    assert (tmp_path / "c.png").stat().st_size > 1000
+
+
+# --------------------------------------------------------------------------- figures
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    """The matplotlib figures the plot functions make, instead of files."""
+    from ltstudy.study import plots
+
+    made = []
+    monkeypatch.setattr(plots, "save", lambda fig, path=None: made.append(fig))
+    return made
+
+
+def legend_texts(ax) -> list[str]:
+    return [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def test_density_axes_are_log_inverted_and_labelled_at_readable_densities(figures):
+    from ltstudy.study import plots
+
+    plots.plot_compare(welch_trials(), ["prune_rate"], None, epsilon=EPS)
+    (ax,) = figures[0].axes
+    assert ax.get_xscale() == "log"
+    left, right = ax.get_xlim()
+    assert left > 1.0 > right  # dense on the left
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["100%", "50%", "20%", "10%"]
+    assert "test accuracy at early stop" in ax.get_ylabel() and "95% t-interval" in ax.get_ylabel()
+
+
+def test_compare_plot_has_one_curve_per_row_with_n_and_a_dense_line_with_its_epsilon_band(figures):
+    from ltstudy.study import plots
+
+    plots.plot_compare(welch_trials(), ["prune_rate"], None, epsilon=EPS, searched=["prune_rate", "rewind_iter"])
+    texts = legend_texts(figures[0].axes[0])
+    assert texts[:3] == ["p=0.2, k=0 (n=3)", "p=0.2, k=20 (n=1)", "p=0.5, k=0 (n=3)"]
+    assert any(t.startswith("dense (round 0), mean of 7 curves") for t in texts)
+    assert any(t.startswith("dense − ε (ε = 0.01") for t in texts)
+
+
+def test_the_frontier_plot_explains_its_point_labels_and_keeps_validation_accuracy(figures):
+    from ltstudy.study import plots
+    from ltstudy.study.reports import round_frontier
+
+    trials = welch_trials()
+    plots.plot_pareto(trials, round_frontier(trials), None, epsilon=EPS)
+    ax = figures[0].axes[0]
+    assert "tNrM = trial N, round M" in legend_texts(ax)
+    assert ax.get_ylabel().startswith("validation accuracy")
+    assert any(t.get_text().startswith("t2r3") for t in ax.texts)

@@ -1,0 +1,297 @@
+"""`ltstudy report`: one self-contained HTML page from a real tiny study, checked in headless Chromium.
+
+The browser tests need Debian's chromium and chromium-driver and the selenium package; without
+them they skip with the reason.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+
+from ltstudy import cli
+from ltstudy.study import html_report, plots
+from ltstudy.study.config import load_study
+from ltstudy.study.frontier import pareto_trials
+from ltstudy.study.reports import compare, round_frontier
+from ltstudy.study.storage import open_storage
+from tests.report_helpers import curve, make_trial
+from tests.study_helpers import Stores, free_port, isolate, quiet_run, seed_mlflow_db, write_study
+
+# A 2 x 2 x 2 grid: p, k, and the winning ticket against its random re-init control.
+SEARCH = {"prune_rate": [0.2, 0.5], "rewind_iter": [0, 20], "scope": "layerwise", "reinit": ["rewind", "random"],
+          "rounds": 2}
+
+
+@pytest.fixture(scope="module")
+def done(tmp_path_factory) -> tuple[Stores, Path, str]:
+    """A finished 8-trial tiny study and its report (default path), shared read-only by the tests below."""
+    root = tmp_path_factory.mktemp("report")
+    stores = Stores(root)
+    seed_mlflow_db(tmp_path_factory, stores.db)
+    path = write_study(root, stores, study={"sampler": "grid", "n_trials": 8}, search=SEARCH)
+    with quiet_run(root) as out:
+        assert cli.main(["run", str(path), "--quiet"]) == 0
+        assert cli.main(["report", str(path)]) == 0
+    return stores, path, out.getvalue()
+
+
+@pytest.fixture
+def here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    isolate(monkeypatch, tmp_path)
+    return tmp_path
+
+
+# --------------------------------------------------------------------------- the file
+
+
+def test_report_is_written_to_study_name_report_html_and_says_where(done):
+    stores, _, out = done
+    assert "wrote tiny_report.html" in out.splitlines()
+    assert (stores.root / "tiny_report.html").is_file()
+
+
+def test_report_is_one_self_contained_file(done):
+    stores, _, _ = done
+    text = (stores.root / "tiny_report.html").read_text()
+    srcs = re.findall(r'<img[^>]* src="([^"]*)"', text)
+    assert len(srcs) >= 6  # frontier, 4 settings... at least one figure per section with data
+    assert all(s.startswith("data:image/png;base64,") for s in srcs)
+    assert not re.search(r"<(script|link|iframe)\b", text)
+    assert "http://" not in text and "https://" not in text
+
+
+def test_report_is_logged_on_the_parent_mlflow_run(done):
+    stores, _, out = done
+    study = stores.study()
+    run_id = study.user_attrs["mlflow_parent_run_id"]
+    client = MlflowClient(tracking_uri=stores.tracking_uri)
+    assert "report.html" in [a.path for a in client.list_artifacts(run_id)]
+    local = client.download_artifacts(run_id, "report.html", tempfile.mkdtemp())
+    assert Path(local).read_text() == (stores.root / "tiny_report.html").read_text()
+    assert f"logged report.html to MLflow run {run_id}" in out
+
+
+def test_report_without_mlflow_still_writes_the_file_and_warns_in_one_line(done, here, capsys):
+    _, path, _ = done
+    code = cli.main(["report", str(path), "--out", "r.html", "--tracking-uri", f"http://127.0.0.1:{free_port()}"])
+    out, err = capsys.readouterr()
+    assert code == 0
+    assert "wrote r.html" in out.splitlines() and (here / "r.html").stat().st_size > 10_000
+    (line,) = err.splitlines()
+    assert line.startswith("ltstudy report: warning: not logged to MLflow (cannot reach the MLflow server")
+
+
+@pytest.mark.parametrize(("flags", "needle"), [
+    (["--by", "prune_rat"], "did you mean 'prune_rate'?"),
+    (["--density", "1.5"], "--density must be in (0, 1]"),
+    (["--out", "no/such/dir/r.html"], "does not exist"),
+])
+def test_report_rejects_bad_options_with_one_line(done, here, capsys, flags, needle):
+    _, path, _ = done
+    code = cli.main(["report", str(path), *flags])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    (line,) = err.splitlines()
+    assert line.startswith("ltstudy report: error: ") and needle in line
+
+
+# --------------------------------------------------------------------------- in a real browser
+
+
+def chrome():
+    """A headless Chromium WebDriver, or skip with the reason."""
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install selenium)")
+    from selenium.webdriver.chrome.service import Service
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    if not browser or not driver:
+        pytest.skip("Chromium and chromedriver are needed (Debian: apt-get install chromium chromium-driver)")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = browser
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--no-first-run", f"--user-data-dir={tempfile.mkdtemp(prefix='ltstudy-chrome-')}"):
+        opts.add_argument(arg)
+    return webdriver.Chrome(service=Service(driver), options=opts)
+
+
+@pytest.fixture(scope="module")
+def page(done):
+    """The report loaded in headless Chromium: what the browser rendered."""
+    stores, _, _ = done
+    driver = chrome()
+    try:
+        driver.set_window_size(1300, 1000)
+        driver.get((stores.root / "tiny_report.html").as_uri())
+
+        def rows(table_id: str, attr: str = "") -> list:
+            cells = driver.execute_script(
+                "return Array.from(document.querySelectorAll('#' + arguments[0] + ' tbody tr'))"
+                ".map(r => arguments[1] ? r.getAttribute(arguments[1]) : r.cells[0].textContent)",
+                table_id, attr)
+            return cells
+
+        yield {
+            "images": driver.execute_script(
+                "return Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.naturalHeight, i.alt])"),
+            "front": rows("pareto-trials", "data-trial"),
+            "frontier": driver.execute_script(
+                "return Array.from(document.querySelectorAll('#round-frontier tbody tr'))"
+                ".map(r => [r.getAttribute('data-trial'), r.getAttribute('data-round')])"),
+            "combinations": rows("combinations"),
+            "counts": driver.execute_script(
+                "return Array.from(document.querySelectorAll('#trial-counts tbody tr'))"
+                ".map(r => [r.cells[0].textContent, r.cells[1].textContent])"),
+            "headings": driver.execute_script(
+                "return Array.from(document.querySelectorAll('h2')).map(h => h.textContent)"),
+        }
+    finally:
+        driver.quit()
+
+
+def test_every_image_of_the_report_decodes_in_chromium(page):
+    images = page["images"]
+    assert len(images) >= 6
+    for complete, width, height, alt in images:
+        assert complete and width > 0 and height > 0, alt
+
+
+def test_the_trial_level_front_has_exactly_the_trials_of_study_best_trials(done, page):
+    stores, _, _ = done
+    study = stores.study()
+    assert sorted(int(n) for n in page["front"]) == sorted(t.number for t in study.best_trials)
+
+
+def test_the_round_frontier_table_has_every_non_dominated_round(done, page):
+    stores, _, _ = done
+    expected = [(str(p["trial"]), str(p["round"])) for p in round_frontier(stores.study().trials)]
+    assert [tuple(r) for r in page["frontier"]] == expected
+
+
+def test_the_combinations_table_has_one_row_per_setting_combination(done, page):
+    stores, path, _ = done
+    cfg = load_study(path)
+    cmp = compare(stores.study().trials, [], cfg.study.epsilon, 0.2, list(cfg.searched))
+    assert len(page["combinations"]) == len(cmp.rows) == 8
+    assert ["finished (complete)", "8"] in page["counts"]
+
+
+def test_the_report_has_every_section(page):
+    assert page["headings"] == [
+        "What was searched", "Recommendation", "Trial-level Pareto front", "Round-level frontier",
+        "Every setting combination", "Accuracy vs density, one setting at a time",
+        "p × k: ticket sparsity and accuracy (tickets only)", "Early stopping: the winning ticket against its controls"]
+
+
+# --------------------------------------------------------------------------- sections on synthetic trials
+
+
+@pytest.fixture
+def synthetic(tmp_path, monkeypatch):
+    """(cfg, study) holding synthetic trials, nothing trained; the figures are recorded, not drawn."""
+    isolate(monkeypatch, tmp_path)
+    stores = Stores(tmp_path)
+    path = write_study(tmp_path, stores)
+    study = optuna.create_study(study_name="tiny", storage=open_storage(stores.storage),
+                                directions=["maximize", "minimize"])
+    study.set_user_attr("objectives", ["ticket_sparsity", "train_iterations"])
+    return load_study(path), study
+
+
+def add(study, trials):
+    for t in trials:
+        study.add_trial(t)
+
+
+D = [1.0, 0.5, 0.25]
+GOOD = curve(D, [0.90, 0.90, 0.90], es=50)
+BAD = curve(D, [0.90, 0.85, 0.70], es=90)
+
+
+def test_sections_without_their_data_say_so_in_one_sentence(synthetic):
+    cfg, study = synthetic
+    add(study, [make_trial(0, [GOOD], prune_rate=0.2), make_trial(1, [BAD], prune_rate=0.5)])  # one k, no control
+    text = html_report.build_report(study, cfg)
+    assert "The study has no control trials (reinit = &quot;random&quot; or mask = &quot;random&quot;)" in text
+    assert "The ticket trials have only one k (0), so there is no p × k map" in text
+    assert "No two finished trials differ only in scope" in text
+
+
+def test_heatmaps_hold_tickets_only_and_say_what_they_pool(synthetic, monkeypatch):
+    cfg, study = synthetic
+    drawn = []
+    monkeypatch.setattr(plots, "heatmap", lambda col, *a, **k: drawn.append(col) or b"png")
+    add(study, [make_trial(0, [GOOD], prune_rate=0.2), make_trial(1, [BAD], prune_rate=0.5, rewind_iter=20),
+                make_trial(2, [BAD], prune_rate=0.2, rewind_iter=20, scope="global"),
+                make_trial(3, [BAD], prune_rate=0.2, reinit="random")])
+    text = html_report.build_report(study, cfg, density=0.25)
+    assert len(drawn) == 2  # ticket sparsity, and accuracy at 25% density
+    assert all(c.kind == "ticket" for col in drawn for c in col.curves)
+    assert sorted(c.trial for c in drawn[0].curves) == [0, 1, 2]
+    assert "Each cell pools every ticket curve with that p and k across scope ∈ {global, layerwise}." in text
+
+
+def test_early_stopping_sets_the_winning_ticket_against_the_controls_that_share_its_settings(synthetic, monkeypatch):
+    cfg, study = synthetic
+    drawn = []
+    monkeypatch.setattr(plots, "figure_early_stop", lambda t, c, label: drawn.append((t, c, label)) or b"png")
+    add(study, [make_trial(0, [GOOD], prune_rate=0.5), make_trial(1, [BAD], prune_rate=0.5, reinit="random"),
+                make_trial(2, [BAD], prune_rate=0.2, reinit="random"),  # a pair with a less sparse ticket
+                make_trial(3, [BAD], prune_rate=0.2)])
+    html_report.build_report(study, cfg)
+    ((ticket, controls, label),) = drawn
+    assert [c.trial for c in ticket] == [0] and label.startswith("p=0.5")
+    assert [(name, [c.trial for c in group]) for name, group in controls] == [("control: random re-init", [1])]
+
+
+def test_the_recommendation_names_the_front_its_cost_and_whether_seeds_separate_it(synthetic):
+    cfg, study = synthetic
+    mid = curve(D, [0.90, 0.90, 0.80])
+    add(study, [make_trial(0, [curve(D, [0.9] * 3, iters=200), curve(D, [0.9, 0.9, 0.8], iters=200)],
+                           prune_rate=0.5, values=[0.625, 600.0]),
+                make_trial(1, [mid, BAD], prune_rate=0.2, values=[0.25, 300.0])])
+    text = html_report.build_report(study, cfg)
+    section = text[text.index("<h2>Recommendation</h2>"):text.index("<h2>Trial-level Pareto front</h2>")]
+    assert [t.number for t in pareto_trials(study)] == [0, 1]
+    assert "<b>p=0.5, k=0" in section and "<b>p=0.2, k=0" in section
+    assert "300 ± 0 (2) training iterations" in section
+    assert "not distinguishable at n = 2" in section
+
+
+def test_a_searched_range_of_p_is_binned_in_the_map(synthetic, monkeypatch):
+    cfg, study = synthetic
+    drawn = []
+    monkeypatch.setattr(plots, "heatmap", lambda col, *a, order=None, **k: drawn.append((col, order)) or b"png")
+    add(study, [make_trial(i, [GOOD], prune_rate=0.1 + 0.05 * i, rewind_iter=20 * (i % 2)) for i in range(11)])
+    text = html_report.build_report(study, cfg, density=0.25)
+    col, order = drawn[0]
+    assert order["prune_rate"] == ["0.1–0.2", "0.2–0.3", "0.3–0.4", "0.4–0.5", "0.5–0.6"]
+    assert sorted({c.settings["prune_rate"] for c in col.curves}) == order["prune_rate"]
+    assert "p takes many values (a range), so it is binned into 5 equal bins." in text
+
+
+def test_a_study_without_finished_trials_says_so(synthetic):
+    cfg, study = synthetic
+    text = html_report.build_report(study, cfg)
+    assert "No finished, feasible trial yet" in text and "No finished trials yet." in text
+    assert "<img" not in text
+
+
+def test_a_single_best_setting_is_still_tested_against_the_runners_up(synthetic):
+    cfg, study = synthetic
+    mid = curve(D, [0.90, 0.90, 0.80])
+    add(study, [make_trial(0, [GOOD, mid], prune_rate=0.5, values=[0.625, 300.0]),
+                make_trial(1, [mid, BAD], prune_rate=0.2, values=[0.25, 300.0])])  # dominated
+    text = html_report.build_report(study, cfg)
+    section = text[text.index("<h2>Recommendation</h2>"):text.index("<h2>Trial-level Pareto front</h2>")]
+    assert [t.number for t in pareto_trials(study)] == [0]
+    assert "vs p=0.2, k=0, scope=layerwise, reinit=rewind (not on the front, 25.0 ± 35.4 (2) %): " \
+           "not distinguishable at n = 2 (p = 0.35)" in section
