@@ -253,8 +253,6 @@ def cmd_ticket(args: argparse.Namespace) -> int:
                   f"0..{search.n_rounds - 1}: {source}")
         print(round_table(result.rounds))
         print(f"device {result.device}; config hash {cfg.hash()}" + (f"; wrote {args.json}" if args.json else ""))
-    elif args.json:
-        print(f"wrote {args.json}")
     return 0
 
 

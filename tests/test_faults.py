@@ -69,8 +69,8 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 def stored_rounds(path: Path, params: dict, cache: RoundCache, digits) -> list[int]:
     """The rounds of a trial with `params` whose checkpoint is in `cache`."""
     cfg = load_study(path)
-    search = TicketSearch(cfg.trial_config(params, cfg.study.seed), data=digits)
-    return [r for r in range(search.n_rounds + 1) if search.round_key(r) in cache]
+    search = TicketSearch(cfg.trial_config(params, cfg.study.seed), data=digits, cache=cache)
+    return [r.round for r in search.restore()]  # (the prefix is followed through the entries' digests)
 
 
 def assert_metrics_logged_once(runs: Runs, run_ids: list[str], n_rounds: int) -> None:
@@ -94,7 +94,7 @@ def test_a_killed_worker_s_trial_is_retried_by_the_next_worker_from_its_checkpoi
 
     worker_a = start(tmp_path, "worker", str(path), *common, "--n-trials", "1", "--quiet", tag="a")
     try:
-        waited = wait_for(lambda: cache.stats()[0] >= 3, 120, "round 1's checkpoint", worker_a)
+        waited = wait_for(lambda: cache.stats().entries >= 3, 120, "round 1's checkpoint", worker_a)
         worker_a.send_signal(signal.SIGKILL)
         assert worker_a.wait(timeout=30) == -signal.SIGKILL
     finally:
@@ -152,7 +152,7 @@ def test_a_signalled_run_closes_everything_and_the_same_command_resumes_the_tria
 
     proc = start(tmp_path, "run", str(path), "--n-trials", "1", "--quiet", tag="run")
     try:
-        wait_for(lambda: cache.stats()[0] >= 3, 120, "round 1's checkpoint", proc)
+        wait_for(lambda: cache.stats().entries >= 3, 120, "round 1's checkpoint", proc)
         proc.send_signal(signum)
         code = proc.wait(timeout=60)
     finally:
@@ -160,7 +160,7 @@ def test_a_signalled_run_closes_everything_and_the_same_command_resumes_the_tria
     out, err = outputs(tmp_path, "run")
     assert code == 130, err
     assert "interrupted: finished trials are kept" in err
-    assert "study 'ft': 2 new trials (1 FAIL, 1 WAITING), 2 in all" in out
+    assert "study 'ft': ran 1 trials (1 FAIL); 0 of n_trials = 1 finished" in out
 
     study = optuna.load_study(study_name="ft", storage=open_storage(storage))
     interrupted, queued = study.get_trials(deepcopy=False)
@@ -182,7 +182,7 @@ def test_a_signalled_run_closes_everything_and_the_same_command_resumes_the_tria
 
     # The same command again: the queued copy runs first and loads the finished rounds.
     assert cli.main(["run", str(path), "--n-trials", "1", "--quiet"]) == 0
-    assert "study 'ft': 1 new trials (1 COMPLETE), 2 in all" in capsys.readouterr().out
+    assert "study 'ft': ran 1 trials (1 COMPLETE); 1 of n_trials = 1 finished" in capsys.readouterr().out
     resumed = study.get_trials(deepcopy=False)[1]
     assert resumed.state == TrialState.COMPLETE and resumed.params == interrupted.params
     assert [r["reused"] for r in resumed.user_attrs["rounds"]] == [r in done for r in range(4)]
@@ -211,7 +211,7 @@ def test_a_preempted_worker_queues_its_trial_once_and_the_next_worker_resumes_it
 
     worker = start(tmp_path, "worker", str(path), *common, "--n-trials", "1", "--quiet", tag="w")
     try:
-        wait_for(lambda: cache.stats()[0] >= 3, 120, "round 1's checkpoint", worker)
+        wait_for(lambda: cache.stats().entries >= 3, 120, "round 1's checkpoint", worker)
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(timeout=60) == 130
     finally:

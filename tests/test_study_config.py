@@ -39,7 +39,7 @@ def refused(capsys: pytest.CaptureFixture, stores: Stores, argv: list[str]) -> s
 
 
 def test_search_entries_are_fixed_choices_or_ranges(stores: Stores):
-    path = write_study(stores.root, stores, search={
+    path = write_study(stores.root, stores, study={"min_dense_accuracy": 0.5}, search={
         "prune_rate": {"low": 0.1, "high": 0.5},
         "rewind_iter": {"low": 0, "high": 40, "step": 20},
         "lr": {"low": 1e-4, "high": 1e-2, "log": True},
@@ -101,6 +101,12 @@ def test_the_study_hash_follows_the_search_space_not_the_study_name():
     ({"search": {"prune_rate": {"low": 0.1}}}, "needs both low and high"),
     ({"study": {"epsilon": 1.0}}, "study.epsilon must be in [0, 1)"),
     ({"study": {"name": "a/b"}}, "without slashes"),
+    ({"search": {"rounds": 0}}, "rounds = 0 prunes nothing, so p, k, scope and re-init cannot matter"),
+    ({"search": {"rounds": [0, 2]}}, "rounds = 0 prunes nothing"),
+    ({"search": {"lr": [1e-3, 1e-2]}}, "[search] varies lr, so a badly trained dense network would make every round"),
+    ({"search": {"dropout": [0.0, 0.5], "batch_size": [30, 60]}}, "varies batch_size, dropout"),
+    ({"study": {"stop_on_drop": "sometimes"}}, 'stop_on_drop must be true, false or "unmatched"'),
+    ({"study": {"pack": 0}}, "study.pack must be >= 1"),
 ])
 def test_parse_study_rejects(sections, needle):
     with pytest.raises(ConfigError) as err:
@@ -318,3 +324,66 @@ def test_the_installed_command_prints_one_line_and_no_traceback(tmp_path: Path):
     assert "Traceback" not in proc.stderr and "secret" not in proc.stderr + proc.stdout
     assert proc.stdout == ""
     assert stores.created() == []
+
+
+def test_searching_a_training_setting_is_allowed_with_min_dense_accuracy_or_without_a_matching_objective():
+    assert parse_study(study_doc(study={"min_dense_accuracy": 0.9}, search={"lr": [1e-3, 1e-2]})).searched["lr"]
+    only_density = study_doc(study={"objectives": ["accuracy_at_density:0.1"]}, search={"lr": [1e-3, 1e-2]})
+    assert parse_study(only_density).searched["lr"]
+
+
+def test_the_settings_name_every_section_and_leave_out_where_data_is_read_from():
+    cfg = parse_study(study_doc())
+    s = cfg.settings()
+    assert set(s) == {"data", "model", "train", "prune", "search", "study"}
+    assert "root" not in s["data"] and s["train"]["iterations"] == 60
+    assert "prune_rate" not in s["prune"] and s["search"]["prune_rate"] == "[0.2, 0.5]"
+    moved = parse_study(study_doc(data={"root": "/elsewhere"}))
+    assert moved.settings() == s and moved.hash() == cfg.hash()
+
+
+# --------------------------------------------------------------------------- the ready studies
+
+
+def _stated_rounds(path: Path) -> list[int]:
+    """Round counts the header comment of a study file states ("15 rounds", "11, 6 or 4 rounds")."""
+    import re
+
+    header = "\n".join(line for line in path.read_text().splitlines() if line.startswith("#"))
+    found = []
+    for m in re.finditer(r"((?:\d+(?:, | or ))*\d+) (?:pruning )?rounds", header):
+        found += [int(n) for n in re.findall(r"\d+", m.group(1))]
+    return found
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).resolve().parent.parent.glob("studies/*.toml")),
+                         ids=lambda p: p.name)
+def test_every_ready_study_runs_the_round_counts_its_comment_states(path: Path):
+    from ltstudy.engine import pruning
+    from ltstudy.engine.models import build_model
+    from ltstudy.engine.registry import DATASETS
+
+    cfg = load_study(path)
+    stated = _stated_rounds(path)
+    assert stated, f"{path.name} should say in its header how many pruning rounds it runs"
+    shape = DATASETS.get(cfg.base.data.name).input_shape
+    layers = pruning.prunable_layers(build_model(cfg.base.model.name, shape, 10))
+    rates = cfg.search["prune_rate"].extremes() if "prune_rate" in cfg.search else [cfg.base.prune.prune_rate]
+    runs = set()
+    for p in rates:
+        prune = cfg.trial_config({"prune_rate": p}, 0).prune if "prune_rate" in cfg.searched else cfg.base.prune
+        for one_shot in ({prune.one_shot} if "one_shot" not in cfg.searched else set(cfg.search["one_shot"].choices)):
+            trial = cfg.trial_config({k: v for k, v in (("prune_rate", p), ("one_shot", one_shot))
+                                      if k in cfg.searched}, 0).prune
+            runs.add(pruning.plan_rounds(layers, pruning.layer_rates(layers, trial), trial))
+    assert runs <= set(stated), f"{path.name} states {stated} rounds but runs {sorted(runs)}"
+
+
+def test_the_paper_presets_use_the_papers_per_layer_rates():
+    root = Path(__file__).resolve().parent.parent / "studies"
+    mnist = load_study(root / "mnist_lenet300_paper.toml")
+    assert mnist.base.prune.prune_rate == 0.2 and mnist.base.prune.output_rate == 0.5  # output layer at 10%
+    conv6 = load_study(root / "cifar10_conv6.toml")
+    assert (conv6.base.prune.conv_rate, conv6.base.prune.output_rate) == (0.15, 0.5)
+    resnet = load_study(root / "cifar10_resnet20_rewind.toml")
+    assert resnet.base.prune.ignore == ["fc"]  # Frankle et al. leave the fully connected output layer unpruned

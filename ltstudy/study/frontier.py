@@ -17,8 +17,9 @@ class ParetoTagger:
     def __init__(self, tracker: Tracker):
         self.tracker = tracker
 
-    def __call__(self, study: optuna.Study, _trial: optuna.trial.FrozenTrial) -> None:
-        _try(lambda: self.update(study))
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if trial.state == TrialState.COMPLETE:  # (nothing else can change the front)
+            _try(lambda: self.update(study))
 
     def update(self, study: optuna.Study) -> None:
         best = {t.number for t in pareto_trials(study)}

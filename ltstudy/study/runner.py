@@ -40,6 +40,7 @@ from .storage import (
     redact,
     storage_exists,
 )
+from .threads import set_threads
 from .tracking import Tracker
 
 
@@ -231,13 +232,15 @@ MAX_REPEATS = 50  # proposals of already-evaluated settings in a row before the 
 
 def run_trials(study: optuna.Study, ctx: TrialContext, *, budget: int | None, target: int,
                count_running: bool = False, pack: int = 1,
-               callbacks: tuple[Callable[[optuna.Study, optuna.trial.FrozenTrial], None], ...] = ()) -> LoopReport:
+               callbacks: tuple[Callable[[optuna.Study, optuna.trial.FrozenTrial], None], ...] = (),
+               report: LoopReport | None = None) -> LoopReport:
     """Ask, run and tell trials until `budget` of them ran here, or the study has `target` finished ones.
 
     `count_running` counts other workers' running trials towards the target
     (workers on many machines, whose stale trials are failed by heartbeats).
+    `report` is filled as the loop goes (so it is complete when Ctrl-C ends it).
     """
-    report = LoopReport()
+    report = report if report is not None else LoopReport()
     size = space_size(ctx.cfg)
     repeats = 0  # proposals of evaluated settings since the last trial that ran
 
@@ -350,6 +353,7 @@ class StudySummary:
 
 def run_study(cfg: StudyConfig, opts: RunOptions, hooks: Hooks | None = None) -> StudySummary:
     storage_url, uri, name = resolve(cfg, opts)
+    set_threads(cfg.study.threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     found = existing_study(storage_url, name)
     before = n_counted(found) if found is not None else 0
@@ -366,9 +370,9 @@ def run_study(cfg: StudyConfig, opts: RunOptions, hooks: Hooks | None = None) ->
         hooks.study_start(missing)
         if opts.jobs == 1 or missing == 0:
             ctx = TrialContext(cfg, tracker, exp_id, parent, hooks, opts.cache(cfg))
-            report = run_trials(study, ctx, budget=missing, target=target, pack=cfg.study.pack,
-                                callbacks=(ParetoTagger(tracker), lambda s, t: hooks.trial_end(t)))
-            summary.ran, summary.skipped = report.told, report.skipped
+            report = LoopReport(summary.ran, summary.skipped)
+            run_trials(study, ctx, budget=missing, target=target, pack=cfg.study.pack,
+                       callbacks=(ParetoTagger(tracker), lambda s, t: hooks.trial_end(t)), report=report)
             if report.note:
                 summary.notes.append(report.note)
         else:
