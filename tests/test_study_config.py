@@ -104,7 +104,7 @@ def test_the_study_hash_follows_the_search_space_not_the_study_name():
     ({"search": {"rounds": 0}}, "rounds = 0 prunes nothing, so p, k, scope and re-init cannot matter"),
     ({"search": {"rounds": [0, 2]}}, "rounds = 0 prunes nothing"),
     ({"search": {"lr": [1e-3, 1e-2]}}, "[search] varies lr, so a badly trained dense network would make every round"),
-    ({"search": {"dropout": [0.0, 0.5], "batch_size": [30, 60]}}, "varies batch_size, dropout"),
+    ({"search": {"dropout": [0.0, 0.5], "momentum": [0.0, 0.9]}}, "varies momentum, dropout"),
     ({"study": {"stop_on_drop": "sometimes"}}, 'stop_on_drop must be true, false or "unmatched"'),
     ({"study": {"pack": 0}}, "study.pack must be >= 1"),
 ])
