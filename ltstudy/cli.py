@@ -190,12 +190,23 @@ def build_parser() -> argparse.ArgumentParser:
     rep.set_defaults(func=cmd_report)
 
     ui = sub.add_parser("ui", help="start the MLflow UI on the study's tracking store",
-                        description="Start `mlflow ui` on the study's store, bound to 127.0.0.1, and print the URL.")
+                        description="Start `mlflow ui` on the study's store, bound to 127.0.0.1, and print the URL of "
+                                    "the study's runs page (its parent run, with a nested run per trial). Ctrl-C or "
+                                    "SIGTERM stops the server and all its processes. On a tracking server, print the "
+                                    "runs page's URL there.")
     ui.add_argument("study_file", metavar="STUDY.toml")
     ui.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI (default: as for `run`)")
+    ui.add_argument("--study-name", metavar="NAME", help="study name (default: [study].name)")
     ui.add_argument("--port", type=int, default=5000, help="port (default: 5000)")
     ui.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1)")
     ui.set_defaults(func=cmd_ui)
+
+    dash = study_parser("dashboard", "start optuna-dashboard on the study's own storage",
+                        "Start optuna-dashboard (pip install 'ltstudy[dashboard]') on the study's Optuna storage "
+                        "(journal, SQLite or PostgreSQL), bound to 127.0.0.1; objectives show under their names.")
+    dash.add_argument("--port", type=int, default=8080, help="port (default: 8080)")
+    dash.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1)")
+    dash.set_defaults(func=cmd_dashboard)
 
     studies = sub.add_parser("studies", help="list the studies in a storage with their trial counts",
                              description="List the studies in an Optuna storage with their trial counts by state.")
@@ -542,26 +553,78 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    import subprocess
-
     from .study.storage import artifact_root, check_tracking_uri, redact
 
     cfg = _load_study_file(args)
     uri = cfg.tracking_uri(args.tracking_uri)
     check_tracking_uri(uri)
+    page = _runs_page(uri, args.study_name or cfg.study.name)
     if not uri.startswith("sqlite:///"):
-        raise ConfigError(f"{redact(uri)} is already a server; open it in a browser instead")
+        print(f"{redact(uri).rstrip('/')}/{page}")  # a server already: its runs page
+        return 0
     _check_port_free(args.host, args.port)
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host,
-           "--port", str(args.port)]
+           "--port", str(args.port), "--workers", "1"]
     root = artifact_root(uri)
     if root:
         cmd += ["--default-artifact-root", root]
-    print(f"MLflow UI for {uri}: http://{args.host}:{args.port}  (Ctrl-C to stop)", flush=True)
+    return _serve(cmd, f"MLflow UI for {uri}: http://{args.host}:{args.port}/{page}")
+
+
+def _runs_page(uri: str, name: str) -> str:
+    """The path of the study's runs page: the Runs table, not MLflow 3's GenAI overview.
+
+    MLflow 3.17's UI opens an experiment on its GenAI view unless the URL asks
+    for the model-training workflow (the experiment's kind tag is not read).
+    """
+    from .study.tracking import Tracker
+
     try:
-        return subprocess.call(cmd)
+        exp = Tracker(uri).client.get_experiment_by_name(name)
+    except Exception:
+        exp = None
+    if exp is None:
+        return "#/experiments?workflowType=machine_learning"
+    return f"#/experiments/{exp.experiment_id}/runs?workflowType=machine_learning"
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    from .study.storage import check_storage, journal_path, redact, storage_exists, storage_kind
+
+    cfg = _load_study_file(args)
+    url = args.storage or cfg.study.storage
+    check_storage(url)
+    if not storage_exists(url):
+        raise ConfigError(f"no Optuna storage at {redact(url)} yet; `ltstudy run {args.study_file}` creates it")
+    if importlib.util.find_spec("optuna_dashboard") is None:
+        raise ConfigError("optuna-dashboard is not installed; install it with `pip install 'ltstudy[dashboard]'` "
+                          "(or `pip install optuna-dashboard`)")
+    _check_port_free(args.host, args.port)
+    target = str(journal_path(url)) if storage_kind(url) == "journal" else url
+    cmd = [sys.executable, "-c", "import sys; from optuna_dashboard._cli import main; sys.argv[0] = "
+           "'optuna-dashboard'; sys.exit(main())", target, "--host", args.host, "--port", str(args.port)]
+    if storage_kind(url) == "journal":
+        cmd += ["--storage-class", "JournalFileStorage"]
+    return _serve(cmd, f"optuna-dashboard for {redact(url)}: http://{args.host}:{args.port}/dashboard")
+
+
+def _serve(cmd: list[str], banner: str) -> int:
+    """Run a server in its own process group until Ctrl-C or SIGTERM, then stop it and everything it started."""
+    import subprocess
+
+    from .study.signals import interrupt_on_signals, stop_process_group
+
+    print(f"{banner}  (Ctrl-C to stop)", flush=True)
+    interrupt_on_signals()
+    proc = subprocess.Popen(cmd, start_new_session=True)
+    try:
+        return proc.wait()
     except KeyboardInterrupt:
         return 0
+    finally:
+        stop_process_group(proc)
 
 
 def _check_port_free(host: str, port: int) -> None:

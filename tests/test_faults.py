@@ -336,3 +336,123 @@ def test_pg_fixture_refuses_a_wrong_password(pg: PgServer):
         psycopg.connect(host=pg.host, port=pg.port, user="lt", password="wrong", dbname="postgres",
                         connect_timeout=5).close()
     assert os.path.isdir(pg.root)
+
+
+# --------------------------------------------------------------------------- SIGTERM to `ltstudy run --jobs 2`
+
+
+def _children(pid: int) -> list[int]:
+    """Processes whose parent is `pid` (from /proc)."""
+    kids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                stat = (proc / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                kids.append(int(proc.name))
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_sigterm_to_run_with_jobs_reaches_every_worker_and_leaves_nothing_running(tmp_path: Path, tmp_path_factory):
+    """Kubernetes, Slurm or `kill PID` signal the parent only: it must forward, wait, and not leave workers behind."""
+    uri = sqlite_tracking(tmp_path_factory, tmp_path / "mlflow.db")
+    cache = RoundCache(tmp_path / "cache")
+    storage = f"journal:{tmp_path / 'optuna.journal'}"
+    path = write_study(tmp_path, storage=storage, tracking_uri=uri, cache_dir=str(cache.root), n_trials=2,
+                       train=LONG, search={"prune_rate": [0.2, 0.5], "rewind_iter": K, "rounds": 3})
+    proc = start(tmp_path, "run", str(path), "--jobs", "2", "--quiet", tag="run")
+    try:
+        study = None
+
+        def both_running() -> bool:
+            nonlocal study
+            try:
+                study = study or optuna.load_study(study_name="ft", storage=open_storage(storage))
+            except (KeyError, FileNotFoundError):  # the parent has not created it yet
+                return False
+            return len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))) == 2
+
+        wait_for(both_running, 120, "two running trials", proc, interval=0.2)
+        workers = _children(proc.pid)
+        assert len([w for w in workers if _alive(w)]) >= 2
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)  # the parent only
+        code = proc.wait(timeout=90)
+        stopped_in = time.monotonic() - t0
+    finally:
+        stop(proc)
+    _, err = outputs(tmp_path, "run")
+    assert code == 130, err
+    assert stopped_in < 60
+    assert not [w for w in workers if _alive(w)], "a worker outlived its parent"
+    assert "Traceback" not in err
+    trials = optuna.load_study(study_name="ft", storage=open_storage(storage)).get_trials(deepcopy=False)
+    interrupted = [t for t in trials if t.state == TrialState.FAIL]
+    assert len(interrupted) == 2 and all(t.user_attrs["fail_reason"] == "interrupted" for t in interrupted)
+    assert sum(t.state == TrialState.WAITING for t in trials) == 2  # both queued to resume
+    runs = Runs.of(uri, "ft")
+    assert runs.running() == []
+    assert {runs.of_trial(t.number).data.tags["reason"] for t in interrupted} == {"interrupted"}
+    assert runs.parents[0].info.status == "KILLED"
+
+
+# --------------------------------------------------------------------------- a fleet starting on an empty database
+
+
+def test_workers_started_together_on_an_empty_database_create_one_study_and_all_work(tmp_path: Path, pg: PgServer):
+    """(One of two workers used to die with a traceback: UniqueViolation while Optuna created its schema.)"""
+    storage, uri = pg.create_database("optuna"), pg.create_database("mlflow")
+    path = write_study(tmp_path, n_trials=4, search={"prune_rate": {"low": 0.2, "high": 0.5}, "rewind_iter": 0,
+                                                     "rounds": 1})
+    common = ["--storage", storage, "--tracking-uri", uri, "--quiet"]
+    procs = [start(tmp_path, "worker", str(path), *common, tag=f"w{i}") for i in range(3)]
+    try:
+        codes = [p.wait(timeout=240) for p in procs]
+    finally:
+        for p in procs:
+            stop(p)
+    results = [outputs(tmp_path, f"w{i}") for i in range(3)]
+    assert codes == [0, 0, 0], [err for _, err in results]
+    assert not [err for _, err in results if "Traceback" in err]
+    assert sum("created the study" in out for out, _ in results) == 1
+    study = optuna.load_study(study_name="ft", storage=open_storage(storage))
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    assert 4 <= len(complete) <= 4 + 2
+    runs = Runs.of(uri, "ft")
+    assert len(runs.parents) == 1 and runs.parents[0].info.run_id == study.user_attrs[PARENT_ATTR]
+    assert runs.running() == []
+
+
+# --------------------------------------------------------------------------- a failure before the search starts
+
+
+def test_a_trial_that_fails_before_its_search_closes_its_run(tmp_path: Path, tmp_path_factory, monkeypatch):
+    uri = sqlite_tracking(tmp_path_factory, tmp_path / "mlflow.db")
+    storage = f"journal:{tmp_path / 'optuna.journal'}"
+    path = write_study(tmp_path, storage=storage, tracking_uri=uri)
+
+    real = Tracker.log_params
+
+    def unreachable(self, run_id, params):
+        if "seeds" in params:  # a trial's parameters, logged right after its run is created
+            raise ConnectionError("tracking server went away")
+        return real(self, run_id, params)
+
+    monkeypatch.setattr(Tracker, "log_params", unreachable)
+    assert cli.main(["run", str(path), "--quiet"]) == 0
+    (trial,) = optuna.load_study(study_name="ft", storage=open_storage(storage)).get_trials(deepcopy=False)
+    assert trial.state == TrialState.FAIL
+    assert trial.user_attrs["fail_reason"] == "ConnectionError: tracking server went away"
+    runs = Runs.of(uri, "ft")
+    assert runs.running() == []
+    assert runs.of_trial(0).info.status == "FAILED"

@@ -186,23 +186,143 @@ def test_studies_in_a_storage_that_does_not_exist_is_one_line_and_creates_nothin
 # --------------------------------------------------------------------------- ui
 
 
-def test_ui_starts_mlflow_on_the_study_store_bound_to_localhost(done, here, capsys, monkeypatch):
+def test_ui_starts_mlflow_on_the_study_store_bound_to_localhost_and_prints_the_runs_page(done, here, capsys,
+                                                                                     monkeypatch):
     stores, path = done
     started = []
-    monkeypatch.setattr(subprocess, "call", lambda cmd: started.append(cmd) or 0)
-    code, out, _ = main(capsys, "ui", str(path), "--port", "5123")
+    monkeypatch.setattr(cli, "_serve", lambda cmd, banner: started.append((cmd, banner)) or 0)
+    code, _, _ = main(capsys, "ui", str(path), "--port", "5123")
     assert code == 0
-    (cmd,) = started
+    ((cmd, banner),) = started
     assert cmd[cmd.index("--backend-store-uri") + 1] == stores.tracking_uri
     assert cmd[cmd.index("--host") + 1] == "127.0.0.1"
     assert cmd[cmd.index("--port") + 1] == "5123"
     assert cmd[cmd.index("--default-artifact-root") + 1] == (stores.root / "artifacts").as_uri()
-    assert "http://127.0.0.1:5123" in out
+    exp = stores.client().get_experiment_by_name("tiny").experiment_id
+    # MLflow 3.17's UI opens an experiment on its GenAI overview unless the URL asks for the model-training view.
+    assert banner.endswith(f"http://127.0.0.1:5123/#/experiments/{exp}/runs?workflowType=machine_learning")
+
+
+def test_ui_on_a_tracking_server_prints_the_study_runs_page_there(done, here, capsys, monkeypatch):
+    _, path = done
+    import ltstudy.study.storage as storage
+
+    monkeypatch.setattr(storage, "check_tracking_uri", lambda uri, timeout=5.0: None)
+    monkeypatch.setattr(cli, "_runs_page", lambda uri, name: "#/experiments/7/runs?workflowType=machine_learning")
+    code, out, _ = main(capsys, "ui", str(path), "--tracking-uri", "http://mlflow.example:5000")
+    assert code == 0
+    assert out.strip() == "http://mlflow.example:5000/#/experiments/7/runs?workflowType=machine_learning"
+
+
+def _processes_mentioning(needle: str) -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if needle.encode() in (proc / "cmdline").read_bytes():
+                    pids.append(int(proc.name))
+            except OSError:
+                pass
+    return pids
+
+
+def _wait_for_port(port: int, proc, seconds: float) -> None:
+    import socket
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the server command exited early"
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise AssertionError(f"nothing listened on port {port} within {seconds} s")
+
+
+def _port_is_free(port: int) -> bool:
+    """A server could listen on it again (SO_REUSEADDR, as servers bind: our own requests leave TIME_WAITs)."""
+    import socket
+
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+@pytest.mark.parametrize("signum", ["SIGTERM", "SIGINT"])
+def test_a_signalled_ui_stops_the_mlflow_server_and_every_process_it_started(done, tmp_path, signum):
+    import signal
+    import sys
+    import time
+
+    stores, path = done
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "ltstudy.cli", "ui", str(path), "--port", str(port)],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for_port(port, proc, 90)
+        assert _processes_mentioning(str(stores.db)), "the server's processes name the store on their command line"
+        proc.send_signal(getattr(signal, signum))
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and (_processes_mentioning(str(stores.db)) or not _port_is_free(port)):
+        time.sleep(0.2)
+    assert _processes_mentioning(str(stores.db)) == []
+    assert _port_is_free(port)
+    assert "Traceback" not in proc.stderr.read()
+
+
+def test_dashboard_serves_the_study_with_its_objective_names_and_stops_on_sigterm(done, tmp_path):
+    import signal
+    import sys
+    import urllib.request
+
+    pytest.importorskip("optuna_dashboard")
+    stores, path = done
+    journal = str(stores.journal)
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "ltstudy.cli", "dashboard", str(path), "--port", str(port)],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for_port(port, proc, 60)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=10) as r:
+            studies = json.loads(r.read())["study_summaries"]
+        (study,) = [s for s in studies if s["study_name"] == "tiny"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{study['study_id']}?after=0",
+                                    timeout=10) as r:
+            detail = json.loads(r.read())
+        assert detail["objective_names"] == ["ticket_sparsity", "train_iterations"]  # not "0" and "1"
+        assert _processes_mentioning(journal)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert _processes_mentioning(journal) == []
+    assert _port_is_free(port)
+
+
+def test_dashboard_without_optuna_dashboard_says_how_to_install_it(done, here, capsys, monkeypatch):
+    import importlib.util
+
+    _, path = done
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "optuna_dashboard" else
+                        real(name, *a))
+    code, _, err = main(capsys, "dashboard", str(path))
+    assert code == 2 and "pip install 'ltstudy[dashboard]'" in one_error_line(err, "dashboard")
 
 
 def test_ui_refuses_an_unreachable_server(done, here, capsys, monkeypatch):
     _, path = done
-    monkeypatch.setattr(subprocess, "call", lambda cmd: pytest.fail("must not start anything"))
+    monkeypatch.setattr(cli, "_serve", lambda cmd, banner: pytest.fail("must not start anything"))
     code, _, err = main(capsys, "ui", str(path), "--tracking-uri", f"http://127.0.0.1:{free_port()}")
     assert code == 2
     assert "cannot reach the MLflow server" in one_error_line(err, "ui")
@@ -212,7 +332,7 @@ def test_ui_refuses_a_port_out_of_range_or_in_use(done, here, capsys, monkeypatc
     import socket
 
     _, path = done
-    monkeypatch.setattr(subprocess, "call", lambda cmd: pytest.fail("must not start anything"))
+    monkeypatch.setattr(cli, "_serve", lambda cmd, banner: pytest.fail("must not start anything"))
     code, _, err = main(capsys, "ui", str(path), "--port", "99999")
     assert code == 2 and "between 1 and 65535" in one_error_line(err, "ui")
     with socket.socket() as busy:

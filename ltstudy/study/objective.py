@@ -170,11 +170,15 @@ class TrialRun:
             self._close_failed(exc)
             return Outcome(TrialState.FAIL, reason=f"{type(exc).__name__}: {exc}")
         except BaseException as exc:  # Ctrl-C, SIGTERM, or a driver closing us
-            self._close_failed(exc)
-            if isinstance(exc, KeyboardInterrupt):
-                # Queue the same settings first for the next run; it resumes from the checkpoints.
-                _try(lambda: self.trial.study.enqueue_trial(self.trial.params, user_attrs=self.trial.user_attrs))
+            self.abort(exc)
             raise
+
+    def abort(self, exc: BaseException) -> None:
+        """The trial stops for a reason outside it: close its run, and queue it again when it was interrupted."""
+        self._close_failed(exc)
+        if isinstance(exc, KeyboardInterrupt | GeneratorExit):  # (GeneratorExit: its driver was interrupted)
+            # Queue the same settings first for the next run; it resumes from the checkpoints.
+            _try(lambda: self.trial.study.enqueue_trial(self.trial.params, user_attrs=self.trial.user_attrs))
 
     def _search(self, search, rounds: list[dict], seed: int, report: bool) -> Generator[RoundJob, TrainResult, None]:
         events = search.events()

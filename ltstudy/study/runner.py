@@ -269,11 +269,12 @@ def run_trials(study: optuna.Study, ctx: TrialContext, *, budget: int | None, ta
             trial = study.ask()
             run = TrialRun(ctx, trial)
             try:
-                skipped = run.begin()
-            except BaseException:
+                skipped = run.begin()  # (an Outcome when the trial ends before any training)
+            except BaseException as exc:
+                run.abort(exc)
                 _tell(study, trial, Outcome(TrialState.FAIL, reason="interrupted"))
                 raise
-            if skipped is not None:
+            if skipped is not None and skipped.state is None:  # a repeat: not a trial
                 trial.set_user_attr("duplicate_of", skipped.duplicate_of)
                 trial.set_user_attr("fail_reason", skipped.reason)
                 _tell(study, trial, skipped)
@@ -282,6 +283,11 @@ def run_trials(study: optuna.Study, ctx: TrialContext, *, budget: int | None, ta
                 continue
             repeats = 0
             report.told.append(trial.number)
+            if skipped is not None:  # it ended while starting (e.g. the tracking store failed)
+                frozen = _tell(study, trial, skipped)
+                for callback in callbacks:
+                    _try(lambda callback=callback, frozen=frozen: callback(study, frozen))
+                continue
             yield _told(study, run, callbacks)
 
     if pack > 1:

@@ -139,7 +139,30 @@ def open_storage(url: str, *, heartbeat: tuple[int, int, int] | None = None):
             interval, grace, retries = heartbeat
             kwargs = {"heartbeat_interval": interval, "grace_period": grace,
                       "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=retries)}
-        return RDBStorage(url, engine_kwargs={"pool_pre_ping": True}, **kwargs)
+        return schema_race_safe(lambda: RDBStorage(url, engine_kwargs={"pool_pre_ping": True}, **kwargs))
+
+
+def schema_race_safe(create, attempts: int = 8):
+    """Run `create` (which may build a database schema), retrying when another process builds it at the same moment.
+
+    Workers started together on an empty PostgreSQL database all try to create
+    the tables; all but one fail with a unique violation or "already exists".
+    Retrying sees the finished schema.
+    """
+    import random
+    import time
+
+    for attempt in range(attempts):
+        try:
+            return create()
+        except Exception as exc:
+            text = f"{type(exc).__name__} {exc} {getattr(exc, 'orig', '')}".lower()
+            racing = any(s in text for s in ("uniqueviolation", "unique constraint", "duplicate key", "already exists",
+                                             "integrityerror"))
+            if not racing or attempt == attempts - 1:
+                raise
+            time.sleep(0.2 + random.random() * 0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 @contextlib.contextmanager

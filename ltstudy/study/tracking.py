@@ -75,7 +75,10 @@ class Tracker:
         # MLflow prints a "View run ... at" line per run on a server; a study has hundreds.
         os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         self.uri = tracking_uri
-        self.client = MlflowClient(tracking_uri=tracking_uri)
+        # The client builds a database store's schema when it is made; workers starting together race to do so.
+        from .storage import schema_race_safe
+
+        self.client = schema_race_safe(lambda: MlflowClient(tracking_uri=tracking_uri))
 
     def __repr__(self) -> str:
         return f"Tracker({redact(self.uri)})"

@@ -1,0 +1,119 @@
+"""What a study compares and counts: only comparable trials, each setting once, and n_trials as the total.
+
+Every study trains LeNet-300-100 on the embedded digits for 60 iterations per
+round, with its stores in the test's temporary folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from optuna.trial import TrialState
+
+from ltstudy import cli
+from ltstudy.study import objective as objective_module
+from ltstudy.study.frontier import pareto_trials
+from ltstudy.study.sampling import setting_key
+from tests.study_helpers import Stores, experiment_runs, isolate, seed_mlflow_db, write_study
+
+
+@pytest.fixture
+def stores(tmp_path: Path, tmp_path_factory, monkeypatch: pytest.MonkeyPatch) -> Stores:
+    isolate(monkeypatch, tmp_path)
+    stores = Stores(tmp_path)
+    seed_mlflow_db(tmp_path_factory, stores.db)
+    return stores
+
+
+def run(path: Path, *flags: str) -> int:
+    return cli.main(["run", str(path), "--quiet", *flags])
+
+
+# --------------------------------------------------------------------------- one study, one set of settings
+
+
+@pytest.mark.parametrize(("section", "change", "named"), [
+    ("train", {"lr": 0.002}, "[train] lr 0.0012 -> 0.002"),
+    ("search", {"prune_rate": [0.2, 0.35]}, "[search] prune_rate [0.2, 0.5] -> [0.2, 0.35]"),
+    ("data", {"val_size": 100}, "[data] val_size -1 -> 100"),
+    ("model", {"dropout": 0.1}, "[model] dropout 0.0 -> 0.1"),
+    ("prune", {"output_rate": 0.5}, "[prune] output_rate 1.0 -> 0.5"),
+])
+def test_a_study_is_not_continued_with_other_settings(stores: Stores, capsys, section, change, named):
+    assert run(write_study(stores.root, stores, study={"n_trials": 1})) == 0
+    trials_before = len(stores.study().trials)
+    runs_before = len(experiment_runs(stores.client(), "tiny"))
+    capsys.readouterr()
+    edited = write_study(stores.root, stores, "edited.toml", study={"n_trials": 2}, **{section: change})
+    assert run(edited) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and named in err and "start a new study with --study-name" in err
+    assert len(stores.study().trials) == trials_before  # nothing was run
+    assert len(experiment_runs(stores.client(), "tiny")) == runs_before  # nor tracked
+
+
+def test_the_same_settings_under_another_name_start_a_new_study(stores: Stores):
+    assert run(write_study(stores.root, stores, study={"n_trials": 1})) == 0
+    edited = write_study(stores.root, stores, "edited.toml", study={"n_trials": 1}, train={"lr": 0.002})
+    assert run(edited, "--study-name", "tiny-lr") == 0
+    assert len(stores.study("tiny-lr").trials) == 1
+
+
+# --------------------------------------------------------------------------- each setting once
+
+
+def test_a_space_no_larger_than_n_trials_is_enumerated_by_the_grid_each_setting_once(stores: Stores, capsys):
+    path = write_study(stores.root, stores, study={"sampler": "tpe", "n_trials": 6},
+                       search={"prune_rate": [0.2, 0.5], "rewind_iter": [0, 20], "scope": "layerwise",
+                               "reinit": "rewind"})
+    assert run(path) == 0
+    out = capsys.readouterr().out
+    assert "the search space has 4 settings, no more than n_trials = 6: the grid sampler" in out
+    assert "every one of the 4 settings of the search space has been evaluated" in out
+    trials = stores.study().trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
+    assert len({setting_key(t.params) for t in trials}) == 4
+
+
+def test_a_repeated_proposal_is_skipped_and_does_not_use_up_a_trial(stores: Stores, monkeypatch):
+    """(TPE proposed the same settings again on the quickstart, and each repeat cost a trial.)"""
+    path = write_study(stores.root, stores, study={"sampler": "random", "seed": 3, "n_trials": 4},
+                       search={"prune_rate": [0.2, 0.5], "rewind_iter": [0, 20], "scope": ["layerwise", "global"],
+                               "reinit": "rewind"})
+    searched = []
+    real = objective_module.ticket_search
+    monkeypatch.setattr(objective_module, "ticket_search",
+                        lambda cfg, data=None, cache=None: searched.append(cfg) or real(cfg, data, cache))
+    assert run(path) == 0
+    study = stores.study()
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    skipped = [t for t in study.trials if t.user_attrs.get("duplicate_of") is not None]
+    assert len(complete) == 4 and len(searched) == 4  # four settings trained, each once
+    assert len({setting_key(t.params) for t in complete}) == 4
+    assert skipped, "seed 3 proposes a repeat among its first draws; the rule is not exercised otherwise"
+    by_number = {t.number: t for t in study.trials}
+    for t in skipped:
+        assert t.state == TrialState.FAIL and t.params == by_number[t.user_attrs["duplicate_of"]].params
+        assert t.user_attrs["fail_reason"].startswith("skipped: the same settings and seeds as trial")
+    assert len({setting_key(t.params) for t in pareto_trials(study)}) == len(pareto_trials(study))
+    children = [r for r in experiment_runs(stores.client(), "tiny") if "mlflow.parentRunId" in r.data.tags]
+    assert len(children) == 4  # no MLflow run for a skipped repeat
+
+
+# --------------------------------------------------------------------------- stopping when rounds stop matching
+
+
+def test_stop_on_drop_unmatched_ends_each_search_at_its_first_round_that_no_longer_matches(stores: Stores):
+    path = write_study(stores.root, stores, study={"n_trials": 1, "stop_on_drop": "unmatched", "epsilon": 0.0},
+                       search={"prune_rate": 0.9, "rounds": 4, "scope": "layerwise", "reinit": "rewind",
+                               "rewind_iter": 0})
+    assert run(path) == 0
+    (trial,) = stores.study().trials
+    assert trial.state == TrialState.COMPLETE  # its objective is known: the ticket cannot improve past the miss
+    rounds = trial.user_attrs["rounds"]
+    dense = rounds[0]["val_accuracy"]
+    assert rounds[-1]["val_accuracy"] < dense and all(r["val_accuracy"] >= dense for r in rounds[1:-1])
+    assert len(rounds) < 5  # it stopped before the last round
+    assert "no longer matches dense" in trial.user_attrs["stop_reason_seed_0"]
+    assert trial.values[0] == pytest.approx(1 - rounds[-2]["density"])
