@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     ticket.add_argument("--quiet", action="store_true", help="no progress bar or table")
     ticket.add_argument("--cache-dir", metavar="DIR", help="reuse and store rounds in this training cache, the one "
                         "studies use (default: no cache; a control then trains its ticket's rounds too)")
+    ticket.add_argument("--save", metavar="DIR", help="save every round's ticket (mask, initial and trained weights, "
+                        "as safetensors) into DIR/round_NN; load one with ltstudy.engine.export.load_ticket")
     _add_config_flags(ticket)
     ticket.set_defaults(func=cmd_ticket)
 
@@ -208,6 +210,21 @@ def build_parser() -> argparse.ArgumentParser:
     dash.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1)")
     dash.set_defaults(func=cmd_dashboard)
 
+    exp = study_parser("export", "write one ticket of a study (mask, initial and trained weights) to a folder",
+                       "Write a trial's round as a ticket: its mask, the weights the round started from and the "
+                       "weights it trained to (safetensors), and ticket.json (config, record, how to retrain it). "
+                       "Default: the sparsest matching round of the Pareto-optimal trial with the sparsest ticket. "
+                       "Rounds come from the training cache (or are trained again). The ticket is also logged to "
+                       "the trial's MLflow run under ticket/.")
+    exp.add_argument("--trial", type=int, metavar="N", help="trial number (default: the sparsest ticket on the front)")
+    exp.add_argument("--round", type=int, metavar="R", help="round (default: the trial's ticket, its sparsest "
+                     "matching round)")
+    exp.add_argument("--seed", type=int, metavar="S", help="training seed (default: the study's first)")
+    exp.add_argument("--out", metavar="DIR", default="tickets", help="folder (default: tickets)")
+    exp.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI (default: as for `run`)")
+    _cache_flags(exp)
+    exp.set_defaults(func=cmd_export)
+
     studies = sub.add_parser("studies", help="list the studies in a storage with their trial counts",
                              description="List the studies in an Optuna storage with their trial counts by state.")
     studies.add_argument("study_file", metavar="STUDY.toml", nargs="?", help="read the storage from this file")
@@ -238,11 +255,18 @@ def cmd_ticket(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, _overrides(args))
     if args.json:
         _check_writable(args.json)
+    if args.save:
+        _check_folder(args.save)
     cache = None
     if args.cache_dir:
         check_cache_dir(args.cache_dir)
         cache = RoundCache(args.cache_dir)
     search = ticket_search(cfg, cache=cache)  # loads data and validates the schedule before any training
+    saver = None
+    if args.save:
+        from .engine.export import TicketSaver
+
+        saver = search.on_state = TicketSaver(args.save, cfg)
     try:
         with _Progress(search.n_rounds, enabled=not args.quiet and sys.stderr.isatty()) as progress:
             result = search.run(on_round=progress.round_done, progress=progress.iteration)
@@ -264,6 +288,8 @@ def cmd_ticket(args: argparse.Namespace) -> int:
                   f"0..{search.n_rounds - 1}: {source}")
         print(round_table(result.rounds))
         print(f"device {result.device}; config hash {cfg.hash()}" + (f"; wrote {args.json}" if args.json else ""))
+        if saver is not None:
+            print(f"wrote {len(saver.written)} tickets: {args.save}/round_00 .. round_{len(saver.written) - 1:02d}")
     return 0
 
 
@@ -586,6 +612,31 @@ def _runs_page(uri: str, name: str) -> str:
     if exp is None:
         return "#/experiments?workflowType=machine_learning"
     return f"#/experiments/{exp.experiment_id}/runs?workflowType=machine_learning"
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .study.export import export_ticket
+
+    cfg = _load_study_file(args)
+    _check_folder(args.out)
+    done = export_ticket(cfg, args.storage or cfg.study.storage, args.study_name or cfg.study.name, args.trial,
+                         args.round, args.seed, args.out, cfg.tracking_uri(args.tracking_uri),
+                         None if args.no_cache or not cfg.study.cache else cfg.cache_dir(args.cache_dir))
+    print(done.summary())
+    for warning in done.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return 0
+
+
+def _check_folder(path: str) -> None:
+    from pathlib import Path
+
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise ConfigError(f"{path} is a file; give a folder for the tickets")
+    parent = p.resolve().parent
+    if not parent.is_dir():
+        raise ConfigError(f"cannot write {path}: folder {parent} does not exist")
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:

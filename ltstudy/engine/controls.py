@@ -71,6 +71,7 @@ class ControlSearch:
         self.masks: pruning.Masks = {}
         self.records: list[RoundResult] = []
         self.path_rounds = {"trained": 0, "reused": 0}
+        self.on_state = None  # as TicketSearch.on_state
 
     @property
     def random_reinit(self) -> bool:
@@ -131,6 +132,11 @@ class ControlSearch:
                 self.path_rounds["reused" if event.reused else "trained"] += 1
                 if event.round == 0:  # the dense network is the same for the ticket and its controls
                     rec = dataclasses.replace(event)
+                    if self.on_state is not None:
+                        dense = self.path._stored(0) if event.reused else {"theta0": self.path.theta0,
+                                                                             "state": self.path.model.state_dict()}
+                        self.on_state(rec.to_dict(), pruning.full_masks(self.path.model, self.layers), dense["theta0"],
+                                      dense["state"], self.path.training_info(self.path.job(0)))
                     self.records.append(rec)
                     yield rec
             else:
@@ -144,18 +150,27 @@ class ControlSearch:
         key = self.level_key(level.key) if self.cache is not None and level.key else None
         stored = self.cache.load(key) if key is not None else None
         if stored is not None:
-            self.masks = {n: m.to(self.device) for n, m in stored["masks"].items()}
+            self.masks = {n: m.to(self.device, torch.float32) for n, m in stored["masks"].items()}
             self.model.load_state_dict(stored["state"])
-            return RoundResult(**{**stored["record"], "reused": True, "computed_iterations": 0})
+            rec = RoundResult(**{**stored["record"], "reused": True, "computed_iterations": 0})
+            if self.on_state is not None:
+                self.on_state(rec.to_dict(), self.masks, stored["start"], stored["state"], stored["training"])
+            return rec
         t0 = time.perf_counter()
-        res = yield self.branch(level)
+        job = self.branch(level)
+        start = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        res = yield job
         pruning.check_masks_hold(self.model, self.masks)
         rec = record(level.round, self.masks, res)
         rec.wall_seconds = round(time.perf_counter() - t0, 4)
+        training = self.path.training_info(job)
         if key is not None:
             self.cache.save(key, {"state": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+                                  "start": {k: v.cpu() for k, v in start.items()},
                                   "masks": {n: m.bool().cpu() for n, m in self.masks.items()},
-                                  "record": rec.to_dict()})
+                                  "record": rec.to_dict(), "training": training})
+        if self.on_state is not None:
+            self.on_state(rec.to_dict(), self.masks, start, self.model.state_dict(), training)
         return rec
 
     def run(self, on_round: RoundCallback | None = None, progress: ProgressCallback | None = None) -> TicketResult:

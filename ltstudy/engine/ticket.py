@@ -127,6 +127,7 @@ class Level:
 
 Event = RoundJob | RoundResult | Level
 RoundCallback = Callable[[RoundResult], None]
+StateCallback = Callable[[dict, "pruning.Masks", dict, dict, dict], None]
 ProgressCallback = Callable[[RoundJob, int, int], None]  # job, iterations done, iterations of the job
 
 
@@ -199,6 +200,9 @@ class TicketSearch:
         self.theta_k: dict[str, torch.Tensor] | None = None
         self.masks = pruning.full_masks(self.model, self.layers)
         self.records: list[RoundResult] = []
+        # Called for every finished round with (record, masks, start state, trained state, how it was trained):
+        # export.TicketSaver writes tickets with it.
+        self.on_state: StateCallback | None = None
         self._replayed = 0  # iterations re-run to rebuild θ_k, charged to the next trained round
         self._digests: dict[str, str | None] = {}  # content digests: "dense", "theta_k", and round numbers
         self._make_keys()
@@ -300,6 +304,11 @@ class TicketSearch:
                 if levels_up_to is not None and r > 0:
                     yield Level(r, lambda r=r: self._stored(r)["masks"], lambda r=r: self._stored(r - 1)["state"],
                                 self.round_key(r))
+                if self.on_state is not None and (r < last or levels_up_to is None):
+                    entry = self._stored(r)
+                    masks = entry["masks"] if r > 0 else pruning.full_masks(self.model, self.layers)
+                    self.on_state(rec.to_dict(), masks, entry["theta0"] if r == 0 else entry["start"],
+                                  entry["state"], self.training_info(self.job(r)))
             else:
                 t0 = time.perf_counter()
                 if r > 0:
@@ -310,15 +319,25 @@ class TicketSearch:
                         if r == levels_up_to:
                             break
                     self.reset(r)
-                res = yield self.job(r, "ticket round" if levels_up_to is not None else "round")
+                job = self.job(r, "ticket round" if levels_up_to is not None else "round")
+                start = clone_state(self.model) if (self.cache is not None or self.on_state is not None) else None
+                res = yield job
                 rec = self.finish(r, res)
                 rec.wall_seconds = round(time.perf_counter() - t0, 4)
                 if self.cache is not None:
-                    self.checkpoint(r, [*self.records, rec])
+                    self.checkpoint(r, [*self.records, rec], start)
+                if self.on_state is not None:
+                    self.on_state(rec.to_dict(), self.masks, start, self.model.state_dict(), self.training_info(job))
             if r < last or levels_up_to is None:
                 self.records.append(rec)
                 yield rec
         return self.result()
+
+    def training_info(self, job: RoundJob) -> dict[str, Any]:
+        """How a round was trained, for retraining a saved ticket exactly."""
+        return {"start": job.start, "end": job.end, "data_seed": job.data_seed, "dropout_seed": job.dropout_seed,
+                "constant_lr": job.constant_lr, "input_shape": list(self.data.input_shape),
+                "num_classes": self.data.num_classes}
 
     def run(self, on_round: RoundCallback | None = None, progress: ProgressCallback | None = None) -> TicketResult:
         return drive(self, on_round, progress)
@@ -359,8 +378,8 @@ class TicketSearch:
 
     # ------------------------------------------------------------------ cache and checkpoints
 
-    def checkpoint(self, round_: int, records: list[RoundResult]) -> None:
-        """Store round `round_` atomically: weights, masks and the records so far."""
+    def checkpoint(self, round_: int, records: list[RoundResult], start: dict[str, torch.Tensor] | None = None) -> None:
+        """Store round `round_` atomically: the weights it started from and trained to, masks, the records so far."""
         assert self.cache is not None
         state = _cpu(self.model.state_dict())
         if round_ == 0:
@@ -371,7 +390,7 @@ class TicketSearch:
             key = self.round_key(round_)
             self._digests[str(round_)] = self.cache.save(key, {
                 "state": state, "masks": {n: m.bool().cpu() for n, m in self.masks.items()},
-                "records": [r.to_dict() for r in records]})
+                "start": _cpu(start) if start is not None else None, "records": [r.to_dict() for r in records]})
 
     def _stored(self, round_: int) -> dict[str, Any]:
         """A stored entry of this path (the dense one for round 0), as its digest chain names it."""

@@ -20,7 +20,9 @@ Outcomes:
 
 from __future__ import annotations
 
+import contextlib
 import math
+import tempfile
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
@@ -157,8 +159,10 @@ class TrialRun:
             for i, seed in enumerate(self.seeds):
                 rounds: list[dict] = []
                 self.per_seed.append(rounds)
-                search = ticket_search(self.cfg.trial_config(self.values, seed), self.data, self.ctx.cache)
-                yield from self._search(search, rounds, seed, report=(i == 0))
+                tcfg = self.cfg.trial_config(self.values, seed)
+                search = ticket_search(tcfg, self.data, self.ctx.cache)
+                with self._ticket_folder(search, tcfg, seed):
+                    yield from self._search(search, rounds, seed, report=(i == 0))
                 if getattr(search, "path_rounds", None):
                     self.trial.set_user_attr(f"path_rounds_seed_{seed}", dict(search.path_rounds))
             return self._finish()
@@ -179,6 +183,21 @@ class TrialRun:
         if isinstance(exc, KeyboardInterrupt | GeneratorExit):  # (GeneratorExit: its driver was interrupted)
             # Queue the same settings first for the next run; it resumes from the checkpoints.
             _try(lambda: self.trial.study.enqueue_trial(self.trial.params, user_attrs=self.trial.user_attrs))
+
+    @contextlib.contextmanager
+    def _ticket_folder(self, search, tcfg, seed: int):
+        """With [study].save_tickets, every round of this seed's search is saved and logged to the trial's run."""
+        if not self.cfg.study.save_tickets:
+            yield
+            return
+        from ..engine.export import TicketSaver
+
+        with tempfile.TemporaryDirectory() as folder:
+            search.on_state = TicketSaver(folder, tcfg)
+            try:
+                yield
+            finally:
+                _try(lambda: self.tracker.log_dir(self.run_id, folder, f"tickets/seed_{seed}"))
 
     def _search(self, search, rounds: list[dict], seed: int, report: bool) -> Generator[RoundJob, TrainResult, None]:
         events = search.events()

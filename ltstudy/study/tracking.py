@@ -189,6 +189,11 @@ class Tracker:
                     path.write_text(content)
                 self.client.log_artifact(run_id, str(path), artifact_path)
 
+    @_retry
+    def log_dir(self, run_id: str, folder: str | Path, artifact_path: str | None = None) -> None:
+        """Log a folder's files (e.g. saved tickets) as artifacts under `artifact_path`."""
+        self.client.log_artifacts(run_id, str(folder), artifact_path)
+
     # ------------------------------------------------------------------ queries
 
     @_retry

@@ -1,0 +1,124 @@
+"""Tickets on disk: a round's mask, the weights it started from, and the weights it trained to.
+
+One folder per round (`round_03/`):
+
+- `mask.safetensors`: a bool tensor per pruned layer (True = kept);
+- `init.safetensors`: the full state dict the round started from, masked (θ_k ⊙ m for
+  a rewound ticket, a fresh draw ⊙ m for the random re-init control, ...);
+- `trained.safetensors`: the state dict at the end of the round's training;
+- `ticket.json`: the config, the round's record, and how it was trained (start and
+  end iteration, data and dropout seeds, constant learning rate), so it can be
+  retrained exactly.
+
+One call loads it into the project's model:
+
+    from ltstudy.engine.export import load_ticket
+    ticket = load_ticket("tickets/round_05")
+    model = ticket.model()                 # the initial weights, masked (ticket.model("trained"): the trained ones)
+    result = ticket.retrain()              # the round's training again: the same numbers on the CPU
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .config import TicketConfig
+from .pruning import Masks
+
+
+def _write(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    from safetensors.torch import save
+
+    # (safetensors' own save_file writes mode 0600 whatever the umask; tickets are meant to be shared)
+    data = save({k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}, metadata=metadata)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _read(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def save_round(folder: str | os.PathLike, cfg: TicketConfig, record: dict[str, Any], masks: Masks,
+               start: dict[str, torch.Tensor], trained: dict[str, torch.Tensor], training: dict[str, Any]) -> Path:
+    """Write one round's ticket into folder/round_NN; returns that path."""
+    out = Path(folder) / f"round_{int(record['round']):02d}"
+    out.mkdir(parents=True, exist_ok=True)
+    _write(out / "mask.safetensors", {n: m.bool() for n, m in masks.items()})
+    _write(out / "init.safetensors", start)
+    _write(out / "trained.safetensors", trained)
+    doc = {"config": cfg.to_dict(), "round": {k: v for k, v in record.items() if k != "layer_density"},
+           "layer_density": record.get("layer_density", {}), "training": training, "format": 1}
+    (out / "ticket.json").write_text(json.dumps(doc, indent=2) + "\n")
+    return out
+
+
+@dataclass
+class Ticket:
+    path: Path
+    config: TicketConfig
+    record: dict[str, Any]
+    training: dict[str, Any]
+    masks: dict[str, torch.Tensor]  # bool
+    init: dict[str, torch.Tensor]
+    trained: dict[str, torch.Tensor]
+
+    def model(self, weights: str = "init", device: str | torch.device = "cpu") -> nn.Module:
+        """The project's model for this ticket's config, holding its `init` (or `trained`) weights."""
+        from .models import build_model
+        from .registry import DATASETS
+
+        spec = DATASETS.get(self.config.data.name)
+        net = build_model(self.config.model.name, tuple(self.training["input_shape"]),
+                          self.training.get("num_classes", spec.meta.get("num_classes", 10)),
+                          self.config.model.dropout)
+        net.load_state_dict({"init": self.init, "trained": self.trained}[weights])
+        return net.to(device)
+
+    def float_masks(self, device: str | torch.device = "cpu") -> Masks:
+        return {n: m.to(device=device, dtype=torch.float32) for n, m in self.masks.items()}
+
+    def retrain(self, data=None):
+        """Train the round again from its initial weights, exactly as it was trained; returns the TrainResult."""
+        from .data import load_dataset
+        from .training import resolve_device, train
+
+        device = resolve_device(self.config.device)
+        data = data if data is not None else load_dataset(self.config.data, device)
+        model = self.model("init", device)
+        t = self.training
+        sched = self.config.resolve_schedule(len(data.train))
+        return train(model, data, self.float_masks(device), self.config.train, sched, seed=t["data_seed"],
+                     dropout_seed=t["dropout_seed"], start=t["start"], end=t["end"], constant_lr=t["constant_lr"])
+
+
+def load_ticket(path: str | os.PathLike) -> Ticket:
+    """A saved round (a `round_NN` folder) as a Ticket; see the module docstring."""
+    path = Path(path)
+    doc = json.loads((path / "ticket.json").read_text())
+    return Ticket(path, TicketConfig.from_dict(doc["config"]), doc["round"], doc["training"],
+                  _read(path / "mask.safetensors"), _read(path / "init.safetensors"),
+                  _read(path / "trained.safetensors"))
+
+
+class TicketSaver:
+    """An `on_state` hook for searches: writes every round it is given into `folder`."""
+
+    def __init__(self, folder: str | os.PathLike, cfg: TicketConfig, rounds: set[int] | None = None):
+        self.folder, self.cfg, self.rounds = Path(folder), cfg, rounds
+        self.written: list[Path] = []
+
+    def __call__(self, record: dict[str, Any], masks: Masks, start: dict[str, torch.Tensor],
+                 trained: dict[str, torch.Tensor], training: dict[str, Any]) -> None:
+        if self.rounds is None or record["round"] in self.rounds:
+            self.written.append(save_round(self.folder, self.cfg, record, masks, start, trained, training))
