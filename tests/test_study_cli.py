@@ -355,3 +355,33 @@ def test_run_prints_the_pareto_table_and_where_to_browse(tmp_path, tmp_path_fact
     assert "study 'tiny': ran 1 trials (1 COMPLETE); 1 of n_trials = 1 finished" in out
     assert "Pareto-optimal trials:" in out
     assert f"MLflow: {stores.tracking_uri} (experiment 'tiny')" in out
+
+
+# --------------------------------------------------------------------------- a CLI that starts fast
+
+HEAVY = ("torch", "optuna", "mlflow")
+
+
+def _imported_after(argv: list[str], cwd: Path) -> tuple[int, list[str]]:
+    import sys
+
+    code = ("import sys\nfrom ltstudy import cli\ntry:\n    rc = cli.main(%r)\nexcept SystemExit as e:\n    rc = e.code\n"
+            "print('MODULES', [m for m in %r if m in sys.modules])\nsys.exit(rc or 0)" % (argv, HEAVY))
+    proc = subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=120)
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("MODULES")][-1]
+    return proc.returncode, eval(line.removeprefix("MODULES "))
+
+
+@pytest.mark.parametrize("command", ["", "ticket", "run", "worker", "pareto", "compare", "report", "studies", "ui",
+                                     "dashboard", "export", "cache", "repair"])
+def test_help_of_every_command_imports_neither_torch_nor_optuna_nor_mlflow(command, tmp_path):
+    code, heavy = _imported_after([*([command] if command else []), "--help"], tmp_path)
+    assert code == 0 and heavy == []
+
+
+@pytest.mark.parametrize("command", [["pareto"], ["compare", "--by", "prune_rate"], ["studies"],
+                                     ["report", "--out", "read_only_report.html"]])
+def test_commands_that_only_read_a_study_do_not_import_torch(done, command):
+    stores, path = done
+    code, heavy = _imported_after([command[0], str(path), *command[1:]], stores.root)
+    assert code == 0 and "torch" not in heavy
