@@ -365,8 +365,8 @@ HEAVY = ("torch", "optuna", "mlflow")
 def _imported_after(argv: list[str], cwd: Path) -> tuple[int, list[str]]:
     import sys
 
-    code = ("import sys\nfrom ltstudy import cli\ntry:\n    rc = cli.main(%r)\nexcept SystemExit as e:\n    rc = e.code\n"
-            "print('MODULES', [m for m in %r if m in sys.modules])\nsys.exit(rc or 0)" % (argv, HEAVY))
+    code = (f"import sys\nfrom ltstudy import cli\ntry:\n    rc = cli.main({argv!r})\nexcept SystemExit as e:\n"
+            f"    rc = e.code\nprint('MODULES', [m for m in {HEAVY!r} if m in sys.modules])\nsys.exit(rc or 0)")
     proc = subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=120)
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("MODULES")][-1]
     return proc.returncode, eval(line.removeprefix("MODULES "))

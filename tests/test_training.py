@@ -6,7 +6,6 @@ import dataclasses
 
 import pytest
 import torch
-from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from ltstudy.engine import pruning
 from ltstudy.engine.config import ConfigError, Schedule, TrainConfig
@@ -16,16 +15,22 @@ from ltstudy.engine.training import DivergedError, evaluate, lr_at, make_optimiz
 
 
 @pytest.fixture
-def step_hook():
-    """Install a global optimizer post-step hook for the test; removed afterwards."""
-    handles = []
+def step_hook(monkeypatch):
+    """Call fn(iteration, lr, step) after every optimiser step of every `train` call in the test."""
+    import ltstudy.engine.ticket
+    import ltstudy.engine.training
 
-    def install(fn):
-        handles.append(register_optimizer_step_post_hook(fn))
+    hooks = []
+    real = ltstudy.engine.training.train
 
-    yield install
-    for h in handles:
-        h.remove()
+    def train_with_hooks(*args, **kwargs):
+        def on_step(it, lr, step):
+            for fn in hooks:
+                fn(it, lr, step)
+        return real(*args, **kwargs, on_step=on_step)
+
+    monkeypatch.setattr(ltstudy.engine.ticket, "train", train_with_hooks)
+    yield hooks.append
 
 
 def schedule(iterations=100, warmup=0, milestones=(), eval_every=10, rewind_iter=0) -> Schedule:
@@ -61,18 +66,18 @@ def test_training_steps_use_the_scheduled_lr(make_search, tiny_cfg, step_hook):
                    train__eval_every=10)
     search = make_search(cfg)
     seen = []
-    step_hook(lambda opt, args, kwargs: seen.append(opt.param_groups[0]["lr"]))
-    train(search.model, search.data, search.masks, cfg.train, search.sched, seed=0)
+    train(search.model, search.data, search.masks, cfg.train, search.sched, seed=0,
+          on_step=lambda it, lr, step: seen.append(step.lr if hasattr(step, "lr") else
+                                                   step.opt.param_groups[0]["lr"]))
     assert seen == pytest.approx([lr_at(i, cfg.train, search.sched) for i in range(30)])
 
 
-def test_constant_lr_replaces_the_schedule(make_search, tiny_cfg, step_hook):
+def test_constant_lr_replaces_the_schedule(make_search, tiny_cfg):
     cfg = tiny_cfg(train__iterations=30, train__warmup=5, train__eval_every=10)
     search = make_search(cfg)
     seen = []
-    step_hook(lambda opt, args, kwargs: seen.append(opt.param_groups[0]["lr"]))
     result = train(search.model, search.data, search.masks, cfg.train, search.sched, seed=0, start=10,
-                   constant_lr=3e-4)
+                   constant_lr=3e-4, on_step=lambda it, lr, step: seen.append(lr))
     assert seen == [3e-4] * 20
     assert (result.start, result.end, result.iterations) == (10, 30, 20)
 
@@ -97,17 +102,18 @@ OPTIMISERS = {
 }
 
 
+@pytest.mark.parametrize("model", ["conv-2", "lenet-300-100"], ids=["autograd-step", "lean-step"])
 @pytest.mark.parametrize("train_cfg", OPTIMISERS.values(), ids=OPTIMISERS.keys())
 def test_pruned_weights_and_their_optimiser_state_are_zero_after_every_step(make_search, tiny_cfg, step_hook,
-                                                                            train_cfg):
-    """Checked inside the optimiser step hook, i.e. before any later re-masking could hide a leak."""
-    cfg = tiny_cfg({f"train.{k}": v for k, v in train_cfg.items()}, model__name="conv-2", train__iterations=20,
+                                                                            train_cfg, model):
+    """Checked right after each optimiser step (the weights are never re-masked after it: nothing may leak)."""
+    cfg = tiny_cfg({f"train.{k}": v for k, v in train_cfg.items()}, model__name=model, train__iterations=20,
                    train__eval_every=10, prune__rounds=2, prune__prune_rate=0.5)
     search = make_search(cfg)
     state_key = "exp_avg" if train_cfg["optimizer"] == "adam" else "momentum_buffer"
     steps, sparse_steps, leaks = [0], [0], []
 
-    def check(opt, args, kwargs):
+    def check(it, lr, step):
         steps[0] += 1
         pruned_any = False
         for name, w in pruning.weights(search.model, search.masks).items():
@@ -115,7 +121,7 @@ def test_pruned_weights_and_their_optimiser_state_are_zero_after_every_step(make
             pruned_any |= bool(pruned.any())
             if w[pruned].any():
                 leaks.append(f"step {steps[0]}: weight {name}")
-            state = opt.state[w]
+            state = step.state(w)
             assert state_key in state, "the optimiser keeps no state for the weights; the check would be empty"
             for key in ("exp_avg", "exp_avg_sq", "momentum_buffer"):
                 if key in state and state[key][pruned].any():
@@ -128,6 +134,26 @@ def test_pruned_weights_and_their_optimiser_state_are_zero_after_every_step(make
     assert steps[0] == sum(r.iterations for r in result.rounds) == 60
     assert sparse_steps[0] == 40  # rounds 1 and 2 trained with pruned weights
     assert result.rounds[-1].density == pytest.approx(0.25, abs=0.01)
+
+
+@pytest.mark.parametrize("train_cfg", OPTIMISERS.values(), ids=OPTIMISERS.keys())
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_the_lean_step_gives_autograds_numbers_bit_for_bit(make_search, tiny_cfg, train_cfg, dropout):
+    cfg = tiny_cfg({f"train.{k}": v for k, v in train_cfg.items()}, model__dropout=dropout, train__iterations=50,
+                   train__eval_every=10, prune__rounds=1, prune__prune_rate=0.5)
+    runs, kinds = [], []
+    for lean in (True, False):
+        search = make_search(cfg)
+        search.train_round(0)
+        search.prune_and_reset(1)
+        result = train(search.model, search.data, search.masks, cfg.train, search.sched, seed=0, dropout_seed=3,
+                       lean=lean, on_step=lambda it, lr, step: kinds.append(type(step).__name__))
+        runs.append(({k: v.clone() for k, v in search.model.state_dict().items()}, result))
+    (lean_state, lean_res), (auto_state, auto_res) = runs
+    assert kinds[0] == "LeanStep" and kinds[-1] == "AutogradStep"
+    assert all(torch.equal(lean_state[k], auto_state[k]) for k in auto_state)
+    assert (lean_res.val_loss, lean_res.train_loss, lean_res.early_stop_iteration) == (
+        auto_res.val_loss, auto_res.train_loss, auto_res.early_stop_iteration)
 
 
 def test_pruned_weights_stay_zero_at_every_evaluation(make_search, tiny_cfg):

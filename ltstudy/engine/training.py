@@ -20,7 +20,8 @@ from torch import nn
 from .config import ConfigError, Schedule, TrainConfig
 from .data import Batches, Dataset, Split, augment_batch
 from .models import set_dropout_generator
-from .pruning import Masks, weights
+from .pruning import Masks
+from .steps import make_optimizer, make_step  # noqa: F401  (make_optimizer: part of this module's API)
 
 
 class DivergedError(RuntimeError):
@@ -47,15 +48,6 @@ def lr_at(iteration: int, cfg: TrainConfig, sched: Schedule) -> float:
     if iteration < sched.warmup:
         lr *= (iteration + 1) / sched.warmup
     return lr
-
-
-def make_optimizer(params: list[nn.Parameter], cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
-    # Fused kernels where the device has them (CUDA, and CPU in recent torch); foreach otherwise.
-    kind = {"fused": True} if device.type in ("cuda", "cpu") else {"foreach": True}
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **kind)
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                           weight_decay=cfg.weight_decay, **kind)
 
 
 @dataclass
@@ -123,6 +115,8 @@ def train(
     on_eval: Callable[[int, Evaluation], None] | None = None,
     end: int | None = None,
     evaluate_splits: bool = True,
+    on_step: Callable[[int, float, object], None] | None = None,
+    lean: bool = True,
 ) -> TrainResult:
     """Train from schedule iteration `start` to the end, evaluating validation every `eval_every`.
 
@@ -135,14 +129,14 @@ def train(
     `end` stops early (replaying the first k iterations to rebuild θ_k, with
     `evaluate_splits=False`). `seed` fixes the data order (shared by all
     rounds, so iteration i sees the same batch in every round) and the
-    augmentations; `dropout_seed` seeds the dropout masks.
+    augmentations; `dropout_seed` seeds the dropout masks. `on_step(iteration,
+    lr, step)` is called after every optimiser step (tests read the step's
+    optimiser state through `step.state(param)`); `lean=False` forces the
+    autograd step (steps.py: both give the same bits).
     """
     device = data.train.x.device
     t0 = time.perf_counter()
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = make_optimizer(params, cfg, device)
-    masked_w = list(weights(model, masks).values())
-    mask_list = list(masks.values())
+    step = make_step(model, masks, cfg, device, lean)
     batches = Batches(len(data.train), cfg.batch_size, seed, device)
     aug_gen = torch.Generator() if data.augment else None
     set_dropout_generator(model, None if dropout_seed is None else
@@ -165,24 +159,16 @@ def train(
     for it in range(start, end):
         lr = constant_lr if constant_lr is not None else lr_at(it, cfg, sched)
         if lr != lr_now:
-            for group in opt.param_groups:
-                group["lr"] = lr
+            step.set_lr(lr)
             lr_now = lr
         idx = batches.indices(it)
         xb, yb = X.index_select(0, idx), Y.index_select(0, idx)
         if aug_gen is not None:  # seeded by iteration, so a rewound round replays round 0's crops and flips
             xb = augment_batch(xb, aug_gen.manual_seed(seed * 7919 + it))
-        loss = F.cross_entropy(model(xb), yb)
-        loss.backward()
-        if mask_list:
-            torch._foreach_mul_([w.grad for w in masked_w], mask_list)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if mask_list:
-            with torch.no_grad():
-                torch._foreach_mul_(masked_w, mask_list)
-        window_loss += loss.detach()
+        window_loss += step(xb, yb)
         window_n += 1
+        if on_step is not None:
+            on_step(it, lr, step)
 
         done = it + 1
         if capture_at is not None and done == capture_at:
