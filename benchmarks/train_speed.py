@@ -12,10 +12,12 @@ REFERENCE  DataLoader(TensorDataset(x, y), batch_size=60, shuffle=True),
            masks, torch.optim.Adam (defaults but lr), the usual
            zero_grad / forward / backward / step loop.
 
-What is timed: for the engine, one whole `train()` call of N iterations
-(optimiser construction, N training steps, and the single final evaluation,
-whose cost is measured on its own and subtracted); for the reference, N
-iterations of the loop, including DataLoader iterator creation at epoch ends.
+What is timed: for the engine, one whole `train()` call of N iterations with
+evaluation switched off (optimiser construction and N training steps; the
+engine's step is steps.LeanStep for this network, bit for bit autograd's); for
+the reference, N iterations of the loop, including DataLoader iterator creation
+at epoch ends. `--load N` starts N busy processes (pure Python loops) that
+compete for the cores while everything is measured, both loops alike.
 Both are warmed up first, then timed windows of ~--seconds each alternate
 between the two; the median over --repeats windows is reported (best too).
 
@@ -53,7 +55,7 @@ from ltstudy.engine.pruning import (
     prunable_layers,
     prune,
 )
-from ltstudy.engine.training import evaluate, train
+from ltstudy.engine.training import train
 
 N_TRAIN, N_EVAL, SHAPE, CLASSES = 60_000, 1_000, (1, 28, 28), 10
 BATCH, LR, RATE = 60, 1.2e-3, 0.5
@@ -101,7 +103,7 @@ def make_model_and_masks(seed: int = 0):
     model = build_model("lenet-300-100", SHAPE, CLASSES)
     layers = prunable_layers(model)
     cfg = PruneConfig(prune_rate=RATE)
-    masks = prune(model, full_masks(model, layers), layer_rates(layers, cfg), cfg, shared=set())
+    masks = prune(model, full_masks(model, layers), layer_rates(layers, cfg), shared=set())
     apply_masks(model, masks)
     return model, masks
 
@@ -113,18 +115,11 @@ class Engine:
         self.cfg = TrainConfig(optimizer="adam", lr=LR, batch_size=BATCH)
 
     def run(self, iterations: int) -> float:
-        """Seconds for `iterations` steps of the engine's train(), its one evaluation subtracted."""
+        """Seconds for `iterations` steps of the engine's train() (no evaluation)."""
         cfg = TrainConfig(**{**vars(self.cfg), "iterations": iterations, "eval_every": iterations})
         sched = TicketConfig(train=cfg).resolve_schedule(len(self.data.train))
         t0 = time.perf_counter()
-        train(self.model, self.data, self.masks, cfg, sched, seed=0)
-        elapsed = time.perf_counter() - t0
-        return elapsed - self.eval_seconds()
-
-    def eval_seconds(self) -> float:
-        t0 = time.perf_counter()
-        evaluate(self.model, self.data.val, self.cfg.eval_batch_size)
-        evaluate(self.model, self.data.test, self.cfg.eval_batch_size)
+        train(self.model, self.data, self.masks, cfg, sched, seed=0, evaluate_splits=False)
         return time.perf_counter() - t0
 
 
@@ -163,9 +158,38 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seconds", type=float, default=2.5, help="length of each timed window (default 2.5)")
     ap.add_argument("--repeats", type=int, default=3, help="timed windows per loop (default 3)")
     ap.add_argument("--json", metavar="OUT", help="also write the results as JSON to OUT")
+    ap.add_argument("--load", type=int, default=0, metavar="N", help="busy processes competing for the cores")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
+    competitors = start_load(args.load)
+    try:
+        return measure(args)
+    finally:
+        stop_load(competitors)
+
+
+def _spin() -> None:
+    while True:
+        pass
+
+
+def start_load(n: int) -> list:
+    import multiprocessing
+
+    procs = [multiprocessing.get_context("fork").Process(target=_spin, daemon=True) for _ in range(n)]
+    for p in procs:
+        p.start()
+    return procs
+
+
+def stop_load(procs: list) -> None:
+    for p in procs:
+        p.kill()
+        p.join()
+
+
+def measure(args) -> dict:
     data = make_data()
     engine, reference = Engine(data), Reference(data)
     d_engine = density(engine.masks)
@@ -191,7 +215,8 @@ def main(argv: list[str] | None = None) -> dict:
     achieved = med["engine"] * flops["total"] / 1e9
 
     print(f"LeNet-300-100, batch {BATCH}, Adam lr {LR:g}, density {d_engine:.2f}, "
-          f"{N_TRAIN} synthetic 1x28x28 examples, CPU, torch {torch.__version__}, threads {args.threads}")
+          f"{N_TRAIN} synthetic 1x28x28 examples, CPU, torch {torch.__version__}, threads {args.threads}, "
+          f"competing busy processes {args.load}")
     print(f"timed windows: {args.repeats} x ~{args.seconds:g} s per loop "
           f"(engine {iters['engine']} it, reference {iters['reference']} it)")
     for name in ("engine", "reference"):
@@ -206,6 +231,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     result = {
         "model": "lenet-300-100", "batch_size": BATCH, "lr": LR, "density": d_engine, "threads": args.threads,
+        "load": args.load,
         "seconds": args.seconds, "repeats": args.repeats, "iterations_per_window": iters,
         "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
         "it_per_s": {"engine": rates["engine"], "reference": rates["reference"]},

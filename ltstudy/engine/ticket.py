@@ -64,8 +64,7 @@ class RoundResult:
     train_loss: float
     iterations: int  # training iterations of this round (what the method costs)
     wall_seconds: float
-    start_val_accuracy: float = math.nan  # the round's start state (θ_k ⊙ m, a fresh draw, ...) before training
-    start_test_accuracy: float = math.nan
+    start_test_accuracy: float = math.nan  # the round's start state (θ_k ⊙ m, a fresh draw, ...) before training
     layer_density: dict[str, float] = field(default_factory=dict)
     reused: bool = False  # loaded from the cache (or a checkpoint) instead of trained here
     computed_iterations: int = 0  # iterations actually trained for it here (0 if reused, + any θ_k replay)
@@ -443,7 +442,7 @@ def record(round_: int, masks: pruning.Masks, res: TrainResult) -> RoundResult:
         val_loss=res.val_loss, val_accuracy=res.val_accuracy, early_stop_iteration=res.early_stop_iteration,
         test_accuracy=res.test_accuracy, test_accuracy_at_early_stop=res.test_accuracy_at_early_stop,
         train_loss=res.train_loss, iterations=res.iterations, wall_seconds=round(res.wall_seconds, 4),
-        start_val_accuracy=res.start_val_accuracy, start_test_accuracy=res.start_test_accuracy,
+        start_test_accuracy=res.start_test_accuracy,
         layer_density=pruning.layer_density(masks), computed_iterations=res.iterations,
         stopped_early=res.stopped_early)
 

@@ -90,8 +90,7 @@ class TrainResult:
     test_accuracy: float  # at the end of training (reported, never selected on)
     test_accuracy_at_early_stop: float  # at the early-stop iteration (reported, never selected on)
     wall_seconds: float
-    start_val_accuracy: float = math.nan  # the state training started from, before any step
-    start_test_accuracy: float = math.nan
+    start_test_accuracy: float = math.nan  # the state training started from, before any step
     snapshot: dict[str, torch.Tensor] | None = None  # model state at `capture_at`
     stopped_early: bool = False  # patience ended the run before the schedule's end
 
@@ -145,8 +144,7 @@ def train(
     end = sched.iterations if end is None else end
     result = TrainResult(start, end, math.nan, math.nan, math.nan, start, math.nan, math.nan, 0.0)
 
-    if evaluate_splits:
-        result.start_val_accuracy = evaluate(model, data.val, cfg.eval_batch_size).accuracy
+    if evaluate_splits:  # (reported like the test accuracy after training, never selected on)
         result.start_test_accuracy = evaluate(model, data.test, cfg.eval_batch_size).accuracy
     if capture_at is not None and capture_at == start:
         result.snapshot = clone_state(model)
