@@ -261,6 +261,9 @@ def cmd_ticket(args: argparse.Namespace) -> int:
     if args.cache_dir:
         check_cache_dir(args.cache_dir)
         cache = RoundCache(args.cache_dir)
+    from .study.threads import set_threads
+
+    set_threads(0)
     search = ticket_search(cfg, cache=cache)  # loads data and validates the schedule before any training
     saver = None
     if args.save:

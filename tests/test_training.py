@@ -232,10 +232,11 @@ def test_the_test_split_is_read_only_before_training_at_the_early_stop_state_and
     monkeypatch.setattr(training, "evaluate", spy)
     result = train(search.model, search.data, search.masks, cfg.train, search.sched, seed=0)
     tests = [r for r in reads if r[0] == "test"]
-    assert reads[0] == ("test", False)  # the start state, before any step
+    assert reads[0] == ("test", True)  # the start state, before any step
     assert sum(1 for r in reads if r[0] == "val") == 20  # every evaluation point, and nothing more
     assert result.early_stop_iteration < 200, "the lr is meant to overfit so that early stop comes before the end"
-    assert tests == [("test", False), ("test", False), ("test", True)]  # start; end; the early-stop snapshot
+    # Three reads: the start state, the early-stop snapshot (both passed as states) and the final weights.
+    assert sorted(tests) == [("test", False), ("test", True), ("test", True)]
 
 
 def test_the_early_stop_test_accuracy_is_that_of_the_early_stop_state(make_search, tiny_cfg):
@@ -301,3 +302,28 @@ def test_asking_for_cuda_without_cuda_raises_config_error_and_auto_falls_back_to
     with pytest.raises(ConfigError, match="CUDA is not available"):
         resolve_device("cuda:0")
     assert resolve_device("auto") == torch.device("cpu")
+
+
+@pytest.mark.parametrize("patience", [0, 2])
+def test_validation_overlapped_with_training_gives_the_same_numbers(make_search, tiny_cfg, patience):
+    """On a spare core, validation runs beside training; every number, early stop and patience included, is equal."""
+    cfg = tiny_cfg(train__iterations=300, train__eval_every=10, train__lr=0.05, train__patience=patience,
+                   prune__rewind_iter=250)
+    runs = []
+    for overlap in (False, True):
+        search = make_search(cfg)
+        evals = []
+        res = train(search.model, search.data, search.masks, cfg.train, search.sched, seed=0, capture_at=250,
+                    overlap_eval=overlap, on_eval=lambda done, ev: evals.append((done, ev.loss, ev.accuracy)))
+        state = {k: v.clone() for k, v in search.model.state_dict().items()}
+        runs.append((res, evals, state))
+    (sync, sync_evals, sync_state), (over, over_evals, over_state) = runs
+    assert over_evals == sync_evals
+    assert (over.val_loss, over.val_accuracy, over.early_stop_iteration, over.test_accuracy,
+            over.test_accuracy_at_early_stop, over.train_loss, over.end, over.stopped_early) == (
+        sync.val_loss, sync.val_accuracy, sync.early_stop_iteration, sync.test_accuracy,
+        sync.test_accuracy_at_early_stop, sync.train_loss, sync.end, sync.stopped_early)
+    assert all(torch.equal(over_state[k], sync_state[k]) for k in sync_state)  # patience went back to its stop
+    assert (over.snapshot is None) == (sync.snapshot is None)
+    if patience:
+        assert sync.stopped_early and sync.end < 300

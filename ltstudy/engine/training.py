@@ -116,6 +116,7 @@ def train(
     evaluate_splits: bool = True,
     on_step: Callable[[int, float, object], None] | None = None,
     lean: bool = True,
+    overlap_eval: bool | None = None,
 ) -> TrainResult:
     """Train from schedule iteration `start` to the end, evaluating validation every `eval_every`.
 
@@ -131,7 +132,9 @@ def train(
     augmentations; `dropout_seed` seeds the dropout masks. `on_step(iteration,
     lr, step)` is called after every optimiser step (tests read the step's
     optimiser state through `step.state(param)`); `lean=False` forces the
-    autograd step (steps.py: both give the same bits).
+    autograd step (steps.py: both give the same bits). `overlap_eval`
+    validates on a second thread while training goes on (default: see
+    `set_overlap_eval`); the numbers are the same either way.
     """
     device = data.train.x.device
     t0 = time.perf_counter()
@@ -144,8 +147,10 @@ def train(
     end = sched.iterations if end is None else end
     result = TrainResult(start, end, math.nan, math.nan, math.nan, start, math.nan, math.nan, 0.0)
 
-    if evaluate_splits:  # (reported like the test accuracy after training, never selected on)
-        result.start_test_accuracy = evaluate(model, data.test, cfg.eval_batch_size).accuracy
+    validation = _Validation(model, data.val, cfg.eval_batch_size,
+                             _OVERLAP_EVAL if overlap_eval is None else overlap_eval)
+    # The start state's test accuracy (reported like the one after training, never selected on).
+    start_test = validation.later(data.test, clone_state(model)) if evaluate_splits else None
     if capture_at is not None and capture_at == start:
         result.snapshot = clone_state(model)
     best_loss, best_state, since_best = math.inf, None, 0
@@ -153,56 +158,132 @@ def train(
     window_n = 0
     lr_now = None
 
-    model.train()
-    for it in range(start, end):
-        lr = constant_lr if constant_lr is not None else lr_at(it, cfg, sched)
-        if lr != lr_now:
-            step.set_lr(lr)
-            lr_now = lr
-        idx = batches.indices(it)
-        xb, yb = X.index_select(0, idx), Y.index_select(0, idx)
-        if aug_gen is not None:  # seeded by iteration, so a rewound round replays round 0's crops and flips
-            xb = augment_batch(xb, aug_gen.manual_seed(seed * 7919 + it))
-        window_loss += step(xb, yb)
-        window_n += 1
-        if on_step is not None:
-            on_step(it, lr, step)
+    try:
+        model.train()
+        for it in range(start, end):
+            lr = constant_lr if constant_lr is not None else lr_at(it, cfg, sched)
+            if lr != lr_now:
+                step.set_lr(lr)
+                lr_now = lr
+            idx = batches.indices(it)
+            xb, yb = X.index_select(0, idx), Y.index_select(0, idx)
+            if aug_gen is not None:  # seeded by iteration, so a rewound round replays round 0's crops and flips
+                xb = augment_batch(xb, aug_gen.manual_seed(seed * 7919 + it))
+            window_loss += step(xb, yb)
+            window_n += 1
+            if on_step is not None:
+                on_step(it, lr, step)
 
-        done = it + 1
-        if capture_at is not None and done == capture_at:
-            result.snapshot = clone_state(model)
-        if evaluate_splits and (done % sched.eval_every == 0 or done == end):
-            result.train_loss = window_loss.item() / window_n
-            if not math.isfinite(result.train_loss):
-                raise DivergedError(f"training loss became {result.train_loss} at iteration {done}; lower the "
-                                    "learning rate", done)
-            window_loss.zero_()
-            window_n = 0
-            val = evaluate(model, data.val, cfg.eval_batch_size)
-            if val.loss < best_loss:
-                best_loss, since_best = val.loss, 0
-                result.val_loss, result.val_accuracy, result.early_stop_iteration = val.loss, val.accuracy, done
-                best_state = None if done == end else clone_state(model)
-            else:
-                since_best += 1
-            if on_eval is not None:
-                on_eval(done, val)
-            if cfg.patience and since_best >= cfg.patience and done < end:
-                result.end, result.stopped_early = done, True
-                break
+            done = it + 1
+            if capture_at is not None and done == capture_at:
+                result.snapshot = clone_state(model)
+            if evaluate_splits and (done % sched.eval_every == 0 or done == end):
+                train_loss = window_loss.item() / window_n
+                if not math.isfinite(train_loss):
+                    raise DivergedError(f"training loss became {train_loss} at iteration {done}; lower the "
+                                        "learning rate", done)
+                window_loss.zero_()
+                window_n = 0
+                stop = None
+                for point in validation.point(done, train_loss, final=done == end):
+                    pdone, pstate, val, result.train_loss = point
+                    if val.loss < best_loss:
+                        best_loss, since_best = val.loss, 0
+                        result.val_loss, result.val_accuracy = val.loss, val.accuracy
+                        result.early_stop_iteration = pdone
+                        best_state = None if pdone == end else (pstate if pstate is not None else clone_state(model))
+                    else:
+                        since_best += 1
+                    if on_eval is not None:
+                        on_eval(pdone, val)
+                    if cfg.patience and since_best >= cfg.patience and pdone < end:
+                        stop = point
+                        break
+                if stop is not None:
+                    result.end, result.stopped_early = stop[0], True
+                    if stop[1] is not None:  # evaluated in the background: training went on past it; go back
+                        model.load_state_dict(stop[1])
+                    if capture_at is not None and capture_at > result.end:
+                        result.snapshot = None
+                    break
 
-    if evaluate_splits:
-        if best_loss == math.inf:  # nothing trained (start == end) or validation never finite: the state as it is
-            val = evaluate(model, data.val, cfg.eval_batch_size)
-            if not math.isfinite(val.loss):
-                raise DivergedError(f"validation loss is {val.loss} at iteration {result.end}", result.end)
-            result.val_loss, result.val_accuracy, result.early_stop_iteration = val.loss, val.accuracy, result.end
-        result.test_accuracy = evaluate(model, data.test, cfg.eval_batch_size).accuracy
-        result.test_accuracy_at_early_stop = result.test_accuracy if best_state is None else \
-            evaluate(model, data.test, cfg.eval_batch_size, state=best_state).accuracy
+        if evaluate_splits:
+            if best_loss == math.inf:  # nothing trained (start == end) or validation never finite: the state as it is
+                val = evaluate(model, data.val, cfg.eval_batch_size)
+                if not math.isfinite(val.loss):
+                    raise DivergedError(f"validation loss is {val.loss} at iteration {result.end}", result.end)
+                result.val_loss, result.val_accuracy, result.early_stop_iteration = val.loss, val.accuracy, result.end
+            at_early_stop = validation.later(data.test, best_state) if best_state is not None else None
+            result.test_accuracy = evaluate(model, data.test, cfg.eval_batch_size).accuracy
+            result.test_accuracy_at_early_stop = result.test_accuracy if at_early_stop is None else \
+                at_early_stop().accuracy
+            result.start_test_accuracy = start_test().accuracy
+    finally:
+        validation.close()
     set_dropout_generator(model, None)
     result.wall_seconds = time.perf_counter() - t0
     return result
+
+
+_OVERLAP_EVAL = False
+
+
+def set_overlap_eval(on: bool) -> None:
+    """Whether `train` validates in the background by default: for a process that has a second core to itself."""
+    global _OVERLAP_EVAL
+    _OVERLAP_EVAL = on
+
+
+class _Validation:
+    """The validation points of one run, in order: evaluated at once, or overlapped with training.
+
+    Overlapped, point t is evaluated on a second thread (on a copy of the
+    model holding the state at t) while training runs on to the next point,
+    whose arrival waits for it: at most one is in flight, so the results come
+    one window late but in the same order and with the same numbers. The last
+    point is always evaluated at once. Each overlapped point keeps its state,
+    so early stopping by patience can go back to it.
+    """
+
+    def __init__(self, model: nn.Module, split: Split, batch_size: int, overlap: bool):
+        self.model, self.split, self.batch_size = model, split, batch_size
+        self.pool = self.copy = None
+        self.pending = None
+        if overlap:
+            import copy
+            from concurrent.futures import ThreadPoolExecutor
+
+            self.copy = copy.deepcopy(model).eval()
+            self.pool = ThreadPoolExecutor(1, thread_name_prefix="ltstudy-validation")
+
+    def point(self, done: int, train_loss: float, final: bool) -> list[tuple]:
+        """Validation point `done`; returns the points whose results are known now: (done, state, val, train loss)."""
+        if self.pool is None or final:
+            ready = self.drain()
+            return [*ready, (done, None, evaluate(self.model, self.split, self.batch_size), train_loss)]
+        state = clone_state(self.model)
+        ready = self.drain()
+        self.pending = (done, state, train_loss,
+                        self.pool.submit(evaluate, self.copy, self.split, self.batch_size, state))
+        return ready
+
+    def later(self, split: Split, state: dict[str, torch.Tensor]) -> Callable[[], Evaluation]:
+        """Evaluate `state` on `split` in the background (at once when not overlapping); call the result to wait."""
+        if self.pool is None:
+            evaluation = evaluate(self.model, split, self.batch_size, state=state)
+            return lambda: evaluation
+        return self.pool.submit(evaluate, self.copy, split, self.batch_size, state).result
+
+    def drain(self) -> list[tuple]:
+        if self.pending is None:
+            return []
+        done, state, train_loss, future = self.pending
+        self.pending = None
+        return [(done, state, future.result(), train_loss)]
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
 
 
 def clone_state(model: nn.Module) -> dict[str, torch.Tensor]:

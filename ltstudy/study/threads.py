@@ -13,11 +13,27 @@ from __future__ import annotations
 import os
 
 
-def set_threads(threads: int = 0) -> int:
-    """Set this process's torch (and OpenMP) threads; 0 = the default, one. Returns the count set."""
+def set_threads(threads: int = 0, alone: bool = True) -> int:
+    """Set this process's torch (and OpenMP) threads; 0 = the default, one. Returns the count set.
+
+    A process `alone` on a machine with a second core (not one of several
+    --jobs workers) validates on that core while it trains
+    (training.set_overlap_eval: the same numbers, a shorter round).
+    """
     import torch
+
+    from ..engine.training import set_overlap_eval
 
     n = threads if threads > 0 else 1
     os.environ["OMP_NUM_THREADS"] = str(n)  # (for libraries that read it later)
     torch.set_num_threads(n)
+    set_overlap_eval(alone and n == 1 and cores() >= 2)
     return n
+
+
+def cores() -> int:
+    """Cores this process may run on (its CPU affinity, e.g. a Slurm allocation)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # (not on Linux)
+        return os.cpu_count() or 1

@@ -84,7 +84,7 @@ def worker_main(cfg: StudyConfig, opts: RunOptions, storage_url: str, uri: str, 
                 target: int, results, stream: int = 0) -> None:
     """One `--jobs` worker process: its share of the missing trials."""
     interrupt_on_signals()
-    set_threads(cfg.study.threads)
+    set_threads(cfg.study.threads, alone=False)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_study(cfg, storage_url, name, stream, n_trials=target).study
     tracker = Tracker(uri)
