@@ -191,7 +191,8 @@ def open_study(cfg: StudyConfig, storage_url: str, name: str, stream: int = 0, n
         study.set_user_attr("settings", json.loads(json.dumps(cfg.settings(), default=str)))
         study.set_user_attr("study_hash", cfg.hash())
         study.set_user_attr("epsilon", s.epsilon)
-        study.set_metric_names([o.name for o in cfg.objectives])  # names in optuna-dashboard and Optuna's plots
+        with quiet_experimental():  # names in optuna-dashboard and Optuna's plots, not "0" and "1"
+            study.set_metric_names([o.name for o in cfg.objectives])
     return Opened(study, created, [n for n in (sampler_note, pruner_note) if n])
 
 
