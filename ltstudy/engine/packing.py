@@ -385,6 +385,7 @@ class _PackedNet:
                 weights[name], grads[name] = layer.weight, layer.grads[0]
         self.params = [p for layer in self.layers for p in layer.params]
         self.grads = [g for layer in self.layers for g in layer.grads]
+        self.param_names = [name for name, _ in template.named_parameters()]  # the order of self.params
         self.names = list(weights)
         self.weights, self.weight_grads = list(weights.values()), list(grads.values())
         self.masks = [torch.ones_like(w) for w in self.weights]  # stacked per layer, one slice per slot
@@ -603,6 +604,17 @@ class PackedTrainer:
             return {"step": [step() for _ in params], "exp_avg": [torch.zeros_like(p) for p in params],
                     "exp_avg_sq": [torch.zeros_like(p) for p in params]}
         return {"momentum_buffer": [None] * len(params)}
+
+    def inspect(self, token: Any) -> dict[str, dict[str, Any]]:
+        """Live views of a member's slot: "weights" and "masks" by layer, "optimizer" state by parameter name."""
+        net = self.net
+        m = next((m for m in self.members if m.token == token and not m.left), None)
+        if m is None or net is None:
+            raise KeyError(f"no active member {token!r}")
+        optimizer = {name: {k: v[j] for k, v in m.opt.items()} for j, name in enumerate(net.param_names)}
+        return {"weights": {n: w[m.slot] for n, w in zip(net.names, net.weights, strict=True)},
+                "masks": {n: k[m.slot] for n, k in zip(net.names, net.masks, strict=True)},
+                "optimizer": optimizer}
 
     # ------------------------------------------------------------------ one iteration of every member
 
