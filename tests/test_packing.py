@@ -159,6 +159,21 @@ def test_slots_are_refilled_as_sources_finish(tiny_cfg, digits):
         assert record_dicts(res) == record_dicts(solo(cfg, digits)[0])
 
 
+def test_narrow_packs_stepped_in_blocks_give_the_same_numbers(tiny_cfg, digits, monkeypatch):
+    sizes: list[int] = []
+    add = PackedTrainer.add
+
+    def spy(self, job, token=None):
+        add(self, job, token)
+        sizes.append(len(self))
+
+    monkeypatch.setattr(PackedTrainer, "add", spy)
+    cfgs = [tiny_cfg(seed=s, prune__rounds=1 + s % 2, prune__rewind_iter=7 * s) for s in range(4)]
+    results, masks = packed(cfgs, digits, capacity=4, width=2, block=3)
+    assert max(sizes) == 2
+    assert_same_as_solo(cfgs, results, masks, digits)
+
+
 # --------------------------------------------------------------------------- members of one pack
 
 
@@ -193,6 +208,38 @@ def test_members_at_different_iterations_and_schedules_share_steps(digits):
         assert_same_train_result(results[i], expected[i])
         assert same_weights(job.model, alone[i].model)
     assert results[0].snapshot is not None
+
+
+def test_augmented_members_crop_and_flip_as_train_does(digits):
+    data = dataclasses.replace(digits, augment=True)
+    jobs = [job_for(data, seed=s, rate=0.3 * s, start=5 * s, end=20) for s in range(3)]
+    expected = [train_job(clone_job(j), data) for j in jobs]
+    pack = PackedTrainer(data, capacity=3)
+    for i, job in enumerate(jobs):
+        pack.add(job, i)
+    results = {}
+    while len(pack):
+        results.update(pack.step())
+    for i in range(3):
+        assert_same_train_result(results[i], expected[i])
+
+
+def test_inexact_mode_batches_everything_and_stays_close(digits):
+    """exact=False skips the probes: conv1's grouped form then rounds differently, within float tolerance."""
+    jobs = [job_for(digits, seed=s, rate=0.5, start=0, end=10, model="conv-2") for s in range(2)]
+    alone = [clone_job(j) for j in jobs]
+    expected = [train_job(j, digits) for j in alone]
+    pack = PackedTrainer(digits, capacity=2, exact=False)
+    for i, job in enumerate(jobs):
+        pack.add(job, i)
+    results = {}
+    while len(pack):
+        results.update(pack.step())
+    assert all(pack.net.plan(2)[i] for i, layer in enumerate(pack.net.layers) if layer.batchable)
+    for i in range(2):
+        assert results[i].val_loss == pytest.approx(expected[i].val_loss, abs=1e-4)
+        for p, q in zip(jobs[i].model.parameters(), alone[i].model.parameters(), strict=True):
+            assert torch.allclose(p, q, atol=1e-4)
 
 
 @pytest.mark.parametrize("model, train", [

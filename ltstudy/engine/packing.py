@@ -393,20 +393,21 @@ class _PackedNet:
         # Per-slot views, made once: what the optimiser and the copies in and out work on.
         self.slot_params = [[p[s] for p in self.params] for s in range(capacity)]
         self.slot_grads = [[g[s] for g in self.grads] for s in range(capacity)]
-        self._plans: dict[int, list[bool]] = {}
-        self._prefix: dict[int, tuple[list, ...]] = {}
+        self._plans: dict[tuple[int, int], list[bool]] = {}
+        self._spans: dict[tuple[int, int], tuple[list, ...]] = {}
         self.inexact: set[str] = set()
 
-    def prefix(self, n: int) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
-        """Views of the first n slots: (weights, weight gradients, masks)."""
-        if n not in self._prefix:
-            self._prefix[n] = ([w[:n] for w in self.weights], [g[:n] for g in self.weight_grads],
-                               [m[:n] for m in self.masks])
-        return self._prefix[n]
+    def span(self, a: int, b: int) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
+        """Views of slots a..b-1: (weights, weight gradients, masks)."""
+        if (a, b) not in self._spans:
+            self._spans[a, b] = ([w[a:b] for w in self.weights], [g[a:b] for g in self.weight_grads],
+                                 [m[a:b] for m in self.masks])
+        return self._spans[a, b]
 
     def plan(self, n: int) -> list[bool]:
-        """Per layer: batched (True) or member by member, for n members; probed once per n."""
-        if n not in self._plans:
+        """Per layer: batched (True) or member by member, for n members; probed once per n (and thread count)."""
+        key = (n, torch.get_num_threads())
+        if key not in self._plans:
             plan: list[bool] = []
             x, layout, needs_grad = torch.zeros(n, self.batch, *self.input_shape, device=self.device), "member", False
             with torch.no_grad():
@@ -424,8 +425,8 @@ class _PackedNet:
                 for attr in ("x", "y", "indices", "keep"):
                     if hasattr(layer, attr):
                         setattr(layer, attr, None)
-            self._plans[n] = plan
-        return self._plans[n]
+            self._plans[key] = plan
+        return self._plans[key]
 
     def _inexact(self, m: nn.Module) -> None:
         label = f"{type(m).__name__}{tuple(m.weight.shape)}"
@@ -554,6 +555,11 @@ class PackedTrainer:
         return len(self.members)
 
     @property
+    def busy(self) -> bool:
+        """Members to train, or outcomes the next step() will hand back."""
+        return bool(self.members or self._ended)
+
+    @property
     def free(self) -> int:
         return self.capacity - len(self.members)
 
@@ -642,20 +648,20 @@ class PackedTrainer:
                             for i, m in enumerate(members)])
         gens = [m.dropout for m in members]
         losses = net.forward_backward(xb.view(n, batch, *xb.shape[1:]), yb, n, gens)
-        weights, grads, masks = net.prefix(n)
-        torch._foreach_mul_(grads, masks)  # masked gradients: optimiser state stays 0 at pruned positions
-        self._optimizer_step()
+        weights, grads, masks = net.span(0, n)
         with torch.no_grad():
+            torch._foreach_mul_(grads, masks)  # masked gradients: optimiser state stays 0 at pruned positions
+            self._optimizer_step(members)
             torch._foreach_mul_(weights, masks)  # and masked weights, whatever the update did
         self._window[:n] += losses
 
-    def _optimizer_step(self) -> None:
+    def _optimizer_step(self, members: list[_Member]) -> None:
         """torch's fused Adam / SGD kernel on each member's slices, one call per group of equal hyperparameters."""
         net = self.net
         assert net is not None
         adam = self.key is not None and self.key[3] == "adam"
         groups: dict[tuple, list[_Member]] = {}
-        for m in self.members:
+        for m in members:
             cfg = m.job.train
             key = (m.lr(), cfg.weight_decay) if adam else (m.lr(), cfg.weight_decay, cfg.momentum, cfg.nesterov,
                                                            m.steps == 0)
@@ -818,8 +824,8 @@ def search_source(search: Any, on_round: Callable[[RoundResult], None] | None = 
 
 
 def drive_packed(sources: Iterable[JobSource], data: Dataset, capacity: int, on_note: NoteCallback | None = None,
-                 progress: ProgressCallback | None = None, *, return_exceptions: bool = False,
-                 exact: bool = True) -> list[Any]:
+                 progress: ProgressCallback | None = None, *, return_exceptions: bool = False, exact: bool = True,
+                 width: int | None = None, block: int = 1) -> list[Any]:
     """Run job generators `capacity` at a time in packs; returns their return values in the order pulled.
 
     A generator yields RoundJobs and receives each job's TrainResult (or has
@@ -829,13 +835,20 @@ def drive_packed(sources: Iterable[JobSource], data: Dataset, capacity: int, on_
     `train_job` at once (each reason reported once through `on_note`). An
     exception escaping a generator ends the run (the others are closed) and
     propagates, unless `return_exceptions`: then it is that generator's result.
+
+    Jobs of one architecture share packs of at most `width` members (default:
+    `capacity`, one pack); each pack takes `block` steps before the next one
+    steps. On a CPU, narrow packs stepped in blocks keep each pack's state in
+    cache (LeNet-300-100, 16 slots: 4 packs of 4 in blocks of 8 steps beat one
+    pack of 16 by ~10% here). Numbers do not depend on either.
     """
-    if capacity < 1:
-        raise ValueError(f"capacity must be >= 1, got {capacity}")
+    if capacity < 1 or block < 1 or (width is not None and width < 1):
+        raise ValueError(f"capacity, width and block must be >= 1, got {capacity}, {width}, {block}")
+    width = capacity if width is None else min(width, capacity)
     pending: Iterator[JobSource] = iter(sources)
     results: list[Any] = []
     live: dict[int, JobSource] = {}
-    packs: dict[tuple, PackedTrainer] = {}
+    packs: dict[tuple, list[PackedTrainer]] = {}  # per architecture, packs of up to `width` members
     noted: set[str] = set()
     exhausted = False
 
@@ -872,10 +885,12 @@ def drive_packed(sources: Iterable[JobSource], data: Dataset, capacity: int, on_
                 except DivergedError as exc:
                     thrown = exc
                 continue
-            key = _job_key(event, data)
-            if key not in packs:
-                packs[key] = PackedTrainer(data, capacity, exact=exact, progress=progress, on_note=note)
-            packs[key].add(event, index)
+            lanes = packs.setdefault(_job_key(event, data), [])
+            pack = next((p for p in lanes if p.free), None)
+            if pack is None:
+                pack = PackedTrainer(data, width, exact=exact, progress=progress, on_note=note)
+                lanes.append(pack)
+            pack.add(event, index)
             return
 
     def fill() -> None:
@@ -893,13 +908,16 @@ def drive_packed(sources: Iterable[JobSource], data: Dataset, capacity: int, on_
     try:
         fill()
         while live:
-            for pack in list(packs.values()):
-                for token, outcome in pack.step():
-                    if isinstance(outcome, DivergedError):
-                        advance(token, thrown=outcome)
-                    else:
-                        advance(token, reply=outcome)
-            fill()
+            for pack in [p for lanes in packs.values() for p in lanes]:
+                for _ in range(block):
+                    if not pack.busy:
+                        break
+                    for token, outcome in pack.step():
+                        if isinstance(outcome, DivergedError):
+                            advance(token, thrown=outcome)
+                        else:
+                            advance(token, reply=outcome)
+                fill()
     finally:
         for gen in live.values():
             gen.close()
@@ -908,7 +926,8 @@ def drive_packed(sources: Iterable[JobSource], data: Dataset, capacity: int, on_
 
 def run_packed(searches: Iterable[Any], capacity: int, on_round: Callable[[int, RoundResult], None] | None = None,
                on_note: NoteCallback | None = None, progress: ProgressCallback | None = None, *,
-               return_exceptions: bool = False, exact: bool = True) -> list[TicketResult | BaseException]:
+               return_exceptions: bool = False, exact: bool = True, width: int | None = None,
+               block: int = 1) -> list[TicketResult | BaseException]:
     """Run searches packed `capacity` at a time; their TicketResults in the given order.
 
     `on_round(i, record)` sees search i's finished rounds (raising StopSearch
@@ -927,10 +946,10 @@ def run_packed(searches: Iterable[Any], capacity: int, on_round: Callable[[int, 
 
     for indices in by_data.values():
         out = drive_packed((source(i) for i in indices), searches[indices[0]].data, capacity, on_note, progress,
-                           return_exceptions=return_exceptions, exact=exact)
+                           return_exceptions=return_exceptions, exact=exact, width=width, block=block)
         for i, value in zip(indices, out, strict=True):
             results[i] = value
     return results
 
 
-__all__ = ["PackedTrainer", "drive_packed", "run_packed", "search_source"]
+__all__ = ["PackedTrainer", "drive_packed", "probe_layer", "run_packed", "search_source"]
