@@ -75,27 +75,34 @@ ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam's defaults, as mak
 
 # --------------------------------------------------------------------------- layouts
 #
-# Activations of n members live in one of two layouts:
-#   "member": (n, B, ...) — member i's batch is the contiguous slice [i];
-#   "group":  (B, n*C, H, W) — member i's channels are [i*C:(i+1)*C], what a grouped convolution reads.
+# Activations of n members live in one of three layouts:
+#   "member": one tensor (n, B, ...) — member i's batch is the contiguous slice [i] (batched matmuls);
+#   "group":  one tensor (B, n*C, H, W) — member i's channels are [i*C:(i+1)*C] (a grouped convolution);
+#   "list":   n tensors (B, ...) — layers run member by member on tensors of the unpacked model's size.
+
+Act = torch.Tensor | list[torch.Tensor]
 
 
-def _to_group(h: torch.Tensor, layout: str, n: int) -> torch.Tensor:
-    if layout == "group":
+def _convert(h: Act, src: str, dst: str, n: int) -> Act:
+    """Activations (or their gradients) of n members from layout `src` to layout `dst`."""
+    if src == dst:
         return h
-    return h.transpose(0, 1).reshape(h.shape[1], n * h.shape[2], *h.shape[3:])
-
-
-def _to_member(h: torch.Tensor, layout: str, n: int) -> torch.Tensor:
-    if layout == "member":
-        return h
+    if dst == "list":
+        if src == "member":
+            return list(h.unbind(0))
+        c = h.shape[1] // n
+        return [h[:, i * c:(i + 1) * c].contiguous() for i in range(n)]
+    if src == "list":
+        return torch.stack(h) if dst == "member" else torch.cat(h, 1)
+    if dst == "group":
+        return h.transpose(0, 1).reshape(h.shape[1], n * h.shape[2], *h.shape[3:])
     b, nc = h.shape[:2]
     return h.view(b, n, nc // n, *h.shape[2:]).transpose(0, 1).contiguous()
 
 
-def _to_layout(h: torch.Tensor, layout: str, n: int) -> torch.Tensor:
-    """A member-layout tensor in `layout`."""
-    return _to_group(h, "member", n).contiguous() if layout == "group" else h
+# Grouped convolutions stack all members' activations into one tensor; beyond this size a CPU's caches
+# lose more than the one kernel call gains (conv-2 on 28x28, 4 members: 25% slower than member by member).
+GROUPED_CONV_MAX_BYTES = 16 << 20
 
 
 # --------------------------------------------------------------------------- packed layers
@@ -110,11 +117,10 @@ class _Layer:
     grads: tuple[torch.Tensor, ...] = ()  # gradient buffers, same shapes
     batchable = False  # has a batched kernel that a probe must find exact
 
-    def forward(self, h: torch.Tensor, layout: str, n: int, batched: bool, gens: list | None
-                ) -> tuple[torch.Tensor, str]:
+    def forward(self, h: Act, layout: str, n: int, batched: bool, gens: list | None) -> tuple[Act, str]:
         raise NotImplementedError
 
-    def backward(self, g: torch.Tensor, need_input_grad: bool) -> torch.Tensor | None:
+    def backward(self, g: Act, need_input_grad: bool) -> Act | None:
         raise NotImplementedError
 
 
@@ -122,17 +128,18 @@ class _Parametric(_Layer):
     batchable = True
 
     def __init__(self, m: nn.Linear | nn.Conv2d, capacity: int, device: torch.device):
-        self.weight = torch.zeros(capacity, *m.weight.shape, device=device)
-        self.bias = None if m.bias is None else torch.zeros(capacity, *m.bias.shape, device=device)
+        # Uninitialised: a slot's parameters are copied in when a job enters it, and the gradients of the
+        # active slots are written in full by every backward pass before they are read.
+        self.weight = torch.empty(capacity, *m.weight.shape, device=device)
+        self.bias = None if m.bias is None else torch.empty(capacity, *m.bias.shape, device=device)
         self.params = (self.weight,) if self.bias is None else (self.weight, self.bias)
-        self.grads = tuple(torch.zeros_like(p) for p in self.params)
+        self.grads = tuple(torch.empty_like(p) for p in self.params)
 
 
 class _Linear(_Parametric):
     def forward(self, h, layout, n, batched, gens):
-        assert layout == "member"  # a Linear follows a Flatten or a Linear
-        x = h.contiguous()
-        self.x, self.n, self.batched = x, n, batched
+        x = _convert(h, layout, "member", n).contiguous()
+        self.x, self.n, self.batched, self.in_layout = x, n, batched, layout
         w, b = self.weight[:n], None if self.bias is None else self.bias[:n]
         if batched:
             wt = w.transpose(1, 2)
@@ -148,12 +155,14 @@ class _Linear(_Parametric):
             torch.bmm(g.transpose(1, 2), x, out=self.grads[0][:n])
             if self.bias is not None:
                 torch.sum(g, 1, out=self.grads[1][:n])
-            return torch.bmm(g, w) if need_input_grad else None
-        for i in range(n):
-            torch.mm(g[i].t(), x[i], out=self.grads[0][i])
-            if self.bias is not None:
-                torch.sum(g[i], 0, out=self.grads[1][i])
-        return torch.stack([g[i].mm(w[i]) for i in range(n)]) if need_input_grad else None
+            gx = torch.bmm(g, w) if need_input_grad else None
+        else:
+            for i in range(n):
+                torch.mm(g[i].t(), x[i], out=self.grads[0][i])
+                if self.bias is not None:
+                    torch.sum(g[i], 0, out=self.grads[1][i])
+            gx = torch.stack([g[i].mm(w[i]) for i in range(n)]) if need_input_grad else None
+        return None if gx is None else _convert(gx, "member", self.in_layout, n)
 
     @staticmethod
     def reference(x, w, b):
@@ -164,19 +173,26 @@ class _Conv(_Parametric):
     def __init__(self, m: nn.Conv2d, capacity: int, device: torch.device):
         super().__init__(m, capacity, device)
         self.stride, self.padding, self.dilation = list(m.stride), list(m.padding), list(m.dilation)
+        self.kernel = list(m.kernel_size)
+
+    def out_bytes(self, n: int, in_shape: tuple[int, ...]) -> int:
+        """Bytes of the stacked output of n members for one member's input shape (B, C, H, W)."""
+        hw = [(size + 2 * p - d * (k - 1) - 1) // s + 1 for size, p, d, k, s in
+              zip(in_shape[2:], self.padding, self.dilation, self.kernel, self.stride, strict=True)]
+        return 4 * n * in_shape[0] * self.weight.shape[1] * hw[0] * hw[1]
 
     def forward(self, h, layout, n, batched, gens):
         self.n, self.batched, self.in_layout = n, batched, layout
         w, b = self.weight[:n], None if self.bias is None else self.bias[:n]
         if batched:  # one grouped convolution over the members' stacked channels
-            x = _to_group(h, layout, n).contiguous()
+            x = _convert(h, layout, "group", n).contiguous()
             self.x = x
             y = F.conv2d(x, w.reshape(-1, *w.shape[2:]), None if b is None else b.reshape(-1), self.stride,
                          self.padding, self.dilation, n)
             return y, "group"
-        x = _to_member(h, layout, n).contiguous()
-        self.x = x
-        return torch.stack([self.reference(x[i], w[i], None if b is None else b[i]) for i in range(n)]), "member"
+        xs = [t.contiguous() for t in _convert(h, layout, "list", n)]
+        self.x = xs
+        return [self.reference(xs[i], w[i], None if b is None else b[i]) for i in range(n)], "list"
 
     def _backward(self, g, x, w, groups, need_input_grad):
         bias = None if self.bias is None else [w.shape[0]]
@@ -184,23 +200,23 @@ class _Conv(_Parametric):
                                                    [0, 0], groups, [need_input_grad, True, self.bias is not None])
 
     def backward(self, g, need_input_grad):
-        x, n, g = self.x, self.n, g.contiguous()
+        x, n = self.x, self.n
         self.x = None
         w = self.weight[:n]
         if self.batched:
-            gx, gw, gb = self._backward(g, x, w.reshape(-1, *w.shape[2:]), n, need_input_grad)
+            gx, gw, gb = self._backward(g.contiguous(), x, w.reshape(-1, *w.shape[2:]), n, need_input_grad)
             self.grads[0][:n].copy_(gw.view_as(w))
             if gb is not None:
                 self.grads[1][:n].copy_(gb.view(n, -1))
-            return None if gx is None else _to_layout(_to_member(gx, "group", n), self.in_layout, n)
+            return None if gx is None else _convert(gx, "group", self.in_layout, n)
         gxs = []
         for i in range(n):
-            gx, gw, gb = self._backward(g[i], x[i], w[i], 1, need_input_grad)
+            gx, gw, gb = self._backward(g[i].contiguous(), x[i], w[i], 1, need_input_grad)
             self.grads[0][i].copy_(gw)
             if gb is not None:
                 self.grads[1][i].copy_(gb)
             gxs.append(gx)
-        return _to_layout(torch.stack(gxs), self.in_layout, n) if need_input_grad else None
+        return _convert(gxs, "list", self.in_layout, n) if need_input_grad else None
 
     def reference(self, x, w, b):
         return F.conv2d(x, w, b, self.stride, self.padding, self.dilation)
@@ -208,11 +224,14 @@ class _Conv(_Parametric):
 
 class _ReLU(_Layer):
     def forward(self, h, layout, n, batched, gens):
-        self.y = torch.relu_(h)  # in place: no layer keeps its own output
+        # In place: no layer keeps its own output (a Linear or conv keeps its input, which this is not).
+        self.y = [torch.relu_(t) for t in h] if layout == "list" else torch.relu_(h)
         return self.y, layout
 
     def backward(self, g, need_input_grad):
         y, self.y = self.y, None
+        if isinstance(y, list):
+            return [torch.ops.aten.threshold_backward(gi, yi, 0) for gi, yi in zip(g, y, strict=True)]
         return torch.ops.aten.threshold_backward(g, y, 0)
 
 
@@ -221,29 +240,45 @@ class _MaxPool(_Layer):
         self.args = (_pair(m.kernel_size), _pair(m.stride if m.stride is not None else m.kernel_size),
                      _pair(m.padding), _pair(m.dilation), m.ceil_mode)
 
+    def _pool(self, x):
+        return torch.ops.aten.max_pool2d_with_indices(x, *self.args)
+
+    def _unpool(self, g, x, indices):
+        return torch.ops.aten.max_pool2d_with_indices_backward(g.contiguous(), x, *self.args, indices)
+
     def forward(self, h, layout, n, batched, gens):
+        self.layout = layout
+        if layout == "list":
+            out = [self._pool(t) for t in h]
+            self.x, self.indices = h, [i for _, i in out]
+            return [y for y, _ in out], layout
         x = h if layout == "group" else h.flatten(0, 1)  # 4-D either way; every channel plane pools alike
-        y, self.indices = torch.ops.aten.max_pool2d_with_indices(x, *self.args)
+        y, self.indices = self._pool(x)
         self.x, self.shape = x, h.shape
         return (y if layout == "group" else y.view(*h.shape[:2], *y.shape[1:])), layout
 
     def backward(self, g, need_input_grad):
         x, indices = self.x, self.indices
         self.x = self.indices = None
-        g = g.reshape(-1, *g.shape[-3:]) if g.dim() == 5 else g
-        gx = torch.ops.aten.max_pool2d_with_indices_backward(g.contiguous(), x, *self.args, indices)
-        return gx.view(self.shape)
+        if self.layout == "list":
+            return [self._unpool(gi, xi, ii) for gi, xi, ii in zip(g, x, indices, strict=True)]
+        g = g.flatten(0, 1) if self.layout == "member" else g
+        return self._unpool(g, x, indices).view(self.shape)
 
 
 class _Flatten(_Layer):
     def forward(self, h, layout, n, batched, gens):
-        self.in_layout = layout
-        h = _to_member(h, layout, n)
-        self.shape, self.n = h.shape, n
+        self.in_layout, self.n = layout, n
+        if layout == "list":
+            self.shape = h[0].shape
+            return torch.stack([t.reshape(t.shape[0], -1) for t in h]), "member"
+        h = _convert(h, layout, "member", n)
+        self.shape = h.shape[1:]
         return h.reshape(*h.shape[:2], -1), "member"
 
     def backward(self, g, need_input_grad):
-        return _to_layout(g.reshape(self.shape), self.in_layout, self.n)
+        g = g.reshape(self.n, *self.shape)
+        return list(g.unbind(0)) if self.in_layout == "list" else _convert(g, "member", self.in_layout, self.n)
 
 
 class _Dropout(_Layer):
@@ -251,25 +286,32 @@ class _Dropout(_Layer):
 
     def __init__(self, m: Dropout):
         self.p = m.p
-        self.keep: torch.Tensor | None = None
+        self.keep: list[torch.Tensor] | torch.Tensor | None = None
 
     def forward(self, h, layout, n, batched, gens):
         if self.p == 0.0 or gens is None:  # (gens None: shape inference while planning)
             self.keep = None
             return h, layout
+        scale = 1.0 / (1.0 - self.p)
+        if layout == "list":
+            self.keep = [torch.empty_like(t).bernoulli_(1.0 - self.p, generator=gen) for t, gen in zip(h, gens)]
+            return [t * k * scale for t, k in zip(h, self.keep, strict=True)], layout
         self.in_layout, self.n = layout, n
-        h = _to_member(h, layout, n)
+        h = _convert(h, layout, "member", n)
         keep = torch.empty_like(h)
         for i, gen in enumerate(gens):
             keep[i].bernoulli_(1.0 - self.p, generator=gen)
         self.keep = keep
-        return h * keep * (1.0 / (1.0 - self.p)), "member"
+        return h * keep * scale, "member"
 
     def backward(self, g, need_input_grad):
         if self.keep is None:
             return g
         keep, self.keep = self.keep, None
-        return _to_layout(g * (1.0 / (1.0 - self.p)) * keep, self.in_layout, self.n)  # autograd's order
+        scale = 1.0 / (1.0 - self.p)
+        if isinstance(keep, list):  # autograd's order: (g * scale) * keep
+            return [gi * scale * k for gi, k in zip(g, keep, strict=True)]
+        return _convert(g * scale * keep, "member", self.in_layout, self.n)
 
 
 def _build_layer(m: nn.Module, capacity: int, device: torch.device) -> _Layer | None:
@@ -343,11 +385,12 @@ def probe_layer(module: nn.Linear | nn.Conv2d, n: int, in_shape: tuple[int, ...]
             p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
     x = torch.randn(n, *in_shape, generator=gen).to(device)
     with torch.no_grad():
-        y, layout = layer.forward(_to_layout(x, in_layout, n), in_layout, n, batched, None)
-        y = _to_member(y, layout, n)
+        xin = _convert(x, "member", in_layout, n)
+        y, layout = layer.forward(xin, in_layout, n, batched, None)
+        y = _convert(y, layout, "member", n)
         g = torch.randn(y.shape, generator=gen).to(device)
-        gx = layer.backward(_to_layout(g, layout, n), needs_input_grad)
-        gx = None if gx is None else _to_member(gx, in_layout, n)
+        gx = layer.backward(_convert(g, "member", layout, n), needs_input_grad)
+        gx = None if gx is None else _convert(gx, in_layout, "member", n)
     ok = True
     for i in range(n):
         with torch.enable_grad():
@@ -388,7 +431,7 @@ class _PackedNet:
         self.param_names = [name for name, _ in template.named_parameters()]  # the order of self.params
         self.names = list(weights)
         self.weights, self.weight_grads = list(weights.values()), list(grads.values())
-        self.masks = [torch.ones_like(w) for w in self.weights]  # stacked per layer, one slice per slot
+        self.masks = [torch.empty_like(w) for w in self.weights]  # stacked per layer; a slot's set when a job enters
         self.first = next(i for i, layer in enumerate(self.layers) if layer.params)  # no backward below it
         # Per-slot views, made once: what the optimiser and the copies in and out work on.
         self.slot_params = [[p[s] for p in self.params] for s in range(capacity)]
@@ -409,14 +452,19 @@ class _PackedNet:
         key = (n, torch.get_num_threads())
         if key not in self._plans:
             plan: list[bool] = []
-            x, layout, needs_grad = torch.zeros(n, self.batch, *self.input_shape, device=self.device), "member", False
+            # Shapes from one example per member; the probes then run at the real batch size.
+            x, layout, needs_grad = torch.zeros(n, 1, *self.input_shape, device=self.device), "member", False
             with torch.no_grad():
                 for m, layer in zip(self.modules, self.layers, strict=True):
-                    batched = layer.batchable
-                    if batched and self.exact:
-                        in_shape = tuple(_to_member(x, layout, n).shape[1:])
-                        batched = probe_layer(m, n, in_shape, layout, needs_grad, True, self.device)
-                        if not batched and not probe_layer(m, n, in_shape, layout, needs_grad, False, self.device):
+                    batched = False
+                    if layer.batchable:
+                        in_shape = (self.batch, *_convert(x, layout, "member", n).shape[2:])
+                        if not (isinstance(layer, _Conv) and self.device.type == "cpu"
+                                and layer.out_bytes(n, in_shape) > GROUPED_CONV_MAX_BYTES):
+                            batched = not self.exact or probe_layer(m, n, in_shape, layout, needs_grad, True,
+                                                                    self.device)
+                        if not batched and self.exact and not probe_layer(m, n, in_shape, layout, needs_grad, False,
+                                                                          self.device):
                             self._inexact(m)
                     plan.append(batched)
                     x, layout = layer.forward(x, layout, n, batched, None)
@@ -442,7 +490,7 @@ class _PackedNet:
         h, layout = x, "member"
         for layer, batched in zip(self.layers, plan, strict=True):
             h, layout = layer.forward(h, layout, n, batched, gens)
-        logits = _to_member(h, layout, n)
+        logits = _convert(h, layout, "member", n)
         b, classes = logits.shape[1], logits.shape[2]
         logp = torch.log_softmax(logits.view(n * b, classes), 1)
         # Each member's mean cross-entropy: its loss value reduced exactly as F.cross_entropy reduces it ...
