@@ -224,6 +224,30 @@ def test_augmented_members_crop_and_flip_as_train_does(digits):
         assert_same_train_result(results[i], expected[i])
 
 
+def test_convolutions_run_member_by_member_when_their_stacked_output_is_large(digits, monkeypatch):
+    """The list layout: every conv, ReLU and pool on tensors of the unpacked size, stacked only at Flatten."""
+    from ltstudy.engine import packing
+
+    monkeypatch.setattr(packing, "GROUPED_CONV_MAX_BYTES", 0)
+    jobs = [job_for(digits, seed=s, rate=0.4 * s, start=3 * s, end=12, model="conv-2",
+                    train={"optimizer": "sgd", "lr": 0.05, "momentum": 0.5}) for s in range(2)]
+    expected = [train_job(clone_job(j), digits) for j in jobs]
+    alone = [clone_job(j) for j in jobs]
+    for j in alone:
+        train_job(j, digits)
+    pack = PackedTrainer(digits, capacity=2)
+    for i, job in enumerate(jobs):
+        pack.add(job, i)
+    results = {}
+    while len(pack):
+        results.update(pack.step())
+    convs = [i for i, layer in enumerate(pack.net.layers) if isinstance(layer, packing._Conv)]
+    assert convs and not any(pack.net.plan(2)[i] for i in convs)
+    for i in range(2):
+        assert_same_train_result(results[i], expected[i])
+        assert same_weights(jobs[i].model, alone[i].model)
+
+
 def test_inexact_mode_batches_everything_and_stays_close(digits):
     """exact=False skips the probes: conv1's grouped form then rounds differently, within float tolerance."""
     jobs = [job_for(digits, seed=s, rate=0.5, start=0, end=10, model="conv-2") for s in range(2)]

@@ -6,7 +6,8 @@ state, learning-rate schedule, data order, augmentations, dropout stream,
 evaluation points, early-stop and patience bookkeeping. `step()` advances
 every member by one iteration: one forward and one backward pass over all
 members (Linear layers as batched matmuls, Conv2d as one grouped
-convolution), the masks applied to all members at once, and one fused
+convolution where that is exact and fits the cache, member by member
+otherwise), the masks applied to all members at once, and one fused
 optimiser call per group of members that share hyperparameters. A member
 that reaches its end (or is stopped by patience, or diverges) leaves with the
 `TrainResult` (or `DivergedError`) `training.train` gives it alone, its final
@@ -40,11 +41,14 @@ Numbers: bit-identical to the solo run, by construction and by check.
   packed step), with the same kernels as the unpacked layer.
 - Evaluations run on `job.model` itself, holding the member's weights.
 
-On this CPU (torch 2.14, MKL, oneDNN) every Linear layer of LeNet-300-100 and
-conv-2/4/6 batches exactly, and so does a convolution with more than one
-input channel; conv1 on 1-channel images is not exact as a grouped
-convolution and runs member by member. `exact=False` skips the probes and
-always batches: then numbers agree to float rounding (about 1e-7 relative
+On this CPU (torch 2.14, MKL, oneDNN, AVX-512) every Linear layer of the
+packable models batches exactly, and so does every convolution reading 64 or
+more channels; one reading few channels (conv1 on 1- or 3-channel images,
+lenet-5's 6->16) is not exact grouped and runs member by member. On a CPU a
+grouped convolution is also skipped when the members' stacked output would
+exceed `GROUPED_CONV_MAX_BYTES` (16 MiB): past the caches it is slower than
+member by member. `exact=False` skips the probes and batches whatever may
+be batched: numbers then agree to float rounding at first (~1e-7 relative
 per step), which training can amplify.
 """
 
@@ -631,7 +635,10 @@ class PackedTrainer:
                 own.copy_(p)
             for name, masks in zip(net.names, net.masks, strict=True):
                 mask = job.masks.get(name)
-                masks[slot].copy_(mask) if mask is not None else masks[slot].fill_(1.0)  # no mask: x * 1 = x
+                if mask is None:  # an unmasked layer: multiplying by 1 changes no bit
+                    masks[slot].fill_(1.0)
+                else:
+                    masks[slot].copy_(mask)
         self._window[slot].zero_()
         model.train()
         res = TrainResult(job.start, job.end, math.nan, math.nan, math.nan, job.start, math.nan, math.nan, 0.0)
@@ -966,6 +973,10 @@ def drive_packed(sources: Iterable[JobSource], data: Dataset, capacity: int, on_
                         else:
                             advance(token, reply=outcome)
                 fill()
+            for key, lanes in list(packs.items()):  # let go of emptied packs (their stacked tensors)
+                packs[key] = [p for p in lanes if p.busy]
+                if not packs[key]:
+                    del packs[key]
     finally:
         for gen in live.values():
             gen.close()
