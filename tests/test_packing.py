@@ -363,6 +363,17 @@ def test_drive_packed_answers_other_events_with_none_and_returns_in_pull_order(t
     assert replies == [None, None]
 
 
+def test_progress_is_reported_at_the_same_points_as_unpacked(tiny_cfg, digits):
+    cfg = tiny_cfg(prune__rewind_iter=10, train__eval_every=15)
+    seen: dict[str, list] = {"solo": [], "packed": []}
+    ticket_search(cfg, digits).run(progress=lambda job, done, total: seen["solo"].append((job.label, done, total)))
+    drive_packed([search_source(ticket_search(cfg, digits))], digits, capacity=1,
+                 progress=lambda job, done, total: seen["packed"].append((job.label, done, total)))
+    assert seen["packed"] == seen["solo"] == [("round 0", 15, 60), ("round 0", 30, 60), ("round 0", 45, 60),
+                                              ("round 0", 60, 60), ("round 1", 5, 50), ("round 1", 20, 50),
+                                              ("round 1", 35, 50), ("round 1", 50, 50)]
+
+
 def test_stop_search_from_on_round_ends_that_search_as_drive_does(tiny_cfg, digits):
     def stopper(rec):
         if rec.round == 1:

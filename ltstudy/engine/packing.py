@@ -467,7 +467,8 @@ class _PackedNet:
                                 and layer.out_bytes(n, in_shape) > GROUPED_CONV_MAX_BYTES):
                             batched = not self.exact or probe_layer(m, n, in_shape, layout, needs_grad, True,
                                                                     self.device)
-                        if not batched and self.exact and not probe_layer(m, n, in_shape, layout, needs_grad, False,
+                        # Member by member, each member's kernels see what they see alone, whatever n: probed once.
+                        if not batched and self.exact and not probe_layer(m, 1, in_shape, "member", needs_grad, False,
                                                                           self.device):
                             self._inexact(m)
                     plan.append(batched)
