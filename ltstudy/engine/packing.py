@@ -374,7 +374,8 @@ def probe_layer(module: nn.Linear | nn.Conv2d, n: int, in_shape: tuple[int, ...]
     member's input, handed over in `in_layout`) and compares the output and
     the input, weight and bias gradients with F.linear / F.conv2d under
     autograd, member by member. Kernels choose their algorithm from shapes,
-    layouts and the thread count, not values; the answer is cached.
+    strides, the thread count and perhaps alignment, never from values; the
+    probe's stacks have a pack's strides and slot offsets. The answer is cached.
     """
     device = torch.device(device)
     layer = _build_layer(module, n, device)
@@ -416,7 +417,7 @@ class _PackedNet:
 
     def __init__(self, template: nn.Sequential, capacity: int, input_shape: tuple[int, ...], batch: int,
                  device: torch.device, exact: bool, note: NoteCallback | None):
-        self.device, self.exact, self.batch, self.note = device, exact, batch, note
+        self.device, self.exact, self.batch, self.note, self.capacity = device, exact, batch, note, capacity
         self.input_shape = tuple(input_shape)
         self.modules: list[nn.Module] = []
         self.layers: list[_Layer] = []
@@ -467,9 +468,10 @@ class _PackedNet:
                                 and layer.out_bytes(n, in_shape) > GROUPED_CONV_MAX_BYTES):
                             batched = not self.exact or probe_layer(m, n, in_shape, layout, needs_grad, True,
                                                                     self.device)
-                        # Member by member, each member's kernels see what they see alone, whatever n: probed once.
-                        if not batched and self.exact and not probe_layer(m, 1, in_shape, "member", needs_grad, False,
-                                                                          self.device):
+                        # Member by member, a member's kernels do not depend on n (only, perhaps, on where its
+                        # slices sit in memory): probed once, over every slot.
+                        if not batched and self.exact and not probe_layer(m, self.capacity, in_shape, layout,
+                                                                          needs_grad, False, self.device):
                             self._inexact(m)
                     plan.append(batched)
                     x, layout = layer.forward(x, layout, n, batched, None)
