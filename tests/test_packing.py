@@ -65,13 +65,14 @@ def assert_same_as_solo(cfgs, results, masks, data) -> None:
 
 def job_for(data, *, seed: int, rate: float, start: int, end: int, model: str = "lenet-300-100",
             train: dict | None = None, capture_at: int | None = None, constant_lr: float | None = None,
-            dropout: float = 0.0) -> RoundJob:
+            dropout: float = 0.0, apply: bool = True) -> RoundJob:
     """A hand-made round: its own init, masks (one pruning step at `rate`, applied), config and span."""
     torch.manual_seed(seed)
     net = build_model(model, data.input_shape, data.num_classes, dropout)
     layers = pruning.prunable_layers(net)
     masks = pruning.prune(net, pruning.full_masks(net, layers), {layer.name: rate for layer in layers}, set())
-    pruning.apply_masks(net, masks)
+    if apply:
+        pruning.apply_masks(net, masks)
     cfg = TrainConfig(**{"batch_size": 60, "iterations": end, "eval_every": 10, **(train or {})})
     sched = TicketConfig(train=cfg).resolve_schedule(len(data.train))
     return RoundJob(1, net, masks, cfg, sched, data_seed=seed, dropout_seed=100 + seed, start=start, end=end,
@@ -287,6 +288,29 @@ def test_masks_and_optimizer_state_hold_after_every_packed_step(digits, model, t
                 for key in keys:
                     state = view["optimizer"][f"{name}.weight"][key]
                     assert state is not None and not state[pruned].any(), f"member {i}: {key} of {name} leaks"
+
+
+@pytest.mark.parametrize("optimizer", [{"optimizer": "adam", "weight_decay": 1e-2},
+                                       {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 1e-2}],
+                         ids=["adam+wd", "sgd-momentum+wd"])
+def test_a_start_state_with_live_pruned_weights_is_masked_after_every_step_as_train_does(digits, optimizer):
+    """Weight decay moves such weights' optimiser state off 0; train() masks them after each step, and so must we."""
+    jobs = [job_for(digits, seed=0, rate=0.5, start=0, end=15, train=optimizer),
+            job_for(digits, seed=1, rate=0.5, start=0, end=15, train=optimizer, apply=False)]
+    expected = [train_job(clone_job(j), digits) for j in jobs]
+    alone = [clone_job(j) for j in jobs]
+    for j in alone:
+        train_job(j, digits)
+    pack = PackedTrainer(digits, capacity=2)
+    for i, job in enumerate(jobs):
+        pack.add(job, i)
+    results = {}
+    while len(pack):
+        results.update(pack.step())
+    for i in range(2):
+        assert_same_train_result(results[i], expected[i])
+        assert same_weights(jobs[i].model, alone[i].model)
+        pruning.check_masks_hold(jobs[i].model, jobs[i].masks)
 
 
 def test_a_diverging_member_gets_diverged_error_and_its_pack_mates_their_solo_numbers(tiny_cfg, digits):

@@ -29,8 +29,12 @@ Numbers: bit-identical to the solo run, by construction and by check.
 - The optimiser is torch's own fused Adam / SGD kernel (what
   `training.make_optimizer` builds) on each member's slices, with each
   member's lr, weight decay, momentum and step count; state starts at 0 for
-  every job, as a fresh optimiser does. Masks multiply gradients before and
-  weights after the step, as `train` does.
+  every job, as a fresh optimiser does. Masks multiply the gradients before
+  the step, as `train` does; a pruned weight that starts at 0 then stays
+  exactly ±0 (zero gradient, zero moments or momentum, zero weight decay
+  term: a zero update), so `train`'s multiply of the weights after the step
+  changes no bit and is done only for a member whose start state has
+  non-zero pruned weights.
 - The batched kernels (bmm/baddbmm, grouped convolution) are *checked*: the
   first time a layer runs with n members, a probe runs its batched forward
   and backward on random data and compares output, input, weight and bias
@@ -54,6 +58,7 @@ per step), which training can amplify.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator
@@ -76,6 +81,8 @@ NoteCallback = Callable[[str], None]
 JobSource = Generator[Any, Any, Any]  # yields RoundJobs, receives TrainResults, returns its result
 
 ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam's defaults, as make_optimizer uses them
+# train() evaluates the start state's validation accuracy where TrainResult records it.
+_START_VAL = "start_val_accuracy" in {f.name for f in dataclasses.fields(TrainResult)}
 
 # --------------------------------------------------------------------------- layouts
 #
@@ -534,6 +541,7 @@ class _Member:
     since_best: int = 0
     window_n: int = 0
     synced: bool = True  # job.model holds the slot's current weights
+    remask: bool = False  # its start state has non-zero pruned weights: re-mask the weights after each step
     left: bool = False  # finished; the slot is freed at the end of the step
 
     def lr(self) -> float:
@@ -645,7 +653,8 @@ class PackedTrainer:
         self._window[slot].zero_()
         model.train()
         res = TrainResult(job.start, job.end, math.nan, math.nan, math.nan, job.start, math.nan, math.nan, 0.0)
-        res.start_val_accuracy = evaluate(model, self.data.val, cfg.eval_batch_size).accuracy
+        if _START_VAL:
+            res.start_val_accuracy = evaluate(model, self.data.val, cfg.eval_batch_size).accuracy
         res.start_test_accuracy = evaluate(model, self.data.test, cfg.eval_batch_size).accuracy
         if job.capture_at is not None and job.capture_at == job.start:
             res.snapshot = clone_state(model)
@@ -654,6 +663,8 @@ class PackedTrainer:
                          Batches(len(self.data.train), cfg.batch_size, job.data_seed, self.device), dropout,
                          torch.Generator() if self.data.augment else None, res, t0, params)
         member.opt = self._fresh_state(net.slot_params[slot], cfg.optimizer)
+        member.remask = any(bool(torch.where(m[slot] == 0, w[slot], 0.0).any())
+                            for w, m in zip(net.weights, net.masks, strict=True))
         self.members.append(member)
         if job.start >= job.end:  # nothing to train: train() goes straight to its epilogue
             self._finish(member)
@@ -710,7 +721,8 @@ class PackedTrainer:
         with torch.no_grad():
             torch._foreach_mul_(grads, masks)  # masked gradients: optimiser state stays 0 at pruned positions
             self._optimizer_step(members)
-            torch._foreach_mul_(weights, masks)  # and masked weights, whatever the update did
+            if any(m.remask for m in members):  # (otherwise the update left every pruned weight at exactly ±0)
+                torch._foreach_mul_(weights, masks)
         self._window[:n] += losses
 
     def _optimizer_step(self, members: list[_Member]) -> None:
