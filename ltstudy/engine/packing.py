@@ -145,13 +145,22 @@ class _Parametric(_Layer):
         self.bias = None if m.bias is None else torch.empty(capacity, *m.bias.shape, device=device)
         self.params = (self.weight,) if self.bias is None else (self.weight, self.bias)
         self.grads = tuple(torch.empty_like(p) for p in self.params)
+        self._views: dict[int, tuple] = {}
+
+    def views(self, n: int) -> tuple:
+        """(weight, bias, weight gradient, bias gradient) of slots 0..n-1, made once per n."""
+        if n not in self._views:
+            bias = None if self.bias is None else self.bias[:n]
+            gbias = None if self.bias is None else self.grads[1][:n]
+            self._views[n] = (self.weight[:n], bias, self.grads[0][:n], gbias)
+        return self._views[n]
 
 
 class _Linear(_Parametric):
     def forward(self, h, layout, n, batched, gens):
         x = _convert(h, layout, "member", n).contiguous()
         self.x, self.n, self.batched, self.in_layout = x, n, batched, layout
-        w, b = self.weight[:n], None if self.bias is None else self.bias[:n]
+        w, b, _, _ = self.views(n)
         if batched:
             wt = w.transpose(1, 2)
             return (torch.bmm(x, wt) if b is None else torch.baddbmm(b.unsqueeze(1), x, wt)), "member"
@@ -161,11 +170,11 @@ class _Linear(_Parametric):
         # addmm(b, x, Wᵀ)'s backward: dW = gᵀ·x (computed in that layout), dx = g·W, db = Σ_batch g.
         x, n, g = self.x, self.n, g.contiguous()
         self.x = None
-        w = self.weight[:n]
+        w, _, gw, gb = self.views(n)
         if self.batched:
-            torch.bmm(g.transpose(1, 2), x, out=self.grads[0][:n])
-            if self.bias is not None:
-                torch.sum(g, 1, out=self.grads[1][:n])
+            torch.bmm(g.transpose(1, 2), x, out=gw)
+            if gb is not None:
+                torch.sum(g, 1, out=gb)
             gx = torch.bmm(g, w) if need_input_grad else None
         else:
             for i in range(n):
@@ -450,6 +459,7 @@ class _PackedNet:
         self.slot_grads = [[g[s] for g in self.grads] for s in range(capacity)]
         self._plans: dict[tuple[int, int], list[bool]] = {}
         self._spans: dict[tuple[int, int], tuple[list, ...]] = {}
+        self._nll: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
         self.inexact: set[str] = set()
 
     def span(self, a: int, b: int) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
@@ -511,12 +521,18 @@ class _PackedNet:
         lp, yv = logp.view(n, b, classes), y.view(n, b)
         losses = torch.stack([torch._C._nn.nll_loss(lp[i], yv[i], None, 1, -100) for i in range(n)])
         # ... and its gradient as nll_loss's backward writes it: -1/B (in float32) at each example's target.
-        scale = torch.ones((), device=logp.device).div_(b).expand(n * b)
-        g = torch.ops.aten.nll_loss_backward(scale, logp, y, None, 0, -100, scale[0])
+        scale, unused_total = self._nll_grad(n, b)
+        g = torch.ops.aten.nll_loss_backward(scale, logp, y, None, 0, -100, unused_total)
         g = torch._log_softmax_backward_data(g, logp, 1, logp.dtype).view(n, b, classes)
         for i in range(len(self.layers) - 1, self.first - 1, -1):
             g = self.layers[i].backward(g, i > self.first)
         return losses
+
+    def _nll_grad(self, n: int, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """nll_loss_backward's grad_output for n members' mean losses: 1/B in float32 per example, as mean does."""
+        if (n, b) not in self._nll:
+            self._nll[n, b] = (torch.ones(n * b, device=self.device).div_(b), torch.ones((), device=self.device))
+        return self._nll[n, b]
 
 
 # --------------------------------------------------------------------------- members and the trainer
