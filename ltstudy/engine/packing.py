@@ -925,9 +925,10 @@ def drive_packed(sources: Iterable[JobSource], data: Dataset, capacity: int, on_
     Jobs of one architecture share packs of at most `width` members (default:
     `capacity`, one pack); each pack takes `block` steps before the next one
     steps. On a CPU, narrow packs stepped in blocks keep each pack's state in
-    cache (LeNet-300-100, 16 slots: 4 packs of 4 in blocks of 8 steps beat one
-    pack of 16 by 5-10% here); conv nets on large images gain nothing from
-    width on a CPU (see benchmarks/README.md). Numbers depend on neither.
+    cache (LeNet-300-100, 16 slots: 4 packs of 4 in blocks of 8 steps against
+    one pack of 16: -2% to +10% in our runs); conv nets on large images gain
+    nothing from width on a CPU (see benchmarks/README.md). Numbers depend on
+    neither.
     """
     if capacity < 1 or block < 1 or (width is not None and width < 1):
         raise ValueError(f"capacity, width and block must be >= 1, got {capacity}, {width}, {block}")
