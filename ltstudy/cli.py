@@ -355,8 +355,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     created = "created the study; " if summary.created else ""
     print(f"worker on '{summary.name}': {created}{len(summary.finished)} trials ({_state_counts(summary.finished)}); "
           f"repaired {summary.repaired_trials} stale trials and {summary.repaired_runs} runs at start-up")
-    if summary.note:
-        print(f"note: {summary.note}")
+    for note in summary.notes:
+        print(f"note: {note}")
     if summary.interrupted:
         print("interrupted: the running trial is failed and queued again; its checkpoints are kept", file=sys.stderr)
         return 130

@@ -117,3 +117,36 @@ def test_stop_on_drop_unmatched_ends_each_search_at_its_first_round_that_no_long
     assert len(rounds) < 5  # it stopped before the last round
     assert "no longer matches dense" in trial.user_attrs["stop_reason_seed_0"]
     assert trial.values[0] == pytest.approx(1 - rounds[-2]["density"])
+
+
+# --------------------------------------------------------------------------- packed trials
+
+
+@pytest.mark.parametrize("model", ["lenet-300-100", "conv-2"])
+def test_a_packed_study_gives_every_trial_the_numbers_of_an_unpacked_one(tmp_path, tmp_path_factory, monkeypatch,
+                                                                        model):
+    """[study] pack = 4: four trials train side by side; each trial's rounds, values and MLflow run are its own."""
+    results = {}
+    for pack in (1, 4):
+        root = tmp_path / f"pack{pack}"
+        root.mkdir()
+        isolate(monkeypatch, root)
+        stores = Stores(root)
+        seed_mlflow_db(tmp_path_factory, stores.db)
+        path = write_study(root, stores, study={"sampler": "grid", "n_trials": 6, "pack": pack},
+                           model={"name": model}, train={"iterations": 40, "eval_every": 10},
+                           search={"prune_rate": [0.2, 0.5], "rewind_iter": [0, 20], "reinit": ["rewind", "random"],
+                                   "scope": "layerwise", "rounds": 2})
+        assert run(path) == 0
+        study = stores.study()
+        how = ("wall_seconds", "reused", "computed_iterations")  # how a round was obtained, not what it measured
+        results[pack] = {setting_key(t.params): (t.values, [{k: v for k, v in r.items() if k not in how}
+                                                            for r in t.user_attrs["rounds"]])
+                         for t in study.trials if t.state == TrialState.COMPLETE}
+        children = [r for r in experiment_runs(stores.client(), "tiny") if "mlflow.parentRunId" in r.data.tags]
+        assert len(children) == 6 and {r.info.status for r in children} == {"FINISHED"}
+    assert len(results[4]) == 6
+    for key, (values, rounds) in results[1].items():  # bit for bit
+        for a, b in zip(rounds, results[4][key][1], strict=True):
+            assert {k: v for k, v in a.items() if a[k] != b[k]} == {}, (key, {k: b[k] for k in a if a[k] != b[k]})
+        assert values == results[4][key][0]

@@ -314,7 +314,8 @@ def test_validation_overlapped_with_training_gives_the_same_numbers(make_search,
         search = make_search(cfg)
         evals = []
         res = train(search.model, search.data, search.masks, cfg.train, search.sched, seed=0, capture_at=250,
-                    overlap_eval=overlap, on_eval=lambda done, ev: evals.append((done, ev.loss, ev.accuracy)))
+                    overlap_eval=overlap,
+                    on_eval=lambda done, ev, evals=evals: evals.append((done, ev.loss, ev.accuracy)))
         state = {k: v.clone() for k, v in search.model.state_dict().items()}
         runs.append((res, evals, state))
     (sync, sync_evals, sync_state), (over, over_evals, over_state) = runs

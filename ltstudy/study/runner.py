@@ -225,7 +225,7 @@ def attach_tracking(study: optuna.Study, cfg: StudyConfig, tracker: Tracker, cre
 class LoopReport:
     told: list[int] = field(default_factory=list)  # trials that ran here (complete, pruned or failed)
     skipped: list[int] = field(default_factory=list)  # repeats the sampler proposed
-    note: str | None = None  # why the loop stopped before its budget, if it did
+    notes: list[str] = field(default_factory=list)  # why the loop stopped before its budget; packing's notes
 
 
 MAX_REPEATS = 50  # proposals of already-evaluated settings in a row before the loop gives up
@@ -254,10 +254,11 @@ def run_trials(study: optuna.Study, ctx: TrialContext, *, budget: int | None, ta
         if size is not None:
             done = {setting_key(t.params) for t in study.get_trials(deepcopy=False, states=COUNTED)}
             if len(done) >= size:
-                report.note = f"every one of the {size} settings of the search space has been evaluated"
+                report.notes.append(f"every one of the {size} settings of the search space has been evaluated")
                 return True
         if repeats >= MAX_REPEATS:
-            report.note = f"the sampler proposed only already-evaluated settings {MAX_REPEATS} times in a row"
+            report.notes.append(f"the sampler proposed only already-evaluated settings {MAX_REPEATS} times in a "
+                                "row")
             return True
         return False
 
@@ -294,7 +295,7 @@ def run_trials(study: optuna.Study, ctx: TrialContext, *, budget: int | None, ta
     if pack > 1:
         from .packed import drive_packed_trials
 
-        drive_packed_trials(trials(), ctx, pack)
+        drive_packed_trials(trials(), ctx, pack, report.notes)
     else:
         data = load_dataset(ctx.cfg.base.data, resolve_device(ctx.cfg.base.device))
         for jobs in trials():
@@ -380,8 +381,7 @@ def run_study(cfg: StudyConfig, opts: RunOptions, hooks: Hooks | None = None) ->
             report = LoopReport(summary.ran, summary.skipped)
             run_trials(study, ctx, budget=missing, target=target, pack=cfg.study.pack,
                        callbacks=(ParetoTagger(tracker), lambda s, t: hooks.trial_end(t)), report=report)
-            if report.note:
-                summary.notes.append(report.note)
+            summary.notes += report.notes
         else:
             from . import workers  # (imports this module)
 

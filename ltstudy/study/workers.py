@@ -12,7 +12,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import queue
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import optuna
 from optuna.trial import TrialState
@@ -53,7 +53,7 @@ def _run_workers(cfg: StudyConfig, opts: RunOptions, storage_url: str, uri: str,
         p.start()
     study = optuna.load_study(study_name=name, storage=_storage(storage_url))
     seen = {t.number for t in study.get_trials(deepcopy=False, states=(*COUNTED, TrialState.FAIL))}
-    reports: list[tuple[list[int], list[int], str | None]] = []
+    reports: list[tuple[list[int], list[int], list[str]]] = []
     try:
         while any(p.is_alive() for p in procs) or len(reports) < len(procs):
             try:
@@ -76,7 +76,7 @@ def _run_workers(cfg: StudyConfig, opts: RunOptions, storage_url: str, uri: str,
         raise TrialFailed(f"{len(failed)} worker process(es) exited with codes {failed}")
     ran = sorted(n for told, _, _ in reports for n in told)
     skipped = sorted(n for _, s, _ in reports for n in s)
-    notes = sorted({note for _, _, note in reports if note})
+    notes = sorted({note for _, _, ns in reports for note in ns})
     return ran, skipped, notes
 
 
@@ -95,7 +95,7 @@ def worker_main(cfg: StudyConfig, opts: RunOptions, storage_url: str, uri: str, 
                             callbacks=(ParetoTagger(tracker),))
     except KeyboardInterrupt:
         raise SystemExit(130) from None
-    results.put((report.told, report.skipped, report.note))
+    results.put((report.told, report.skipped, report.notes))
 
 
 def _storage(url: str):
@@ -115,7 +115,7 @@ class WorkerSummary:
     repaired_runs: int
     created: bool = False
     interrupted: bool = False
-    note: str | None = None
+    notes: list[str] = field(default_factory=list)
 
 
 def run_worker(cfg: StudyConfig, opts: RunOptions, hooks: Hooks | None = None) -> WorkerSummary:
@@ -148,7 +148,7 @@ def run_worker(cfg: StudyConfig, opts: RunOptions, hooks: Hooks | None = None) -
     try:
         report = run_trials(study, ctx, budget=None, target=target, count_running=True, pack=cfg.study.pack,
                             callbacks=(ParetoTagger(tracker), done))
-        summary.note = report.note
+        summary.notes = report.notes
     except KeyboardInterrupt:
         summary.interrupted = True
     finally:
