@@ -293,8 +293,8 @@ def test_masks_and_optimizer_state_hold_after_every_packed_step(digits, model, t
 @pytest.mark.parametrize("optimizer", [{"optimizer": "adam", "weight_decay": 1e-2},
                                        {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 1e-2}],
                          ids=["adam+wd", "sgd-momentum+wd"])
-def test_a_start_state_with_live_pruned_weights_is_masked_after_every_step_as_train_does(digits, optimizer):
-    """Weight decay moves such weights' optimiser state off 0; train() masks them after each step, and so must we."""
+def test_a_start_state_with_live_pruned_weights_is_masked_before_training_as_train_does(digits, optimizer):
+    """The masks define the network from the first step: train() and a pack mask such a start state first."""
     jobs = [job_for(digits, seed=0, rate=0.5, start=0, end=15, train=optimizer),
             job_for(digits, seed=1, rate=0.5, start=0, end=15, train=optimizer, apply=False)]
     expected = [train_job(clone_job(j), digits) for j in jobs]

@@ -74,6 +74,7 @@ from torch.optim.sgd import sgd as sgd_update
 
 from .data import Batches, Dataset, augment_batch
 from .models import Dropout, set_dropout_generator
+from .pruning import apply_masks
 from .ticket import ProgressCallback, RoundJob, RoundResult, StopSearch, TicketResult, train_job
 from .training import DivergedError, TrainResult, clone_state, evaluate, lr_at
 
@@ -557,7 +558,6 @@ class _Member:
     since_best: int = 0
     window_n: int = 0
     synced: bool = True  # job.model holds the slot's current weights
-    remask: bool = False  # its start state has non-zero pruned weights: re-mask the weights after each step
     left: bool = False  # finished; the slot is freed at the end of the step
 
     def lr(self) -> float:
@@ -656,6 +656,7 @@ class PackedTrainer:
         assert net is not None
         t0 = time.perf_counter()
         slot, model, cfg = len(self.members), job.model, job.train
+        apply_masks(model, job.masks)  # as train() does: the masks define the network from its first step
         params = list(model.parameters())
         with torch.no_grad():
             for p, own in zip(params, net.slot_params[slot], strict=True):
@@ -679,8 +680,6 @@ class PackedTrainer:
                          Batches(len(self.data.train), cfg.batch_size, job.data_seed, self.device), dropout,
                          torch.Generator() if self.data.augment else None, res, t0, params)
         member.opt = self._fresh_state(net.slot_params[slot], cfg.optimizer)
-        member.remask = any(bool(torch.where(m[slot] == 0, w[slot], 0.0).any())
-                            for w, m in zip(net.weights, net.masks, strict=True))
         self.members.append(member)
         if job.start >= job.end:  # nothing to train: train() goes straight to its epilogue
             self._finish(member)
@@ -733,12 +732,10 @@ class PackedTrainer:
                             for i, m in enumerate(members)])
         gens = [m.dropout for m in members]
         losses = net.forward_backward(xb.view(n, batch, *xb.shape[1:]), yb, n, gens)
-        weights, grads, masks = net.span(0, n)
+        _, grads, masks = net.span(0, n)
         with torch.no_grad():
             torch._foreach_mul_(grads, masks)  # masked gradients: optimiser state stays 0 at pruned positions
-            self._optimizer_step(members)
-            if any(m.remask for m in members):  # (otherwise the update left every pruned weight at exactly ±0)
-                torch._foreach_mul_(weights, masks)
+            self._optimizer_step(members)  # (the update leaves every pruned weight at exactly 0: see steps.py)
         self._window[:n] += losses
 
     def _optimizer_step(self, members: list[_Member]) -> None:

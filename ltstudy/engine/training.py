@@ -20,7 +20,7 @@ from torch import nn
 from .config import ConfigError, Schedule, TrainConfig
 from .data import Batches, Dataset, Split, augment_batch
 from .models import set_dropout_generator
-from .pruning import Masks
+from .pruning import Masks, apply_masks
 from .steps import make_optimizer, make_step  # noqa: F401  (make_optimizer: part of this module's API)
 
 
@@ -138,6 +138,7 @@ def train(
     """
     device = data.train.x.device
     t0 = time.perf_counter()
+    apply_masks(model, masks)  # the masks define the network from its first step (the engine's starts are masked)
     step = make_step(model, masks, cfg, device, lean)
     batches = Batches(len(data.train), cfg.batch_size, seed, device)
     aug_gen = torch.Generator() if data.augment else None
