@@ -254,3 +254,10 @@ def test_damaged_cifar10_batch_raises_data_error(tmp_path, write_cifar):
     (tmp_path / "cifar-10-batches-py" / "data_batch_2").write_bytes(b"not a pickle")
     with pytest.raises(DataError, match="cannot read"):
         load_dataset(DataConfig(name="cifar10", root=str(tmp_path), val_size=2), "cpu")
+
+
+def test_labels_are_the_labels_of_the_batchs_indices():
+    y = torch.arange(50)
+    batches, again = Batches(50, 8, seed=4, device="cpu"), Batches(50, 8, seed=4, device="cpu")
+    for it in (0, 1, 5, 6, 7, 13, 6):  # across epochs (6 batches of 8 per epoch), and back
+        assert torch.equal(batches.labels(it, y), y[again.indices(it)])

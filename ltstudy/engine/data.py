@@ -112,12 +112,22 @@ class Batches:
         self.per_epoch = max(1, n // self.batch_size)
         self._epoch, self._perm = -1, None
 
-    def indices(self, iteration: int) -> torch.Tensor:
-        epoch, pos = divmod(iteration, self.per_epoch)
+    def _permute(self, epoch: int) -> torch.Tensor:
         if epoch != self._epoch:
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
             self._perm, self._epoch = torch.randperm(self.n, generator=g).to(self.device), epoch
-        return self._perm[pos * self.batch_size:(pos + 1) * self.batch_size]
+        return self._perm
+
+    def indices(self, iteration: int) -> torch.Tensor:
+        epoch, pos = divmod(iteration, self.per_epoch)
+        return self._permute(epoch)[pos * self.batch_size:(pos + 1) * self.batch_size]
+
+    def labels(self, iteration: int, y: torch.Tensor) -> torch.Tensor:
+        """`y[indices(i)]`, sliced from the epoch's permuted labels (small: one gather per epoch, not per step)."""
+        epoch, pos = divmod(iteration, self.per_epoch)
+        if epoch != getattr(self, "_labelled", None):
+            self._y, self._labelled = y.index_select(0, self._permute(epoch)), epoch
+        return self._y[pos * self.batch_size:(pos + 1) * self.batch_size]
 
 
 def augment_batch(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:

@@ -70,8 +70,8 @@ class LeanStep:
         mods = list(model.children())
         if not mods or not isinstance(mods[-1], nn.Linear):
             return False
-        return all(isinstance(m, nn.Flatten | nn.Linear | Dropout) or (isinstance(m, nn.ReLU) and m.inplace)
-                   for m in mods)
+        # Exact types: the step dispatches on them (a subclass may compute something else).
+        return all(type(m) in (nn.Flatten, nn.Linear, Dropout) or (type(m) is nn.ReLU and m.inplace) for m in mods)
 
     def __init__(self, model: nn.Module, masks: Masks, cfg: TrainConfig, device: torch.device):
         self.layers = list(model.children())
@@ -80,7 +80,9 @@ class LeanStep:
         self.params = [p.detach() for p in params]
         self.param_of = {id(p): d for p, d in zip(params, self.params, strict=True)}
         names = {id(m.weight): n for n, m in model.named_modules() if isinstance(m, nn.Linear)}
-        self.masks = [masks.get(names[id(m.weight)]) for m in self.linears]
+        # A mask without a zero (every layer in the dense round) changes no bit: skip multiplying by it.
+        self.masks = [m if m is not None and not bool(m.all()) else None
+                      for m in (masks.get(names[id(lin.weight)]) for lin in self.linears)]
         self.cfg = cfg
         self.lr = cfg.lr
         self._one = torch.ones((), device=device)
@@ -88,7 +90,10 @@ class LeanStep:
             # The state torch.optim.Adam(fused=True) keeps: zero moments and a float32 step count per parameter.
             self.exp_avg = [torch.zeros_like(p) for p in self.params]
             self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
-            self.steps = [torch.zeros((), dtype=torch.float32, device=device) for _ in self.params]
+            # Every parameter has taken the same number of steps: one count, incremented once, read by the kernel
+            # for each (torch keeps one per parameter and increments all of them).
+            self.step_count = torch.zeros((), dtype=torch.float32, device=device)
+            self.steps = [self.step_count] * len(self.params)
             self.opt = None
         else:
             self.opt = make_optimizer(params, cfg, device)
@@ -105,14 +110,15 @@ class LeanStep:
         saved = []
         x = xb
         for m in self.layers:  # forward, keeping what each backward kernel reads
-            if isinstance(m, nn.Flatten):
-                x = torch.flatten(x, m.start_dim, m.end_dim)
-            elif isinstance(m, nn.Linear):
+            kind = type(m)
+            if kind is nn.Linear:
                 saved.append(x)
                 x = torch.addmm(m.bias, x, m.weight.t())
-            elif isinstance(m, nn.ReLU):
+            elif kind is nn.ReLU:
                 x = torch.relu_(x)
                 saved.append(x)
+            elif kind is nn.Flatten:
+                x = torch.flatten(x, m.start_dim, m.end_dim)
             else:  # the seeded Dropout, as its forward computes it
                 if m.training and m.p != 0.0:
                     keep = torch.empty_like(x).bernoulli_(1.0 - m.p, generator=m.generator)
@@ -128,15 +134,16 @@ class LeanStep:
         grads: list[torch.Tensor] = []
         linear = len(self.linears)
         for m in reversed(self.layers):  # backward: autograd's kernels and layouts (see mm_mat2_backward)
-            if isinstance(m, nn.Linear):
+            kind = type(m)
+            if kind is nn.Linear:
                 linear -= 1
                 inp = saved.pop()
                 grads += [g.sum(0), g.t().mm(inp)]  # bias, weight (reversed below)
                 if linear > 0:
                     g = g.mm(m.weight)
-            elif isinstance(m, nn.ReLU):
+            elif kind is nn.ReLU:
                 g = torch.ops.aten.threshold_backward(g, saved.pop(), 0)
-            elif isinstance(m, nn.Flatten):
+            elif kind is nn.Flatten:
                 pass  # (the input needs no gradient)
             else:
                 drop = saved.pop()
@@ -148,7 +155,7 @@ class LeanStep:
         if masked:
             torch._foreach_mul_([g for g, _ in masked], [mask for _, mask in masked])
         if self.opt is None:
-            torch._foreach_add_(self.steps, 1)
+            self.step_count.add_(1)
             torch._fused_adam_(self.params, grads, self.exp_avg, self.exp_avg_sq, [], self.steps, amsgrad=False,
                                lr=self.lr, beta1=0.9, beta2=0.999, weight_decay=self.cfg.weight_decay, eps=1e-8,
                                maximize=False)
@@ -166,8 +173,98 @@ class LeanStep:
         return {"exp_avg": self.exp_avg[i], "exp_avg_sq": self.exp_avg_sq[i], "step": self.steps[i]}
 
 
-def make_step(model: nn.Module, masks: Masks, cfg: TrainConfig, device: torch.device, lean: bool = True):
-    """The fastest step that gives autograd's numbers for this model."""
+class CudaGraphStep:
+    """On CUDA: the whole step (forward, backward, masked gradients, optimiser) captured once as a CUDA graph.
+
+    Shapes are static (every batch has batch_size examples), so one capture
+    serves the whole run: each step copies its batch into the captured input
+    and replays the graph, with no per-step Python or kernel-launch overhead.
+    The learning rate is a device tensor the captured optimiser reads (Adam
+    with capturable=True). Warm-up steps run before the capture, as CUDA
+    graphs require; the weights, buffers and optimiser state are put back
+    afterwards, so the run starts where it would have. Dropout draws from a
+    generator the graph would have to own, so models with dropout keep the
+    eager step. On GPUs numbers agree with the eager step to float
+    tolerance (another Adam kernel; GPU kernels are not bit-reproducible
+    anyway). This machine has no GPU: tests/test_steps_cuda.py runs where CUDA
+    is present and is skipped elsewhere.
+    """
+
+    WARMUP = 3
+
+    @staticmethod
+    def supports(model: nn.Module, cfg: TrainConfig, device: torch.device) -> bool:
+        from .models import Dropout
+
+        return device.type == "cuda" and not any(isinstance(m, Dropout) and m.p > 0 for m in model.modules())
+
+    def __init__(self, model: nn.Module, masks: Masks, cfg: TrainConfig, device: torch.device, x: torch.Tensor,
+                 y: torch.Tensor):
+        self.model = model
+        params = [p for p in model.parameters() if p.requires_grad]
+        self.lr = torch.tensor(cfg.lr, device=device)
+        if cfg.optimizer == "adam":
+            self.opt = torch.optim.Adam(params, lr=self.lr, weight_decay=cfg.weight_decay, capturable=True,
+                                        foreach=True)
+        else:
+            self.opt = torch.optim.SGD(params, lr=self.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                                       weight_decay=cfg.weight_decay, foreach=True)
+        masked = list(weights(model, masks).values())
+        mask_list = list(masks.values())
+        self.x, self.y = x.clone(), y.clone()
+        saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+        def step() -> torch.Tensor:
+            loss = F.cross_entropy(model(self.x), self.y)
+            loss.backward()
+            if mask_list:
+                torch._foreach_mul_([w.grad for w in masked], mask_list)
+            self.opt.step()
+            return loss.detach()
+
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            for _ in range(self.WARMUP):
+                self.opt.zero_grad(set_to_none=True)
+                step()
+        torch.cuda.current_stream(device).wait_stream(side)
+        with torch.no_grad():  # back to the start: weights, buffers, and a fresh optimiser state
+            for k, v in model.state_dict().items():
+                v.copy_(saved[k])
+            for state in self.opt.state.values():
+                for v in state.values():
+                    if torch.is_tensor(v):
+                        v.zero_()
+        self.opt.zero_grad(set_to_none=True)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.loss = step()
+
+    def set_lr(self, lr: float) -> None:
+        self.lr.fill_(lr)
+
+    def __call__(self, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        self.x.copy_(xb)
+        self.y.copy_(yb)
+        self.graph.replay()
+        return self.loss.clone()
+
+    def state(self, param: torch.Tensor) -> dict[str, torch.Tensor]:
+        return dict(self.opt.state.get(param, {}))
+
+
+def make_step(model: nn.Module, masks: Masks, cfg: TrainConfig, device: torch.device, lean: bool = True,
+              example: tuple[torch.Tensor, torch.Tensor] | None = None):
+    """The fastest step for this model and device: lean (CPU, LeNet-style), a CUDA graph, or plain autograd.
+
+    `example` is a batch of the run's shape, which a CUDA graph is captured with.
+    """
     if lean and LeanStep.supports(model, cfg, device):
         return LeanStep(model, masks, cfg, device)
+    if lean and example is not None and CudaGraphStep.supports(model, cfg, device):
+        try:
+            return CudaGraphStep(model, masks, cfg, device, *example)
+        except RuntimeError:  # a capture that fails (an op without graph support): the eager step
+            pass
     return AutogradStep(model, masks, cfg, device)

@@ -166,8 +166,7 @@ def train(
             if lr != lr_now:
                 step.set_lr(lr)
                 lr_now = lr
-            idx = batches.indices(it)
-            xb, yb = X.index_select(0, idx), Y.index_select(0, idx)
+            xb, yb = X.index_select(0, batches.indices(it)), batches.labels(it, Y)
             if aug_gen is not None:  # seeded by iteration, so a rewound round replays round 0's crops and flips
                 xb = augment_batch(xb, aug_gen.manual_seed(seed * 7919 + it))
             window_loss += step(xb, yb)
