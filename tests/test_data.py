@@ -261,3 +261,14 @@ def test_labels_are_the_labels_of_the_batchs_indices():
     batches, again = Batches(50, 8, seed=4, device="cpu"), Batches(50, 8, seed=4, device="cpu")
     for it in (0, 1, 5, 6, 7, 13, 6):  # across epochs (6 batches of 8 per epoch), and back
         assert torch.equal(batches.labels(it, y), y[again.indices(it)])
+
+
+def test_digits_are_read_exactly_as_scikit_learn_loads_them():
+    from sklearn.datasets import load_digits
+
+    import ltstudy.engine.data as data
+
+    images, target = data._digits_arrays()
+    reference = load_digits()
+    assert np.array_equal(images, reference.images) and images.dtype == reference.images.dtype
+    assert np.array_equal(target, reference.target)

@@ -147,12 +147,29 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> 
 # --------------------------------------------------------------------------- loaders
 
 
-def load_digits(cfg: DataConfig) -> Raw:
-    from sklearn.datasets import load_digits
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits as (images 8x8, targets), read from the package's own CSV.
 
-    d = load_digits()
-    x = (d.images / 16.0).astype(np.float32)[:, None]
-    y = d.target
+    Importing sklearn.datasets costs more than a second (it imports most of
+    scikit-learn); the file it reads is found without importing it. Where the
+    file is not (another scikit-learn layout), its loader is used.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")
+    csv = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz" if spec else None
+    if csv is None or not csv.is_file():
+        from sklearn.datasets import load_digits
+
+        d = load_digits()
+        return d.images, d.target
+    data = np.loadtxt(csv, delimiter=",")  # (what sklearn's load_digits does)
+    return data[:, :-1].reshape(-1, 8, 8), data[:, -1].astype(int, copy=False)
+
+
+def load_digits(cfg: DataConfig) -> Raw:
+    images, y = _digits_arrays()
+    x = (images / 16.0).astype(np.float32)[:, None]
     # No official test split: hold out a fixed, seeded 20%.
     perm = np.random.default_rng(12345).permutation(len(y))
     n_test = len(y) // 5

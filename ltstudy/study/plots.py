@@ -47,15 +47,20 @@ def _pyplot():
     return plt
 
 
-def save(fig, path=None) -> bytes | None:
-    """Write the figure to `path`, or return its PNG bytes when path is None; closes it."""
+def save(fig, path=None, tight: bool = True) -> bytes | None:
+    """Write the figure to `path`, or return its PNG bytes when path is None; closes it.
+
+    `tight=False` skips the second drawing "tight" bounds need, for figures laid
+    out by tight_layout with everything inside (a trial's plot, made once per trial).
+    """
     plt = _pyplot()
+    bbox = "tight" if tight else None
     try:
         if path is None:
             buf = io.BytesIO()
-            fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+            fig.savefig(buf, format="png", dpi=100, bbox_inches=bbox)
             return buf.getvalue()
-        fig.savefig(path, dpi=110, bbox_inches="tight")
+        fig.savefig(path, dpi=110, bbox_inches=bbox)
         return None
     finally:
         plt.close(fig)
@@ -157,7 +162,7 @@ def plot_rounds(rounds: Sequence[dict], path, title: str = "", epsilon: float | 
     ax.set_title(title)
     _legend(ax, loc="lower left")
     fig.tight_layout()
-    save(fig, path)
+    save(fig, path, tight=False)
 
 
 def plot_pareto(trials: Sequence, frontier: Sequence[dict], path, title: str = "",

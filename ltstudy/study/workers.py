@@ -44,7 +44,9 @@ def _run_workers(cfg: StudyConfig, opts: RunOptions, storage_url: str, uri: str,
     """N processes splitting the missing trials exactly; returns (trials run, repeats skipped, notes)."""
     jobs = opts.jobs
     shares = [missing // jobs + (i < missing % jobs) for i in range(jobs)]
-    ctx = multiprocessing.get_context("spawn")
+    # Fork: a worker starts with everything this process has imported and checked (a spawned one re-imports
+    # torch, optuna and mlflow: seconds per worker). It opens its own storage and tracking connections.
+    ctx = multiprocessing.get_context("fork")
     results = ctx.Queue()
     procs = [ctx.Process(target=worker_main, args=(cfg, opts, storage_url, uri, name, share, target, results),
                          kwargs={"stream": i + 1}, name=f"ltstudy-worker-{i + 1}")
