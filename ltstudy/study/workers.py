@@ -59,7 +59,7 @@ def _run_workers(cfg: StudyConfig, opts: RunOptions, storage_url: str, uri: str,
     try:
         while any(p.is_alive() for p in procs) or len(reports) < len(procs):
             try:
-                reports.append(results.get(timeout=0.5))
+                reports.append(results.get(timeout=0.1))
             except queue.Empty:
                 if not any(p.is_alive() for p in procs):
                     break
