@@ -35,14 +35,14 @@ def row(cmp, **settings):
 
 
 def test_accuracy_at_a_grid_density_is_interpolated_linearly_in_log_density_within_the_curve():
-    rounds = curve([1.0, 0.4, 0.1], [0.90, 0.80, 0.60])
+    rounds = curve([1.0, 0.4, 0.16, 0.1], [0.90, 0.80, 0.70, 0.60])
     cmp = compare([make_trial(0, [rounds])], ["prune_rate"], EPS, density=0.3)
     r = cmp.rows[0]
     assert cmp.grid == [1.0, 0.5, 0.3, 0.2, 0.1]  # readable densities the curve reaches, plus --density
     assert r["accuracy_at_1"] == 0.90 and r["accuracy_at_0.1"] == 0.60  # rounds exactly on the grid
-    assert r["accuracy_at_0.2"] == pytest.approx(0.70)  # halfway between 0.4 and 0.1 in log density
+    assert r["accuracy_at_0.2"] == pytest.approx(0.70 + 0.10 * math.log(0.2 / 0.16) / math.log(0.4 / 0.16))
     assert r["accuracy_at_0.5"] == pytest.approx(0.90 - 0.10 * math.log(0.5) / math.log(0.4))
-    assert r["accuracy_at_0.3"] == pytest.approx(0.80 - 0.20 * math.log(0.3 / 0.4) / math.log(0.1 / 0.4))
+    assert r["accuracy_at_0.3"] == pytest.approx(0.80 - 0.10 * math.log(0.3 / 0.4) / math.log(0.16 / 0.4))
     assert interpolate(rounds, 0.05, "val_accuracy") is None  # never extrapolated below the sparsest round
     assert interpolate(rounds, 1.2, "val_accuracy") is None
 
@@ -285,3 +285,14 @@ def test_the_frontier_plot_explains_its_point_labels_and_keeps_validation_accura
     assert "tNrM = trial N, round M" in legend_texts(ax)
     assert ax.get_ylabel().startswith("validation accuracy")
     assert any(t.get_text().startswith("t2r3") for t in ax.texts)
+
+
+def test_no_value_is_interpolated_across_a_gap_nothing_was_measured_in():
+    """One-shot pruning measures the dense network and one sparse one: 50% between 100% and 3.6% is unknown."""
+    from ltstudy.study.reports import interpolate
+
+    one_shot = [{"density": 1.0, "val_accuracy": 0.9}, {"density": 0.036, "val_accuracy": 0.8}]
+    iterative = [{"density": 0.8 ** r, "val_accuracy": 0.9 - 0.01 * r} for r in range(5)]
+    assert interpolate(one_shot, 0.5, "val_accuracy") is None
+    assert interpolate(one_shot, 0.036, "val_accuracy") == 0.8
+    assert interpolate(iterative, 0.5, "val_accuracy") == pytest.approx(0.9 - 0.01 * (math.log(0.5) / math.log(0.8)))

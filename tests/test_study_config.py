@@ -351,7 +351,7 @@ def _stated_rounds(path: Path) -> list[int]:
 
     header = "\n".join(line for line in path.read_text().splitlines() if line.startswith("#"))
     found = []
-    for m in re.finditer(r"((?:\d+(?:, | or ))*\d+) (?:pruning )?rounds", header):
+    for m in re.finditer(r"((?:\d+(?:, | or | and ))*\d+) (?:pruning )?rounds?\b", header):
         found += [int(n) for n in re.findall(r"\d+", m.group(1))]
     return found
 
@@ -368,14 +368,13 @@ def test_every_ready_study_runs_the_round_counts_its_comment_states(path: Path):
     assert stated, f"{path.name} should say in its header how many pruning rounds it runs"
     shape = DATASETS.get(cfg.base.data.name).input_shape
     layers = pruning.prunable_layers(build_model(cfg.base.model.name, shape, 10))
-    rates = cfg.search["prune_rate"].extremes() if "prune_rate" in cfg.search else [cfg.base.prune.prune_rate]
+    import itertools
+
+    keys = [k for k in ("prune_rate", "one_shot", "target_density", "rounds") if k in cfg.searched]
     runs = set()
-    for p in rates:
-        prune = cfg.trial_config({"prune_rate": p}, 0).prune if "prune_rate" in cfg.searched else cfg.base.prune
-        for one_shot in ({prune.one_shot} if "one_shot" not in cfg.searched else set(cfg.search["one_shot"].choices)):
-            trial = cfg.trial_config({k: v for k, v in (("prune_rate", p), ("one_shot", one_shot))
-                                      if k in cfg.searched}, 0).prune
-            runs.add(pruning.plan_rounds(layers, pruning.layer_rates(layers, trial), trial))
+    for values in itertools.product(*(cfg.search[k].extremes() for k in keys)):
+        trial = cfg.trial_config(dict(zip(keys, values, strict=True)), 0).prune
+        runs.add(pruning.plan_rounds(layers, pruning.layer_rates(layers, trial), trial))
     assert runs <= set(stated), f"{path.name} states {stated} rounds but runs {sorted(runs)}"
 
 

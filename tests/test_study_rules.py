@@ -150,3 +150,14 @@ def test_a_packed_study_gives_every_trial_the_numbers_of_an_unpacked_one(tmp_pat
         for a, b in zip(rounds, results[4][key][1], strict=True):
             assert {k: v for k, v in a.items() if a[k] != b[k]} == {}, (key, {k: b[k] for k in a if a[k] != b[k]})
         assert values == results[4][key][0]
+
+
+def test_two_workers_share_one_grid_and_evaluate_each_setting_once(stores: Stores):
+    """Optuna names grid points by their index in a seeded shuffle: workers with other seeds meant other points."""
+    path = write_study(stores.root, stores, study={"sampler": "grid", "n_trials": 8},
+                       search={"prune_rate": [0.2, 0.5], "rewind_iter": [0, 20], "reinit": ["rewind", "random"],
+                               "scope": "layerwise", "rounds": 1})
+    assert run(path, "--jobs", "2") == 0
+    trials = stores.study().trials
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 8 and len({setting_key(t.params) for t in complete}) == 8

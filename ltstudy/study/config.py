@@ -323,17 +323,24 @@ def _parse_param(key: str, spec: Any) -> Param:
 
 def _validate_space(cfg: StudyConfig) -> None:
     """Every choice and both ends of every range must make a valid engine config."""
-    # Pass 1 adds one setting at a time (fixed ones first, as they are in every trial) so an error is blamed
-    # on the entry that introduced it; pass 2 tries every extreme against all other settings' first values.
+    # Pass 1 adds first values one setting at a time (fixed ones first, as they are in every trial) so an error is
+    # blamed on the entry that introduced it; pass 2 tries every extreme against all other settings' first values
+    # (so one_shot = true is checked with the target_density a trial would have, not before it is set).
     checked: dict[str, Any] = {}
     ordered = sorted(cfg.search.items(), key=lambda kv: kv[1].searched)
-    for key, param in [*ordered, *ordered]:
+    for key, param in ordered:
+        value = param.extremes()[0]
+        try:
+            cfg.base.replace({**checked, SEARCHABLE[key]: value})
+        except ConfigError as exc:
+            raise ConfigError(f"search.{key} = {value!r} is out of range: {exc}") from None
+        checked[SEARCHABLE[key]] = value
+    for key, param in ordered:
         for value in param.extremes():
             try:
                 cfg.base.replace({**checked, SEARCHABLE[key]: value})
             except ConfigError as exc:
                 raise ConfigError(f"search.{key} = {value!r} is out of range: {exc}") from None
-        checked[SEARCHABLE[key]] = param.extremes()[0]
     rounds = cfg.search["rounds"].extremes() if "rounds" in cfg.search else [cfg.base.prune.rounds]
     targets = cfg.search["target_density"].extremes() if "target_density" in cfg.search else [
         cfg.base.prune.target_density]

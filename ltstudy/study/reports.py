@@ -207,9 +207,13 @@ class Curve:
         return interpolate(self.rounds, density, key)
 
 
+MAX_GAP = 2.5  # interpolate only between rounds at most this far apart in density (p = 0.6 per round is 2.5x)
+
+
 def interpolate(rounds: Sequence[Mapping[str, Any]], density: float, key: str) -> float | None:
     """Linear in log density between consecutive rounds; None if `density` is outside their range (no
-    extrapolation). A round exactly at `density` gives its own value."""
+    extrapolation) or between two rounds more than MAX_GAP apart in density (one-shot pruning's dense round and
+    its one pruned round: nothing was measured in between). A round exactly at `density` gives its own value."""
     pts = [(r["density"], r[key]) for r in rounds if r.get(key) is not None and r["density"] > 0]
     if not pts:
         return None
@@ -220,6 +224,8 @@ def interpolate(rounds: Sequence[Mapping[str, Any]], density: float, key: str) -
     for (d0, v0), (d1, v1) in itertools.pairwise(pts):
         lo, hi = sorted((d0, d1))
         if lo < density < hi:
+            if hi / lo > MAX_GAP:
+                return None
             x0, x1 = math.log(d0), math.log(d1)
             return float(v0 + (v1 - v0) * (x - x0) / (x1 - x0))
     return None

@@ -50,15 +50,26 @@ def make_sampler(cfg: StudyConfig, offset: int = 0, n_trials: int | None = None
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed), note
     if name == "grid":
-        return GridSampler(cfg.grid(), seed=seed), note
+        return GridSampler(cfg.grid(), order_seed=cfg.study.seed % 2**32, pick_seed=seed), note
     return optuna.samplers.GPSampler(seed=seed), note
 
 
 class GridSampler(optuna.samplers.GridSampler):
-    """Optuna's grid sampler for an ask/tell loop: it must not call study.stop() (valid only inside optimize).
+    """Optuna's grid sampler for an ask/tell loop and for several workers.
 
-    The runner stops by itself once every setting of a finite space has been evaluated.
+    Optuna shuffles the grid with the sampler's seed and names grid points by
+    their index in that order, so every worker must shuffle with the same seed
+    (`order_seed`) or index 13 means another setting in each; each worker then
+    picks among the unvisited points with its own `pick_seed`. It must not
+    call study.stop() (valid only inside optimize): the runner stops by itself
+    once every setting has been evaluated.
     """
+
+    def __init__(self, search_space, order_seed: int, pick_seed: int):
+        from optuna.samplers._lazy_random_state import LazyRandomState
+
+        super().__init__(search_space, seed=order_seed)
+        self._rng = LazyRandomState(pick_seed)
 
     def after_trial(self, study, trial, state, values) -> None:
         pass
