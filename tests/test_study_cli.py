@@ -166,7 +166,7 @@ def test_studies_lists_each_study_with_its_trial_counts(done, here, capsys):
     code, out, _ = main(capsys, "studies", "--storage", stores.storage)
     assert code == 0
     rows = [line.split() for line in out.splitlines() if line.startswith("tiny ")]
-    assert rows == [["tiny", "3", "3", "0", "0", "0", "max,min"]]
+    assert rows == [["tiny", "3", "3", "0", "0", "0", "0", "max,min"]]  # trials, complete, pruned, failed, skipped, running
 
 
 def test_studies_reads_the_storage_from_a_study_file(done, here, capsys):
