@@ -94,8 +94,9 @@ def mlflow_shot(study: Path, out: Path) -> None:
             driver.refresh()
             wait = WebDriverWait(driver, 60)
             wait.until(lambda d: "matching runs" in d.find_element(By.TAG_NAME, "body").text)
-            for button in driver.find_elements(By.CSS_SELECTOR,
-                                               "button[data-component-id$='runnamecellrenderer.tsx_46']"):
+            expander = "button[data-component-id$='runnamecellrenderer.tsx_46']"  # (the run-name cell's +)
+            wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, expander))
+            for button in driver.find_elements(By.CSS_SELECTOR, expander):
                 button.click()  # expand the study's parent run: its trials' runs appear nested under it
             wait.until(lambda d: "trial-" in d.find_element(By.TAG_NAME, "body").text)
             time.sleep(1.5)

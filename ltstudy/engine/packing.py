@@ -75,7 +75,8 @@ from torch.optim.sgd import sgd as sgd_update
 from .data import Batches, Dataset, augment_batch
 from .models import Dropout, set_dropout_generator
 from .pruning import apply_masks
-from .ticket import ProgressCallback, RoundJob, RoundResult, StopSearch, TicketResult, train_job
+from .ticket import ProgressCallback, RoundJob, RoundResult, TicketResult, train_job
+from .ticket import search_jobs as search_source  # (the name this module's callers know)
 from .training import DivergedError, TrainResult, clone_state, evaluate, lr_at
 
 NoteCallback = Callable[[str], None]
@@ -871,39 +872,6 @@ class PackedTrainer:
 
 
 # --------------------------------------------------------------------------- drivers
-
-
-def search_source(search: Any, on_round: Callable[[RoundResult], None] | None = None
-                  ) -> Generator[RoundJob, TrainResult, TicketResult]:
-    """A search as a job generator: yields its RoundJobs, hands its RoundResults to `on_round`.
-
-    `StopSearch` raised by `on_round` ends the search with the rounds so far,
-    as `ticket.drive` does; a DivergedError thrown in goes into the search
-    (which lets it out, as `drive` does).
-    """
-    events = search.events()
-    reply: TrainResult | None = None
-    thrown: BaseException | None = None
-    try:
-        while True:
-            try:
-                event = events.throw(thrown) if thrown is not None else events.send(reply)
-            except StopIteration as done:
-                return done.value
-            reply, thrown = None, None
-            if isinstance(event, RoundJob):
-                try:
-                    reply = yield event
-                except DivergedError as exc:
-                    thrown = exc
-            elif isinstance(event, RoundResult) and on_round is not None:
-                try:
-                    on_round(event)
-                except StopSearch as stop:
-                    events.close()
-                    return search.result(stop.reason)
-    finally:
-        events.close()
 
 
 def drive_packed(sources: Iterable[JobSource], data: Dataset, capacity: int, on_note: NoteCallback | None = None,

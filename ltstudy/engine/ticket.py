@@ -40,7 +40,7 @@ from .config import Schedule, TicketConfig, TrainConfig
 from .data import Dataset, load_dataset
 from .models import build_model
 from .registry import check_pair
-from .training import TrainResult, clone_state, lr_at, resolve_device, train
+from .training import DivergedError, TrainResult, clone_state, lr_at, resolve_device, train
 
 
 class StopSearch(Exception):
@@ -151,25 +151,65 @@ def train_job(job: RoundJob, data: Dataset, progress: ProgressCallback | None = 
                  on_eval=on_eval)
 
 
+def search_jobs(search: TicketSearch | Any, on_round: RoundCallback | None = None
+                ) -> Generator[RoundJob, TrainResult, TicketResult]:
+    """A search as a job generator: yields its RoundJobs, hands its RoundResults to `on_round`.
+
+    `StopSearch` raised by `on_round` ends the search with the rounds so far; a
+    DivergedError thrown in goes into the search (which lets it out). Drivers
+    (`drive_jobs`, packing.drive_packed) train what it yields.
+    """
+    events = search.events()
+    reply: TrainResult | None = None
+    thrown: BaseException | None = None
+    try:
+        while True:
+            try:
+                event = events.throw(thrown) if thrown is not None else events.send(reply)
+            except StopIteration as done:
+                return done.value
+            reply, thrown = None, None
+            if isinstance(event, RoundJob):
+                try:
+                    reply = yield event
+                except DivergedError as exc:
+                    thrown = exc
+            elif isinstance(event, RoundResult) and on_round is not None:
+                try:
+                    on_round(event)
+                except StopSearch as stop:
+                    events.close()
+                    return search.result(stop.reason)
+    finally:
+        events.close()
+
+
+def drive_jobs(jobs: Generator[RoundJob, TrainResult, Any], data: Dataset,
+               progress: ProgressCallback | None = None) -> Any:
+    """Train a job generator's jobs one after another (the plain driver); returns what it returns.
+
+    A training that diverges, or Ctrl-C, is thrown into the generator, whose
+    own code decides what it means (a search lets it out; a study trial
+    records a diverged trial, or closes its run and re-raises).
+    """
+    reply: TrainResult | None = None
+    error: BaseException | None = None
+    while True:
+        try:
+            job = jobs.throw(error) if error is not None else jobs.send(reply)
+        except StopIteration as done:
+            return done.value
+        reply, error = None, None
+        try:
+            reply = train_job(job, data, progress)
+        except (DivergedError, KeyboardInterrupt) as exc:
+            error = exc
+
+
 def drive(search: TicketSearch | Any, on_round: RoundCallback | None = None,
           progress: ProgressCallback | None = None) -> TicketResult:
     """Run a search's events to the end, training each job as it comes."""
-    events = search.events()
-    reply: TrainResult | None = None
-    while True:
-        try:
-            event = events.send(reply)
-        except StopIteration as done:
-            return done.value
-        reply = None
-        if isinstance(event, RoundJob):
-            reply = train_job(event, search.data, progress)
-        elif isinstance(event, RoundResult) and on_round is not None:
-            try:
-                on_round(event)
-            except StopSearch as stop:
-                events.close()
-                return search.result(stop.reason)
+    return drive_jobs(search_jobs(search, on_round), search.data, progress)
 
 
 class TicketSearch:

@@ -292,8 +292,16 @@ def _section_by_setting(trials: Sequence, col: Curves, by: Sequence[str], eps: f
                            "line is the panel's mean dense (round 0) test accuracy; the shaded band below it is ε "
                            "(tickets are matched on validation accuracy)."))
         notes = compare(trials, [setting], eps, density, searched).notes
-        if notes:
-            out.append('<ul class="notes">' + "".join(f"<li>{_e(n['text'])}</li>" for n in notes) + "</ul>")
+        if notes:  # the pairs that differ in full; all of them behind a summary (a grid makes hundreds)
+            differ = [n for n in notes if n.get("distinguishable")]
+            out.append(f'<p class="note">{_e(setting)}: {len(notes)} pairs of settings that differ only in '
+                       f'{_e(setting)} were compared on ticket sparsity; {len(differ)} differ (Welch, p &lt; 0.05), '
+                       f'{len(notes) - len(differ)} are not distinguishable given the seeds.</p>')
+            if differ:
+                out.append('<ul class="notes">' + "".join(f"<li>{_e(n['text'])}</li>" for n in differ) + "</ul>")
+            items = "".join(f"<li>{_e(n['text'])}</li>" for n in notes)
+            out.append(f'<details><summary>every comparison ({len(notes)})</summary><ul class="notes">{items}'
+                       "</ul></details>")
     return "".join(out)
 
 

@@ -32,7 +32,7 @@ from optuna.trial import TrialState
 
 from ..engine.cache import RoundCache
 from ..engine.data import Dataset, load_dataset
-from ..engine.ticket import RoundJob, RoundResult, StopSearch, ticket_search, train_job
+from ..engine.ticket import RoundJob, RoundResult, StopSearch, search_jobs, ticket_search
 from ..engine.training import DivergedError, TrainResult, resolve_device
 from .attrs import LINEAGE_ATTR, NUMBER_ATTR, RUN_ATTR
 from .config import SEARCHABLE, StudyConfig
@@ -200,27 +200,16 @@ class TrialRun:
                 _try(lambda: self.tracker.log_dir(self.run_id, folder, f"tickets/seed_{seed}"))
 
     def _search(self, search, rounds: list[dict], seed: int, report: bool) -> Generator[RoundJob, TrainResult, None]:
-        events = search.events()
-        reply: TrainResult | None = None
-        try:
-            while True:
-                try:
-                    event = events.send(reply)
-                except StopIteration:
-                    return
-                reply = None
-                if isinstance(event, RoundJob):
-                    reply = yield event
-                elif isinstance(event, RoundResult):
-                    d = event.to_dict()
-                    rounds.append(d)
-                    try:
-                        self._on_round(event, d, rounds, seed, report)
-                    except StopSearch as stop:
-                        self.trial.set_user_attr(f"stop_reason_seed_{seed}", stop.reason)
-                        return
-        finally:
-            events.close()
+        def on_round(rec: RoundResult) -> None:
+            d = rec.to_dict()
+            rounds.append(d)
+            try:
+                self._on_round(rec, d, rounds, seed, report)
+            except StopSearch as stop:
+                self.trial.set_user_attr(f"stop_reason_seed_{seed}", stop.reason)
+                raise
+
+        yield from search_jobs(search, on_round)
 
     def _on_round(self, rec: RoundResult, d: dict, rounds: list[dict], seed: int, report: bool) -> None:
         s = self.cfg.study
@@ -380,23 +369,6 @@ class TrialRun:
         for run_id in lineage:
             steps |= self.tracker.logged_steps(run_id, key)
         return steps
-
-
-def drive_jobs(jobs: Generator[RoundJob, TrainResult, Outcome], data: Dataset,
-               progress: Callable[[RoundJob, int, int], None] | None = None) -> Outcome:
-    """Train a trial's jobs one after another (the plain driver); returns its outcome."""
-    reply: TrainResult | None = None
-    error: BaseException | None = None
-    while True:
-        try:
-            job = jobs.throw(error) if error is not None else jobs.send(reply)
-        except StopIteration as done:
-            return done.value
-        reply, error = None, None
-        try:
-            reply = train_job(job, data, progress)
-        except (DivergedError, KeyboardInterrupt) as exc:
-            error = exc  # the trial's own code decides what it means
 
 
 def _settings(tcfg) -> dict[str, Any]:

@@ -354,7 +354,9 @@ def distinguishable_text(na: int, nb: int, p: float | None) -> tuple[bool, str]:
         return False, f"not distinguishable at {ns} (no seed-to-seed spread to test against)"
     if p >= ALPHA:
         return False, f"not distinguishable at {ns} (p = {p:.2g})"
-    return True, f"differ at {ns} (p = {p:.2g})"
+    if p == 0.0:  # (welch: neither side varies across seeds, and the values differ)
+        return True, f"differ at {ns} (every seed gives the same value on each side)"
+    return True, f"differ at {ns} (p {'< 0.001' if p < 1e-3 else f'= {p:.2g}'})"
 
 
 # --------------------------------------------------------------------------- compare

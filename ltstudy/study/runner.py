@@ -24,12 +24,12 @@ from optuna.trial import TrialState
 from ..engine.cache import RoundCache
 from ..engine.config import ConfigError
 from ..engine.data import load_dataset
-from ..engine.ticket import RoundJob, ticket_search
+from ..engine.ticket import RoundJob, drive_jobs, ticket_search
 from ..engine.training import TrainResult, resolve_device
 from .attrs import EXPERIMENT_ATTR, PARENT_ATTR
 from .config import StudyConfig, describe, settings_changes, validate_with_data
 from .frontier import ParetoTagger, pareto_trials
-from .objective import COUNTED, Hooks, Outcome, TrialContext, TrialRun, _try, drive_jobs
+from .objective import COUNTED, Hooks, Outcome, TrialContext, TrialRun, _try
 from .sampling import make_pruner, make_sampler, setting_key, space_size
 from .storage import (
     check_cache_dir,
@@ -436,5 +436,5 @@ def _log_study_summary(study: optuna.Study, cfg: StudyConfig, tracker: Tracker, 
 
 
 __all__ = ["LoopReport", "Opened", "RunOptions", "StudySummary", "attach_tracking", "check_same_settings",
-           "drive_jobs", "existing_study", "load_existing", "n_counted", "open_study", "resolve", "run_study",
+           "existing_study", "load_existing", "n_counted", "open_study", "resolve", "run_study",
            "run_trials", "sweep_orphans"]
