@@ -1,4 +1,4 @@
-"""Trial packing on the CPU: N searches' rounds trained as one packed network against one after another.
+"""Trial packing: N searches' rounds trained as one packed network against one after another.
 
 Workload: N members, each a round of LeNet-300-100 (and conv-2 at N = 4 with
 --conv) on Fashion-MNIST-shaped synthetic data (60,000 random 1x28x28
@@ -24,8 +24,11 @@ are the median member-iterations per second of each and the median of the
 --repeats paired ratios packed / unpacked, which a machine shared with other
 work disturbs least.
 
+On CUDA (--device cuda, or auto where present) the data and models live on the
+GPU and each timed window ends with torch.cuda.synchronize().
+
     python benchmarks/packing_speed.py [--threads 1] [--seconds 2] [--repeats 5] [--ns 1,4,16]
-                                       [--lanes 16:4:8] [--conv] [--json OUT]
+                                       [--lanes 16:4:8] [--conv] [--device auto] [--json OUT]
 """
 
 from __future__ import annotations
@@ -45,17 +48,18 @@ from ltstudy.engine.models import build_model
 from ltstudy.engine.packing import PackedTrainer
 from ltstudy.engine.pruning import apply_masks, density, full_masks, layer_rates, prunable_layers, prune
 from ltstudy.engine.ticket import RoundJob
-from ltstudy.engine.training import train
+from ltstudy.engine.training import resolve_device, train
 
 N_TRAIN, N_EVAL, SHAPE, CLASSES = 60_000, 100, (1, 28, 28), 10
 BATCH, LR = 60, 1.2e-3
 
 
-def make_data() -> Dataset:
+def make_data(device: torch.device) -> Dataset:
     g = torch.Generator().manual_seed(0)
 
     def split(n: int) -> Split:
-        return Split(torch.randn(n, *SHAPE, generator=g), torch.randint(0, CLASSES, (n,), generator=g))
+        return Split(torch.randn(n, *SHAPE, generator=g).to(device),
+                     torch.randint(0, CLASSES, (n,), generator=g).to(device))
 
     return Dataset("synthetic-fashion-mnist", split(N_TRAIN), split(N_EVAL), split(N_EVAL), CLASSES)
 
@@ -63,11 +67,11 @@ def make_data() -> Dataset:
 class Members:
     """N members' start states (weights, masks) and configs; `jobs()` hands out fresh copies."""
 
-    def __init__(self, model_name: str, n: int):
+    def __init__(self, model_name: str, n: int, device: torch.device):
         self.starts = []
         for i in range(n):
             torch.manual_seed(i)
-            model = build_model(model_name, SHAPE, CLASSES)
+            model = build_model(model_name, SHAPE, CLASSES).to(device)
             layers = prunable_layers(model)
             masks = full_masks(model, layers)
             rate = round(0.2 * (i % 4), 2)
@@ -88,16 +92,24 @@ class Members:
         return [round(density(masks), 2) for _, masks in self.starts]
 
 
+def _sync(data: Dataset) -> None:
+    if data.train.x.is_cuda:  # kernels are queued: time them, not their launch
+        torch.cuda.synchronize()
+
+
 def run_unpacked(jobs: list[RoundJob], data: Dataset) -> float:
+    _sync(data)
     t0 = time.perf_counter()
     for job in jobs:
         train(job.model, data, job.masks, job.train, job.sched, seed=job.data_seed, dropout_seed=job.dropout_seed,
               start=job.start, end=job.end)
+    _sync(data)
     return time.perf_counter() - t0
 
 
 def run_packed(jobs: list[RoundJob], data: Dataset, width: int | None = None, block: int = 1) -> float:
     """Train the jobs in packs of `width` (default: all in one), each pack taking `block` steps in turn."""
+    _sync(data)
     t0 = time.perf_counter()
     width = width or len(jobs)
     packs = [PackedTrainer(data, width) for _ in range(0, len(jobs), width)]
@@ -108,6 +120,7 @@ def run_packed(jobs: list[RoundJob], data: Dataset, width: int | None = None, bl
             for _ in range(block):
                 if len(pack):
                     pack.step()
+    _sync(data)
     return time.perf_counter() - t0
 
 
@@ -118,7 +131,7 @@ def same_weights(a: list[RoundJob], b: list[RoundJob]) -> bool:
 
 def measure(model_name: str, n: int, data: Dataset, seconds: float, repeats: int, min_iterations: int = 50,
             width: int | None = None, block: int = 1) -> dict:
-    members = Members(model_name, n)
+    members = Members(model_name, n, data.train.x.device)
     packed = lambda jobs, data: run_packed(jobs, data, width, block)  # noqa: E731
     # Warm-up (also runs the packed network's exactness probes), then size the windows.
     packed(members.jobs(3), data)
@@ -153,11 +166,13 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--lanes", default="16:4:8", help="N:width:block rows of narrow packs in blocks (default 16:4:8; "
                                                      "'' for none)")
     ap.add_argument("--conv", action="store_true", help="also conv-2 at N = 4 (~0.2 s per member-iteration)")
+    ap.add_argument("--device", default="auto", help="auto (CUDA where present), cpu or cuda (default auto)")
     ap.add_argument("--json", metavar="OUT", help="also write the results as JSON to OUT")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
-    data = make_data()
+    device = resolve_device(args.device)
+    data = make_data(device)
     cases = [("lenet-300-100", int(n), None, 1) for n in args.ns.split(",") if n.strip()]
     for lane in filter(None, args.lanes.split(",")):
         n, width, block = (int(v) for v in lane.split(":"))
@@ -168,8 +183,8 @@ def main(argv: list[str] | None = None) -> dict:
             for model, n, width, block in cases]
 
     print(f"Packed vs one-after-another training, batch {BATCH}, Adam lr {LR:g}, {N_TRAIN} synthetic 1x28x28 "
-          f"examples, CPU, torch {torch.__version__}, threads {args.threads}, {args.repeats} x ~{args.seconds:g} s "
-          "windows per side")
+          f"examples, {device.type.upper()}, torch {torch.__version__}, threads {args.threads}, "
+          f"{args.repeats} x ~{args.seconds:g} s windows per side")
     print(f"{'model':<14} {'N':>8} {'it/member':>9} {'packed':>9} {'unpacked':>9} {'ratio':>6}  {'ratios':<30} "
           "identical")
     for r in rows:
@@ -179,7 +194,7 @@ def main(argv: list[str] | None = None) -> dict:
               f"{'yes' if r['bit_identical'] else 'NO'}")
     print("(packed, unpacked: member-iterations/s, median; ratio: median of the paired ratios packed/unpacked)")
     result = {"threads": args.threads, "seconds": args.seconds, "repeats": args.repeats, "torch": torch.__version__,
-              "machine": platform.processor() or platform.machine(), "rows": rows}
+              "machine": platform.processor() or platform.machine(), "device": device.type, "rows": rows}
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(result, fh, indent=2)

@@ -166,7 +166,8 @@ def test_studies_lists_each_study_with_its_trial_counts(done, here, capsys):
     code, out, _ = main(capsys, "studies", "--storage", stores.storage)
     assert code == 0
     rows = [line.split() for line in out.splitlines() if line.startswith("tiny ")]
-    assert rows == [["tiny", "3", "3", "0", "0", "0", "0", "max,min"]]  # trials, complete, pruned, failed, skipped, running
+    # name, trials, complete, pruned, failed, skipped, running, directions
+    assert rows == [["tiny", "3", "3", "0", "0", "0", "0", "max,min"]]
 
 
 def test_studies_reads_the_storage_from_a_study_file(done, here, capsys):
