@@ -42,7 +42,7 @@ import time
 
 import torch
 
-from ltstudy.engine.config import PruneConfig, TicketConfig, TrainConfig
+from ltstudy.engine.config import ConfigError, PruneConfig, TicketConfig, TrainConfig
 from ltstudy.engine.data import Dataset, Split
 from ltstudy.engine.models import build_model
 from ltstudy.engine.packing import PackedTrainer
@@ -166,12 +166,16 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--lanes", default="16:4:8", help="N:width:block rows of narrow packs in blocks (default 16:4:8; "
                                                      "'' for none)")
     ap.add_argument("--conv", action="store_true", help="also conv-2 at N = 4 (~0.2 s per member-iteration)")
-    ap.add_argument("--device", default="auto", help="auto (CUDA where present), cpu or cuda (default auto)")
+    ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                    help="auto: CUDA where present (default)")
     ap.add_argument("--json", metavar="OUT", help="also write the results as JSON to OUT")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
+    try:
+        device = resolve_device(args.device)
+    except ConfigError as err:
+        ap.error(str(err).replace("device = ", "--device "))
     data = make_data(device)
     cases = [("lenet-300-100", int(n), None, 1) for n in args.ns.split(",") if n.strip()]
     for lane in filter(None, args.lanes.split(",")):
