@@ -83,6 +83,23 @@ def clone_job(job: RoundJob) -> RoundJob:
     return dataclasses.replace(job, model=copy.deepcopy(job.model), masks={n: m.clone() for n, m in job.masks.items()})
 
 
+def train_packed(jobs: list[RoundJob], data, capacity: int, **kw) -> tuple[PackedTrainer, dict[int, TrainResult]]:
+    """Train the jobs in one pack until all have finished: the pack and each job's result by index."""
+    pack = PackedTrainer(data, capacity=capacity, **kw)
+    for i, job in enumerate(jobs):
+        pack.add(job, i)
+    results: dict[int, TrainResult] = {}
+    while len(pack):
+        results.update(pack.step())
+    return pack, results
+
+
+def trained_alone(jobs: list[RoundJob], data) -> tuple[list[TrainResult], list[RoundJob]]:
+    """Each job trained on its own: the results, and the trained copies (the jobs are left untouched)."""
+    alone = [clone_job(j) for j in jobs]
+    return [train_job(j, data) for j in alone], alone
+
+
 def assert_same_train_result(a: TrainResult, b: TrainResult) -> None:
     fa = {f.name: getattr(a, f.name) for f in dataclasses.fields(a) if f.name not in ("wall_seconds", "snapshot")}
     fb = {f.name: getattr(b, f.name) for f in dataclasses.fields(b) if f.name not in ("wall_seconds", "snapshot")}
@@ -186,10 +203,7 @@ def test_members_at_different_iterations_and_schedules_share_steps(digits):
         job_for(digits, seed=1, rate=0.2, start=13, end=40, constant_lr=1e-4, train={"weight_decay": 1e-2}),
         job_for(digits, seed=2, rate=0.8, start=27, end=35, train={"patience": 1, "eval_every": 1, "lr": 0.3}),
     ]
-    expected = [train_job(clone_job(j), digits) for j in jobs]
-    alone = [clone_job(j) for j in jobs]
-    for j in alone:
-        train_job(j, digits)
+    expected, alone = trained_alone(jobs, digits)
 
     pack = PackedTrainer(digits, capacity=3)
     for i, job in enumerate(jobs):
@@ -215,12 +229,7 @@ def test_augmented_members_crop_and_flip_as_train_does(digits):
     data = dataclasses.replace(digits, augment=True)
     jobs = [job_for(data, seed=s, rate=0.3 * s, start=5 * s, end=20) for s in range(3)]
     expected = [train_job(clone_job(j), data) for j in jobs]
-    pack = PackedTrainer(data, capacity=3)
-    for i, job in enumerate(jobs):
-        pack.add(job, i)
-    results = {}
-    while len(pack):
-        results.update(pack.step())
+    _, results = train_packed(jobs, data, capacity=3)
     for i in range(3):
         assert_same_train_result(results[i], expected[i])
 
@@ -232,16 +241,8 @@ def test_convolutions_run_member_by_member_when_their_stacked_output_is_large(di
     monkeypatch.setattr(packing, "GROUPED_CONV_MAX_BYTES", 0)
     jobs = [job_for(digits, seed=s, rate=0.4 * s, start=3 * s, end=12, model="conv-2",
                     train={"optimizer": "sgd", "lr": 0.05, "momentum": 0.5}) for s in range(2)]
-    expected = [train_job(clone_job(j), digits) for j in jobs]
-    alone = [clone_job(j) for j in jobs]
-    for j in alone:
-        train_job(j, digits)
-    pack = PackedTrainer(digits, capacity=2)
-    for i, job in enumerate(jobs):
-        pack.add(job, i)
-    results = {}
-    while len(pack):
-        results.update(pack.step())
+    expected, alone = trained_alone(jobs, digits)
+    pack, results = train_packed(jobs, digits, capacity=2)
     convs = [i for i, layer in enumerate(pack.net.layers) if isinstance(layer, packing._Conv)]
     assert convs and not any(pack.net.plan(2)[i] for i in convs)
     for i in range(2):
@@ -254,12 +255,7 @@ def test_inexact_mode_batches_everything_and_stays_close(digits):
     jobs = [job_for(digits, seed=s, rate=0.5, start=0, end=10, model="conv-2") for s in range(2)]
     alone = [clone_job(j) for j in jobs]
     expected = [train_job(j, digits) for j in alone]
-    pack = PackedTrainer(digits, capacity=2, exact=False)
-    for i, job in enumerate(jobs):
-        pack.add(job, i)
-    results = {}
-    while len(pack):
-        results.update(pack.step())
+    pack, results = train_packed(jobs, digits, capacity=2, exact=False)
     assert all(pack.net.plan(2)[i] for i, layer in enumerate(pack.net.layers) if layer.batchable)
     for i in range(2):
         assert results[i].val_loss == pytest.approx(expected[i].val_loss, abs=1e-4)
@@ -297,16 +293,8 @@ def test_a_start_state_with_live_pruned_weights_is_masked_before_training_as_tra
     """The masks define the network from the first step: train() and a pack mask such a start state first."""
     jobs = [job_for(digits, seed=0, rate=0.5, start=0, end=15, train=optimizer),
             job_for(digits, seed=1, rate=0.5, start=0, end=15, train=optimizer, apply=False)]
-    expected = [train_job(clone_job(j), digits) for j in jobs]
-    alone = [clone_job(j) for j in jobs]
-    for j in alone:
-        train_job(j, digits)
-    pack = PackedTrainer(digits, capacity=2)
-    for i, job in enumerate(jobs):
-        pack.add(job, i)
-    results = {}
-    while len(pack):
-        results.update(pack.step())
+    expected, alone = trained_alone(jobs, digits)
+    _, results = train_packed(jobs, digits, capacity=2)
     for i in range(2):
         assert_same_train_result(results[i], expected[i])
         assert same_weights(jobs[i].model, alone[i].model)
@@ -455,12 +443,7 @@ def test_a_batched_kernel_that_is_not_exact_is_caught_and_the_layer_runs_member_
 
     jobs = [job_for(digits, seed=s, rate=0.5, start=0, end=20) for s in range(2)]
     expected = [train_job(clone_job(j), digits) for j in jobs]
-    pack = PackedTrainer(digits, capacity=2)
-    for i, job in enumerate(jobs):
-        pack.add(job, i)
-    results = {}
-    while len(pack):
-        results.update(pack.step())
+    pack, results = train_packed(jobs, digits, capacity=2)
     assert not any(pack.net.plan(2))  # every Linear runs member by member
     for i in range(2):
         assert_same_train_result(results[i], expected[i])
