@@ -154,6 +154,21 @@ def seed_mlflow_db(tmp_path_factory, dest: Path) -> None:
     shutil.copyfile(_TEMPLATE_DB, dest)
 
 
+def seeded_stores(mp: pytest.MonkeyPatch, root: Path, tmp_path_factory) -> Stores:
+    """Stores in `root` (isolated), the MLflow database starting as a migrated empty copy."""
+    isolate(mp, root)
+    stores = Stores(root)
+    seed_mlflow_db(tmp_path_factory, stores.db)
+    return stores
+
+
+def run_quiet(path: Path, *flags: str) -> int:
+    """`ltstudy run PATH --quiet FLAGS...`: the exit code."""
+    from ltstudy import cli
+
+    return cli.main(["run", str(path), "--quiet", *flags])
+
+
 def study_doc(stores: Stores | None = None, **sections: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """TINY_STUDY with its tables updated by `sections` (a value of None deletes the key).
 

@@ -11,23 +11,18 @@ from pathlib import Path
 import pytest
 from optuna.trial import TrialState
 
-from ltstudy import cli
 from ltstudy.study import objective as objective_module
 from ltstudy.study.frontier import pareto_trials
 from ltstudy.study.sampling import setting_key
-from tests.study_helpers import Stores, experiment_runs, isolate, seed_mlflow_db, write_study
+from tests.study_helpers import Stores, experiment_runs, run_quiet, seeded_stores, write_study
 
 
 @pytest.fixture
 def stores(tmp_path: Path, tmp_path_factory, monkeypatch: pytest.MonkeyPatch) -> Stores:
-    isolate(monkeypatch, tmp_path)
-    stores = Stores(tmp_path)
-    seed_mlflow_db(tmp_path_factory, stores.db)
-    return stores
+    return seeded_stores(monkeypatch, tmp_path, tmp_path_factory)
 
 
-def run(path: Path, *flags: str) -> int:
-    return cli.main(["run", str(path), "--quiet", *flags])
+run = run_quiet
 
 
 # --------------------------------------------------------------------------- one study, one set of settings
@@ -130,9 +125,7 @@ def test_a_packed_study_gives_every_trial_the_numbers_of_an_unpacked_one(tmp_pat
     for pack in (1, 4):
         root = tmp_path / f"pack{pack}"
         root.mkdir()
-        isolate(monkeypatch, root)
-        stores = Stores(root)
-        seed_mlflow_db(tmp_path_factory, stores.db)
+        stores = seeded_stores(monkeypatch, root, tmp_path_factory)
         path = write_study(root, stores, study={"sampler": "grid", "n_trials": 6, "pack": pack},
                            model={"name": model}, train={"iterations": 40, "eval_every": 10},
                            search={"prune_rate": [0.2, 0.5], "rewind_iter": [0, 20], "reinit": ["rewind", "random"],

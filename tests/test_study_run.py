@@ -15,7 +15,6 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from ltstudy import cli
 from ltstudy.engine.ticket import RoundResult
 from ltstudy.study import objective as objective_module
 from ltstudy.study import workers
@@ -36,7 +35,9 @@ from tests.study_helpers import (
     parent_and_children,
     quiet_run,
     run_of_trial,
+    run_quiet,
     seed_mlflow_db,
+    seeded_stores,
     write_study,
 )
 
@@ -46,14 +47,10 @@ STEPS = list(range(ROUNDS + 1))
 @pytest.fixture
 def stores(tmp_path: Path, tmp_path_factory, monkeypatch: pytest.MonkeyPatch) -> Stores:
     """Temporary stores (the MLflow database starts as a migrated empty copy); cwd is the temp folder."""
-    isolate(monkeypatch, tmp_path)
-    stores = Stores(tmp_path)
-    seed_mlflow_db(tmp_path_factory, stores.db)
-    return stores
+    return seeded_stores(monkeypatch, tmp_path, tmp_path_factory)
 
 
-def run(path: Path, *flags: str) -> int:
-    return cli.main(["run", str(path), "--quiet", *flags])
+run = run_quiet
 
 
 def assert_nothing_running(stores: Stores, name: str = "tiny") -> None:
