@@ -17,9 +17,11 @@ import torch
 from hypothesis import settings
 
 import ltstudy.engine.data
+import ltstudy.engine.datasets.fashion_mnist
 from ltstudy.engine.config import DataConfig, TicketConfig
 from ltstudy.engine.data import Dataset, load_dataset
-from ltstudy.engine.ticket import TicketSearch, ticket_search
+from ltstudy.engine.searches import ticket_search
+from ltstudy.engine.ticket import TicketSearch
 
 # Small, reproducible property tests that leave no .hypothesis folder behind.
 settings.register_profile("ltstudy", max_examples=25, deadline=None, database=None, derandomize=True)
@@ -78,7 +80,7 @@ def fresh_data_cache():
 def no_system_fashion(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """Point the system-wide Fashion-MNIST folder at a path that does not exist."""
     absent = tmp_path / "no-system-fashion-mnist"
-    monkeypatch.setattr(ltstudy.engine.data, "FASHION_SYSTEM_DIR", absent)
+    monkeypatch.setattr(ltstudy.engine.datasets.fashion_mnist, "SYSTEM_DIR", absent)
     return absent
 
 

@@ -63,14 +63,15 @@ def rounds_of(records) -> list[dict[str, Any]]:
 
 
 def solo(name: str, data) -> list[dict[str, Any]]:
-    from ltstudy.engine.ticket import ticket_search
+    from ltstudy.engine.drivers import drive
+    from ltstudy.engine.searches import ticket_search
 
-    return rounds_of(ticket_search(config(name), data).run().rounds)
+    return rounds_of(drive(ticket_search(config(name), data)).rounds)
 
 
 def packed(data) -> dict[str, list[dict[str, Any]]]:
-    from ltstudy.engine.packing import run_packed
-    from ltstudy.engine.ticket import ticket_search
+    from ltstudy.engine.drivers import run_packed
+    from ltstudy.engine.searches import ticket_search
 
     results = run_packed([ticket_search(config(n), data) for n in PACKED], capacity=4)
     return {n: rounds_of(r.rounds) for n, r in zip(PACKED, results, strict=True)}
@@ -88,7 +89,6 @@ def study_values(root: Path) -> dict[str, Any]:
     import optuna
 
     from ltstudy import cli
-    from ltstudy.study.sampling import setting_key
     from ltstudy.study.storage import open_storage
     from tests.study_helpers import to_toml
 
@@ -99,7 +99,9 @@ def study_values(root: Path) -> dict[str, Any]:
     path.write_text(to_toml(doc))
     assert cli.main(["run", str(path), "--quiet"]) == 0
     study = optuna.load_study(study_name="pin", storage=open_storage(f"journal:{root / 'optuna.journal'}"))
-    return {setting_key(t.params): [encode(v) for v in t.values] for t in study.get_trials() if t.values}
+    # (keyed as the pins were written: the settings as JSON, sorted by name)
+    return {json.dumps(dict(sorted(t.params.items()))): [encode(v) for v in t.values] for t in study.get_trials()
+            if t.values}
 
 
 @pytest.fixture(scope="module")

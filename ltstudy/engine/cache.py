@@ -3,8 +3,9 @@
 Every entry is keyed by a hash of everything that determines it (see
 `ticket.TicketSearch` for the keys): the dense round, θ_k, each pruning
 round's trained weights and masks, and each control level. Keys carry a
-digest of the engine's own source and of the data actually read, so a code
-change or another file under the same dataset name never hits an old entry;
+digest of the engine's own code, of the code of any user plugin the run uses
+(hashing.py) and of the data actually read, so a code change or another file
+under the same dataset name never hits an old entry;
 and entries derived from another (θ_k and round r from the dense round, round
 r from round r-1) carry their parent's content digest in their key, so a
 search never combines one run's masks with another run's θ_k.
@@ -19,10 +20,8 @@ Temporary files of killed writers are removed once their writer is gone.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import io
-import json
 import logging
 import os
 import re
@@ -34,29 +33,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 _MAGIC = b"LTSCACHE2\n"
 _HEADER = len(_MAGIC) + 65  # magic, 64 hex digits of SHA-256, newline
 DEFAULT_CACHE_DIR = ".ltstudy/cache"
-CACHE_VERSION = 3  # 3: engine/data digests and parent digests in the keys; dropout from seeded generators
+CACHE_VERSION = 4  # 4: code digests of the syntax tree and of users' plugins, model signatures in the keys
 _TMP = re.compile(r"^\.(?P<name>.+\.pt)\.(?P<host>[^.]+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp$")
 _STALE_TMP_SECONDS = 24 * 3600  # a temp file this old is a dead writer's, whatever host wrote it
-
-
-def content_key(*parts: Any) -> str:
-    blob = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:32]
-
-
-@functools.lru_cache(maxsize=1)
-def engine_digest() -> str:
-    """SHA-256 of the engine's source files: any change to the code that computes numbers gives new keys."""
-    here = Path(__file__).resolve().parent
-    h = hashlib.sha256()
-    for path in sorted(here.glob("*.py")):
-        h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
-    return h.hexdigest()[:32]
 
 
 @dataclass
@@ -241,8 +227,6 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 
 def parse_duration(text: str) -> float:
     """'30m', '12h', '7d', '2w' -> seconds."""
-    from .config import ConfigError
-
     m = _DURATION.match(text)
     if not m:
         raise ConfigError(f"--older-than must look like 30m, 12h, 7d or 2w, got {text!r}")

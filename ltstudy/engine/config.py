@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import hashlib
-import json
 import math
 import re
 import tomllib
@@ -20,77 +18,84 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-
-class ConfigError(ValueError):
-    """Bad user input: reported as one line with exit code 2, never a traceback."""
-
+from .errors import ConfigError
+from .hashing import digest
+from .registry import DATASETS, MASKS, MODELS, REINITS, SCOPES, load_plugins, unknown_name
 
 # --------------------------------------------------------------------------- sections
 
 
-def setting(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = dataclasses.MISSING,
+def setting(default: Any = dataclasses.MISSING, *, help: str = "", factory: Any = dataclasses.MISSING,
             flag: str | None = None) -> Any:
-    """A config field with its --help text (and CLI flag name, when it isn't the field name)."""
+    """A config field with its --help text (and CLI flag name, when it isn't the field name).
+
+    `help` is a keyword so that the code digest of cache keys leaves it out (hashing.py): rewording a
+    --help text keeps the cache.
+    """
     meta = {"help": help, **({"flag": flag} if flag else {})}
     return field(default=default, default_factory=factory, metadata=meta)
 
 
 @dataclass
 class DataConfig:
-    name: str = setting("digits", "dataset name (the list is at the end of --help)", flag="dataset")
-    root: str = setting("data", "folder searched first for dataset files", flag="data-dir")
-    download: bool = setting(False, "allow torchvision to download missing data (needs internet)")
-    val_size: int = setting(-1, "validation examples held out of the training split; -1 = the dataset's default")
-    split_seed: int = setting(0, "seed of the train/validation(/test) split, fixed across run seeds")
-    augment: bool = setting(False, "random crop and flip on the device (image datasets with 32x32 inputs)")
+    name: str = setting("digits", help="dataset name (the list is at the end of --help)", flag="dataset")
+    root: str = setting("data", help="folder searched first for dataset files", flag="data-dir")
+    download: bool = setting(False, help="allow torchvision to download missing data (needs internet)")
+    val_size: int = setting(-1, help="validation examples held out of the training split; -1 = the dataset's default")
+    split_seed: int = setting(0, help="seed of the train/validation(/test) split, fixed across run seeds")
+    augment: bool = setting(False, help="random crop and flip on the device (image datasets with 32x32 inputs)")
 
 
 @dataclass
 class ModelConfig:
-    name: str = setting("lenet-300-100", "model name (the list is at the end of --help)", flag="model")
-    dropout: float = setting(0.0, "dropout probability on hidden fully connected layers")
+    name: str = setting("lenet-300-100", help="model name (the list is at the end of --help)", flag="model")
+    dropout: float = setting(0.0, help="dropout probability on hidden fully connected layers")
 
 
 @dataclass
 class TrainConfig:
-    optimizer: Literal["adam", "sgd"] = setting("adam", "adam, or sgd (with --momentum/--nesterov)")
-    lr: float = setting(1.2e-3, "peak learning rate")
-    momentum: float = setting(0.0, "SGD momentum")
-    nesterov: bool = setting(False, "Nesterov momentum for SGD")
-    weight_decay: float = setting(0.0, "L2 weight decay")
-    batch_size: int = setting(60, "examples per iteration")
-    iterations: int | str = setting(1000, "training length per round: iterations, or '500it' / '2ep'")
-    warmup: int | str = setting(0, "linear learning-rate warmup length (iterations or 'Nep')")
+    optimizer: Literal["adam", "sgd"] = setting("adam", help="adam, or sgd (with --momentum/--nesterov)")
+    lr: float = setting(1.2e-3, help="peak learning rate")
+    momentum: float = setting(0.0, help="SGD momentum")
+    nesterov: bool = setting(False, help="Nesterov momentum for SGD")
+    weight_decay: float = setting(0.0, help="L2 weight decay")
+    batch_size: int = setting(60, help="examples per iteration")
+    iterations: int | str = setting(1000, help="training length per round: iterations, or '500it' / '2ep'")
+    warmup: int | str = setting(0, help="linear learning-rate warmup length (iterations or 'Nep')")
     milestones: list[int | str] = setting(factory=list, help="comma-separated points where the lr is x gamma")
-    gamma: float = setting(0.1, "learning-rate factor at each milestone")
-    eval_every: int | str = setting(100, "evaluate on validation and test every N iterations (or 'Nep')")
-    eval_batch_size: int = setting(2048, "examples per evaluation forward pass")
-    patience: int = setting(0, "end a round after this many evaluations without a lower validation loss; 0 = off "
+    gamma: float = setting(0.1, help="learning-rate factor at each milestone")
+    eval_every: int | str = setting(100, help="evaluate on validation and test every N iterations (or 'Nep')")
+    eval_batch_size: int = setting(2048, help="examples per evaluation forward pass")
+    patience: int = setting(0, help="end a round after this many evaluations without a lower validation loss; 0 = off "
                                "(off follows the paper: every round trains its full length)")
 
 
 @dataclass
 class PruneConfig:
-    prune_rate: float = setting(0.2, "fraction p of the remaining weights removed per round, in (0, 1)")
-    rounds: int = setting(5, "pruning rounds R after the dense round 0 (ignored when target_density is set)")
-    target_density: float = setting(0.0, "stop when this fraction of prunable weights remains; 0 = use rounds")
-    one_shot: bool = setting(False, "prune straight to target_density in a single round")
-    rewind_iter: int | str = setting(0, "k: the iteration rewound to (or '500it' / '2ep'); 0 = the original ticket")
-    scope: Literal["layerwise", "global"] = setting("layerwise", "layerwise: each layer loses p; global: one threshold")
-    reinit: Literal["rewind", "random", "finetune", "lr-rewind"] = setting(
-        "rewind", "what the survivors are reset to; random = the paper's control: the ticket's mask, a fresh init")
-    mask: Literal["magnitude", "random"] = setting(
-        "magnitude", "magnitude; or random = the control: a random mask with the ticket's per-layer densities")
-    output_rate: float = setting(1.0, "factor on p for the output layer (Frankle & Carbin: 0.5)")
-    conv_rate: float = setting(-1.0, "rate for conv layers; -1 = prune_rate")
+    prune_rate: float = setting(0.2, help="fraction p of the remaining weights removed per round, in (0, 1)")
+    rounds: int = setting(5, help="pruning rounds R after the dense round 0 (ignored when target_density is set)")
+    target_density: float = setting(0.0, help="stop when this fraction of prunable weights remains; 0 = use rounds")
+    one_shot: bool = setting(False, help="prune straight to target_density in a single round")
+    rewind_iter: int | str = setting(0, help="k: the iteration rewound to (or '500it' / '2ep'); 0 = the original "
+                                             "ticket")
+    # Methods are registered by name (registry.py): the lists in --help are the built-in ones.
+    scope: str = setting("layerwise", help="layerwise: each layer loses p; global: one threshold over the layers")
+    reinit: str = setting("rewind", help="what the survivors are reset to: rewind, finetune, lr-rewind; random = "
+                                         "the paper's control: the ticket's mask, a fresh init")
+    mask: str = setting("magnitude", help="magnitude; or random = the control: a random mask with the ticket's "
+                                          "per-layer densities")
+    output_rate: float = setting(1.0, help="factor on p for the output layer (Frankle & Carbin: 0.5)")
+    conv_rate: float = setting(-1.0, help="rate for conv layers; -1 = prune_rate")
     layer_rates: dict[str, float] = setting(factory=dict, help="per-layer rate overrides, e.g. fc1=0.3,fc3=0.1")
     ignore: list[str] = setting(factory=list, help="layers never pruned, e.g. conv1")
 
 
 @dataclass
 class TicketConfig:
-    seed: int = setting(0, "seed of θ0, data order, dropout and random masks")
-    device: str = setting("auto", "auto (CUDA when present), cpu, cuda or cuda:N")
+    seed: int = setting(0, help="seed of θ0, data order, dropout and random masks")
+    device: str = setting("auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
+    plugins: list[str] = setting(factory=list, flag="plugin", help="your modules (or .py files) that register models, "
+                                 "datasets or methods, e.g. --plugin mynets")
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -102,9 +107,8 @@ class TicketConfig:
         return dataclasses.asdict(self)
 
     def hash(self) -> str:
-        """Content hash of every setting: equal configs give equal numbers."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        """Content hash of every setting (the cache keys add the code and the data read)."""
+        return digest(self.to_dict(), size=16)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, where: str = "config") -> TicketConfig:
@@ -123,6 +127,14 @@ class TicketConfig:
 
     def validate(self) -> None:
         """Checks that need no data; data-dependent ones live in `resolve_schedule`."""
+        load_plugins(self.plugins, search=[Path.cwd()])
+        for registry, name, where in ((DATASETS, self.data.name, "data.name"),
+                                      (MODELS, self.model.name, "model.name"),
+                                      (REINITS, self.prune.reinit, "prune.reinit"),
+                                      (MASKS, self.prune.mask, "prune.mask"),
+                                      (SCOPES, self.prune.scope, "prune.scope")):
+            if name not in registry:
+                raise ConfigError(f"{where}: " + unknown_name(registry.kind, name, registry.names()))
         p, t = self.prune, self.train
         if not 0.0 < p.prune_rate < 1.0:
             raise ConfigError(f"prune.prune_rate must be in (0, 1), got {p.prune_rate}; e.g. --prune-rate 0.2")

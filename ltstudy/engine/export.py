@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from .config import TicketConfig
-from .pruning import Masks
+from .rounds import Callback, Masks, RoundJob, RoundState
 
 
 def _write(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
@@ -78,9 +78,8 @@ class Ticket:
         from .models import build_model
         from .registry import DATASETS
 
-        spec = DATASETS.get(self.config.data.name)
         net = build_model(self.config.model.name, tuple(self.training["input_shape"]),
-                          self.training.get("num_classes", spec.meta.get("num_classes", 10)),
+                          self.training.get("num_classes", DATASETS.get(self.config.data.name).num_classes),
                           self.config.model.dropout)
         net.load_state_dict({"init": self.init, "trained": self.trained}[weights])
         return net.to(device)
@@ -91,15 +90,16 @@ class Ticket:
     def retrain(self, data=None):
         """Train the round again from its initial weights, exactly as it was trained; returns the TrainResult."""
         from .data import load_dataset
-        from .training import resolve_device, train
+        from .device import resolve_device
+        from .training import train
 
         device = resolve_device(self.config.device)
         data = data if data is not None else load_dataset(self.config.data, device)
-        model = self.model("init", device)
         t = self.training
-        sched = self.config.resolve_schedule(len(data.train))
-        return train(model, data, self.float_masks(device), self.config.train, sched, seed=t["data_seed"],
-                     dropout_seed=t["dropout_seed"], start=t["start"], end=t["end"], constant_lr=t["constant_lr"])
+        job = RoundJob(int(self.record["round"]), self.model("init", device), self.float_masks(device),
+                       self.config.train, self.config.resolve_schedule(len(data.train)), t["data_seed"],
+                       t["dropout_seed"], t["start"], t["end"], constant_lr=t["constant_lr"])
+        return train(job, data)
 
 
 def load_ticket(path: str | os.PathLike) -> Ticket:
@@ -111,14 +111,14 @@ def load_ticket(path: str | os.PathLike) -> Ticket:
                   _read(path / "trained.safetensors"))
 
 
-class TicketSaver:
-    """An `on_state` hook for searches: writes every round it is given into `folder`."""
+class TicketSaver(Callback):
+    """A search callback that writes every round it is given (or those in `rounds`) into `folder`."""
 
     def __init__(self, folder: str | os.PathLike, cfg: TicketConfig, rounds: set[int] | None = None):
         self.folder, self.cfg, self.rounds = Path(folder), cfg, rounds
         self.written: list[Path] = []
 
-    def __call__(self, record: dict[str, Any], masks: Masks, start: dict[str, torch.Tensor],
-                 trained: dict[str, torch.Tensor], training: dict[str, Any]) -> None:
-        if self.rounds is None or record["round"] in self.rounds:
-            self.written.append(save_round(self.folder, self.cfg, record, masks, start, trained, training))
+    def on_state(self, state: RoundState) -> None:
+        if self.rounds is None or state.record["round"] in self.rounds:
+            self.written.append(save_round(self.folder, self.cfg, state.record, state.masks, state.start,
+                                           state.trained, state.training))

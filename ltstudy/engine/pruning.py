@@ -20,9 +20,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .config import ConfigError, PruneConfig
-
-Masks = dict[str, torch.Tensor]
+from .config import PruneConfig
+from .errors import ConfigError
+from .rounds import Masks
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ def _aliases(layer: Layer) -> list[str]:
     return [layer.name, "output"] if layer.is_output else [layer.name]
 
 
-def _own_rate(layer: Layer, cfg: PruneConfig) -> str | None:
+def own_rate(layer: Layer, cfg: PruneConfig) -> str | None:
     """Why a layer has a rate of its own (it is then pruned layer-wise under global scope too), or None."""
     if any(a in cfg.ignore for a in _aliases(layer)):
         return "ignore"
@@ -101,19 +101,18 @@ def layer_rates(layers: list[Layer], cfg: PruneConfig) -> dict[str, float]:
     return rates
 
 
-def globally_ranked(layers: list[Layer], cfg: PruneConfig) -> set[str]:
-    """Layers that share the global threshold under `scope = "global"`.
+def pooled(layers: list[Layer], cfg: PruneConfig) -> set[str]:
+    """Layers that can share one global threshold: those without a rate of their own.
 
     Membership is structural, never a comparison of rates: a layer joins the
-    pool unless it has a rate of its own, that is unless it is ignored, named
-    in `layer_rates` (directly or as "output"), is the output layer with
-    `output_rate` != 1, or is a conv layer while `conv_rate` is set. Those
-    keep their own rate and are pruned layer-wise, even when the number they
-    were given equals p. The pool removes p of its survivors per round.
+    pool unless it is ignored, named in `layer_rates` (directly or as
+    "output"), is the output layer with `output_rate` != 1, or is a conv layer
+    while `conv_rate` is set. Those keep their own rate and are pruned
+    layer-wise, even when the number they were given equals p. A pool removes
+    p of its survivors per round. Which layers do share it is the scope's
+    choice (scopes/).
     """
-    if cfg.scope != "global":
-        return set()
-    return {layer.name for layer in layers if _own_rate(layer, cfg) is None}
+    return {layer.name for layer in layers if own_rate(layer, cfg) is None}
 
 
 def n_to_remove(rate: float, remaining: int) -> int:
@@ -133,7 +132,7 @@ def prune(model: nn.Module, masks: Masks, rates: dict[str, float], shared: set[s
     """One magnitude-pruning step: new masks removing a fraction of each layer's survivors.
 
     `shared` names the layers ranked together under one global threshold
-    (see `globally_ranked`); they all carry the same rate.
+    (the scope's choice, see `pooled`); they all carry the same rate.
     """
     w = weights(model, masks)
     new: Masks = {}
@@ -197,14 +196,14 @@ def check_masks_hold(model: nn.Module, masks: Masks) -> None:
             raise AssertionError(f"mask violated: {leaked} pruned weights of {name} are non-zero")
 
 
-def plan_rounds(layers: list[Layer], rates: dict[str, float], cfg: PruneConfig, max_rounds: int = 200) -> int:
+def plan_rounds(layers: list[Layer], rates: dict[str, float], shared: set[str], cfg: PruneConfig,
+                max_rounds: int = 200) -> int:
     """Rounds needed to reach cfg.target_density, simulating the rounding rule exactly."""
     if not cfg.target_density:
         return cfg.rounds
     if cfg.one_shot:
         return 1
     total = sum(layer.numel for layer in layers)
-    shared = globally_ranked(layers, cfg)
     own = {layer.name: layer.numel for layer in layers if layer.name not in shared}
     pool = sum(layer.numel for layer in layers if layer.name in shared)  # the split inside doesn't matter
     for r in range(1, max_rounds + 1):

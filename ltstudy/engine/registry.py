@@ -1,42 +1,70 @@
-"""Registries of datasets and models, in plain Python.
+"""Registries: datasets, models and the methods of a ticket search, each found by name.
 
-An entry holds what the CLI and the config checks need (name, summary, input
-shape or minimum size) and a *target*: the function that builds it, given
-either as a callable or as "module:attribute", imported only when the entry
-is first used. So `ltstudy --help` lists every dataset and model without
-importing torch, and a user registers their own with one call:
+An entry holds what the CLI and the config checks need (name, summary, and
+for datasets and models their shapes) and a *target*: the builder or class,
+given as an object or as "module:attribute", imported only when the entry is
+first used. So `ltstudy --help` lists every entry without importing torch,
+and a user adds their own with one call, in a file of their own:
 
     from ltstudy.engine.registry import MODELS
-    MODELS.add("my-mlp", "mypkg.nets:build_mlp", "a 2-layer MLP")
+    MODELS.add("my-mlp", "mynets:build_mlp", "a 1-hidden-layer MLP")
 
-A model builder takes (input_shape, num_classes, dropout) and returns an
-nn.Module; a dataset loader takes a DataConfig and returns raw numpy arrays
-(train_x, train_y, test_x, test_y), x shaped (n, c, h, w).
+What each registry's targets are:
+- DATASETS: a loader, DataConfig -> raw numpy arrays (train_x, train_y, test_x, test_y), x shaped (n, c, h, w);
+  metadata num_classes, input_shape (c, h, w) and default_val_size.
+- MODELS: a builder, (input_shape, num_classes, dropout) -> nn.Module; metadata min_size (the smallest
+  input height and width it accepts; 1 when left out).
+- REINITS: a `reinit.base.Reinit` subclass: how survivors start the next round (rewind, finetune, ...).
+- MASKS: a `masks.base.MaskRule` subclass: how a round's mask is chosen (magnitude, random).
+- SCOPES: a `scopes.base.Scope` subclass: which layers share one pruning threshold.
+
+User modules that register entries are loaded by `load_plugins` (a study's
+`[study] plugins`, `ltstudy ticket --plugin`) or, for installed packages, from
+the entry-point group `ltstudy.plugins`, read the first time a name is not
+found. The cache keys cover the code of every entry a run uses (`Entry.code`).
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib
-from collections.abc import Callable, Iterator
+import importlib.util
+import sys
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from .config import ConfigError
+from .errors import ConfigError
+
+PLUGIN_GROUP = "ltstudy.plugins"
 
 
 @dataclass
 class Entry:
     name: str
-    target: Callable[..., Any] | str
+    target: Any  # the object, or "module:attribute" until first loaded
     summary: str
     meta: dict[str, Any] = field(default_factory=dict)
 
-    def load(self) -> Callable[..., Any]:
+    def load(self) -> Any:
         if isinstance(self.target, str):
             module, _, attr = self.target.partition(":")
-            self.target = getattr(importlib.import_module(module), attr)
+            try:
+                obj = importlib.import_module(module)
+                for part in attr.split(".") if attr else ():
+                    obj = getattr(obj, part)
+            except (ImportError, AttributeError) as exc:
+                raise ConfigError(f"cannot load '{self.name}' from {self.target!r} ({type(exc).__name__}: {exc}); "
+                                  "check the module:attribute it was registered with") from None
+            self.target = obj
         return self.target
+
+    def code(self) -> str:
+        """A digest of the code behind the entry: "" for the engine's own (in every key anyway)."""
+        from .hashing import module_digest
+
+        return module_digest(self.load())
 
     def __getattr__(self, key: str) -> Any:
         try:
@@ -46,21 +74,44 @@ class Entry:
 
 
 class Registry:
-    def __init__(self, kind: str):
+    """Named entries of one kind; `defaults` fills metadata a registration leaves out."""
+
+    def __init__(self, kind: str, defaults: dict[str, Any] | None = None):
         self.kind = kind
+        self.defaults = dict(defaults or {})
         self._entries: dict[str, Entry] = {}
 
-    def add(self, name: str, target: Callable[..., Any] | str, summary: str, **meta: Any) -> None:
-        self._entries[name] = Entry(name, target, summary, meta)
+    def add(self, name: str, target: Any, summary: str | None = None, **meta: Any) -> None:
+        """Register `target` under `name` (again: replaces it). The summary defaults to the docstring's first line."""
+        if not isinstance(name, str) or not name or any(c.isspace() for c in name):
+            raise ConfigError(f"a {self.kind} name must be a non-empty string without spaces, got {name!r}")
+        if summary is None:
+            doc = getattr(target, "__doc__", None) if not isinstance(target, str) else None
+            summary = (doc or "").strip().splitlines()[0] if doc and doc.strip() else f"(a {self.kind} of yours)"
+        self._entries[name] = Entry(name, target, summary, {**self.defaults, **meta})
+
+    def register(self, name: str, summary: str | None = None, **meta: Any) -> Callable[[Any], Any]:
+        """Decorator form of `add`."""
+        def wrap(target: Any) -> Any:
+            self.add(name, target, summary, **meta)
+            return target
+        return wrap
 
     def get(self, name: str) -> Entry:
         entry = self._entries.get(name)
+        if entry is None and load_installed_plugins():
+            entry = self._entries.get(name)
         if entry is None:
             raise ConfigError(unknown_name(self.kind, name, list(self._entries)))
         return entry
 
+    def load(self, name: str) -> Any:
+        return self.get(name).load()
+
     def __contains__(self, name: object) -> bool:
-        return name in self._entries
+        if name in self._entries:
+            return True
+        return isinstance(name, str) and load_installed_plugins() and name in self._entries
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._entries)
@@ -74,6 +125,9 @@ class Registry:
     def values(self):
         return self._entries.values()
 
+    def names(self) -> list[str]:
+        return list(self._entries)
+
 
 def unknown_name(kind: str, name: str, known: list[str]) -> str:
     close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
@@ -81,40 +135,127 @@ def unknown_name(kind: str, name: str, known: list[str]) -> str:
     return f"unknown {kind} '{name}'; {hint}choose from {', '.join(known)}"
 
 
+# --------------------------------------------------------------------------- plugins
+
+_INSTALLED: bool | None = None  # the entry points were read (True if any loaded)
+_LOADED: dict[str, str] = {}  # plugin spec -> module name
+
+
+def load_installed_plugins() -> bool:
+    """Load the installed packages' plugins (entry-point group `ltstudy.plugins`) once; True if any was loaded."""
+    global _INSTALLED
+    if _INSTALLED is None:
+        _INSTALLED = False
+        from importlib.metadata import entry_points
+
+        for ep in entry_points(group=PLUGIN_GROUP):
+            try:
+                obj = ep.load()
+            except Exception as exc:
+                raise ConfigError(f"the installed plugin {ep.name!r} ({ep.value}) failed to load "
+                                  f"({type(exc).__name__}: {exc}); fix or uninstall it") from None
+            if callable(obj):
+                obj()
+            _INSTALLED = True
+    return _INSTALLED
+
+
+def load_plugins(specs: Iterable[str], search: Iterable[str | Path] = ()) -> list[str]:
+    """Import user modules that register entries: module names or paths of .py files; their module names.
+
+    A module name is looked for on sys.path and then in `search` (the study file's folder, the working
+    folder), so `mynets.py` beside a study file is found by `plugins = ["mynets"]`.
+    """
+    loaded = []
+    for spec in specs:
+        if spec in _LOADED:
+            loaded.append(_LOADED[spec])
+            continue
+        path = Path(spec)
+        try:
+            if spec.endswith(".py"):
+                if not path.is_absolute():  # relative to the study file's folder or the working folder
+                    path = next((Path(f) / path for f in search if (Path(f) / path).is_file()), path)
+                if not path.is_file():
+                    raise ConfigError(f"plugin file {spec} does not exist (looked in "
+                                      f"{', '.join(map(str, search)) or 'the working folder'})")
+                name = f"ltstudy_plugin_{path.stem}"
+                module_spec = importlib.util.spec_from_file_location(name, path)
+                module = importlib.util.module_from_spec(module_spec)  # type: ignore[arg-type]
+                sys.modules[name] = module
+                module_spec.loader.exec_module(module)  # type: ignore[union-attr]
+            else:
+                name = spec
+                if importlib.util.find_spec(spec.split(".")[0]) is None:
+                    for folder in search:
+                        if (Path(folder) / f"{spec.split('.')[0]}.py").is_file() or \
+                                (Path(folder) / spec.split(".")[0] / "__init__.py").is_file():
+                            sys.path.insert(0, str(Path(folder).resolve()))
+                            break
+                importlib.import_module(spec)
+        except ConfigError:
+            raise
+        except Exception as exc:
+            raise ConfigError(f"cannot load plugin {spec!r} ({type(exc).__name__}: {exc}); give a module on "
+                              "PYTHONPATH, a module beside the study file, or a path to a .py file") from None
+        _LOADED[spec] = name
+        loaded.append(name)
+    return loaded
+
+
 # --------------------------------------------------------------------------- the built-in entries
 
-DATASETS = Registry("dataset")
+DATASETS = Registry("dataset", defaults={"default_val_size": 5000, "num_classes": 10})
 # input_shape is (channels, height, width) of the loader's images: models are checked against it before any load.
-DATASETS.add("digits", "ltstudy.engine.data:load_digits", "scikit-learn's 8x8 digits (1,797 images), embedded and "
-             "offline", default_val_size=180, num_classes=10, input_shape=(1, 8, 8))
-DATASETS.add("fashion-mnist", "ltstudy.engine.data:load_fashion_mnist", "Fashion-MNIST 28x28 (IDX files; Debian: "
-             "dataset-fashion-mnist)", default_val_size=5000, num_classes=10, input_shape=(1, 28, 28))
-DATASETS.add("mnist", "ltstudy.engine.data:load_mnist", "MNIST 28x28 (IDX files) from --data-dir (download on "
-             "request)", default_val_size=5000, num_classes=10, input_shape=(1, 28, 28))
-DATASETS.add("cifar10", "ltstudy.engine.data:load_cifar10", "CIFAR-10 32x32x3 (python batches) from --data-dir "
-             "(download on request)", default_val_size=5000, num_classes=10, input_shape=(3, 32, 32))
+DATASETS.add("digits", "ltstudy.engine.datasets.digits:load", "scikit-learn's 8x8 digits (1,797 images), embedded "
+             "and offline", default_val_size=180, input_shape=(1, 8, 8))
+DATASETS.add("fashion-mnist", "ltstudy.engine.datasets.fashion_mnist:load", "Fashion-MNIST 28x28 (IDX files; Debian: "
+             "dataset-fashion-mnist)", input_shape=(1, 28, 28))
+DATASETS.add("mnist", "ltstudy.engine.datasets.mnist:load", "MNIST 28x28 (IDX files) from --data-dir (download on "
+             "request)", input_shape=(1, 28, 28))
+DATASETS.add("cifar10", "ltstudy.engine.datasets.cifar10:load", "CIFAR-10 32x32x3 (python batches) from --data-dir "
+             "(download on request)", input_shape=(3, 32, 32))
 
-MODELS = Registry("model")
-# min_size: the smallest input height/width the architecture accepts (its poolings must leave at least 1x1).
-MODELS.add("lenet-300-100", "ltstudy.engine.models:lenet_300_100", "fully connected 300-100, any input size "
-           "(Frankle & Carbin, MNIST)", min_size=1)
-MODELS.add("lenet-5", "ltstudy.engine.models:lenet_5", "conv 6-16 (5x5), fc 120-84, inputs of at least 28x28",
+MODELS = Registry("model", defaults={"min_size": 1})
+MODELS.add("lenet-300-100", "ltstudy.engine.models.lenet_300_100:build", "fully connected 300-100, any input size "
+           "(Frankle & Carbin, MNIST)")
+MODELS.add("lenet-5", "ltstudy.engine.models.lenet_5:build", "conv 6-16 (5x5), fc 120-84, inputs of at least 28x28",
            min_size=28)
 for _blocks in (1, 2, 3):
-    MODELS.add(f"conv-{2 * _blocks}", f"ltstudy.engine.models:conv_{2 * _blocks}",
+    MODELS.add(f"conv-{2 * _blocks}", f"ltstudy.engine.models.conv:conv_{2 * _blocks}",
                f"Frankle & Carbin's Conv-{2 * _blocks} (CIFAR-10): {2 * _blocks} convs, fc 256-256",
                min_size=2 ** _blocks)
-MODELS.add("vgg-19", "ltstudy.engine.models:vgg_19", "VGG-19 for CIFAR-10 (batch norm, global average pool, one fc), "
-           "inputs of at least 16x16", min_size=16)
-MODELS.add("resnet-20", "ltstudy.engine.models:ResNet20", "ResNet-20 for CIFAR-10 (He et al. 2016), widths 16-32-64",
-           min_size=4)
+MODELS.add("vgg-19", "ltstudy.engine.models.vgg:build", "VGG-19 for CIFAR-10 (batch norm, global average pool, one "
+           "fc), inputs of at least 16x16", min_size=16)
+MODELS.add("resnet-20", "ltstudy.engine.models.resnet:ResNet20", "ResNet-20 for CIFAR-10 (He et al. 2016), widths "
+           "16-32-64", min_size=4)
+
+REINITS = Registry("re-init strategy")
+REINITS.add("rewind", "ltstudy.engine.reinit.rewind:Rewind", "survivors <- θ_k, retrain k..T (k = 0: the original "
+            "lottery ticket)")
+REINITS.add("finetune", "ltstudy.engine.reinit.finetune:Finetune", "keep the trained weights, train T-k more "
+            "iterations at the final learning rate")
+REINITS.add("lr-rewind", "ltstudy.engine.reinit.lr_rewind:LrRewind", "keep the trained weights, replay the learning-"
+            "rate schedule from k (Renda et al. 2020)")
+REINITS.add("random", "ltstudy.engine.reinit.random_reinit:RandomReinit", "the paper's control: the ticket's mask, a "
+            "fresh θ'0 from the same distribution")
+
+MASKS = Registry("mask rule")
+MASKS.add("magnitude", "ltstudy.engine.masks.magnitude:Magnitude", "prune the smallest surviving weights")
+MASKS.add("random", "ltstudy.engine.masks.random_mask:RandomMask", "the paper's control: a random mask with the "
+          "ticket's per-layer densities")
+
+SCOPES = Registry("pruning scope")
+SCOPES.add("layerwise", "ltstudy.engine.scopes.layerwise:Layerwise", "each layer loses p of its survivors")
+SCOPES.add("global", "ltstudy.engine.scopes.global_scope:Global", "one magnitude threshold over every layer without a "
+           "rate of its own")
 
 
 def check_pair(model: str, dataset: str) -> None:
     """Refuse a model that cannot take the dataset's images, before anything is loaded or built."""
     m, d = MODELS.get(model), DATASETS.get(dataset)
-    if "input_shape" not in d.meta or "min_size" not in m.meta:
-        return  # a user's entry without the metadata: build_model checks the real shape
+    if "input_shape" not in d.meta:
+        return  # a user's dataset without a declared shape: build_model checks the real one
     _, h, w = d.input_shape
     if min(h, w) < m.min_size:
         small = [n for n, e in MODELS.items() if e.min_size <= min(h, w)]

@@ -16,11 +16,14 @@ not re-masked after the step; `pruning.check_masks_hold` verifies it after every
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .config import TrainConfig
+from .models.layers import Dropout
 from .pruning import Masks, weights
 
 
@@ -63,8 +66,6 @@ class LeanStep:
 
     @staticmethod
     def supports(model: nn.Module, cfg: TrainConfig, device: torch.device) -> bool:
-        from .models import Dropout
-
         if not isinstance(model, nn.Sequential) or device.type != "cpu":
             return False
         mods = list(model.children())
@@ -186,16 +187,14 @@ class CudaGraphStep:
     generator the graph would have to own, so models with dropout keep the
     eager step. On GPUs numbers agree with the eager step to float
     tolerance (another Adam kernel; GPU kernels are not bit-reproducible
-    anyway). This machine has no GPU: tests/test_steps_cuda.py runs where CUDA
-    is present and is skipped elsewhere.
+    anyway). tests/test_steps_cuda.py runs where CUDA is present; a CPU test
+    checks that the solo trainer hands `make_step` its first batch and takes the graph step when `supports` says so.
     """
 
     WARMUP = 3
 
     @staticmethod
     def supports(model: nn.Module, cfg: TrainConfig, device: torch.device) -> bool:
-        from .models import Dropout
-
         return device.type == "cuda" and not any(isinstance(m, Dropout) and m.p > 0 for m in model.modules())
 
     def __init__(self, model: nn.Module, masks: Masks, cfg: TrainConfig, device: torch.device, x: torch.Tensor,
@@ -255,16 +254,17 @@ class CudaGraphStep:
 
 
 def make_step(model: nn.Module, masks: Masks, cfg: TrainConfig, device: torch.device, lean: bool = True,
-              example: tuple[torch.Tensor, torch.Tensor] | None = None):
+              example: Callable[[], tuple[torch.Tensor, torch.Tensor]] | None = None):
     """The fastest step for this model and device: lean (CPU, LeNet-style), a CUDA graph, or plain autograd.
 
-    `example` is a batch of the run's shape, which a CUDA graph is captured with.
+    `example()` gives a batch of the run's shape, which a CUDA graph is captured with (the solo trainer
+    passes its first batch).
     """
     if lean and LeanStep.supports(model, cfg, device):
         return LeanStep(model, masks, cfg, device)
     if lean and example is not None and CudaGraphStep.supports(model, cfg, device):
         try:
-            return CudaGraphStep(model, masks, cfg, device, *example)
+            return CudaGraphStep(model, masks, cfg, device, *example())
         except RuntimeError:  # a capture that fails (an op without graph support): the eager step
             pass
     return AutogradStep(model, masks, cfg, device)

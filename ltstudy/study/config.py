@@ -16,7 +16,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..engine.cache import DEFAULT_CACHE_DIR
-from ..engine.config import ConfigError, TicketConfig, build, read_toml, set_dotted, unknown_key_message
+from ..engine.config import TicketConfig, build, read_toml, set_dotted, unknown_key_message
+from ..engine.errors import ConfigError
+from ..engine.hashing import digest
+from ..engine.registry import load_plugins
 from .objectives import Objective, parse_objective
 
 DEFAULT_STORAGE = "journal:.ltstudy/optuna.journal"
@@ -75,6 +78,7 @@ class StudySection:
     pack: int = 1  # trials trained side by side as one batched network (1 = one at a time)
     save_tickets: bool = False  # log every round's mask, initial and trained weights to the trial's MLflow run
     threads: int = 0  # torch threads per process; 0 = one per process (see README, "Speed")
+    plugins: list[str] = field(default_factory=list)  # modules (or .py files) of yours that register entries
 
 
 @dataclass(frozen=True)
@@ -170,16 +174,12 @@ class StudyConfig:
             "search": {k: describe(p) for k, p in sorted(self.search.items())},
             "study": {"seed": s.seed, "epsilon": s.epsilon, "replicates": s.replicates,
                       "max_accuracy_drop": s.max_accuracy_drop, "min_dense_accuracy": s.min_dense_accuracy,
-                      "stop_on_drop": s.stop_on_drop},
+                      "stop_on_drop": s.stop_on_drop, **({"plugins": s.plugins} if s.plugins else {})},
         }
 
     def hash(self) -> str:
         """Hash of `settings()` (for naming and sanity checks)."""
-        import hashlib
-        import json
-
-        blob = json.dumps(self.settings(), sort_keys=True, default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return digest(self.settings(), size=16)
 
 
 def describe(p: Param) -> str:
@@ -219,6 +219,8 @@ def parse_study(raw: dict[str, Any], path: str = "") -> StudyConfig:
         if key not in _SECTIONS:
             raise ConfigError(unknown_key_message(key, list(_SECTIONS), "config").replace("key", "section", 1))
     study = build(StudySection, raw.get("study", {}), "study")
+    # The plugins first: they may register objectives, models, datasets or methods the file names.
+    load_plugins(study.plugins, search=[Path(path).resolve().parent if path else Path.cwd(), Path.cwd()])
     _validate_study_section(study)
 
     search_raw = raw.get("search", {})
@@ -237,6 +239,7 @@ def parse_study(raw: dict[str, Any], path: str = "") -> StudyConfig:
             raise ConfigError(f"{key} is set in both [{section}] and [search]; keep it in one place")
     engine["seed"] = study.seed
     engine["device"] = study.device
+    engine["plugins"] = study.plugins
     try:
         base = TicketConfig.from_dict(engine)
     except ConfigError as exc:
@@ -257,7 +260,7 @@ def _validate_study_section(s: StudySection) -> None:
         raise ConfigError(f"study.replicates must be >= 1, got {s.replicates}")
     if not s.objectives:
         raise ConfigError("study.objectives is empty; e.g. objectives = [\"ticket_sparsity\", \"train_iterations\"]")
-    names = [parse_objective(o).name for o in s.objectives]
+    names = [parse_objective(o).spec for o in s.objectives]
     if len(set(names)) != len(names):
         raise ConfigError(f"study.objectives lists an objective twice: {names}")
     if not 0.0 <= s.epsilon < 1.0:
@@ -349,7 +352,7 @@ def _validate_space(cfg: StudyConfig) -> None:
                           "[search] or [prune]) or a target_density")
     s = cfg.study
     trained = [k for k in TRAINING_KEYS if k in cfg.searched]
-    uses_dense = any(parse_objective(o).kind in ("ticket_sparsity", "ticket_accuracy") for o in s.objectives) or (
+    uses_dense = any(parse_objective(o).matches_dense for o in s.objectives) or (
         s.max_accuracy_drop is not None or s.stop_on_drop)
     if trained and uses_dense and s.min_dense_accuracy is None:
         raise ConfigError(f"[search] varies {', '.join(trained)}, so a badly trained dense network would make every "

@@ -1,38 +1,17 @@
-"""Pareto-optimal trials and their MLflow tags."""
+"""Frontiers: Optuna's Pareto-optimal trials, and the round-level frontier of (density, accuracy) points."""
 
 from __future__ import annotations
 
-import optuna
+import math
+from collections.abc import Sequence
+
 from optuna.trial import TrialState
 
-from .attrs import PARETO_ATTR, RUN_ATTR
-from .tracking import Tracker
-
-# --------------------------------------------------------------------------- Pareto tags
+from .sampling import setting_key
+from .trial_results import LABEL_KEYS, finished, kind
 
 
-class ParetoTagger:
-    """After each trial, tag the MLflow runs of the current Pareto-optimal trials pareto=true."""
-
-    def __init__(self, tracker: Tracker):
-        self.tracker = tracker
-
-    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        if trial.state == TrialState.COMPLETE:  # (nothing else can change the front)
-            _try(lambda: self.update(study))
-
-    def update(self, study: optuna.Study) -> None:
-        best = {t.number for t in pareto_trials(study)}
-        before = set(study.user_attrs.get(PARETO_ATTR, []))
-        trials = {t.number: t for t in study.get_trials(deepcopy=False)}
-        for number in best ^ before:
-            run_id = trials[number].user_attrs.get(RUN_ATTR) if number in trials else None
-            if run_id:
-                self.tracker.set_tags(run_id, {"pareto": str(number in best).lower()})
-        study.set_user_attr(PARETO_ATTR, sorted(best))
-
-
-def pareto_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+def pareto_trials(study) -> list:
     """Optuna's Pareto-optimal trials (feasible ones only), one per distinct setting.
 
     Repeats of a setting are skipped when they are proposed, so they are not
@@ -48,8 +27,6 @@ def pareto_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
             return []
     else:
         best = study.best_trials
-    from .sampling import setting_key
-
     seen: set[str] = set()
     out = []
     for t in sorted(best, key=lambda t: t.number):
@@ -60,8 +37,36 @@ def pareto_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return out
 
 
-def _try(fn) -> None:
-    try:
-        fn()
-    except Exception:
-        pass
+def round_points(trials: Sequence) -> list[dict]:
+    """Every (density, validation accuracy) of every round of every finished trial, labelled."""
+    points = []
+    for t in finished(trials):
+        settings = t.user_attrs.get("params_all", {})
+        for r in t.user_attrs["rounds"]:
+            points.append({"trial": t.number, "round": r["round"], "density": r["density"],
+                           "val_accuracy": r["val_accuracy"], "test_accuracy": r.get("test_accuracy"),
+                           "test_accuracy_at_early_stop": r.get("test_accuracy_at_early_stop"),
+                           **{k: settings.get(k) for k in LABEL_KEYS}, "kind": kind(t)})
+    return points
+
+
+def non_dominated(points: Sequence[dict], x: str = "density", y: str = "val_accuracy") -> list[dict]:
+    """Points no other point dominates (lower-or-equal x and higher-or-equal y, one strictly).
+
+    Sweep by x ascending (y descending on ties): a point survives if its y beats
+    every point at lower-or-equal x, or it duplicates the last survivor.
+    """
+    ordered = sorted(points, key=lambda p: (p[x], -p[y]))
+    front: list[dict] = []
+    best = -math.inf
+    for p in ordered:
+        if p[y] > best:
+            front.append(p)
+            best = p[y]
+        elif front and p[x] == front[-1][x] and p[y] == front[-1][y]:
+            front.append(p)
+    return front
+
+
+def round_frontier(trials: Sequence) -> list[dict]:
+    return non_dominated(round_points(trials))

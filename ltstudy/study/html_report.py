@@ -14,40 +14,26 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import plots
-from .reports import (
+from .compare import (
     ACCURACY_KEYS,
     SPLIT_NAMES,
-    TICKET,
     Comparison,
-    Curve,
-    Curves,
-    Stat,
     bins,
-    census,
-    collect,
     compare,
-    density_label,
-    interpolate,
     levels,
     mean_only,
     pooled_settings,
-    round_frontier,
     row_label,
-    welch,
 )
+from .curves import TICKET, Curve, density_label, interpolate
+from .frontier import round_frontier
+from .stats import Stat, distinguishable_text, welch
+from .trial_results import Curves, census, collect, kind
 
 if TYPE_CHECKING:
     import optuna
 
     from .config import StudyConfig
-
-OBJECTIVE_MEANINGS = {
-    "ticket_sparsity": "sparsity of the sparsest round whose validation accuracy is within ε of dense "
-                       "(mean over seeds of the per-seed value)",
-    "ticket_accuracy": "validation accuracy of that round",
-    "accuracy_at_density": "validation accuracy of the first round at or below the density",
-    "train_iterations": "training iterations over all rounds (the method's cost)",
-}
 
 CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:2rem auto;max-width:1400px;
@@ -129,7 +115,7 @@ def build_report(study: optuna.Study, cfg: StudyConfig, by: Sequence[str] | None
     names = list(study.user_attrs.get("objectives") or cfg.study.objectives)
     counts = census(trials)
     front = [t for t in pareto_trials(study) if t.user_attrs.get("duplicate_of") is None]
-    overview = compare(trials, [], eps, density, searched, split="test")
+    overview = compare(trials, [], eps, density, searched, split="test", objectives=cfg.study.objectives)
     by = [k for k in (by if by is not None else searched)]
 
     parts = [
@@ -157,7 +143,7 @@ def _section_setup(cfg: StudyConfig, names: Sequence[str], counts: dict[str, lis
     search = _table(["setting", "how", "values"],
                     [[k, *_describe_param(p)] for k, p in cfg.search.items()], table_id="searched")
     objectives = "".join(
-        f"<li><b>{_e(n)}</b> ({_e(o.direction)}): {_e(OBJECTIVE_MEANINGS.get(o.kind, ''))}</li>"
+        f"<li><b>{_e(n)}</b> ({_e(o.direction)}): {_e(o.meaning)}</li>"
         for n, o in zip(names, cfg.objectives))
     labels = {"complete": "finished (complete)", "pruned": "pruned or stopped early (rounds kept)",
               "diverged": "diverged (counted, never averaged)", "failed": "failed",
@@ -192,19 +178,13 @@ def _section_front(front: Sequence, names: Sequence[str], col: Curves, searched:
     for t in sorted(front, key=lambda t: t.number):
         s = t.user_attrs.get("params_all", {})
         rows.append([t.number, *[_fmt(v) for v in t.values], *[s.get(k, "") for k in keys],
-                     _kind(s), len(t.user_attrs.get("seeds", []))])
+                     kind(t), len(t.user_attrs.get("seeds", []))])
         attrs.append(f' data-trial="{t.number}"')
     what = ("Optuna's Pareto-optimal trials (study.best_trials): no other trial is at least as good in every "
             "objective and better in one." if n_objectives > 1 else "Optuna's best trial.")
     return (f"<h2>{title}</h2><p>{what} Objective values are means over each trial's seeds.</p>"
             + _table(["trial", *names, *keys, "kind", "seeds"], rows, table_id="pareto-trials", row_attrs=attrs,
                      numeric=[True] * (1 + len(names)) + [False] * (len(keys) + 1) + [True]))
-
-
-def _kind(settings) -> str:
-    from .reports import kind
-
-    return kind(settings)
 
 
 def _section_frontier(trials: Sequence, col: Curves, eps: float) -> str:
@@ -412,8 +392,6 @@ def _section_recommendation(front: Sequence, cmp: Comparison, col: Curves, names
                      f"{_e(_stat_cell(r, 'ticket_accuracy'))} %, at {_e(_stat_cell(r, 'train_iterations', 1.0, 0))} "
                      "training iterations.</li>")
     text = [head, "<p>Settings on the front (mean ± std (n) over curves):</p><ul>" + "".join(items) + "</ul>"]
-    from .reports import distinguishable_text
-
     names = cmp.by + cmp.context
     ranked = sorted((r for _, r in entries), key=lambda r: -(r["ticket_sparsity"] or 0.0))
     top = ranked[0]

@@ -17,20 +17,10 @@ import textwrap
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .reports import (
-    ACCURACY_KEYS,
-    READABLE_DENSITIES,
-    TICKET,
-    Curve,
-    Curves,
-    cell_table,
-    collect,
-    density_label,
-    levels,
-    round_points,
-    round_stats,
-    row_label,
-)
+from .compare import ACCURACY_KEYS, _order, cell_table, levels, round_stats, row_label
+from .curves import READABLE_DENSITIES, TICKET, Curve, density_label
+from .frontier import round_points
+from .trial_results import Curves, collect
 
 TEST_LABEL = "test accuracy at early stop"
 VAL_LABEL = "validation accuracy at early stop"
@@ -221,8 +211,6 @@ def plot_rows(col: Curves, keys: Sequence[str], path, title: str, epsilon: float
 
 
 def _group(curves: Sequence[Curve], keys: Sequence[str]) -> list[tuple[str, list[Curve]]]:
-    from .reports import _order
-
     groups: dict[tuple, list[Curve]] = {}
     for c in curves:
         groups.setdefault(tuple(c.settings.get(k) for k in keys), []).append(c)

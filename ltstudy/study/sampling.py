@@ -9,13 +9,14 @@ not use up a trial.
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
 
 import optuna
 
+from ..engine.hashing import canonical
 from .config import Param, StudyConfig
+from .optuna_api import GridSampler
 
 # --------------------------------------------------------------------------- samplers and pruners
 
@@ -54,27 +55,6 @@ def make_sampler(cfg: StudyConfig, offset: int = 0, n_trials: int | None = None
     return optuna.samplers.GPSampler(seed=seed), note
 
 
-class GridSampler(optuna.samplers.GridSampler):
-    """Optuna's grid sampler for an ask/tell loop and for several workers.
-
-    Optuna shuffles the grid with the sampler's seed and names grid points by
-    their index in that order, so every worker must shuffle with the same seed
-    (`order_seed`) or index 13 means another setting in each; each worker then
-    picks among the unvisited points with its own `pick_seed`. It must not
-    call study.stop() (valid only inside optimize): the runner stops by itself
-    once every setting has been evaluated.
-    """
-
-    def __init__(self, search_space, order_seed: int, pick_seed: int):
-        from optuna.samplers._lazy_random_state import LazyRandomState
-
-        super().__init__(search_space, seed=order_seed)
-        self._rng = LazyRandomState(pick_seed)
-
-    def after_trial(self, study, trial, state, values) -> None:
-        pass
-
-
 def make_pruner(cfg: StudyConfig) -> tuple[optuna.pruners.BasePruner, str | None]:
     """The pruner, and a note when it is switched off for a reason the user should know."""
     name = cfg.study.pruner
@@ -107,4 +87,4 @@ def setting_key(params: dict[str, Any]) -> str:
     def canon(v: Any) -> Any:
         return float(f"{v:.12g}") if isinstance(v, float) and math.isfinite(v) else v
 
-    return json.dumps({k: canon(v) for k, v in sorted(params.items())}, default=str)
+    return canonical({k: canon(v) for k, v in params.items()})

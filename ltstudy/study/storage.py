@@ -9,15 +9,14 @@ Storage forms:
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import urllib.parse
-import warnings
 from pathlib import Path
 from typing import Any
 
-from ..engine.config import ConfigError
+from ..engine.errors import ConfigError
+from .optuna_api import quiet_experimental
 
 _RDB_SCHEMES = ("postgresql", "mysql")
 
@@ -163,16 +162,6 @@ def schema_race_safe(create, attempts: int = 8):
                 raise
             time.sleep(0.2 + random.random() * 0.5 * (attempt + 1))
     raise AssertionError("unreachable")
-
-
-@contextlib.contextmanager
-def quiet_experimental():
-    """Optuna flags its heartbeat API 'experimental' on every use; we depend on it knowingly."""
-    from optuna.exceptions import ExperimentalWarning
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ExperimentalWarning)
-        yield
 
 
 # --------------------------------------------------------------------------- MLflow

@@ -22,7 +22,7 @@ def set_threads(threads: int = 0, alone: bool = True) -> int:
     """
     import torch
 
-    from ..engine.training import set_overlap_eval
+    from ..engine.round_protocol import set_overlap_eval
 
     n = threads if threads > 0 else 1
     os.environ["OMP_NUM_THREADS"] = str(n)  # (for libraries that read it later)

@@ -1,12 +1,9 @@
-"""MLflow tracking for studies, written on MlflowClient.
+"""The MLflow transport: a thin, retrying wrapper over MlflowClient (what is logged: mlflow_logging.py).
 
 Why not the fluent API or optuna-integration's MLflowCallback: the callback is
 deprecated and logs no per-round values, and the fluent active-run stack is
 thread-local, so trial runs are nested under the study run with an explicit
 `mlflow.parentRunId` tag instead.
-
-Layout: one experiment per study, one parent run per study, one child run per
-trial. Per-round metrics use step = round.
 """
 
 from __future__ import annotations
@@ -17,7 +14,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,9 +24,6 @@ T = TypeVar("T")
 
 PARENT_TAG = "mlflow.parentRunId"
 KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"  # MLflow 3's UI: open on the Runs table
-ROUND_METRICS = ("density", "sparsity", "val_accuracy", "val_loss", "test_accuracy", "test_accuracy_at_early_stop",
-                 "early_stop_iteration", "train_loss", "iterations", "weights_remaining", "reused",
-                 "computed_iterations")
 
 
 def _quiet_mlflow_logs() -> None:
@@ -51,16 +45,6 @@ def _retry(fn: Callable[..., T]) -> Callable[..., T]:
                 time.sleep(0.1 * 2**attempt)
         raise AssertionError("unreachable")
     return wrapper
-
-
-def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, Mapping) and v:
-            out.update(flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 class Tracker:
@@ -168,12 +152,6 @@ class Tracker:
 
         self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
-    def log_round(self, run_id: str, rnd: Mapping[str, Any], prefix: str = "") -> None:
-        values = {f"{prefix}{k}": float(rnd[k]) for k in ROUND_METRICS if k in rnd}
-        if "density" in rnd:
-            values[f"{prefix}sparsity"] = 1.0 - rnd["density"]
-        self.log_metrics(run_id, values, step=int(rnd["round"]))
-
     @_retry
     def log_files(self, run_id: str, files: Mapping[str, str | bytes | Callable[[Path], None]],
                   artifact_path: str | None = None) -> None:
@@ -208,12 +186,3 @@ class Tracker:
             token = page.token
             if not token:
                 return runs
-
-
-def rounds_csv(rounds: Iterable[Mapping[str, Any]]) -> str:
-    rows = list(rounds)
-    if not rows:
-        return ""
-    keys = [k for k in rows[0] if not isinstance(rows[0][k], dict)]
-    lines = [",".join(keys)] + [",".join(str(r.get(k, "")) for k in keys) for r in rows]
-    return "\n".join(lines) + "\n"

@@ -1,10 +1,10 @@
 """One Optuna trial: a ticket search per replicate seed, logged to a child MLflow run.
 
-`TrialRun.jobs()` is a generator of the engine's `RoundJob`s (see
-engine/ticket.py): a driver trains each job and sends back its result, so the
-same trial code runs one trial at a time (`drive_trial`) or many packed into
-one batched network (engine/packing.py). The generator ends with the trial's
-`Outcome`, which the runner tells Optuna.
+`TrialRun.jobs()` is a generator of the engine's `RoundJob`s (engine/rounds.py):
+a driver trains each job and sends back its result, so the same trial code
+runs one trial at a time or many packed into one batched network
+(engine/drivers.py). The generator ends with the trial's `Outcome`, which the
+runner tells Optuna.
 
 Outcomes:
 - COMPLETE: every seed's search ran (or stopped by `stop_on_drop = "unmatched"`);
@@ -32,15 +32,19 @@ from optuna.trial import TrialState
 
 from ..engine.cache import RoundCache
 from ..engine.data import Dataset, load_dataset
-from ..engine.ticket import RoundJob, RoundResult, StopSearch, search_jobs, ticket_search
-from ..engine.training import DivergedError, TrainResult, resolve_device
+from ..engine.device import resolve_device
+from ..engine.drivers import search_jobs
+from ..engine.errors import DivergedError, StopSearch
+from ..engine.rounds import Callback, RoundJob, RoundResult, TrainResult
+from ..engine.searches import kind_of, ticket_search
 from .attrs import LINEAGE_ATTR, NUMBER_ATTR, RUN_ATTR
+from .callbacks import StudyCallback
 from .config import SEARCHABLE, StudyConfig
-from .objectives import intermediate_values, mean_rounds, trial_value
+from .curves import mean_rounds
+from .mlflow_logging import StudyLog
+from .objectives.base import trial_value
 from .sampling import setting_key, suggest
-from .tracking import Tracker, flatten, rounds_csv
-
-COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)  # what n_trials counts
+from .session import COUNTED
 
 
 def _retried_number(trial: optuna.Trial) -> int | None:
@@ -50,17 +54,6 @@ def _retried_number(trial: optuna.Trial) -> int | None:
     interrupt) copy the user attrs, so a retry starts with its predecessor's number.
     """
     return trial.user_attrs.get(NUMBER_ATTR)
-
-
-@dataclass
-class Hooks:
-    """Progress callbacks for a front end (the CLI's progress bars)."""
-
-    study_start: Callable[[int], None] = lambda missing: None  # trials this call means to run
-    trial_start: Callable[[int], None] = lambda number: None
-    round_done: Callable[[int, RoundResult], None] = lambda number, rec: None
-    iteration: Callable[[RoundJob, int, int], None] | None = None
-    trial_end: Callable[[optuna.trial.FrozenTrial], None] = lambda trial: None
 
 
 @dataclass
@@ -76,15 +69,15 @@ class TrialContext:
     """What every trial of one process shares."""
 
     cfg: StudyConfig
-    tracker: Tracker
+    log: StudyLog
     experiment_id: str
     parent_run_id: str
-    hooks: Hooks
+    callbacks: StudyCallback
     cache: RoundCache | None = None
 
 
 class TrialFailed(RuntimeError):
-    pass
+    """A trial's numbers could not be computed (an objective is not finite): the trial fails alone."""
 
 
 class TrialRun:
@@ -92,7 +85,7 @@ class TrialRun:
 
     def __init__(self, ctx: TrialContext, trial: optuna.Trial):
         self.ctx, self.trial = ctx, trial
-        self.cfg, self.tracker = ctx.cfg, ctx.tracker
+        self.cfg, self.log = ctx.cfg, ctx.log
         self.objectives = ctx.cfg.objectives
         self.run_id: str | None = None
         self.per_seed: list[list[dict]] = []
@@ -111,9 +104,8 @@ class TrialRun:
         if twin is not None:
             return Outcome(None, reason=f"skipped: the same settings and seeds as trial {twin}", duplicate_of=twin)
         first = cfg.trial_config(self.values, self.seeds[0])
-        self.kind = "control" if first.prune.reinit == "random" or first.prune.mask == "random" else "ticket"
+        self.kind = kind_of(first)
         lineage = self._close_lineage()
-        retry_tags = {"retry_of": lineage[-1], "retry_of_trial": _retried_number(trial)} if lineage else {}
         trial.set_user_attr(NUMBER_ATTR, trial.number)
         for inherited in ("fail_reason", "stop_reason", "diverged"):  # a retry copies its predecessor's attrs
             if trial.user_attrs.get(inherited):
@@ -122,23 +114,20 @@ class TrialRun:
         trial.set_user_attr("kind", self.kind)
         trial.set_user_attr("params_all", {k: _plain(v) for k, v in _settings(first).items()})
         trial.set_user_attr(LINEAGE_ATTR, lineage)
-        self.run_id = self.tracker.start_run(
-            self.ctx.experiment_id, f"trial-{trial.number}", parent_run_id=self.ctx.parent_run_id,
-            tags={"optuna.study": trial.study.study_name, "optuna.trial": trial.number, "state": "RUNNING",
-                  "kind": self.kind, "config_hash": first.hash(), **retry_tags,
-                  **{f"search.{k}": v for k, v in self.values.items()}})
-        trial.set_user_attr(RUN_ATTR, self.run_id)
+        self.run_id = self.log.start_trial(self.ctx.experiment_id, self.ctx.parent_run_id, trial, self.kind,
+                                           first.hash(), self.values,
+                                           (lineage[-1], _retried_number(trial)) if lineage else None)
         try:
             # Rounds that an earlier run of this trial's lineage already logged are not logged again.
-            self._logged = {key: self._lineage_steps(lineage, key) for key in self._step_keys()}
-            self.tracker.log_params(self.run_id, {**flatten(first.to_dict()), "seeds": self.seeds,
-                                                  "replicates": len(self.seeds), "epsilon": study_cfg.epsilon})
+            self._logged = {key: self.log.logged_rounds(lineage, key) for key in self._step_keys()}
+            self.log.trial_params(self.run_id, first.to_dict(), {"seeds": self.seeds, "replicates": len(self.seeds),
+                                                                 "epsilon": study_cfg.epsilon})
         except BaseException as exc:
             self._close_failed(exc)
             if isinstance(exc, Exception):
                 return Outcome(TrialState.FAIL, reason=f"{type(exc).__name__}: {exc}")
             raise
-        self.ctx.hooks.trial_start(trial.number)
+        self.ctx.callbacks.on_trial_start(trial.number)
         return None
 
     def _evaluated_twin(self) -> int | None:
@@ -160,9 +149,11 @@ class TrialRun:
                 rounds: list[dict] = []
                 self.per_seed.append(rounds)
                 tcfg = self.cfg.trial_config(self.values, seed)
-                search = ticket_search(tcfg, self.data, self.ctx.cache)
-                with self._ticket_folder(search, tcfg, seed):
-                    yield from self._search(search, rounds, seed, report=(i == 0))
+                watcher = _SeedRounds(self, rounds, seed, report=(i == 0))
+                with self._ticket_saver(tcfg, seed) as saver:
+                    search = ticket_search(tcfg, self.data, self.ctx.cache,
+                                           [watcher, *([saver] if saver is not None else [])])
+                    yield from search_jobs(search)
                 if getattr(search, "path_rounds", None):
                     self.trial.set_user_attr(f"path_rounds_seed_{seed}", dict(search.path_rounds))
             return self._finish()
@@ -182,44 +173,33 @@ class TrialRun:
         self._close_failed(exc)
         if isinstance(exc, KeyboardInterrupt | GeneratorExit):  # (GeneratorExit: its driver was interrupted)
             # Queue the same settings first for the next run; it resumes from the checkpoints.
-            _try(lambda: self.trial.study.enqueue_trial(self.trial.params, user_attrs=self.trial.user_attrs))
+            best_effort(lambda: self.trial.study.enqueue_trial(self.trial.params, user_attrs=self.trial.user_attrs))
 
     @contextlib.contextmanager
-    def _ticket_folder(self, search, tcfg, seed: int):
-        """With [study].save_tickets, every round of this seed's search is saved and logged to the trial's run."""
+    def _ticket_saver(self, tcfg, seed: int):
+        """With [study].save_tickets, a callback that saves every round of this seed's search (logged to the run)."""
         if not self.cfg.study.save_tickets:
-            yield
+            yield None
             return
         from ..engine.export import TicketSaver
 
         with tempfile.TemporaryDirectory() as folder:
-            search.on_state = TicketSaver(folder, tcfg)
             try:
-                yield
+                yield TicketSaver(folder, tcfg)
             finally:
-                _try(lambda: self.tracker.log_dir(self.run_id, folder, f"tickets/seed_{seed}"))
+                best_effort(lambda: self.log.tickets(self.run_id, folder, seed))
 
-    def _search(self, search, rounds: list[dict], seed: int, report: bool) -> Generator[RoundJob, TrainResult, None]:
-        def on_round(rec: RoundResult) -> None:
-            d = rec.to_dict()
-            rounds.append(d)
-            try:
-                self._on_round(rec, d, rounds, seed, report)
-            except StopSearch as stop:
-                self.trial.set_user_attr(f"stop_reason_seed_{seed}", stop.reason)
-                raise
-
-        yield from search_jobs(search, on_round)
-
-    def _on_round(self, rec: RoundResult, d: dict, rounds: list[dict], seed: int, report: bool) -> None:
+    def on_round(self, rec: RoundResult, rounds: list[dict], seed: int, report: bool) -> None:
+        d = rec.to_dict()
+        rounds.append(d)
         s = self.cfg.study
         prefix = "" if s.replicates == 1 else f"seed_{seed}/"
         if rec.round not in self._logged.get(f"{prefix}val_accuracy", set()):
-            self.tracker.log_round(self.run_id, d, prefix)
-        self.ctx.hooks.round_done(self.trial.number, rec)
+            self.log.round(self.run_id, d, prefix)
+        self.ctx.callbacks.on_trial_round(self.trial.number, seed, rec)
         if report and len(self.objectives) == 1 and self.objectives[0].prunable and s.pruner != "none":
-            # Keyed by density, never by round: see objectives.intermediate_values.
-            for step, value in intermediate_values(self.objectives[0], rounds, s.epsilon).items():
+            # Keyed by density, never by round: see objectives/base.py.
+            for step, value in self.objectives[0].intermediate_values(rounds, s.epsilon).items():
                 if step not in self._reported:
                     self.trial.report(value, step)
                     self._reported.add(step)
@@ -239,7 +219,7 @@ class TrialRun:
 
     def _diverged_values(self, exc: DivergedError) -> list[float]:
         """Per seed: the value of its finished rounds; with none, 0 for a maximised objective, or the iterations
-        it ran before diverging for train_iterations."""
+        it ran before diverging for a minimised one."""
         eps = self.cfg.study.epsilon
         values = []
         for o in self.objectives:
@@ -255,7 +235,7 @@ class TrialRun:
             values = [trial_value(o, self.per_seed, eps) for o in self.objectives]
             for v, o in zip(values, self.objectives, strict=True):
                 if not math.isfinite(v):
-                    raise TrialFailed(f"objective {o.name} is {v}")
+                    raise TrialFailed(f"objective {o.spec} is {v}")
         else:
             # A result, not a crash: what was measured counts, nothing measured is worst, and the trial is infeasible.
             values = self._diverged_values(diverged)
@@ -272,19 +252,16 @@ class TrialRun:
         mean = mean_rounds(finished) if finished else []
         if len(self.per_seed) > 1:
             for rnd in mean:
-                self.tracker.log_round(self.run_id, rnd)
-        self.tracker.log_metrics(self.run_id, {f"objective.{o.metric_key}": v
-                                               for o, v in zip(self.objectives, values, strict=True)})
-        self.tracker.log_metrics(self.run_id, {f"constraint.{k}": v for k, v in constraints.items()})
+                self.log.round(self.run_id, rnd)
+        self.log.trial_values(self.run_id, {o.metric_key: v for o, v in zip(self.objectives, values, strict=True)},
+                              constraints)
         if mean:
-            self._log_artifacts(mean)
+            self.log.trial_artifacts(self.run_id, trial.number, mean, dict(zip(map(str, self.seeds), self.per_seed)))
         feasible = all(v <= 0 for v in constraints.values())
         if diverged is not None:
-            self.tracker.set_tags(self.run_id, {"state": "DIVERGED", "feasible": False})
-            self.tracker.end_run(self.run_id, "FINISHED", reason=trial.user_attrs["fail_reason"])
+            self.log.end_trial(self.run_id, "DIVERGED", reason=trial.user_attrs["fail_reason"], feasible=False)
         else:
-            self.tracker.set_tags(self.run_id, {"state": "COMPLETE", "feasible": feasible})
-            self.tracker.end_run(self.run_id, "FINISHED")
+            self.log.end_trial(self.run_id, "COMPLETE", feasible=feasible)
         return Outcome(TrialState.COMPLETE, values)
 
     def _stopped(self, reason: str) -> Outcome:
@@ -293,25 +270,23 @@ class TrialRun:
         finished = [r for r in self.per_seed if r]
         if self.cfg.study.stop_on_drop is True and finished:
             for name, value in self._constraints(finished).items():
-                _try(lambda name=name, value=value: self.trial.set_constraint(name, value))
+                best_effort(lambda name=name, value=value: self.trial.set_constraint(name, value))
         self.trial.set_user_attr("stop_reason", reason)
-        _try(lambda: self.tracker.set_tags(self.run_id, {"state": "PRUNED"}))
-        _try(lambda: self.tracker.end_run(self.run_id, "KILLED", reason=f"pruned: {reason}"))
+        best_effort(lambda: self.log.end_trial(self.run_id, "PRUNED", reason=f"pruned: {reason}"))
         return Outcome(TrialState.PRUNED, reason=reason)
 
     def _close_failed(self, exc: BaseException) -> None:
         reason = "interrupted" if isinstance(exc, KeyboardInterrupt | GeneratorExit) else f"{type(exc).__name__}: {exc}"
         self._store_rounds()
-        _try(lambda: self.trial.set_user_attr("fail_reason", reason[:1000]))
+        best_effort(lambda: self.trial.set_user_attr("fail_reason", reason[:1000]))
         if self.run_id is not None:
-            _try(lambda: self.tracker.set_tags(self.run_id, {"state": "FAIL"}))
-            _try(lambda: self.tracker.end_run(self.run_id, "FAILED", reason=reason))
+            best_effort(lambda: self.log.end_trial(self.run_id, "FAIL", reason=reason))
 
     def _store_rounds(self) -> None:
         finished = [r for r in self.per_seed if r]
         if finished:
-            _try(lambda: self.trial.set_user_attr("rounds", _compact(mean_rounds(finished))))
-            _try(lambda: self.trial.set_user_attr("rounds_per_seed", [_compact(r) for r in self.per_seed]))
+            best_effort(lambda: self.trial.set_user_attr("rounds", _compact(mean_rounds(finished))))
+            best_effort(lambda: self.trial.set_user_attr("rounds_per_seed", [_compact(r) for r in self.per_seed]))
 
     def _constraints(self, per_seed: list[list[dict]]) -> dict[str, float]:
         """Constraint values (<= 0 is feasible), as the mean over seeds of each seed's value."""
@@ -326,18 +301,6 @@ class TrialRun:
             out["dense_accuracy"] = s.min_dense_accuracy - sum(r[0]["val_accuracy"] for r in per_seed) / len(per_seed)
         return out
 
-    def _log_artifacts(self, rounds: list[dict]) -> None:
-        import json
-
-        from .plots import plot_rounds
-
-        self.tracker.log_files(self.run_id, {
-            "rounds.csv": rounds_csv(rounds),
-            "rounds.json": json.dumps({"mean": rounds, "per_seed": dict(zip(map(str, self.seeds), self.per_seed))},
-                                      indent=2),
-            "accuracy_vs_density.png": lambda path: plot_rounds(rounds, path, title=f"trial {self.trial.number}"),
-        })
-
     # ------------------------------------------------------------------ retries
 
     def _close_lineage(self) -> list[str]:
@@ -351,24 +314,28 @@ class TrialRun:
             return []
         lineage = [*attrs.get(LINEAGE_ATTR, []), attrs[RUN_ATTR]]
         for run_id in lineage:
-            _try(lambda run_id=run_id: self._close_stale(run_id))
+            best_effort(lambda run_id=run_id: self.log.close_if_running(
+                run_id, f"worker died; retried as trial {self.trial.number}"))
         return lineage
-
-    def _close_stale(self, run_id: str) -> None:
-        if self.tracker.run_status(run_id) == "RUNNING":
-            self.tracker.set_tags(run_id, {"state": "FAIL"})
-            self.tracker.end_run(run_id, "FAILED", reason=f"worker died; retried as trial {self.trial.number}")
 
     def _step_keys(self) -> list[str]:
         if len(self.seeds) == 1:
             return ["val_accuracy"]
         return [f"seed_{s}/val_accuracy" for s in self.seeds]
 
-    def _lineage_steps(self, lineage: list[str], key: str) -> set[int]:
-        steps: set[int] = set()
-        for run_id in lineage:
-            steps |= self.tracker.logged_steps(run_id, key)
-        return steps
+
+class _SeedRounds(Callback):
+    """The trial's watcher on one seed's search: it logs, reports and may stop at each finished round."""
+
+    def __init__(self, run: TrialRun, rounds: list[dict], seed: int, report: bool):
+        self.run, self.rounds, self.seed, self.report = run, rounds, seed, report
+
+    def on_round_end(self, record: RoundResult) -> None:
+        try:
+            self.run.on_round(record, self.rounds, self.seed, self.report)
+        except StopSearch as stop:
+            self.run.trial.set_user_attr(f"stop_reason_seed_{self.seed}", stop.reason)
+            raise
 
 
 def _settings(tcfg) -> dict[str, Any]:
@@ -386,8 +353,8 @@ def _plain(v: Any) -> Any:
     return v if isinstance(v, int | float | str | bool) or v is None else str(v)
 
 
-def _try(fn: Callable[[], Any]) -> None:
-    """Best effort while already failing: never mask the original error."""
+def best_effort(fn: Callable[[], Any]) -> None:
+    """While already failing or closing: never let a secondary error mask the first."""
     try:
         fn()
     except Exception:

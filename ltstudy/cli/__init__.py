@@ -1,0 +1,46 @@
+"""The command line: a thin layer over the engine, the study layer and the reports.
+
+`main` parses the command line (parser.py imports nothing heavy, so `--help`
+is instant) and hands the arguments to the command's function, importing its
+module only then: each command module imports what it needs at its top, and
+the read-only commands' modules never reach torch. Bad input of any kind ends
+with one line on stderr and exit code 2, before anything is trained or
+tracked.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Sequence
+
+from ..engine.errors import ConfigError, RunFailed
+from .common import EXIT_USAGE
+from .parser import build_parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command_function", None):
+        parser.print_help()
+        return EXIT_USAGE
+    if args.command in ("run", "worker"):
+        from ..study.signals import interrupt_on_signals  # (plain Python: no torch)
+
+        interrupt_on_signals()
+    module, _, function = args.command_function.partition(":")
+    try:
+        return getattr(importlib.import_module(module), function)(args)
+    except ConfigError as exc:
+        print(f"ltstudy {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"ltstudy {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `ltstudy pareto ... | head`
+        sys.stderr.close()
+        return 0
+    except RunFailed as exc:  # e.g. a --jobs worker died
+        print(f"ltstudy {args.command}: {exc}", file=sys.stderr)
+        return 1

@@ -1,0 +1,68 @@
+"""What the commands share: exit codes, one-line argparse errors, and checks of paths and values (no torch)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..engine.errors import ConfigError
+
+EXIT_USAGE = 2
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but usage errors are one line (the usage is one --help away)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def check_writable(path: str) -> None:
+    parent = Path(path).resolve().parent
+    if not parent.is_dir():
+        raise ConfigError(f"cannot write {path}: folder {parent} does not exist")
+
+
+def check_folder(path: str) -> None:
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise ConfigError(f"{path} is a file; give a folder for the tickets")
+    parent = p.resolve().parent
+    if not parent.is_dir():
+        raise ConfigError(f"cannot write {path}: folder {parent} does not exist")
+
+
+def check_density(x: float) -> None:
+    if not 0.0 < x <= 1.0:
+        raise ConfigError(f"--density must be in (0, 1], got {x}")
+
+
+def settings_list(text: str, option: str) -> list[str]:
+    from ..engine.config import unknown_key_message
+    from ..study.config import SEARCHABLE
+
+    keys = [k.strip() for k in text.split(",") if k.strip()]
+    if not keys:
+        raise ConfigError(f"{option} needs at least one setting, e.g. {option} prune_rate,rewind_iter")
+    for k in keys:
+        if k not in SEARCHABLE:
+            raise ConfigError(f"{option}: " + unknown_key_message(k, list(SEARCHABLE), "search"))
+    return keys
+
+
+def load_study_file(args: argparse.Namespace):
+    from ..study.config import load_study
+
+    return load_study(args.study_file)
+
+
+def fmt(v: float) -> str:
+    return f"{v:.4g}"
+
+
+def state_counts(trials) -> str:
+    """'3 COMPLETE, 1 FAIL'."""
+    counts: dict[str, int] = {}
+    for t in trials:
+        counts[t.state.name] = counts.get(t.state.name, 0) + 1
+    return ", ".join(f"{v} {k}" for k, v in counts.items()) or "none"

@@ -1,0 +1,93 @@
+"""What a run shows while it trains: tqdm bars on a terminal (callbacks of the engine and the study)."""
+
+from __future__ import annotations
+
+from ..study.callbacks import StudyCallback
+from .common import fmt
+
+
+class TicketProgress(StudyCallback):
+    """Bars for rounds and iterations of one search, shown only on a terminal."""
+
+    def __init__(self, n_rounds: int, enabled: bool, position: int = 0, label: str = "rounds"):
+        self.enabled, self.n_rounds, self.position, self.label = enabled, n_rounds, position, label
+        self.rounds = self.iters = None
+        self.current = ""  # the label of the job the iteration bar shows
+
+    def __enter__(self):
+        if self.enabled:
+            from tqdm import tqdm
+
+            total = self.n_rounds + 1 if self.n_rounds else None  # unknown for a study's trials
+            self.rounds = tqdm(total=total, desc=self.label, unit="round", position=self.position, leave=False)
+            self.iters = tqdm(total=0, desc="round 0", unit="it", position=self.position + 1, leave=False)
+        return self
+
+    def on_evaluation(self, job, iteration, evaluation) -> None:
+        if self.iters is not None:
+            if job.label != self.current:
+                self.current = job.label
+                self.iters.reset(total=job.end - job.start)
+                self.iters.set_description(job.label)
+            self.iters.update(iteration - job.start - self.iters.n)
+
+    def on_round_end(self, record) -> None:
+        if self.rounds is not None:
+            self.rounds.update(1)
+            self.rounds.set_postfix(density=f"{record.density:.3f}", val_acc=f"{record.val_accuracy:.3f}")
+
+    def __exit__(self, *exc):
+        for bar in (self.iters, self.rounds):
+            if bar is not None:
+                bar.close()
+        return False
+
+
+class StudyProgress(StudyCallback):
+    """A bar over trials, plus round and iteration bars for the trial running in this process."""
+
+    def __init__(self, n_trials: int | None, enabled: bool, per_round: bool):
+        self.enabled, self.n_trials, self.per_round = enabled, n_trials, per_round
+        self.trials = None
+        self.ticket: TicketProgress | None = None
+
+    def __enter__(self):
+        if self.enabled:
+            from tqdm import tqdm
+
+            self.trials = tqdm(total=self.n_trials, desc="trials", position=0)
+        return self
+
+    def on_study_start(self, missing: int) -> None:
+        if self.trials is not None:
+            self.trials.reset(total=missing)
+
+    def on_trial_start(self, number: int) -> None:
+        if self.enabled and self.per_round:
+            if self.ticket is not None:
+                self.ticket.__exit__(None, None, None)
+            self.ticket = TicketProgress(0, True, position=1, label=f"trial {number} rounds").__enter__()
+
+    def on_trial_round(self, number, seed, record, search="ticket") -> None:
+        if self.ticket is not None:
+            self.ticket.on_round_end(record)
+
+    def on_evaluation(self, job, iteration, evaluation) -> None:
+        if self.ticket is not None:
+            self.ticket.on_evaluation(job, iteration, evaluation)
+
+    def on_trial_end(self, trial) -> None:
+        if self.trials is not None:
+            self.trials.update(1)
+            if trial.values:
+                self.trials.set_postfix(last=f"#{trial.number} {trial.state.name.lower()}",
+                                        values=",".join(fmt(v) for v in trial.values))
+            else:
+                self.trials.set_postfix(last=f"#{trial.number} {trial.state.name.lower()}")
+
+    def __exit__(self, *exc):
+        if self.ticket is not None:
+            self.ticket.__exit__(None, None, None)
+        if self.trials is not None:
+            self.trials.close()
+        return False

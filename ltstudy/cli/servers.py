@@ -1,0 +1,100 @@
+"""`ltstudy ui` and `ltstudy dashboard`: the MLflow UI and optuna-dashboard on a study's stores, on 127.0.0.1.
+
+Each server runs in its own process group until Ctrl-C or SIGTERM, and is then
+stopped with everything it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import socket
+import subprocess
+import sys
+
+from ..engine.errors import ConfigError
+from ..study.signals import interrupt_on_signals, stop_process_group
+from ..study.storage import (
+    artifact_root,
+    check_storage,
+    check_tracking_uri,
+    journal_path,
+    redact,
+    storage_exists,
+    storage_kind,
+)
+from ..study.tracking import Tracker
+from .common import load_study_file
+
+
+def ui(args: argparse.Namespace) -> int:
+    cfg = load_study_file(args)
+    uri = cfg.tracking_uri(args.tracking_uri)
+    check_tracking_uri(uri)
+    page = _runs_page(uri, args.study_name or cfg.study.name)
+    if not uri.startswith("sqlite:///"):
+        print(f"{redact(uri).rstrip('/')}/{page}")  # a server already: its runs page
+        return 0
+    _check_port_free(args.host, args.port)
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host,
+           "--port", str(args.port), "--workers", "1"]
+    root = artifact_root(uri)
+    if root:
+        cmd += ["--default-artifact-root", root]
+    return serve(cmd, f"MLflow UI for {uri}: http://{args.host}:{args.port}/{page}")
+
+
+def _runs_page(uri: str, name: str) -> str:
+    """The path of the study's runs page: the Runs table, not MLflow 3's GenAI overview.
+
+    MLflow 3.17's UI opens an experiment on its GenAI view unless the URL asks
+    for the model-training workflow (the experiment's kind tag is not read).
+    """
+    try:
+        exp = Tracker(uri).client.get_experiment_by_name(name)
+    except Exception:
+        exp = None
+    if exp is None:
+        return "#/experiments?workflowType=machine_learning"
+    return f"#/experiments/{exp.experiment_id}/runs?workflowType=machine_learning"
+
+
+def dashboard(args: argparse.Namespace) -> int:
+    cfg = load_study_file(args)
+    url = args.storage or cfg.study.storage
+    check_storage(url)
+    if not storage_exists(url):
+        raise ConfigError(f"no Optuna storage at {redact(url)} yet; `ltstudy run {args.study_file}` creates it")
+    if importlib.util.find_spec("optuna_dashboard") is None:
+        raise ConfigError("optuna-dashboard is not installed; install it with `pip install 'ltstudy[dashboard]'` "
+                          "(or `pip install optuna-dashboard`)")
+    _check_port_free(args.host, args.port)
+    target = str(journal_path(url)) if storage_kind(url) == "journal" else url
+    cmd = [sys.executable, "-c", "import sys; from optuna_dashboard._cli import main; sys.argv[0] = "
+           "'optuna-dashboard'; sys.exit(main())", target, "--host", args.host, "--port", str(args.port)]
+    if storage_kind(url) == "journal":
+        cmd += ["--storage-class", "JournalFileStorage"]
+    return serve(cmd, f"optuna-dashboard for {redact(url)}: http://{args.host}:{args.port}/dashboard")
+
+
+def serve(cmd: list[str], banner: str) -> int:
+    """Run a server in its own process group until Ctrl-C or SIGTERM, then stop it and everything it started."""
+    print(f"{banner}  (Ctrl-C to stop)", flush=True)
+    interrupt_on_signals()
+    proc = subprocess.Popen(cmd, start_new_session=True)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stop_process_group(proc)
+
+
+def _check_port_free(host: str, port: int) -> None:
+    if not 0 < port < 65536:
+        raise ConfigError(f"--port must be between 1 and 65535, got {port}")
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror}); pass another --port") from None

@@ -1,0 +1,58 @@
+"""`ltstudy ticket`: one ticket search (or a control) from flags or a TOML file, as a per-round table."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..engine.cache import RoundCache
+from ..engine.config import load_config
+from ..engine.drivers import drive
+from ..engine.errors import DivergedError
+from ..engine.export import TicketSaver
+from ..engine.searches import kind_of, ticket_search
+from ..study.storage import check_cache_dir
+from ..study.tables import round_table
+from ..study.threads import set_threads
+from .common import check_folder, check_writable
+from .parser import overrides
+from .progress import TicketProgress
+
+
+def ticket(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, overrides(args))
+    if args.json:
+        check_writable(args.json)
+    if args.save:
+        check_folder(args.save)
+    cache = None
+    if args.cache_dir:
+        check_cache_dir(args.cache_dir)
+        cache = RoundCache(args.cache_dir)
+    set_threads(0)
+    saver = TicketSaver(args.save, cfg) if args.save else None
+    progress = TicketProgress(0, enabled=not args.quiet and sys.stderr.isatty())
+    # (building the search loads the data and validates the schedule before any training)
+    search = ticket_search(cfg, cache=cache, callbacks=[progress, *([saver] if saver else [])])
+    progress.n_rounds = search.n_rounds
+    try:
+        with progress:
+            result = drive(search)
+    except DivergedError as exc:  # not bad input, but a result: one line, exit 1
+        print(f"ltstudy ticket: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        result.write_json(args.json)
+    if not args.quiet:
+        if result.kind == "control":
+            done = result.path or {}
+            source = ("loaded from the cache" if not done.get("trained") else
+                      f"{done['trained']} trained here" + (f", {done['reused']} loaded from the cache"
+                                                           if done.get("reused") else ""))
+            print(f"{kind_of(cfg)} on the masks of the ticket with the same settings; the ticket's rounds "
+                  f"0..{search.n_rounds - 1}: {source}")
+        print(round_table(result.rounds))
+        print(f"device {result.device}; config hash {cfg.hash()}" + (f"; wrote {args.json}" if args.json else ""))
+        if saver is not None:
+            print(f"wrote {len(saver.written)} tickets: {args.save}/round_00 .. round_{len(saver.written) - 1:02d}")
+    return 0

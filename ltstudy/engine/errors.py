@@ -1,0 +1,31 @@
+"""The engine's exceptions: bad input, which the CLI reports in one line, and results that are not crashes."""
+
+from __future__ import annotations
+
+
+class ConfigError(ValueError):
+    """Bad user input: reported as one line with exit code 2, never a traceback."""
+
+
+class DataError(ConfigError):
+    """Missing or unreadable data: one line saying where we looked and how to get it."""
+
+
+class DivergedError(RuntimeError):
+    """The training loss became NaN or infinite: a result (a bad region of the search), not a crash."""
+
+    def __init__(self, message: str, iteration: int = 0):
+        super().__init__(message)
+        self.iteration = iteration
+
+
+class StopSearch(Exception):
+    """Raised by a callback's `on_round_end` to end the search after the current round."""
+
+    def __init__(self, reason: str = "stopped"):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class RunFailed(RuntimeError):
+    """A run could not finish for a reason outside any one trial (a worker process died): one line, exit 1."""

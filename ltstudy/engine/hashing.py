@@ -1,0 +1,108 @@
+"""One hashing helper for every key: configs, cache entries, data, settings, and code.
+
+`digest(*parts)` hashes JSON-able parts in one canonical form (sorted keys,
+no spaces, anything else by `str`). `code_digest` hashes Python source by its
+syntax tree with docstrings and `help=` texts left out, so rewording a comment,
+a docstring or a `--help` string keeps every cache entry, and a change to what
+the code computes does not. `engine_digest()` covers every module of the
+engine, subpackages included; `module_digest(obj)` covers the module that
+defines a user's registered builder, so editing a plugin never returns the
+old plugin's numbers.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import hashlib
+import inspect
+import json
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+
+def canonical(obj: Any) -> str:
+    """The JSON text every key is hashed from."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def digest(*parts: Any, size: int = 32) -> str:
+    """Hex SHA-256 of the parts' canonical JSON, cut to `size` digits."""
+    return hashlib.sha256(canonical(parts if len(parts) != 1 else parts[0]).encode()).hexdigest()[:size]
+
+
+def bytes_digest(chunks: Iterable[bytes], size: int = 32) -> str:
+    """Hex SHA-256 of raw bytes (array contents), cut to `size` digits."""
+    h = hashlib.sha256()
+    for chunk in chunks:
+        h.update(chunk)
+    return h.hexdigest()[:size]
+
+
+# --------------------------------------------------------------------------- code
+
+
+class _Strip(ast.NodeTransformer):
+    """Drop what documents code without changing what it computes: docstrings and help= texts."""
+
+    def _body(self, node):
+        self.generic_visit(node)
+        body = node.body
+        if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+                and isinstance(body[0].value.value, str):
+            node.body = body[1:] or [ast.Pass()]
+        return node
+
+    visit_Module = visit_ClassDef = visit_FunctionDef = visit_AsyncFunctionDef = _body
+
+    def visit_keyword(self, node: ast.keyword):
+        if node.arg == "help":
+            return ast.keyword(arg="help", value=ast.Constant(value=""))
+        return self.generic_visit(node)
+
+
+def source_digest(source: str, name: str = "<source>") -> str:
+    """Digest of Python source by its syntax tree, without docstrings, comments or help= texts."""
+    try:
+        tree = _Strip().visit(ast.parse(source, name))
+    except SyntaxError:  # not Python we can parse: the text itself
+        return bytes_digest([source.encode()])
+    return bytes_digest([ast.dump(tree, annotate_fields=False).encode()])
+
+
+def files_digest(paths: Iterable[Path], root: Path) -> str:
+    """Digest of several source files, each named by its path relative to `root`."""
+    h = hashlib.sha256()
+    for path in sorted(paths):
+        h.update(path.relative_to(root).as_posix().encode() + b"\0")
+        h.update(source_digest(path.read_text(encoding="utf-8"), str(path)).encode() + b"\0")
+    return h.hexdigest()[:32]
+
+
+@functools.lru_cache(maxsize=1)
+def engine_digest() -> str:
+    """The engine's code, every module of it (subpackages too): part of every cache key."""
+    here = Path(__file__).resolve().parent
+    return files_digest(here.rglob("*.py"), here)
+
+
+@functools.lru_cache(maxsize=256)
+def _module_file_digest(path: str, mtime_ns: int) -> str:
+    return source_digest(Path(path).read_text(encoding="utf-8"), path)
+
+
+def module_digest(obj: Any) -> str:
+    """The code of the module that defines `obj` (a user's builder or class); "" for the engine's own."""
+    module = sys.modules.get(getattr(obj, "__module__", "") or "")
+    if module is None or module.__name__.startswith(__package__ + ".") or module.__name__ == __package__:
+        return ""  # the engine's code is in engine_digest()
+    try:
+        path = Path(inspect.getfile(module))
+    except (TypeError, OSError):  # a module with no file (defined in a notebook, say): its source if it has one
+        try:
+            return source_digest(inspect.getsource(obj))
+        except (TypeError, OSError):
+            return digest(getattr(obj, "__qualname__", repr(obj)))
+    return _module_file_digest(str(path), path.stat().st_mtime_ns)

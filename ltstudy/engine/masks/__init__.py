@@ -1,0 +1,1 @@
+"""Mask rules: how a round's mask is chosen, one class per file; registered in `registry.MASKS`."""

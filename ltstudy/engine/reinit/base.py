@@ -1,0 +1,52 @@
+"""What a re-init strategy is: where the next round starts (state, iteration, learning rate) after pruning."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
+
+from torch import nn
+
+from ..config import Schedule, TrainConfig
+from ..rounds import State
+
+
+@dataclass
+class Start:
+    """What a round can start from: the search's θ_k, and the weights trained in the round before."""
+
+    round: int
+    seed: int
+    theta_k: Callable[[], State]
+    trained: Callable[[], State] | None  # None: the model holds the trained weights already
+
+
+class Reinit:
+    """A re-init strategy. Subclasses set the class attributes and implement `reset`.
+
+    - `rewinds`: the round starts from θ_k, so round 0 captures it (when k > 0).
+    - `control`: not a way to find tickets but a control evaluated on a ticket's masks; `path` names the
+      ticket-finding strategy whose masks it uses.
+    - `start(sched)`: the round's first schedule iteration (k for every ticket-finding strategy).
+    - `constant_lr(train, sched)`: a fixed learning rate for the round, or None to follow the schedule.
+    - `cost(sched)`: the nominal training iterations of a pruned round.
+    """
+
+    rewinds: ClassVar[bool] = False
+    control: ClassVar[bool] = False
+    path: ClassVar[str | None] = None
+    label: ClassVar[str] = ""  # a control's name in reports ("random re-init")
+
+    def start(self, sched: Schedule) -> int:
+        return sched.rewind_iter
+
+    def constant_lr(self, train: TrainConfig, sched: Schedule) -> float | None:
+        return None
+
+    def cost(self, sched: Schedule) -> int:
+        return sched.iterations - self.start(sched)
+
+    def reset(self, model: nn.Module, start: Start) -> None:
+        """Load the round's start into `model` (the caller masks it afterwards)."""
+        raise NotImplementedError

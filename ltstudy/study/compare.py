@@ -1,0 +1,261 @@
+"""`ltstudy compare`: one row per setting combination, with n, per-curve statistics and Welch's test.
+
+Also the per-round and per-cell summaries the figures are drawn from. Every
+number follows the definitions of curves.py and the objectives' classes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .curves import READABLE_DENSITIES, TICKET, Curve, density_label
+from .objectives import parse_objective
+from .stats import ALPHA, Stat, distinguishable_text, welch
+from .tables import format_table
+from .trial_results import census, collect
+
+ACCURACY_KEYS = {"val": "val_accuracy", "test": "test_accuracy_at_early_stop"}
+SPLIT_NAMES = {"val": "validation accuracy at the early-stop iteration",
+               "test": "test accuracy at the early-stop iteration"}
+# Every comparison shows these; a study's other objectives are added after them.
+SUMMARY_OBJECTIVES = ("ticket_sparsity", "ticket_accuracy", "train_iterations")
+_TOL = 1e-9
+
+
+def _order(key: tuple) -> tuple:
+    """Sort numbers numerically, before text (so k = 20 comes before k = 100)."""
+    return tuple((0, v, "") if isinstance(v, int | float) else (1, 0, str(v)) for v in key)
+
+
+def density_grid(curves: Sequence[Curve], extra: Iterable[float] = ()) -> list[float]:
+    """The readable densities (and `extra`) that at least one curve reaches, densest first."""
+    if not curves:
+        return []
+    lowest = min(c.min_density() for c in curves)
+    grid = {d for d in (*READABLE_DENSITIES, *extra) if d >= lowest * (1 - _TOL)}
+    return sorted(grid, reverse=True)
+
+
+@dataclass
+class Comparison:
+    """Rows of `compare`, with what the rows are made of and the pairwise notes."""
+
+    rows: list[dict]
+    by: list[str]
+    context: list[str]
+    grid: list[float]
+    split: str
+    epsilon: float
+    density: float | None
+    notes: list[dict]
+    repeats: list[tuple[int, int]]
+    excluded: dict[str, list[int]]
+
+    def to_json(self) -> dict:
+        return {"by": self.by, "context": self.context, "split": self.split,
+                "accuracy": SPLIT_NAMES[self.split], "epsilon": self.epsilon,
+                "interpolation": "linear in log density between each curve's rounds, never extrapolated",
+                "grid": self.grid, "density": self.density, "rows": self.rows, "comparisons": self.notes,
+                "repeats_counted_once": [list(r) for r in self.repeats], "excluded": self.excluded}
+
+
+def acc_key(d: float) -> str:
+    return f"accuracy_at_{d:g}"
+
+
+def compare(trials: Sequence, by: Sequence[str], epsilon: float, density: float | None = None,
+            searched: Iterable[str] = (), split: str = "val", objectives: Sequence[str] = ()) -> Comparison:
+    """One row per combination of every searched setting (and any other setting that varies).
+
+    `by` are the compared settings; the others are context. Each row has the
+    ticket sparsity, ticket accuracy and training iterations of its curves, and
+    the study's other `objectives`, each computed per curve by the objective's
+    own class (on the `split` asked for) and then averaged. n is the number of
+    (setting combination, seed) curves behind a number: a trial with several
+    seeds gives several curves, and two trials with the same settings and seed
+    give the same curve, counted once. Ticket sparsity is computed per curve and
+    then averaged, exactly as the objective does. Accuracies at densities are
+    interpolated per curve (linear in log density, within the curve only).
+    """
+    by = list(by)
+    col = collect(trials, [*searched, *by])
+    keys = [*by, *[k for k in col.keys if k not in by]]
+    col.keys = keys
+    context = keys[len(by):]
+    grid = density_grid(col.curves, [density] if density else [])
+    acc = ACCURACY_KEYS[split]
+    groups: dict[tuple, list[Curve]] = {}
+    for c in col.curves:
+        groups.setdefault(col.key(c), []).append(c)
+    columns = [parse_objective(o) for o in dict.fromkeys([*SUMMARY_OBJECTIVES, *objectives])]
+    rows = []
+    for key, members in sorted(groups.items(), key=lambda kv: _order(kv[0])):
+        per_curve = []
+        for c in members:
+            t = c.ticket(epsilon)
+            per_curve.append({"trial": c.trial, "seed": c.seed, "ticket_round": t["round"],
+                              "ticket_density": t["density"],
+                              **{o.spec: o.value(c.rounds, epsilon, acc) for o in columns},
+                              **{acc_key(d): c.at(d, acc) for d in grid}})
+        row: dict[str, Any] = {**dict(zip(keys, key, strict=True)), "kind": members[0].kind, "n": len(members),
+                               "trials": sorted({c.trial for c in members}),
+                               "seeds": sorted({str(c.seed) for c in members})}
+        for name in (*(o.spec for o in columns), *(acc_key(d) for d in grid)):
+            s = Stat.of(p[name] for p in per_curve)
+            row.update({name: s.mean, f"{name}_std": s.std, f"{name}_n": s.n})
+        row["curves"] = per_curve
+        rows.append(row)
+    notes = _pairwise(rows, by, context)
+    census_ = census(trials)
+    excluded = {k: census_[k] for k in ("diverged", "duplicate", "failed", "running") if census_[k]}
+    return Comparison(rows, by, context, grid, split, epsilon, density, notes, col.repeats, excluded)
+
+
+def row_label(row: Mapping[str, Any], names: Sequence[str]) -> str:
+    return ", ".join(f"{_short(k)}={row[k]}" for k in names)
+
+
+_SHORT = {"prune_rate": "p", "rewind_iter": "k"}
+
+
+def _short(k: str) -> str:
+    return _SHORT.get(k, k)
+
+
+def _pairwise(rows: Sequence[dict], by: Sequence[str], context: Sequence[str]) -> list[dict]:
+    """Welch's t-test on per-curve ticket sparsity between rows that differ only in the `by` settings."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(tuple(r[k] for k in context), []).append(r)
+    notes = []
+    for ctx, members in groups.items():
+        for i, a in enumerate(members):
+            for b in members[i + 1:]:
+                va = [c["ticket_sparsity"] for c in a["curves"]]
+                vb = [c["ticket_sparsity"] for c in b["curves"]]
+                p = welch(va, vb)
+                diff, verdict = distinguishable_text(len(va), len(vb), p)
+                where = row_label(dict(zip(context, ctx, strict=True)), context)
+                text = (f"{row_label(a, by)} vs {row_label(b, by)}" + (f" ({where})" if where else "")
+                        + f": ticket sparsity {verdict}")
+                notes.append({"a": {k: a[k] for k in by}, "b": {k: b[k] for k in by},
+                              "context": dict(zip(context, ctx, strict=True)), "n_a": len(va), "n_b": len(vb),
+                              "p": p, "distinguishable": diff, "text": text})
+    return notes
+
+
+def compare_table(cmp: Comparison) -> str:
+    """The rows as a fixed-width table: percentages as 'mean ± std (n)'."""
+    show_kind = any(r["kind"] != TICKET for r in cmp.rows)
+    cols = [acc_key(d) for d in cmp.grid]
+    headers = [*(_short(k) for k in cmp.by + cmp.context), *(["kind"] if show_kind else []), "n",
+               "ticket sparsity %", "ticket acc %", *(f"acc@{density_label(d)}" for d in cmp.grid),
+               "train iterations"]
+    body = []
+    for r in cmp.rows:
+        def st(name: str, scale: float = 100.0, digits: int = 1, r=r) -> str:
+            return Stat(r[name], r[f"{name}_std"], r[f"{name}_n"]).text(scale, digits)
+
+        body.append([*(str(r[k]) for k in cmp.by + cmp.context), *([r["kind"]] if show_kind else []), r["n"],
+                     st("ticket_sparsity"), st("ticket_accuracy"), *(st(c) for c in cols),
+                     st("train_iterations", 1.0, 0)])
+    return format_table(headers, body)
+
+
+MAX_NOTES = 24
+
+
+def mean_only(cmp: Comparison) -> list[int]:
+    """Trials with several seeds whose curve is their stored mean (older trials without rounds_per_seed)."""
+    return sorted({c["trial"] for r in cmp.rows for c in r["curves"] if isinstance(c["seed"], tuple)})
+
+
+def compare_text(cmp: Comparison, name: str) -> str:
+    """What `ltstudy compare` prints: a header that says what the numbers are, the table, the notes."""
+    ctx = f"; context: {', '.join(cmp.context)}" if cmp.context else ""
+    lines = [
+        f"'{name}': one row per combination of the searched settings (compared: {', '.join(cmp.by)}{ctx}).",
+        f"n = (setting combination, seed) curves behind each number: mean ± sample std (n), '—' when n = 1. "
+        f"Ticket = sparsest round within ε = {cmp.epsilon:g} of dense validation accuracy, per curve.",
+        f"Accuracy: {SPLIT_NAMES[cmp.split]}, in %; acc@X is interpolated linearly in log density between each "
+        "curve's rounds (never extrapolated).",
+        "",
+        compare_table(cmp) if cmp.rows else "(no finished trials)",
+    ]
+    pooled = mean_only(cmp)
+    if pooled:
+        lines.append(f"trials {', '.join(map(str, pooled))} stored only their mean over seeds (no rounds_per_seed): "
+                     "each counts as one curve, n = 1")
+    if cmp.repeats:
+        lines.append("counted once (same settings and seed as an earlier trial): "
+                     + ", ".join(f"trial {a} = trial {b}" for a, b in cmp.repeats))
+    if cmp.excluded:
+        lines.append("not averaged: " + "; ".join(f"{k} trials {', '.join(map(str, v))}"
+                                                  for k, v in cmp.excluded.items()))
+    if cmp.notes:
+        lines.append("")
+        lines.append("Rows that differ only in the compared settings (Welch's t-test on per-curve ticket sparsity, "
+                     f"distinguishable if p < {ALPHA}; no correction for multiple comparisons):")
+        lines += [f"  {n['text']}" for n in cmp.notes[:MAX_NOTES]]
+        if len(cmp.notes) > MAX_NOTES:
+            lines.append(f"  ... and {len(cmp.notes) - MAX_NOTES} more pairs (all in --json)")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- per-round and per-cell summaries
+
+
+def round_stats(curves: Sequence[Curve], key: str) -> list[dict]:
+    """Per round index over curves (of one setting combination): mean density, mean, std, 95% t-interval, n."""
+    out = []
+    depth = max((len(c.rounds) for c in curves), default=0)
+    for i in range(depth):
+        at = [c.rounds[i] for c in curves if len(c.rounds) > i and c.rounds[i].get(key) is not None]
+        if not at:
+            continue
+        s = Stat.of(r[key] for r in at)
+        out.append({"round": i, "density": sum(r["density"] for r in at) / len(at), "mean": s.mean,
+                    "std": s.std, "ci95": s.ci95(), "n": s.n})
+    return out
+
+
+def levels(values: Iterable[Any]) -> list[Any]:
+    return sorted(set(values), key=lambda v: _order((v,)))
+
+
+def cell_table(curves: Sequence[Curve], x: str, y: str, value) -> dict[tuple, Stat]:
+    """Stat of `value(curve)` for each (x, y) setting pair."""
+    cells: dict[tuple, list] = {}
+    for c in curves:
+        cells.setdefault((c.settings.get(x), c.settings.get(y)), []).append(value(c))
+    return {k: Stat.of(v) for k, v in cells.items()}
+
+
+def pooled_settings(curves: Sequence[Curve], keys: Sequence[str], held: Sequence[str]) -> dict[str, list]:
+    """The row-defining settings other than `held` that take more than one value among `curves`."""
+    out = {}
+    for k in keys:
+        if k in held:
+            continue
+        vals = levels(c.settings.get(k) for c in curves)
+        if len(vals) > 1:
+            out[k] = vals
+    return out
+
+
+def bins(values: Iterable[Any], max_levels: int = 8, n_bins: int = 5) -> tuple[list[str], Any] | None:
+    """For a numeric setting with more than `max_levels` distinct values (a searched range): equal-width bins
+    as (labels in order, value -> label). None when the values can be shown as they are."""
+    vals = levels(values)
+    if len(vals) <= max_levels or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in vals):
+        return None
+    lo, hi = float(vals[0]), float(vals[-1])
+    edges = [lo + (hi - lo) * i / n_bins for i in range(n_bins + 1)]
+    labels = [f"{edges[i]:.3g}–{edges[i + 1]:.3g}" for i in range(n_bins)]
+
+    def label(v: float) -> str:
+        return labels[min(n_bins - 1, int((float(v) - lo) / (hi - lo) * n_bins))]
+
+    return labels, label

@@ -1,0 +1,122 @@
+"""The few things ltstudy needs from Optuna beyond its public API, in one place, each with its reason.
+
+- Heartbeats outside `Study.optimize`: ltstudy asks and tells trials itself
+  (runner.py), so it records a running trial's heartbeat with its own thread
+  through the storage's public `record_heartbeat`, and finds the trial's
+  storage id through the public `get_trial_id_from_study_id_trial_number`.
+  Optuna warns on every `ask()` of a heartbeat storage outside `optimize`;
+  `ask` silences exactly that warning for that call.
+- A grid sampler that several workers can share: Optuna names grid points by
+  their index in an order shuffled with the sampler's seed, so every worker
+  must shuffle with one seed and pick with its own; there is no public way to
+  seed the pick apart from the order, so `GridSampler` sets the attribute
+  Optuna's picks come from.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import warnings
+
+import optuna
+
+HEARTBEAT_WARNING = "Heartbeat of storage is supposed to be used with Study.optimize."
+
+
+def heartbeat_interval(storage) -> int | None:
+    """Seconds between heartbeats for an RDB storage opened with them; None for any other storage."""
+    get = getattr(storage, "get_heartbeat_interval", None)
+    return get() if get is not None else None
+
+
+def ask(study: optuna.Study) -> optuna.Trial:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=HEARTBEAT_WARNING)
+        return study.ask()
+
+
+def trial_id(storage, study: optuna.Study, number: int) -> int:
+    return storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study.study_name), number)
+
+
+class Heartbeat:
+    """A running trial's heartbeat, recorded every interval until `stop()` (no-op without heartbeats).
+
+    A failed beat (a database restarting) is retried at the next interval; the
+    trial is only declared stale by others once no beat has landed for the
+    grace period.
+    """
+
+    def __init__(self, storage, study: optuna.Study, number: int):
+        self.interval = heartbeat_interval(storage)
+        self._storage, self._study, self._number = storage, study, number
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self.interval is None:
+            return
+        self._thread = threading.Thread(target=self._beat, name="ltstudy-heartbeat", daemon=True)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        tid = None
+        while not self._stop.is_set():
+            try:
+                if tid is None:
+                    tid = trial_id(self._storage, self._study, self._number)
+                self._storage.record_heartbeat(tid)
+            except Exception:  # the database is away for a moment: try again at the next beat
+                pass
+            self._stop.wait(self.interval)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def __enter__(self) -> Heartbeat:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def fail_stale_trials(study: optuna.Study) -> None:
+    """Optuna's own stale-trial sweep (an experimental API, used knowingly)."""
+    from optuna.exceptions import ExperimentalWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
+@contextlib.contextmanager
+def quiet_experimental():
+    """Optuna flags some APIs 'experimental' on every use (heartbeats, metric names); we depend on them knowingly."""
+    from optuna.exceptions import ExperimentalWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        yield
+
+
+class GridSampler(optuna.samplers.GridSampler):
+    """Optuna's grid sampler for an ask/tell loop and for several workers.
+
+    Every worker shuffles the grid with the same `order_seed` (so grid index 13
+    is the same setting for all) and picks among the unvisited points with its
+    own `pick_seed`. It must not call study.stop() (valid only inside
+    optimize): the runner stops by itself once every setting has been evaluated.
+    """
+
+    def __init__(self, search_space, order_seed: int, pick_seed: int):
+        from optuna.samplers._lazy_random_state import LazyRandomState
+
+        super().__init__(search_space, seed=order_seed)
+        self._rng = LazyRandomState(pick_seed)
+
+    def after_trial(self, study, trial, state, values) -> None:
+        pass
