@@ -52,7 +52,8 @@ def run(use_cache: bool, args: argparse.Namespace) -> dict:
     from optuna.trial import TrialState
 
     from ltstudy.study.config import load_study
-    from ltstudy.study.runner import RunOptions, run_study
+    from ltstudy.study.runner import run_study
+    from ltstudy.study.session import RunOptions
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "study.toml"

@@ -10,7 +10,7 @@ ENGINE     `ltstudy.engine.training.train` as it is: validation at every evaluat
            training thread, and overlapped with training on a second core (what a
            process alone on a machine does; the same numbers).
 REFERENCE  the same call, plus the evaluation the engine used to do and no longer
-           does: the test split at every evaluation point (through `on_eval`).
+           does: the test split at every evaluation point (through a callback's `on_evaluation`).
 
 It prints each one's round time, the seconds spent in evaluation and their share
 of the round, the examples evaluated per round, and checks that both give the
@@ -27,11 +27,13 @@ import time
 
 import torch
 
-from ltstudy.engine import training
+from ltstudy.engine import round_protocol
 from ltstudy.engine.config import TicketConfig, TrainConfig
 from ltstudy.engine.data import Dataset, Split
 from ltstudy.engine.models import build_model
 from ltstudy.engine.pruning import full_masks, prunable_layers
+from ltstudy.engine.rounds import Callback, RoundJob
+from ltstudy.engine.training import train
 
 
 def make_data(seed: int = 0) -> Dataset:
@@ -51,16 +53,16 @@ def train_only(data: Dataset, iterations: int) -> float:
     cfg = TrainConfig(iterations=iterations, eval_every=iterations)
     sched = TicketConfig(train=cfg).resolve_schedule(len(data.train))
     t0 = time.perf_counter()
-    training.train(model, data, full_masks(model, prunable_layers(model)), cfg, sched, seed=0,
-                   evaluate_splits=False)
+    train(RoundJob(0, model, full_masks(model, prunable_layers(model)), cfg, sched, 0, None, 0, sched.iterations,
+                   evaluate=False), data)
     return time.perf_counter() - t0
 
 
 class Counting:
-    """Wraps training.evaluate: seconds and examples spent evaluating."""
+    """Wraps round_protocol.evaluate: seconds and examples spent evaluating."""
 
     def __init__(self):
-        self.real, self.seconds, self.examples = training.evaluate, 0.0, 0
+        self.real, self.seconds, self.examples = round_protocol.evaluate, 0.0, 0
 
     def __call__(self, model, split, batch_size, state=None):
         t0 = time.perf_counter()
@@ -79,18 +81,20 @@ def one_round(data: Dataset, iterations: int, eval_every: int, reference: bool, 
     counter = Counting()
     vals = []
 
-    def on_eval(done, val):
-        vals.append((done, val.loss, val.accuracy))
-        if reference:  # the old loop evaluated the test split at every point too
-            counter(model, data.test, cfg.eval_batch_size)
+    class OnEval(Callback):
+        def on_evaluation(self, job, done, val):
+            vals.append((done, val.loss, val.accuracy))
+            if reference:  # the old loop evaluated the test split at every point too
+                counter(model, data.test, cfg.eval_batch_size)
 
-    training.evaluate = counter
+    round_protocol.evaluate = counter
     try:
         t0 = time.perf_counter()
-        res = training.train(model, data, masks, cfg, sched, seed=0, on_eval=on_eval, overlap_eval=overlap)
+        res = train(RoundJob(0, model, masks, cfg, sched, 0, None, 0, sched.iterations), data, OnEval(),
+                    overlap_eval=overlap)
         total = time.perf_counter() - t0
     finally:
-        training.evaluate = counter.real
+        round_protocol.evaluate = counter.real
     if overlap:  # the evaluations on the other thread cost the round only the time spent waiting for them
         counter.seconds = total - train_only(data, iterations)
     return {"seconds": total, "eval_seconds": counter.seconds, "eval_share": counter.seconds / total,

@@ -42,13 +42,15 @@ import time
 
 import torch
 
-from ltstudy.engine.config import ConfigError, PruneConfig, TicketConfig, TrainConfig
+from ltstudy.engine.config import PruneConfig, TicketConfig, TrainConfig
 from ltstudy.engine.data import Dataset, Split
+from ltstudy.engine.device import resolve_device
+from ltstudy.engine.errors import ConfigError
 from ltstudy.engine.models import build_model
 from ltstudy.engine.packing import PackedTrainer
 from ltstudy.engine.pruning import apply_masks, density, full_masks, layer_rates, prunable_layers, prune
-from ltstudy.engine.ticket import RoundJob
-from ltstudy.engine.training import resolve_device, train
+from ltstudy.engine.rounds import RoundJob
+from ltstudy.engine.training import train
 
 N_TRAIN, N_EVAL, SHAPE, CLASSES = 60_000, 100, (1, 28, 28), 10
 BATCH, LR = 60, 1.2e-3
@@ -101,8 +103,7 @@ def run_unpacked(jobs: list[RoundJob], data: Dataset) -> float:
     _sync(data)
     t0 = time.perf_counter()
     for job in jobs:
-        train(job.model, data, job.masks, job.train, job.sched, seed=job.data_seed, dropout_seed=job.dropout_seed,
-              start=job.start, end=job.end)
+        train(job, data)
     _sync(data)
     return time.perf_counter() - t0
 

@@ -93,7 +93,8 @@ def run_variant(name: str, iterations: int) -> dict:
     import optuna
 
     from ltstudy.study.config import load_study
-    from ltstudy.study.runner import RunOptions, run_study
+    from ltstudy.study.runner import run_study
+    from ltstudy.study.session import RunOptions
     from ltstudy.study.storage import open_storage
 
     study_extra, train_extra = VARIANTS[name]

@@ -55,6 +55,7 @@ from ltstudy.engine.pruning import (
     prunable_layers,
     prune,
 )
+from ltstudy.engine.rounds import RoundJob
 from ltstudy.engine.training import train
 
 N_TRAIN, N_EVAL, SHAPE, CLASSES = 60_000, 1_000, (1, 28, 28), 10
@@ -119,7 +120,7 @@ class Engine:
         cfg = TrainConfig(**{**vars(self.cfg), "iterations": iterations, "eval_every": iterations})
         sched = TicketConfig(train=cfg).resolve_schedule(len(self.data.train))
         t0 = time.perf_counter()
-        train(self.model, self.data, self.masks, cfg, sched, seed=0, evaluate_splits=False)
+        train(RoundJob(0, self.model, self.masks, cfg, sched, 0, None, 0, iterations, evaluate=False), self.data)
         return time.perf_counter() - t0
 
 

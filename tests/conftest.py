@@ -182,3 +182,4 @@ def _keep_sigterm():
     before = signal.getsignal(signal.SIGTERM)
     yield
     signal.signal(signal.SIGTERM, before)
+

@@ -13,7 +13,17 @@ import optuna
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
-from ltstudy.study.objectives import mean_rounds
+from ltstudy.study.curves import mean_rounds
+
+
+def kind_for(settings: dict[str, Any]) -> str:
+    """The kind a trial with these settings records ("ticket", "control: random re-init", ...), as the runner does."""
+    from ltstudy.engine.config import TicketConfig
+    from ltstudy.engine.searches import kind_of  # (the engine: imported only when a test asks)
+
+    prune = {k: settings[k] for k in ("reinit", "mask") if k in settings}
+    return kind_of(TicketConfig.from_dict({"device": "cpu", "prune": prune}))
+
 
 DEFAULTS: dict[str, Any] = {"prune_rate": 0.2, "rewind_iter": 0, "scope": "layerwise", "reinit": "rewind",
                             "mask": "magnitude", "rounds": 3, "lr": 0.0012}
@@ -35,11 +45,13 @@ def curve(densities: Sequence[float], vals: Sequence[float], **kw: Any) -> list[
 
 def make_trial(number: int, per_seed: Sequence[list[dict]], seeds: Sequence[int] | None = None,
                state: TrialState = TrialState.COMPLETE, values: Sequence[float] | None = None,
-               per_seed_attr: bool = True, **settings: Any) -> optuna.trial.FrozenTrial:
-    """A finished trial with one round list per seed (seeds 0, 1, ... unless given)."""
+               per_seed_attr: bool = True, kind: str | None = None, **settings: Any) -> optuna.trial.FrozenTrial:
+    """A finished trial with one round list per seed (seeds 0, 1, ... unless given); its kind as the runner
+    records it (given, for a test that must not import torch)."""
     params_all = {**DEFAULTS, **settings}
     seeds = list(range(len(per_seed))) if seeds is None else list(seeds)
-    attrs: dict[str, Any] = {"params_all": params_all, "seeds": seeds, "rounds": mean_rounds(per_seed)}
+    attrs: dict[str, Any] = {"params_all": params_all, "seeds": seeds, "rounds": mean_rounds(per_seed),
+                             "kind": kind if kind is not None else kind_for(params_all)}
     if per_seed_attr:
         attrs["rounds_per_seed"] = [list(r) for r in per_seed]
     if values is None and state == TrialState.COMPLETE:

@@ -12,8 +12,10 @@ import pytest
 from scipy.stats import ttest_ind
 
 from ltstudy import cli
-from ltstudy.study.objectives import parse_objective, ticket_round
-from ltstudy.study.reports import Stat, compare, compare_table, compare_text, interpolate
+from ltstudy.study.compare import compare, compare_table, compare_text
+from ltstudy.study.curves import interpolate, ticket_round
+from ltstudy.study.objectives import parse_objective
+from ltstudy.study.stats import Stat
 from tests.report_helpers import curve, make_trial
 from tests.study_helpers import Stores, isolate, write_study
 
@@ -217,17 +219,16 @@ def test_compare_command_prints_the_note_and_writes_json(synthetic_study, capsys
 
 
 def test_tables_statistics_and_plots_work_without_importing_torch(tmp_path):
-    # (`ltstudy compare` itself still imports torch through study/config.py -> engine/cache.py.)
     code = f"""
 import sys
 sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
 from tests.report_helpers import curve, make_trial
-from ltstudy.study import html_report, plots, reports
-trials = [make_trial(0, [curve([1.0, 0.5, 0.25], [0.9, 0.9, 0.8])] * 2, seeds=[0, 1]),
-          make_trial(1, [curve([1.0, 0.5, 0.25], [0.9, 0.85, 0.8])], reinit="random")]
-print(reports.compare_text(reports.compare(trials, ["reinit"], 0.01, 0.2), "s"))
+from ltstudy.study import compare, frontier, html_report, plots
+trials = [make_trial(0, [curve([1.0, 0.5, 0.25], [0.9, 0.9, 0.8])] * 2, seeds=[0, 1], kind="ticket"),
+          make_trial(1, [curve([1.0, 0.5, 0.25], [0.9, 0.85, 0.8])], reinit="random", kind="control: random re-init")]
+print(compare.compare_text(compare.compare(trials, ["reinit"], 0.01, 0.2), "s"))
 plots.plot_compare(trials, ["reinit"], {str(tmp_path / "c.png")!r}, epsilon=0.01)
-plots.plot_pareto(trials, reports.round_frontier(trials), {str(tmp_path / "p.png")!r}, epsilon=0.01)
+plots.plot_pareto(trials, frontier.round_frontier(trials), {str(tmp_path / "p.png")!r}, epsilon=0.01)
 assert "matplotlib" in sys.modules and "scipy" in sys.modules
 print("TORCH", sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))[:3])
 """
@@ -277,7 +278,7 @@ def test_compare_plot_has_one_curve_per_row_with_n_and_a_dense_line_with_its_eps
 
 def test_the_frontier_plot_explains_its_point_labels_and_keeps_validation_accuracy(figures):
     from ltstudy.study import plots
-    from ltstudy.study.reports import round_frontier
+    from ltstudy.study.frontier import round_frontier
 
     trials = welch_trials()
     plots.plot_pareto(trials, round_frontier(trials), None, epsilon=EPS)
@@ -289,7 +290,7 @@ def test_the_frontier_plot_explains_its_point_labels_and_keeps_validation_accura
 
 def test_no_value_is_interpolated_across_a_gap_nothing_was_measured_in():
     """One-shot pruning measures the dense network and one sparse one: 50% between 100% and 3.6% is unknown."""
-    from ltstudy.study.reports import interpolate
+    from ltstudy.study.curves import interpolate
 
     one_shot = [{"density": 1.0, "val_accuracy": 0.9}, {"density": 0.036, "val_accuracy": 0.8}]
     iterative = [{"density": 0.8 ** r, "val_accuracy": 0.9 - 0.01 * r} for r in range(5)]

@@ -6,14 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from ltstudy.engine.config import (
-    ConfigError,
-    TicketConfig,
-    load_config,
-    parse_length,
-    read_toml,
-    to_iterations,
-)
+from ltstudy.engine.config import TicketConfig, load_config, parse_length, read_toml, to_iterations
+from ltstudy.engine.errors import ConfigError
 
 
 def write(tmp_path: Path, text: str, name: str = "run.toml") -> Path:

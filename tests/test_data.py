@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-import ltstudy.engine.data
-from ltstudy.engine.config import ConfigError, DataConfig
-from ltstudy.engine.data import Batches, DataError, augment_batch, load_dataset, read_idx
+from ltstudy.engine.config import DataConfig
+from ltstudy.engine.data import Batches, augment_batch, load_dataset
+from ltstudy.engine.datasets.idx import read_idx
+from ltstudy.engine.errors import ConfigError, DataError
+from ltstudy.engine.registry import DATASETS
 
 from .conftest import IDX_STEMS, idx_bytes
 
@@ -76,8 +78,8 @@ def test_unknown_dataset_suggests_the_closest_name():
 
 
 def test_every_registered_dataset_has_a_summary_and_a_validation_size():
-    assert {"digits", "fashion-mnist", "mnist", "cifar10"} <= set(ltstudy.engine.data.DATASETS)
-    assert all(s.summary and s.default_val_size > 0 for s in ltstudy.engine.data.DATASETS.values())
+    assert {"digits", "fashion-mnist", "mnist", "cifar10"} <= set(DATASETS)
+    assert all(s.summary and s.default_val_size > 0 for s in DATASETS.values())
 
 
 # --------------------------------------------------------------------------- batches
@@ -266,9 +268,9 @@ def test_labels_are_the_labels_of_the_batchs_indices():
 def test_digits_are_read_exactly_as_scikit_learn_loads_them():
     from sklearn.datasets import load_digits
 
-    import ltstudy.engine.data as data
+    from ltstudy.engine.datasets import digits
 
-    images, target = data._digits_arrays()
+    images, target = digits._arrays()
     reference = load_digits()
     assert np.array_equal(images, reference.images) and images.dtype == reference.images.dtype
     assert np.array_equal(target, reference.target)

@@ -11,8 +11,8 @@ from ltstudy import cli
 from ltstudy.engine import pruning
 from ltstudy.engine.cache import RoundCache
 from ltstudy.engine.export import TicketSaver, load_ticket
-from ltstudy.engine.ticket import ticket_search
-from ltstudy.engine.training import evaluate
+from ltstudy.engine.round_protocol import evaluate
+from ltstudy.engine.searches import ticket_search
 from tests.study_helpers import Stores, isolate, quiet_run, seed_mlflow_db, write_study
 
 SAME = ("val_accuracy", "val_loss", "early_stop_iteration", "test_accuracy", "test_accuracy_at_early_stop",
@@ -36,8 +36,8 @@ def same_numbers(result, record: dict) -> None:
 def test_a_saved_round_loads_into_the_model_and_retrains_to_the_same_numbers(tiny_cfg, digits, tmp_path, overrides):
     cfg = tiny_cfg({**overrides, "prune.rounds": 2})
     search = ticket_search(cfg, digits)
-    saver = search.on_state = TicketSaver(tmp_path / "tickets", cfg)
-    rounds = search.run().rounds
+    saver = TicketSaver(tmp_path / "tickets", cfg)
+    rounds = search.run(saver).rounds
     assert [p.name for p in saver.written] == ["round_00", "round_01", "round_02"]
     for rec in rounds:
         ticket = load_ticket(tmp_path / "tickets" / f"round_{rec.round:02d}")
@@ -58,11 +58,13 @@ def test_rounds_from_the_cache_are_saved_with_the_weights_they_started_from(tiny
     cache = RoundCache(tmp_path / "cache")
     ticket_search(cfg, digits, cache).run()
     again = ticket_search(cfg, digits, cache)
-    saver = again.on_state = TicketSaver(tmp_path / "from-cache", cfg)
-    assert all(r.reused for r in again.run().rounds)
+    saver = TicketSaver(tmp_path / "from-cache", cfg)
+    assert all(r.reused for r in again.run(saver).rounds)
     fresh = ticket_search(cfg, digits)
-    fresh.on_state = TicketSaver(tmp_path / "trained", cfg)
-    fresh.run()
+    fresh_saver = TicketSaver(tmp_path / "trained", cfg)
+    fresh.run(fresh_saver)
+    assert [p.name for p in saver.written] == [p.name for p in fresh_saver.written] == ["round_00", "round_01",
+                                                                                        "round_02"]
     for folder in saver.written:
         a, b = load_ticket(folder), load_ticket(tmp_path / "trained" / folder.name)
         for part in ("masks", "init", "trained"):
@@ -95,17 +97,27 @@ def study_with_cache(tmp_path_factory):
 
 def test_export_writes_the_sparsest_matching_ticket_and_logs_it_to_the_trials_run(study_with_cache, tmp_path,
                                                                                 monkeypatch, capsys):
-    from ltstudy.study.objectives import ticket_round
+    import re
 
     stores, path = study_with_cache
     isolate(monkeypatch, stores.root)
     assert cli.main(["export", str(path), "--out", str(tmp_path / "t")]) == 0
     out = capsys.readouterr().out
+    number, r = map(int, re.search(r"\(trial (\d+), seed 0, round (\d+)", out).groups())
     study = stores.study()
-    tickets = [t for t in study.trials if t.user_attrs["kind"] == "ticket"]
-    best = max(tickets, key=lambda t: (1 - ticket_round(t.user_attrs["rounds"], 0.01)["density"], -t.number))
-    r = ticket_round(best.user_attrs["rounds"], 0.01)["round"]
-    assert out.startswith(f"wrote {tmp_path / 't' / f'round_{r:02d}'} (trial {best.number}, seed 0, round {r}")
+    best = study.trials[number]
+    assert out.startswith(f"wrote {tmp_path / 't' / f'round_{r:02d}'} (trial {number}, seed 0, round {r}")
+
+    # The default is the sparsest winning ticket of the study: a round within ε = 0.01 of its own dense round's
+    # validation accuracy, from a ticket trial (never a control), and no ticket trial has a sparser such round.
+    def matching(t):
+        rounds = t.user_attrs["rounds"]
+        return [q for q in rounds if q["val_accuracy"] >= rounds[0]["val_accuracy"] - 0.01]
+
+    assert best.user_attrs["kind"] == "ticket"
+    assert best.user_attrs["rounds"][r] in matching(best)
+    others = [q for t in study.trials if t.user_attrs["kind"] == "ticket" for q in matching(t)]
+    assert min(q["density"] for q in others) == best.user_attrs["rounds"][r]["density"]
     assert "every round from the training cache" in out
     ticket = load_ticket(tmp_path / "t" / f"round_{r:02d}")
     assert ticket.record["val_accuracy"] == best.user_attrs["rounds"][r]["val_accuracy"]

@@ -10,8 +10,9 @@ from hypothesis import strategies as st
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 
+from ltstudy.study.frontier import non_dominated, round_frontier, round_points
 from ltstudy.study.plots import plot_compare, plot_pareto
-from ltstudy.study.reports import non_dominated, round_frontier, round_points
+from tests.report_helpers import kind_for
 
 # Few distinct values so that duplicates and ties in either coordinate are common.
 DENSITIES = st.sampled_from([1.0, 0.8, 0.64, 0.512, 0.41, 0.2])
@@ -68,7 +69,7 @@ def fake_trial(number: int, rounds: list[tuple[float, float]], state=TrialState.
         state=state, values=[0.0, 1.0] if state == TrialState.COMPLETE else None,
         params={"prune_rate": params_all["prune_rate"]},
         distributions={"prune_rate": CategoricalDistribution([0.2, 0.5])},
-        user_attrs={"params_all": params_all, "seeds": list(seeds),
+        user_attrs={"params_all": params_all, "seeds": list(seeds), "kind": kind_for(params_all),
                     "rounds": [{"round": i, "density": d, "val_accuracy": a, "test_accuracy": a - 0.01,
                                 "test_accuracy_at_early_stop": a - 0.02, "iterations": 60}
                                for i, (d, a) in enumerate(rounds)]})

@@ -6,9 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from ltstudy.engine.config import ConfigError
-from ltstudy.engine.models import MODELS, build_model
+from ltstudy.engine.errors import ConfigError
+from ltstudy.engine.models import build_model
 from ltstudy.engine.pruning import prunable_layers
+from ltstudy.engine.registry import MODELS
 
 INPUTS = {
     "lenet-300-100": (1, 8, 8),
@@ -112,7 +113,7 @@ def test_every_model_trains_on_every_dataset_or_the_pair_is_refused_in_one_line_
     from ltstudy.engine.config import TicketConfig
     from ltstudy.engine.data import Dataset, Split
     from ltstudy.engine.registry import DATASETS, check_pair
-    from ltstudy.engine.ticket import ticket_search
+    from ltstudy.engine.searches import ticket_search
 
     shape = DATASETS.get(dataset).input_shape
     g = torch.Generator().manual_seed(0)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from ltstudy.engine.config import ConfigError
-from ltstudy.study.objectives import accuracy_at_density, mean_rounds, parse_objective, ticket_round
+from ltstudy.engine.errors import ConfigError
+from ltstudy.study.curves import accuracy_at_density, mean_rounds, ticket_round
+from ltstudy.study.objectives import parse_objective
 
 
 def rnd(i: int, density: float, val: float, iterations: int = 100, **extra) -> dict:

@@ -16,10 +16,14 @@ from torch import nn
 
 from ltstudy.engine import pruning
 from ltstudy.engine.config import TicketConfig, TrainConfig
+from ltstudy.engine.drivers import drive_packed, run_packed, search_jobs
+from ltstudy.engine.errors import DivergedError, StopSearch
 from ltstudy.engine.models import build_model
-from ltstudy.engine.packing import PackedTrainer, drive_packed, probe_layer, run_packed, search_source
-from ltstudy.engine.ticket import RoundJob, StopSearch, ticket_search, train_job
-from ltstudy.engine.training import DivergedError, TrainResult
+from ltstudy.engine.packing import PackedTrainer, probe_layer
+from ltstudy.engine.rounds import Callback, RoundJob, TrainResult
+from ltstudy.engine.searches import ticket_search
+from ltstudy.engine.training import train
+from tests.engine_helpers import OnEvaluation, OnRoundEnd
 
 # --------------------------------------------------------------------------- helpers
 
@@ -33,18 +37,26 @@ def solo(cfg: TicketConfig, data) -> tuple:
     """The search run alone (ticket.drive), with its masks at every round."""
     search = ticket_search(cfg, data)
     masks: list[dict] = []
-    result = search.run(on_round=lambda rec: masks.append({n: m.clone() for n, m in search.masks.items()}))
+    result = search.run(OnRoundEnd(lambda rec: masks.append({n: m.clone() for n, m in search.masks.items()})))
     return result, masks
 
 
 def packed(cfgs: list[TicketConfig], data, capacity: int, **kw) -> tuple[list, list[list[dict]]]:
-    searches = [ticket_search(c, data) for c in cfgs]
     masks: list[list[dict]] = [[] for _ in cfgs]
+    searches = []
+    for i, c in enumerate(cfgs):
+        searches.append(ticket_search(c, data))
+        searches[i].callbacks.members.append(
+            OnRoundEnd(lambda rec, i=i: masks[i].append({n: m.clone() for n, m in searches[i].masks.items()})))
+    return run_packed(searches, capacity, **kw), masks
 
-    def on_round(i, rec):
-        masks[i].append({n: m.clone() for n, m in searches[i].masks.items()})
 
-    return run_packed(searches, capacity, on_round=on_round, **kw), masks
+class OnNote(Callback):
+    def __init__(self, fn):
+        self.fn = fn
+
+    def on_note(self, message):
+        self.fn(message)
 
 
 def assert_same_masks(a: list[dict], b: list[dict]) -> None:
@@ -97,7 +109,7 @@ def train_packed(jobs: list[RoundJob], data, capacity: int, **kw) -> tuple[Packe
 def trained_alone(jobs: list[RoundJob], data) -> tuple[list[TrainResult], list[RoundJob]]:
     """Each job trained on its own: the results, and the trained copies (the jobs are left untouched)."""
     alone = [clone_job(j) for j in jobs]
-    return [train_job(j, data) for j in alone], alone
+    return [train(j, data) for j in alone], alone
 
 
 def assert_same_train_result(a: TrainResult, b: TrainResult) -> None:
@@ -159,7 +171,7 @@ def test_slots_are_refilled_as_sources_finish(tiny_cfg, digits):
     pulled_after: list[int] = []
 
     def source(i):
-        result = yield from search_source(ticket_search(cfgs[i], digits))
+        result = yield from search_jobs(ticket_search(cfgs[i], digits))
         finished.append(i)
         return result
 
@@ -228,7 +240,7 @@ def test_members_at_different_iterations_and_schedules_share_steps(digits):
 def test_augmented_members_crop_and_flip_as_train_does(digits):
     data = dataclasses.replace(digits, augment=True)
     jobs = [job_for(data, seed=s, rate=0.3 * s, start=5 * s, end=20) for s in range(3)]
-    expected = [train_job(clone_job(j), data) for j in jobs]
+    expected = [train(clone_job(j), data) for j in jobs]
     _, results = train_packed(jobs, data, capacity=3)
     for i in range(3):
         assert_same_train_result(results[i], expected[i])
@@ -236,14 +248,14 @@ def test_augmented_members_crop_and_flip_as_train_does(digits):
 
 def test_convolutions_run_member_by_member_when_their_stacked_output_is_large(digits, monkeypatch):
     """The list layout: every conv, ReLU and pool on tensors of the unpacked size, stacked only at Flatten."""
-    from ltstudy.engine import packing
+    from ltstudy.engine.packing import _layers, _net
 
-    monkeypatch.setattr(packing, "GROUPED_CONV_MAX_BYTES", 0)
+    monkeypatch.setattr(_net, "GROUPED_CONV_MAX_BYTES", 0)
     jobs = [job_for(digits, seed=s, rate=0.4 * s, start=3 * s, end=12, model="conv-2",
                     train={"optimizer": "sgd", "lr": 0.05, "momentum": 0.5}) for s in range(2)]
     expected, alone = trained_alone(jobs, digits)
     pack, results = train_packed(jobs, digits, capacity=2)
-    convs = [i for i, layer in enumerate(pack.net.layers) if isinstance(layer, packing._Conv)]
+    convs = [i for i, layer in enumerate(pack.net.layers) if isinstance(layer, _layers.PackedConv)]
     assert convs and not any(pack.net.plan(2)[i] for i in convs)
     for i in range(2):
         assert_same_train_result(results[i], expected[i])
@@ -254,7 +266,7 @@ def test_inexact_mode_batches_everything_and_stays_close(digits):
     """exact=False skips the probes: conv1's grouped form then rounds differently, within float tolerance."""
     jobs = [job_for(digits, seed=s, rate=0.5, start=0, end=10, model="conv-2") for s in range(2)]
     alone = [clone_job(j) for j in jobs]
-    expected = [train_job(j, digits) for j in alone]
+    expected = [train(j, digits) for j in alone]
     pack, results = train_packed(jobs, digits, capacity=2, exact=False)
     assert all(pack.net.plan(2)[i] for i, layer in enumerate(pack.net.layers) if layer.batchable)
     for i in range(2):
@@ -317,7 +329,7 @@ def test_without_return_exceptions_divergence_propagates_and_the_other_sources_a
 
     def source(i, cfg):
         try:
-            return (yield from search_source(ticket_search(cfg, digits)))
+            return (yield from search_jobs(ticket_search(cfg, digits)))
         finally:
             closed.append(i)
 
@@ -332,7 +344,7 @@ def test_a_source_may_catch_the_divergence_thrown_into_it(tiny_cfg, digits):
     search = ticket_search(tiny_cfg(train__optimizer="sgd", train__lr=1e6), digits)
 
     def source():
-        events = search_source(search)
+        events = search_jobs(search)
         job = next(events)
         try:
             yield job
@@ -349,7 +361,7 @@ def test_a_model_without_packed_form_is_trained_unpacked_with_one_note(tiny_cfg,
     assert PackedTrainer.supports(ticket_search(cfgs[0], digits).job(0)) is not None
     assert PackedTrainer.supports(ticket_search(cfgs[1], digits).job(0)) is None
     notes: list[str] = []
-    results, masks = packed(cfgs, digits, capacity=2, on_note=notes.append)
+    results, masks = packed(cfgs, digits, capacity=2, callbacks=OnNote(notes.append))
     assert len(notes) == 1 and "ResNet20" in notes[0] and "unpacked" in notes[0]
     assert_same_as_solo(cfgs, results, masks, digits)
 
@@ -362,7 +374,7 @@ def test_drive_packed_answers_other_events_with_none_and_returns_in_pull_order(t
 
     def source(value, cfg):
         replies.append((yield "not a job"))
-        result = yield from search_source(ticket_search(cfg, digits))
+        result = yield from search_jobs(ticket_search(cfg, digits))
         return value, len(result.rounds)
 
     def quick():
@@ -378,9 +390,11 @@ def test_drive_packed_answers_other_events_with_none_and_returns_in_pull_order(t
 def test_progress_is_reported_at_the_same_points_as_unpacked(tiny_cfg, digits):
     cfg = tiny_cfg(prune__rewind_iter=10, train__eval_every=15)
     seen: dict[str, list] = {"solo": [], "packed": []}
-    ticket_search(cfg, digits).run(progress=lambda job, done, total: seen["solo"].append((job.label, done, total)))
-    drive_packed([search_source(ticket_search(cfg, digits))], digits, capacity=1,
-                 progress=lambda job, done, total: seen["packed"].append((job.label, done, total)))
+    def progress(key):
+        return OnEvaluation(lambda job, it, ev: seen[key].append((job.label, it - job.start, job.end - job.start)))
+
+    ticket_search(cfg, digits).run(progress("solo"))
+    drive_packed([search_jobs(ticket_search(cfg, digits))], digits, capacity=1, callbacks=progress("packed"))
     assert seen["packed"] == seen["solo"] == [("round 0", 15, 60), ("round 0", 30, 60), ("round 0", 45, 60),
                                               ("round 0", 60, 60), ("round 1", 5, 50), ("round 1", 20, 50),
                                               ("round 1", 35, 50), ("round 1", 50, 50)]
@@ -392,10 +406,10 @@ def test_stop_search_from_on_round_ends_that_search_as_drive_does(tiny_cfg, digi
             raise StopSearch("enough")
 
     cfg = tiny_cfg(prune__rounds=3)
-    alone = ticket_search(cfg, digits).run(on_round=stopper)
+    alone = ticket_search(cfg, digits).run(OnRoundEnd(stopper))
     other = tiny_cfg(seed=1, prune__rounds=2)
-    out = drive_packed([search_source(ticket_search(cfg, digits), stopper),
-                        search_source(ticket_search(other, digits))], digits, capacity=2)
+    out = drive_packed([search_jobs(ticket_search(cfg, digits, callbacks=OnRoundEnd(stopper))),
+                        search_jobs(ticket_search(other, digits))], digits, capacity=2)
     assert out[0].stopped == "enough" and len(out[0].rounds) == 2
     assert record_dicts(out[0]) == record_dicts(alone)
     assert record_dicts(out[1]) == record_dicts(solo(other, digits)[0])
@@ -408,7 +422,7 @@ def test_an_exception_escaping_a_source_is_raised_or_returned(tiny_cfg, digits):
 
     with pytest.raises(ValueError, match="bug in a trial"):
         drive_packed([broken()], digits, capacity=1)
-    out = drive_packed([broken(), search_source(ticket_search(tiny_cfg(), digits))], digits, capacity=2,
+    out = drive_packed([broken(), search_jobs(ticket_search(tiny_cfg(), digits))], digits, capacity=2,
                        return_exceptions=True)
     assert isinstance(out[0], ValueError) and len(out[1].rounds) == 2
 
@@ -426,9 +440,9 @@ def test_member_by_member_layers_are_bit_identical_to_the_unpacked_layers():
 
 def test_a_batched_kernel_that_is_not_exact_is_caught_and_the_layer_runs_member_by_member(monkeypatch, digits):
     """Skew the batched Linear's weight gradient by one part in 2^20: the probe sees it, the numbers don't."""
-    from ltstudy.engine import packing
+    from ltstudy.engine.packing import _layers, _probes
 
-    original = packing._Linear.backward
+    original = _layers.PackedLinear.backward
 
     def skewed(self, g, need_input_grad):
         gx = original(self, g, need_input_grad)
@@ -436,13 +450,13 @@ def test_a_batched_kernel_that_is_not_exact_is_caught_and_the_layer_runs_member_
             self.grads[0][:self.n].mul_(1 + 2 ** -20)
         return gx
 
-    monkeypatch.setattr(packing._Linear, "backward", skewed)
-    monkeypatch.setattr(packing, "_PROBES", {})
+    monkeypatch.setattr(_layers.PackedLinear, "backward", skewed)
+    monkeypatch.setattr(_probes, "_PROBES", {})
     assert not probe_layer(nn.Linear(300, 100), 2, (60, 300), "member", True, batched=True)
     assert probe_layer(nn.Linear(300, 100), 2, (60, 300), "member", True, batched=False)
 
     jobs = [job_for(digits, seed=s, rate=0.5, start=0, end=20) for s in range(2)]
-    expected = [train_job(clone_job(j), digits) for j in jobs]
+    expected = [train(clone_job(j), digits) for j in jobs]
     pack, results = train_packed(jobs, digits, capacity=2)
     assert not any(pack.net.plan(2))  # every Linear runs member by member
     for i in range(2):

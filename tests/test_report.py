@@ -17,9 +17,9 @@ from mlflow.tracking import MlflowClient
 
 from ltstudy import cli
 from ltstudy.study import html_report, plots
+from ltstudy.study.compare import compare
 from ltstudy.study.config import load_study
-from ltstudy.study.frontier import pareto_trials
-from ltstudy.study.reports import compare, round_frontier
+from ltstudy.study.frontier import pareto_trials, round_frontier
 from ltstudy.study.storage import open_storage
 from tests.report_helpers import curve, make_trial
 from tests.study_helpers import Stores, free_port, isolate, quiet_run, seed_mlflow_db, write_study

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from ltstudy.engine import pruning
+from ltstudy.engine.searches import ticket_search
 from ltstudy.engine.steps import CudaGraphStep
-from ltstudy.engine.ticket import ticket_search
-from ltstudy.engine.training import train
+from tests.engine_helpers import train_plain
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (none on this machine)")
 
@@ -24,8 +24,8 @@ def test_the_cuda_graph_step_trains_like_the_eager_step_and_masks_hold(tiny_cfg,
         search = ticket_search(cfg)
         search.train_round(0)
         search.prune_and_reset(1)
-        res = train(search.model, search.data, search.masks, cfg.train, search.sched, seed=0, lean=graph,
-                    on_step=lambda it, lr, step: kinds.append(type(step).__name__))
+        res = train_plain(search.model, search.data, search.masks, cfg.train, search.sched, seed=0, lean=graph,
+                          on_step=lambda it, lr, step: kinds.append(type(step).__name__))
         pruning.check_masks_hold(search.model, search.masks)
         states.append(({k: v.detach().cpu() for k, v in search.model.state_dict().items()}, res))
     assert CudaGraphStep.__name__ in kinds and "AutogradStep" in kinds

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from ltstudy import cli
-from ltstudy.study.frontier import pareto_trials
-from ltstudy.study.reports import round_frontier
+from ltstudy.cli import servers
+from ltstudy.study.frontier import pareto_trials, round_frontier
 from tests.study_helpers import Stores, free_port, isolate, quiet_run, seed_mlflow_db, write_study
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -191,7 +191,7 @@ def test_ui_starts_mlflow_on_the_study_store_bound_to_localhost_and_prints_the_r
                                                                                      monkeypatch):
     stores, path = done
     started = []
-    monkeypatch.setattr(cli, "_serve", lambda cmd, banner: started.append((cmd, banner)) or 0)
+    monkeypatch.setattr(servers, "serve", lambda cmd, banner: started.append((cmd, banner)) or 0)
     code, _, _ = main(capsys, "ui", str(path), "--port", "5123")
     assert code == 0
     ((cmd, banner),) = started
@@ -206,10 +206,8 @@ def test_ui_starts_mlflow_on_the_study_store_bound_to_localhost_and_prints_the_r
 
 def test_ui_on_a_tracking_server_prints_the_study_runs_page_there(done, here, capsys, monkeypatch):
     _, path = done
-    import ltstudy.study.storage as storage
-
-    monkeypatch.setattr(storage, "check_tracking_uri", lambda uri, timeout=5.0: None)
-    monkeypatch.setattr(cli, "_runs_page", lambda uri, name: "#/experiments/7/runs?workflowType=machine_learning")
+    monkeypatch.setattr(servers, "check_tracking_uri", lambda uri, timeout=5.0: None)
+    monkeypatch.setattr(servers, "_runs_page", lambda uri, name: "#/experiments/7/runs?workflowType=machine_learning")
     code, out, _ = main(capsys, "ui", str(path), "--tracking-uri", "http://mlflow.example:5000")
     assert code == 0
     assert out.strip() == "http://mlflow.example:5000/#/experiments/7/runs?workflowType=machine_learning"
@@ -323,7 +321,7 @@ def test_dashboard_without_optuna_dashboard_says_how_to_install_it(done, here, c
 
 def test_ui_refuses_an_unreachable_server(done, here, capsys, monkeypatch):
     _, path = done
-    monkeypatch.setattr(cli, "_serve", lambda cmd, banner: pytest.fail("must not start anything"))
+    monkeypatch.setattr(servers, "serve", lambda cmd, banner: pytest.fail("must not start anything"))
     code, _, err = main(capsys, "ui", str(path), "--tracking-uri", f"http://127.0.0.1:{free_port()}")
     assert code == 2
     assert "cannot reach the MLflow server" in one_error_line(err, "ui")
@@ -333,7 +331,7 @@ def test_ui_refuses_a_port_out_of_range_or_in_use(done, here, capsys, monkeypatc
     import socket
 
     _, path = done
-    monkeypatch.setattr(cli, "_serve", lambda cmd, banner: pytest.fail("must not start anything"))
+    monkeypatch.setattr(servers, "serve", lambda cmd, banner: pytest.fail("must not start anything"))
     code, _, err = main(capsys, "ui", str(path), "--port", "99999")
     assert code == 2 and "between 1 and 65535" in one_error_line(err, "ui")
     with socket.socket() as busy:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ltstudy import cli
-from ltstudy.engine.config import ConfigError
+from ltstudy.engine.errors import ConfigError
 from ltstudy.study.config import DEFAULT_TRACKING_URI, load_study, parse_study
 from ltstudy.study.storage import check_storage, check_tracking_uri, redact, storage_kind
 from tests.study_helpers import Stores, free_port, isolate, study_doc, to_toml, write_study
@@ -370,11 +370,14 @@ def test_every_ready_study_runs_the_round_counts_its_comment_states(path: Path):
     layers = pruning.prunable_layers(build_model(cfg.base.model.name, shape, 10))
     import itertools
 
+    from ltstudy.engine.registry import SCOPES
+
     keys = [k for k in ("prune_rate", "one_shot", "target_density", "rounds") if k in cfg.searched]
     runs = set()
     for values in itertools.product(*(cfg.search[k].extremes() for k in keys)):
         trial = cfg.trial_config(dict(zip(keys, values, strict=True)), 0).prune
-        runs.add(pruning.plan_rounds(layers, pruning.layer_rates(layers, trial), trial))
+        shared = SCOPES.load(trial.scope)().shared(layers, trial)
+        runs.add(pruning.plan_rounds(layers, pruning.layer_rates(layers, trial), shared, trial))
     assert runs <= set(stated), f"{path.name} states {stated} rounds but runs {sorted(runs)}"
 
 

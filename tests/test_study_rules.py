@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from optuna.trial import TrialState
 
-from ltstudy.study import objective as objective_module
+from ltstudy.study import trial as trial_module
 from ltstudy.study.frontier import pareto_trials
 from ltstudy.study.sampling import setting_key
 from tests.study_helpers import Stores, experiment_runs, run_quiet, seeded_stores, write_study
@@ -77,9 +77,10 @@ def test_a_repeated_proposal_is_skipped_and_does_not_use_up_a_trial(stores: Stor
                        search={"prune_rate": [0.2, 0.5], "rewind_iter": [0, 20], "scope": ["layerwise", "global"],
                                "reinit": "rewind"})
     searched = []
-    real = objective_module.ticket_search
-    monkeypatch.setattr(objective_module, "ticket_search",
-                        lambda cfg, data=None, cache=None: searched.append(cfg) or real(cfg, data, cache))
+    real = trial_module.ticket_search
+    monkeypatch.setattr(trial_module, "ticket_search",
+                        lambda cfg, data=None, cache=None, callbacks=None: searched.append(cfg) or
+                        real(cfg, data, cache, callbacks))
     assert run(path) == 0
     study = stores.study()
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]

@@ -15,17 +15,19 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from ltstudy.engine.ticket import RoundResult
-from ltstudy.study import objective as objective_module
-from ltstudy.study import workers
-from ltstudy.study.attrs import PARENT_ATTR
+from ltstudy.engine.errors import RunFailed
+from ltstudy.engine.rounds import Callbacks, RoundResult
+from ltstudy.study import runner as runner_module
+from ltstudy.study import trial as trial_module
+from ltstudy.study.attrs import EXPERIMENT_ATTR, PARENT_ATTR
 from ltstudy.study.config import load_study
+from ltstudy.study.curves import ticket_round
 from ltstudy.study.frontier import pareto_trials
-from ltstudy.study.objective import TrialFailed
-from ltstudy.study.objectives import ticket_round
-from ltstudy.study.runner import RunOptions, run_study, sweep_orphans
+from ltstudy.study.mlflow_logging import StudyLog, flatten, rounds_csv
+from ltstudy.study.runner import run_study
+from ltstudy.study.session import RunOptions
 from ltstudy.study.storage import open_storage
-from ltstudy.study.tracking import PARENT_TAG, Tracker, flatten, rounds_csv
+from ltstudy.study.tracking import PARENT_TAG, Tracker
 from tests.study_helpers import (
     ROUNDS,
     Stores,
@@ -61,11 +63,11 @@ def assert_nothing_running(stores: Stores, name: str = "tiny") -> None:
 
 def raise_in_search(monkeypatch: pytest.MonkeyPatch, on_call: int, exc: BaseException, after_round: int = 0):
     """Make the `on_call`-th ticket search (1-based) raise `exc` once round `after_round` has been reported."""
-    real = objective_module.ticket_search
+    real = trial_module.ticket_search
     calls = []
 
-    def make(cfg, data=None, cache=None):
-        search = real(cfg, data, cache)
+    def make(cfg, data=None, cache=None, callbacks=None):
+        search = real(cfg, data, cache, callbacks)
         calls.append(cfg.prune.prune_rate)
         if len(calls) == on_call:
             events = search.events
@@ -84,7 +86,7 @@ def raise_in_search(monkeypatch: pytest.MonkeyPatch, on_call: int, exc: BaseExce
             search.events = failing
         return search
 
-    monkeypatch.setattr(objective_module, "ticket_search", make)
+    monkeypatch.setattr(trial_module, "ticket_search", make)
     return calls
 
 
@@ -350,11 +352,11 @@ def test_after_ctrl_c_the_same_command_continues_under_the_same_parent(stores: S
 
 def test_a_study_that_aborts_with_an_error_marks_its_parent_run_failed(stores: Stores, monkeypatch):
     def crash(*args, **kwargs):
-        raise TrialFailed("1 worker process(es) exited with codes [1]")
+        raise RunFailed("1 worker process(es) exited with codes [1]")
 
-    monkeypatch.setattr(workers, "_run_workers", crash)
+    monkeypatch.setattr(runner_module, "run_local_workers", crash)
     cfg = load_study(write_study(stores.root, stores))
-    with pytest.raises(TrialFailed):
+    with pytest.raises(RunFailed):
         run_study(cfg, RunOptions(jobs=2))
     (parent,), _ = parent_and_children(stores.client(), "tiny")
     assert parent.info.status == "FAILED"
@@ -401,12 +403,12 @@ def constrained(tmp_path_factory):
 
 
 def test_a_single_objective_study_reports_values_keyed_by_density_not_by_round(constrained: Stores):
-    from ltstudy.study.objectives import intermediate_values, parse_objective
+    from ltstudy.study.objectives import parse_objective
 
     for t in constrained.study().trials:
         assert t.state == TrialState.COMPLETE
         rounds = t.user_attrs["rounds"]
-        expected = intermediate_values(parse_objective("ticket_sparsity"), rounds, 0.01)
+        expected = parse_objective("ticket_sparsity").intermediate_values(rounds, 0.01)
         assert expected and t.intermediate_values == pytest.approx(expected)
         assert t.value == pytest.approx(1 - ticket_round(rounds, 0.01)["density"])
 
@@ -423,7 +425,8 @@ def test_the_median_pruner_does_not_kill_a_low_p_trial_before_it_reaches_the_den
     class Scripted:
         """Prepared rounds: p = 0.5 has fallen to 0.80 at density 0.125 (round 3); p = 0.2 keeps 0.95 to round 10."""
 
-        def __init__(self, cfg, data=None, cache=None):
+        def __init__(self, cfg, data=None, cache=None, callbacks=None):
+            self.callbacks = Callbacks(callbacks)
             p = cfg.prune.prune_rate
             self.rounds = (_synthetic_rounds(0.5, 10, lambda r: [0.97, 0.90, 0.85, 0.80][r] if r < 4 else 0.8 - r / 50)
                            if p == 0.5 else _synthetic_rounds(0.2, 10, lambda r: 0.97 if r < 3 else 0.95))
@@ -432,26 +435,28 @@ def test_the_median_pruner_does_not_kill_a_low_p_trial_before_it_reaches_the_den
         def events(self):
             yield from self.rounds
 
-    monkeypatch.setattr(objective_module, "ticket_search", Scripted)
+    monkeypatch.setattr(trial_module, "ticket_search", Scripted)
     path = write_study(stores.root, stores, study={"objectives": ["accuracy_at_density:0.15"], "n_trials": 5,
                                                    "sampler": "grid", "pruner": "median"},
                        search={"prune_rate": [0.5, 0.2], "rewind_iter": [0, 10, 20, 30], "scope": "layerwise",
                                "reinit": "rewind", "rounds": 10})
     cfg = load_study(path)
-    study = optuna.create_study(storage=open_storage(stores.storage), study_name="tiny", direction="maximize",
+    storage = open_storage(stores.storage)
+    study = optuna.create_study(storage=storage, study_name="tiny", direction="maximize",
                                 sampler=optuna.samplers.RandomSampler(seed=0))
     for k in (0, 10, 20, 30):  # the pruner's startup trials: p = 0.5, scoring 0.80 (k does not matter here)
         study.enqueue_trial({"prune_rate": 0.5, "rewind_iter": k})
     study.enqueue_trial({"prune_rate": 0.2, "rewind_iter": 0})
-    from ltstudy.study.objective import Hooks, TrialContext
-    from ltstudy.study.runner import run_trials
+    from ltstudy.study.callbacks import StudyCallback
+    from ltstudy.study.loop import run_trials
     from ltstudy.study.sampling import make_pruner
+    from ltstudy.study.trial import TrialContext
 
     study.pruner = make_pruner(cfg)[0]
     tracker = Tracker(stores.tracking_uri)
     exp = tracker.experiment_id("tiny")
-    ctx = TrialContext(cfg, tracker, exp, tracker.start_run(exp, "tiny"), Hooks())
-    run_trials(study, ctx, budget=5, target=5)
+    ctx = TrialContext(cfg, StudyLog(tracker), exp, tracker.start_run(exp, "tiny"), StudyCallback())
+    run_trials(study, storage, ctx, budget=5, target=5)
     low_p = study.trials[-1]
     assert low_p.params["prune_rate"] == 0.2
     assert low_p.state == TrialState.COMPLETE and low_p.value == pytest.approx(0.95)
@@ -543,7 +548,9 @@ def test_sweep_orphans_closes_runs_whose_trial_is_no_longer_running(stores: Stor
     study.tell(finished_trial, 1.0)  # trial 1: complete, but its worker died before closing the run
     runs = {n: tracker.start_run(exp, f"trial-{n}", tags={"optuna.trial": n}, parent_run_id=parent)
             for n in (0, 1, 9)}  # 9: no such trial
-    assert sweep_orphans(study, tracker, exp, parent) == 2
+    study.set_user_attr(EXPERIMENT_ATTR, exp)
+    study.set_user_attr(PARENT_ATTR, parent)
+    assert StudyLog(tracker).sweep_orphans(study) == 2
     client = stores.client()
     assert client.get_run(runs[0]).info.status == "RUNNING"
     for n in (1, 9):

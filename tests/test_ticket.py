@@ -8,9 +8,13 @@ import pytest
 import torch
 
 from ltstudy.engine import pruning
-from ltstudy.engine.config import ConfigError
+from ltstudy.engine.errors import ConfigError, StopSearch
 from ltstudy.engine.models import build_model
-from ltstudy.engine.ticket import RoundJob, RoundResult, StopSearch, TicketSearch, run_ticket_search
+from ltstudy.engine.rounds import RoundJob, RoundResult
+from ltstudy.engine.searches import run_ticket_search
+from ltstudy.engine.ticket import TicketSearch
+from ltstudy.engine.training import train
+from tests.engine_helpers import OnEvaluation, OnRoundEnd, OnRoundStart, OnStep
 
 
 def survivors_equal(model_state: dict, reference: dict, masks: pruning.Masks) -> bool:
@@ -208,23 +212,19 @@ def test_finetune_and_lr_rewind_keep_the_trained_weights(make_search, reinit):
     assert all(torch.equal(state[k], trained[k]) for k in state if k.endswith("bias"))
 
 
-def test_finetune_trains_at_the_final_learning_rate_and_lr_rewind_replays_the_schedule(make_search, tiny_cfg,
-                                                                                       monkeypatch):
-    import ltstudy.engine.ticket
-
-    calls = []
-    real_train = ltstudy.engine.ticket.train
-
-    def spy(*args, **kwargs):
-        calls.append((kwargs["start"], kwargs["constant_lr"]))
-        return real_train(*args, **kwargs)
-
-    monkeypatch.setattr(ltstudy.engine.ticket, "train", spy)
+def test_finetune_trains_at_the_final_learning_rate_and_lr_rewind_replays_the_schedule(make_search, tiny_cfg):
+    calls, lrs = [], []
+    starts = OnRoundStart(lambda job: calls.append((job.start, job.constant_lr)))
+    steps = OnStep(lambda job, it, lr, step: lrs.append((job.round, it, lr)))
     over = {"train.milestones": [30], "train.gamma": 0.1, "train.lr": 1e-3, "prune.rewind_iter": 20}
-    make_search(tiny_cfg(over, prune__reinit="finetune")).run()
-    make_search(tiny_cfg(over, prune__reinit="lr-rewind")).run()
+    make_search(tiny_cfg(over, prune__reinit="finetune")).run([starts, steps])
+    make_search(tiny_cfg(over, prune__reinit="lr-rewind")).run([starts, steps])
     assert calls[:2] == [(0, None), (20, pytest.approx(1e-4))]
     assert calls[2:] == [(0, None), (20, None)]
+    finetune, lr_rewind = lrs[:100], lrs[100:]
+    assert [lr for r, it, lr in finetune if r == 1] == [pytest.approx(1e-4)] * 40
+    assert [lr for r, it, lr in lr_rewind if r == 1] == [1e-3 if it < 30 else pytest.approx(1e-4)
+                                                         for it in range(20, 60)]
 
 
 # --------------------------------------------------------------------------- reproducibility
@@ -286,7 +286,7 @@ def test_stop_search_from_on_round_ends_after_that_round_and_keeps_it(make_searc
         if rec.round == 1:
             raise StopSearch("pruned enough")
 
-    result = make_search(prune__rounds=4, train__iterations=20, train__eval_every=10).run(on_round=on_round)
+    result = make_search(prune__rounds=4, train__iterations=20, train__eval_every=10).run(OnRoundEnd(on_round))
     assert seen == [0, 1]
     assert [r.round for r in result.rounds] == [0, 1]
     assert result.stopped == "pruned enough"
@@ -294,7 +294,7 @@ def test_stop_search_from_on_round_ends_after_that_round_and_keeps_it(make_searc
 
 def test_a_completed_search_reports_no_stop_reason_and_one_record_per_round(make_search):
     seen = []
-    result = make_search(prune__rounds=2, train__iterations=20, train__eval_every=10).run(on_round=seen.append)
+    result = make_search(prune__rounds=2, train__iterations=20, train__eval_every=10).run(OnRoundEnd(seen.append))
     assert result.stopped is None
     assert seen == result.rounds and [r.round for r in seen] == [0, 1, 2]
 
@@ -302,7 +302,7 @@ def test_a_completed_search_reports_no_stop_reason_and_one_record_per_round(make
 def test_progress_reports_iterations_done_out_of_the_round_length(make_search):
     calls = []
     make_search(prune__rewind_iter=20, train__iterations=60, train__eval_every=20).run(
-        progress=lambda job, done, total: calls.append((job.round, done, total)))
+        OnEvaluation(lambda job, it, ev: calls.append((job.round, it - job.start, job.end - job.start))))
     assert calls == [(0, 20, 60), (0, 40, 60), (0, 60, 60), (1, 20, 40), (1, 40, 40)]
 
 
@@ -352,14 +352,12 @@ def test_a_rewound_round_replays_round_zeros_augmentations_from_iteration_k(tiny
 def masks_per_round(search) -> dict[int, dict[str, torch.Tensor]]:
     """Run a search, keeping the masks of every finished round (searches expose their current masks)."""
     seen: dict[int, dict[str, torch.Tensor]] = {}
-    search.run(on_round=lambda rec: seen.__setitem__(rec.round, {n: m.clone() for n, m in search.masks.items()}))
+    search.run(OnRoundEnd(lambda rec: seen.__setitem__(rec.round, {n: m.clone() for n, m in search.masks.items()})))
     return seen
 
 
 def start_states(search) -> dict[int, dict[str, torch.Tensor]]:
     """Drive a search by hand, keeping the weights each of its own rounds started from (before training)."""
-    from ltstudy.engine.ticket import train_job
-
     starts, events, reply = {}, search.events(), None
     while True:
         try:
@@ -370,7 +368,7 @@ def start_states(search) -> dict[int, dict[str, torch.Tensor]]:
         if isinstance(event, RoundJob):
             if event.model is search.model:  # (a control also trains its ticket's rounds, on the ticket's model)
                 starts[event.round] = {k: v.clone() for k, v in event.model.state_dict().items()}
-            reply = train_job(event, search.data)
+            reply = train(event, search.data)
 
 
 CONTROL = {"prune.rounds": 3, "prune.prune_rate": 0.4, "prune.rewind_iter": 20, "train.iterations": 40,
@@ -429,7 +427,7 @@ def test_the_random_mask_control_has_the_tickets_layer_counts_at_other_positions
 def test_a_control_reuses_the_tickets_rounds_from_the_cache_and_the_ticket_reuses_the_controls_path(
         tiny_cfg, digits, tmp_path):
     from ltstudy.engine.cache import RoundCache
-    from ltstudy.engine.ticket import ticket_search
+    from ltstudy.engine.searches import ticket_search
 
     cache = RoundCache(tmp_path / "cache")
     control = ticket_search(tiny_cfg(CONTROL, prune__reinit="random"), digits, cache).run()

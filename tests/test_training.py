@@ -8,29 +8,23 @@ import pytest
 import torch
 
 from ltstudy.engine import pruning
-from ltstudy.engine.config import ConfigError, Schedule, TrainConfig
+from ltstudy.engine.config import Schedule, TrainConfig
 from ltstudy.engine.data import Split
+from ltstudy.engine.device import resolve_device
+from ltstudy.engine.errors import ConfigError, DivergedError
+from ltstudy.engine.round_protocol import evaluate
+from ltstudy.engine.steps import make_optimizer
 from ltstudy.engine.ticket import TicketSearch
-from ltstudy.engine.training import DivergedError, evaluate, lr_at, make_optimizer, resolve_device, train
+from ltstudy.engine.training import lr_at
+from tests.engine_helpers import OnStep, train_plain
 
 
 @pytest.fixture
-def step_hook(monkeypatch):
-    """Call fn(iteration, lr, step) after every optimiser step of every `train` call in the test."""
-    import ltstudy.engine.ticket
-    import ltstudy.engine.training
-
+def step_hook():
+    """fn(iteration, lr, step) after every optimiser step of a search run with the returned callback."""
     hooks = []
-    real = ltstudy.engine.training.train
-
-    def train_with_hooks(*args, **kwargs):
-        def on_step(it, lr, step):
-            for fn in hooks:
-                fn(it, lr, step)
-        return real(*args, **kwargs, on_step=on_step)
-
-    monkeypatch.setattr(ltstudy.engine.ticket, "train", train_with_hooks)
-    yield hooks.append
+    callback = OnStep(lambda job, it, lr, step: [fn(it, lr, step) for fn in hooks])
+    yield lambda fn: (hooks.append(fn), callback)[1]
 
 
 def schedule(iterations=100, warmup=0, milestones=(), eval_every=10, rewind_iter=0) -> Schedule:
@@ -61,12 +55,12 @@ def test_warmup_and_milestones_combine():
     assert [lr_at(i, cfg, sched) for i in range(5)] == pytest.approx([0.5, 1.0, 0.75, 1.0, 1.0])
 
 
-def test_training_steps_use_the_scheduled_lr(make_search, tiny_cfg, step_hook):
+def test_training_steps_use_the_scheduled_lr(make_search, tiny_cfg):
     cfg = tiny_cfg(train__iterations=30, train__warmup=5, train__milestones=[12, 25], train__gamma=0.5,
                    train__eval_every=10)
     search = make_search(cfg)
     seen = []
-    train(search.model, search.data, search.masks, cfg.train, search.sched, seed=0,
+    train_plain(search.model, search.data, search.masks, cfg.train, search.sched, seed=0,
           on_step=lambda it, lr, step: seen.append(step.lr if hasattr(step, "lr") else
                                                    step.opt.param_groups[0]["lr"]))
     assert seen == pytest.approx([lr_at(i, cfg.train, search.sched) for i in range(30)])
@@ -76,7 +70,7 @@ def test_constant_lr_replaces_the_schedule(make_search, tiny_cfg):
     cfg = tiny_cfg(train__iterations=30, train__warmup=5, train__eval_every=10)
     search = make_search(cfg)
     seen = []
-    result = train(search.model, search.data, search.masks, cfg.train, search.sched, seed=0, start=10,
+    result = train_plain(search.model, search.data, search.masks, cfg.train, search.sched, seed=0, start=10,
                    constant_lr=3e-4, on_step=lambda it, lr, step: seen.append(lr))
     assert seen == [3e-4] * 20
     assert (result.start, result.end, result.iterations) == (10, 30, 20)
@@ -128,8 +122,7 @@ def test_pruned_weights_and_their_optimiser_state_are_zero_after_every_step(make
                     leaks.append(f"step {steps[0]}: {key} of {name}")
         sparse_steps[0] += pruned_any
 
-    step_hook(check)
-    result = search.run()
+    result = search.run(step_hook(check))
     assert not leaks, leaks[:5]
     assert steps[0] == sum(r.iterations for r in result.rounds) == 60
     assert sparse_steps[0] == 40  # rounds 1 and 2 trained with pruned weights
@@ -146,7 +139,7 @@ def test_the_lean_step_gives_autograds_numbers_bit_for_bit(make_search, tiny_cfg
         search = make_search(cfg)
         search.train_round(0)
         search.prune_and_reset(1)
-        result = train(search.model, search.data, search.masks, cfg.train, search.sched, seed=0, dropout_seed=3,
+        result = train_plain(search.model, search.data, search.masks, cfg.train, search.sched, seed=0, dropout_seed=3,
                        lean=lean, on_step=lambda it, lr, step: kinds.append(type(step).__name__))
         runs.append(({k: v.clone() for k, v in search.model.state_dict().items()}, result))
     (lean_state, lean_res), (auto_state, auto_res) = runs
@@ -168,7 +161,7 @@ def test_pruned_weights_stay_zero_at_every_evaluation(make_search, tiny_cfg):
         for name, w in pruning.weights(search.model, search.masks).items():
             nonzero.append(int(((search.masks[name] == 0) & (w != 0)).sum()))
 
-    train(search.model, search.data, search.masks, cfg.train, search.sched, seed=0, on_eval=on_eval)
+    train_plain(search.model, search.data, search.masks, cfg.train, search.sched, seed=0, on_eval=on_eval)
     assert len(nonzero) == 15 * 3
     assert sum(nonzero) == 0
 
@@ -192,7 +185,7 @@ def test_early_stop_is_the_evaluation_with_minimum_validation_loss(make_search, 
     cfg = tiny_cfg(train__iterations=70, train__eval_every=20, train__lr=0.02)
     search = make_search(cfg)
     evals = []
-    result = train(search.model, search.data, search.masks, cfg.train, search.sched, seed=0,
+    result = train_plain(search.model, search.data, search.masks, cfg.train, search.sched, seed=0,
                    on_eval=lambda done, ev: evals.append((done, ev.loss, ev.accuracy)))
     assert [done for done, _, _ in evals] == [20, 40, 60, 70]  # multiples of eval_every, and the end
     best = min(evals, key=lambda e: e[1])
@@ -218,9 +211,9 @@ def test_test_split_is_reported_but_never_selects_anything(make_search, tiny_cfg
 def test_the_test_split_is_read_only_before_training_at_the_early_stop_state_and_at_the_end(
         make_search, tiny_cfg, monkeypatch):
     """Never at the intermediate evaluation points: the test split is reported, not monitored."""
-    import ltstudy.engine.training as training
+    import ltstudy.engine.round_protocol as protocol
 
-    reads, real = [], training.evaluate
+    reads, real = [], protocol.evaluate
 
     def spy(model, split, batch_size, state=None):
         name = "test" if split is search.data.test else "val" if split is search.data.val else "?"
@@ -229,8 +222,8 @@ def test_the_test_split_is_read_only_before_training_at_the_early_stop_state_and
 
     cfg = tiny_cfg(train__iterations=200, train__eval_every=10, train__lr=0.05)  # 20 evaluation points
     search = make_search(cfg)
-    monkeypatch.setattr(training, "evaluate", spy)
-    result = train(search.model, search.data, search.masks, cfg.train, search.sched, seed=0)
+    monkeypatch.setattr(protocol, "evaluate", spy)
+    result = train_plain(search.model, search.data, search.masks, cfg.train, search.sched, seed=0)
     tests = [r for r in reads if r[0] == "test"]
     assert reads[0] == ("test", True)  # the start state, before any step
     assert sum(1 for r in reads if r[0] == "val") == 20  # every evaluation point, and nothing more
@@ -242,12 +235,13 @@ def test_the_test_split_is_read_only_before_training_at_the_early_stop_state_and
 def test_the_early_stop_test_accuracy_is_that_of_the_early_stop_state(make_search, tiny_cfg):
     cfg = tiny_cfg(train__iterations=200, train__eval_every=10, train__lr=0.05)
     search = make_search(cfg)
-    es = train(search.model, search.data, search.masks, cfg.train, search.sched, seed=0).early_stop_iteration
+    es = train_plain(search.model, search.data, search.masks, cfg.train, search.sched, seed=0).early_stop_iteration
     again = make_search(cfg)
     upto = dataclasses.replace(cfg.train, iterations=es)
-    part = train(again.model, again.data, again.masks, upto, dataclasses.replace(again.sched, iterations=es), seed=0)
+    part = train_plain(again.model, again.data, again.masks, upto, dataclasses.replace(again.sched, iterations=es),
+                       seed=0)
     full = make_search(cfg)
-    result = train(full.model, full.data, full.masks, cfg.train, full.sched, seed=0)
+    result = train_plain(full.model, full.data, full.masks, cfg.train, full.sched, seed=0)
     assert result.test_accuracy_at_early_stop == part.test_accuracy  # the state at iteration es, evaluated on test
     assert result.test_accuracy != result.test_accuracy_at_early_stop or es == 200
 
@@ -256,7 +250,7 @@ def test_patience_ends_a_round_after_that_many_evaluations_without_a_lower_valid
     cfg = tiny_cfg(train__iterations=400, train__eval_every=10, train__lr=0.05, train__patience=3)
     evals = []
     search = make_search(cfg)
-    result = train(search.model, search.data, search.masks, cfg.train, search.sched, seed=0,
+    result = train_plain(search.model, search.data, search.masks, cfg.train, search.sched, seed=0,
                    on_eval=lambda done, ev: evals.append((done, ev.loss)))
     assert result.stopped_early and result.end == evals[-1][0] < 400
     best = min(range(len(evals)), key=lambda i: evals[i][1])
@@ -264,7 +258,7 @@ def test_patience_ends_a_round_after_that_many_evaluations_without_a_lower_valid
     assert result.early_stop_iteration == evals[best][0] and result.iterations == result.end
     off = make_search(tiny_cfg(train__iterations=400, train__eval_every=10, train__lr=0.05))
     plain_evals = []
-    plain = train(off.model, off.data, off.masks, off.cfg.train, off.sched, seed=0,
+    plain = train_plain(off.model, off.data, off.masks, off.cfg.train, off.sched, seed=0,
                   on_eval=lambda done, ev: plain_evals.append((done, ev.loss)))
     assert not plain.stopped_early and plain.end == 400
     assert plain_evals[:len(evals)] == evals  # the same run up to the stop: patience only cuts it short
@@ -276,10 +270,10 @@ def test_dropout_masks_come_from_the_seeded_generator_not_the_global_rng(make_se
     for global_seed in (1, 2):
         search = make_search(cfg)
         torch.manual_seed(global_seed)  # must not matter
-        train(search.model, search.data, search.masks, cfg.train, search.sched, seed=0, dropout_seed=7)
+        train_plain(search.model, search.data, search.masks, cfg.train, search.sched, seed=0, dropout_seed=7)
         runs.append(search.model.fc1.weight.detach().clone())
     other = make_search(cfg)
-    train(other.model, other.data, other.masks, cfg.train, other.sched, seed=0, dropout_seed=8)
+    train_plain(other.model, other.data, other.masks, cfg.train, other.sched, seed=0, dropout_seed=8)
     assert torch.equal(runs[0], runs[1])
     assert not torch.equal(runs[0], other.model.fc1.weight.detach())
 
@@ -313,7 +307,7 @@ def test_validation_overlapped_with_training_gives_the_same_numbers(make_search,
     for overlap in (False, True):
         search = make_search(cfg)
         evals = []
-        res = train(search.model, search.data, search.masks, cfg.train, search.sched, seed=0, capture_at=250,
+        res = train_plain(search.model, search.data, search.masks, cfg.train, search.sched, seed=0, capture_at=250,
                     overlap_eval=overlap,
                     on_eval=lambda done, ev, evals=evals: evals.append((done, ev.loss, ev.accuracy)))
         state = {k: v.clone() for k, v in search.model.state_dict().items()}
@@ -328,3 +322,42 @@ def test_validation_overlapped_with_training_gives_the_same_numbers(make_search,
     assert (over.snapshot is None) == (sync.snapshot is None)
     if patience:
         assert sync.stopped_early and sync.end < 300
+
+
+# --------------------------------------------------------------------------- the CUDA-graph step's wiring
+
+
+def test_the_solo_trainer_hands_make_step_its_first_batch_and_takes_the_graph_step_where_supported(
+        make_search, tiny_cfg, monkeypatch):
+    """On CUDA a graph is captured with a batch of the run's shape; checked here with `supports` stubbed."""
+    import ltstudy.engine.steps as steps
+
+    made = []
+
+    class Graph(steps.AutogradStep):  # stands in for CudaGraphStep: records what it was built with
+        @staticmethod
+        def supports(model, cfg, device):
+            return True
+
+        def __init__(self, model, masks, cfg, device, x, y):
+            made.append((x.clone(), y.clone()))
+            super().__init__(model, masks, cfg, device)
+
+    monkeypatch.setattr(steps, "CudaGraphStep", Graph)
+    cfg = tiny_cfg(model__name="conv-2", train__iterations=20, train__eval_every=10)  # (not a lean-step model)
+    search = make_search(cfg)
+    kinds = []
+    train_plain(search.model, search.data, search.masks, cfg.train, search.sched, seed=4, start=3,
+                on_step=lambda it, lr, step: kinds.append(type(step).__name__))
+    assert set(kinds) == {"Graph"} and len(made) == 1
+    from ltstudy.engine.data import Batches
+
+    batches = Batches(len(search.data.train), cfg.train.batch_size, 4, "cpu")
+    x, y = made[0]
+    assert torch.equal(x, search.data.train.x.index_select(0, batches.indices(3)))  # the run's first batch
+    assert torch.equal(y, batches.labels(3, search.data.train.y))
+    lenet = make_search(tiny_cfg(train__iterations=20, train__eval_every=10))
+    kinds.clear()
+    train_plain(lenet.model, lenet.data, lenet.masks, lenet.cfg.train, lenet.sched, seed=0,
+                on_step=lambda it, lr, step: kinds.append(type(step).__name__))
+    assert set(kinds) == {"LeanStep"}  # on the CPU the lean step comes first for LeNet-style networks

@@ -69,7 +69,6 @@ class ControlSearch:
         self.masks: pruning.Masks = {}
         self.records: list[RoundResult] = []
         self.path_rounds = {"trained": 0, "reused": 0}
-        self._states = self.callbacks.wants("on_state")
 
     def level_key(self, path_key: str) -> str:
         return digest("control", path_key, self.cfg.prune.reinit, self.cfg.prune.mask, self.cfg.seed,
@@ -91,6 +90,7 @@ class ControlSearch:
     # ------------------------------------------------------------------ all levels
 
     def events(self) -> Generator[Event, TrainResult | None, TicketResult]:
+        self._states = self.callbacks.wants("on_state")
         path_events = self.path.events(levels_up_to=self.n_rounds)
         path_iterations: dict[int, int] = {}
         reply = None

@@ -81,10 +81,10 @@ def drive_jobs(jobs: JobSource, data: Dataset, callbacks: Callback | None = None
             error = exc
 
 
-def drive(search: Search, callbacks: Callback | None = None) -> TicketResult:
-    """Run a search to the end, training each job as it comes; `callbacks` see the training (the search's own
-    callbacks see its rounds)."""
-    return drive_jobs(search_jobs(search), search.data, Callbacks([search.callbacks, *Callbacks(callbacks).members]))
+def drive(search: Search, callbacks: Callback | list[Callback] | None = None) -> TicketResult:
+    """Run a search to the end, training each job as it comes; `callbacks` join the search's own for the run."""
+    search.callbacks.members.extend(Callbacks(callbacks).members)
+    return drive_jobs(search_jobs(search), search.data, search.callbacks)
 
 
 # --------------------------------------------------------------------------- packed

@@ -80,7 +80,6 @@ class TicketSearch:
         self.theta_k: State | None = None
         self.masks = pruning.full_masks(self.model, self.layers)
         self.records: list[RoundResult] = []
-        self._states = self.callbacks.wants("on_state")  # keep each round's start for the callbacks that want it
         self._replayed = 0  # iterations re-run to rebuild θ_k, charged to the next trained round
         self._digests: dict[str, str | None] = {}  # content digests: "dense", "theta_k", and round numbers
         self._make_keys()
@@ -176,6 +175,7 @@ class TicketSearch:
         round's masks as a `Level` event, and ends after announcing level L
         without training round L.
         """
+        self._states = self.callbacks.wants("on_state")  # keep each round's start for the callbacks that want it
         restored = self.restore() if self.cache is not None else []
         last = self.n_rounds if levels_up_to is None else levels_up_to
         for r in range(last + 1):

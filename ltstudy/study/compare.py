@@ -7,7 +7,7 @@ number follows the definitions of curves.py and the objectives' classes.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .curves import READABLE_DENSITIES, TICKET, Curve, density_label
@@ -52,9 +52,10 @@ class Comparison:
     notes: list[dict]
     repeats: list[tuple[int, int]]
     excluded: dict[str, list[int]]
+    objectives: list[str] = field(default_factory=list)  # the study's objectives beyond SUMMARY_OBJECTIVES
 
     def to_json(self) -> dict:
-        return {"by": self.by, "context": self.context, "split": self.split,
+        return {"by": self.by, "context": self.context, "split": self.split, "objectives": self.objectives,
                 "accuracy": SPLIT_NAMES[self.split], "epsilon": self.epsilon,
                 "interpolation": "linear in log density between each curve's rounds, never extrapolated",
                 "grid": self.grid, "density": self.density, "rows": self.rows, "comparisons": self.notes,
@@ -110,7 +111,8 @@ def compare(trials: Sequence, by: Sequence[str], epsilon: float, density: float 
     notes = _pairwise(rows, by, context)
     census_ = census(trials)
     excluded = {k: census_[k] for k in ("diverged", "duplicate", "failed", "running") if census_[k]}
-    return Comparison(rows, by, context, grid, split, epsilon, density, notes, col.repeats, excluded)
+    extra = [o.spec for o in columns if o.spec not in SUMMARY_OBJECTIVES]
+    return Comparison(rows, by, context, grid, split, epsilon, density, notes, col.repeats, excluded, extra)
 
 
 def row_label(row: Mapping[str, Any], names: Sequence[str]) -> str:
@@ -152,7 +154,7 @@ def compare_table(cmp: Comparison) -> str:
     cols = [acc_key(d) for d in cmp.grid]
     headers = [*(_short(k) for k in cmp.by + cmp.context), *(["kind"] if show_kind else []), "n",
                "ticket sparsity %", "ticket acc %", *(f"acc@{density_label(d)}" for d in cmp.grid),
-               "train iterations"]
+               "train iterations", *cmp.objectives]
     body = []
     for r in cmp.rows:
         def st(name: str, scale: float = 100.0, digits: int = 1, r=r) -> str:
@@ -160,7 +162,7 @@ def compare_table(cmp: Comparison) -> str:
 
         body.append([*(str(r[k]) for k in cmp.by + cmp.context), *([r["kind"]] if show_kind else []), r["n"],
                      st("ticket_sparsity"), st("ticket_accuracy"), *(st(c) for c in cols),
-                     st("train_iterations", 1.0, 0)])
+                     st("train_iterations", 1.0, 0), *(st(o, 1.0, 4) for o in cmp.objectives)])
     return format_table(headers, body)
 
 

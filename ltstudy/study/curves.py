@@ -27,6 +27,8 @@ _TOL = 1e-9
 
 def ticket_round(rounds: Sequence[Round], epsilon: float, key: str = "val_accuracy") -> Round:
     """The sparsest round whose validation accuracy is within ε of the dense round's (round 0 always is)."""
+    if not rounds:
+        raise ValueError("no finished rounds")
     dense = rounds[0]["val_accuracy"]
     matching = [r for r in rounds if r["val_accuracy"] >= dense - epsilon - 1e-12]
     return min(matching, key=lambda r: (r["density"], -r["val_accuracy"]))

@@ -6,13 +6,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import optuna
-from optuna.trial import TrialState
 
-from ..engine.config import ConfigError
+from ..engine.cache import RoundCache
+from ..engine.errors import ConfigError, StopSearch
+from ..engine.export import TicketSaver
+from ..engine.rounds import Callback
+from ..engine.searches import ticket_search
 from .attrs import RUN_ATTR
 from .config import StudyConfig
-from .objective import COUNTED
-from .objectives import ticket_round
+from .curves import ticket_round
+from .frontier import pareto_trials
+from .mlflow_logging import StudyLog
+from .session import COUNTED, load_existing
+from .tracking import Tracker
 
 
 @dataclass
@@ -40,8 +46,6 @@ class Exported:
 def pick(study: optuna.Study, cfg: StudyConfig, trial: int | None, round_: int | None,
          seed_index: int) -> tuple[optuna.trial.FrozenTrial, int]:
     """The trial and round to export: as asked, or the sparsest matching ticket among the Pareto-optimal trials."""
-    from .frontier import pareto_trials
-
     eps = cfg.study.epsilon
 
     def rounds_of(t) -> list[dict]:
@@ -70,12 +74,6 @@ def pick(study: optuna.Study, cfg: StudyConfig, trial: int | None, round_: int |
 
 def export_ticket(cfg: StudyConfig, storage_url: str, name: str, trial: int | None, round_: int | None,
                   seed: int | None, out: str, tracking_uri: str, cache_dir: str | None) -> Exported:
-    from ..engine.cache import RoundCache
-    from ..engine.export import TicketSaver
-    from ..engine.ticket import StopSearch, ticket_search
-    from .runner import load_existing
-    from .tracking import Tracker
-
     study = load_existing(storage_url, name)
     seeds = [cfg.study.seed + i for i in range(cfg.study.replicates)]
     seed = seeds[0] if seed is None else seed
@@ -83,16 +81,10 @@ def export_ticket(cfg: StudyConfig, storage_url: str, name: str, trial: int | No
         raise ConfigError(f"--seed {seed} is not one of the study's training seeds {seeds}")
     chosen, r = pick(study, cfg, trial, round_, seeds.index(seed))
     tcfg = cfg.trial_config(chosen.params, seed)
-    search = ticket_search(tcfg, cache=RoundCache(cache_dir) if cache_dir else None)
-    saver = search.on_state = TicketSaver(out, tcfg, rounds={r})
-    records = []
-
-    def stop_at(rec) -> None:
-        records.append(rec)
-        if rec.round == r:
-            raise StopSearch("exported")
-
-    search.run(on_round=stop_at)
+    saver = TicketSaver(out, tcfg, rounds={r})
+    stop = _StopAt(r)
+    ticket_search(tcfg, cache=RoundCache(cache_dir) if cache_dir else None, callbacks=[saver, stop]).run()
+    records = stop.records
     if not saver.written:
         raise ConfigError(f"trial {chosen.number} no longer reaches round {r} with this code; pick another round")
     rec = records[-1]
@@ -105,11 +97,20 @@ def export_ticket(cfg: StudyConfig, storage_url: str, name: str, trial: int | No
     run_id = chosen.user_attrs.get(RUN_ATTR)
     if run_id:
         try:
-            Tracker(tracking_uri).log_dir(run_id, done.folder, f"ticket/{done.folder.name}")
+            StudyLog(Tracker(tracking_uri)).exported_ticket(run_id, done.folder, done.folder.name)
             done.logged_to = run_id
         except Exception as exc:  # the files are written; MLflow is a copy
             done.warnings.append(f"could not log the ticket to MLflow ({type(exc).__name__}: {exc})")
     return done
 
 
-__all__ = ["Exported", "TrialState", "export_ticket", "pick"]
+class _StopAt(Callback):
+    """Keep the records, and end the search once round `r` is done."""
+
+    def __init__(self, r: int):
+        self.r, self.records = r, []
+
+    def on_round_end(self, record) -> None:
+        self.records.append(record)
+        if record.round == self.r:
+            raise StopSearch("exported")

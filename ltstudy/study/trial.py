@@ -106,6 +106,7 @@ class TrialRun:
         first = cfg.trial_config(self.values, self.seeds[0])
         self.kind = kind_of(first)
         lineage = self._close_lineage()
+        retry_of = (lineage[-1], _retried_number(trial)) if lineage else None  # (before this trial's number is set)
         trial.set_user_attr(NUMBER_ATTR, trial.number)
         for inherited in ("fail_reason", "stop_reason", "diverged"):  # a retry copies its predecessor's attrs
             if trial.user_attrs.get(inherited):
@@ -115,8 +116,7 @@ class TrialRun:
         trial.set_user_attr("params_all", {k: _plain(v) for k, v in _settings(first).items()})
         trial.set_user_attr(LINEAGE_ATTR, lineage)
         self.run_id = self.log.start_trial(self.ctx.experiment_id, self.ctx.parent_run_id, trial, self.kind,
-                                           first.hash(), self.values,
-                                           (lineage[-1], _retried_number(trial)) if lineage else None)
+                                           first.hash(), self.values, retry_of)
         try:
             # Rounds that an earlier run of this trial's lineage already logged are not logged again.
             self._logged = {key: self.log.logged_rounds(lineage, key) for key in self._step_keys()}
