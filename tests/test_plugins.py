@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import ClassVar
 
 import optuna
 import pytest
@@ -85,7 +86,7 @@ def test_a_registration_without_metadata_gets_defaults_and_pairs_are_still_check
                                                                              torch.nn.Linear(64, classes)))
     assert MODELS.get("plain").min_size == 1 and MODELS.get("plain").summary
     check_pair("plain", "digits")  # a user's model without min_size: any input size
-    with pytest.raises(ConfigError, match="needs inputs of at least 16x16.*use .*plain"):
+    with pytest.raises(ConfigError, match=r"needs inputs of at least 16x16.*use .*plain"):
         check_pair("vgg-19", "digits")
 
 
@@ -103,7 +104,7 @@ class HalvedRewind(Reinit):
     """Rewind to θ_k with every weight halved."""
 
     rewinds = True
-    resets: list[int] = []
+    resets: ClassVar[list[int]] = []
 
     def reset(self, model, start):
         HalvedRewind.resets.append(start.round)
