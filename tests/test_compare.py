@@ -223,7 +223,7 @@ def test_tables_statistics_and_plots_work_without_importing_torch(tmp_path):
 import sys
 sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
 from tests.report_helpers import curve, make_trial
-from ltstudy.study import compare, frontier, html_report, plots
+from ltstudy.study import compare, frontier, plots, report
 trials = [make_trial(0, [curve([1.0, 0.5, 0.25], [0.9, 0.9, 0.8])] * 2, seeds=[0, 1], kind="ticket"),
           make_trial(1, [curve([1.0, 0.5, 0.25], [0.9, 0.85, 0.8])], reinit="random", kind="control: random re-init")]
 print(compare.compare_text(compare.compare(trials, ["reinit"], 0.01, 0.2), "s"))

@@ -16,10 +16,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from ltstudy import cli
-from ltstudy.study import html_report, plots
+from ltstudy.study import plots
 from ltstudy.study.compare import compare
 from ltstudy.study.config import load_study
 from ltstudy.study.frontier import pareto_trials, round_frontier
+from ltstudy.study.report import build_report
 from ltstudy.study.storage import open_storage
 from tests.report_helpers import curve, make_trial
 from tests.study_helpers import Stores, free_port, isolate, quiet_run, seed_mlflow_db, write_study
@@ -219,7 +220,7 @@ BAD = curve(D, [0.90, 0.85, 0.70], es=90)
 def test_sections_without_their_data_say_so_in_one_sentence(synthetic):
     cfg, study = synthetic
     add(study, [make_trial(0, [GOOD], prune_rate=0.2), make_trial(1, [BAD], prune_rate=0.5)])  # one k, no control
-    text = html_report.build_report(study, cfg)
+    text = build_report(study, cfg)
     assert "The study has no control trials (reinit = &quot;random&quot; or mask = &quot;random&quot;)" in text
     assert "The ticket trials have only one k (0), so there is no p × k map" in text
     assert "No two finished trials differ only in scope" in text
@@ -232,7 +233,7 @@ def test_heatmaps_hold_tickets_only_and_say_what_they_pool(synthetic, monkeypatc
     add(study, [make_trial(0, [GOOD], prune_rate=0.2), make_trial(1, [BAD], prune_rate=0.5, rewind_iter=20),
                 make_trial(2, [BAD], prune_rate=0.2, rewind_iter=20, scope="global"),
                 make_trial(3, [BAD], prune_rate=0.2, reinit="random")])
-    text = html_report.build_report(study, cfg, density=0.25)
+    text = build_report(study, cfg, density=0.25)
     assert len(drawn) == 2  # ticket sparsity, and accuracy at 25% density
     assert all(c.kind == "ticket" for col in drawn for c in col.curves)
     assert sorted(c.trial for c in drawn[0].curves) == [0, 1, 2]
@@ -246,7 +247,7 @@ def test_early_stopping_sets_the_winning_ticket_against_the_controls_that_share_
     add(study, [make_trial(0, [GOOD], prune_rate=0.5), make_trial(1, [BAD], prune_rate=0.5, reinit="random"),
                 make_trial(2, [BAD], prune_rate=0.2, reinit="random"),  # a pair with a less sparse ticket
                 make_trial(3, [BAD], prune_rate=0.2)])
-    html_report.build_report(study, cfg)
+    build_report(study, cfg)
     ((ticket, controls, label),) = drawn
     assert [c.trial for c in ticket] == [0] and label.startswith("p=0.5")
     assert [(name, [c.trial for c in group]) for name, group in controls] == [("control: random re-init", [1])]
@@ -258,7 +259,7 @@ def test_the_recommendation_names_the_front_its_cost_and_whether_seeds_separate_
     add(study, [make_trial(0, [curve(D, [0.9] * 3, iters=200), curve(D, [0.9, 0.9, 0.8], iters=200)],
                            prune_rate=0.5, values=[0.625, 600.0]),
                 make_trial(1, [mid, BAD], prune_rate=0.2, values=[0.25, 300.0])])
-    text = html_report.build_report(study, cfg)
+    text = build_report(study, cfg)
     section = text[text.index("<h2>Recommendation</h2>"):text.index("<h2>Trial-level Pareto front</h2>")]
     assert [t.number for t in pareto_trials(study)] == [0, 1]
     assert "<b>p=0.5, k=0" in section and "<b>p=0.2, k=0" in section
@@ -271,7 +272,7 @@ def test_a_searched_range_of_p_is_binned_in_the_map(synthetic, monkeypatch):
     drawn = []
     monkeypatch.setattr(plots, "heatmap", lambda col, *a, order=None, **k: drawn.append((col, order)) or b"png")
     add(study, [make_trial(i, [GOOD], prune_rate=0.1 + 0.05 * i, rewind_iter=20 * (i % 2)) for i in range(11)])
-    text = html_report.build_report(study, cfg, density=0.25)
+    text = build_report(study, cfg, density=0.25)
     col, order = drawn[0]
     assert order["prune_rate"] == ["0.1–0.2", "0.2–0.3", "0.3–0.4", "0.4–0.5", "0.5–0.6"]
     assert sorted({c.settings["prune_rate"] for c in col.curves}) == order["prune_rate"]
@@ -280,7 +281,7 @@ def test_a_searched_range_of_p_is_binned_in_the_map(synthetic, monkeypatch):
 
 def test_a_study_without_finished_trials_says_so(synthetic):
     cfg, study = synthetic
-    text = html_report.build_report(study, cfg)
+    text = build_report(study, cfg)
     assert "No finished, feasible trial yet" in text and "No finished trials yet." in text
     assert "<img" not in text
 
@@ -290,7 +291,7 @@ def test_a_single_best_setting_is_still_tested_against_the_runners_up(synthetic)
     mid = curve(D, [0.90, 0.90, 0.80])
     add(study, [make_trial(0, [GOOD, mid], prune_rate=0.5, values=[0.625, 300.0]),
                 make_trial(1, [mid, BAD], prune_rate=0.2, values=[0.25, 300.0])])  # dominated
-    text = html_report.build_report(study, cfg)
+    text = build_report(study, cfg)
     section = text[text.index("<h2>Recommendation</h2>"):text.index("<h2>Trial-level Pareto front</h2>")]
     assert [t.number for t in pareto_trials(study)] == [0]
     assert "vs p=0.2, k=0, scope=layerwise, reinit=rewind (not on the front, 25.0 ± 35.4 (2) %): " \

@@ -18,9 +18,9 @@ from ..study.compare import compare as comparison
 from ..study.compare import compare_text
 from ..study.config import DEFAULT_STORAGE
 from ..study.frontier import pareto_trials, round_frontier
-from ..study.html_report import build_report
 from ..study.mlflow_logging import StudyLog
 from ..study.plots import plot_compare, plot_pareto
+from ..study.report import build_report
 from ..study.session import load_existing
 from ..study.storage import check_storage, check_tracking_uri, open_storage, redact, sqlite_path, storage_exists
 from ..study.tables import format_table

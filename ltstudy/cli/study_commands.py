@@ -36,8 +36,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"study '{summary.name}' already has {finished} finished trials (n_trials = {summary.target}); nothing "
               f"to run. Run more with --more N, or set the total with --n-trials N")
     else:
-        skipped = f"; skipped {len(summary.skipped)} repeated settings" if summary.skipped else ""
-        print(f"study '{summary.name}': ran {len(new)} trials ({state_counts(new)}){skipped}; {finished} of "
+        print(f"study '{summary.name}': ran {len(new)} trials ({state_counts(new)}); {finished} of "
               f"n_trials = {summary.target} finished")
     for note in summary.notes:
         print(f"note: {note}")

@@ -17,6 +17,8 @@ What each registry's targets are:
 - REINITS: a `reinit.base.Reinit` subclass: how survivors start the next round (rewind, finetune, ...).
 - MASKS: a `masks.base.MaskRule` subclass: how a round's mask is chosen (magnitude, random).
 - SCOPES: a `scopes.base.Scope` subclass: which layers share one pruning threshold.
+- CONTROLS: the overrides ({"prune.reinit": "random"}) that make a ticket's config into one of its
+  controls, trained level by level on the ticket's masks (controls.py; a study's `[study] controls`).
 
 User modules that register entries are loaded by `load_plugins` (a study's
 `[study] plugins`, `ltstudy ticket --plugin`) or, for installed packages, from
@@ -249,6 +251,15 @@ SCOPES = Registry("pruning scope")
 SCOPES.add("layerwise", "ltstudy.engine.scopes.layerwise:Layerwise", "each layer loses p of its survivors")
 SCOPES.add("global", "ltstudy.engine.scopes.global_scope:Global", "one magnitude threshold over every layer without a "
            "rate of its own")
+
+
+CONTROLS = Registry("control")
+CONTROLS.add("random-reinit", {"prune.reinit": "random"}, "the ticket's mask with a fresh θ'0 from the same "
+             "distribution, trained from iteration 0 (Frankle & Carbin)")
+CONTROLS.add("random-mask", {"prune.mask": "random"}, "a random mask with the ticket's per-layer densities, started "
+             "like the ticket (Frankle & Carbin)")
+CONTROLS.add("random-both", {"prune.reinit": "random", "prune.mask": "random"}, "a random mask with the ticket's "
+             "per-layer densities and a fresh θ'0: a random sparse network")
 
 
 def check_pair(model: str, dataset: str) -> None:

@@ -92,6 +92,7 @@ class RoundResult:
     computed_iterations: int = 0  # iterations actually trained for it here (0 if reused, + any θ_k replay)
     path_iterations: int = 0  # controls: iterations of the ticket's round that produced this round's mask
     stopped_early: bool = False  # `patience` ended the round before its schedule did
+    control: str = ""  # a search with controls: the control this round is of ("" = the ticket)
 
     @property
     def sparsity(self) -> float:

@@ -168,23 +168,24 @@ class TicketSearch:
 
     # ------------------------------------------------------------------ all rounds
 
-    def events(self, levels_up_to: int | None = None) -> Generator[Event, TrainResult | None, TicketResult]:
+    def events(self, levels: bool = False, stop_at: int | None = None
+               ) -> Generator[Event, TrainResult | None, TicketResult]:
         """Rounds 0..R as events; the longest stored prefix is loaded instead of trained.
 
-        With `levels_up_to = L` (for controls) the search also announces each
-        round's masks as a `Level` event, and ends after announcing level L
-        without training round L.
+        With `levels` the search also announces each round's masks as a `Level`
+        event (what controls branch on), before the round is reset and trained;
+        with `stop_at = L` it ends after announcing level L without training round L.
         """
         self._states = self.callbacks.wants("on_state")  # keep each round's start for the callbacks that want it
         restored = self.restore() if self.cache is not None else []
-        last = self.n_rounds if levels_up_to is None else levels_up_to
+        last = self.n_rounds if stop_at is None else stop_at
         for r in range(last + 1):
             if r < len(restored):
                 rec = restored[r]
-                if levels_up_to is not None and r > 0:
+                if levels and r > 0:
                     yield Level(r, lambda r=r: self._stored(r)["masks"], lambda r=r: self._stored(r - 1)["state"],
                                 self.round_key(r))
-                if self._states and (r < last or levels_up_to is None):
+                if self._states and (r < last or stop_at is None):
                     entry = self._stored(r)
                     masks = entry["masks"] if r > 0 else pruning.full_masks(self.model, self.layers)
                     self.callbacks.on_state(RoundState(rec.to_dict(), masks,
@@ -194,13 +195,13 @@ class TicketSearch:
                 t0 = time.perf_counter()
                 if r > 0:
                     self.prune_masks(r)
-                    if levels_up_to is not None:
+                    if levels:
                         yield Level(r, lambda: self.masks, lambda: self.model.state_dict(),
                                     self.round_key(r) if self.cache is not None else None)
-                        if r == levels_up_to:
+                        if r == stop_at:
                             break
                     self.reset(r)
-                job = self.job(r, "ticket round" if levels_up_to is not None else "round")
+                job = self.job(r, "ticket round" if levels else "round")
                 start = clone_state(self.model) if (self.cache is not None or self._states) else None
                 res = yield job
                 rec = self.finish(r, res)
@@ -210,7 +211,7 @@ class TicketSearch:
                 if self._states:
                     self.callbacks.on_state(RoundState(rec.to_dict(), self.masks, start, self.model.state_dict(),
                                                        self.training_info(job)))
-            if r < last or levels_up_to is None:
+            if r < last or stop_at is None:
                 self.records.append(rec)
                 yield rec
         return self.result()

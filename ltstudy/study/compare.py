@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .binning import BinLabel, Bins, binned, ranges
 from .curves import READABLE_DENSITIES, TICKET, Curve, density_label
 from .objectives import parse_objective
 from .stats import ALPHA, Stat, distinguishable_text, welch
@@ -25,8 +26,9 @@ _TOL = 1e-9
 
 
 def _order(key: tuple) -> tuple:
-    """Sort numbers numerically, before text (so k = 20 comes before k = 100)."""
-    return tuple((0, v, "") if isinstance(v, int | float) else (1, 0, str(v)) for v in key)
+    """Sort numbers numerically and bins by place, before text (so k = 20 comes before k = 100)."""
+    return tuple((0, v, "") if isinstance(v, int | float) else (0, v.index, "") if isinstance(v, BinLabel)
+                 else (1, 0, str(v)) for v in key)
 
 
 def density_grid(curves: Sequence[Curve], extra: Iterable[float] = ()) -> list[float]:
@@ -53,12 +55,17 @@ class Comparison:
     repeats: list[tuple[int, int]]
     excluded: dict[str, list[int]]
     objectives: list[str] = field(default_factory=list)  # the study's objectives beyond SUMMARY_OBJECTIVES
+    gaps: list[dict] = field(default_factory=list)  # each ticket minus each of its controls (control_gaps)
+    bins: dict[str, Bins] = field(default_factory=dict)  # settings searched as ranges, and their bins
 
     def to_json(self) -> dict:
         return {"by": self.by, "context": self.context, "split": self.split, "objectives": self.objectives,
                 "accuracy": SPLIT_NAMES[self.split], "epsilon": self.epsilon,
                 "interpolation": "linear in log density between each curve's rounds, never extrapolated",
                 "grid": self.grid, "density": self.density, "rows": self.rows, "comparisons": self.notes,
+                "ticket_minus_control": self.gaps,
+                "bins": {k: {"edges": list(b.edges), "labels": list(b.labels), "n": list(b.counts)}
+                         for k, b in self.bins.items()},
                 "repeats_counted_once": [list(r) for r in self.repeats], "excluded": self.excluded}
 
 
@@ -67,13 +74,15 @@ def acc_key(d: float) -> str:
 
 
 def compare(trials: Sequence, by: Sequence[str], epsilon: float, density: float | None = None,
-            searched: Iterable[str] = (), split: str = "val", objectives: Sequence[str] = ()) -> Comparison:
+            searched: Iterable[str] = (), split: str = "val", objectives: Sequence[str] = (),
+            n_bins: int | None = None) -> Comparison:
     """One row per combination of every searched setting (and any other setting that varies).
 
     `by` are the compared settings; the others are context. Each row has the
     ticket sparsity, ticket accuracy and training iterations of its curves, and
     the study's other `objectives`, each computed per curve by the objective's
-    own class (on the `split` asked for) and then averaged. n is the number of
+    own class (on the `split` asked for) and then averaged. A setting searched as
+    a range is binned (binning.py; `n_bins` quantile bins). n is the number of
     (setting combination, seed) curves behind a number: a trial with several
     seeds gives several curves, and two trials with the same settings and seed
     give the same curve, counted once. Ticket sparsity is computed per curve and
@@ -84,15 +93,18 @@ def compare(trials: Sequence, by: Sequence[str], epsilon: float, density: float 
     col = collect(trials, [*searched, *by])
     keys = [*by, *[k for k in col.keys if k not in by]]
     col.keys = keys
+    bins = ranges(col.curves, keys, n_bins)
+    col.curves = binned(col.curves, bins)
     context = keys[len(by):]
     grid = density_grid(col.curves, [density] if density else [])
     acc = ACCURACY_KEYS[split]
     groups: dict[tuple, list[Curve]] = {}
-    for c in col.curves:
-        groups.setdefault(col.key(c), []).append(c)
+    for c in col.curves:  # a ticket and its controls share their settings: the kind keeps them apart
+        groups.setdefault((*col.key(c), c.kind), []).append(c)
     columns = [parse_objective(o) for o in dict.fromkeys([*SUMMARY_OBJECTIVES, *objectives])]
     rows = []
-    for key, members in sorted(groups.items(), key=lambda kv: _order(kv[0])):
+    for (*key, _), members in sorted(groups.items(), key=lambda kv: (_order(tuple(kv[0][:-1])),
+                                                                     kv[0][-1] != TICKET, kv[0][-1])):
         per_curve = []
         for c in members:
             t = c.ticket(epsilon)
@@ -112,7 +124,29 @@ def compare(trials: Sequence, by: Sequence[str], epsilon: float, density: float 
     census_ = census(trials)
     excluded = {k: census_[k] for k in ("diverged", "duplicate", "failed", "running") if census_[k]}
     extra = [o.spec for o in columns if o.spec not in SUMMARY_OBJECTIVES]
-    return Comparison(rows, by, context, grid, split, epsilon, density, notes, col.repeats, excluded, extra)
+    return Comparison(rows, by, context, grid, split, epsilon, density, notes, col.repeats, excluded, extra,
+                      control_gaps(rows, keys, grid), bins)
+
+
+def control_gaps(rows: Sequence[dict], keys: Sequence[str], grid: Sequence[float]) -> list[dict]:
+    """Each ticket row against each of its controls (the same settings): ticket minus control accuracy at each
+    grid density, per seed (paired: the same seed's ticket and control), with mean, std and n over seeds."""
+    tickets = {tuple(r[k] for k in keys): r for r in rows if r["kind"] == TICKET}
+    out = []
+    for r in rows:
+        ticket = tickets.get(tuple(r[k] for k in keys))
+        if r["kind"] == TICKET or ticket is None:
+            continue
+        by_seed = {str(c["seed"]): c for c in ticket["curves"]}
+        gap: dict[str, Any] = {**{k: r[k] for k in keys}, "control": r["kind"]}
+        for d in grid:
+            name = acc_key(d)
+            diffs = [by_seed[str(c["seed"])][name] - c[name] for c in r["curves"]
+                     if str(c["seed"]) in by_seed and c[name] is not None and by_seed[str(c["seed"])][name] is not None]
+            st = Stat.of(diffs)
+            gap.update({f"gap_{name}": st.mean, f"gap_{name}_std": st.std, f"gap_{name}_n": st.n})
+        out.append(gap)
+    return out
 
 
 def row_label(row: Mapping[str, Any], names: Sequence[str]) -> str:
@@ -127,12 +161,12 @@ def _short(k: str) -> str:
 
 
 def _pairwise(rows: Sequence[dict], by: Sequence[str], context: Sequence[str]) -> list[dict]:
-    """Welch's t-test on per-curve ticket sparsity between rows that differ only in the `by` settings."""
+    """Welch's t-test on per-curve ticket sparsity between rows of one kind that differ only in the `by` settings."""
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        groups.setdefault(tuple(r[k] for k in context), []).append(r)
+        groups.setdefault((*(r[k] for k in context), r["kind"]), []).append(r)
     notes = []
-    for ctx, members in groups.items():
+    for (*ctx, _), members in groups.items():
         for i, a in enumerate(members):
             for b in members[i + 1:]:
                 va = [c["ticket_sparsity"] for c in a["curves"]]
@@ -142,7 +176,7 @@ def _pairwise(rows: Sequence[dict], by: Sequence[str], context: Sequence[str]) -
                 where = row_label(dict(zip(context, ctx, strict=True)), context)
                 text = (f"{row_label(a, by)} vs {row_label(b, by)}" + (f" ({where})" if where else "")
                         + f": ticket sparsity {verdict}")
-                notes.append({"a": {k: a[k] for k in by}, "b": {k: b[k] for k in by},
+                notes.append({"a": {k: a[k] for k in by}, "b": {k: b[k] for k in by}, "kind": a["kind"],
                               "context": dict(zip(context, ctx, strict=True)), "n_a": len(va), "n_b": len(vb),
                               "p": p, "distinguishable": diff, "text": text})
     return notes
@@ -166,6 +200,17 @@ def compare_table(cmp: Comparison) -> str:
     return format_table(headers, body)
 
 
+def gap_table(cmp: Comparison) -> str:
+    """Ticket minus control, per density, paired by seed: one row per (settings, control)."""
+    keys = cmp.by + cmp.context
+    grid = [d for d in cmp.grid if d < 1.0]  # (at 100% both are the same dense round)
+    headers = [*(_short(k) for k in keys), "control", *(f"gap@{density_label(d)}" for d in grid)]
+    body = [[*(str(g[k]) for k in keys), g["control"].removeprefix("control: "),
+             *(Stat(g[f"gap_{acc_key(d)}"], g[f"gap_{acc_key(d)}_std"], g[f"gap_{acc_key(d)}_n"]).text(100.0, 1)
+               for d in grid)] for g in cmp.gaps]
+    return format_table(headers, body)
+
+
 MAX_NOTES = 24
 
 
@@ -183,6 +228,7 @@ def compare_text(cmp: Comparison, name: str) -> str:
         f"Ticket = sparsest round within ε = {cmp.epsilon:g} of dense validation accuracy, per curve.",
         f"Accuracy: {SPLIT_NAMES[cmp.split]}, in %; acc@X is interpolated linearly in log density between each "
         "curve's rounds (never extrapolated).",
+        *(f"{b.describe()}." for b in cmp.bins.values()),
         "",
         compare_table(cmp) if cmp.rows else "(no finished trials)",
     ]
@@ -196,6 +242,10 @@ def compare_text(cmp: Comparison, name: str) -> str:
     if cmp.excluded:
         lines.append("not averaged: " + "; ".join(f"{k} trials {', '.join(map(str, v))}"
                                                   for k, v in cmp.excluded.items()))
+    if cmp.gaps:
+        lines += ["", "Each ticket against its own controls (the same settings, trained on the ticket's masks): "
+                      "ticket minus control accuracy in points at each density, paired by seed, mean ± std (n):",
+                  gap_table(cmp)]
     if cmp.notes:
         lines.append("")
         lines.append("Rows that differ only in the compared settings (Welch's t-test on per-curve ticket sparsity, "
@@ -245,19 +295,3 @@ def pooled_settings(curves: Sequence[Curve], keys: Sequence[str], held: Sequence
         if len(vals) > 1:
             out[k] = vals
     return out
-
-
-def bins(values: Iterable[Any], max_levels: int = 8, n_bins: int = 5) -> tuple[list[str], Any] | None:
-    """For a numeric setting with more than `max_levels` distinct values (a searched range): equal-width bins
-    as (labels in order, value -> label). None when the values can be shown as they are."""
-    vals = levels(values)
-    if len(vals) <= max_levels or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in vals):
-        return None
-    lo, hi = float(vals[0]), float(vals[-1])
-    edges = [lo + (hi - lo) * i / n_bins for i in range(n_bins + 1)]
-    labels = [f"{edges[i]:.3g}–{edges[i + 1]:.3g}" for i in range(n_bins)]
-
-    def label(v: float) -> str:
-        return labels[min(n_bins - 1, int((float(v) - lo) / (hi - lo) * n_bins))]
-
-    return labels, label

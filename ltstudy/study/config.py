@@ -19,7 +19,7 @@ from ..engine.cache import DEFAULT_CACHE_DIR
 from ..engine.config import TicketConfig, build, read_toml, set_dotted, unknown_key_message
 from ..engine.errors import ConfigError
 from ..engine.hashing import digest
-from ..engine.registry import load_plugins
+from ..engine.registry import CONTROLS, load_plugins, unknown_name
 from .objectives import Objective, parse_objective
 
 DEFAULT_STORAGE = "journal:.ltstudy/optuna.journal"
@@ -59,6 +59,8 @@ class StudySection:
     seed: int = 0  # sampler seed, and the first training seed
     n_trials: int = 10  # the study's total of finished trials: a re-run completes what is missing
     objectives: list[str] = field(default_factory=lambda: ["ticket_sparsity", "train_iterations"])
+    # the paper's controls, trained level by level on every trial's ticket ("random-reinit", "random-mask", ...)
+    controls: list[str] = field(default_factory=list)
     replicates: int = 1  # training seeds per trial: seed, seed+1, ...; objectives are averaged
     epsilon: float = 0.01  # a round is a winning ticket if val accuracy >= dense - epsilon
     max_accuracy_drop: float | None = None  # constraint on the sparsest round's drop from dense
@@ -173,6 +175,7 @@ class StudyConfig:
             **sections,
             "search": {k: describe(p) for k, p in sorted(self.search.items())},
             "study": {"seed": s.seed, "epsilon": s.epsilon, "replicates": s.replicates,
+                      **({"controls": s.controls} if s.controls else {}),
                       "max_accuracy_drop": s.max_accuracy_drop, "min_dense_accuracy": s.min_dense_accuracy,
                       "stop_on_drop": s.stop_on_drop, **({"plugins": s.plugins} if s.plugins else {})},
         }
@@ -260,6 +263,11 @@ def _validate_study_section(s: StudySection) -> None:
         raise ConfigError(f"study.replicates must be >= 1, got {s.replicates}")
     if not s.objectives:
         raise ConfigError("study.objectives is empty; e.g. objectives = [\"ticket_sparsity\", \"train_iterations\"]")
+    for name in s.controls:
+        if name not in CONTROLS:
+            raise ConfigError("study.controls: " + unknown_name(CONTROLS.kind, name, CONTROLS.names()))
+    if len(set(s.controls)) != len(s.controls):
+        raise ConfigError(f"study.controls lists a control twice: {s.controls}")
     names = [parse_objective(o).spec for o in s.objectives]
     if len(set(names)) != len(names):
         raise ConfigError(f"study.objectives lists an objective twice: {names}")

@@ -14,9 +14,9 @@ from .trial_results import LABEL_KEYS, finished, kind
 def pareto_trials(study) -> list:
     """Optuna's Pareto-optimal trials (feasible ones only), one per distinct setting.
 
-    Repeats of a setting are skipped when they are proposed, so they are not
-    trials; studies from before that rule may hold them, and the earliest one
-    stands for its setting here.
+    A setting is evaluated once (sampling.NoRepeatSampler); where a study holds
+    it twice (workers that sampled at one instant, or a study from before that
+    rule), the earliest trial stands for it.
     """
     if not any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
         return []

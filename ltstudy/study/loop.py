@@ -1,9 +1,9 @@
 """The ask/tell loop: ask Optuna for trials, run them (one at a time, or packed), and tell it their outcomes.
 
 The loop decides what a trial counts for: `[study].n_trials` is the study's
-total of finished (complete or pruned) trials, a repeated setting is skipped
-without using up a trial, and trials are trained one at a time or packed side
-by side (`[study].pack`). Each running trial sends heartbeats on an RDB
+total of finished (complete or pruned) trials (the sampler proposes only new
+settings: sampling.NoRepeatSampler), and trials are trained one at a time or
+packed side by side (`[study].pack`). Each running trial sends heartbeats on an RDB
 storage, and the loop fails stale trials of dead workers before asking.
 """
 
@@ -30,11 +30,7 @@ TrialEnd = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
 @dataclass
 class LoopReport:
     told: list[int] = field(default_factory=list)  # trials that ran here (complete, pruned or failed)
-    skipped: list[int] = field(default_factory=list)  # repeats the sampler proposed
     notes: list[str] = field(default_factory=list)  # why the loop stopped before its budget; packing's notes
-
-
-MAX_REPEATS = 50  # proposals of already-evaluated settings in a row before the loop gives up
 
 
 def run_trials(study: optuna.Study, storage, ctx: TrialContext, *, budget: int | None, target: int,
@@ -48,7 +44,6 @@ def run_trials(study: optuna.Study, storage, ctx: TrialContext, *, budget: int |
     """
     report = report if report is not None else LoopReport()
     size = space_size(ctx.cfg)
-    repeats = 0  # proposals of evaluated settings since the last trial that ran
     heartbeats = optuna_api.heartbeat_interval(storage) is not None
 
     def stop() -> bool:
@@ -62,10 +57,6 @@ def run_trials(study: optuna.Study, storage, ctx: TrialContext, *, budget: int |
             if len(done) >= size:
                 report.notes.append(f"every one of the {size} settings of the search space has been evaluated")
                 return True
-        if repeats >= MAX_REPEATS:
-            report.notes.append(f"the sampler proposed only already-evaluated settings {MAX_REPEATS} times in a "
-                                "row")
-            return True
         return False
 
     def ended(frozen: optuna.trial.FrozenTrial) -> None:
@@ -84,29 +75,20 @@ def run_trials(study: optuna.Study, storage, ctx: TrialContext, *, budget: int |
         return outcome
 
     def trials() -> Iterator[Generator[RoundJob, TrainResult, Outcome]]:
-        nonlocal repeats
         while not stop():
             if heartbeats:
                 optuna_api.fail_stale_trials(study)
             trial = optuna_api.ask(study)
             run = TrialRun(ctx, trial)
             try:
-                skipped = run.begin()  # (an Outcome when the trial ends before any training)
+                early = run.begin()  # (an Outcome when the trial ends before any training)
             except BaseException as exc:
                 run.abort(exc)
                 _tell(study, trial, Outcome(TrialState.FAIL, reason="interrupted"))
                 raise
-            if skipped is not None and skipped.state is None:  # a repeat: not a trial
-                trial.set_user_attr("duplicate_of", skipped.duplicate_of)
-                trial.set_user_attr("fail_reason", skipped.reason)
-                _tell(study, trial, skipped)
-                report.skipped.append(trial.number)
-                repeats += 1
-                continue
-            repeats = 0
             report.told.append(trial.number)
-            if skipped is not None:  # it ended while starting (e.g. the tracking store failed)
-                ended(_tell(study, trial, skipped))
+            if early is not None:  # it ended while starting (e.g. the tracking store failed)
+                ended(_tell(study, trial, early))
                 continue
             yield told(run)
 
@@ -132,4 +114,4 @@ class _Notes(Callback):
 def _tell(study: optuna.Study, trial: optuna.Trial, outcome: Outcome) -> optuna.trial.FrozenTrial:
     if outcome.state == TrialState.COMPLETE:
         return study.tell(trial, outcome.values, skip_if_finished=True)
-    return study.tell(trial, state=outcome.state or TrialState.FAIL, skip_if_finished=True)
+    return study.tell(trial, state=outcome.state, skip_if_finished=True)

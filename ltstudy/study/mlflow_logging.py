@@ -131,12 +131,13 @@ class StudyLog:
         self.tracker.log_metrics(run_id, {f"objective.{k}": v for k, v in objectives.items()})
         self.tracker.log_metrics(run_id, {f"constraint.{k}": v for k, v in constraints.items()})
 
-    def trial_artifacts(self, run_id: str, number: int, rounds: list[dict], per_seed: dict[str, list[dict]]) -> None:
+    def trial_artifacts(self, run_id: str, number: int, rounds: list[dict], per_seed: dict[str, list[dict]],
+                        controls: dict[str, dict[str, list[dict]]] | None = None) -> None:
         from .plots import plot_rounds
 
         self.tracker.log_files(run_id, {
             "rounds.csv": rounds_csv(rounds),
-            "rounds.json": json.dumps({"mean": rounds, "per_seed": per_seed}, indent=2),
+            "rounds.json": json.dumps({"mean": rounds, "per_seed": per_seed, "controls": controls or {}}, indent=2),
             "accuracy_vs_density.png": lambda path: plot_rounds(rounds, path, title=f"trial {number}"),
         })
 

@@ -6,11 +6,6 @@
   storage id through the public `get_trial_id_from_study_id_trial_number`.
   Optuna warns on every `ask()` of a heartbeat storage outside `optimize`;
   `ask` silences exactly that warning for that call.
-- A grid sampler that several workers can share: Optuna names grid points by
-  their index in an order shuffled with the sampler's seed, so every worker
-  must shuffle with one seed and pick with its own; there is no public way to
-  seed the pick apart from the order, so `GridSampler` sets the attribute
-  Optuna's picks come from.
 """
 
 from __future__ import annotations
@@ -101,22 +96,3 @@ def quiet_experimental():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)
         yield
-
-
-class GridSampler(optuna.samplers.GridSampler):
-    """Optuna's grid sampler for an ask/tell loop and for several workers.
-
-    Every worker shuffles the grid with the same `order_seed` (so grid index 13
-    is the same setting for all) and picks among the unvisited points with its
-    own `pick_seed`. It must not call study.stop() (valid only inside
-    optimize): the runner stops by itself once every setting has been evaluated.
-    """
-
-    def __init__(self, search_space, order_seed: int, pick_seed: int):
-        from optuna.samplers._lazy_random_state import LazyRandomState
-
-        super().__init__(search_space, seed=order_seed)
-        self._rng = LazyRandomState(pick_seed)
-
-    def after_trial(self, study, trial, state, values) -> None:
-        pass

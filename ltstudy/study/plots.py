@@ -17,6 +17,7 @@ import textwrap
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from .binning import is_number, tick_labels
 from .compare import ACCURACY_KEYS, _order, cell_table, levels, round_stats, row_label
 from .curves import READABLE_DENSITIES, TICKET, Curve, density_label
 from .frontier import round_points
@@ -97,6 +98,13 @@ def _legend_outside(ax) -> None:
     _legend(ax, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
 
 
+def percent_axis(ax) -> None:
+    """Accuracies (stored as fractions) read in %, as in the tables."""
+    from matplotlib.ticker import PercentFormatter
+
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=None))
+
+
 def draw_group(ax, curves: Sequence[Curve], key: str, label: str, color=None, band: bool = True,
                linestyle: str = "-", marker: str = "o") -> list[dict]:
     """Mean over `curves` per round with its 95% t-interval (band or error bars); n in the label, and at
@@ -126,11 +134,15 @@ def draw_group(ax, curves: Sequence[Curve], key: str, label: str, color=None, ba
 
 
 def _styles(i: int, kind: str) -> dict[str, Any]:
+    """Tickets: solid lines with circles in the tab10 colours; controls: dashed, squares, in colours of their own
+    (never a ticket's), so a control is never read as a ticket."""
     import matplotlib
 
-    colors = [c for i, c in enumerate(matplotlib.colormaps["tab10"].colors) if i != 7]  # grey is the dense line's
-    return {"color": colors[i % len(colors)], "linestyle": "-" if kind == TICKET else "--",
-            "marker": "o" if kind == TICKET else "s"}
+    if kind == TICKET:
+        colors = [c for j, c in enumerate(matplotlib.colormaps["tab10"].colors) if j != 7]  # grey: the dense line
+        return {"color": colors[i % len(colors)], "linestyle": "-", "marker": "o"}
+    dark = matplotlib.colormaps["Dark2"].colors
+    return {"color": dark[i % len(dark)], "linestyle": "--", "marker": "s"}
 
 
 # --------------------------------------------------------------------------- one trial; the frontier
@@ -149,6 +161,7 @@ def plot_rounds(rounds: Sequence[dict], path, title: str = "", epsilon: float | 
         dense_line(ax, [rounds[0]["val_accuracy"]], epsilon, "(validation)")
     density_axis(ax, dens)
     ax.set_ylabel("accuracy")
+    percent_axis(ax)
     ax.set_title(title)
     _legend(ax, loc="lower left")
     fig.tight_layout()
@@ -166,8 +179,14 @@ def plot_pareto(trials: Sequence, frontier: Sequence[dict], path, title: str = "
                    label="every round of every finished trial (its mean over seeds)")
         dense_line(ax, [p["val_accuracy"] for p in points if p["round"] == 0], epsilon, "trials")
     if frontier:
-        ax.plot([p["density"] for p in frontier], [p["val_accuracy"] for p in frontier], "o-", c="tab:red",
+        ax.plot([p["density"] for p in frontier], [p["val_accuracy"] for p in frontier], "-", c="tab:red", lw=1,
                 label="non-dominated (no round is sparser and more accurate)")
+        tickets = [p for p in frontier if p.get("kind", TICKET) == TICKET]
+        controls = [p for p in frontier if p.get("kind", TICKET) != TICKET]
+        ax.plot([p["density"] for p in tickets], [p["val_accuracy"] for p in tickets], "o", c="tab:red", ms=5)
+        if controls:  # (a study from before controls ran beside tickets: control trials on the front)
+            ax.plot([p["density"] for p in controls], [p["val_accuracy"] for p in controls], "s", mfc="white",
+                    c="0.3", ms=5, label="non-dominated round of a control trial")
         labels: dict[tuple, list[str]] = {}  # identical points (duplicate trials) share one label
         for p in frontier:
             labels.setdefault((p["density"], p["val_accuracy"]), []).append(f"t{p['trial']}r{p['round']}")
@@ -176,6 +195,7 @@ def plot_pareto(trials: Sequence, frontier: Sequence[dict], path, title: str = "
         ax.plot([], [], " ", label="tNrM = trial N, round M")
     density_axis(ax, [p["density"] for p in points])
     ax.set_ylabel(f"{VAL_LABEL}\n(the study selects on it)")
+    percent_axis(ax)
     ax.set_title(title or "round-level frontier")
     _legend(ax, loc="lower left")
     fig.tight_layout()
@@ -199,11 +219,16 @@ def plot_rows(col: Curves, keys: Sequence[str], path, title: str, epsilon: float
     plt = _pyplot()
     groups = _group(col.curves, keys)
     fig, ax = plt.subplots(figsize=(9, 4.8))
-    for i, (label, members) in enumerate(groups):
-        draw_group(ax, members, key, label or "all", **_styles(i, members[0].kind))
+    counters = {True: 0, False: 0}
+    for label, members in groups:
+        is_ticket = members[0].kind == TICKET
+        draw_group(ax, members, key, label or "all", **_styles(counters[is_ticket], members[0].kind))
+        counters[is_ticket] += 1
     dense_line(ax, [c.rounds[0][key] for c in col.curves if c.rounds[0].get(key) is not None], epsilon)
     density_axis(ax, [r["density"] for c in col.curves for r in c.rounds])
     ax.set_ylabel(f"{TEST_LABEL}\n({BAND_LABEL})" if key == ACCURACY_KEYS["test"] else key)
+    if key in ACCURACY_KEYS.values():
+        percent_axis(ax)
     ax.set_title(title)
     _legend_outside(ax)
     fig.tight_layout()
@@ -211,11 +236,17 @@ def plot_rows(col: Curves, keys: Sequence[str], path, title: str, epsilon: float
 
 
 def _group(curves: Sequence[Curve], keys: Sequence[str]) -> list[tuple[str, list[Curve]]]:
+    """Curves by their values of `keys` and their kind (a ticket and its controls share their settings)."""
     groups: dict[tuple, list[Curve]] = {}
     for c in curves:
-        groups.setdefault(tuple(c.settings.get(k) for k in keys), []).append(c)
-    return [(row_label(dict(zip(keys, k, strict=True)), keys), v)
-            for k, v in sorted(groups.items(), key=lambda kv: _order(kv[0]))]
+        groups.setdefault((*(c.settings.get(k) for k in keys), c.kind), []).append(c)
+
+    def label(key: tuple) -> str:
+        text = row_label(dict(zip(keys, key[:-1], strict=True)), keys)
+        return text if key[-1] == TICKET else f"{text}, {key[-1]}" if text else key[-1]
+
+    return [(label(k), v) for k, v in sorted(groups.items(), key=lambda kv: (_order(kv[0][:-1]),
+                                                                          kv[0][-1] != TICKET, kv[0][-1]))]
 
 
 def contexts_for(col: Curves, setting: str) -> list[tuple[dict, list[Curve]]]:
@@ -234,6 +265,7 @@ def figure_by_setting(col: Curves, setting: str, epsilon: float | None, max_pane
                       key: str = ACCURACY_KEYS["test"]) -> tuple[bytes | None, list[dict]]:
     """Small multiples: one panel per context (the other settings held fixed), one curve per value of `setting`,
     with 95% error bars. Returns the PNG (None if no context varies `setting`) and the contexts drawn."""
+    col = Curves([c for c in col.curves if c.kind == TICKET], col.keys)  # (controls have their own section)
     contexts = contexts_for(col, setting)
     if not contexts:
         return None, []
@@ -254,6 +286,8 @@ def figure_by_setting(col: Curves, setting: str, epsilon: float | None, max_pane
         ax.set_visible(False)
     for ax in axes[:, 0]:
         ax.set_ylabel(f"{TEST_LABEL}\n({BAR_LABEL})", fontsize=8.5)
+    for ax in axes.flat:
+        percent_axis(ax)
     fig.tight_layout()
     return save(fig), [ctx for ctx, _ in shown]
 
@@ -275,27 +309,41 @@ def heatmap(col: Curves, x: str, y: str, value: Callable[[Curve], float | None],
     fig, ax = plt.subplots(figsize=(max(4.5, 1.5 * len(xs) + 2.2), max(2.6, 0.9 * len(ys) + 1.6)))
     finite = grid[np.isfinite(grid)]
     lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-    # The colours span at least twice the largest seed-to-seed std, so that noise never looks like a contrast.
-    span = max(hi - lo, 2 * max((s.std or 0.0) * scale for s in cells.values()), 1e-9)
+    # The colours span at least twice the largest seed-to-seed std, so that noise never looks like a contrast,
+    # and at least one point (a map of one cell, or of equal cells, has no contrast to show).
+    span = max(hi - lo, 2 * max((s.std or 0.0) * scale for s in cells.values()), 1.0)
     mid = (lo + hi) / 2
     im = ax.imshow(grid, cmap="viridis", aspect="auto", vmin=mid - span / 2, vmax=mid + span / 2)
-    for (vx, vy), s in cells.items():
-        i, j = ys.index(vy), xs.index(vx)
-        text = f"{s.text(scale, 1, show_n=False)}\nn={s.n}"
-        dark = math.isfinite(grid[i, j]) and grid[i, j] < mid
-        ax.text(j, i, text, ha="center", va="center", fontsize=8, color="white" if dark else "black")
-    ax.set_xticks(range(len(xs)), [str(v) for v in xs])
-    ax.set_yticks(range(len(ys)), [str(v) for v in ys])
+    for i in range(len(ys)):
+        for j in range(len(xs)):
+            s = cells.get((xs[j], ys[i]))
+            if s is None or s.mean is None:  # an empty cell reads the same in every map
+                ax.text(j, i, EMPTY_CELL, ha="center", va="center", fontsize=7.5, color="0.45")
+                continue
+            text = f"{s.text(scale, 1, show_n=False)}\nn={s.n}"
+            ax.text(j, i, text, ha="center", va="center", fontsize=8, color="white" if grid[i, j] < mid else "black")
+    ax.set_xticks(range(len(xs)), axis_labels(xs))
+    ax.set_yticks(range(len(ys)), axis_labels(ys))
     ax.set_xlabel(AXIS_NAMES.get(x, x))
     ax.set_ylabel(AXIS_NAMES.get(y, y))
     ax.set_title(title, fontsize=9.5)
-    fig.colorbar(im, ax=ax, label=title.split(" (")[0] + " (%)")
+    bar = fig.colorbar(im, ax=ax, label=title.split(" (")[0] + " (%)")
+    bar.formatter.set_useOffset(False)  # (an offset label such as 1e-10+9.8e1 reads as a number)
+    bar.update_ticks()
     fig.tight_layout()
     return save(fig)
 
 
 AXIS_NAMES = {"prune_rate": "prune rate p (fraction pruned per round)",
               "rewind_iter": "rewind iteration k (θ_k; 0 = θ0)"}
+EMPTY_CELL = "n/a\nn=0"  # as tables print a cell without a value: "n/a (0)"
+
+
+def axis_labels(values: Sequence[Any]) -> list[str]:
+    """Tick labels: numbers rounded to the digits that tell them apart; bins and text as they are."""
+    if values and all(is_number(v) for v in values):
+        return tick_labels(values)
+    return [str(v) for v in values]
 
 
 def figure_early_stop(ticket: Sequence[Curve], controls: Sequence[tuple[str, Sequence[Curve]]],
@@ -303,16 +351,112 @@ def figure_early_stop(ticket: Sequence[Curve], controls: Sequence[tuple[str, Seq
     """Frankle & Carbin's Figure 4 style: early-stop iteration and test accuracy at early stop against density,
     the winning ticket against its controls (mean, 95% error bars)."""
     plt = _pyplot()
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.2))
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.8))
     for ax, key, ylabel in ((a1, "early_stop_iteration", "early-stop iteration (minimum validation loss)"),
                             (a2, ACCURACY_KEYS["test"], TEST_LABEL)):
         draw_group(ax, ticket, key, f"winning ticket: {ticket_label}", band=False, **_styles(0, TICKET))
-        for i, (label, group) in enumerate(controls, start=1):
+        for i, (label, group) in enumerate(controls):
             draw_group(ax, group, key, label, band=False, **_styles(i, "control"))
         density_axis(ax, [r["density"] for c in (*ticket, *(c for _, g in controls for c in g)) for r in c.rounds])
         ax.set_ylabel(f"{ylabel}\n({BAR_LABEL})", fontsize=8.5)
-        _legend(ax, loc="best")
+    percent_axis(a2)
     a1.set_title("iterations to early stop (lower is faster)", fontsize=9.5)
     a2.set_title("accuracy at that iteration", fontsize=9.5)
+    handles, labels = a1.get_legend_handles_labels()  # one legend, below both panels: never over a curve
+    fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    return save(fig)
+
+
+# --------------------------------------------------------------------------- tickets beside their controls
+
+
+def figure_controls(panels: Sequence[tuple[str, Sequence[Curve], Sequence[tuple[str, Sequence[Curve]]]]],
+                    epsilon: float | None, key: str = ACCURACY_KEYS["test"]) -> bytes:
+    """One panel per setting combination: its ticket (solid) and each of its controls (dashed), mean over seeds
+    per round with 95% error bars, against density."""
+    plt = _pyplot()
+    cols = min(2, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(6.2 * cols, 3.9 * rows), squeeze=False)
+    every = [r["density"] for _, t, cs in panels for c in (*t, *(c for _, g in cs for c in g)) for r in c.rounds]
+    for ax, (title, ticket, controls) in zip(axes.flat, panels):
+        draw_group(ax, ticket, key, "ticket", band=False, **_styles(0, TICKET))
+        for i, (label, group) in enumerate(controls):
+            draw_group(ax, group, key, label.removeprefix("control: "), band=False, **_styles(i, "control"))
+        dense_line(ax, [c.rounds[0][key] for c in ticket], epsilon, legend=False)
+        density_axis(ax, every)
+        percent_axis(ax)
+        ax.set_title("\n".join(textwrap.wrap(title, 60)), fontsize=8.5)
+        _legend(ax, loc="lower left")
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax in axes[:, 0]:
+        ax.set_ylabel(f"{TEST_LABEL}\n({BAR_LABEL})", fontsize=8.5)
+    fig.tight_layout()
+    return save(fig)
+
+
+# --------------------------------------------------------------------------- a setting searched as a range
+
+
+def figure_range(curves: Sequence[Curve], setting: str, value: Callable[[Curve], float | None], ylabel: str,
+                 bins, log_x: bool = False, scale: float = 100.0) -> bytes:
+    """Every curve's value against the setting's value (points), and the mean with its 95% t-interval in each
+    bin (error bars at the bin's middle, the bin's span as a horizontal bar)."""
+    from .stats import Stat
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    pts = [(float(c.settings[setting]), value(c)) for c in curves if value(c) is not None]
+    ax.scatter([x for x, _ in pts], [y * scale for _, y in pts], s=14, c="tab:blue", alpha=0.6,
+               label=f"one curve (trial × seed), n={len(pts)}")
+    for i in range(len(bins.labels)):
+        lo, hi = bins.edges[i], bins.edges[i + 1]
+        ys = [y for x, y in pts if bins.index(x) == i]
+        st = Stat.of(ys)
+        if st.mean is None:
+            continue
+        mid = math.sqrt(lo * hi) if log_x and lo > 0 else (lo + hi) / 2
+        ax.errorbar([mid], [st.mean * scale], xerr=[[mid - lo], [hi - mid]],
+                    yerr=[[(st.ci95() or 0) * scale], [(st.ci95() or 0) * scale]], fmt="s", c="tab:red", ms=5,
+                    capsize=3, label="bin mean, 95% t-interval (bar: the bin)" if i == 0 else None)
+        ax.annotate(f"n={st.n}", (mid, st.mean * scale), fontsize=7, xytext=(4, 4), textcoords="offset points",
+                    color="tab:red")
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_xlabel(AXIS_NAMES.get(setting, setting) + " (searched as a range)")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.yaxis.get_major_formatter().set_useOffset(False)
+    _legend(ax, loc="best")
+    fig.tight_layout()
+    return save(fig)
+
+
+# --------------------------------------------------------------------------- per-layer densities
+
+
+def figure_layers(curves: Sequence[Curve], title: str) -> bytes | None:
+    """Each prunable layer's density per round (mean over curves), and the whole network's; log scale."""
+    rounds = [c.rounds for c in curves if c.rounds and c.rounds[0].get("layer_density")]
+    if not rounds:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    depth = min(len(r) for r in rounds)
+    layers = list(rounds[0][0]["layer_density"])
+    xs = list(range(depth))
+    for i, layer in enumerate(layers):
+        ys = [sum(r[j]["layer_density"][layer] for r in rounds) / len(rounds) for j in xs]
+        ax.plot(xs, ys, marker="o", ms=3, label=layer, **{"color": _styles(i, TICKET)["color"]})
+    ax.plot(xs, [sum(r[j]["density"] for r in rounds) / len(rounds) for j in xs], "k--", lw=1.2,
+            label="whole network")
+    ax.set_yscale("log")
+    ax.set_xlabel("round (0 = dense)")
+    ax.set_ylabel("density: weights remaining (log scale)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3, which="both")
+    _legend_outside(ax)
     fig.tight_layout()
     return save(fig)

@@ -35,12 +35,11 @@ class StudySummary:
     trials: list[optuna.trial.FrozenTrial] = field(default_factory=list)
     interrupted: bool = False
     ran: list[int] = field(default_factory=list)  # trials this call ran
-    skipped: list[int] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     @property
     def new_trials(self) -> list[optuna.trial.FrozenTrial]:
-        """Trials this call ran (a resumed, re-queued trial included; skipped repeats not)."""
+        """Trials this call ran (a resumed, re-queued trial included)."""
         ran = set(self.ran)
         return [t for t in self.trials if t.number in ran]
 
@@ -52,7 +51,7 @@ def run_study(cfg: StudyConfig, opts: RunOptions, callbacks: StudyCallback | Non
     found = existing_study(storage_url, name)
     before = n_counted(found) if found is not None else 0
     target = opts.target(cfg, before)
-    opened = open_study(cfg, storage_url, name, n_trials=target)
+    opened = open_study(cfg, storage_url, name)
     study = opened.study
     log = StudyLog(Tracker(uri))
     exp_id, parent = attach_tracking(opened, cfg, log)
@@ -63,13 +62,13 @@ def run_study(cfg: StudyConfig, opts: RunOptions, callbacks: StudyCallback | Non
         callbacks.on_study_start(missing)
         if opts.jobs == 1 or missing == 0:
             ctx = TrialContext(cfg, log, exp_id, parent, callbacks, opts.cache(cfg))
-            report = LoopReport(summary.ran, summary.skipped)
+            report = LoopReport(summary.ran)
             run_trials(study, opened.storage, ctx, budget=missing, target=target, pack=cfg.study.pack,
                        on_trial_end=(log.after_trial, lambda s, t: callbacks.on_trial_end(t)),
                        report=report)
             summary.notes += report.notes
         else:
-            summary.ran, summary.skipped, notes = run_local_workers(cfg, opts, storage_url, uri, name, missing,
+            summary.ran, notes = run_local_workers(cfg, opts, storage_url, uri, name, missing,
                                                                     target, callbacks)
             summary.notes += notes
     except KeyboardInterrupt:

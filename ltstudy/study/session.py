@@ -147,7 +147,7 @@ class Opened:
     notes: list[str] = field(default_factory=list)
 
 
-def open_study(cfg: StudyConfig, storage_url: str, name: str, stream: int = 0, n_trials: int | None = None) -> Opened:
+def open_study(cfg: StudyConfig, storage_url: str, name: str, stream: int = 0) -> Opened:
     """Create the study, or load it to continue (race-safe: concurrent callers agree on one study).
 
     The sampler's seed is offset by the trials already in the study and by
@@ -159,7 +159,7 @@ def open_study(cfg: StudyConfig, storage_url: str, name: str, stream: int = 0, n
     storage = open_storage(storage_url, heartbeat=(s.heartbeat_interval, s.grace_period, s.max_retry))
     found = existing_study(storage_url, name)
     offset = (len(found.get_trials(deepcopy=False)) if found is not None else 0) + 1_000_003 * stream
-    sampler, sampler_note = make_sampler(cfg, offset, n_trials if n_trials is not None else s.n_trials)
+    sampler = make_sampler(cfg, offset)
     pruner, pruner_note = make_pruner(cfg)
     created = False
     try:
@@ -176,7 +176,7 @@ def open_study(cfg: StudyConfig, storage_url: str, name: str, stream: int = 0, n
         study.set_user_attr("epsilon", s.epsilon)
         with quiet_experimental():  # names in optuna-dashboard and Optuna's plots, not "0" and "1"
             study.set_metric_names([o.spec for o in cfg.objectives])
-    return Opened(study, storage, created, [n for n in (sampler_note, pruner_note) if n])
+    return Opened(study, storage, created, [pruner_note] if pruner_note else [])
 
 
 def attach_tracking(opened: Opened, cfg: StudyConfig, log: StudyLog, wait: float = 60.0) -> tuple[str, str]:

@@ -37,7 +37,10 @@ class Stat:
         if self.mean is None:
             return "n/a (0)" if show_n else "n/a"
         spread = "—" if self.std is None else f"{self.std * scale:.{digits}f}"
-        return f"{self.mean * scale:.{digits}f} ± {spread}" + (f" ({self.n})" if show_n else "")
+        mean = f"{self.mean * scale:.{digits}f}"
+        if float(mean) == 0:  # (never "-0.0": a gap of minus nothing reads as a loss)
+            mean = f"{0.0:.{digits}f}"
+        return f"{mean} ± {spread}" + (f" ({self.n})" if show_n else "")
 
 
 def welch(a: Sequence[float], b: Sequence[float]) -> float | None:

@@ -13,9 +13,7 @@ Outcomes:
   samplers learn to avoid the region and the Pareto front leaves it out;
 - PRUNED: the pruner or `stop_on_drop = true` stopped it (with its constraint values set);
 - FAIL: an error in this trial's code or data (it fails alone), or Ctrl-C/SIGTERM
-  (the trial is queued again and resumes from its checkpoints);
-- SKIP: the sampler proposed settings already evaluated with the same seeds;
-  nothing is trained and the trial does not count towards n_trials.
+  (the trial is queued again and resumes from its checkpoints).
 """
 
 from __future__ import annotations
@@ -36,15 +34,14 @@ from ..engine.device import resolve_device
 from ..engine.drivers import search_jobs
 from ..engine.errors import DivergedError, StopSearch
 from ..engine.rounds import Callback, RoundJob, RoundResult, TrainResult
-from ..engine.searches import kind_of, ticket_search
+from ..engine.searches import control_kind, kind_of, ticket_search
 from .attrs import LINEAGE_ATTR, NUMBER_ATTR, RUN_ATTR
 from .callbacks import StudyCallback
 from .config import SEARCHABLE, StudyConfig
 from .curves import mean_rounds
 from .mlflow_logging import StudyLog
 from .objectives.base import trial_value
-from .sampling import setting_key, suggest
-from .session import COUNTED
+from .sampling import suggest
 
 
 def _retried_number(trial: optuna.Trial) -> int | None:
@@ -58,10 +55,9 @@ def _retried_number(trial: optuna.Trial) -> int | None:
 
 @dataclass
 class Outcome:
-    state: TrialState | None  # None: skipped (a duplicate)
+    state: TrialState
     values: list[float] | None = None
     reason: str = ""
-    duplicate_of: int | None = None
 
 
 @dataclass
@@ -89,20 +85,18 @@ class TrialRun:
         self.objectives = ctx.cfg.objectives
         self.run_id: str | None = None
         self.per_seed: list[list[dict]] = []
+        self.controls: dict[str, list[list[dict]]] = {name: [] for name in ctx.cfg.study.controls}
         self._reported: set[int] = set()  # pruner steps reported
         self.data: Dataset = load_dataset(self.cfg.base.data, resolve_device(self.cfg.base.device))
 
     # ------------------------------------------------------------------ start
 
     def begin(self) -> Outcome | None:
-        """Pick the settings and open the MLflow run; an Outcome when the trial ends here (a duplicate)."""
+        """Pick the settings and open the MLflow run; an Outcome when the trial ends here (MLflow failed)."""
         cfg, trial = self.cfg, self.trial
         self.values = {key: suggest(trial, p) for key, p in cfg.searched.items()}
         study_cfg = cfg.study
         self.seeds = [study_cfg.seed + i for i in range(study_cfg.replicates)]
-        twin = self._evaluated_twin()
-        if twin is not None:
-            return Outcome(None, reason=f"skipped: the same settings and seeds as trial {twin}", duplicate_of=twin)
         first = cfg.trial_config(self.values, self.seeds[0])
         self.kind = kind_of(first)
         lineage = self._close_lineage()
@@ -113,6 +107,8 @@ class TrialRun:
                 trial.set_user_attr(inherited, "" if inherited != "diverged" else False)
         trial.set_user_attr("seeds", self.seeds)
         trial.set_user_attr("kind", self.kind)
+        if self.controls:
+            trial.set_user_attr("controls", {name: control_kind(first, name) for name in self.controls})
         trial.set_user_attr("params_all", {k: _plain(v) for k, v in _settings(first).items()})
         trial.set_user_attr(LINEAGE_ATTR, lineage)
         self.run_id = self.log.start_trial(self.ctx.experiment_id, self.ctx.parent_run_id, trial, self.kind,
@@ -130,16 +126,6 @@ class TrialRun:
         self.ctx.callbacks.on_trial_start(trial.number)
         return None
 
-    def _evaluated_twin(self) -> int | None:
-        """A finished or running trial with the same searched settings (and therefore the same seeds)."""
-        mine = setting_key(self.values)
-        states = (*COUNTED, TrialState.RUNNING)
-        for t in self.trial.study.get_trials(deepcopy=False, states=states):
-            if t.number != self.trial.number and not t.user_attrs.get("duplicate_of") and \
-                    setting_key(t.params) == mine and t.user_attrs.get("seeds", self.seeds) == self.seeds:
-                return t.number
-        return None
-
     # ------------------------------------------------------------------ the searches
 
     def jobs(self) -> Generator[RoundJob, TrainResult, Outcome]:
@@ -148,11 +134,14 @@ class TrialRun:
             for i, seed in enumerate(self.seeds):
                 rounds: list[dict] = []
                 self.per_seed.append(rounds)
+                for levels in self.controls.values():
+                    levels.append([])
                 tcfg = self.cfg.trial_config(self.values, seed)
                 watcher = _SeedRounds(self, rounds, seed, report=(i == 0))
                 with self._ticket_saver(tcfg, seed) as saver:
                     search = ticket_search(tcfg, self.data, self.ctx.cache,
-                                           [watcher, *([saver] if saver is not None else [])])
+                                           [watcher, *([saver] if saver is not None else [])],
+                                           controls=list(self.controls))
                     yield from search_jobs(search)
                 if getattr(search, "path_rounds", None):
                     self.trial.set_user_attr(f"path_rounds_seed_{seed}", dict(search.path_rounds))
@@ -189,11 +178,26 @@ class TrialRun:
             finally:
                 best_effort(lambda: self.log.tickets(self.run_id, folder, seed))
 
+    def _prefix(self, seed: int) -> str:
+        return "" if self.cfg.study.replicates == 1 else f"seed_{seed}/"
+
+    def on_control_round(self, rec: RoundResult, seed: int) -> None:
+        """A control's level: kept beside the ticket's rounds (as `control/NAME/...` in MLflow); it steers nothing."""
+        d = rec.to_dict()
+        levels = self.controls[rec.control][-1]
+        if not levels:  # a control's curve starts at the ticket's dense round
+            levels.append(self.per_seed[-1][0])
+        levels.append(d)
+        prefix = f"{self._prefix(seed)}control/{rec.control}/"
+        if rec.round not in self._logged.get(f"{prefix}val_accuracy", set()):
+            self.log.round(self.run_id, d, prefix)
+        self.ctx.callbacks.on_trial_round(self.trial.number, seed, rec, search=rec.control)
+
     def on_round(self, rec: RoundResult, rounds: list[dict], seed: int, report: bool) -> None:
         d = rec.to_dict()
         rounds.append(d)
         s = self.cfg.study
-        prefix = "" if s.replicates == 1 else f"seed_{seed}/"
+        prefix = self._prefix(seed)
         if rec.round not in self._logged.get(f"{prefix}val_accuracy", set()):
             self.log.round(self.run_id, d, prefix)
         self.ctx.callbacks.on_trial_round(self.trial.number, seed, rec)
@@ -256,7 +260,9 @@ class TrialRun:
         self.log.trial_values(self.run_id, {o.metric_key: v for o, v in zip(self.objectives, values, strict=True)},
                               constraints)
         if mean:
-            self.log.trial_artifacts(self.run_id, trial.number, mean, dict(zip(map(str, self.seeds), self.per_seed)))
+            self.log.trial_artifacts(self.run_id, trial.number, mean, dict(zip(map(str, self.seeds), self.per_seed)),
+                                     {name: dict(zip(map(str, self.seeds), per_seed))
+                                      for name, per_seed in self.controls.items()})
         feasible = all(v <= 0 for v in constraints.values())
         if diverged is not None:
             self.log.end_trial(self.run_id, "DIVERGED", reason=trial.user_attrs["fail_reason"], feasible=False)
@@ -287,6 +293,9 @@ class TrialRun:
         if finished:
             best_effort(lambda: self.trial.set_user_attr("rounds", _compact(mean_rounds(finished))))
             best_effort(lambda: self.trial.set_user_attr("rounds_per_seed", [_compact(r) for r in self.per_seed]))
+        if any(levels for per_seed in self.controls.values() for levels in per_seed):
+            best_effort(lambda: self.trial.set_user_attr("controls_per_seed", {
+                name: [_compact(levels) for levels in per_seed] for name, per_seed in self.controls.items()}))
 
     def _constraints(self, per_seed: list[list[dict]]) -> dict[str, float]:
         """Constraint values (<= 0 is feasible), as the mean over seeds of each seed's value."""
@@ -319,9 +328,8 @@ class TrialRun:
         return lineage
 
     def _step_keys(self) -> list[str]:
-        if len(self.seeds) == 1:
-            return ["val_accuracy"]
-        return [f"seed_{s}/val_accuracy" for s in self.seeds]
+        prefixes = [""] if len(self.seeds) == 1 else [f"seed_{s}/" for s in self.seeds]
+        return [f"{p}{c}val_accuracy" for p in prefixes for c in ("", *(f"control/{n}/" for n in self.controls))]
 
 
 class _SeedRounds(Callback):
@@ -331,6 +339,9 @@ class _SeedRounds(Callback):
         self.run, self.rounds, self.seed, self.report = run, rounds, seed, report
 
     def on_round_end(self, record: RoundResult) -> None:
+        if record.control:
+            self.run.on_control_round(record, self.seed)
+            return
         try:
             self.run.on_round(record, self.rounds, self.seed, self.report)
         except StopSearch as stop:
@@ -345,8 +356,8 @@ def _settings(tcfg) -> dict[str, Any]:
 
 
 def _compact(rounds: list[dict]) -> list[dict]:
-    """Round records for Optuna user attrs, without the per-layer breakdown (kept in MLflow)."""
-    return [{k: v for k, v in r.items() if k != "layer_density"} for r in rounds]
+    """Round records for Optuna user attrs: the numbers reports read, the per-layer densities included."""
+    return [{k: v for k, v in r.items() if k != "control"} for r in rounds]
 
 
 def _plain(v: Any) -> Any:

@@ -72,10 +72,15 @@ def trial_curves(trial) -> list[Curve]:
     seeds = list(attrs.get("seeds") or [None])
     per_seed = attrs.get("rounds_per_seed")
     label = kind(trial)
-    if per_seed:
-        return [Curve(trial.number, seeds[i] if i < len(seeds) else f"#{i}", settings, rounds, label)
-                for i, rounds in enumerate(per_seed) if rounds]
-    return [Curve(trial.number, seeds[0] if len(seeds) == 1 else tuple(seeds), settings, attrs["rounds"], label)]
+    if not per_seed:
+        return [Curve(trial.number, seeds[0] if len(seeds) == 1 else tuple(seeds), settings, attrs["rounds"], label)]
+    curves = [Curve(trial.number, seeds[i] if i < len(seeds) else f"#{i}", settings, rounds, label)
+              for i, rounds in enumerate(per_seed) if rounds]
+    kinds = attrs.get("controls", {})
+    for name, levels in attrs.get("controls_per_seed", {}).items():
+        curves += [Curve(trial.number, seeds[i] if i < len(seeds) else f"#{i}", settings, rounds,
+                         kinds.get(name, f"control: {name}")) for i, rounds in enumerate(levels) if rounds]
+    return curves
 
 
 def row_keys(trials: Sequence, searched: Iterable[str] = ()) -> list[str]:
@@ -108,14 +113,14 @@ class Curves:
 
 
 def collect(trials: Sequence, searched: Iterable[str] = ()) -> Curves:
-    """Every curve of every finished trial, once per (setting combination, seed)."""
+    """Every curve of every finished trial, once per (setting combination, kind, seed)."""
     done = sorted(finished(trials), key=lambda t: t.number)
     keys = row_keys(done, searched)
     seen: dict[tuple, int] = {}
     out = Curves([], keys)
     for t in done:
         for c in trial_curves(t):
-            ident = (out.key(c), repr(c.seed))
+            ident = (out.key(c), c.kind, repr(c.seed))
             if ident in seen:
                 if seen[ident] != t.number and (t.number, seen[ident]) not in out.repeats:
                     out.repeats.append((t.number, seen[ident]))

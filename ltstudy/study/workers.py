@@ -35,8 +35,8 @@ STOP_GRACE = 30.0  # seconds a worker gets to close its trial after SIGTERM befo
 
 
 def run_local_workers(cfg: StudyConfig, opts: RunOptions, storage_url: str, uri: str, name: str, missing: int,
-                      target: int, callbacks: StudyCallback) -> tuple[list[int], list[int], list[str]]:
-    """N processes splitting the missing trials exactly; returns (trials run, repeats skipped, notes)."""
+                      target: int, callbacks: StudyCallback) -> tuple[list[int], list[str]]:
+    """N processes splitting the missing trials exactly; returns (trials run, notes)."""
     jobs = opts.jobs
     shares = [missing // jobs + (i < missing % jobs) for i in range(jobs)]
     # Fork: a worker starts with everything this process has imported and checked (a spawned one re-imports
@@ -50,7 +50,7 @@ def run_local_workers(cfg: StudyConfig, opts: RunOptions, storage_url: str, uri:
         p.start()
     study = optuna.load_study(study_name=name, storage=open_storage(storage_url))
     seen = {t.number for t in study.get_trials(deepcopy=False, states=(*COUNTED, TrialState.FAIL))}
-    reports: list[tuple[list[int], list[int], list[str]]] = []
+    reports: list[tuple[list[int], list[str]]] = []
     try:
         while any(p.is_alive() for p in procs) or len(reports) < len(procs):
             try:
@@ -61,8 +61,7 @@ def run_local_workers(cfg: StudyConfig, opts: RunOptions, storage_url: str, uri:
             for t in study.get_trials(deepcopy=False, states=(*COUNTED, TrialState.FAIL)):
                 if t.number not in seen:
                     seen.add(t.number)
-                    if not t.user_attrs.get("duplicate_of"):
-                        callbacks.on_trial_end(t)
+                    callbacks.on_trial_end(t)
     except KeyboardInterrupt:
         stop_processes(procs, STOP_GRACE)  # forward: each worker closes its run and queues its trial
         raise
@@ -71,10 +70,9 @@ def run_local_workers(cfg: StudyConfig, opts: RunOptions, storage_url: str, uri:
     failed = [p.exitcode for p in procs if p.exitcode not in (0, None)]
     if failed:
         raise RunFailed(f"{len(failed)} worker process(es) exited with codes {failed}")
-    ran = sorted(n for told, _, _ in reports for n in told)
-    skipped = sorted(n for _, s, _ in reports for n in s)
-    notes = sorted({note for _, _, ns in reports for note in ns})
-    return ran, skipped, notes
+    ran = sorted(n for told, _ in reports for n in told)
+    notes = sorted({note for _, ns in reports for note in ns})
+    return ran, notes
 
 
 def worker_main(cfg: StudyConfig, opts: RunOptions, storage_url: str, uri: str, name: str, budget: int,
@@ -82,7 +80,7 @@ def worker_main(cfg: StudyConfig, opts: RunOptions, storage_url: str, uri: str, 
     """One `--jobs` worker process: its share of the missing trials."""
     interrupt_on_signals()
     set_threads(cfg.study.threads, alone=False)
-    opened = open_study(cfg, storage_url, name, stream, n_trials=target)
+    opened = open_study(cfg, storage_url, name, stream)
     study = opened.study
     log = StudyLog(Tracker(uri))
     exp_id, parent = study.user_attrs[EXPERIMENT_ATTR], study.user_attrs[PARENT_ATTR]
@@ -92,7 +90,7 @@ def worker_main(cfg: StudyConfig, opts: RunOptions, storage_url: str, uri: str, 
                             on_trial_end=(log.after_trial,))
     except KeyboardInterrupt:
         raise SystemExit(130) from None
-    results.put((report.told, report.skipped, report.notes))
+    results.put((report.told, report.notes))
 
 
 # --------------------------------------------------------------------------- workers on many machines
@@ -121,7 +119,7 @@ def run_worker(cfg: StudyConfig, opts: RunOptions, callbacks: StudyCallback | No
     set_threads(cfg.study.threads)
     target = cfg.study.n_trials if opts.n_trials is None else opts.n_trials
     # Workers on other machines may join at the same moment: a random stream keeps their draws apart.
-    opened = open_study(cfg, storage_url, name, stream=1 + int.from_bytes(os.urandom(3), "big"), n_trials=target)
+    opened = open_study(cfg, storage_url, name, stream=1 + int.from_bytes(os.urandom(3), "big"))
     study = opened.study
     log = StudyLog(Tracker(uri))
     exp_id, parent = attach_tracking(opened, cfg, log)

@@ -1,0 +1,152 @@
+"""The report's first sections: what was searched, the recommendation, the Pareto front and the frontier."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .. import plots
+from ..binning import Bins
+from ..compare import Comparison, acc_key, row_label
+from ..curves import TICKET, density_label
+from ..frontier import round_frontier
+from ..stats import distinguishable_text, welch
+from ..trial_results import Curves, kind
+from .html import describe_param, e, figure, fmt, missing, pct, stat_cell, table
+
+COUNT_LABELS = {"complete": "finished (complete)", "pruned": "pruned or stopped early (rounds kept)",
+                "diverged": "diverged (counted, never averaged)", "failed": "failed",
+                "duplicate": "skipped as duplicates of another trial (a study from before repeats were re-drawn)",
+                "running": "running or queued"}
+
+
+def section_setup(cfg, names: Sequence[str], counts: dict[str, list[int]]) -> str:
+    search = table(["setting", "how", "values"], [[k, *describe_param(p)] for k, p in cfg.search.items()],
+                   table_id="searched")
+    objectives = "".join(f"<li><b>{e(n)}</b> ({e(o.direction)}): {e(o.meaning)}</li>"
+                         for n, o in zip(names, cfg.objectives))
+    rows = [[COUNT_LABELS[k], len(v), ", ".join(map(str, v[:30])) + (" …" if len(v) > 30 else "")]
+            for k, v in counts.items() if v or k != "duplicate"]
+    controls = (f"<p>Controls beside every ticket, level by level on its own masks: "
+                f"{e(', '.join(cfg.study.controls))}.</p>" if cfg.study.controls else "")
+    return (
+        "<h2>What was searched</h2>" + search
+        + f"<p>Objectives:</p><ul>{objectives}</ul>" + controls
+        + f"<p>ε = {cfg.study.epsilon:g}: a round <i>matches</i> if its validation accuracy is at least its own "
+          f"dense round's minus ε. Seeds per trial: {cfg.study.replicates} (replicate i trains with seed "
+          f"{cfg.study.seed} + i). Sampler: {e(cfg.study.sampler)}.</p>"
+        + table(["trials", "count", "numbers"], rows, table_id="trial-counts", numeric=[False, True, False]))
+
+
+def row_of(cmp: Comparison, trial) -> dict | None:
+    """The ticket row of `compare` that holds a trial (its settings binned as the rows are)."""
+    settings = trial.user_attrs.get("params_all", {})
+    key = tuple(binned_value(cmp.bins.get(k), settings.get(k)) for k in cmp.by + cmp.context)
+    for r in cmp.rows:
+        if r["kind"] == kind(trial) and tuple(r[k] for k in cmp.by + cmp.context) == key:
+            return r
+    return None
+
+
+def binned_value(bins: Bins | None, value):
+    return value if bins is None or value is None else bins.label(value)
+
+
+def section_front(front: Sequence, names: Sequence[str], col: Curves, searched: Sequence[str],
+                  n_objectives: int) -> str:
+    title = "Trial-level Pareto front" if n_objectives > 1 else "Best trial"
+    if not front:
+        return f"<h2>{title}</h2>" + missing("No finished, feasible trial yet, so there is no front.")
+    keys = list(col.keys) or list(searched)
+    rows, attrs = [], []
+    for t in sorted(front, key=lambda t: t.number):
+        s = t.user_attrs.get("params_all", {})
+        rows.append([t.number, *[fmt(v) for v in t.values], *[s.get(k, "") for k in keys], kind(t),
+                     len(t.user_attrs.get("seeds", []))])
+        attrs.append(f' data-trial="{t.number}"')
+    what = ("Optuna's Pareto-optimal trials (study.best_trials): no other trial is at least as good in every "
+            "objective and better in one." if n_objectives > 1 else "Optuna's best trial.")
+    return (f"<h2>{title}</h2><p>{what} Objective values are means over each trial's seeds.</p>"
+            + table(["trial", *names, *keys, "kind", "seeds"], rows, table_id="pareto-trials", row_attrs=attrs,
+                    numeric=[True] * (1 + len(names)) + [False] * (len(keys) + 1) + [True]))
+
+
+def section_frontier(trials: Sequence, col: Curves, eps: float) -> str:
+    frontier = round_frontier(trials)
+    if not frontier:
+        return "<h2>Round-level frontier</h2>" + missing("No finished trial has rounds yet.")
+    png = plots.plot_pareto(trials, frontier, None, title="every round of every finished trial", epsilon=eps)
+    keys = col.keys
+    by_number = {t.number: t for t in trials}
+    rows, attrs = [], []
+    for p in frontier:
+        s = by_number[p["trial"]].user_attrs.get("params_all", {})
+        rows.append([f"{p['density'] * 100:.2f}%", pct(p["val_accuracy"], 2),
+                     pct(p.get("test_accuracy_at_early_stop"), 2), pct(p.get("test_accuracy"), 2),
+                     p["trial"], p["round"], *[s.get(k, "") for k in keys], p["kind"]])
+        attrs.append(f' data-trial="{p["trial"]}" data-round="{p["round"]}"')
+    caption = ("Each grey point is one round of one finished trial's ticket (its mean over seeds), at its density "
+               "and validation accuracy, the number the study selects on. Red points are non-dominated: no other "
+               "round is at least as sparse and at least as accurate. Labels tNrM = trial N, round M. The dashed "
+               "line is the mean dense (round 0) validation accuracy; the grey band below it is ε.")
+    return ("<h2>Round-level frontier</h2>" + figure(png, "round-level frontier", caption)
+            + table(["density", "val acc %", "test acc % at early stop", "test acc % at end", "trial", "round",
+                     *keys, "kind"], rows, table_id="round-frontier", row_attrs=attrs,
+                    numeric=[True] * 6 + [False] * (len(keys) + 1)))
+
+
+def section_recommendation(front: Sequence, cmp: Comparison, names: Sequence[str]) -> str:
+    head = "<h2>Recommendation</h2>"
+    if not front:
+        return head + missing("No finished trial yet.")
+    entries = []
+    for t in sorted(front, key=lambda t: t.number):
+        r = row_of(cmp, t)
+        if r is not None and all(x[1] is not r for x in entries):
+            entries.append((t, r))
+    if not entries:
+        return head + missing("The front's trials have no rows to compare.")
+    keys = cmp.by + cmp.context
+    gaps = {(tuple(g[k] for k in keys), g["control"]): g for g in cmp.gaps}
+    items = []
+    for _, r in entries:
+        label = row_label(r, keys)
+        controls = [g for (k, _), g in gaps.items() if k == tuple(r[x] for x in keys)]
+        beside = ""
+        reached = [d for d in cmp.grid if d >= 1.0 - (r["ticket_sparsity"] or 0.0) - 1e-9]
+        if controls and reached:
+            d = min(reached)  # the ticket's density, or the nearest denser one in the table
+            parts = [f"{g['control'].removeprefix('control: ')} {stat_cell(g, f'gap_{acc_key(d)}')} points"
+                     for g in controls]
+            beside = f"; at {density_label(d)} density the ticket minus its controls: {', '.join(parts)}"
+        items.append(f"<li><b>{e(label)}</b> ({e(r['kind'])}; trials {e(', '.join(map(str, r['trials'])))}): "
+                     f"ticket sparsity {e(stat_cell(r, 'ticket_sparsity'))} %, ticket test accuracy "
+                     f"{e(stat_cell(r, 'ticket_accuracy'))} %, at {e(stat_cell(r, 'train_iterations', 1.0, 0))} "
+                     f"training iterations{e(beside)}.</li>")
+    text = [head, "<p>Settings on the front (mean ± std (n) over curves):</p><ul>" + "".join(items) + "</ul>"]
+    ranked = sorted((r for _, r in entries), key=lambda r: -(r["ticket_sparsity"] or 0.0))
+    top = ranked[0]
+    runners_up = sorted((r for r in cmp.rows if r["kind"] == TICKET and all(r is not x for _, x in entries)
+                         and r["ticket_sparsity"] is not None), key=lambda r: -r["ticket_sparsity"])[:3]
+    verdicts = []
+    for r, where in [*((r, "on the front") for r in ranked[1:]), *((r, "not on the front") for r in runners_up)]:
+        a = [c["ticket_sparsity"] for c in top["curves"]]
+        b = [c["ticket_sparsity"] for c in r["curves"]]
+        verdicts.append(f"vs {row_label(r, keys)} ({where}, {stat_cell(r, 'ticket_sparsity')} %): "
+                        f"{distinguishable_text(len(a), len(b), welch(a, b))[1]}")
+    if len(ranked) > 1:
+        cheapest = min(ranked, key=lambda r: r["train_iterations"] or 0.0)
+        text.append(f"<p>Highest ticket sparsity on the front: <b>{e(row_label(top, keys))}</b>. Cheapest: "
+                    f"<b>{e(row_label(cheapest, keys))}</b> ({e(stat_cell(cheapest, 'train_iterations', 1.0, 0))}"
+                    " iterations).</p>")
+    if verdicts:
+        text.append(f"<p>Is the ticket sparsity of {e(row_label(top, keys))} different from the other settings' "
+                    "given the seeds (Welch's t-test on per-curve values, p &lt; 0.05)?</p>"
+                    '<ul class="notes">' + "".join(f"<li>{e(v)}</li>" for v in verdicts) + "</ul>")
+    if all(r["n"] < 2 for _, r in entries):
+        text.append('<p class="note">Every setting on the front rests on n = 1 curve: seed-to-seed spread is '
+                    "unknown, so none of these differences is established. Raise [study].replicates to 3 or more "
+                    "(or repeat trials with other seeds) before choosing.</p>")
+    if any(r["kind"] != TICKET for _, r in entries):
+        text.append('<p class="note">A control is on the front: at these settings the ticket does not beat its '
+                    "random control on the objectives, which is the hypothesis under test.</p>")
+    return "".join(text)
