@@ -12,11 +12,25 @@ from __future__ import annotations
 
 import importlib
 import sys
+import warnings
 from collections.abc import Sequence
 
-from ..engine.errors import ConfigError, RunFailed
+from ..engine.errors import ConfigError, RunFailed, SettingWarning
 from .common import EXIT_USAGE
 from .parser import build_parser
+
+
+def one_line_warnings(command: str) -> None:
+    """A surprising setting (SettingWarning) is one line on stderr, as errors are; other warnings as usual."""
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, SettingWarning):
+            print(f"ltstudy {command}: warning: {message}", file=sys.stderr, flush=True)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -29,6 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ..study.signals import interrupt_on_signals  # (plain Python: no torch)
 
         interrupt_on_signals()
+    one_line_warnings(args.command)
     module, _, function = args.command_function.partition(":")
     try:
         return getattr(importlib.import_module(module), function)(args)

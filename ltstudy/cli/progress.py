@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from ..study.callbacks import StudyCallback
 from .common import fmt
 
@@ -58,7 +60,7 @@ class StudyProgress(StudyCallback):
             self.trials = tqdm(total=self.n_trials, desc="trials", position=0)
         return self
 
-    def on_study_start(self, missing: int) -> None:
+    def on_study_start(self, missing: int, plan=None) -> None:
         if self.trials is not None:
             self.trials.reset(total=missing)
 
@@ -91,3 +93,55 @@ class StudyProgress(StudyCallback):
         if self.trials is not None:
             self.trials.close()
         return False
+
+
+class ProgressLines(StudyCallback):
+    """One line per finished round, for logs that are not a terminal (Slurm, nohup, CI): trial, seed, round,
+    density, validation accuracy and seconds; before the trials an estimate of the study's cost, and after the
+    first dense round one of its time."""
+
+    def __init__(self, stream=None):
+        self.stream = stream if stream is not None else sys.stderr
+        self.plan = None
+        self.timed = False
+
+    def say(self, line: str) -> None:
+        print(line, file=self.stream, flush=True)
+
+    def on_study_start(self, missing: int, plan=None) -> None:
+        self.plan = plan
+        if plan is not None and missing:
+            controls = (f" and {plan.controls} {plural(plan.controls, 'control')} beside each ticket"
+                        if plan.controls else "")
+            self.say(f"{missing} {plural(missing, 'trial')} to run: each {plan.seeds} {plural(plan.seeds, 'search')} "
+                     f"of up to {plan.rounds + 1} rounds × {plan.iterations:,} iterations{controls}: at most "
+                     f"{plan.total_iterations:,} training iterations (fewer where the cache holds shared rounds)")
+
+    def on_trial_round(self, number, seed, record, search="ticket") -> None:
+        what = "ticket" if search in ("", "ticket") else f"control {search}"
+        self.say(f"trial {number} seed {seed} round {record.round} ({what}): density {record.density:.4f}, val acc "
+                 f"{record.val_accuracy:.4f}, {record.wall_seconds:.1f} s" + (" (from the cache)" if record.reused
+                                                                               else ""))
+        if not self.timed and self.plan is not None and record.round == 0 and not record.reused \
+                and record.iterations:
+            self.timed = True
+            seconds = record.wall_seconds / record.iterations * self.plan.total_iterations
+            self.say(f"the dense round took {record.wall_seconds:.1f} s for {record.iterations:,} iterations: the "
+                     f"study's at most {self.plan.total_iterations:,} iterations would take {duration(seconds)} "
+                     "here (less with the cache)")
+
+    def on_trial_end(self, trial) -> None:
+        values = ", ".join(f"{v:.4g}" for v in trial.values) if trial.values else ""
+        self.say(f"trial {trial.number} {trial.state.name}" + (f": {values}" if values else ""))
+
+
+def plural(n: int, word: str) -> str:
+    return word if n == 1 else f"{word}s" if not word.endswith("h") else f"{word}es"
+
+
+def duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"about {seconds:.0f} s"
+    if seconds < 5400:
+        return f"about {seconds / 60:.0f} min"
+    return f"about {seconds / 3600:.1f} h"

@@ -20,6 +20,7 @@ from ..study.storage import (
     check_tracking_uri,
     journal_path,
     redact,
+    sqlite_path,
     storage_exists,
     storage_kind,
 )
@@ -31,11 +32,14 @@ def ui(args: argparse.Namespace) -> int:
     cfg = load_study_file(args)
     uri = cfg.tracking_uri(args.tracking_uri)
     check_tracking_uri(uri)
+    if uri.startswith("sqlite:///"):  # (before anything opens the store: opening one creates it)
+        _check_port_free(args.host, args.port)
+        if not sqlite_path(uri).is_file():
+            raise ConfigError(f"no MLflow store at {redact(uri)} yet; `ltstudy run {args.study_file}` creates it")
     page = _runs_page(uri, args.study_name or cfg.study.name)
     if not uri.startswith("sqlite:///"):
         print(f"{redact(uri).rstrip('/')}/{page}")  # a server already: its runs page
         return 0
-    _check_port_free(args.host, args.port)
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host,
            "--port", str(args.port), "--workers", "1"]
     root = artifact_root(uri)
@@ -66,15 +70,29 @@ def dashboard(args: argparse.Namespace) -> int:
     if not storage_exists(url):
         raise ConfigError(f"no Optuna storage at {redact(url)} yet; `ltstudy run {args.study_file}` creates it")
     if importlib.util.find_spec("optuna_dashboard") is None:
-        raise ConfigError("optuna-dashboard is not installed; install it with `pip install 'ltstudy[dashboard]'` "
-                          "(or `pip install optuna-dashboard`)")
+        raise ConfigError("optuna-dashboard is not installed; install it with `pip install optuna-dashboard` (or, "
+                          "in a clone of ltstudy, `pip install -e '.[dashboard]'`)")
     _check_port_free(args.host, args.port)
+    name = args.study_name or cfg.study.name
+    study_id = _study_id(url, name)
     target = str(journal_path(url)) if storage_kind(url) == "journal" else url
     cmd = [sys.executable, "-c", "import sys; from optuna_dashboard._cli import main; sys.argv[0] = "
            "'optuna-dashboard'; sys.exit(main())", target, "--host", args.host, "--port", str(args.port)]
     if storage_kind(url) == "journal":
         cmd += ["--storage-class", "JournalFileStorage"]
-    return serve(cmd, f"optuna-dashboard for {redact(url)}: http://{args.host}:{args.port}/dashboard")
+    page = f"dashboard/studies/{study_id}" if study_id is not None else "dashboard"  # (the study, not the list)
+    return serve(cmd, f"optuna-dashboard for {redact(url)}: http://{args.host}:{args.port}/{page}")
+
+
+def _study_id(url: str, name: str) -> int | None:
+    """The storage's id of the study (optuna-dashboard's URL of a study holds it), or None if it is not there."""
+    from ..study.storage import open_storage
+
+    storage = open_storage(url)
+    try:
+        return storage.get_study_id_from_name(name)
+    except KeyError:
+        return None
 
 
 def serve(cmd: list[str], banner: str) -> int:

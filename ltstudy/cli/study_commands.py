@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+import time
 
-from ..study.config import SEARCHABLE
-from ..study.frontier import pareto_trials
 from ..study.mlflow_logging import StudyLog
 from ..study.runner import run_study
 from ..study.session import RunOptions, load_existing
 from ..study.storage import check_tracking_uri, redact
-from ..study.tables import format_table
 from ..study.tracking import Tracker
-from ..study.workers import repair_study, run_worker
-from .common import fmt, load_study_file, state_counts
-from .progress import StudyProgress
+from ..study.workers import repair_all, run_worker
+from .common import load_study_file, state_counts
+from .progress import ProgressLines, StudyProgress, plural
+from .summary import duration_text, run_summary
 
 
 def run_options(args: argparse.Namespace, jobs: int = 1) -> RunOptions:
@@ -24,29 +24,35 @@ def run_options(args: argparse.Namespace, jobs: int = 1) -> RunOptions:
                       no_cache=args.no_cache)
 
 
+def watcher(args: argparse.Namespace, per_round: bool):
+    """Bars on a terminal; one line per round in a log (Slurm, nohup, CI); nothing with --quiet."""
+    if args.quiet:
+        return StudyProgress(None, False, per_round)
+    if sys.stderr.isatty():
+        return StudyProgress(None, True, per_round)
+    return ProgressLines()
+
+
 def run(args: argparse.Namespace) -> int:
     cfg = load_study_file(args)
     opts = run_options(args, jobs=args.jobs)
-    bars = StudyProgress(None, not args.quiet and sys.stderr.isatty(), per_round=args.jobs == 1)
-    with bars:
-        summary = run_study(cfg, opts, bars)
+    t0 = time.monotonic()
+    progress = watcher(args, per_round=args.jobs == 1)
+    with contextlib.ExitStack() as stack:
+        if isinstance(progress, StudyProgress):
+            stack.enter_context(progress)
+        summary = run_study(cfg, opts, progress)
     new = summary.new_trials
     finished = sum(t.state.name in ("COMPLETE", "PRUNED") for t in summary.trials)
     if not new and not summary.interrupted and finished >= summary.target:
         print(f"study '{summary.name}' already has {finished} finished trials (n_trials = {summary.target}); nothing "
               f"to run. Run more with --more N, or set the total with --n-trials N")
     else:
-        print(f"study '{summary.name}': ran {len(new)} trials ({state_counts(new)}); {finished} of "
-              f"n_trials = {summary.target} finished")
+        print(f"study '{summary.name}': ran {len(new)} {plural(len(new), 'trial')} ({state_counts(new)}) in "
+              f"{duration_text(time.monotonic() - t0)}; {finished} of n_trials = {summary.target} finished")
     for note in summary.notes:
         print(f"note: {note}")
-    study = load_existing(summary.storage, summary.name)
-    best = pareto_trials(study)
-    if best:
-        keys = [k for k in SEARCHABLE if k in cfg.searched] or ["prune_rate"]
-        rows = [[t.number, *[fmt(v) for v in t.values], *[str(t.params.get(k, "")) for k in keys]] for t in best]
-        print("Pareto-optimal trials:")
-        print(format_table(["trial", *cfg.study.objectives, *keys], rows))
+    print(run_summary(load_existing(summary.storage, summary.name), cfg, new))
     print(f"MLflow: {redact(summary.tracking_uri)} (experiment '{summary.name}'); "
           f"browse with `ltstudy ui {args.study_file}`")
     if summary.interrupted:
@@ -58,11 +64,14 @@ def run(args: argparse.Namespace) -> int:
 
 def worker(args: argparse.Namespace) -> int:
     cfg = load_study_file(args)
-    bars = StudyProgress(None, not args.quiet and sys.stderr.isatty(), per_round=True)
-    with bars:
-        summary = run_worker(cfg, run_options(args), bars)
+    progress = watcher(args, per_round=True)
+    with contextlib.ExitStack() as stack:
+        if isinstance(progress, StudyProgress):
+            stack.enter_context(progress)
+        summary = run_worker(cfg, run_options(args), progress)
     created = "created the study; " if summary.created else ""
-    print(f"worker on '{summary.name}': {created}{len(summary.finished)} trials ({state_counts(summary.finished)}); "
+    print(f"worker on '{summary.name}': {created}{len(summary.finished)} {plural(len(summary.finished), 'trial')} "
+          f"({state_counts(summary.finished)}); "
           f"repaired {summary.repaired_trials} stale trials and {summary.repaired_runs} runs at start-up")
     for note in summary.notes:
         print(f"note: {note}")
@@ -77,6 +86,9 @@ def repair(args: argparse.Namespace) -> int:
     uri = cfg.tracking_uri(args.tracking_uri)
     check_tracking_uri(uri)
     study = load_existing(args.storage or cfg.study.storage, args.study_name or cfg.study.name, cfg)
-    trials, runs = repair_study(study, StudyLog(Tracker(uri)))
-    print(f"'{study.study_name}': failed {trials} stale trials (re-queued for a worker), closed {runs} MLflow runs")
+    done = repair_all(study, cfg, StudyLog(Tracker(uri)))
+    rebuilt = (f"; rebuilt from Optuna: {done['runs_created']} MLflow runs created, {done['rounds_logged']} rounds "
+               "logged" if done["runs_created"] or done["rounds_logged"] else "")
+    print(f"'{study.study_name}': failed {done['trials_failed']} stale trials (re-queued for a worker), closed "
+          f"{done['runs_closed']} MLflow runs{rebuilt}")
     return 0

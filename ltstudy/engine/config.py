@@ -14,13 +14,16 @@ import re
 import tomllib
 import types
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from .errors import ConfigError
+from .errors import ConfigError, SettingWarning
 from .hashing import digest
 from .registry import DATASETS, MASKS, MODELS, REINITS, SCOPES, load_plugins, unknown_name
+
+MAX_SEED = 2**63 - 1  # (torch and the derived streams take 63 bits)
 
 # --------------------------------------------------------------------------- sections
 
@@ -136,6 +139,12 @@ class TicketConfig:
             if name not in registry:
                 raise ConfigError(f"{where}: " + unknown_name(registry.kind, name, registry.names()))
         p, t = self.prune, self.train
+        for name, seed in (("seed", self.seed), ("data.split_seed", self.data.split_seed)):
+            if not 0 <= seed <= MAX_SEED:
+                raise ConfigError(f"{name} must be between 0 and 2^63 - 1, got {seed}")
+        if t.optimizer == "adam" and (t.momentum or t.nesterov):
+            warnings.warn("train.momentum and train.nesterov are SGD settings; Adam ignores them (its moments are "
+                          "fixed at beta1 = 0.9, beta2 = 0.999)", SettingWarning, stacklevel=2)
         if not 0.0 < p.prune_rate < 1.0:
             raise ConfigError(f"prune.prune_rate must be in (0, 1), got {p.prune_rate}; e.g. --prune-rate 0.2")
         if p.rounds < 0:
@@ -196,6 +205,13 @@ class TicketConfig:
         if sched.warmup >= sched.iterations:
             raise ConfigError(f"train.warmup ({sched.warmup} it) must be shorter than train.iterations "
                               f"({sched.iterations} it)")
+        if t.batch_size > train_size:
+            raise ConfigError(f"train.batch_size {t.batch_size} is more than the {train_size} training examples; "
+                              f"use at most {train_size} (every step takes a full batch)")
+        if sched.eval_every > sched.iterations:
+            warnings.warn(f"train.eval_every ({sched.eval_every} it) is longer than a round ({sched.iterations} it): "
+                          "validation runs only at the end of each round, so early stopping has one point to "
+                          "choose from", SettingWarning, stacklevel=2)
         return sched
 
 

@@ -7,6 +7,10 @@ class ConfigError(ValueError):
     """Bad user input: reported as one line with exit code 2, never a traceback."""
 
 
+class SettingWarning(UserWarning):
+    """A setting that is legal but surprising (momentum with Adam, threads beyond the cores): one line, no stop."""
+
+
 class DataError(ConfigError):
     """Missing or unreadable data: one line saying where we looked and how to get it."""
 

@@ -218,6 +218,37 @@ def plan_rounds(layers: list[Layer], rates: dict[str, float], shared: set[str], 
         + "; raise the target or the prune rate")
 
 
+def check_rounds(layers: list[Layer], rates: dict[str, float], shared: set[str], n_rounds: int) -> None:
+    """Refuse a plan with a round that prunes nothing or that leaves a layer (or the global pool) without weights.
+
+    Simulates the rounding rule on the weight counts, so it holds before any training: `rounds = 1000` at a
+    small rate stalls once round(q · n) is 0 in every layer, and `prune_rate = 0.9999` empties a layer in two
+    rounds; both would train the same (or a disconnected) network again and again.
+    """
+    own = {layer.name: layer.numel for layer in layers if layer.name not in shared and rates[layer.name] > 0}
+    pool = sum(layer.numel for layer in layers if layer.name in shared)
+    pool_rate = next((rates[n] for n in shared), 0.0)
+    for r in range(1, n_rounds + 1):
+        removed = 0
+        for name, left in own.items():
+            k = n_to_remove(rates[name], left)
+            own[name], removed = left - k, removed + k
+            if own[name] == 0:
+                raise ConfigError(f"prune: round {r} of {n_rounds} would leave layer {name} without a weight (rate "
+                                  f"{rates[name]:.4g} per round); lower prune_rate or rounds, or raise "
+                                  "target_density")
+        if shared:
+            k = n_to_remove(pool_rate, pool)
+            pool, removed = pool - k, removed + k
+            if pool == 0:
+                raise ConfigError(f"prune: round {r} of {n_rounds} would leave the globally pruned layers without "
+                                  "a weight; lower prune_rate or rounds, or raise target_density")
+        if removed == 0:
+            raise ConfigError(f"prune: from round {r} of {n_rounds} on nothing is left to prune (round(rate x "
+                              f"weights left) is 0 in every layer), so rounds {r}..{n_rounds} would train the same "
+                              f"network again; use rounds = {r - 1} or a higher prune_rate")
+
+
 def one_shot_rates(layers: list[Layer], rates: dict[str, float], shared: set[str], target: float) -> dict[str, float]:
     """Per-layer rates that reach `target` density in a single pruning step, keeping the per-layer ratios.
 

@@ -28,6 +28,7 @@ from .config import TicketConfig
 from .data import Dataset, load_dataset
 from .device import resolve_device
 from .drivers import drive
+from .errors import DivergedError
 from .hashing import digest, engine_digest
 from .models import build_model, signature
 from .registry import MASKS, MODELS, REINITS, SCOPES, check_pair
@@ -76,6 +77,7 @@ class TicketSearch:
         self.n_rounds = pruning.plan_rounds(self.layers, self.rates, self.shared, p)
         if p.one_shot:
             self.rates = pruning.one_shot_rates(self.layers, self.rates, self.shared, p.target_density)
+        pruning.check_rounds(self.layers, self.rates, self.shared, self.n_rounds)
         self.theta0 = clone_state(self.model)
         self.theta_k: State | None = None
         self.masks = pruning.full_masks(self.model, self.layers)
@@ -152,6 +154,7 @@ class TicketSearch:
     def finish(self, round_: int, res: TrainResult) -> RoundResult:
         if round_ == 0:
             self.theta_k = res.snapshot
+            check_learned(res, self.data)
         pruning.check_masks_hold(self.model, self.masks)
         rec = record(round_, self.masks, res)
         rec.computed_iterations += self._replayed
@@ -196,8 +199,10 @@ class TicketSearch:
                 if r > 0:
                     self.prune_masks(r)
                     if levels:
+                        paused = time.perf_counter()  # (the controls train while the search waits here)
                         yield Level(r, lambda: self.masks, lambda: self.model.state_dict(),
                                     self.round_key(r) if self.cache is not None else None)
+                        t0 += time.perf_counter() - paused
                         if r == stop_at:
                             break
                     self.reset(r)
@@ -319,6 +324,23 @@ class TicketSearch:
         if self._uses_theta_k() and self._digests.get("theta_k") is None and last < self.n_rounds:
             self.ensure_theta_k()  # (replayed and stored: rounds after the prefix are keyed by its digest)
         return [RoundResult.from_dict(d, reused=True, computed_iterations=0) for d in entry["records"][:last + 1]]
+
+
+def check_learned(res: TrainResult, data: Dataset) -> None:
+    """A dense network at chance accuracy has nothing for a ticket to match: a divergence, not a result.
+
+    Chance is the validation split's majority class plus three binomial standard errors (what guessing that
+    class scores by luck): `lr = 1e6` leaves LeNet at 6.7% on 10 classes with a finite loss, and every pruned
+    round would then "match" it.
+    """
+    counts = torch.bincount(data.val.y, minlength=data.num_classes).float()
+    n = max(1, len(data.val))
+    majority = float(counts.max()) / n
+    limit = majority + 3 * (majority * (1 - majority) / n) ** 0.5
+    if res.val_accuracy <= limit:
+        raise DivergedError(f"the dense network did not learn: validation accuracy {res.val_accuracy:.1%} is chance "
+                            f"for {data.num_classes} classes (guessing scores up to {limit:.1%}); lower the learning "
+                            "rate or train longer", res.end)
 
 
 def record(round_: int, masks: pruning.Masks, res: TrainResult) -> RoundResult:

@@ -8,14 +8,31 @@ trial trains in this process.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from ..engine.rounds import Callback, Callbacks, RoundResult
 
 
+@dataclass(frozen=True)
+class StudyPlan:
+    """What a run means to train, at most: its trials, and the rounds and iterations of each."""
+
+    trials: int  # trials this run means to finish
+    seeds: int  # searches per trial
+    rounds: int  # pruning rounds after the dense round, at most
+    iterations: int  # training iterations per round
+    controls: int  # controls trained beside each ticket, at each level
+
+    @property
+    def total_iterations(self) -> int:
+        """Every round of every search, controls included, before the cache saves any of it."""
+        return self.trials * self.seeds * self.iterations * ((self.rounds + 1) + self.controls * self.rounds)
+
+
 class StudyCallback(Callback):
-    def on_study_start(self, missing: int) -> None:
-        """The run means to finish `missing` more trials."""
+    def on_study_start(self, missing: int, plan: StudyPlan | None = None) -> None:
+        """The run means to finish `missing` more trials (`plan`: what that trains at most)."""
 
     def on_trial_start(self, number: int) -> None:
         pass
@@ -31,10 +48,10 @@ class StudyCallback(Callback):
 class StudyCallbacks(Callbacks, StudyCallback):
     """Several study callbacks as one, in order."""
 
-    def on_study_start(self, missing):
+    def on_study_start(self, missing, plan=None):
         for cb in self.members:
             if isinstance(cb, StudyCallback):
-                cb.on_study_start(missing)
+                cb.on_study_start(missing, plan)
 
     def on_trial_start(self, number):
         for cb in self.members:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..engine.cache import DEFAULT_CACHE_DIR
-from ..engine.config import TicketConfig, build, read_toml, set_dotted, unknown_key_message
+from ..engine.config import MAX_SEED, TicketConfig, build, read_toml, set_dotted, unknown_key_message
 from ..engine.errors import ConfigError
 from ..engine.hashing import digest
 from ..engine.registry import CONTROLS, load_plugins, unknown_name
@@ -218,6 +218,13 @@ def load_study(path: str | Path, overrides: dict[str, Any] | None = None) -> Stu
 
 
 def parse_study(raw: dict[str, Any], path: str = "") -> StudyConfig:
+    where = path or "the study file"
+    if not raw:
+        raise ConfigError(f"{where} is empty: a study file has at least [study] name = \"...\" and a [search] "
+                          "table; start from studies/quickstart.toml")
+    if not isinstance(raw.get("study"), dict) or "name" not in raw["study"]:
+        raise ConfigError(f"{where} has no [study] name; name the study (name = \"my-study\"): a study is found "
+                          "again by its name")
     for key in raw:
         if key not in _SECTIONS:
             raise ConfigError(unknown_key_message(key, list(_SECTIONS), "config").replace("key", "section", 1))
@@ -255,6 +262,8 @@ def parse_study(raw: dict[str, Any], path: str = "") -> StudyConfig:
 
 
 def _validate_study_section(s: StudySection) -> None:
+    if not 0 <= s.seed <= MAX_SEED:
+        raise ConfigError(f"study.seed must be between 0 and 2^63 - 1, got {s.seed}")
     if not s.name or any(c in s.name for c in "/\\"):
         raise ConfigError(f"study.name must be a non-empty name without slashes, got {s.name!r}")
     if s.n_trials < 0:

@@ -1,22 +1,57 @@
-"""The checks of a study that need the engine (and so torch): its data, and one search built from its settings."""
+"""The checks of a study that need the engine (and so torch): its data, and the searches its settings make."""
 
 from __future__ import annotations
 
-from ..engine.data import load_dataset
+import itertools
+from collections.abc import Iterator
+
+from ..engine.data import Dataset, load_dataset
 from ..engine.device import resolve_device
 from ..engine.errors import ConfigError
 from ..engine.registry import CONTROLS, MASKS, REINITS
 from ..engine.searches import ticket_search
+from .callbacks import StudyPlan
 from .config import StudyConfig, validate_with_data
+
+# Settings whose extremes decide whether a search can be planned (the rounding rule, the rounds it runs).
+PLANNING = ("prune_rate", "rounds", "target_density", "one_shot", "output_rate", "conv_rate", "scope", "batch_size")
+MAX_COMBINATIONS = 64
 
 
 def check_with_engine(cfg: StudyConfig) -> None:
-    """Load the data, check the schedule's lengths against it, and build one search (model × dataset pairs, layer
-    names), before anything is created."""
+    """Load the data, check the schedule's lengths against it, and build the searches at every combination of the
+    extremes of the settings that decide a plan (model × dataset pairs, layer names, rounds that prune nothing
+    or empty a layer), before anything is created."""
     check_no_control_searched(cfg)
-    data = load_dataset(cfg.base.data, resolve_device(cfg.base.device))
+    data = _data(cfg)
     validate_with_data(cfg, len(data.train))
+    for _ in _searches(cfg, data):
+        pass  # (building each one is the check)
     ticket_search(cfg.base, data, controls=cfg.study.controls)
+
+
+def plan(cfg: StudyConfig, trials: int) -> StudyPlan:
+    """At most how much a run of `trials` trials trains (every searched extreme of rounds and lengths)."""
+    rounds = iterations = 0
+    for _, search in _searches(cfg, _data(cfg)):
+        rounds, iterations = max(rounds, search.n_rounds), max(iterations, search.sched.iterations)
+    return StudyPlan(trials, cfg.study.replicates, rounds, iterations, len(cfg.study.controls))
+
+
+def _data(cfg: StudyConfig) -> Dataset:
+    return load_dataset(cfg.base.data, resolve_device(cfg.base.device))
+
+
+def _searches(cfg: StudyConfig, data: Dataset) -> Iterator[tuple[dict, object]]:
+    keys = [k for k in PLANNING if k in cfg.searched]
+    combos = list(itertools.product(*(cfg.search[k].extremes() for k in keys)))[:MAX_COMBINATIONS]
+    for combo in combos:
+        values = dict(zip(keys, combo, strict=True))
+        try:
+            yield values, ticket_search(cfg.trial_config(values, cfg.study.seed), data)
+        except ConfigError as exc:
+            where = ", ".join(f"{k} = {v!r}" for k, v in values.items())
+            raise ConfigError(f"[search] {where}: {exc}" if where else str(exc)) from None
 
 
 def check_no_control_searched(cfg: StudyConfig) -> None:

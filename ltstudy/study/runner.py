@@ -14,6 +14,7 @@ import optuna
 
 from .callbacks import StudyCallback
 from .config import StudyConfig
+from .engine_checks import plan
 from .loop import LoopReport, run_trials
 from .mlflow_logging import StudyLog
 from .session import RunOptions, attach_tracking, existing_study, n_counted, open_study, resolve
@@ -59,7 +60,7 @@ def run_study(cfg: StudyConfig, opts: RunOptions, callbacks: StudyCallback | Non
     status = "FINISHED"
     try:
         missing = max(0, target - before)
-        callbacks.on_study_start(missing)
+        callbacks.on_study_start(missing, plan(cfg, missing))
         if opts.jobs == 1 or missing == 0:
             ctx = TrialContext(cfg, log, exp_id, parent, callbacks, opts.cache(cfg))
             report = LoopReport(summary.ran)

@@ -43,6 +43,15 @@ class Stat:
         return f"{mean} ± {spread}" + (f" ({self.n})" if show_n else "")
 
 
+    def prose(self, scale: float = 100.0, digits: int = 1, unit: str = " %") -> str:
+        """For sentences: '97.8 ± 0.4 % (n = 3)'; '97.8 % (n = 1)' without a spread; 'n/a' without a value."""
+        if self.mean is None:
+            return "n/a"
+        mean = f"{self.mean * scale:.{digits}f}"
+        spread = "" if self.std is None else f" ± {self.std * scale:.{digits}f}"
+        return f"{mean}{spread}{unit} (n = {self.n})"
+
+
 def welch(a: Sequence[float], b: Sequence[float]) -> float | None:
     """Welch's t-test p-value (two-sided, unequal variances); None when either side has n < 2.
 

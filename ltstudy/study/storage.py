@@ -70,6 +70,9 @@ def check_storage(url: str, *, jobs: int = 1, timeout: float = 5.0) -> str:
     if kind == "journal":
         _check_file_target(journal_path(url), "storage journal")
     elif kind == "sqlite":
+        if sqlite_path(url).name == ":memory:" or url.rstrip("/") == "sqlite:":
+            raise ConfigError(f"storage {url} is an in-memory SQLite database, which lives only as long as one "
+                              "process (and each trial opens it anew); use sqlite:///PATH or journal:PATH")
         if jobs > 1:
             raise ConfigError(f"storage {url} is SQLite, which is not safe for --jobs {jobs} concurrent workers; "
                               "use journal:PATH (one machine) or postgresql://... (many)")

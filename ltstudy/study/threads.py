@@ -25,6 +25,13 @@ def set_threads(threads: int = 0, alone: bool = True) -> int:
     from ..engine.round_protocol import set_overlap_eval
 
     n = threads if threads > 0 else 1
+    if n > cores():
+        import warnings
+
+        from ..engine.errors import SettingWarning
+
+        warnings.warn(f"study.threads = {n} but this process may run on {cores()} cores: the extra threads wait on "
+                      "each other (slower, not faster)", SettingWarning, stacklevel=2)
     os.environ["OMP_NUM_THREADS"] = str(n)  # (for libraries that read it later)
     torch.set_num_threads(n)
     set_overlap_eval(alone and n == 1 and cores() >= 2)

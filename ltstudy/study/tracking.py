@@ -8,6 +8,7 @@ thread-local, so trial runs are nested under the study run with an explicit
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -47,6 +48,12 @@ def _retry(fn: Callable[..., T]) -> Callable[..., T]:
     return wrapper
 
 
+# A dead tracking server must not hold a study up for minutes: MLflow's default is 7 retries with exponential
+# backoff (about 245 s per call). A few quick retries, then the study log goes offline (mlflow_logging.py).
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
+
+
 class Tracker:
     """Thin, retrying wrapper over MlflowClient with the study's run layout."""
 
@@ -54,15 +61,23 @@ class Tracker:
         _quiet_mlflow_logs()
         from mlflow.tracking import MlflowClient
 
-        if tracking_uri.startswith("sqlite:///"):
-            prepare_storage(tracking_uri)  # the folder of mlflow.db
         # MLflow prints a "View run ... at" line per run on a server; a study has hundreds.
         os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+        if tracking_uri.startswith(("http://", "https://")):
+            for key, value in HTTP_DEFAULTS.items():
+                os.environ.setdefault(key, value)
         self.uri = tracking_uri
-        # The client builds a database store's schema when it is made; workers starting together race to do so.
-        from .storage import schema_race_safe
+        if tracking_uri.startswith("sqlite:///"):
+            prepare_storage(tracking_uri)  # the folder of mlflow.db
+            # The first client of a new store runs its schema migrations, which are not safe for processes that
+            # start at once (duplicate columns, a half-migrated database): one process creates it, under a lock.
+            with store_lock(tracking_uri):
+                self.client = MlflowClient(tracking_uri=tracking_uri)
+        else:
+            # A database server's schema is built the same way; workers starting together retry the race.
+            from .storage import schema_race_safe
 
-        self.client = schema_race_safe(lambda: MlflowClient(tracking_uri=tracking_uri))
+            self.client = schema_race_safe(lambda: MlflowClient(tracking_uri=tracking_uri))
 
     def __repr__(self) -> str:
         return f"Tracker({redact(self.uri)})"
@@ -153,6 +168,16 @@ class Tracker:
         self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     @_retry
+    def log_dataset(self, run_id: str, name: str, digest: str, source: str, profile: Mapping[str, Any]) -> None:
+        """The runs table's Dataset column: the data a run trained on (name, digest, source, split sizes)."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        dataset = Dataset(name=name, digest=digest[:36], source_type="ltstudy", source=json.dumps({"name": source}),
+                          profile=json.dumps(dict(profile)))
+        self.client.log_inputs(run_id, datasets=[DatasetInput(dataset, tags=[InputTag("mlflow.data.context",
+                                                                                         "training")])])
+
+    @_retry
     def log_files(self, run_id: str, files: Mapping[str, str | bytes | Callable[[Path], None]],
                   artifact_path: str | None = None) -> None:
         """Log text, bytes, or a writer callback's output as artifacts named by the keys."""
@@ -186,3 +211,19 @@ class Tracker:
             token = page.token
             if not token:
                 return runs
+
+
+@contextlib.contextmanager
+def store_lock(tracking_uri: str):
+    """An exclusive lock beside a SQLite store (`mlflow.db.lock`), held while a process first opens it."""
+    import fcntl
+
+    from .storage import sqlite_path
+
+    path = sqlite_path(tracking_uri)
+    with open(path.with_name(path.name + ".lock"), "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

@@ -118,6 +118,7 @@ class TrialRun:
             self._logged = {key: self.log.logged_rounds(lineage, key) for key in self._step_keys()}
             self.log.trial_params(self.run_id, first.to_dict(), {"seeds": self.seeds, "replicates": len(self.seeds),
                                                                  "epsilon": study_cfg.epsilon})
+            self.log.dataset(self.run_id, self.data)
         except BaseException as exc:
             self._close_failed(exc)
             if isinstance(exc, Exception):

@@ -154,3 +154,11 @@ def repair_study(study: optuna.Study, log: StudyLog) -> tuple[int, int]:
     fail_stale_trials(study)
     failed = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))} - before
     return len(failed), log.sweep_orphans(study)
+
+
+def repair_all(study: optuna.Study, cfg: StudyConfig, log: StudyLog) -> dict[str, int]:
+    """`ltstudy repair`: dead workers' trials failed (and re-queued), then MLflow rebuilt to match Optuna."""
+    failed, closed = repair_study(study, log)
+    counts = log.sync(study, cfg)
+    return {"trials_failed": failed, "runs_closed": closed + counts["runs_closed"],
+            "runs_created": counts["runs_created"], "rounds_logged": counts["rounds_logged"]}

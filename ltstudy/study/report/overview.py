@@ -9,7 +9,7 @@ from ..binning import Bins
 from ..compare import Comparison, acc_key, row_label
 from ..curves import TICKET, density_label
 from ..frontier import round_frontier
-from ..stats import distinguishable_text, welch
+from ..stats import Stat, distinguishable_text, welch
 from ..trial_results import Curves, kind
 from .html import describe_param, e, figure, fmt, missing, pct, stat_cell, table
 
@@ -45,6 +45,14 @@ def row_of(cmp: Comparison, trial) -> dict | None:
         if r["kind"] == kind(trial) and tuple(r[k] for k in cmp.by + cmp.context) == key:
             return r
     return None
+
+
+def prose(r: dict, name: str, scale: float = 100.0, digits: int = 1, unit: str = " %") -> str:
+    return Stat(r[name], r[f"{name}_std"], r[f"{name}_n"]).prose(scale, digits, unit)
+
+
+def plural(n: int, word: str) -> str:
+    return word if n == 1 else f"{word}s"
 
 
 def binned_value(bins: Bins | None, value):
@@ -115,14 +123,15 @@ def section_recommendation(front: Sequence, cmp: Comparison, names: Sequence[str
         reached = [d for d in cmp.grid if d >= 1.0 - (r["ticket_sparsity"] or 0.0) - 1e-9]
         if controls and reached:
             d = min(reached)  # the ticket's density, or the nearest denser one in the table
-            parts = [f"{g['control'].removeprefix('control: ')} {stat_cell(g, f'gap_{acc_key(d)}')} points"
+            parts = [f"{g['control'].removeprefix('control: ')} {prose(g, f'gap_{acc_key(d)}', unit=' points')}"
                      for g in controls]
             beside = f"; at {density_label(d)} density the ticket minus its controls: {', '.join(parts)}"
-        items.append(f"<li><b>{e(label)}</b> ({e(r['kind'])}; trials {e(', '.join(map(str, r['trials'])))}): "
-                     f"ticket sparsity {e(stat_cell(r, 'ticket_sparsity'))} %, ticket test accuracy "
-                     f"{e(stat_cell(r, 'ticket_accuracy'))} %, at {e(stat_cell(r, 'train_iterations', 1.0, 0))} "
+        numbers = ", ".join(map(str, r["trials"]))
+        items.append(f"<li><b>{e(label)}</b> ({e(r['kind'])}; {plural(len(r['trials']), 'trial')} {e(numbers)}): "
+                     f"ticket sparsity {e(prose(r, 'ticket_sparsity'))}, ticket test accuracy "
+                     f"{e(prose(r, 'ticket_accuracy'))}, at {e(prose(r, 'train_iterations', 1.0, 0, ''))} "
                      f"training iterations{e(beside)}.</li>")
-    text = [head, "<p>Settings on the front (mean ± std (n) over curves):</p><ul>" + "".join(items) + "</ul>"]
+    text = [head, "<p>Settings on the front (mean ± std over curves, n curves):</p><ul>" + "".join(items) + "</ul>"]
     ranked = sorted((r for _, r in entries), key=lambda r: -(r["ticket_sparsity"] or 0.0))
     top = ranked[0]
     runners_up = sorted((r for r in cmp.rows if r["kind"] == TICKET and all(r is not x for _, x in entries)

@@ -1,0 +1,75 @@
+"""What `ltstudy run` prints at the end: the dense network, the front's tickets beside their controls, the cost."""
+
+from __future__ import annotations
+
+from ..study.curves import TICKET, ticket_round
+from ..study.frontier import pareto_trials
+from ..study.stats import Stat
+from ..study.tables import format_table
+from ..study.trial_results import trial_curves
+from .common import fmt
+
+
+def duration_text(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 90:
+        return f"{minutes} min {secs:02d} s"
+    return f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+def pct(v: float | None) -> str:
+    return "n/a" if v is None else f"{100 * v:.1f}%"
+
+
+def run_summary(study, cfg, new_trials) -> str:
+    """The answer a researcher reads first."""
+    eps = cfg.study.epsilon
+    trials = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("rounds")]
+    lines = []
+    tickets = [c for t in trials for c in trial_curves(t) if c.kind == TICKET]
+    if tickets:
+        val = Stat.of(c.rounds[0]["val_accuracy"] for c in tickets)
+        test = Stat.of(c.rounds[0].get("test_accuracy_at_early_stop") for c in tickets)
+        lines.append(f"dense network (round 0): validation accuracy {val.prose()}, test accuracy at early stop "
+                     f"{test.prose()} (mean ± std over the searches)")
+    best = pareto_trials(study)
+    if best:
+        keys = [k for k in cfg.searched] or ["prune_rate"]
+        controls = cfg.study.controls
+        rows, capped = [], []
+        for t in best:
+            curves = trial_curves(t)
+            own = [c for c in curves if c.kind == TICKET]
+            picks = [ticket_round(c.rounds, eps) for c in own]
+            row = [t.number, *[fmt(v) for v in t.values], *[str(t.params.get(k, "")) for k in keys],
+                   f"{100 * sum(p['density'] for p in picks) / len(picks):.2f}%",
+                   pct(sum(p["val_accuracy"] for p in picks) / len(picks)),
+                   pct(sum(p.get("test_accuracy_at_early_stop", 0.0) for p in picks) / len(picks))]
+            for name in controls:  # the same seed's control at the ticket's round: the same density
+                kind = t.user_attrs.get("controls", {}).get(name)
+                gaps = [p["test_accuracy_at_early_stop"] - c.rounds[p["round"]]["test_accuracy_at_early_stop"]
+                        for c in curves if c.kind == kind for p, o in zip(picks, own, strict=False)
+                        if c.seed == o.seed and p["round"] < len(c.rounds)]
+                row.append(Stat.of(gaps).text(100.0, 1, show_n=False) if gaps else "n/a")
+            rows.append(row)
+            if all(p["round"] == len(c.rounds) - 1 and len(c.rounds) > 1 for p, c in zip(picks, own, strict=True)):
+                capped.append(t.number)
+        lines.append("Pareto-optimal trials (ticket = sparsest round within ε of dense validation accuracy; test "
+                     "accuracy at the early-stop iteration" + ("; vs control: ticket minus control test accuracy "
+                                                              "at the ticket's round, in points" if controls else "")
+                     + "):")
+        lines.append(format_table(["trial", *cfg.study.objectives, *keys, "ticket density", "ticket val acc",
+                                   "ticket test acc", *(f"vs {c}" for c in controls)], rows))
+        for number in capped:
+            lines.append(f"trial {number}: every round matched; `rounds` caps this answer (the ticket is the last "
+                         "round searched: raise rounds or lower target_density to see how far it goes)")
+    rounds = [r for t in new_trials for c in trial_curves(t) if t.user_attrs.get("rounds")
+              for r in (c.rounds if c.kind == TICKET else c.rounds[1:])]  # (a control's round 0 is the ticket's)
+    if rounds:
+        nominal = sum(r.get("iterations", 0) for r in rounds)
+        computed = sum(r.get("computed_iterations", 0) for r in rounds)
+        lines.append(f"cost of this run: {nominal:,} training iterations of tickets and controls, {computed:,} of "
+                     "them computed here (the rest came from the cache)")
+    return "\n".join(lines)
