@@ -56,6 +56,17 @@ class PgServer:
     root: Path
 
     host: str = "127.0.0.1"
+    bindir: Path | None = None
+    opts: str = ""
+
+    def restart(self) -> None:
+        """Stop the server (fast: every connection is cut, as in a crash or a failover) and start it again."""
+        data = self.root / "data"
+        subprocess.run(_as_postgres([str(self.bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]),
+                       capture_output=True, timeout=60, check=True)
+        subprocess.run(_as_postgres([str(self.bindir / "pg_ctl"), "-D", str(data), "-l",
+                                     str(self.root / "server.log"), "-w", "-t", "60", "-o", self.opts, "start"]),
+                       capture_output=True, timeout=90, check=True)
 
     def url(self, db: str = "postgres", password: str | None = None, port: int | None = None) -> str:
         pw = self.password if password is None else password
@@ -114,7 +125,7 @@ def pg_server() -> Iterator[PgServer]:
         if proc.returncode != 0:
             tail = log.read_text()[-2000:] if log.exists() else ""
             raise RuntimeError(f"pg_ctl start failed ({proc.returncode}): {proc.stderr.decode()}\n{tail}")
-        yield PgServer(port=port, password=password, root=root)
+        yield PgServer(port=port, password=password, root=root, bindir=bindir, opts=opts)
     finally:
         if started:
             subprocess.run(_as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]),

@@ -25,6 +25,8 @@ def kind_for(settings: dict[str, Any]) -> str:
     return kind_of(TicketConfig.from_dict({"device": "cpu", "prune": prune}))
 
 
+CONTROL_KINDS = {"random-reinit": "control: random re-init", "random-mask": "control: random mask",
+                 "random-both": "control: random re-init + random mask"}
 DEFAULTS: dict[str, Any] = {"prune_rate": 0.2, "rewind_iter": 0, "scope": "layerwise", "reinit": "rewind",
                             "mask": "magnitude", "rounds": 3, "lr": 0.0012}
 
@@ -45,13 +47,18 @@ def curve(densities: Sequence[float], vals: Sequence[float], **kw: Any) -> list[
 
 def make_trial(number: int, per_seed: Sequence[list[dict]], seeds: Sequence[int] | None = None,
                state: TrialState = TrialState.COMPLETE, values: Sequence[float] | None = None,
-               per_seed_attr: bool = True, kind: str | None = None, **settings: Any) -> optuna.trial.FrozenTrial:
+               per_seed_attr: bool = True, kind: str | None = None,
+               controls: dict[str, Sequence[list[dict]]] | None = None, **settings: Any) -> optuna.trial.FrozenTrial:
     """A finished trial with one round list per seed (seeds 0, 1, ... unless given); its kind as the runner
-    records it (given, for a test that must not import torch)."""
+    records it (given, for a test that must not import torch). `controls`: each control's levels per seed, as
+    a trial of a study with [study] controls keeps them beside its ticket."""
     params_all = {**DEFAULTS, **settings}
     seeds = list(range(len(per_seed))) if seeds is None else list(seeds)
     attrs: dict[str, Any] = {"params_all": params_all, "seeds": seeds, "rounds": mean_rounds(per_seed),
                              "kind": kind if kind is not None else kind_for(params_all)}
+    if controls:
+        attrs["controls_per_seed"] = {name: [list(r) for r in levels] for name, levels in controls.items()}
+        attrs["controls"] = {name: CONTROL_KINDS[name] for name in controls}
     if per_seed_attr:
         attrs["rounds_per_seed"] = [list(r) for r in per_seed]
     if values is None and state == TrialState.COMPLETE:

@@ -40,7 +40,7 @@ TINY_STUDY: dict[str, dict[str, Any]] = {
         "prune_rate": [0.2, 0.5],
         "rewind_iter": [0, 20],
         "scope": ["layerwise", "global"],
-        "reinit": ["rewind", "random"],
+        "reinit": ["rewind", "finetune"],
         "rounds": 2,
     },
 }

@@ -88,7 +88,7 @@ def study_with_cache(tmp_path_factory):
     stores = Stores(root)
     seed_mlflow_db(tmp_path_factory, stores.db)
     path = write_study(root, stores, study={"sampler": "grid", "n_trials": 4, "cache_dir": str(root / "cache")},
-                       search={"prune_rate": [0.2, 0.5], "reinit": ["rewind", "random"], "rewind_iter": 0,
+                       search={"prune_rate": [0.2, 0.5], "reinit": ["rewind", "finetune"], "rewind_iter": 0,
                                "scope": "layerwise", "rounds": 2})
     with quiet_run(root):
         assert cli.main(["run", str(path), "--quiet"]) == 0

@@ -111,7 +111,7 @@ def test_a_killed_worker_s_trial_is_retried_by_the_next_worker_from_its_checkpoi
     time.sleep(max(0.0, 3 + 1 - (time.monotonic() - killed_at)))  # past the grace period
     b = run(tmp_path, "worker", str(path), *common, "--n-trials", "1", "--quiet", timeout=180)
     assert b.returncode == 0, b.stderr
-    assert "1 trials (1 COMPLETE); repaired 1 stale trials and 1 runs at start-up" in b.stdout
+    assert "1 trial (1 COMPLETE); repaired 1 stale trials and 1 runs at start-up" in b.stdout
 
     first, retry = study.get_trials(deepcopy=False)
     assert first.state == TrialState.FAIL and first.number == 0
@@ -160,7 +160,7 @@ def test_a_signalled_run_closes_everything_and_the_same_command_resumes_the_tria
     out, err = outputs(tmp_path, "run")
     assert code == 130, err
     assert "interrupted: finished trials are kept" in err
-    assert "study 'ft': ran 1 trials (1 FAIL); 0 of n_trials = 1 finished" in out
+    assert re.search(r"study 'ft': ran 1 trial \(1 FAIL\) in \d+ s; 0 of n_trials = 1 finished", out)
 
     study = optuna.load_study(study_name="ft", storage=open_storage(storage))
     interrupted, queued = study.get_trials(deepcopy=False)
@@ -182,7 +182,8 @@ def test_a_signalled_run_closes_everything_and_the_same_command_resumes_the_tria
 
     # The same command again: the queued copy runs first and loads the finished rounds.
     assert cli.main(["run", str(path), "--n-trials", "1", "--quiet"]) == 0
-    assert "study 'ft': ran 1 trials (1 COMPLETE); 1 of n_trials = 1 finished" in capsys.readouterr().out
+    assert re.search(r"study 'ft': ran 1 trial \(1 COMPLETE\) in \d+ s; 1 of n_trials = 1 finished",
+                     capsys.readouterr().out)
     resumed = study.get_trials(deepcopy=False)[1]
     assert resumed.state == TrialState.COMPLETE and resumed.params == interrupted.params
     assert [r["reused"] for r in resumed.user_attrs["rounds"]] == [r in done for r in range(4)]
@@ -227,7 +228,7 @@ def test_a_preempted_worker_queues_its_trial_once_and_the_next_worker_resumes_it
 
     time.sleep(2.5)  # past the grace period: a stale heartbeat would now be noticed (there must be none)
     assert cli.main(["worker", str(path), *common, "--n-trials", "1", "--quiet"]) == 0
-    assert "1 trials (1 COMPLETE); repaired 0 stale trials and 0 runs at start-up" in capsys.readouterr().out
+    assert "1 trial (1 COMPLETE); repaired 0 stale trials and 0 runs at start-up" in capsys.readouterr().out
     trials = study.get_trials(deepcopy=False)
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]  # queued once, not twice
     assert trials[1].params == first.params
@@ -268,7 +269,7 @@ def test_repair_fails_stale_trials_and_closes_orphaned_runs_but_spares_live_ones
 
     assert cli.main(["repair", str(path), *common]) == 0
     out = capsys.readouterr().out
-    assert "'ft': failed 1 stale trials (re-queued for a worker), closed 2 MLflow runs" in out
+    assert "'ft': failed 1 stale trial (re-queued for a worker), closed 2 MLflow runs" in out
 
     states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
     assert states == {0: TrialState.FAIL, 1: TrialState.FAIL, 2: TrialState.RUNNING, 3: TrialState.WAITING}

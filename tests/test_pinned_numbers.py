@@ -77,18 +77,23 @@ def packed(data) -> dict[str, list[dict[str, Any]]]:
     return {n: rounds_of(r.rounds) for n, r in zip(PACKED, results, strict=True)}
 
 
-STUDY = {"study": {"name": "pin", "sampler": "grid", "seed": 0, "n_trials": 8, "replicates": 2, "device": "cpu",
+STUDY = {"study": {"name": "pin", "sampler": "grid", "seed": 0, "n_trials": 4, "replicates": 2, "device": "cpu",
                    "objectives": ["ticket_sparsity", "ticket_accuracy", "train_iterations"]},
          "data": {"name": "digits"}, "model": {"name": "lenet-300-100"},
          "train": {"iterations": 60, "eval_every": 20, "batch_size": 60},
-         "search": {"prune_rate": [0.2, 0.5], "rewind_iter": [0, 20], "reinit": ["rewind", "random"], "rounds": 2}}
+         "search": {"prune_rate": [0.2, 0.5], "rewind_iter": [0, 20], "rounds": 2}}
+# The pins were written when the control was a searched setting (reinit = ["rewind", "random"]); it now runs
+# beside every ticket ([study] controls), and its curve must give the values its own trial gave then.
+STUDY["study"]["controls"] = ["random-reinit"]
 
 
 def study_values(root: Path) -> dict[str, Any]:
-    """Run STUDY in `root` through the command line; {settings: objective values} of its trials."""
+    """Run STUDY in `root` through the command line; {settings: objective values} of its tickets and controls."""
     import optuna
 
     from ltstudy import cli
+    from ltstudy.study.config import load_study
+    from ltstudy.study.objectives.base import trial_value
     from ltstudy.study.storage import open_storage
     from tests.study_helpers import to_toml
 
@@ -99,9 +104,19 @@ def study_values(root: Path) -> dict[str, Any]:
     path.write_text(to_toml(doc))
     assert cli.main(["run", str(path), "--quiet"]) == 0
     study = optuna.load_study(study_name="pin", storage=open_storage(f"journal:{root / 'optuna.journal'}"))
-    # (keyed as the pins were written: the settings as JSON, sorted by name)
-    return {json.dumps(dict(sorted(t.params.items()))): [encode(v) for v in t.values] for t in study.get_trials()
-            if t.values}
+    cfg = load_study(path)
+    eps = cfg.study.epsilon
+
+    def key(params: dict, reinit: str) -> str:  # (keyed as the pins were written: the settings, sorted by name)
+        return json.dumps(dict(sorted({**params, "reinit": reinit}.items())))
+
+    out = {}
+    for t in study.get_trials():
+        if t.values:
+            out[key(t.params, "rewind")] = [encode(v) for v in t.values]
+            control = t.user_attrs["controls_per_seed"]["random-reinit"]
+            out[key(t.params, "random")] = [encode(trial_value(o, control, eps)) for o in cfg.objectives]
+    return out
 
 
 @pytest.fixture(scope="module")

@@ -25,18 +25,18 @@ from ltstudy.study.storage import open_storage
 from tests.report_helpers import curve, make_trial
 from tests.study_helpers import Stores, free_port, isolate, quiet_run, seed_mlflow_db, write_study
 
-# A 2 x 2 x 2 grid: p, k, and the winning ticket against its random re-init control.
-SEARCH = {"prune_rate": [0.2, 0.5], "rewind_iter": [0, 20], "scope": "layerwise", "reinit": ["rewind", "random"],
-          "rounds": 2}
+# A 2 x 2 grid of p and k, every ticket beside its random re-init control.
+SEARCH = {"prune_rate": [0.2, 0.5], "rewind_iter": [0, 20], "scope": "layerwise", "rounds": 2}
 
 
 @pytest.fixture(scope="module")
 def done(tmp_path_factory) -> tuple[Stores, Path, str]:
-    """A finished 8-trial tiny study and its report (default path), shared read-only by the tests below."""
+    """A finished 4-trial tiny study with controls and its report (default path), shared read-only below."""
     root = tmp_path_factory.mktemp("report")
     stores = Stores(root)
     seed_mlflow_db(tmp_path_factory, stores.db)
-    path = write_study(root, stores, study={"sampler": "grid", "n_trials": 8}, search=SEARCH)
+    path = write_study(root, stores, study={"sampler": "grid", "n_trials": 4, "controls": ["random-reinit"]},
+                       search=SEARCH)
     with quiet_run(root) as out:
         assert cli.main(["run", str(path), "--quiet"]) == 0
         assert cli.main(["report", str(path)]) == 0
@@ -181,15 +181,16 @@ def test_the_combinations_table_has_one_row_per_setting_combination(done, page):
     stores, path, _ = done
     cfg = load_study(path)
     cmp = compare(stores.study().trials, [], cfg.study.epsilon, 0.2, list(cfg.searched))
-    assert len(page["combinations"]) == len(cmp.rows) == 8
-    assert ["finished (complete)", "8"] in page["counts"]
+    assert len(page["combinations"]) == len(cmp.rows) == 8  # 4 tickets and their 4 controls, each a row
+    assert ["finished (complete)", "4"] in page["counts"]
 
 
 def test_the_report_has_every_section(page):
     assert page["headings"] == [
         "What was searched", "Recommendation", "Trial-level Pareto front", "Round-level frontier",
-        "Every setting combination", "Accuracy vs density, one setting at a time",
-        "p × k: ticket sparsity and accuracy (tickets only)", "Early stopping: the winning ticket against its controls"]
+        "Every setting combination", "Every ticket beside its controls", "Accuracy vs density, one setting at a time",
+        "p × k: ticket sparsity and accuracy (tickets only)", "Early stopping: the winning ticket against its controls",
+        "Density per layer"]
 
 
 # --------------------------------------------------------------------------- sections on synthetic trials
@@ -221,9 +222,9 @@ def test_sections_without_their_data_say_so_in_one_sentence(synthetic):
     cfg, study = synthetic
     add(study, [make_trial(0, [GOOD], prune_rate=0.2), make_trial(1, [BAD], prune_rate=0.5)])  # one k, no control
     text = build_report(study, cfg)
-    assert "The study has no control trials (reinit = &quot;random&quot; or mask = &quot;random&quot;)" in text
-    assert "The ticket trials have only one k (0), so there is no p × k map" in text
-    assert "No two finished trials differ only in scope" in text
+    assert "The study has no ticket with a control at the same settings; list the paper" in text
+    assert "The tickets have only one k (0), so there is no p × k map" in text
+    assert "No two finished ticket curves differ only in scope" in text
 
 
 def test_heatmaps_hold_tickets_only_and_say_what_they_pool(synthetic, monkeypatch):
@@ -244,13 +245,14 @@ def test_early_stopping_sets_the_winning_ticket_against_the_controls_that_share_
     cfg, study = synthetic
     drawn = []
     monkeypatch.setattr(plots, "figure_early_stop", lambda t, c, label: drawn.append((t, c, label)) or b"png")
-    add(study, [make_trial(0, [GOOD], prune_rate=0.5), make_trial(1, [BAD], prune_rate=0.5, reinit="random"),
-                make_trial(2, [BAD], prune_rate=0.2, reinit="random"),  # a pair with a less sparse ticket
-                make_trial(3, [BAD], prune_rate=0.2)])
+    add(study, [make_trial(0, [GOOD], prune_rate=0.5, controls={"random-reinit": [BAD]}),
+                make_trial(1, [BAD], prune_rate=0.2, controls={"random-reinit": [BAD]}),  # a less sparse ticket
+                make_trial(2, [GOOD], prune_rate=0.35)])  # a sparse ticket without a control
     build_report(study, cfg)
     ((ticket, controls, label),) = drawn
     assert [c.trial for c in ticket] == [0] and label.startswith("p=0.5")
-    assert [(name, [c.trial for c in group]) for name, group in controls] == [("control: random re-init", [1])]
+    assert [(name, [(c.trial, c.kind) for c in group]) for name, group in controls] == [
+        ("control: random re-init", [(0, "control: random re-init")])]
 
 
 def test_the_recommendation_names_the_front_its_cost_and_whether_seeds_separate_it(synthetic):
@@ -263,7 +265,7 @@ def test_the_recommendation_names_the_front_its_cost_and_whether_seeds_separate_
     section = text[text.index("<h2>Recommendation</h2>"):text.index("<h2>Trial-level Pareto front</h2>")]
     assert [t.number for t in pareto_trials(study)] == [0, 1]
     assert "<b>p=0.5, k=0" in section and "<b>p=0.2, k=0" in section
-    assert "300 ± 0 (2) training iterations" in section
+    assert "at 300 ± 0 (n = 2) training iterations" in section
     assert "not distinguishable at n = 2" in section
 
 
@@ -274,9 +276,15 @@ def test_a_searched_range_of_p_is_binned_in_the_map(synthetic, monkeypatch):
     add(study, [make_trial(i, [GOOD], prune_rate=0.1 + 0.05 * i, rewind_iter=20 * (i % 2)) for i in range(11)])
     text = build_report(study, cfg, density=0.25)
     col, order = drawn[0]
-    assert order["prune_rate"] == ["0.1–0.2", "0.2–0.3", "0.3–0.4", "0.4–0.5", "0.5–0.6"]
+    assert order["prune_rate"] == ["0.1–0.25", "0.25–0.4", "0.4–0.5", "0.5–0.6"]  # quantile bins of the 11 trials
     assert sorted({c.settings["prune_rate"] for c in col.curves}) == order["prune_rate"]
-    assert "p takes many values (a range), so it is binned into 5 equal bins." in text
+    counts = [int(n) for n in re.findall(r"\(n=(\d+)\)", text.split("in 4 quantile bins: ")[1].split("<")[0])]
+    assert len(counts) == 4 and sum(counts) == 11  # every trial in exactly one bin, each bin with its n
+    assert "prune_rate (searched as a range) in 4 quantile bins: 0.1–0.25 (n=" in text
+
+    drawn.clear()
+    build_report(study, cfg, density=0.25, n_bins=2)  # --bins 2
+    assert drawn[0][1]["prune_rate"] == ["0.1–0.4", "0.4–0.6"]
 
 
 def test_a_study_without_finished_trials_says_so(synthetic):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -166,8 +167,9 @@ def test_studies_lists_each_study_with_its_trial_counts(done, here, capsys):
     code, out, _ = main(capsys, "studies", "--storage", stores.storage)
     assert code == 0
     rows = [line.split() for line in out.splitlines() if line.startswith("tiny ")]
-    # name, trials, complete, pruned, failed, skipped, running, directions
-    assert rows == [["tiny", "3", "3", "0", "0", "0", "0", "max,min"]]
+    # name, trials, complete, pruned, failed, running, directions (no "skipped" column: nothing was skipped)
+    assert rows == [["tiny", "3", "3", "0", "0", "0", "max,min"]]
+    assert "skipped" not in out
 
 
 def test_studies_reads_the_storage_from_a_study_file(done, here, capsys):
@@ -316,7 +318,8 @@ def test_dashboard_without_optuna_dashboard_says_how_to_install_it(done, here, c
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "optuna_dashboard" else
                         real(name, *a))
     code, _, err = main(capsys, "dashboard", str(path))
-    assert code == 2 and "pip install 'ltstudy[dashboard]'" in one_error_line(err, "dashboard")
+    line = one_error_line(err, "dashboard")
+    assert code == 2 and "`pip install optuna-dashboard`" in line and "`pip install -e '.[dashboard]'`" in line
 
 
 def test_ui_refuses_an_unreachable_server(done, here, capsys, monkeypatch):
@@ -351,8 +354,9 @@ def test_run_prints_the_pareto_table_and_where_to_browse(tmp_path, tmp_path_fact
     path = write_study(tmp_path, stores, study={"n_trials": 1})
     code, out, _ = main(capsys, "run", str(path), "--quiet")
     assert code == 0
-    assert "study 'tiny': ran 1 trials (1 COMPLETE); 1 of n_trials = 1 finished" in out
-    assert "Pareto-optimal trials:" in out
+    assert re.search(r"study 'tiny': ran 1 trial \(1 COMPLETE\) in \d+ s; 1 of n_trials = 1 finished", out)
+    assert "Pareto-optimal trials (ticket = sparsest round within ε of dense validation accuracy" in out
+    assert "dense network (round 0): validation accuracy" in out and "cost of this run:" in out
     assert f"MLflow: {stores.tracking_uri} (experiment 'tiny')" in out
 
 

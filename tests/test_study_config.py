@@ -139,7 +139,8 @@ def test_a_float_grid_keeps_both_ends_exactly(low, high, step, values):
 def test_the_quickstart_study_is_valid():
     cfg = load_study(Path(__file__).parent.parent / "studies" / "quickstart.toml")
     assert cfg.study.name == "quickstart"
-    assert set(cfg.searched) == {"prune_rate", "rewind_iter", "scope", "reinit"}
+    assert set(cfg.searched) == {"prune_rate", "rewind_iter", "scope"}
+    assert cfg.study.controls == ["random-reinit", "random-mask"]  # the paper's controls beside every ticket
     assert cfg.base.prune.output_rate == 0.5
 
 

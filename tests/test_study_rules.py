@@ -58,43 +58,63 @@ def test_the_same_settings_under_another_name_start_a_new_study(stores: Stores):
 # --------------------------------------------------------------------------- each setting once
 
 
-def test_a_space_no_larger_than_n_trials_is_enumerated_by_the_grid_each_setting_once(stores: Stores, capsys):
+def test_a_space_smaller_than_n_trials_is_evaluated_once_per_setting_and_the_study_stops_there(stores: Stores,
+                                                                                                capsys):
     path = write_study(stores.root, stores, study={"sampler": "tpe", "n_trials": 6},
                        search={"prune_rate": [0.2, 0.5], "rewind_iter": [0, 20], "scope": "layerwise",
                                "reinit": "rewind"})
     assert run(path) == 0
-    out = capsys.readouterr().out
-    assert "the search space has 4 settings, no more than n_trials = 6: the grid sampler" in out
-    assert "every one of the 4 settings of the search space has been evaluated" in out
+    assert "every one of the 4 settings of the search space has been evaluated" in capsys.readouterr().out
     trials = stores.study().trials
-    assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 4  # no stored repeat, no fake failure
     assert len({setting_key(t.params) for t in trials}) == 4
 
 
-def test_a_repeated_proposal_is_skipped_and_does_not_use_up_a_trial(stores: Stores, monkeypatch):
-    """(TPE proposed the same settings again on the quickstart, and each repeat cost a trial.)"""
-    path = write_study(stores.root, stores, study={"sampler": "random", "seed": 3, "n_trials": 4},
+def test_the_sampler_turns_repeats_away_so_every_trial_is_a_new_setting(stores: Stores, monkeypatch):
+    """(TPE proposed 44 repeats to find 12 new settings in the quickstart; each was stored as a FAIL trial.)"""
+    from ltstudy.study.sampling import NoRepeatSampler
+
+    path = write_study(stores.root, stores, study={"sampler": "tpe", "seed": 3, "n_trials": 8},
                        search={"prune_rate": [0.2, 0.5], "rewind_iter": [0, 20], "scope": ["layerwise", "global"],
-                               "reinit": "rewind"})
+                               "reinit": "rewind", "rounds": 1})
+    proposals = []
+    real_draw = NoRepeatSampler._draw
+
+    def draw(self, sampler, study, trial, space):
+        params = real_draw(self, sampler, study, trial, space)
+        proposals.append(setting_key(params))
+        return params
+
+    monkeypatch.setattr(NoRepeatSampler, "_draw", draw)
     searched = []
     real = trial_module.ticket_search
     monkeypatch.setattr(trial_module, "ticket_search",
-                        lambda cfg, data=None, cache=None, callbacks=None: searched.append(cfg) or
-                        real(cfg, data, cache, callbacks))
+                        lambda cfg, data=None, cache=None, callbacks=None, controls=(): searched.append(cfg) or
+                        real(cfg, data, cache, callbacks, controls))
     assert run(path) == 0
-    study = stores.study()
-    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
-    skipped = [t for t in study.trials if t.user_attrs.get("duplicate_of") is not None]
-    assert len(complete) == 4 and len(searched) == 4  # four settings trained, each once
-    assert len({setting_key(t.params) for t in complete}) == 4
-    assert skipped, "seed 3 proposes a repeat among its first draws; the rule is not exercised otherwise"
-    by_number = {t.number: t for t in study.trials}
-    for t in skipped:
-        assert t.state == TrialState.FAIL and t.params == by_number[t.user_attrs["duplicate_of"]].params
-        assert t.user_attrs["fail_reason"].startswith("skipped: the same settings and seeds as trial")
-    assert len({setting_key(t.params) for t in pareto_trials(study)}) == len(pareto_trials(study))
+    trials = stores.study().trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 8 and len(searched) == 8  # every setting, once
+    assert len({setting_key(t.params) for t in trials}) == 8
+    assert len(proposals) > len(set(proposals)), "no repeat was proposed: the rule is not exercised"
     children = [r for r in experiment_runs(stores.client(), "tiny") if "mlflow.parentRunId" in r.data.tags]
-    assert len(children) == 4  # no MLflow run for a skipped repeat
+    assert len(children) == 8
+
+
+def test_no_repeat_sampler_offers_a_repeat_only_once_the_space_is_exhausted():
+    import optuna
+
+    from ltstudy.study.sampling import NoRepeatSampler
+
+    space = {"p": optuna.distributions.CategoricalDistribution([0.2, 0.35, 0.5]),
+             "k": optuna.distributions.IntDistribution(0, 20, step=10)}
+    sampler = NoRepeatSampler(optuna.samplers.TPESampler(seed=0, n_startup_trials=2), space, seed=0)
+    study = optuna.create_study(sampler=sampler)
+    study.optimize(lambda t: t.suggest_categorical("p", [0.2, 0.35, 0.5]) + t.suggest_int("k", 0, 20, step=10),
+                   n_trials=9)
+    assert len({setting_key(t.params) for t in study.trials}) == 9  # the whole 3 x 3 space, no repeat
+    study.optimize(lambda t: t.suggest_categorical("p", [0.2, 0.35, 0.5]) + t.suggest_int("k", 0, 20, step=10),
+                   n_trials=1)
+    assert len({setting_key(t.params) for t in study.trials}) == 9  # the tenth can only repeat
 
 
 # --------------------------------------------------------------------------- stopping when rounds stop matching
@@ -102,7 +122,7 @@ def test_a_repeated_proposal_is_skipped_and_does_not_use_up_a_trial(stores: Stor
 
 def test_stop_on_drop_unmatched_ends_each_search_at_its_first_round_that_no_longer_matches(stores: Stores):
     path = write_study(stores.root, stores, study={"n_trials": 1, "stop_on_drop": "unmatched", "epsilon": 0.0},
-                       search={"prune_rate": 0.9, "rounds": 4, "scope": "layerwise", "reinit": "rewind",
+                       search={"prune_rate": 0.9, "rounds": 3, "scope": "layerwise", "reinit": "rewind",
                                "rewind_iter": 0})
     assert run(path) == 0
     (trial,) = stores.study().trials
@@ -110,7 +130,7 @@ def test_stop_on_drop_unmatched_ends_each_search_at_its_first_round_that_no_long
     rounds = trial.user_attrs["rounds"]
     dense = rounds[0]["val_accuracy"]
     assert rounds[-1]["val_accuracy"] < dense and all(r["val_accuracy"] >= dense for r in rounds[1:-1])
-    assert len(rounds) < 5  # it stopped before the last round
+    assert len(rounds) < 4  # it stopped before the last round
     assert "no longer matches dense" in trial.user_attrs["stop_reason_seed_0"]
     assert trial.values[0] == pytest.approx(1 - rounds[-2]["density"])
 
@@ -129,7 +149,7 @@ def test_a_packed_study_gives_every_trial_the_numbers_of_an_unpacked_one(tmp_pat
         stores = seeded_stores(monkeypatch, root, tmp_path_factory)
         path = write_study(root, stores, study={"sampler": "grid", "n_trials": 6, "pack": pack},
                            model={"name": model}, train={"iterations": 40, "eval_every": 10},
-                           search={"prune_rate": [0.2, 0.5], "rewind_iter": [0, 20], "reinit": ["rewind", "random"],
+                           search={"prune_rate": [0.2, 0.5], "rewind_iter": [0, 20], "reinit": ["rewind", "finetune"],
                                    "scope": "layerwise", "rounds": 2})
         assert run(path) == 0
         study = stores.study()
@@ -149,7 +169,7 @@ def test_a_packed_study_gives_every_trial_the_numbers_of_an_unpacked_one(tmp_pat
 def test_two_workers_share_one_grid_and_evaluate_each_setting_once(stores: Stores):
     """Optuna names grid points by their index in a seeded shuffle: workers with other seeds meant other points."""
     path = write_study(stores.root, stores, study={"sampler": "grid", "n_trials": 8},
-                       search={"prune_rate": [0.2, 0.5], "rewind_iter": [0, 20], "reinit": ["rewind", "random"],
+                       search={"prune_rate": [0.2, 0.5], "rewind_iter": [0, 20], "reinit": ["rewind", "finetune"],
                                "scope": "layerwise", "rounds": 1})
     assert run(path, "--jobs", "2") == 0
     trials = stores.study().trials

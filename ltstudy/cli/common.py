@@ -24,12 +24,23 @@ def check_writable(path: str) -> None:
 
 
 def check_folder(path: str) -> None:
+    """A folder for saved tickets: creatable, and not holding another run's rounds (they would be mixed)."""
     p = Path(path)
     if p.exists() and not p.is_dir():
         raise ConfigError(f"{path} is a file; give a folder for the tickets")
     parent = p.resolve().parent
     if not parent.is_dir():
         raise ConfigError(f"cannot write {path}: folder {parent} does not exist")
+    held = sorted(q.name for q in p.glob("round_*") if (q / "ticket.json").is_file()) if p.is_dir() else []
+    if held:
+        raise ConfigError(f"{path} already holds another run's tickets ({held[0]}"
+                          f"{f' .. {held[-1]}' if len(held) > 1 else ''}); give an empty or new folder, or remove "
+                          "them first")
+
+
+def check_bins(n: int | None) -> None:
+    if n is not None and n < 2:
+        raise ConfigError(f"--bins must be >= 2 (one bin compares nothing), got {n}")
 
 
 def check_density(x: float) -> None:

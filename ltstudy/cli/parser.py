@@ -89,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = study_parser("run", "run (or continue) an Optuna study of ticket searches",
                        "Run the study in STUDY.toml: each Optuna trial picks p, k, scope and re-init from [search], "
                        "runs a ticket search per replicate seed and logs every round to MLflow. Running it again "
-                       "continues the same study: finished trials are kept and --n-trials more are added.")
+                       "continues the same study: finished trials are kept and only the missing ones run (--n-trials sets the "
+                       "total, --more adds to it).")
     run.add_argument("--n-trials", type=int, metavar="N", help="the study's total of finished trials (default: "
                      "[study].n_trials); running again completes what is missing")
     run.add_argument("--more", type=int, metavar="N", help="run N trials beyond those already finished")
@@ -147,10 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
         "compare", "compare setting combinations (e.g. p and k) with n and a significance note",
         "One row per combination of ALL searched settings (and any other setting that differs between trials): "
         "the --by settings are compared, the others are shown as context, and tickets are never averaged with "
-        "controls (reinit = random or mask = random). n counts (setting combination, seed) curves: a trial with "
+        "their controls ([study] controls): each control is a row of its own, and a table gives each ticket "
+        "minus its control at the same densities. A setting searched as a range is binned (--bins). n counts (setting combination, seed) curves: a trial with "
         "several seeds gives several curves, two trials with the same settings and seed give one. Per row: ticket "
-        "sparsity computed per curve and averaged (as the objective), ticket accuracy, accuracy at 100%%, 50%%, "
-        "20%%, 10%%, 5%%, 2%%, 1%% density (those the study reaches) and at --density, each interpolated linearly "
+        "sparsity computed per curve and averaged (as the objective), ticket accuracy, accuracy at 100%, 50%, "
+        "20%, 10%, 5%, 2%, 1% density (those the study reaches) and at --density, each interpolated linearly "
         "in log density within each curve (never extrapolated), and training iterations; mean ± sample std (n), "
         "'—' when n = 1. Rows that differ only in the --by settings are tested with Welch's t-test "
         "(scipy.stats.ttest_ind, equal_var=False) on their per-curve ticket sparsities: p >= 0.05, or n < 2 on "
@@ -168,13 +170,15 @@ def build_parser() -> argparse.ArgumentParser:
                       "as JSON")
     comp.add_argument("--plot", metavar="FILE.png", help="test accuracy at early stop against density, one curve "
                       "per row, mean with a shaded 95%% t-interval over curves")
+    comp.add_argument("--bins", type=int, metavar="N", help="bins for a setting searched as a range: N quantile "
+                      "bins, each with its n (default: 4)")
     comp.set_defaults(command_function="ltstudy.cli.read:compare")
 
     rep = study_parser(
         "report", "write a self-contained HTML report of a study (and log it to MLflow)",
         "Write one HTML file (figures embedded, no external assets): what was searched, the trial counts, the "
         "Pareto front and the round-level frontier, every setting combination with n, accuracy vs density one "
-        "setting at a time with 95%% error bars, p × k maps of ticket sparsity and accuracy, early stopping of the "
+        "setting at a time with 95% error bars, p × k maps of ticket sparsity and accuracy, early stopping of the "
         "winning ticket against its controls, and a recommendation. The file is also logged as report.html on "
         "the study's parent MLflow run (a warning, not an error, if MLflow cannot be reached).")
     rep.add_argument("--out", metavar="PATH.html", help="where to write it (default: <study name>_report.html)")
@@ -182,6 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "setting)")
     rep.add_argument("--density", type=float, default=0.2, metavar="X",
                      help="density of the p × k accuracy map (default: 0.2)")
+    rep.add_argument("--bins", type=int, metavar="N", help="bins for a setting searched as a range: N quantile "
+                     "bins, each with its n (default: 4)")
     rep.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI (default: as for `run`)")
     rep.set_defaults(command_function="ltstudy.cli.read:report")
 

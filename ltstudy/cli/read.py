@@ -25,7 +25,7 @@ from ..study.session import load_existing
 from ..study.storage import check_storage, check_tracking_uri, open_storage, redact, sqlite_path, storage_exists
 from ..study.tables import format_table
 from ..study.tracking import Tracker
-from .common import check_density, check_writable, fmt, load_study_file, settings_list
+from .common import check_bins, check_density, check_writable, fmt, load_study_file, settings_list
 
 
 def read_study(args: argparse.Namespace):
@@ -77,13 +77,14 @@ def _num(v) -> object:
 def compare(args: argparse.Namespace) -> int:
     by = settings_list(args.by, "--by")
     check_density(args.density)
+    check_bins(args.bins)
     for path in (args.json, args.plot):
         if path:
             check_writable(path)
     cfg, study = read_study(args)
     trials = study.get_trials(deepcopy=False)
     cmp = comparison(trials, by, cfg.study.epsilon, args.density, searched=list(cfg.searched), split=args.split,
-                     objectives=cfg.study.objectives)
+                     objectives=cfg.study.objectives, n_bins=args.bins)
     print(compare_text(cmp, study.study_name))
     if args.json:
         with open(args.json, "w") as fh:
@@ -99,11 +100,12 @@ def compare(args: argparse.Namespace) -> int:
 def report(args: argparse.Namespace) -> int:
     by = settings_list(args.by, "--by") if args.by is not None else None
     check_density(args.density)
+    check_bins(args.bins)
     if args.out:
         check_writable(args.out)  # before reading the study
     cfg, study = read_study(args)
     out = args.out or f"{study.study_name}_report.html"
-    text = build_report(study, cfg, by=by, density=args.density)
+    text = build_report(study, cfg, by=by, density=args.density, n_bins=args.bins)
     with open(out, "w", encoding="utf-8") as fh:
         fh.write(text)
     print(f"wrote {out}")
@@ -135,13 +137,17 @@ def studies(args: argparse.Namespace) -> int:
         study = optuna.load_study(study_name=s.study_name, storage=storage)
         counts: dict[str, int] = {}
         for t in study.get_trials(deepcopy=False):
+            # (studies made before ltstudy asked the sampler again stored repeats as FAIL "skipped" trials)
             state = "SKIPPED" if t.user_attrs.get("duplicate_of") is not None else t.state.name
             counts[state] = counts.get(state, 0) + 1
-        rows.append([s.study_name, s.n_trials, counts.get("COMPLETE", 0), counts.get("PRUNED", 0),
-                     counts.get("FAIL", 0), counts.get("SKIPPED", 0),
+        rows.append([s.study_name, s.n_trials - counts.get("SKIPPED", 0), counts.get("COMPLETE", 0),
+                     counts.get("PRUNED", 0), counts.get("FAIL", 0), counts.get("SKIPPED", 0),
                      counts.get("RUNNING", 0) + counts.get("WAITING", 0),
                      ",".join(d.name.lower()[:3] for d in s.directions)])
+    headers = ["study", "trials", "complete", "pruned", "failed", "skipped", "running", "directions"]
+    if not any(r[5] for r in rows):  # the column exists for old studies only
+        headers.pop(5)
+        rows = [r[:5] + r[6:] for r in rows]
     print(f"studies in {redact(url)}:")
-    print(format_table(["study", "trials", "complete", "pruned", "failed", "skipped", "running", "directions"],
-                       rows))
+    print(format_table(headers, rows))
     return 0

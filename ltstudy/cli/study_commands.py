@@ -7,10 +7,11 @@ import contextlib
 import sys
 import time
 
+from ..study.journal import mend_journal
 from ..study.mlflow_logging import StudyLog
 from ..study.runner import run_study
-from ..study.session import RunOptions, load_existing
-from ..study.storage import check_tracking_uri, redact
+from ..study.session import RunOptions, load_existing, open_existing
+from ..study.storage import check_storage, check_tracking_uri, journal_path, redact, storage_kind
 from ..study.tracking import Tracker
 from ..study.workers import repair_all, run_worker
 from .common import load_study_file, state_counts
@@ -85,10 +86,19 @@ def repair(args: argparse.Namespace) -> int:
     cfg = load_study_file(args)
     uri = cfg.tracking_uri(args.tracking_uri)
     check_tracking_uri(uri)
-    study = load_existing(args.storage or cfg.study.storage, args.study_name or cfg.study.name, cfg)
-    done = repair_all(study, cfg, StudyLog(Tracker(uri)))
+    url = args.storage or cfg.study.storage
+    check_storage(url)
+    if storage_kind(url) == "journal":
+        path = journal_path(url)
+        dropped = mend_journal(path)
+        if dropped:
+            print(f"storage journal {path}: set aside {dropped} damaged {plural(dropped, 'line')} and kept every "
+                  f"readable record (the original is backed up beside it as {path.name}.backup-*)")
+    study, storage = open_existing(url, args.study_name or cfg.study.name, cfg)
+    done = repair_all(study, storage, cfg, StudyLog(Tracker(uri)))
     rebuilt = (f"; rebuilt from Optuna: {done['runs_created']} MLflow runs created, {done['rounds_logged']} rounds "
                "logged" if done["runs_created"] or done["rounds_logged"] else "")
-    print(f"'{study.study_name}': failed {done['trials_failed']} stale trials (re-queued for a worker), closed "
-          f"{done['runs_closed']} MLflow runs{rebuilt}")
+    print(f"'{study.study_name}': failed {done['trials_failed']} stale {plural(done['trials_failed'], 'trial')} "
+          f"(re-queued for a worker), closed {done['runs_closed']} MLflow {plural(done['runs_closed'], 'run')}"
+          f"{rebuilt}")
     return 0

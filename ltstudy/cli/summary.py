@@ -65,7 +65,7 @@ def run_summary(study, cfg, new_trials) -> str:
         for number in capped:
             lines.append(f"trial {number}: every round matched; `rounds` caps this answer (the ticket is the last "
                          "round searched: raise rounds or lower target_density to see how far it goes)")
-    rounds = [r for t in new_trials for c in trial_curves(t) if t.user_attrs.get("rounds")
+    rounds = [r for t in new_trials if t.user_attrs.get("rounds") for c in trial_curves(t)
               for r in (c.rounds if c.kind == TICKET else c.rounds[1:])]  # (a control's round 0 is the ticket's)
     if rounds:
         nominal = sum(r.get("iterations", 0) for r in rounds)

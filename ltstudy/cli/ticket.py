@@ -6,7 +6,10 @@ import argparse
 import sys
 
 from ..engine.cache import RoundCache
+from ..engine.chance import DenseMustLearn
 from ..engine.config import load_config
+from ..engine.data import load_dataset
+from ..engine.device import resolve_device
 from ..engine.drivers import drive
 from ..engine.errors import DivergedError
 from ..engine.export import TicketSaver
@@ -33,7 +36,8 @@ def ticket(args: argparse.Namespace) -> int:
     saver = TicketSaver(args.save, cfg) if args.save else None
     progress = TicketProgress(0, enabled=not args.quiet and sys.stderr.isatty())
     # (building the search loads the data and validates the schedule before any training)
-    search = ticket_search(cfg, cache=cache, callbacks=[progress, *([saver] if saver else [])])
+    data = load_dataset(cfg.data, resolve_device(cfg.device))
+    search = ticket_search(cfg, data, cache, [DenseMustLearn(data), progress, *([saver] if saver else [])])
     progress.n_rounds = search.n_rounds
     try:
         with progress:

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, DiskFull
 
 log = logging.getLogger(__name__)
 
@@ -80,16 +80,17 @@ class RoundCache:
         payload = buf.getvalue()
         digest = hashlib.sha256(payload).hexdigest()
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{_host()}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             with open(tmp, "wb") as fh:
                 fh.write(_MAGIC + digest.encode() + b"\n" + payload)
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, path)
-        except BaseException:
+        except BaseException as exc:
             _unlink(tmp)
+            DiskFull.check(exc, f"the training cache {self.root}")
             raise
         return digest
 

@@ -33,3 +33,16 @@ class StopSearch(Exception):
 
 class RunFailed(RuntimeError):
     """A run could not finish for a reason outside any one trial (a worker process died): one line, exit 1."""
+
+
+class DiskFull(RunFailed):
+    """No space left where ltstudy writes (the cache, the journal): the run stops with one line naming the place."""
+
+    @classmethod
+    def check(cls, exc: BaseException, where: object) -> None:
+        """Raise DiskFull for a full disk or quota (from `exc`); any other error is left to the caller."""
+        import errno
+
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise cls(f"no space left on the device under {where}; free some space (or point it elsewhere) and run "
+                      "the same command again: finished trials are kept, interrupted ones are queued again") from exc

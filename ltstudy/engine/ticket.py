@@ -28,7 +28,6 @@ from .config import TicketConfig
 from .data import Dataset, load_dataset
 from .device import resolve_device
 from .drivers import drive
-from .errors import DivergedError
 from .hashing import digest, engine_digest
 from .models import build_model, signature
 from .registry import MASKS, MODELS, REINITS, SCOPES, check_pair
@@ -154,7 +153,6 @@ class TicketSearch:
     def finish(self, round_: int, res: TrainResult) -> RoundResult:
         if round_ == 0:
             self.theta_k = res.snapshot
-            check_learned(res, self.data)
         pruning.check_masks_hold(self.model, self.masks)
         rec = record(round_, self.masks, res)
         rec.computed_iterations += self._replayed
@@ -324,23 +322,6 @@ class TicketSearch:
         if self._uses_theta_k() and self._digests.get("theta_k") is None and last < self.n_rounds:
             self.ensure_theta_k()  # (replayed and stored: rounds after the prefix are keyed by its digest)
         return [RoundResult.from_dict(d, reused=True, computed_iterations=0) for d in entry["records"][:last + 1]]
-
-
-def check_learned(res: TrainResult, data: Dataset) -> None:
-    """A dense network at chance accuracy has nothing for a ticket to match: a divergence, not a result.
-
-    Chance is the validation split's majority class plus three binomial standard errors (what guessing that
-    class scores by luck): `lr = 1e6` leaves LeNet at 6.7% on 10 classes with a finite loss, and every pruned
-    round would then "match" it.
-    """
-    counts = torch.bincount(data.val.y, minlength=data.num_classes).float()
-    n = max(1, len(data.val))
-    majority = float(counts.max()) / n
-    limit = majority + 3 * (majority * (1 - majority) / n) ** 0.5
-    if res.val_accuracy <= limit:
-        raise DivergedError(f"the dense network did not learn: validation accuracy {res.val_accuracy:.1%} is chance "
-                            f"for {data.num_classes} classes (guessing scores up to {limit:.1%}); lower the learning "
-                            "rate or train longer", res.end)
 
 
 def record(round_: int, masks: pruning.Masks, res: TrainResult) -> RoundResult:

@@ -10,3 +10,4 @@ PARETO_ATTR = "pareto_trials"  # study: trial numbers currently tagged pareto=tr
 RUN_ATTR = "mlflow_run_id"  # trial: its MLflow child run
 LINEAGE_ATTR = "mlflow_lineage_run_ids"  # trial: runs of earlier attempts (retries), oldest first
 NUMBER_ATTR = "trial_number"  # trial: its own number, copied into a retry so it knows its predecessor
+OWNER_ATTR = "worker"  # trial: host:pid:start-time of the process running it (owners.py)

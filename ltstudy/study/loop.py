@@ -20,8 +20,10 @@ from ..engine.device import resolve_device
 from ..engine.drivers import drive_jobs, drive_packed
 from ..engine.rounds import Callback, Callbacks, RoundJob, TrainResult
 from . import optuna_api
+from .owners import register, release, requeue, sweep_dead_owners
 from .sampling import setting_key, space_size
 from .session import COUNTED
+from .signals import deferred
 from .trial import Outcome, TrialContext, TrialRun, best_effort
 
 TrialEnd = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
@@ -41,10 +43,16 @@ def run_trials(study: optuna.Study, storage, ctx: TrialContext, *, budget: int |
     `count_running` counts other workers' running trials towards the target
     (workers on many machines, whose stale trials are failed by heartbeats).
     `report` is filled as the loop goes (so it is complete when Ctrl-C ends it).
+
+    Whatever point of a trial's life a stop (Ctrl-C, SIGTERM, an error) reaches,
+    the trial is told FAIL and queued again, and its MLflow run is closed:
+    asking and recording the owner, and telling, are never cut in two
+    (signals.deferred), and every attempt still open when the loop ends is closed.
     """
     report = report if report is not None else LoopReport()
     size = space_size(ctx.cfg)
     heartbeats = optuna_api.heartbeat_interval(storage) is not None
+    attempts: list[_Attempt] = []
 
     def stop() -> bool:
         if budget is not None and len(report.told) >= budget:
@@ -63,42 +71,94 @@ def run_trials(study: optuna.Study, storage, ctx: TrialContext, *, budget: int |
         for callback in on_trial_end:
             best_effort(lambda callback=callback: callback(study, frozen))
 
-    def told(run: TrialRun) -> Generator[RoundJob, TrainResult, Outcome]:
-        """A trial's jobs, with its heartbeat while it runs and its outcome told to Optuna when it ends."""
-        with optuna_api.Heartbeat(storage, study, run.trial.number):
-            try:
-                outcome = yield from run.jobs()
-            except BaseException:
-                best_effort(lambda: _tell(study, run.trial, Outcome(TrialState.FAIL, reason="interrupted")))
-                raise
-        ended(_tell(study, run.trial, outcome))
+    def told(attempt: _Attempt) -> Generator[RoundJob, TrainResult, Outcome]:
+        """A trial's jobs, with its outcome told to Optuna when it ends."""
+        try:
+            outcome = yield from attempt.run.jobs()
+        except BaseException as exc:
+            attempt.abandon(exc)
+            raise
+        ended(attempt.tell(outcome))
         return outcome
 
     def trials() -> Iterator[Generator[RoundJob, TrainResult, Outcome]]:
         while not stop():
             if heartbeats:
                 optuna_api.fail_stale_trials(study)
-            trial = optuna_api.ask(study)
-            run = TrialRun(ctx, trial)
+            sweep_dead_owners(study, storage, ctx.cfg.study.grace_period)
+            attempts[:] = [a for a in attempts if a.open]
+            attempt = None
             try:
-                early = run.begin()  # (an Outcome when the trial ends before any training)
+                with deferred():
+                    attempt = _Attempt(study, storage)
+                    attempts.append(attempt)
+                attempt.run = TrialRun(ctx, attempt.trial)
+                early = attempt.run.begin()  # (an Outcome when the trial ends before any training)
             except BaseException as exc:
-                run.abort(exc)
-                _tell(study, trial, Outcome(TrialState.FAIL, reason="interrupted"))
+                if attempt is not None:
+                    attempt.abandon(exc)
                 raise
-            report.told.append(trial.number)
+            report.told.append(attempt.trial.number)
             if early is not None:  # it ended while starting (e.g. the tracking store failed)
-                ended(_tell(study, trial, early))
+                ended(attempt.tell(early))
                 continue
-            yield told(run)
+            yield told(attempt)
 
     data = load_dataset(ctx.cfg.base.data, resolve_device(ctx.cfg.base.device))
-    if pack > 1:
-        drive_packed(trials(), data, pack, Callbacks([ctx.callbacks, _Notes(report.notes)]))
-    else:
-        for jobs in trials():
-            drive_jobs(jobs, data, ctx.callbacks)
+    try:
+        if pack > 1:
+            drive_packed(trials(), data, pack, Callbacks([ctx.callbacks, _Notes(report.notes)]))
+        else:
+            for jobs in trials():
+                try:
+                    drive_jobs(jobs, data, ctx.callbacks)
+                finally:
+                    jobs.close()
+    except BaseException as exc:
+        with deferred():  # (one pending signal is raised once every attempt is closed)
+            for attempt in attempts:  # (a trial handed to a driver that stopped before starting it)
+                attempt.abandon(exc)
+        raise
     return report
+
+
+class _Attempt:
+    """One asked-for trial, from `ask` to `tell`: its heartbeat, its owner, and closing it exactly once."""
+
+    run: TrialRun
+
+    def __init__(self, study: optuna.Study, storage):
+        self.study = study
+        self.trial = optuna_api.ask(study)
+        self.heartbeat = optuna_api.Heartbeat(storage, study, self.trial.number)
+        self.heartbeat.start()  # (its first beat now: a trial is never RUNNING without one on an RDB storage)
+        register(self.trial)
+        self.open = True
+
+    def tell(self, outcome: Outcome) -> optuna.trial.FrozenTrial:
+        with deferred():
+            frozen = _tell(self.study, self.trial, outcome)
+            self.open = False
+        self._closed()
+        return frozen
+
+    def _closed(self) -> None:
+        self.heartbeat.stop()
+        release(self.trial)
+
+    def abandon(self, exc: BaseException) -> None:
+        """Stopped before its end: the run closed, the trial FAIL (and queued again when interrupted)."""
+        if not self.open:
+            return
+        with deferred():
+            self.open = False
+            if hasattr(self, "run"):
+                self.run.abort(exc)
+            else:  # (stopped before its run existed: nothing to close but the trial)
+                best_effort(lambda: self.trial.set_user_attr("fail_reason", "interrupted"))
+                best_effort(lambda: requeue(self.study, self.trial))
+            best_effort(lambda: _tell(self.study, self.trial, Outcome(TrialState.FAIL, reason="interrupted")))
+        self._closed()
 
 
 class _Notes(Callback):

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -93,6 +94,8 @@ class StudyLog:
         from .storage import redact
 
         self.offline = _one_line(exc)
+        for name in ("mlflow", "alembic", "sqlalchemy"):  # its loggers would repeat the failure on every call left
+            logging.getLogger(name).setLevel(logging.CRITICAL)
         self.notice(f"ltstudy: warning: MLflow at {redact(self.tracker.uri)} failed ({self.offline}); training "
                     "goes on and Optuna keeps every result: run `ltstudy repair STUDY.toml` once MLflow is back to "
                     "log what is missing")

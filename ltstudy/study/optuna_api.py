@@ -50,21 +50,25 @@ class Heartbeat:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
+        """The first beat now (a trial is never RUNNING without one), then one every interval in a thread."""
         if self.interval is None:
             return
+        self._tid = None
+        self._beat_once()
         self._thread = threading.Thread(target=self._beat, name="ltstudy-heartbeat", daemon=True)
         self._thread.start()
 
+    def _beat_once(self) -> None:
+        try:
+            if self._tid is None:
+                self._tid = trial_id(self._storage, self._study, self._number)
+            self._storage.record_heartbeat(self._tid)
+        except Exception:  # the database is away for a moment: try again at the next beat
+            pass
+
     def _beat(self) -> None:
-        tid = None
-        while not self._stop.is_set():
-            try:
-                if tid is None:
-                    tid = trial_id(self._storage, self._study, self._number)
-                self._storage.record_heartbeat(tid)
-            except Exception:  # the database is away for a moment: try again at the next beat
-                pass
-            self._stop.wait(self.interval)
+        while not self._stop.wait(self.interval):
+            self._beat_once()
 
     def stop(self) -> None:
         self._stop.set()

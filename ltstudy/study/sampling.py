@@ -70,6 +70,13 @@ def distributions(cfg: StudyConfig) -> dict[str, BaseDistribution]:
     return {key: distribution(p) for key, p in cfg.searched.items()}
 
 
+def _snap(value: Any, dist: BaseDistribution) -> Any:
+    """A stepped float as the grid holds it (0.3, not Optuna's 0.1 + 2 * 0.1 = 0.30000000000000004)."""
+    if isinstance(dist, FloatDistribution) and dist.step is not None and isinstance(value, float):
+        return round(value, 12)
+    return value
+
+
 class NoRepeatSampler(optuna.samplers.BaseSampler):
     """A sampler that proposes settings no finished or running trial has (see the module docstring).
 
@@ -118,7 +125,7 @@ class NoRepeatSampler(optuna.samplers.BaseSampler):
         for name, dist in space.items():
             if name not in params:
                 params[name] = sampler.sample_independent(study, trial, name, dist)
-        return params
+        return {name: _snap(v, space[name]) for name, v in params.items()}
 
     @staticmethod
     def _values(dist: BaseDistribution) -> list | None:
@@ -128,7 +135,7 @@ class NoRepeatSampler(optuna.samplers.BaseSampler):
             return list(range(dist.low, dist.high + 1, dist.step))
         if isinstance(dist, FloatDistribution) and dist.step is not None:
             n = round((dist.high - dist.low) / dist.step) + 1
-            return [dist.low + i * dist.step for i in range(n)]
+            return [_snap(dist.low + i * dist.step, dist) for i in range(n)]
         return None  # continuous: not enumerable
 
     def _unseen(self, space: dict[str, BaseDistribution], seen: set[str], limit: int = 100_000) -> list[dict]:

@@ -9,6 +9,7 @@ one check that builds a search (`resolve`) imports it when called.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import time
@@ -25,7 +26,17 @@ from .config import StudyConfig, settings_changes
 from .mlflow_logging import StudyLog
 from .optuna_api import quiet_experimental
 from .sampling import make_pruner, make_sampler
-from .storage import check_cache_dir, check_storage, check_tracking_uri, open_storage, redact, storage_exists
+from .storage import (
+    check_cache_dir,
+    check_storage,
+    check_tracking_uri,
+    journal_path,
+    open_storage,
+    redact,
+    sqlite_path,
+    storage_exists,
+    storage_kind,
+)
 
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)  # what n_trials counts
 
@@ -127,16 +138,22 @@ def existing_study(storage_url: str, name: str) -> optuna.Study | None:
 
 def load_existing(storage_url: str, name: str, cfg: StudyConfig | None = None) -> optuna.Study:
     """A study that must exist already (pareto, compare, report, repair); with `cfg`, opened with heartbeats."""
+    return open_existing(storage_url, name, cfg)[0]
+
+
+def open_existing(storage_url: str, name: str, cfg: StudyConfig | None = None) -> tuple[optuna.Study, Any]:
+    """`load_existing`, with the storage object it was opened on (repair writes through it)."""
     check_storage(storage_url)
     study = existing_study(storage_url, name)
-    if study is not None and cfg is not None:
-        s = cfg.study
-        storage = open_storage(storage_url, heartbeat=(s.heartbeat_interval, s.grace_period, s.max_retry))
-        study = optuna.load_study(study_name=name, storage=storage)
     if study is None:
         raise ConfigError(f"no study named '{name}' in {redact(storage_url)}; run `ltstudy run` first "
                           "(or pass --storage / --study-name)")
-    return study
+    heartbeat = None
+    if cfg is not None:
+        s = cfg.study
+        heartbeat = (s.heartbeat_interval, s.grace_period, s.max_retry)
+    storage = open_storage(storage_url, heartbeat=heartbeat)
+    return optuna.load_study(study_name=name, storage=storage), storage
 
 
 @dataclass
@@ -144,6 +161,7 @@ class Opened:
     study: optuna.Study
     storage: Any  # the Optuna storage object the study was opened on
     created: bool  # this call created it (and so owns creating its MLflow parent run)
+    url: str  # the storage URL
     notes: list[str] = field(default_factory=list)
 
 
@@ -176,20 +194,49 @@ def open_study(cfg: StudyConfig, storage_url: str, name: str, stream: int = 0) -
         study.set_user_attr("epsilon", s.epsilon)
         with quiet_experimental():  # names in optuna-dashboard and Optuna's plots, not "0" and "1"
             study.set_metric_names([o.spec for o in cfg.objectives])
-    return Opened(study, storage, created, [pruner_note] if pruner_note else [])
+    return Opened(study, storage, created, storage_url, [pruner_note] if pruner_note else [])
 
 
 def attach_tracking(opened: Opened, cfg: StudyConfig, log: StudyLog, wait: float = 60.0) -> tuple[str, str]:
-    """The study's experiment and parent run: made once, by whoever created the study; reopened on resume."""
+    """The study's experiment and its one parent run: made once, reopened by every later process.
+
+    On one machine (journal, SQLite) processes take turns under a lock beside
+    the storage file, so two `run`s started at once agree on one parent run.
+    Across machines (RDB) the process that created the study makes it and the
+    others wait for it to appear.
+    """
     study = opened.study
     exp_id = log.experiment(study.study_name)
-    parent = study.user_attrs.get(PARENT_ATTR)
-    if not parent and not opened.created:  # the creator is making the parent run right now (a fresh cluster)
-        deadline = time.monotonic() + wait
-        while not parent and time.monotonic() < deadline:
-            time.sleep(0.2 + random.random() * 0.3)
-            parent = optuna.load_study(study_name=study.study_name, storage=opened.storage).user_attrs.get(
-                PARENT_ATTR)
-    if parent and log.reopen(parent):
-        return exp_id, parent
-    return exp_id, log.start_study(study, cfg, exp_id)
+    with tracking_lock(opened.url):
+        parent = _fresh(opened).user_attrs.get(PARENT_ATTR)
+        if not parent and not opened.created and storage_kind(opened.url) == "rdb":
+            deadline = time.monotonic() + wait  # the creator is making the parent run right now (a fresh cluster)
+            while not parent and time.monotonic() < deadline:
+                time.sleep(0.2 + random.random() * 0.3)
+                parent = _fresh(opened).user_attrs.get(PARENT_ATTR)
+        if parent and log.reopen(parent):
+            return exp_id, parent
+        return exp_id, log.start_study(study, cfg, exp_id)
+
+
+def _fresh(opened: Opened) -> optuna.Study:
+    """The study as its storage holds it now (another process may have set attributes since it was opened)."""
+    return optuna.load_study(study_name=opened.study.study_name, storage=opened.storage)
+
+
+@contextlib.contextmanager
+def tracking_lock(storage_url: str):
+    """An exclusive lock beside a file storage (`<file>.mlflow.lock`); nothing for a database server."""
+    kind = storage_kind(storage_url)
+    if kind == "rdb":
+        yield
+        return
+    import fcntl
+
+    path = journal_path(storage_url) if kind == "journal" else sqlite_path(storage_url)
+    with open(path.with_name(path.name + ".mlflow.lock"), "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

@@ -10,6 +10,7 @@ parent (or the user's SIGKILL).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -17,17 +18,74 @@ from collections.abc import Sequence
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
+_deferring = 0  # depth of `deferred()` sections in this process
+_pending = False  # a stop signal arrived inside one
+
 
 def interrupt_on_signals() -> None:
-    """SIGINT and SIGTERM raise KeyboardInterrupt once; later ones are ignored (the process is closing)."""
+    """SIGINT and SIGTERM raise KeyboardInterrupt once; later ones are ignored (the process is closing).
+
+    Inside `deferred()` the KeyboardInterrupt waits until the section ends.
+    """
 
     def on_signal(signum, frame):
+        global _pending
         for sig in STOP_SIGNALS:
             signal.signal(sig, signal.SIG_IGN)
+        if _deferring:
+            _pending = True
+            return
         raise KeyboardInterrupt
 
     for sig in STOP_SIGNALS:
         signal.signal(sig, on_signal)
+
+
+@contextlib.contextmanager
+def deferred():
+    """A section a stop signal must not cut in two (asking for a trial and recording its owner; telling it).
+
+    Python runs signal handlers in the main thread between bytecodes, so the
+    handler above sees this flag whichever thread the kernel delivered to.
+    """
+    global _deferring, _pending
+    _deferring += 1
+    try:
+        yield
+    finally:
+        _deferring -= 1
+        if not _deferring and _pending:
+            _pending = False
+            raise KeyboardInterrupt
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """A worker process gets SIGTERM when its parent dies, even by SIGKILL (Linux's PR_SET_PDEATHSIG).
+
+    It then closes and re-queues its trial like any stopped worker, instead of
+    running on, re-parented to PID 1, past the study's budget. Elsewhere, a
+    thread polls for the parent instead.
+    """
+    import ctypes
+    import sys
+    import threading
+
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.prctl(1, signal.SIGTERM, 0, 0, 0) == 0:  # 1 = PR_SET_PDEATHSIG
+                if os.getppid() != parent_pid:  # the parent died before the call
+                    os.kill(os.getpid(), signal.SIGTERM)
+                return
+        except (OSError, AttributeError):
+            pass
+
+    def poll() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=poll, name="ltstudy-parent-watch", daemon=True).start()
 
 
 def stop_processes(procs: Sequence, grace: float = 30.0) -> list[int]:

@@ -125,23 +125,29 @@ def open_storage(url: str, *, heartbeat: tuple[int, int, int] | None = None):
     `heartbeat` = (interval, grace period, max retries) gives RDB storages
     heartbeats: a trial whose worker died (no heartbeat for the grace period)
     is failed and re-queued with the same parameters by the next worker.
+    A journal is checked for a torn tail first, and written so that it never
+    gets one (journal.py); an RDB storage retries across a server restart
+    (rdb_retry.py).
     """
-    from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
-    from optuna.storages.journal import JournalFileBackend
+    from optuna.storages import JournalStorage, RetryHeartbeatStaleTrialCallback
+
+    from .journal import SafeJournalBackend, check_journal
+    from .rdb_retry import RetryingRDBStorage
 
     kind = storage_kind(url)
     prepare_storage(url)
     if kind == "journal":
-        return JournalStorage(JournalFileBackend(str(journal_path(url))))
+        check_journal(journal_path(url))
+        return JournalStorage(SafeJournalBackend(str(journal_path(url))))
     if kind == "sqlite":
-        return RDBStorage(url)
+        return RetryingRDBStorage(url)
     kwargs: dict[str, Any] = {}
     with quiet_experimental():
         if heartbeat:
             interval, grace, retries = heartbeat
             kwargs = {"heartbeat_interval": interval, "grace_period": grace,
                       "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=retries)}
-        return schema_race_safe(lambda: RDBStorage(url, engine_kwargs={"pool_pre_ping": True}, **kwargs))
+        return schema_race_safe(lambda: RetryingRDBStorage(url, engine_kwargs={"pool_pre_ping": True}, **kwargs))
 
 
 def schema_race_safe(create, attempts: int = 8):

@@ -29,10 +29,11 @@ import optuna
 from optuna.trial import TrialState
 
 from ..engine.cache import RoundCache
+from ..engine.chance import DenseMustLearn
 from ..engine.data import Dataset, load_dataset
 from ..engine.device import resolve_device
 from ..engine.drivers import search_jobs
-from ..engine.errors import DivergedError, StopSearch
+from ..engine.errors import DivergedError, RunFailed, StopSearch
 from ..engine.rounds import Callback, RoundJob, RoundResult, TrainResult
 from ..engine.searches import control_kind, kind_of, ticket_search
 from .attrs import LINEAGE_ATTR, NUMBER_ATTR, RUN_ATTR
@@ -41,6 +42,7 @@ from .config import SEARCHABLE, StudyConfig
 from .curves import mean_rounds
 from .mlflow_logging import StudyLog
 from .objectives.base import trial_value
+from .owners import requeue
 from .sampling import suggest
 
 
@@ -87,6 +89,7 @@ class TrialRun:
         self.per_seed: list[list[dict]] = []
         self.controls: dict[str, list[list[dict]]] = {name: [] for name in ctx.cfg.study.controls}
         self._reported: set[int] = set()  # pruner steps reported
+        self._aborted = False
         self.data: Dataset = load_dataset(self.cfg.base.data, resolve_device(self.cfg.base.device))
 
     # ------------------------------------------------------------------ start
@@ -140,9 +143,8 @@ class TrialRun:
                 tcfg = self.cfg.trial_config(self.values, seed)
                 watcher = _SeedRounds(self, rounds, seed, report=(i == 0))
                 with self._ticket_saver(tcfg, seed) as saver:
-                    search = ticket_search(tcfg, self.data, self.ctx.cache,
-                                           [watcher, *([saver] if saver is not None else [])],
-                                           controls=list(self.controls))
+                    watchers = [watcher, DenseMustLearn(self.data), *([saver] if saver is not None else [])]
+                    search = ticket_search(tcfg, self.data, self.ctx.cache, watchers, controls=list(self.controls))
                     yield from search_jobs(search)
                 if getattr(search, "path_rounds", None):
                     self.trial.set_user_attr(f"path_rounds_seed_{seed}", dict(search.path_rounds))
@@ -151,6 +153,9 @@ class TrialRun:
             return self._stopped(str(exc))
         except DivergedError as exc:
             return self._finish(diverged=exc)
+        except RunFailed as exc:  # not this trial's fault (a full disk): the run stops, the trial is queued again
+            self.abort(exc)
+            raise
         except Exception as exc:  # this trial's own failure: it fails alone, the study goes on
             self._close_failed(exc)
             return Outcome(TrialState.FAIL, reason=f"{type(exc).__name__}: {exc}")
@@ -160,10 +165,13 @@ class TrialRun:
 
     def abort(self, exc: BaseException) -> None:
         """The trial stops for a reason outside it: close its run, and queue it again when it was interrupted."""
+        if self._aborted:
+            return
+        self._aborted = True
         self._close_failed(exc)
-        if isinstance(exc, KeyboardInterrupt | GeneratorExit):  # (GeneratorExit: its driver was interrupted)
+        if isinstance(exc, KeyboardInterrupt | GeneratorExit | RunFailed):  # (GeneratorExit: its driver stopped)
             # Queue the same settings first for the next run; it resumes from the checkpoints.
-            best_effort(lambda: self.trial.study.enqueue_trial(self.trial.params, user_attrs=self.trial.user_attrs))
+            best_effort(lambda: requeue(self.trial.study, self.trial))
 
     @contextlib.contextmanager
     def _ticket_saver(self, tcfg, seed: int):
@@ -283,7 +291,8 @@ class TrialRun:
         return Outcome(TrialState.PRUNED, reason=reason)
 
     def _close_failed(self, exc: BaseException) -> None:
-        reason = "interrupted" if isinstance(exc, KeyboardInterrupt | GeneratorExit) else f"{type(exc).__name__}: {exc}"
+        reason = ("interrupted" if isinstance(exc, KeyboardInterrupt | GeneratorExit) else
+                  str(exc) if isinstance(exc, RunFailed) else f"{type(exc).__name__}: {exc}")
         self._store_rounds()
         best_effort(lambda: self.trial.set_user_attr("fail_reason", reason[:1000]))
         if self.run_id is not None:

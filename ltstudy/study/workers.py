@@ -12,6 +12,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import queue
+import sys
 from dataclasses import dataclass, field
 
 import optuna
@@ -24,8 +25,9 @@ from .config import StudyConfig
 from .loop import run_trials
 from .mlflow_logging import StudyLog
 from .optuna_api import fail_stale_trials
+from .owners import sweep_dead_owners
 from .session import COUNTED, RunOptions, attach_tracking, open_study, resolve
-from .signals import interrupt_on_signals, stop_processes
+from .signals import die_with_parent, interrupt_on_signals, stop_processes
 from .storage import open_storage
 from .threads import set_threads
 from .tracking import Tracker
@@ -44,7 +46,7 @@ def run_local_workers(cfg: StudyConfig, opts: RunOptions, storage_url: str, uri:
     ctx = multiprocessing.get_context("fork")
     results = ctx.Queue()
     procs = [ctx.Process(target=worker_main, args=(cfg, opts, storage_url, uri, name, share, target, results),
-                         kwargs={"stream": i + 1}, name=f"ltstudy-worker-{i + 1}")
+                         kwargs={"stream": i + 1, "parent_pid": os.getpid()}, name=f"ltstudy-worker-{i + 1}")
              for i, share in enumerate(shares) if share]
     for p in procs:
         p.start()
@@ -69,16 +71,18 @@ def run_local_workers(cfg: StudyConfig, opts: RunOptions, storage_url: str, uri:
         p.join()
     failed = [p.exitcode for p in procs if p.exitcode not in (0, None)]
     if failed:
-        raise RunFailed(f"{len(failed)} worker process(es) exited with codes {failed}")
+        raise RunFailed(f"{len(failed)} worker process(es) exited with codes {failed} (their reasons are above)")
     ran = sorted(n for told, _ in reports for n in told)
     notes = sorted({note for _, ns in reports for note in ns})
     return ran, notes
 
 
 def worker_main(cfg: StudyConfig, opts: RunOptions, storage_url: str, uri: str, name: str, budget: int,
-                target: int, results, stream: int = 0) -> None:
-    """One `--jobs` worker process: its share of the missing trials."""
+                target: int, results, stream: int = 0, parent_pid: int | None = None) -> None:
+    """One `--jobs` worker process: its share of the missing trials; it stops when its parent dies."""
     interrupt_on_signals()
+    if parent_pid is not None:
+        die_with_parent(parent_pid)
     set_threads(cfg.study.threads, alone=False)
     opened = open_study(cfg, storage_url, name, stream)
     study = opened.study
@@ -90,6 +94,9 @@ def worker_main(cfg: StudyConfig, opts: RunOptions, storage_url: str, uri: str, 
                             on_trial_end=(log.after_trial,))
     except KeyboardInterrupt:
         raise SystemExit(130) from None
+    except RunFailed as exc:  # one line (a full disk), not a worker's traceback
+        print(f"ltstudy: worker {stream}: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
     results.put((report.told, report.notes))
 
 
@@ -124,7 +131,7 @@ def run_worker(cfg: StudyConfig, opts: RunOptions, callbacks: StudyCallback | No
     log = StudyLog(Tracker(uri))
     exp_id, parent = attach_tracking(opened, cfg, log)
     log.end_study(parent)  # (the study's run is open only while a `run` command drives it)
-    repaired_trials, repaired_runs = repair_study(study, log)
+    repaired_trials, repaired_runs = repair_study(study, opened.storage, log, cfg.study.grace_period)
     summary = WorkerSummary(name, [], repaired_trials, repaired_runs, opened.created)
     callbacks = callbacks or StudyCallback()
 
@@ -144,21 +151,25 @@ def run_worker(cfg: StudyConfig, opts: RunOptions, callbacks: StudyCallback | No
     return summary
 
 
-def repair_study(study: optuna.Study, log: StudyLog) -> tuple[int, int]:
-    """Fail trials whose worker died (RDB heartbeats; they are re-queued) and close their MLflow runs.
+def repair_study(study: optuna.Study, storage, log: StudyLog, grace: float) -> tuple[int, int]:
+    """Fail trials whose worker died (they are re-queued) and close their MLflow runs.
 
-    Returns (trials failed, runs closed). Safe while other workers run: only
-    trials without a fresh heartbeat and runs whose trial is not RUNNING are touched.
+    A worker is dead when its RDB heartbeat is stale, or when it was a process
+    of this machine that no longer exists, or when it never registered and the
+    trial is older than `grace` seconds (owners.py). Returns (trials failed,
+    runs closed). Safe while other workers run: only such trials, and runs
+    whose trial is not RUNNING, are touched.
     """
     before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
     fail_stale_trials(study)
+    sweep_dead_owners(study, storage, grace)
     failed = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))} - before
     return len(failed), log.sweep_orphans(study)
 
 
-def repair_all(study: optuna.Study, cfg: StudyConfig, log: StudyLog) -> dict[str, int]:
+def repair_all(study: optuna.Study, storage, cfg: StudyConfig, log: StudyLog) -> dict[str, int]:
     """`ltstudy repair`: dead workers' trials failed (and re-queued), then MLflow rebuilt to match Optuna."""
-    failed, closed = repair_study(study, log)
+    failed, closed = repair_study(study, storage, log, cfg.study.grace_period)
     counts = log.sync(study, cfg)
     return {"trials_failed": failed, "runs_closed": closed + counts["runs_closed"],
             "runs_created": counts["runs_created"], "rounds_logged": counts["rounds_logged"]}

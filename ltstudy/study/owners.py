@@ -1,0 +1,108 @@
+"""Who runs a trial, and closing the trials of workers that died.
+
+Heartbeats exist only on RDB storages, and even there a worker that dies
+between asking for a trial and its first heartbeat leaves the trial RUNNING
+forever. So every trial records its owner (`worker` = host:pid:start-time)
+right after it is asked for, and `sweep_dead_owners` fails, then re-queues,
+any RUNNING trial whose owner is a process of this machine that no longer
+exists, or that never recorded an owner and is older than the grace period.
+The start time guards against a recycled pid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import socket
+from pathlib import Path
+
+import optuna
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.trial import TrialState
+
+from .attrs import OWNER_ATTR
+from .optuna_api import trial_id
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (/proc), or None where there is no /proc."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]  # field 22 of proc(5), counted after the command name
+
+
+def this_owner() -> str:
+    pid = os.getpid()
+    return f"{socket.gethostname()}:{pid}:{_start_time(pid) or ''}"
+
+
+_mine: set[tuple[str, int]] = set()  # (study, trial number) this process is running now
+
+
+def owner_alive(owner: str, study_name: str = "", number: int = -1) -> bool | None:
+    """Whether the owner process lives; None when it is on another machine (its heartbeats decide).
+
+    A trial owned by this very process counts as alive only while this
+    process is running it (a library user's earlier run that failed left it).
+    """
+    if owner == this_owner():
+        return (study_name, number) in _mine
+    host, _, rest = owner.partition(":")
+    pid_text, _, started = rest.partition(":")
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return None
+    pid = int(pid_text)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # alive, someone else's
+    now = _start_time(pid)
+    return not (started and now is not None and now != started)
+
+
+def register(trial: optuna.Trial) -> None:
+    _mine.add((trial.study.study_name, trial.number))
+    trial.set_user_attr(OWNER_ATTR, this_owner())
+
+
+def release(trial: optuna.Trial) -> None:
+    _mine.discard((trial.study.study_name, trial.number))
+
+
+def requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial | optuna.Trial) -> None:
+    """Queue the same settings again (first in line); the retry resumes from the cached rounds."""
+    attrs = {k: v for k, v in trial.user_attrs.items() if k != OWNER_ATTR}
+    study.enqueue_trial(trial.params, user_attrs=attrs)
+
+
+def sweep_dead_owners(study: optuna.Study, storage, grace: float) -> list[int]:
+    """Fail and re-queue RUNNING trials whose worker died (see the module docstring); their numbers."""
+    now = datetime.datetime.now()
+    swept = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        owner = t.user_attrs.get(OWNER_ATTR)
+        if owner is not None:
+            if owner_alive(owner, study.study_name, t.number) is not False:
+                continue
+            reason = f"its worker (pid {owner.split(':')[1]} on this machine) died"
+        else:
+            started = t.datetime_start
+            if started is None or (now - started).total_seconds() < grace:
+                continue
+            reason = f"its worker never registered and it is older than the grace period ({grace:g} s)"
+        tid = trial_id(storage, study, t.number)
+        try:
+            if not storage.set_trial_state_values(tid, TrialState.FAIL):
+                continue
+        except UpdateFinishedTrialError:  # another process closed it a moment ago
+            continue
+        with contextlib.suppress(Exception):
+            storage.set_trial_user_attr(tid, "fail_reason", reason)
+        requeue(study, t)
+        swept.append(t.number)
+    return swept

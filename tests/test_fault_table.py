@@ -1,0 +1,505 @@
+"""The fault table: what a study survives, one test per fault.
+
+| fault                                          | what survives                                           |
+|------------------------------------------------|---------------------------------------------------------|
+| a torn or garbage tail of the Optuna journal   | every complete record; the tail is set aside (1 warning)|
+| damage in the middle of the journal            | refused in one line; `repair` keeps every readable one  |
+| processes started together on a new folder     | one MLflow store, one parent run, all proceed           |
+| the MLflow server killed mid-study             | training (1 warning); `repair` logs what was missed     |
+| PostgreSQL restarted under two workers         | every trial: calls retry across the restart             |
+| a worker that died before its first heartbeat  | its trial is failed and re-queued after the grace period|
+| SIGKILL to the parent of `run --jobs 2`        | workers stop with it; the next run finishes the study   |
+| a full disk under the cache, journal or MLflow | one line naming the place; nothing is corrupted         |
+| a stop signal at any point of a trial's life   | the trial is FAIL and queued again, its run closed      |
+
+Every test is bounded in time, binds to 127.0.0.1 and stops what it started.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from ltstudy import cli
+from ltstudy.study.attrs import OWNER_ATTR, PARENT_ATTR
+from ltstudy.study.storage import open_storage
+from tests import mlflow_server
+from tests.ft_helpers import Runs, outputs, run, sqlite_tracking, start, stop, wait_for, write_study
+from tests.pg import PgServer, free_port
+
+pytest_plugins = ["tests.pg"]
+
+LONG = {"iterations": 2000, "eval_every": 250, "batch_size": 60}  # rounds of about a second: time to signal
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """cwd is the test's folder; the signal handlers `ltstudy run` installs are put back afterwards."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("LTSTUDY_CACHE_DIR", raising=False)
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for sig, handler in before.items():
+        signal.signal(sig, handler)
+
+
+def journal_records(path: Path) -> list[dict]:
+    """Every line of the journal as a record (fails on any line that is not one)."""
+    data = path.read_bytes()
+    assert data.endswith(b"\n"), "the journal ends in a torn line"
+    return [json.loads(line) for line in data.splitlines()]
+
+
+def load(storage: str, name: str = "ft") -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=open_storage(storage))
+
+
+def finished_study(tmp_path: Path, tmp_path_factory, n_trials: int = 2, **kw) -> tuple[Path, str, str]:
+    """A finished tiny study in tmp_path; (study file, storage URL, tracking URI)."""
+    uri = sqlite_tracking(tmp_path_factory, tmp_path / "mlflow.db")
+    storage = f"journal:{tmp_path / 'optuna.journal'}"
+    path = write_study(tmp_path, storage=storage, tracking_uri=uri, cache_dir=str(tmp_path / "cache"),
+                       n_trials=n_trials, search={"prune_rate": {"low": 0.2, "high": 0.5}, "rewind_iter": 0,
+                                                  "rounds": 1}, **kw)
+    assert cli.main(["run", str(path), "--quiet"]) == 0
+    return path, storage, uri
+
+
+def values(study: optuna.Study) -> dict[int, list[float]]:
+    return {t.number: t.values for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE}
+
+
+# --------------------------------------------------------------------------- the journal
+
+
+@pytest.mark.parametrize("damage", [b'{"op_code":6,"worker_id":"a-1","trial_id":1,"sta', b"garbage\n"],
+                         ids=["torn record", "garbage line"])
+def test_a_damaged_journal_tail_is_set_aside_with_one_warning_and_every_complete_record_survives(
+        tmp_path: Path, tmp_path_factory, capsys, damage: bytes):
+    path, storage, _ = finished_study(tmp_path, tmp_path_factory)
+    journal = tmp_path / "optuna.journal"
+    before, intact = values(load(storage)), journal.read_bytes()
+    capsys.readouterr()
+    with open(journal, "ab") as f:
+        f.write(damage)  # a writer killed mid-write, or a full disk
+
+    assert cli.main(["pareto", str(path)]) == 0
+    err = capsys.readouterr().err
+    (line,) = [line for line in err.splitlines() if line]
+    assert line.startswith("ltstudy pareto: warning: storage journal") and "set them aside in" in line
+    assert journal.read_bytes() == intact  # exactly the damage is gone
+    (aside,) = tmp_path.glob("optuna.journal.torn-*")
+    assert aside.read_bytes() == damage
+
+    assert cli.main(["run", str(path), "--more", "1", "--quiet"]) == 0  # and the study goes on
+    after = values(load(storage))
+    assert len(after) == 3 and all(after[n] == v for n, v in before.items())
+    journal_records(journal)
+
+
+def test_no_record_is_ever_appended_to_a_torn_line(tmp_path: Path):
+    """Another writer torn mid-write while this process holds the study open: the next append cuts it first."""
+    from ltstudy.study.journal import JournalWarning
+
+    storage = f"journal:{tmp_path / 'o.journal'}"
+    study = optuna.create_study(study_name="s", storage=open_storage(storage))
+    study.set_user_attr("a", 1)
+    with open(tmp_path / "o.journal", "ab") as f:
+        f.write(b'{"op_code":1,"worker_id":"x-1","study_id":0,"user_')
+    with pytest.warns(JournalWarning, match="torn record"):
+        study.set_user_attr("b", 2)
+    journal_records(tmp_path / "o.journal")
+    assert load(storage, "s").user_attrs == {"a": 1, "b": 2}
+
+
+def test_damage_in_the_middle_is_refused_in_one_line_and_repair_keeps_every_readable_record(
+        tmp_path: Path, tmp_path_factory, capsys):
+    """The damage Optuna's own writer leaves: a record glued onto a torn one, with records after it."""
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    path, storage, _ = finished_study(tmp_path, tmp_path_factory)
+    journal = tmp_path / "optuna.journal"
+    with open(journal, "ab") as f:
+        f.write(b'{"op_code":6,"worker_id":"a-1","trial_id":1,"sta')  # torn...
+    plain = optuna.load_study(study_name="ft", storage=JournalStorage(JournalFileBackend(str(journal))))
+    plain.set_user_attr("written_after_the_tear", True)  # ...then Optuna's backend glues this record onto it
+    with pytest.raises(ValueError):  # and from the next record on, it cannot read its own file
+        plain.set_user_attr("and_one_more", True)
+    capsys.readouterr()
+
+    assert cli.main(["pareto", str(path)]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("ltstudy pareto: error: storage journal") and "damaged at line" in line
+    assert "ltstudy repair" in line
+
+    assert cli.main(["repair", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "set aside 1 damaged line and kept every readable record" in out
+    assert len(list(tmp_path.glob("optuna.journal.backup-*"))) == 1
+    attrs = load(storage).user_attrs
+    assert attrs["written_after_the_tear"] is True and attrs["and_one_more"] is True  # the glued record recovered
+    assert len(values(load(storage))) == 2
+    journal_records(journal)
+
+
+# --------------------------------------------------------------------------- processes starting together
+
+
+def test_runs_started_together_on_a_new_folder_make_one_mlflow_store_and_one_parent_run(tmp_path: Path):
+    """(MLflow's schema migration used to race: alembic errors, a half-migrated mlflow.db, two parent runs.)"""
+    storage = f"journal:{tmp_path / 'optuna.journal'}"
+    uri = f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}"
+    path = write_study(tmp_path, storage=storage, tracking_uri=uri, n_trials=3, cache_dir=str(tmp_path / "cache"),
+                       search={"prune_rate": {"low": 0.2, "high": 0.5}, "rewind_iter": 0, "rounds": 1})
+    procs = [start(tmp_path, "run", str(path), "--quiet", tag=f"r{i}") for i in range(3)]
+    try:
+        codes = [p.wait(timeout=300) for p in procs]
+    finally:
+        for p in procs:
+            stop(p)
+    errs = [outputs(tmp_path, f"r{i}")[1] for i in range(3)]
+    assert codes == [0, 0, 0], errs
+    assert not [e for e in errs if "Traceback" in e or "alembic" in e.lower()]
+    study = load(storage)
+    assert len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) >= 3
+    runs = Runs.of(uri, "ft")
+    assert [r.info.run_id for r in runs.parents] == [study.user_attrs[PARENT_ATTR]]
+    assert {r.data.tags["mlflow.parentRunId"] for r in runs.children} == {study.user_attrs[PARENT_ATTR]}
+    assert runs.running() == []
+
+
+# --------------------------------------------------------------------------- the MLflow server dies
+
+
+def test_a_dead_mlflow_server_stops_nothing_and_repair_logs_what_it_missed(tmp_path: Path):
+    port = free_port()
+    store, artifacts = f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "artifacts"
+    uri = f"http://127.0.0.1:{port}"
+    server = mlflow_server.start(store, artifacts, port, tmp_path / "server.log")
+    storage = f"journal:{tmp_path / 'optuna.journal'}"
+    path = write_study(tmp_path, storage=storage, tracking_uri=uri, n_trials=4, cache_dir=str(tmp_path / "cache"),
+                       train={"iterations": 300, "eval_every": 50},
+                       search={"prune_rate": {"low": 0.2, "high": 0.5}, "rewind_iter": 0, "rounds": 2})
+    proc = start(tmp_path, "run", str(path), "--quiet", tag="run")
+    try:
+        def first_trial_logged() -> bool:
+            try:
+                return any(r.info.status == "FINISHED" for r in Runs.of(uri, "ft").children)
+            except Exception:  # (the experiment does not exist yet)
+                return False
+
+        wait_for(first_trial_logged, 180, "the first trial's MLflow run to finish", proc, interval=0.2)
+        server.kill()
+        server.wait(timeout=30)
+        code = proc.wait(timeout=300)
+    finally:
+        stop(proc)
+        stop(server)
+    _, err = outputs(tmp_path, "run")
+    assert code == 0, err
+    assert "Traceback" not in err
+    (line,) = [line for line in err.splitlines() if "MLflow at" in line]
+    assert line.startswith(f"ltstudy: warning: MLflow at {uri} failed") and "ltstudy repair" in line
+    assert len(load(storage).get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) == 4  # training went on
+
+    server = mlflow_server.start(store, artifacts, port, tmp_path / "server.log")
+    try:
+        done = run(tmp_path, "repair", str(path), timeout=180)
+        assert done.returncode == 0, done.stderr
+        runs = Runs.of(uri, "ft")
+        assert runs.running() == []  # the parent's run too
+        assert len(runs.children) == 4
+        for child in runs.children:
+            assert runs.steps(child.info.run_id) == [0, 1, 2]  # every round, each once
+            assert child.data.tags["state"] == "COMPLETE"
+    finally:
+        stop(server)
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+def test_a_postgresql_restart_under_two_workers_loses_no_trial(tmp_path: Path, pg: PgServer):
+    storage, uri = pg.create_database("optuna"), f"sqlite:///{tmp_path / 'mlflow.db'}"
+    path = write_study(tmp_path, n_trials=4, train={"iterations": 1000, "eval_every": 250},
+                       search={"prune_rate": {"low": 0.2, "high": 0.5}, "rewind_iter": 0, "rounds": 2})
+    assert run(tmp_path, "run", str(path), "--storage", storage, "--tracking-uri", uri, "--n-trials", "0",
+               "--quiet").returncode == 0
+    common = ["--storage", storage, "--tracking-uri", uri, "--quiet", "--no-cache"]
+    procs = [start(tmp_path, "worker", str(path), *common, tag=f"w{i}") for i in range(2)]
+    try:
+        study = load(storage)
+        wait_for(lambda: len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))) == 2, 180,
+                 "two running trials", procs[0], interval=0.2)
+        pg.restart()
+        codes = [p.wait(timeout=300) for p in procs]
+    finally:
+        for p in procs:
+            stop(p)
+    errs = [outputs(tmp_path, f"w{i}")[1] for i in range(2)]
+    assert codes == [0, 0], errs
+    assert not [e for e in errs if "Traceback" in e]
+    trials = load(storage).get_trials(deepcopy=False)
+    assert len([t for t in trials if t.state == TrialState.COMPLETE]) >= 4
+    assert [t.number for t in trials if t.state == TrialState.RUNNING] == []
+
+
+def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_failed_after_the_grace_period(
+        tmp_path: Path, pg: PgServer, capsys):
+    storage, uri = pg.create_database("optuna"), f"sqlite:///{tmp_path / 'mlflow.db'}"
+    grace = 5
+    path = write_study(tmp_path, storage=storage, tracking_uri=uri, heartbeat_interval=1, grace_period=grace)
+    assert cli.main(["run", str(path), "--n-trials", "0", "--quiet"]) == 0
+    orphan = load(storage).ask({"prune_rate": optuna.distributions.CategoricalDistribution([0.2, 0.5])})
+    # (asked and never registered: no owner, no heartbeat row, which Optuna's own sweep never fails)
+    assert cli.main(["repair", str(path)]) == 0
+    if time.time() - orphan.datetime_start.timestamp() < grace:  # (unless the machine stalled that long)
+        assert load(storage).trials[orphan.number].state == TrialState.RUNNING  # younger than the grace period
+    wait_for(lambda: time.time() - orphan.datetime_start.timestamp() > grace + 0.5, 30, "the grace period")
+    capsys.readouterr()
+    assert cli.main(["repair", str(path)]) == 0
+    assert "failed 1 stale trial (re-queued for a worker)" in capsys.readouterr().out
+    trials = load(storage).trials
+    assert trials[orphan.number].state == TrialState.FAIL
+    assert "never registered" in trials[orphan.number].user_attrs["fail_reason"]
+    assert [t.params for t in trials if t.state == TrialState.WAITING] == [orphan.params]
+
+
+def test_a_trial_whose_worker_process_is_gone_is_failed_at_once_and_a_live_one_is_spared(
+        tmp_path: Path, tmp_path_factory, capsys):
+    path, storage, _ = finished_study(tmp_path, tmp_path_factory, n_trials=0)
+    from ltstudy.study.owners import _start_time
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    alive = subprocess.Popen(["sleep", "120"])
+    study = load(storage)
+    dead, live = study.ask(), study.ask()
+    host = socket.gethostname()
+    dead.set_user_attr(OWNER_ATTR, f"{host}:{gone.pid}:")
+    live.set_user_attr(OWNER_ATTR, f"{host}:{alive.pid}:{_start_time(alive.pid)}")
+    capsys.readouterr()
+    try:
+        assert cli.main(["repair", str(path)]) == 0
+    finally:
+        alive.kill()
+        alive.wait()
+    trials = load(storage).trials
+    assert trials[dead.number].state == TrialState.FAIL and "died" in trials[dead.number].user_attrs["fail_reason"]
+    assert trials[live.number].state == TrialState.RUNNING
+    (requeued,) = [t for t in trials if t.state == TrialState.WAITING]
+    assert OWNER_ATTR not in requeued.user_attrs  # the retry gets its own owner when it is picked up
+
+
+# --------------------------------------------------------------------------- SIGKILL to the parent
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                stat = (proc / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                kids.append(int(proc.name))
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_workers_die_with_a_killed_parent_and_the_next_run_finishes_the_study(tmp_path: Path, tmp_path_factory):
+    uri = sqlite_tracking(tmp_path_factory, tmp_path / "mlflow.db")
+    storage = f"journal:{tmp_path / 'optuna.journal'}"
+    path = write_study(tmp_path, storage=storage, tracking_uri=uri, cache_dir=str(tmp_path / "cache"), n_trials=2,
+                       train=LONG, search={"prune_rate": [0.2, 0.5], "rewind_iter": 20, "rounds": 2})
+    proc = start(tmp_path, "run", str(path), "--jobs", "2", "--quiet", tag="run")
+    try:
+        wait_for(lambda: (tmp_path / "optuna.journal").exists() and len(
+            load(storage).get_trials(deepcopy=False, states=(TrialState.RUNNING,))) == 2, 180,
+            "two running trials", proc, interval=0.2)
+        workers = [w for w in _children(proc.pid) if _alive(w)]
+        assert len(workers) >= 2
+        proc.kill()  # SIGKILL: the parent cannot forward anything
+        proc.wait(timeout=30)
+        wait_for(lambda: not [w for w in workers if _alive(w)], 90, "the workers to stop")
+    finally:
+        stop(proc)
+    trials = load(storage).get_trials(deepcopy=False)
+    assert sorted(t.state.name for t in trials) == ["FAIL", "FAIL", "WAITING", "WAITING"]
+    again = run(tmp_path, "run", str(path), "--quiet", timeout=300)
+    assert again.returncode == 0, again.stderr
+    trials = load(storage).get_trials(deepcopy=False)
+    assert len([t for t in trials if t.state == TrialState.COMPLETE]) == 2  # n_trials, not more
+    runs = Runs.of(uri, "ft")
+    assert runs.running() == [] and [r.info.status for r in runs.parents] == ["FINISHED"]
+
+
+# --------------------------------------------------------------------------- a full disk
+
+
+class _FullDisk:
+    """An `os` module whose fsync fails as a full disk does (ENOSPC), for the one module it replaces."""
+
+    def __init__(self, real, after: int = 0):
+        self._real, self.left = real, after
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+    def fsync(self, fd):
+        if self.left <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.left -= 1
+        return self._real.fsync(fd)
+
+
+def test_a_full_disk_under_the_cache_stops_the_run_with_one_line_naming_it(tmp_path: Path, tmp_path_factory,
+                                                                           monkeypatch, capsys):
+    import ltstudy.engine.cache as cache_module
+
+    uri = sqlite_tracking(tmp_path_factory, tmp_path / "mlflow.db")
+    storage = f"journal:{tmp_path / 'optuna.journal'}"
+    path = write_study(tmp_path, storage=storage, tracking_uri=uri, cache_dir=str(tmp_path / "cache"), n_trials=3)
+    monkeypatch.setattr(cache_module, "os", _FullDisk(os))
+    assert cli.main(["run", str(path), "--quiet"]) == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line == (f"ltstudy run: no space left on the device under the training cache {tmp_path / 'cache'}; free "
+                    "some space (or point it elsewhere) and run the same command again: finished trials are kept, "
+                    "interrupted ones are queued again")
+    (failed, queued) = load(storage).get_trials(deepcopy=False)
+    assert failed.state == TrialState.FAIL and failed.user_attrs["fail_reason"].startswith("no space left")
+    assert queued.state == TrialState.WAITING and queued.params == failed.params
+    assert Runs.of(uri, "ft").running() == []
+    monkeypatch.undo()
+    assert cli.main(["run", str(path), "--quiet"]) == 0  # space again: the study finishes
+
+
+def test_a_full_disk_under_the_journal_leaves_it_whole(tmp_path: Path, tmp_path_factory, monkeypatch, capsys):
+    import ltstudy.study.journal as journal_module
+
+    path, storage, _ = finished_study(tmp_path, tmp_path_factory, n_trials=1)
+    journal = tmp_path / "optuna.journal"
+    monkeypatch.setattr(journal_module, "os", _FullDisk(os, after=3))
+    assert cli.main(["run", str(path), "--more", "1", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert f"no space left on the device under the storage journal {journal}" in err
+    assert "Traceback" not in err
+    journal_records(journal)  # no torn line: the failed write was cut back
+    monkeypatch.undo()
+    assert cli.main(["repair", str(path)]) == 0
+    assert cli.main(["run", str(path), "--more", "1", "--quiet"]) == 0
+    assert len(values(load(storage))) == 2
+
+
+def test_a_full_disk_under_the_mlflow_store_is_one_warning_and_repair_fills_the_gap(tmp_path: Path,
+                                                                                   tmp_path_factory, monkeypatch,
+                                                                                   capsys):
+    import sqlite3
+
+    from ltstudy.study.tracking import Tracker
+
+    uri = sqlite_tracking(tmp_path_factory, tmp_path / "mlflow.db")
+    storage = f"journal:{tmp_path / 'optuna.journal'}"
+    path = write_study(tmp_path, storage=storage, tracking_uri=uri, cache_dir=str(tmp_path / "cache"), n_trials=2)
+    real = Tracker.log_metrics
+
+    def full(self, run_id, metrics, step=0):
+        if "val_accuracy" in metrics and step >= 1:
+            raise sqlite3.OperationalError("database or disk is full")
+        return real(self, run_id, metrics, step)
+
+    monkeypatch.setattr(Tracker, "log_metrics", full)
+    assert cli.main(["run", str(path), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    (line,) = [line for line in err.splitlines() if line]
+    assert line.startswith(f"ltstudy: warning: MLflow at {uri} failed (OperationalError: database or disk is full)")
+    assert len(values(load(storage))) == 2  # training went on
+    monkeypatch.undo()
+    assert cli.main(["repair", str(path)]) == 0
+    runs = Runs.of(uri, "ft")
+    assert runs.running() == [] and len(runs.children) == 2
+    assert all(runs.steps(r.info.run_id) == [0, 1] for r in runs.children)
+
+
+# --------------------------------------------------------------------------- a stop signal at any point
+
+
+def _signal_after(monkeypatch, target, name: str, before: bool = False, times: int = 1):
+    """Replace target.name with a call that SIGTERMs this process just after (or before) the real one."""
+    real = getattr(target, name)
+    calls = {"n": 0}
+
+    def wrapped(*args, **kwargs):
+        calls["n"] += 1
+        fire = calls["n"] == times
+        if fire and before:
+            os.kill(os.getpid(), signal.SIGTERM)
+        result = real(*args, **kwargs)
+        if fire and not before:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return result
+
+    monkeypatch.setattr(target, name, wrapped)
+
+
+def _points():
+    from ltstudy.engine import round_protocol
+    from ltstudy.study import loop, optuna_api, trial
+    from ltstudy.study.mlflow_logging import StudyLog
+
+    return {
+        "just asked": (optuna_api, "ask", False, 1),
+        "owner recorded": (loop, "register", False, 1),
+        "run opened": (StudyLog, "start_trial", False, 1),
+        "parameters logged": (StudyLog, "dataset", False, 1),
+        "first evaluation": (round_protocol, "evaluate", False, 1),
+        "dense round done": (trial.TrialRun, "on_round", False, 1),
+        "while telling": (loop, "_tell", True, 1),
+        "told": (StudyLog, "after_trial", False, 1),
+    }
+
+
+@pytest.mark.parametrize("point", list(_points()))
+def test_a_stop_signal_at_any_point_of_a_trials_life_leaves_nothing_running(tmp_path: Path, tmp_path_factory,
+                                                                           monkeypatch, capsys, point: str):
+    """(A worker stopped between asking for its trial and starting it used to leave the trial RUNNING.)"""
+    uri = sqlite_tracking(tmp_path_factory, tmp_path / "mlflow.db")
+    storage = f"journal:{tmp_path / 'optuna.journal'}"
+    path = write_study(tmp_path, storage=storage, tracking_uri=uri, cache_dir=str(tmp_path / "cache"), n_trials=2,
+                       search={"prune_rate": {"low": 0.2, "high": 0.5}, "rewind_iter": 0, "rounds": 1})
+    target, name, before, times = _points()[point]
+    _signal_after(monkeypatch, target, name, before, times)
+    assert cli.main(["run", str(path), "--quiet"]) == 130
+    trials = load(storage).get_trials(deepcopy=False)
+    assert [t.number for t in trials if t.state == TrialState.RUNNING] == []
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    queued = [t for t in trials if t.state == TrialState.WAITING]
+    if point in ("while telling", "told"):  # the tell is never cut in two: the trial is complete
+        assert [t.state for t in trials] == [TrialState.COMPLETE]
+    else:
+        assert len(failed) == 1 and failed[0].user_attrs.get("fail_reason", "interrupted") == "interrupted"
+        assert [t.params for t in queued] == [failed[0].params]  # queued again, once
+    runs = Runs.of(uri, "ft")
+    assert runs.running() == []
+    assert [r.info.status for r in runs.parents] == ["KILLED"]
+    assert "Traceback" not in capsys.readouterr().err
