@@ -77,6 +77,11 @@ def finished_study(tmp_path: Path, tmp_path_factory, n_trials: int = 2, **kw) ->
     return path, storage, uri
 
 
+def queued_params(trial) -> dict:
+    """The settings a WAITING (queued) trial will run with (Optuna sets its params only when it starts)."""
+    return trial.params or trial.system_attrs.get("fixed_params", {})
+
+
 def values(study: optuna.Study) -> dict[int, list[float]]:
     return {t.number: t.values for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE}
 
@@ -275,7 +280,7 @@ def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_failed_after_th
     trials = load(storage).trials
     assert trials[orphan.number].state == TrialState.FAIL
     assert "never registered" in trials[orphan.number].user_attrs["fail_reason"]
-    assert [t.params for t in trials if t.state == TrialState.WAITING] == [orphan.params]
+    assert [queued_params(t) for t in trials if t.state == TrialState.WAITING] == [orphan.params]
 
 
 def test_a_trial_whose_worker_process_is_gone_is_failed_at_once_and_a_live_one_is_spared(
@@ -341,7 +346,10 @@ def test_workers_die_with_a_killed_parent_and_the_next_run_finishes_the_study(tm
         assert len(workers) >= 2
         proc.kill()  # SIGKILL: the parent cannot forward anything
         proc.wait(timeout=30)
-        wait_for(lambda: not [w for w in workers if _alive(w)], 90, "the workers to stop")
+        try:
+            wait_for(lambda: not [w for w in workers if _alive(w)], 90, "the workers to stop")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; their output: {outputs(tmp_path, 'run')}") from None
     finally:
         stop(proc)
     trials = load(storage).get_trials(deepcopy=False)
@@ -388,7 +396,7 @@ def test_a_full_disk_under_the_cache_stops_the_run_with_one_line_naming_it(tmp_p
                     "interrupted ones are queued again")
     (failed, queued) = load(storage).get_trials(deepcopy=False)
     assert failed.state == TrialState.FAIL and failed.user_attrs["fail_reason"].startswith("no space left")
-    assert queued.state == TrialState.WAITING and queued.params == failed.params
+    assert queued.state == TrialState.WAITING and queued_params(queued) == failed.params
     assert Runs.of(uri, "ft").running() == []
     monkeypatch.undo()
     assert cli.main(["run", str(path), "--quiet"]) == 0  # space again: the study finishes
@@ -498,7 +506,7 @@ def test_a_stop_signal_at_any_point_of_a_trials_life_leaves_nothing_running(tmp_
         assert [t.state for t in trials] == [TrialState.COMPLETE]
     else:
         assert len(failed) == 1 and failed[0].user_attrs.get("fail_reason", "interrupted") == "interrupted"
-        assert [t.params for t in queued] == [failed[0].params]  # queued again, once
+        assert [queued_params(t) for t in queued] == [failed[0].params]  # queued again, once
     runs = Runs.of(uri, "ft")
     assert runs.running() == []
     assert [r.info.status for r in runs.parents] == ["KILLED"]

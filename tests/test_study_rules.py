@@ -12,7 +12,6 @@ import pytest
 from optuna.trial import TrialState
 
 from ltstudy.study import trial as trial_module
-from ltstudy.study.frontier import pareto_trials
 from ltstudy.study.sampling import setting_key
 from tests.study_helpers import Stores, experiment_runs, run_quiet, seeded_stores, write_study
 

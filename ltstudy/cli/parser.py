@@ -89,8 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = study_parser("run", "run (or continue) an Optuna study of ticket searches",
                        "Run the study in STUDY.toml: each Optuna trial picks p, k, scope and re-init from [search], "
                        "runs a ticket search per replicate seed and logs every round to MLflow. Running it again "
-                       "continues the same study: finished trials are kept and only the missing ones run (--n-trials sets the "
-                       "total, --more adds to it).")
+                       "continues the same study: finished trials are kept and only the missing ones run "
+                       "(--n-trials sets the total, --more adds to it).")
     run.add_argument("--n-trials", type=int, metavar="N", help="the study's total of finished trials (default: "
                      "[study].n_trials); running again completes what is missing")
     run.add_argument("--more", type=int, metavar="N", help="run N trials beyond those already finished")
@@ -149,8 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
         "One row per combination of ALL searched settings (and any other setting that differs between trials): "
         "the --by settings are compared, the others are shown as context, and tickets are never averaged with "
         "their controls ([study] controls): each control is a row of its own, and a table gives each ticket "
-        "minus its control at the same densities. A setting searched as a range is binned (--bins). n counts (setting combination, seed) curves: a trial with "
-        "several seeds gives several curves, two trials with the same settings and seed give one. Per row: ticket "
+        "minus its control at the same densities. A setting searched as a range is binned (--bins). n counts "
+        "(setting combination, seed) curves: a trial with several seeds gives several curves, two trials with "
+        "the same settings and seed give one. Per row: ticket "
         "sparsity computed per curve and averaged (as the objective), ticket accuracy, accuracy at 100%, 50%, "
         "20%, 10%, 5%, 2%, 1% density (those the study reaches) and at --density, each interpolated linearly "
         "in log density within each curve (never extrapolated), and training iterations; mean ± sample std (n), "

@@ -92,13 +92,13 @@ def run_trials(study: optuna.Study, storage, ctx: TrialContext, *, budget: int |
                 with deferred():
                     attempt = _Attempt(study, storage)
                     attempts.append(attempt)
+                    report.told.append(attempt.trial.number)
                 attempt.run = TrialRun(ctx, attempt.trial)
                 early = attempt.run.begin()  # (an Outcome when the trial ends before any training)
             except BaseException as exc:
                 if attempt is not None:
                     attempt.abandon(exc)
                 raise
-            report.told.append(attempt.trial.number)
             if early is not None:  # it ended while starting (e.g. the tracking store failed)
                 ended(attempt.tell(early))
                 continue

@@ -255,14 +255,20 @@ class StudyLog:
         exp_id, parent = study.user_attrs.get(EXPERIMENT_ATTR), study.user_attrs.get(PARENT_ATTR)
         if not exp_id or not parent:
             return 0
-        states = {t.number: t.state.name for t in study.get_trials(deepcopy=False)}
+        trials = {t.number: t for t in study.get_trials(deepcopy=False)}
         closed = 0
         for run in self.tracker.child_runs(exp_id, parent, status="RUNNING"):
             number = run.data.tags.get("optuna.trial")
-            state = states.get(int(number)) if number and number.isdigit() else None
-            if state != "RUNNING":
+            trial = trials.get(int(number)) if number and number.isdigit() else None
+            state = trial.state.name if trial is not None else None
+            if state == "RUNNING":
+                continue
+            if state in ("COMPLETE", "PRUNED"):  # it finished; only MLflow missed the end (it was away)
+                self.end_trial(run.info.run_id, "DIVERGED" if trial.user_attrs.get("diverged") else state,
+                               "closed as Optuna recorded it (MLflow missed the end)")
+            else:
                 self.end_trial(run.info.run_id, "FAIL", "worker stopped before the trial finished")
-                closed += 1
+            closed += 1
         return closed
 
     # ------------------------------------------------------------------ rebuilding MLflow from Optuna
@@ -296,16 +302,17 @@ class StudyLog:
             if not run_id or not self._exists(run_id):
                 run_id = by_number.get(t.number)
             seeds = t.user_attrs.get("seeds") or [cfg.study.seed]
+            tcfg = cfg.trial_config(t.params, seeds[0])
             if run_id is None:
-                tcfg = cfg.trial_config(t.params, seeds[0])
                 run_id = self.tracker.start_run(
                     exp_id, f"trial-{t.number}", parent_run_id=parent,
                     tags={"optuna.study": study.study_name, "optuna.trial": t.number, "state": "RUNNING",
                           "kind": t.user_attrs.get("kind", "ticket"), "config_hash": tcfg.hash(),
                           "rebuilt_from_optuna": "true", **{f"search.{k}": v for k, v in t.params.items()}})
+                counts["runs_created"] += 1
+            if "seeds" not in self.tracker.client.get_run(run_id).data.params:  # (MLflow was away when it began)
                 self.tracker.log_params(run_id, {**flatten(tcfg.to_dict()), "seeds": seeds,
                                                  "replicates": len(seeds), "epsilon": cfg.study.epsilon})
-                counts["runs_created"] += 1
             counts["rounds_logged"] += self._sync_rounds(run_id, t, seeds)
             if self.tracker.run_status(run_id) == "RUNNING":
                 self._close_as_optuna_says(run_id, t, cfg)

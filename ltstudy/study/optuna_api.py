@@ -6,6 +6,10 @@
   storage id through the public `get_trial_id_from_study_id_trial_number`.
   Optuna warns on every `ask()` of a heartbeat storage outside `optimize`;
   `ask` silences exactly that warning for that call.
+- Whether a trial has a heartbeat row at all (`heartbeat_recorded`): Optuna's
+  stale-trial sweep skips a RUNNING trial that never sent one, forever, and
+  has no public call that tells; owners.py needs to know, so it reads the
+  storage's heartbeat table.
 """
 
 from __future__ import annotations
@@ -81,6 +85,19 @@ class Heartbeat:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def heartbeat_recorded(storage, tid: int) -> bool | None:
+    """Whether an RDB storage with heartbeats holds a heartbeat for the trial; None for any other storage."""
+    if heartbeat_interval(storage) is None or not hasattr(storage, "scoped_session"):
+        return None
+    from optuna.storages._rdb import models
+
+    session = storage.scoped_session()
+    try:
+        return models.TrialHeartbeatModel.where_trial_id(tid, session) is not None
+    finally:
+        session.close()
 
 
 def fail_stale_trials(study: optuna.Study) -> None:

@@ -5,13 +5,13 @@ between asking for a trial and its first heartbeat leaves the trial RUNNING
 forever. So every trial records its owner (`worker` = host:pid:start-time)
 right after it is asked for, and `sweep_dead_owners` fails, then re-queues,
 any RUNNING trial whose owner is a process of this machine that no longer
-exists, or that never recorded an owner and is older than the grace period.
+exists, or that never recorded an owner (nor, on an RDB storage, a
+heartbeat) and is older than the grace period.
 The start time guards against a recycled pid.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import os
 import socket
@@ -22,7 +22,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 from .attrs import OWNER_ATTR
-from .optuna_api import trial_id
+from .optuna_api import heartbeat_recorded, trial_id
 
 
 def _start_time(pid: int) -> str | None:
@@ -94,15 +94,16 @@ def sweep_dead_owners(study: optuna.Study, storage, grace: float) -> list[int]:
             started = t.datetime_start
             if started is None or (now - started).total_seconds() < grace:
                 continue
+            if heartbeat_recorded(storage, trial_id(storage, study, t.number)):
+                continue  # (its heartbeats decide: Optuna's own sweep)
             reason = f"its worker never registered and it is older than the grace period ({grace:g} s)"
         tid = trial_id(storage, study, t.number)
         try:
+            storage.set_trial_user_attr(tid, "fail_reason", reason)  # (before: a finished trial's attrs are frozen)
             if not storage.set_trial_state_values(tid, TrialState.FAIL):
                 continue
         except UpdateFinishedTrialError:  # another process closed it a moment ago
             continue
-        with contextlib.suppress(Exception):
-            storage.set_trial_user_attr(tid, "fail_reason", reason)
         requeue(study, t)
         swept.append(t.number)
     return swept

@@ -44,6 +44,7 @@ from .mlflow_logging import StudyLog
 from .objectives.base import trial_value
 from .owners import requeue
 from .sampling import suggest
+from .signals import deferred
 
 
 def _retried_number(trial: optuna.Trial) -> int | None:
@@ -114,8 +115,9 @@ class TrialRun:
             trial.set_user_attr("controls", {name: control_kind(first, name) for name in self.controls})
         trial.set_user_attr("params_all", {k: _plain(v) for k, v in _settings(first).items()})
         trial.set_user_attr(LINEAGE_ATTR, lineage)
-        self.run_id = self.log.start_trial(self.ctx.experiment_id, self.ctx.parent_run_id, trial, self.kind,
-                                           first.hash(), self.values, retry_of)
+        with deferred():  # (a stop between creating the run and keeping its id would leave the run RUNNING)
+            self.run_id = self.log.start_trial(self.ctx.experiment_id, self.ctx.parent_run_id, trial, self.kind,
+                                               first.hash(), self.values, retry_of)
         try:
             # Rounds that an earlier run of this trial's lineage already logged are not logged again.
             self._logged = {key: self.log.logged_rounds(lineage, key) for key in self._step_keys()}

@@ -169,7 +169,11 @@ def repair_study(study: optuna.Study, storage, log: StudyLog, grace: float) -> t
 
 def repair_all(study: optuna.Study, storage, cfg: StudyConfig, log: StudyLog) -> dict[str, int]:
     """`ltstudy repair`: dead workers' trials failed (and re-queued), then MLflow rebuilt to match Optuna."""
-    failed, closed = repair_study(study, storage, log, cfg.study.grace_period)
-    counts = log.sync(study, cfg)
+    before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
+    fail_stale_trials(study)
+    sweep_dead_owners(study, storage, cfg.study.grace_period)
+    failed = len({t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))} - before)
+    counts = log.sync(study, cfg)  # (first: it closes each run as Optuna says, with its values)
+    closed = log.sweep_orphans(study)
     return {"trials_failed": failed, "runs_closed": closed + counts["runs_closed"],
             "runs_created": counts["runs_created"], "rounds_logged": counts["rounds_logged"]}
