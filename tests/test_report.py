@@ -278,9 +278,10 @@ def test_a_searched_range_of_p_is_binned_in_the_map(synthetic, monkeypatch):
     col, order = drawn[0]
     assert order["prune_rate"] == ["0.1–0.25", "0.25–0.4", "0.4–0.5", "0.5–0.6"]  # quantile bins of the 11 trials
     assert sorted({c.settings["prune_rate"] for c in col.curves}) == order["prune_rate"]
-    counts = [int(n) for n in re.findall(r"\(n=(\d+)\)", text.split("in 4 quantile bins: ")[1].split("<")[0])]
+    described = text.split("in 4 quantile bins of the ticket curves: ")[1].split("<")[0]
+    counts = [int(n) for n in re.findall(r"\(n=(\d+)\)", described)]
     assert len(counts) == 4 and sum(counts) == 11  # every trial in exactly one bin, each bin with its n
-    assert "prune_rate (searched as a range) in 4 quantile bins: 0.1–0.25 (n=" in text
+    assert "prune_rate (searched as a range) in 4 quantile bins of the ticket curves: 0.1–0.25 (n=" in text
 
     drawn.clear()
     build_report(study, cfg, density=0.25, n_bins=2)  # --bins 2
@@ -304,3 +305,81 @@ def test_a_single_best_setting_is_still_tested_against_the_runners_up(synthetic)
     assert [t.number for t in pareto_trials(study)] == [0]
     assert "vs p=0.2, k=0, scope=layerwise, reinit=rewind (not on the front, 25.0 ± 35.4 (2) %): " \
            "not distinguishable at n = 2 (p = 0.35)" in section
+
+
+# --------------------------------------------------------------------------- a range study, in a real browser
+
+RANGES = {"prune_rate": {"low": 0.1, "high": 0.6}, "rewind_iter": {"low": 0, "high": 40, "step": 10},
+          "scope": "layerwise", "rounds": 2}
+
+
+@pytest.fixture(scope="module")
+def range_page(tmp_path_factory):
+    """A 6-trial study over a float range of p and a stepped range of k, each ticket beside its control, and
+    what Chromium rendered of its report (1300 px wide)."""
+    root = tmp_path_factory.mktemp("ranges")
+    stores = Stores(root)
+    seed_mlflow_db(tmp_path_factory, stores.db)
+    path = write_study(root, stores, study={"sampler": "random", "n_trials": 6, "controls": ["random-reinit"]},
+                       search=RANGES)
+    with quiet_run(root):
+        assert cli.main(["run", str(path), "--quiet"]) == 0
+        assert cli.main(["report", str(path), "--out", "ranges.html"]) == 0
+    driver = chrome()
+    try:
+        driver.set_window_size(1300, 1000)
+        driver.get((root / "ranges.html").as_uri())
+        yield stores, (root / "ranges.html").read_text(), driver.execute_script("""
+            const cells = t => Array.from(t.querySelectorAll('tbody tr')).map(r =>
+                Array.from(r.cells).map(c => c.textContent));
+            return {
+              images: Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.alt]),
+              tables: Array.from(document.querySelectorAll('table')).map(t => ({
+                  id: t.id, headers: Array.from(t.querySelectorAll('th')).map(h => h.textContent),
+                  rows: cells(t), overflow: t.parentElement.scrollWidth - t.parentElement.clientWidth})),
+              sections: Array.from(document.querySelectorAll('h2')).map(h => {
+                  let n = h.nextElementSibling, imgs = 0, missing = 0;
+                  while (n && n.tagName !== 'H2') {
+                      imgs += n.querySelectorAll ? n.querySelectorAll('img').length + (n.tagName === 'IMG') : 0;
+                      missing += n.classList && n.classList.contains('missing') ? 1 : 0;
+                      n = n.nextElementSibling; }
+                  return [h.textContent, imgs, missing]; }),
+            };""")
+    finally:
+        driver.quit()
+
+
+def test_a_range_study_report_bins_every_range_and_every_image_decodes(range_page):
+    _, text, page = range_page
+    assert page["images"] and all(complete and width > 0 for complete, width, _ in page["images"])
+    (combos,) = [t for t in page["tables"] if t["id"] == "combinations"]
+    p_col = combos["headers"].index("prune_rate")
+    bins = {row[p_col] for row in combos["rows"]}
+    assert bins and all(re.fullmatch(r"\d(\.\d{1,3})?–\d(\.\d{1,3})?", b) for b in bins), bins  # "0.1–0.25"
+    counts = [int(n) for n in re.findall(r"\(n=(\d+)\)", text.split("prune_rate (searched as a range) in ")[1]
+                                                             .split("</")[0])]
+    assert sum(counts) == 6  # the six ticket curves, each in one bin
+
+
+def test_no_cell_of_a_range_study_report_shows_a_raw_float(range_page):
+    """(Tick labels and cells used to read 0.15913721293446662.)"""
+    _, _, page = range_page
+    for t in page["tables"]:
+        for row in t["rows"]:
+            for cell in row:
+                assert not re.search(r"\d\.\d{5,}", cell), (t["id"], cell)
+
+
+def test_every_table_of_a_range_study_report_fits_the_page(range_page):
+    _, _, page = range_page
+    assert [(t["id"], t["overflow"]) for t in page["tables"] if t["overflow"] > 0] == []
+
+
+def test_every_section_of_a_range_study_report_has_its_figure(range_page):
+    """(The "one setting at a time" sections of a range study were all empty.)"""
+    _, _, page = range_page
+    sections = {title: (imgs, missing) for title, imgs, missing in page["sections"]}
+    for title in ("Every ticket beside its controls", "Accuracy vs density, one setting at a time",
+                  "p × k: ticket sparsity and accuracy (tickets only)", "Density per layer"):
+        assert sections[title][0] >= 1, (title, sections[title])
+    assert sections["Accuracy vs density, one setting at a time"][1] == 0

@@ -300,12 +300,16 @@ def test_dashboard_serves_the_study_with_its_objective_names_and_stops_on_sigter
                                     timeout=10) as r:
             detail = json.loads(r.read())
         assert detail["objective_names"] == ["ticket_sparsity", "train_iterations"]  # not "0" and "1"
+        url = f"http://127.0.0.1:{port}/dashboard/studies/{study['study_id']}"  # the study's own page
+        with urllib.request.urlopen(url, timeout=10) as r:
+            assert r.status == 200
         assert _processes_mentioning(journal)
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
+    assert url in proc.stdout.read()  # printed: it opens on the study, not on the list of studies
     assert _processes_mentioning(journal) == []
     assert _port_is_free(port)
 
@@ -388,3 +392,50 @@ def test_commands_that_only_read_a_study_do_not_import_torch(done, command):
     stores, path = done
     code, heavy = _imported_after([command[0], str(path), *command[1:]], stores.root)
     assert code == 0 and "torch" not in heavy
+
+
+# --------------------------------------------------------------------------- a run whose output is a log file
+
+
+def test_a_run_in_a_log_prints_its_cost_a_line_per_round_and_the_answer_first(tmp_path, tmp_path_factory,
+                                                                            monkeypatch, capsys):
+    """Slurm, nohup, CI: stderr is not a terminal, so no bars; lines a researcher can tail instead."""
+    isolate(monkeypatch, tmp_path)
+    stores = Stores(tmp_path)
+    seed_mlflow_db(tmp_path_factory, stores.db)
+    path = write_study(tmp_path, stores, study={"n_trials": 2, "controls": ["random-reinit"]},
+                       search={"prune_rate": [0.2, 0.5], "rewind_iter": 0, "scope": "layerwise", "reinit": "rewind",
+                               "rounds": 2})
+    capsys.readouterr()  # (MLflow's own lines while the test made its template store)
+    code, out, err = main(capsys, "run", str(path))  # (no --quiet; capsys is not a tty)
+    assert code == 0
+    lines = err.splitlines()
+    # 2 trials x (3 ticket rounds + 2 control levels) x 60 iterations, said before anything trains
+    assert lines[0] == ("2 trials to run: each 1 search of up to 3 rounds × 60 iterations and 1 control beside "
+                        "each ticket: at most 600 training iterations (fewer where the cache holds shared rounds)")
+    rounds = [re.fullmatch(r"trial (\d) seed 0 round (\d) \((ticket|control random-reinit)\): density ([\d.]+), "
+                           r"val acc ([\d.]+), [\d.]+ s( \(from the cache\))?", line) for line in lines]
+    seen = sorted((int(m[1]), m[3], int(m[2])) for m in rounds if m)
+    assert seen == sorted((t, kind, r) for t in (0, 1) for kind, rs in (("ticket", (0, 1, 2)),
+                                                                      ("control random-reinit", (1, 2))) for r in rs)
+    assert lines.index(next(line for line in lines if line.startswith("the dense round took"))) == 2  # after round 0
+    study = stores.study()
+    for t in study.trials:  # each line's numbers are the trial's own
+        for r in t.user_attrs["rounds"]:
+            assert f"trial {t.number} seed 0 round {r['round']} (ticket): density {r['density']:.4f}, val acc " \
+                   f"{r['val_accuracy']:.4f}" in err
+        assert f"trial {t.number} COMPLETE: {t.values[0]:.4g}, {t.values[1]:.4g}" in lines
+    dense = study.trials[0].user_attrs["rounds"][0]
+    assert out.splitlines()[1] == (
+        f"dense network (round 0): validation accuracy {100 * dense['val_accuracy']:.1f} % (n = 1), test accuracy "
+        f"at early stop {100 * dense['test_accuracy_at_early_stop']:.1f} % (n = 1) (over the study's 1 distinct "
+        "dense network)")  # both trials share seed 0's dense network: one, not two
+    assert "vs random-reinit" in out and "cost of this run: 600 training iterations" in out
+    client = stores.client()
+    for t in study.trials:  # the control's levels beside the ticket's rounds, in the trial's own run
+        run_id = t.user_attrs["mlflow_run_id"]
+        (levels,) = t.user_attrs["controls_per_seed"]["random-reinit"]
+        history = {m.step: m.value for m in client.get_metric_history(run_id, "control/random-reinit/val_accuracy")}
+        assert history == {r["round"]: pytest.approx(r["val_accuracy"]) for r in levels[1:]}
+        densities = {m.step: m.value for m in client.get_metric_history(run_id, "control/random-reinit/density")}
+        assert densities == {r["round"]: pytest.approx(r["density"]) for r in t.user_attrs["rounds"][1:]}

@@ -156,6 +156,28 @@ def test_logged_densities_and_accuracies_match_the_trial_rounds(finished: Finish
         assert history[0] == 1.0 and history[1] < 1.0 and history[2] < history[1]
 
 
+def test_each_layer_s_density_is_a_metric_per_round_and_matches_the_masks(finished: Finished):
+    for t in finished.study.trials:
+        run_id = t.user_attrs["mlflow_run_id"]
+        for layer in ("fc1", "fc2", "fc3"):
+            history = {m.step: m.value for m in finished.client.get_metric_history(run_id, f"layer_density/{layer}")}
+            assert history == {r["round"]: pytest.approx(r["layer_density"][layer]) for r in t.user_attrs["rounds"]}
+        # the overall density is the layers' weighted by their sizes (LeNet-300-100 on 8x8 digits)
+        sizes = {"fc1": 64 * 300, "fc2": 300 * 100, "fc3": 100 * 10}
+        for r in t.user_attrs["rounds"]:
+            assert r["density"] == pytest.approx(sum(sizes[k] * d for k, d in r["layer_density"].items())
+                                                 / sum(sizes.values()))
+
+
+def test_each_trial_run_names_its_data_in_the_dataset_column(finished: Finished):
+    for run in finished.children:
+        (inp,) = finished.client.get_run(run.info.run_id).inputs.dataset_inputs
+        assert inp.dataset.name == "digits" and len(inp.dataset.digest) > 8
+        profile = json.loads(inp.dataset.profile)
+        assert profile["train"] + profile["validation"] + profile["test"] == 1797  # scikit-learn's digits
+        assert profile["classes"] == 10 and profile["input_shape"] == [1, 8, 8]
+
+
 def test_child_params_describe_the_whole_trial_config(finished: Finished):
     for t in finished.study.trials:
         params = run_of_trial(finished.children, t.number).data.params

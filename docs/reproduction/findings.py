@@ -34,10 +34,12 @@ def main(argv: list[str] | None = None) -> dict:
     study = optuna.load_study(study_name=cfg.study.name, storage=open_storage(cfg.study.storage))
     trials = [t for t in study.trials if t.state.name == "COMPLETE"]
 
-    def per_seed(reinit: str, mask: str, k: int, one_shot: bool, target: float) -> list[list[dict]]:
-        (t,) = [t for t in trials if t.params == {"reinit": reinit, "mask": mask, "rewind_iter": k,
-                                                  "one_shot": one_shot, "target_density": target}]
-        return t.user_attrs["rounds_per_seed"]
+    def per_seed(control: str | None, k: int, one_shot: bool, target: float) -> list[list[dict]]:
+        """The rounds of each seed of the ticket with these settings, or of one of its controls."""
+        (t,) = [t for t in trials if t.params == {"rewind_iter": k, "one_shot": one_shot, "target_density": target}]
+        if control is None:
+            return t.user_attrs["rounds_per_seed"]
+        return t.user_attrs["controls_per_seed"][control]  # (each starts at the ticket's dense round)
 
     def at(curves: list[list[dict]], density: float, key: str) -> list[float]:
         out = []
@@ -59,10 +61,10 @@ def main(argv: list[str] | None = None) -> dict:
         return {"mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else None,
                 "n": len(values)}
 
-    iterative = {name: per_seed(r, m, k, False, 0.036) for name, (r, m, k) in {
-        "ticket k=0": ("rewind", "magnitude", 0), "ticket k=100": ("rewind", "magnitude", 100),
-        "ticket k=1000": ("rewind", "magnitude", 1000), "random re-init": ("random", "magnitude", 0),
-        "random mask": ("rewind", "random", 0), "random re-init + mask": ("random", "random", 0)}.items()}
+    iterative = {name: per_seed(control, k, False, 0.036) for name, (control, k) in {
+        "ticket k=0": (None, 0), "ticket k=100": (None, 100), "ticket k=1000": (None, 1000),
+        "random re-init": ("random-reinit", 0), "random mask": ("random-mask", 0),
+        "random re-init + mask": ("random-both", 0)}.items()}
     dense = [rounds[0] for rounds in iterative["ticket k=0"]]
     result: dict = {"dense": {"test_accuracy_at_early_stop": summary([r["test_accuracy_at_early_stop"]
                                                                         for r in dense]),
@@ -77,7 +79,7 @@ def main(argv: list[str] | None = None) -> dict:
                          "val_accuracy": summary([v for _, v in closest(curves, d, "val_accuracy")]),
                          "early_stop_iteration": summary([v for _, v in closest(curves, d, "early_stop_iteration")]),
                          "start_test_accuracy": summary([v for _, v in closest(curves, d, "start_test_accuracy")])}
-        shot = per_seed("rewind", "magnitude", 0, True, d)
+        shot = per_seed(None, 0, True, d)
         row["one-shot ticket k=0"] = {
             "density": shot[0][-1]["density"],
             "test_accuracy_at_early_stop": summary([s[-1]["test_accuracy_at_early_stop"] for s in shot]),

@@ -71,6 +71,12 @@ def fmt(v: float) -> str:
     return f"{v:.4g}"
 
 
+def setting_text(v) -> str:
+    """A setting as a table shows it: a float from a searched range to 4 significant digits (0.4014, not
+    0.40138168803582197); anything else as it is. (The JSON outputs keep every digit.)"""
+    return fmt(v) if isinstance(v, float) else str(v)
+
+
 def state_counts(trials) -> str:
     """'3 COMPLETE, 1 FAIL'."""
     counts: dict[str, int] = {}

@@ -25,7 +25,7 @@ from ..study.session import load_existing
 from ..study.storage import check_storage, check_tracking_uri, open_storage, redact, sqlite_path, storage_exists
 from ..study.tables import format_table
 from ..study.tracking import Tracker
-from .common import check_bins, check_density, check_writable, fmt, load_study_file, settings_list
+from .common import check_bins, check_density, check_writable, fmt, load_study_file, setting_text, settings_list
 
 
 def read_study(args: argparse.Namespace):
@@ -46,15 +46,16 @@ def pareto(args: argparse.Namespace) -> int:
     print(f"Pareto-optimal trials of '{study.study_name}' ({len(best)} of {len(trials)}):")
     print(format_table(["trial", *names, *keys],
                        [[t.number, *[fmt(v) for v in t.values],
-                         *[str(t.user_attrs.get("params_all", {}).get(k, "")) for k in keys]] for t in best]))
+                         *[setting_text(t.user_attrs.get("params_all", {}).get(k, "")) for k in keys]]
+                        for t in best]))
     frontier = round_frontier(trials)
     print(f"\nRound-level frontier ({len(frontier)} non-dominated (density, val accuracy) points; "
           "test accuracy at the early-stop iteration and at the end of training alongside):")
     print(format_table(["density", "val_acc", "test_acc@es", "test_acc_end", "trial", "round", "p", "k", "scope",
                         "reinit"],
                        [[p["density"], p["val_accuracy"], _num(p["test_accuracy_at_early_stop"]),
-                         _num(p["test_accuracy"]), p["trial"], p["round"], str(p["prune_rate"]),
-                         str(p["rewind_iter"]), p["scope"], p["reinit"]] for p in frontier]))
+                         _num(p["test_accuracy"]), p["trial"], p["round"], setting_text(p["prune_rate"]),
+                         setting_text(p["rewind_iter"]), p["scope"], p["reinit"]] for p in frontier]))
     if args.json:
         doc = {"study": study.study_name, "objectives": names,
                "pareto_trials": [{"trial": t.number, "values": dict(zip(names, t.values, strict=False)),

@@ -7,7 +7,7 @@ from ..study.frontier import pareto_trials
 from ..study.stats import Stat
 from ..study.tables import format_table
 from ..study.trial_results import trial_curves
-from .common import fmt
+from .common import fmt, setting_text
 
 
 def duration_text(seconds: float) -> str:
@@ -30,10 +30,14 @@ def run_summary(study, cfg, new_trials) -> str:
     lines = []
     tickets = [c for t in trials for c in trial_curves(t) if c.kind == TICKET]
     if tickets:
-        val = Stat.of(c.rounds[0]["val_accuracy"] for c in tickets)
-        test = Stat.of(c.rounds[0].get("test_accuracy_at_early_stop") for c in tickets)
+        # Trials with the same seed and training settings share one dense network: count it once.
+        dense = {(c.seed, r["val_accuracy"], r.get("test_accuracy_at_early_stop")): r
+                 for c in tickets for r in c.rounds[:1]}.values()
+        val = Stat.of(r["val_accuracy"] for r in dense)
+        test = Stat.of(r.get("test_accuracy_at_early_stop") for r in dense)
         lines.append(f"dense network (round 0): validation accuracy {val.prose()}, test accuracy at early stop "
-                     f"{test.prose()} (mean ± std over the searches)")
+                     f"{test.prose()} (over the study's {len(dense)} distinct dense "
+                     f"{'network' if len(dense) == 1 else 'networks'})")
     best = pareto_trials(study)
     if best:
         keys = [k for k in cfg.searched] or ["prune_rate"]
@@ -43,7 +47,7 @@ def run_summary(study, cfg, new_trials) -> str:
             curves = trial_curves(t)
             own = [c for c in curves if c.kind == TICKET]
             picks = [ticket_round(c.rounds, eps) for c in own]
-            row = [t.number, *[fmt(v) for v in t.values], *[str(t.params.get(k, "")) for k in keys],
+            row = [t.number, *[fmt(v) for v in t.values], *[setting_text(t.params.get(k, "")) for k in keys],
                    f"{100 * sum(p['density'] for p in picks) / len(picks):.2f}%",
                    pct(sum(p["val_accuracy"] for p in picks) / len(picks)),
                    pct(sum(p.get("test_accuracy_at_early_stop", 0.0) for p in picks) / len(picks))]

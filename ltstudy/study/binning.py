@@ -70,9 +70,10 @@ class Bins:
         return self.labels[self.index(float(value))]
 
     def describe(self) -> str:
-        """'prune_rate (searched as a range) in 4 quantile bins: 0.10–0.19 (n=3), ...'."""
+        """'prune_rate (searched as a range) in 4 quantile bins of the ticket curves: 0.10–0.19 (n=3), ...'."""
         parts = ", ".join(f"{label} (n={n})" for label, n in zip(self.labels, self.counts, strict=True))
-        return f"{self.setting} (searched as a range) in {len(self.labels)} quantile bins: {parts}"
+        return (f"{self.setting} (searched as a range) in {len(self.labels)} quantile bins of the ticket curves: "
+                f"{parts}")
 
 
 def make_bins(setting: str, values: Sequence[float], n_bins: int = DEFAULT_BINS) -> Bins:

@@ -93,7 +93,8 @@ def compare(trials: Sequence, by: Sequence[str], epsilon: float, density: float 
     col = collect(trials, [*searched, *by])
     keys = [*by, *[k for k in col.keys if k not in by]]
     col.keys = keys
-    bins = ranges(col.curves, keys, n_bins)
+    # (bins and their n come from the tickets; each control shares its ticket's settings, so its bin)
+    bins = ranges([c for c in col.curves if c.kind == TICKET] or col.curves, keys, n_bins)
     col.curves = binned(col.curves, bins)
     context = keys[len(by):]
     grid = density_grid(col.curves, [density] if density else [])
@@ -150,7 +151,9 @@ def control_gaps(rows: Sequence[dict], keys: Sequence[str], grid: Sequence[float
 
 
 def row_label(row: Mapping[str, Any], names: Sequence[str]) -> str:
-    return ", ".join(f"{_short(k)}={row[k]}" for k in names)
+    """'p=0.2, k=100': a float from a searched range to 4 significant digits."""
+    return ", ".join(f"{_short(k)}={row[k]:.4g}" if isinstance(row[k], float) else f"{_short(k)}={row[k]}"
+                     for k in names)
 
 
 _SHORT = {"prune_rate": "p", "rewind_iter": "k"}

@@ -99,10 +99,20 @@ def _legend_outside(ax) -> None:
 
 
 def percent_axis(ax) -> None:
-    """Accuracies (stored as fractions) read in %, as in the tables."""
+    """Accuracies (stored as fractions) read in %, as in the tables; the axis stops at 100% (an error bar of
+    n = 2 reaches past it, which no accuracy can: its end is clipped, the mean and the other points stay
+    readable). Call it after drawing."""
     from matplotlib.ticker import PercentFormatter
 
     ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=None))
+    clamp_y(ax, 0.0, 1.0)
+
+
+def clamp_y(ax, low: float, high: float) -> None:
+    """Keep the y axis within what the quantity can take (plus a hair of margin)."""
+    lo, hi = ax.get_ylim()
+    pad = 0.01 * (min(hi, high) - max(lo, low))
+    ax.set_ylim(max(lo, low - pad), min(hi, high + pad))
 
 
 def draw_group(ax, curves: Sequence[Curve], key: str, label: str, color=None, band: bool = True,
@@ -427,6 +437,7 @@ def figure_range(curves: Sequence[Curve], setting: str, value: Callable[[Curve],
         ax.set_xscale("log")
     ax.set_xlabel(AXIS_NAMES.get(setting, setting) + " (searched as a range)")
     ax.set_ylabel(ylabel)
+    clamp_y(ax, 0.0, scale)  # (a fraction in %: 0..100)
     ax.grid(alpha=0.3)
     ax.yaxis.get_major_formatter().set_useOffset(False)
     _legend(ax, loc="best")
@@ -449,14 +460,25 @@ def figure_layers(curves: Sequence[Curve], title: str) -> bytes | None:
     xs = list(range(depth))
     for i, layer in enumerate(layers):
         ys = [sum(r[j]["layer_density"][layer] for r in rounds) / len(rounds) for j in xs]
-        ax.plot(xs, ys, marker="o", ms=3, label=layer, **{"color": _styles(i, TICKET)["color"]})
+        # (layers pruned at one rate lie on one line: shrinking, hollow markers keep each one visible)
+        ax.plot(xs, ys, marker="os^Dv<>"[i % 7], ms=max(3.0, 8.0 - 1.6 * i), mfc="none", lw=max(1.0, 2.6 - 0.5 * i),
+                label=layer, color=_styles(i, TICKET)["color"])
     ax.plot(xs, [sum(r[j]["density"] for r in rounds) / len(rounds) for j in xs], "k--", lw=1.2,
             label="whole network")
     ax.set_yscale("log")
+    from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
+
+    lowest = min(min(r[depth - 1]["layer_density"].values()) for r in rounds)
+    ticks = [d for d in READABLE_DENSITIES if d >= lowest / 2.5] or [1.0]
+    ax.yaxis.set_major_locator(FixedLocator(ticks))  # (in %, as the tables and the density axes are)
+    ax.set_yticklabels([density_label(d) for d in ticks])
+    ax.yaxis.set_minor_locator(NullLocator())
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.set_xticks(xs)
     ax.set_xlabel("round (0 = dense)")
     ax.set_ylabel("density: weights remaining (log scale)")
     ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3, which="both")
+    ax.grid(alpha=0.3)
     _legend_outside(ax)
     fig.tight_layout()
     return save(fig)

@@ -17,7 +17,7 @@ h1{font-size:1.6rem;margin-bottom:.2rem}h2{font-size:1.25rem;margin-top:2.2rem;b
 padding-bottom:.2rem}h3{font-size:1.05rem;margin-top:1.4rem}
 .meta{color:#555;font-size:.9rem}
 table{border-collapse:collapse;margin:.6rem 0 1rem;font-size:.8rem}
-th,td{border:1px solid #d5d5d5;padding:.25rem .5rem;text-align:left;vertical-align:top}td{white-space:nowrap}
+th,td{border:1px solid #d5d5d5;padding:.2rem .35rem;text-align:left;vertical-align:top}td{white-space:nowrap}
 th{background:#f3f3f3;white-space:normal;min-width:3.5rem}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 figure{margin:.8rem 0 1.4rem}figure img{max-width:100%;height:auto;border:1px solid #eee}
 figcaption{font-size:.85rem;color:#444;max-width:980px}
@@ -66,6 +66,11 @@ def fmt(v: float) -> str:
     return f"{v:.4g}"
 
 
+def setting(v: Any) -> str:
+    """A setting's value in a table: a float from a searched range to 4 significant digits, else as it is."""
+    return fmt(v) if isinstance(v, float) else str(v)
+
+
 def describe_param(p) -> tuple[str, str]:
     if p.choices is not None:
         return "choices", ", ".join(map(str, p.choices))
@@ -75,5 +80,8 @@ def describe_param(p) -> tuple[str, str]:
     return "fixed", str(p.fixed)
 
 
-def stat_cell(r: dict, name: str, scale: float = 100.0, digits: int = 1) -> str:
-    return Stat(r[name], r[f"{name}_std"], r[f"{name}_n"]).text(scale, digits)
+def stat_cell(r: dict, name: str, scale: float = 100.0, digits: int = 1, row_n: int | None = None) -> str:
+    """'59.0 ± 1.2 (3)'; with `row_n`, the n only where it differs from the row's (a density some curves
+    do not reach), so a wide table stays readable."""
+    n = r[f"{name}_n"]
+    return Stat(r[name], r[f"{name}_std"], n).text(scale, digits, show_n=row_n is None or n != row_n)

@@ -11,7 +11,7 @@ from ..curves import TICKET, density_label
 from ..frontier import round_frontier
 from ..stats import Stat, distinguishable_text, welch
 from ..trial_results import Curves, kind
-from .html import describe_param, e, figure, fmt, missing, pct, stat_cell, table
+from .html import describe_param, e, figure, fmt, missing, pct, setting, stat_cell, table
 
 COUNT_LABELS = {"complete": "finished (complete)", "pruned": "pruned or stopped early (rounds kept)",
                 "diverged": "diverged (counted, never averaged)", "failed": "failed",
@@ -68,7 +68,7 @@ def section_front(front: Sequence, names: Sequence[str], col: Curves, searched: 
     rows, attrs = [], []
     for t in sorted(front, key=lambda t: t.number):
         s = t.user_attrs.get("params_all", {})
-        rows.append([t.number, *[fmt(v) for v in t.values], *[s.get(k, "") for k in keys], kind(t),
+        rows.append([t.number, *[fmt(v) for v in t.values], *[setting(s.get(k, "")) for k in keys], kind(t),
                      len(t.user_attrs.get("seeds", []))])
         attrs.append(f' data-trial="{t.number}"')
     what = ("Optuna's Pareto-optimal trials (study.best_trials): no other trial is at least as good in every "
@@ -90,7 +90,7 @@ def section_frontier(trials: Sequence, col: Curves, eps: float) -> str:
         s = by_number[p["trial"]].user_attrs.get("params_all", {})
         rows.append([f"{p['density'] * 100:.2f}%", pct(p["val_accuracy"], 2),
                      pct(p.get("test_accuracy_at_early_stop"), 2), pct(p.get("test_accuracy"), 2),
-                     p["trial"], p["round"], *[s.get(k, "") for k in keys], p["kind"]])
+                     p["trial"], p["round"], *[setting(s.get(k, "")) for k in keys], p["kind"]])
         attrs.append(f' data-trial="{p["trial"]}" data-round="{p["round"]}"')
     caption = ("Each grey point is one round of one finished trial's ticket (its mean over seeds), at its density "
                "and validation accuracy, the number the study selects on. Red points are non-dominated: no other "

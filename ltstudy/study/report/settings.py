@@ -22,11 +22,12 @@ def section_combinations(cmp: Comparison) -> str:
         return "<h2>Every setting combination</h2>" + missing("No finished trials.")
     keys = cmp.by + cmp.context
     cols = [f"accuracy_at_{d:g}" for d in cmp.grid]
-    rows = [[*(r[k] for k in keys), r["kind"], r["n"], ", ".join(map(str, r["trials"])),
-             stat_cell(r, "ticket_sparsity"), stat_cell(r, "ticket_accuracy"), *(stat_cell(r, c) for c in cols),
-             stat_cell(r, "train_iterations", 1.0, 0), *(stat_cell(r, o, 1.0, 4) for o in cmp.objectives)]
+    rows = [[*(r[k] for k in keys), r["kind"].removeprefix("control: "), r["n"], ", ".join(map(str, r["trials"])),
+             stat_cell(r, "ticket_sparsity", row_n=r["n"]), stat_cell(r, "ticket_accuracy", row_n=r["n"]),
+             *(stat_cell(r, c, row_n=r["n"]) for c in cols), stat_cell(r, "train_iterations", 1.0, 0, row_n=r["n"]),
+             *(stat_cell(r, o, 1.0, 4, row_n=r["n"]) for o in cmp.objectives)]
             for r in cmp.rows]
-    headers = [*keys, "kind", "n", "trials", "ticket sparsity %", "ticket test acc %",
+    headers = [*keys, "ticket or control", "n", "trials", "ticket sparsity %", "ticket test acc %",
                *(f"test acc % @ {density_label(d)}" for d in cmp.grid), "train iterations", *cmp.objectives]
     extra = ""
     pooled = mean_only(cmp)
@@ -40,13 +41,19 @@ def section_combinations(cmp: Comparison) -> str:
                   + e(", ".join(f"trial {a} = trial {b}" for a, b in cmp.repeats)) + ".</p>")
     return ("<h2>Every setting combination</h2>"
             "<p>One row per combination of the searched settings and kind: a ticket's controls are rows of their "
-            "own, never pooled with it. Cells are mean ± std (n) in %. Ticket sparsity is computed per curve as "
-            f"the objective does. Accuracies are {e(SPLIT_NAMES['test'])} (the paper's reported number); “@ X” "
-            "values are interpolated linearly in log density between each curve's rounds and never extrapolated, "
-            "so their n can be smaller than the row's.</p>" + bins_note(cmp.bins)
+            "own, never pooled with it. Cells are mean ± std over the row's n curves, in %; a cell with fewer "
+            "curves gives its own n in brackets. Ticket sparsity is computed per curve as the objective does. "
+            f"Accuracies are {e(SPLIT_NAMES['test'])} (the paper's reported number); “@ X” values are "
+            "interpolated linearly in log density between each curve's rounds and never extrapolated, so their n "
+            "can be smaller than the row's.</p>" + bins_note(cmp.bins)
             + table(headers, rows, table_id="combinations",
                     numeric=[False] * (len(keys) + 1) + [True, False] + [True] * (3 + len(cols) + len(cmp.objectives)))
             + extra)
+
+
+def _binned_others(bins: dict[str, Bins], setting: str) -> str:
+    others = [k for k in bins if k != setting]
+    return f" ({e(', '.join(others))} in the bins above)" if others else ""
 
 
 def section_by_setting(trials: Sequence, col: Curves, by: Sequence[str], eps: float, density: float,
@@ -63,7 +70,9 @@ def section_by_setting(trials: Sequence, col: Curves, by: Sequence[str], eps: fl
         out.append(missing("The study searched no setting (every [search] entry is fixed), so there is nothing "
                            "to compare."))
     tickets = [c for c in col.curves if c.kind == TICKET]
-    bins = ranges(tickets, by, n_bins)
+    # Every range is binned, the compared setting's and the others' alike: two trials of a float range never
+    # share a value, so unbinned they would leave no pair that differs only in the compared setting.
+    bins = ranges(tickets, list(dict.fromkeys([*by, *col.keys])), n_bins)
     for setting in by:
         out.append(f"<h3>{e(setting)}</h3>")
         if setting in bins:
@@ -73,7 +82,7 @@ def section_by_setting(trials: Sequence, col: Curves, by: Sequence[str], eps: fl
                               f"Ticket sparsity of every ticket curve against its {e(setting)} (blue), and the mean of "
                               f"each of {len(bins[setting].labels)} quantile bins with its 95% t-interval (red; the "
                               "horizontal bar spans the bin; n beside it)."))
-        binned_col = Curves(binned(tickets, {k: b for k, b in bins.items() if k == setting}), col.keys)
+        binned_col = Curves(binned(tickets, bins), col.keys)
         png, shown = plots.figure_by_setting(binned_col, setting, eps)
         if png is None:
             out.append(missing(f"No two finished ticket curves differ only in {setting}, so its effect cannot be "
@@ -83,7 +92,8 @@ def section_by_setting(trials: Sequence, col: Curves, by: Sequence[str], eps: fl
         more = f" {total - len(shown)} more combinations are in the table above." if total > len(shown) else ""
         out.append(figure(png, f"accuracy vs density by {setting}",
                           f"{e(setting)}{' (binned)' if setting in bins else ''}: {len(shown)} of {total} "
-                          f"combinations of the other settings under which {e(setting)} takes two or more values "
+                          f"combinations of the other settings{_binned_others(bins, setting)} under which "
+                          f"{e(setting)} takes two or more values "
                           f"(those with the most curves).{e(more)} n = curves behind each point. The grey dashed "
                           "line is the panel's mean dense (round 0) test accuracy; the shaded band below it is ε "
                           "(tickets are matched on validation accuracy)."))

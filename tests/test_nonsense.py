@@ -1,0 +1,113 @@
+"""Settings that are legal but make no sense are refused in one line (exit 2, nothing created) or warned about.
+
+Each case once ran with exit 0 and no word, or with a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from optuna.trial import TrialState
+
+from ltstudy import cli
+from ltstudy.study.frontier import pareto_trials
+from tests.study_helpers import Stores, isolate, seed_mlflow_db, to_toml, write_study
+
+
+@pytest.fixture
+def here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    isolate(monkeypatch, tmp_path)
+    return tmp_path
+
+
+def one_line(err: str, command: str, kind: str = "error") -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"ltstudy {command}: {kind}: "), lines[0]
+    return lines[0]
+
+
+TICKET = ["ticket", "--dataset", "digits", "--quiet", "--json", "out.json", "--save", "tickets"]
+
+
+@pytest.mark.parametrize(("flags", "needle"), [
+    (["--rounds", "1000", "--iterations", "1", "--eval-every", "1"], "nothing is left to prune"),
+    (["--prune-rate", "0.9999", "--rounds", "50"], "would leave layer fc3 without a weight"),
+    (["--one-shot", "--target-density", "1e-9"], "without a weight"),
+    (["--batch-size", "100000"], "is more than the 1258 training examples"),
+    (["--seed", "9223372036854775808"], "seed must be between 0 and 2^63 - 1"),
+], ids=["pruning stalls", "a layer emptied", "one-shot to nothing", "batch beyond the split", "seed overflow"])
+def test_a_ticket_search_that_makes_no_sense_is_refused_before_training(here, capsys, flags, needle):
+    assert cli.main([*TICKET, *flags]) == 2
+    assert needle in one_line(capsys.readouterr().err, "ticket")
+    assert os.listdir(here) == []  # no JSON, no tickets folder
+
+
+@pytest.mark.parametrize(("flags", "needle"), [
+    (["--momentum", "0.9", "--eval-every", "10"],
+     "train.momentum and train.nesterov are SGD settings; Adam ignores them"),
+    (["--eval-every", "50"], "train.eval_every (50 it) is longer than a round (20 it)"),
+], ids=["momentum with adam", "eval_every past the round"])
+def test_a_surprising_but_legal_setting_is_one_warning_and_runs(here, capsys, flags, needle):
+    assert cli.main(["ticket", "--dataset", "digits", "--quiet", "--iterations", "20", "--rounds", "1",
+                     *flags]) == 0
+    assert needle in one_line(capsys.readouterr().err, "ticket", "warning")
+
+
+def test_a_dense_network_at_chance_accuracy_is_refused_as_a_result(here, capsys):
+    """lr = 1e6 with Adam: the loss stays finite, the network guesses, and every round would "match" it."""
+    assert cli.main(["ticket", "--dataset", "digits", "--quiet", "--lr", "1e6", "--iterations", "100",
+                     "--rounds", "2"]) == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("ltstudy ticket: the dense network did not learn: validation accuracy")
+    assert "is chance for 10 classes" in line and "lower the learning rate" in line
+
+
+def test_in_a_study_a_dense_network_at_chance_is_a_diverged_infeasible_trial_not_a_winner(here, tmp_path_factory):
+    stores = Stores(here)
+    seed_mlflow_db(tmp_path_factory, stores.db)
+    path = write_study(here, stores, study={"n_trials": 1}, train={"lr": 1e6},
+                       search={"prune_rate": 0.5, "rewind_iter": 0, "scope": "layerwise", "reinit": "rewind",
+                               "rounds": 2})
+    assert cli.main(["run", str(path), "--quiet"]) == 0
+    study = stores.study()
+    (trial,) = study.trials
+    assert trial.state == TrialState.COMPLETE and trial.user_attrs["diverged"] is True
+    assert "did not learn" in trial.user_attrs["fail_reason"] and trial.constraints["diverged"] == 1.0
+    assert [r["round"] for r in trial.user_attrs["rounds"]] == [0]  # no pruned round trained after it
+    assert pareto_trials(study) == []  # so its "sparse ticket" tops nothing
+
+
+@pytest.mark.parametrize(("doc", "needle"), [
+    ("", "is empty"),
+    ("[study]\nn_trials = 2\n", "[study] name"),
+    ("[study]\nname = \"x\"\nseed = 99999999999999999999\n", "seed must be between 0 and 2^63 - 1"),
+    ("[study]\nname = \"x\"\nstorage = \"sqlite:///:memory:\"\n", "in-memory SQLite database"),
+    ("[study]\nname = \"x\"\n[search]\nprune_rate = 0.2\nrounds = 200\n[train]\niterations = 10\neval_every = 10\n",
+     "nothing is left to prune"),
+    ("[study]\nname = \"x\"\n[search]\nreinit = [\"rewind\", \"random\"]\n", "[study] controls"),
+], ids=["empty file", "no name", "seed overflow", "in-memory storage", "pruning stalls", "a control searched"])
+def test_a_study_that_makes_no_sense_is_refused_in_one_line_and_creates_nothing(here, capsys, doc, needle):
+    (here / "s.toml").write_text(doc)
+    assert cli.main(["run", "s.toml", "--quiet"]) == 2
+    assert needle in one_line(capsys.readouterr().err, "run")
+    assert sorted(os.listdir(here)) == ["s.toml"]
+
+
+def test_more_threads_than_cores_is_one_warning(here, capsys, tmp_path_factory):
+    stores = Stores(here)
+    seed_mlflow_db(tmp_path_factory, stores.db)
+    path = write_study(here, stores, study={"n_trials": 0, "threads": 64})
+    assert cli.main(["run", str(path), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    (line,) = [line for line in err.splitlines() if "warning" in line]
+    assert line.startswith("ltstudy run: warning: ") and "64" in line and "cores" in line
+
+
+def test_the_ui_on_a_bad_port_creates_no_store(here, capsys):
+    (here / "s.toml").write_text(to_toml({"study": {"name": "x", "tracking_uri": f"sqlite:///{here}/m/mlflow.db"}}))
+    assert cli.main(["ui", "s.toml", "--port", "99999"]) == 2
+    assert "port" in one_line(capsys.readouterr().err, "ui")
+    assert sorted(os.listdir(here)) == ["s.toml"]
