@@ -466,3 +466,27 @@ def test_a_tracking_failure_as_a_trial_starts_stops_nothing_and_repair_closes_it
     runs = Runs.of(uri, "ft")
     assert runs.running() == []
     assert runs.of_trial(0).info.status == "FINISHED" and runs.of_trial(0).data.params["seeds"] == "[0]"
+
+
+def test_a_stop_signal_whose_interrupt_was_swallowed_still_stops_the_loop():
+    """A SIGTERM landing in a finalizer or a library's `except BaseException` must not be lost."""
+    from ltstudy.study import signals
+
+    saved = {sig: signal.getsignal(sig) for sig in signals.STOP_SIGNALS}
+    try:
+        signals.interrupt_on_signals()
+        signals.raise_if_requested()  # nothing asked yet
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1.0)  # (the handler runs here, in the main thread)
+        except BaseException:  # noqa: BLE001 - what a careless finalizer does
+            pass
+        with signals.deferred():
+            signals.raise_if_requested()  # (never inside a section that must not be cut)
+        with pytest.raises(KeyboardInterrupt):
+            signals.raise_if_requested()
+        signals.interrupt_on_signals()  # a fresh start forgets the old request
+        signals.raise_if_requested()
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)

@@ -23,7 +23,7 @@ from . import optuna_api
 from .owners import register, release, requeue, sweep_dead_owners
 from .sampling import setting_key, space_size
 from .session import COUNTED
-from .signals import deferred
+from .signals import deferred, raise_if_requested
 from .trial import Outcome, TrialContext, TrialRun, best_effort
 
 TrialEnd = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
@@ -83,6 +83,7 @@ def run_trials(study: optuna.Study, storage, ctx: TrialContext, *, budget: int |
 
     def trials() -> Iterator[Generator[RoundJob, TrainResult, Outcome]]:
         while not stop():
+            raise_if_requested()
             if heartbeats:
                 optuna_api.fail_stale_trials(study)
             sweep_dead_owners(study, storage, ctx.cfg.study.grace_period)
@@ -105,13 +106,14 @@ def run_trials(study: optuna.Study, storage, ctx: TrialContext, *, budget: int |
             yield told(attempt)
 
     data = load_dataset(ctx.cfg.base.data, resolve_device(ctx.cfg.base.device))
+    callbacks = Callbacks([_StopCheck(), ctx.callbacks])
     try:
         if pack > 1:
-            drive_packed(trials(), data, pack, Callbacks([ctx.callbacks, _Notes(report.notes)]))
+            drive_packed(trials(), data, pack, Callbacks([callbacks, _Notes(report.notes)]))
         else:
             for jobs in trials():
                 try:
-                    drive_jobs(jobs, data, ctx.callbacks)
+                    drive_jobs(jobs, data, callbacks)
                 finally:
                     jobs.close()
     except BaseException as exc:
@@ -159,6 +161,16 @@ class _Attempt:
                 best_effort(lambda: requeue(self.study, self.trial))
             best_effort(lambda: _tell(self.study, self.trial, Outcome(TrialState.FAIL, reason="interrupted")))
         self._closed()
+
+
+class _StopCheck(Callback):
+    """A stop signal whose KeyboardInterrupt something swallowed still stops the study at the next round."""
+
+    def on_round_start(self, job) -> None:
+        raise_if_requested()
+
+    def on_evaluation(self, job, iteration, evaluation) -> None:
+        raise_if_requested()
 
 
 class _Notes(Callback):

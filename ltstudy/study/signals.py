@@ -20,6 +20,7 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 _deferring = 0  # depth of `deferred()` sections in this process
 _pending = False  # a stop signal arrived inside one
+_requested = False  # a stop signal arrived at all (its KeyboardInterrupt may have been swallowed)
 
 
 def interrupt_on_signals() -> None:
@@ -27,9 +28,12 @@ def interrupt_on_signals() -> None:
 
     Inside `deferred()` the KeyboardInterrupt waits until the section ends.
     """
+    global _requested
+    _requested = False
 
     def on_signal(signum, frame):
-        global _pending
+        global _pending, _requested
+        _requested = True
         for sig in STOP_SIGNALS:
             signal.signal(sig, signal.SIG_IGN)
         if _deferring:
@@ -57,6 +61,17 @@ def deferred():
         if not _deferring and _pending:
             _pending = False
             raise KeyboardInterrupt
+
+
+def raise_if_requested() -> None:
+    """Raise KeyboardInterrupt again if a stop signal came and the process is still going.
+
+    A signal that lands while a finalizer or a library's `except BaseException`
+    runs has its KeyboardInterrupt swallowed there; the study's loop calls this
+    between rounds and trials so such a stop is still obeyed.
+    """
+    if _requested and not _deferring:
+        raise KeyboardInterrupt
 
 
 def die_with_parent(parent_pid: int) -> None:
