@@ -177,9 +177,16 @@ def write_cifar() -> Callable[..., dict[str, dict]]:
 
 
 @pytest.fixture(autouse=True)
-def _keep_sigterm():
-    """`ltstudy run` turns SIGTERM into Ctrl-C for its process; give pytest its own handler back."""
-    before = signal.getsignal(signal.SIGTERM)
+def _keep_process_state():
+    """`ltstudy run` in-process sets its torch threads and turns SIGTERM and SIGINT into Ctrl-C: put both back.
+
+    (A test's thread count must not reach the next test: it changes the order of float sums, so the
+    pinned numbers would differ in their last bits.)
+    """
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    threads = torch.get_num_threads()
     yield
-    signal.signal(signal.SIGTERM, before)
+    for sig, handler in handlers.items():
+        signal.signal(sig, handler)
+    torch.set_num_threads(threads)
 

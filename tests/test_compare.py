@@ -89,6 +89,18 @@ def test_tickets_and_controls_are_never_in_one_row_even_when_reinit_is_not_searc
     assert set(cmp.context) == {"reinit", "mask"}  # settings that vary are context even if not searched
 
 
+def test_a_continuous_range_is_binned_however_few_trials_drew_from_it_and_a_list_never_is():
+    """(Three draws of p used to be three rows headed 0.11010919872016287, ...: more than 6 levels were needed.)"""
+    drawn = [make_trial(i, [ticket_at(i)], prune_rate=p) for i, p in enumerate((0.11010919872016287, 0.3118273,
+                                                                                 0.5818313802505146))]
+    rows = compare(drawn, ["prune_rate"], EPS, searched=["prune_rate"]).rows
+    assert [str(r["prune_rate"]) for r in rows] == ["0.11–0.31", "0.31–0.58"]
+    assert [r["n"] for r in rows] == [1, 2]  # quantile bins, half-open but the last
+    listed = [make_trial(i, [ticket_at(i)], prune_rate=p) for i, p in enumerate((0.2, 0.5, 0.2))]
+    assert sorted(r["prune_rate"] for r in compare(listed, ["prune_rate"], EPS, searched=["prune_rate"]).rows) == [
+        0.2, 0.5]
+
+
 def test_trials_that_differ_in_a_searched_setting_outside_by_are_separate_rows():
     trials = [make_trial(0, [ticket_at(2)]), make_trial(1, [ticket_at(1)], scope="global")]
     cmp = compare(trials, ["prune_rate"], EPS, searched=["prune_rate", "scope", "rewind_iter"])

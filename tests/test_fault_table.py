@@ -40,7 +40,7 @@ from tests.pg import PgServer, free_port
 
 pytest_plugins = ["tests.pg"]
 
-LONG = {"iterations": 2000, "eval_every": 250, "batch_size": 60}  # rounds of about a second: time to signal
+LONG = {"iterations": 1200, "eval_every": 200, "batch_size": 60}  # rounds of about a second: time to signal
 
 
 @pytest.fixture(autouse=True)
@@ -239,7 +239,7 @@ def test_a_dead_mlflow_server_stops_nothing_and_repair_logs_what_it_missed(tmp_p
 
 def test_a_postgresql_restart_under_two_workers_loses_no_trial(tmp_path: Path, pg: PgServer):
     storage, uri = pg.create_database("optuna"), f"sqlite:///{tmp_path / 'mlflow.db'}"
-    path = write_study(tmp_path, n_trials=4, train={"iterations": 1000, "eval_every": 250},
+    path = write_study(tmp_path, n_trials=2, train={"iterations": 1000, "eval_every": 250},
                        search={"prune_rate": {"low": 0.2, "high": 0.5}, "rewind_iter": 0, "rounds": 2})
     assert run(tmp_path, "run", str(path), "--storage", storage, "--tracking-uri", uri, "--n-trials", "0",
                "--quiet").returncode == 0
@@ -258,7 +258,7 @@ def test_a_postgresql_restart_under_two_workers_loses_no_trial(tmp_path: Path, p
     assert codes == [0, 0], errs
     assert not [e for e in errs if "Traceback" in e]
     trials = load(storage).get_trials(deepcopy=False)
-    assert len([t for t in trials if t.state == TrialState.COMPLETE]) >= 4
+    assert len([t for t in trials if t.state == TrialState.COMPLETE]) >= 2  # both trials the restart cut across
     assert [t.number for t in trials if t.state == TrialState.RUNNING] == []
 
 

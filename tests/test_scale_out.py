@@ -1,7 +1,7 @@
 """Scale-out: many `ltstudy worker` processes on one PostgreSQL study and one PostgreSQL MLflow store.
 
 The study is created once with `ltstudy run ... --n-trials 0`; then 4 worker
-processes run 20 short trials each at the same time. Every trial must finish,
+processes run 10 short trials each at the same time. Every trial must finish,
 exactly once, in Optuna and in MLflow; and the database password must never
 leak into outputs, MLflow params or tags, Optuna attributes or any file.
 """
@@ -25,7 +25,7 @@ from tests.pg import PgServer
 
 pytest_plugins = ["tests.pg"]
 
-WORKERS, N = 4, 80
+WORKERS, N = 4, 40
 ROUNDS = 1
 
 

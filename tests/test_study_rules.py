@@ -142,12 +142,14 @@ def test_a_packed_study_gives_every_trial_the_numbers_of_an_unpacked_one(tmp_pat
                                                                         model):
     """[study] pack = 4: four trials train side by side; each trial's rounds, values and MLflow run are its own."""
     results = {}
+    # (conv-2 costs 5x LeNet's time per iteration: 4 trials, one full pack, is enough to show it)
+    n, iterations = (6, 40) if model == "lenet-300-100" else (4, 20)
     for pack in (1, 4):
         root = tmp_path / f"pack{pack}"
         root.mkdir()
         stores = seeded_stores(monkeypatch, root, tmp_path_factory)
-        path = write_study(root, stores, study={"sampler": "grid", "n_trials": 6, "pack": pack},
-                           model={"name": model}, train={"iterations": 40, "eval_every": 10},
+        path = write_study(root, stores, study={"sampler": "grid", "n_trials": n, "pack": pack},
+                           model={"name": model}, train={"iterations": iterations, "eval_every": 10},
                            search={"prune_rate": [0.2, 0.5], "rewind_iter": [0, 20], "reinit": ["rewind", "finetune"],
                                    "scope": "layerwise", "rounds": 2})
         assert run(path) == 0
@@ -157,8 +159,8 @@ def test_a_packed_study_gives_every_trial_the_numbers_of_an_unpacked_one(tmp_pat
                                                             for r in t.user_attrs["rounds"]])
                          for t in study.trials if t.state == TrialState.COMPLETE}
         children = [r for r in experiment_runs(stores.client(), "tiny") if "mlflow.parentRunId" in r.data.tags]
-        assert len(children) == 6 and {r.info.status for r in children} == {"FINISHED"}
-    assert len(results[4]) == 6
+        assert len(children) == n and {r.info.status for r in children} == {"FINISHED"}
+    assert len(results[4]) == n
     for key, (values, rounds) in results[1].items():  # bit for bit
         for a, b in zip(rounds, results[4][key][1], strict=True):
             assert {k: v for k, v in a.items() if a[k] != b[k]} == {}, (key, {k: b[k] for k in a if a[k] != b[k]})

@@ -1,6 +1,8 @@
 """Bins for a setting searched as a range: every trial has its own value, so tables and maps group them.
 
-A numeric setting whose curves take more than `max_levels` distinct values is
+A numeric setting whose curves take more than `max_levels` distinct values, or
+any value that needs more than 6 decimals (a sampler's draw from a continuous
+range: such a value is never a readable level, however few trials there are), is
 cut into quantile bins (each holding about as many curves; or `n_bins` of
 them), labelled by their edges rounded to the digits that tell the edges
 apart. Bins are half-open, [a, b), the last one closed. The same rounding
@@ -95,11 +97,14 @@ def make_bins(setting: str, values: Sequence[float], n_bins: int = DEFAULT_BINS)
 
 def ranges(curves: Sequence, keys: Iterable[str], n_bins: int | None = None,
            max_levels: int = MAX_LEVELS) -> dict[str, Bins]:
-    """The settings among `keys` to bin (numeric, more than `max_levels` distinct values), with their bins."""
+    """The settings among `keys` to bin (numeric, with more than `max_levels` distinct values or a raw draw from
+    a continuous range), with their bins."""
     out = {}
     for key in keys:
         values = [c.settings.get(key) for c in curves]
-        if values and all(is_number(v) for v in values) and len(set(values)) > max_levels:
+        if not values or not all(is_number(v) for v in values) or len(set(values)) < 2:
+            continue
+        if len(set(values)) > max_levels or any(float(v) != round(float(v), 6) for v in values):
             out[key] = make_bins(key, values, n_bins or DEFAULT_BINS)
     return out
 

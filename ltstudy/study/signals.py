@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import threading
 import time
 from collections.abc import Sequence
 
@@ -50,9 +51,14 @@ def deferred():
     """A section a stop signal must not cut in two (asking for a trial and recording its owner; telling it).
 
     Python runs signal handlers in the main thread between bytecodes, so the
-    handler above sees this flag whichever thread the kernel delivered to.
+    handler above sees this flag whichever thread the kernel delivered to; a
+    section in another thread cannot be cut by the signal at all, and must not
+    raise the main thread's KeyboardInterrupt in its own thread, so it is no section.
     """
     global _deferring, _pending
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
     _deferring += 1
     try:
         yield
@@ -83,7 +89,6 @@ def die_with_parent(parent_pid: int) -> None:
     """
     import ctypes
     import sys
-    import threading
 
     if sys.platform.startswith("linux"):
         try:

@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .signals import deferred
 from .storage import artifact_root, prepare_storage, redact
 
 T = TypeVar("T")
@@ -33,13 +34,20 @@ def _quiet_mlflow_logs() -> None:
 
 
 def _retry(fn: Callable[..., T]) -> Callable[..., T]:
-    """Retry briefly on SQLite lock contention (several local worker processes share one store)."""
+    """Retry briefly on SQLite lock contention (several local worker processes share one store).
+
+    A stop signal waits for the call to end (signals.deferred): a KeyboardInterrupt
+    inside an SQLite commit left the store's write lock held by this process, so
+    closing the trial's run then waited on its own lock (and every other
+    worker's writes with it).
+    """
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         for attempt in range(8):
             try:
-                return fn(*args, **kwargs)
+                with deferred():
+                    return fn(*args, **kwargs)
             except Exception as exc:
                 if "database is locked" not in str(exc) or attempt == 7:
                     raise
