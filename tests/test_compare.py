@@ -309,3 +309,25 @@ def test_no_value_is_interpolated_across_a_gap_nothing_was_measured_in():
     assert interpolate(one_shot, 0.5, "val_accuracy") is None
     assert interpolate(one_shot, 0.036, "val_accuracy") == 0.8
     assert interpolate(iterative, 0.5, "val_accuracy") == pytest.approx(0.9 - 0.01 * (math.log(0.5) / math.log(0.8)))
+
+
+def test_ticket_minus_control_is_paired_by_seed_then_averaged_over_seeds():
+    """The gap table: at each grid density, each seed's ticket minus the same seed's control, then mean ± std (n)."""
+    d = [1.0, 0.5, 0.2, 0.1]  # (grid densities: no interpolation)
+    tickets = [curve(d, [0.90, 0.90, 0.88, 0.85]), curve(d, [0.90, 0.89, 0.87, 0.80])]
+    controls = [curve(d, [0.90, 0.85, 0.80, 0.70]), curve(d, [0.90, 0.86, 0.83, 0.78])]
+    cmp = compare([make_trial(0, tickets, controls={"random-reinit": controls})], ["prune_rate"], EPS,
+                  searched=["prune_rate"])
+    (gap,) = cmp.gaps
+    assert gap["control"] == "control: random re-init"
+    expected = {0.5: [0.05, 0.03], 0.2: [0.08, 0.04], 0.1: [0.15, 0.02]}
+    for density, diffs in expected.items():
+        name = f"gap_accuracy_at_{density:g}"
+        mean = sum(diffs) / 2
+        std = math.sqrt(sum((x - mean) ** 2 for x in diffs))  # (n - 1 = 1)
+        assert (gap[name], gap[f"{name}_std"], gap[f"{name}_n"]) == (pytest.approx(mean), pytest.approx(std), 2)
+    # Pairing matters: unpaired means would give the same mean but never a per-seed spread of 0 here.
+    same = compare([make_trial(0, tickets, controls={"random-reinit": [curve(d, [0.9, 0.85, 0.8, 0.7]),
+                                                                        curve(d, [0.9, 0.84, 0.79, 0.65])]})],
+                   ["prune_rate"], EPS, searched=["prune_rate"]).gaps[0]
+    assert same["gap_accuracy_at_0.5_std"] == pytest.approx(0.0)

@@ -237,6 +237,20 @@ def test_a_dead_mlflow_server_stops_nothing_and_repair_logs_what_it_missed(tmp_p
 # --------------------------------------------------------------------------- PostgreSQL
 
 
+def test_every_storage_call_of_optunas_rdb_storage_rides_out_a_restart():
+    """(get_trial_user_attrs was left out once: a worker reading a trial's attrs during a restart died.)"""
+    from optuna.storages import RDBStorage
+
+    from ltstudy.study.rdb_retry import _CALLS, RetryingRDBStorage
+
+    schema_and_hooks = {"get_heartbeat_interval", "get_failed_trial_callback", "get_heartbeat_stale_trial_callback",
+                        "remove_session", "upgrade", "get_current_version", "get_head_version", "get_all_versions"}
+    public = {name for name, v in vars(RDBStorage).items() if callable(v) and not name.startswith("_")}
+    assert public - schema_and_hooks - set(_CALLS) == set()
+    assert all(getattr(RetryingRDBStorage, name) is not getattr(RDBStorage, name) for name in _CALLS
+               if hasattr(RDBStorage, name))
+
+
 def test_a_postgresql_restart_under_two_workers_loses_no_trial(tmp_path: Path, pg: PgServer):
     storage, uri = pg.create_database("optuna"), f"sqlite:///{tmp_path / 'mlflow.db'}"
     path = write_study(tmp_path, n_trials=2, train={"iterations": 1000, "eval_every": 250},

@@ -491,3 +491,27 @@ def test_a_stop_signal_whose_interrupt_was_swallowed_still_stops_the_loop():
     finally:
         for sig, handler in saved.items():
             signal.signal(sig, handler)
+
+
+def test_a_stop_signal_never_cuts_an_mlflow_write_in_two():
+    """(A KeyboardInterrupt inside an SQLite commit left MLflow's store locked by the interrupted process.)"""
+    from ltstudy.study import signals
+    from ltstudy.study.tracking import _retry
+
+    steps = []
+
+    @_retry
+    def write():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.5)  # (the handler runs in here: the write must go on to its end)
+        steps.append("committed")
+
+    saved = {sig: signal.getsignal(sig) for sig in signals.STOP_SIGNALS}
+    try:
+        signals.interrupt_on_signals()
+        with pytest.raises(KeyboardInterrupt):
+            write()
+        assert steps == ["committed"]  # and the interrupt came right after it
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)

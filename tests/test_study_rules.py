@@ -143,7 +143,7 @@ def test_a_packed_study_gives_every_trial_the_numbers_of_an_unpacked_one(tmp_pat
     """[study] pack = 4: four trials train side by side; each trial's rounds, values and MLflow run are its own."""
     results = {}
     # (conv-2 costs 5x LeNet's time per iteration: 4 trials, one full pack, is enough to show it)
-    n, iterations = (6, 40) if model == "lenet-300-100" else (4, 20)
+    n, iterations = (6, 40) if model == "lenet-300-100" else (4, 30)
     for pack in (1, 4):
         root = tmp_path / f"pack{pack}"
         root.mkdir()

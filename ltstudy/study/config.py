@@ -79,7 +79,7 @@ class StudySection:
     max_retry: int = 3  # retries of a trial whose worker died
     pack: int = 1  # trials trained side by side as one batched network (1 = one at a time)
     save_tickets: bool = False  # log every round's mask, initial and trained weights to the trial's MLflow run
-    threads: int = 0  # torch threads per process; 0 = one per process (see README, "Speed")
+    threads: int = 0  # torch threads per process; 0 = one per process (see README, "Performance")
     plugins: list[str] = field(default_factory=list)  # modules (or .py files) of yours that register entries
 
 

@@ -21,8 +21,8 @@ from ..engine.drivers import drive_jobs, drive_packed
 from ..engine.rounds import Callback, Callbacks, RoundJob, TrainResult
 from . import optuna_api
 from .owners import register, release, requeue, sweep_dead_owners
-from .sampling import setting_key, space_size
-from .session import COUNTED
+from .sampling import setting_key, space_size, suggest
+from .session import COUNTED, ask_lock
 from .signals import deferred, raise_if_requested
 from .trial import Outcome, TrialContext, TrialRun, best_effort
 
@@ -37,7 +37,7 @@ class LoopReport:
 
 def run_trials(study: optuna.Study, storage, ctx: TrialContext, *, budget: int | None, target: int,
                count_running: bool = False, pack: int = 1, on_trial_end: tuple[TrialEnd, ...] = (),
-               report: LoopReport | None = None) -> LoopReport:
+               report: LoopReport | None = None, storage_url: str | None = None) -> LoopReport:
     """Ask, run and tell trials until `budget` of them ran here, or the study has `target` finished ones.
 
     `count_running` counts other workers' running trials towards the target
@@ -90,8 +90,8 @@ def run_trials(study: optuna.Study, storage, ctx: TrialContext, *, budget: int |
             attempts[:] = [a for a in attempts if a.open]
             attempt = None
             try:
-                with deferred():
-                    attempt = _Attempt(study, storage)
+                with deferred(), ask_lock(storage_url):
+                    attempt = _Attempt(study, storage, ctx.cfg.searched)
                     attempts.append(attempt)
                     report.told.append(attempt.trial.number)
                 attempt.run = TrialRun(ctx, attempt.trial)
@@ -129,9 +129,11 @@ class _Attempt:
 
     run: TrialRun
 
-    def __init__(self, study: optuna.Study, storage):
+    def __init__(self, study: optuna.Study, storage, searched: dict):
         self.study = study
         self.trial = optuna_api.ask(study)
+        for param in searched.values():  # (the settings reach the storage here, inside the ask lock)
+            suggest(self.trial, param)
         self.heartbeat = optuna_api.Heartbeat(storage, study, self.trial.number)
         self.heartbeat.start()  # (its first beat now: a trial is never RUNNING without one on an RDB storage)
         register(self.trial)

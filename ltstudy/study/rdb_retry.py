@@ -24,7 +24,8 @@ _CALLS = (
     "create_new_study", "delete_study", "set_study_user_attr", "set_study_system_attr", "get_study_id_from_name",
     "get_study_name_from_id", "get_study_directions", "get_study_user_attrs", "get_study_system_attrs",
     "get_all_studies", "create_new_trial", "set_trial_param", "get_trial_param", "set_trial_state_values",
-    "set_trial_intermediate_value", "set_trial_user_attr", "set_trial_system_attr",
+    "set_trial_intermediate_value", "set_trial_user_attr", "set_trial_system_attr", "get_trial_user_attrs",
+    "get_trial_system_attrs",
     "get_trial_id_from_study_id_trial_number", "get_trial", "get_all_trials", "get_best_trial", "record_heartbeat",
     "_get_stale_trial_ids",
 )

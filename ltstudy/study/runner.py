@@ -64,8 +64,8 @@ def run_study(cfg: StudyConfig, opts: RunOptions, callbacks: StudyCallback | Non
         if opts.jobs == 1 or missing == 0:
             ctx = TrialContext(cfg, log, exp_id, parent, callbacks, opts.cache(cfg))
             report = LoopReport(summary.ran)
-            run_trials(study, opened.storage, ctx, budget=missing, target=target, pack=cfg.study.pack,
-                       on_trial_end=(log.after_trial, lambda s, t: callbacks.on_trial_end(t)),
+            run_trials(study, opened.storage, ctx, storage_url=opened.url, budget=missing, target=target,
+                       pack=cfg.study.pack, on_trial_end=(log.after_trial, lambda s, t: callbacks.on_trial_end(t)),
                        report=report)
             summary.notes += report.notes
         else:

@@ -224,9 +224,20 @@ def _fresh(opened: Opened) -> optuna.Study:
     return optuna.load_study(study_name=opened.study.study_name, storage=opened.storage)
 
 
-@contextlib.contextmanager
 def tracking_lock(storage_url: str):
-    """An exclusive lock beside a file storage (`<file>.mlflow.lock`); nothing for a database server."""
+    """Processes on one machine attach MLflow to a study one at a time (`<file>.mlflow.lock`)."""
+    return storage_lock(storage_url, "mlflow")
+
+
+def ask_lock(storage_url: str | None):
+    """Processes on one machine ask for trials one at a time (`<file>.ask.lock`), so each sampler sees the
+    settings the others just drew (a trial's settings reach the storage only after its sampler ran)."""
+    return storage_lock(storage_url, "ask") if storage_url else contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def storage_lock(storage_url: str, purpose: str):
+    """An exclusive lock beside a file storage (`<file>.<purpose>.lock`); nothing for a database server."""
     kind = storage_kind(storage_url)
     if kind == "rdb":
         yield
@@ -234,7 +245,7 @@ def tracking_lock(storage_url: str):
     import fcntl
 
     path = journal_path(storage_url) if kind == "journal" else sqlite_path(storage_url)
-    with open(path.with_name(path.name + ".mlflow.lock"), "a") as fh:
+    with open(path.with_name(f"{path.name}.{purpose}.lock"), "a") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield

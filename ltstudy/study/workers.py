@@ -90,8 +90,8 @@ def worker_main(cfg: StudyConfig, opts: RunOptions, storage_url: str, uri: str, 
     exp_id, parent = study.user_attrs[EXPERIMENT_ATTR], study.user_attrs[PARENT_ATTR]
     ctx = TrialContext(cfg, log, exp_id, parent, StudyCallback(), opts.cache(cfg))
     try:
-        report = run_trials(study, opened.storage, ctx, budget=budget, target=target, pack=cfg.study.pack,
-                            on_trial_end=(log.after_trial,))
+        report = run_trials(study, opened.storage, ctx, storage_url=opened.url, budget=budget, target=target,
+                            pack=cfg.study.pack, on_trial_end=(log.after_trial,))
     except KeyboardInterrupt:
         raise SystemExit(130) from None
     except RunFailed as exc:  # one line (a full disk), not a worker's traceback
@@ -141,8 +141,8 @@ def run_worker(cfg: StudyConfig, opts: RunOptions, callbacks: StudyCallback | No
 
     ctx = TrialContext(cfg, log, exp_id, parent, callbacks, opts.cache(cfg))
     try:
-        report = run_trials(study, opened.storage, ctx, budget=None, target=target, count_running=True,
-                            pack=cfg.study.pack, on_trial_end=(log.after_trial, done))
+        report = run_trials(study, opened.storage, ctx, storage_url=opened.url, budget=None, target=target,
+                            count_running=True, pack=cfg.study.pack, on_trial_end=(log.after_trial, done))
         summary.notes = report.notes
     except KeyboardInterrupt:
         summary.interrupted = True
