@@ -323,6 +323,19 @@ def test_a_trial_whose_worker_process_is_gone_is_failed_at_once_and_a_live_one_i
     assert OWNER_ATTR not in requeued.user_attrs  # the retry gets its own owner when it is picked up
 
 
+def test_on_one_machine_a_trial_left_without_an_owner_is_failed_at_once(tmp_path: Path, tmp_path_factory, capsys):
+    """Asking and registering happen under one lock beside a file storage: an unowned trial seen under that lock
+    was left by a process that died in between (a kill, a full disk), so no grace period is waited for."""
+    path, storage, _ = finished_study(tmp_path, tmp_path_factory, n_trials=0, grace_period=3600)
+    orphan = load(storage).ask({"prune_rate": optuna.distributions.CategoricalDistribution([0.2, 0.5])})
+    capsys.readouterr()
+    assert cli.main(["repair", str(path)]) == 0
+    assert "failed 1 stale trial" in capsys.readouterr().out
+    trial = load(storage).trials[orphan.number]
+    assert trial.state == TrialState.FAIL and "between asking for it and registering" in trial.user_attrs[
+        "fail_reason"]
+
+
 # --------------------------------------------------------------------------- SIGKILL to the parent
 
 
@@ -428,7 +441,9 @@ def test_a_full_disk_under_the_journal_leaves_it_whole(tmp_path: Path, tmp_path_
     assert "Traceback" not in err
     journal_records(journal)  # no torn line: the failed write was cut back
     monkeypatch.undo()
-    assert cli.main(["repair", str(path)]) == 0
+    assert cli.main(["repair", str(path)]) == 0  # (once there is space again)
+    assert [t.state for t in load(storage).trials if t.state not in (TrialState.COMPLETE, TrialState.FAIL)] in (
+        [], [TrialState.WAITING])  # nothing RUNNING; a trial that had started is queued again
     assert cli.main(["run", str(path), "--more", "1", "--quiet"]) == 0
     assert len(values(load(storage))) == 2
 

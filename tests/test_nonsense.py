@@ -88,7 +88,9 @@ def test_in_a_study_a_dense_network_at_chance_is_a_diverged_infeasible_trial_not
     ("[study]\nname = \"x\"\n[search]\nprune_rate = 0.2\nrounds = 200\n[train]\niterations = 10\neval_every = 10\n",
      "nothing is left to prune"),
     ("[study]\nname = \"x\"\n[search]\nreinit = [\"rewind\", \"random\"]\n", "[study] controls"),
-], ids=["empty file", "no name", "seed overflow", "in-memory storage", "pruning stalls", "a control searched"])
+    ("[study]\nname = \"x\"\n[data]\nname = \"mnist\"\nroot = \"no-such-folder\"\n", "no-such-folder"),
+], ids=["empty file", "no name", "seed overflow", "in-memory storage", "pruning stalls", "a control searched",
+        "missing data"])
 def test_a_study_that_makes_no_sense_is_refused_in_one_line_and_creates_nothing(here, capsys, doc, needle):
     (here / "s.toml").write_text(doc)
     assert cli.main(["run", "s.toml", "--quiet"]) == 2

@@ -144,8 +144,14 @@ def test_one_child_run_per_trial_under_the_parent(finished: Finished):
 
 def test_every_child_has_one_metric_step_per_round(finished: Finished):
     for run in finished.children:
-        for key in ("val_accuracy", "density", "test_accuracy", "iterations"):
+        for key in ("val_accuracy", "density", "test_accuracy", "iterations", "sparsity", "val_loss",
+                    "test_accuracy_at_early_stop", "start_test_accuracy", "early_stop_iteration", "train_loss",
+                    "path_iterations", "reused", "computed_iterations"):  # (the README's list)
             assert metric_steps(finished.client, run.info.run_id, key) == STEPS, key
+    for t in finished.study.trials:
+        run_id = t.user_attrs["mlflow_run_id"]
+        sparsity = {m.step: m.value for m in finished.client.get_metric_history(run_id, "sparsity")}
+        assert sparsity == {r["round"]: pytest.approx(1 - r["density"]) for r in t.user_attrs["rounds"]}
 
 
 def test_logged_densities_and_accuracies_match_the_trial_rounds(finished: Finished):
@@ -197,6 +203,7 @@ def test_child_tags_name_the_trial_and_its_searched_values(finished: Finished):
         assert tags["optuna.trial"] == str(t.number)
         assert tags["search.reinit"] == t.params["reinit"]
         assert tags["mlflow.runName"] == f"trial-{t.number}"
+        assert tags["kind"] == t.user_attrs["kind"] == "ticket"
 
 
 def test_objective_metrics_are_the_optuna_values(finished: Finished):
@@ -217,7 +224,9 @@ def test_artifacts_of_children_and_parent(finished: Finished):
         assert [r["round"] for r in rounds["mean"]] == STEPS
         assert [[r["round"] for r in per] for per in rounds["per_seed"].values()] == [STEPS]
     parent_id = finished.parents[0].info.run_id
-    assert {"pareto.png", "summary.json"} <= {a.path for a in client.list_artifacts(parent_id)}
+    assert {"pareto.png", "summary.json", "round_frontier.json"} <= {a.path for a in client.list_artifacts(parent_id)}
+    assert client.get_experiment(finished.parents[0].info.experiment_id).tags["mlflow.experimentKind"] == \
+        "custom_model_development"  # (MLflow 3's UI opens such an experiment on its runs table)
     local = client.download_artifacts(parent_id, "summary.json", str(finished.stores.root / "dl"))
     summary = json.loads(Path(local).read_text())
     assert [row["trial"] for row in summary] == [0, 1, 2]

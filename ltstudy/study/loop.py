@@ -22,8 +22,9 @@ from ..engine.rounds import Callback, Callbacks, RoundJob, TrainResult
 from . import optuna_api
 from .owners import register, release, requeue, sweep_dead_owners
 from .sampling import setting_key, space_size, suggest
-from .session import COUNTED, ask_lock
+from .session import COUNTED
 from .signals import deferred, raise_if_requested
+from .storage import ask_lock
 from .trial import Outcome, TrialContext, TrialRun, best_effort
 
 TrialEnd = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
@@ -86,7 +87,7 @@ def run_trials(study: optuna.Study, storage, ctx: TrialContext, *, budget: int |
             raise_if_requested()
             if heartbeats:
                 optuna_api.fail_stale_trials(study)
-            sweep_dead_owners(study, storage, ctx.cfg.study.grace_period)
+            sweep_dead_owners(study, storage, ctx.cfg.study.grace_period, storage_url)
             attempts[:] = [a for a in attempts if a.open]
             attempt = None
             try:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -37,8 +38,8 @@ from .config import StudyConfig, describe
 from .tracking import Tracker
 
 ROUND_METRICS = ("density", "sparsity", "val_accuracy", "val_loss", "test_accuracy", "test_accuracy_at_early_stop",
-                 "early_stop_iteration", "train_loss", "iterations", "weights_remaining", "reused",
-                 "computed_iterations")
+                 "start_test_accuracy", "early_stop_iteration", "train_loss", "iterations", "path_iterations",
+                 "weights_remaining", "reused", "computed_iterations")
 
 
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -174,7 +175,9 @@ class StudyLog:
 
     @_quietly
     def round(self, run_id: str, rnd: Mapping[str, Any], prefix: str = "") -> None:
-        values = {f"{prefix}{k}": float(rnd[k]) for k in ROUND_METRICS if k in rnd}
+        # (a value not measured, NaN, is left out rather than drawn as a gap in MLflow's charts)
+        values = {f"{prefix}{k}": float(rnd[k]) for k in ROUND_METRICS
+                  if k in rnd and rnd[k] is not None and math.isfinite(float(rnd[k]))}
         if "density" in rnd:
             values[f"{prefix}sparsity"] = 1.0 - rnd["density"]
         values.update({f"{prefix}layer_density/{n}": float(d) for n, d in rnd.get("layer_density", {}).items()})

@@ -23,6 +23,7 @@ from optuna.trial import TrialState
 
 from .attrs import OWNER_ATTR
 from .optuna_api import heartbeat_recorded, trial_id
+from .storage import ask_lock, storage_kind
 
 
 def _start_time(pid: int) -> str | None:
@@ -66,8 +67,8 @@ def owner_alive(owner: str, study_name: str = "", number: int = -1) -> bool | No
 
 
 def register(trial: optuna.Trial) -> None:
-    _mine.add((trial.study.study_name, trial.number))
     trial.set_user_attr(OWNER_ATTR, this_owner())
+    _mine.add((trial.study.study_name, trial.number))  # (after: a failed write, a full disk, leaves no claim)
 
 
 def release(trial: optuna.Trial) -> None:
@@ -80,16 +81,30 @@ def requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial | optuna.Trial)
     study.enqueue_trial(trial.params, user_attrs=attrs)
 
 
-def sweep_dead_owners(study: optuna.Study, storage, grace: float) -> list[int]:
-    """Fail and re-queue RUNNING trials whose worker died (see the module docstring); their numbers."""
+def sweep_dead_owners(study: optuna.Study, storage, grace: float, storage_url: str | None = None) -> list[int]:
+    """Fail and re-queue RUNNING trials whose worker died (see the module docstring); their numbers.
+
+    On a file storage (`storage_url` given) a trial is asked for and registered under one lock, so a
+    trial without an owner seen while holding that lock was left by a process that died in between:
+    it is failed at once, without waiting for the grace period.
+    """
     now = datetime.datetime.now()
     swept = []
+    unowned = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+               if t.user_attrs.get(OWNER_ATTR) is None]
+    orphans: set[int] = set()
+    if unowned and storage_url and storage_kind(storage_url) != "rdb":
+        with ask_lock(storage_url):
+            orphans = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                       if t.user_attrs.get(OWNER_ATTR) is None and (study.study_name, t.number) not in _mine}
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         owner = t.user_attrs.get(OWNER_ATTR)
         if owner is not None:
             if owner_alive(owner, study.study_name, t.number) is not False:
                 continue
             reason = f"its worker (pid {owner.split(':')[1]} on this machine) died"
+        elif t.number in orphans:
+            reason = "its worker stopped between asking for it and registering (no process holds it)"
         else:
             started = t.datetime_start
             if started is None or (now - started).total_seconds() < grace:

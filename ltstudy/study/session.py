@@ -9,7 +9,6 @@ one check that builds a search (`resolve`) imports it when called.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import random
 import time
@@ -30,12 +29,11 @@ from .storage import (
     check_cache_dir,
     check_storage,
     check_tracking_uri,
-    journal_path,
     open_storage,
     redact,
-    sqlite_path,
     storage_exists,
     storage_kind,
+    tracking_lock,
 )
 
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)  # what n_trials counts
@@ -222,32 +220,3 @@ def attach_tracking(opened: Opened, cfg: StudyConfig, log: StudyLog, wait: float
 def _fresh(opened: Opened) -> optuna.Study:
     """The study as its storage holds it now (another process may have set attributes since it was opened)."""
     return optuna.load_study(study_name=opened.study.study_name, storage=opened.storage)
-
-
-def tracking_lock(storage_url: str):
-    """Processes on one machine attach MLflow to a study one at a time (`<file>.mlflow.lock`)."""
-    return storage_lock(storage_url, "mlflow")
-
-
-def ask_lock(storage_url: str | None):
-    """Processes on one machine ask for trials one at a time (`<file>.ask.lock`), so each sampler sees the
-    settings the others just drew (a trial's settings reach the storage only after its sampler ran)."""
-    return storage_lock(storage_url, "ask") if storage_url else contextlib.nullcontext()
-
-
-@contextlib.contextmanager
-def storage_lock(storage_url: str, purpose: str):
-    """An exclusive lock beside a file storage (`<file>.<purpose>.lock`); nothing for a database server."""
-    kind = storage_kind(storage_url)
-    if kind == "rdb":
-        yield
-        return
-    import fcntl
-
-    path = journal_path(storage_url) if kind == "journal" else sqlite_path(storage_url)
-    with open(path.with_name(f"{path.name}.{purpose}.lock"), "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)

@@ -9,6 +9,7 @@ Storage forms:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import urllib.parse
@@ -201,3 +202,32 @@ def artifact_root(uri: str) -> str | None:
     if uri.startswith("sqlite:///"):
         return (sqlite_path(uri).resolve().parent / "artifacts").as_uri()
     return None  # a server decides
+
+
+def tracking_lock(storage_url: str):
+    """Processes on one machine attach MLflow to a study one at a time (`<file>.mlflow.lock`)."""
+    return storage_lock(storage_url, "mlflow")
+
+
+def ask_lock(storage_url: str | None):
+    """Processes on one machine ask for trials one at a time (`<file>.ask.lock`), so each sampler sees the
+    settings the others just drew (a trial's settings reach the storage only after its sampler ran)."""
+    return storage_lock(storage_url, "ask") if storage_url else contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def storage_lock(storage_url: str, purpose: str):
+    """An exclusive lock beside a file storage (`<file>.<purpose>.lock`); nothing for a database server."""
+    kind = storage_kind(storage_url)
+    if kind == "rdb":
+        yield
+        return
+    import fcntl
+
+    path = journal_path(storage_url) if kind == "journal" else sqlite_path(storage_url)
+    with open(path.with_name(f"{path.name}.{purpose}.lock"), "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

@@ -131,7 +131,7 @@ def run_worker(cfg: StudyConfig, opts: RunOptions, callbacks: StudyCallback | No
     log = StudyLog(Tracker(uri))
     exp_id, parent = attach_tracking(opened, cfg, log)
     log.end_study(parent)  # (the study's run is open only while a `run` command drives it)
-    repaired_trials, repaired_runs = repair_study(study, opened.storage, log, cfg.study.grace_period)
+    repaired_trials, repaired_runs = repair_study(study, opened.storage, log, cfg.study.grace_period, opened.url)
     summary = WorkerSummary(name, [], repaired_trials, repaired_runs, opened.created)
     callbacks = callbacks or StudyCallback()
 
@@ -151,7 +151,8 @@ def run_worker(cfg: StudyConfig, opts: RunOptions, callbacks: StudyCallback | No
     return summary
 
 
-def repair_study(study: optuna.Study, storage, log: StudyLog, grace: float) -> tuple[int, int]:
+def repair_study(study: optuna.Study, storage, log: StudyLog, grace: float,
+                 storage_url: str | None = None) -> tuple[int, int]:
     """Fail trials whose worker died (they are re-queued) and close their MLflow runs.
 
     A worker is dead when its RDB heartbeat is stale, or when it was a process
@@ -162,16 +163,17 @@ def repair_study(study: optuna.Study, storage, log: StudyLog, grace: float) -> t
     """
     before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
     fail_stale_trials(study)
-    sweep_dead_owners(study, storage, grace)
+    sweep_dead_owners(study, storage, grace, storage_url)
     failed = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))} - before
     return len(failed), log.sweep_orphans(study)
 
 
-def repair_all(study: optuna.Study, storage, cfg: StudyConfig, log: StudyLog) -> dict[str, int]:
+def repair_all(study: optuna.Study, storage, cfg: StudyConfig, log: StudyLog,
+               storage_url: str | None = None) -> dict[str, int]:
     """`ltstudy repair`: dead workers' trials failed (and re-queued), then MLflow rebuilt to match Optuna."""
     before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
     fail_stale_trials(study)
-    sweep_dead_owners(study, storage, cfg.study.grace_period)
+    sweep_dead_owners(study, storage, cfg.study.grace_period, storage_url)
     failed = len({t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))} - before)
     counts = log.sync(study, cfg)  # (first: it closes each run as Optuna says, with its values)
     closed = log.sweep_orphans(study)
