@@ -135,3 +135,28 @@ def sqlite_tracking(tmp_path_factory, dest: Path) -> str:
     dest.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(_TEMPLATE["db"], dest)
     return f"sqlite:///{dest}"
+
+
+# --------------------------------------------------------------------------- processes, from /proc
+
+
+def children(pid: int) -> list[int]:
+    """Processes whose parent is `pid`."""
+    kids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                stat = (proc / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                kids.append(int(proc.name))
+    return kids
+
+
+def alive(pid: int) -> bool:
+    """The process exists and is not a zombie."""
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

@@ -53,6 +53,31 @@ def test_two_round_run_writes_config_and_falling_densities_as_json(capsys, tmp_p
     assert cfg.hash() in out
 
 
+def test_a_control_on_the_command_line_says_where_its_tickets_path_came_from_and_its_masks_are_the_tickets(
+        capsys, tmp_path):
+    ticket = ["ticket", *TINY_FLAGS, "--rounds", "2", "--cache-dir", "cache"]
+    code, out, err = run_cli(capsys, *ticket, "--reinit", "random", "--json", "control.json")
+    assert code == 0, err
+    assert "control: random re-init on the masks of the ticket with the same settings; the ticket's rounds 0..1: " \
+           "2 trained here" in out
+    code, out, err = run_cli(capsys, *ticket, "--reinit", "random", "--json", "again.json")
+    assert code == 0 and "the ticket's rounds 0..1: loaded from the cache" in out
+    how = ("wall_seconds", "reused", "computed_iterations")  # how a round was obtained, not what it measured
+
+    def measured(name: str) -> list[dict]:
+        return [{k: v for k, v in r.items() if k not in how} for r in json.loads((tmp_path / name).read_text())[
+            "rounds"]]
+
+    assert measured("again.json") == measured("control.json")  # the same control, bit for bit
+    code, _, err = run_cli(capsys, *ticket, "--json", "ticket.json")
+    assert code == 0, err
+    control = json.loads((tmp_path / "control.json").read_text())["rounds"]
+    found = json.loads((tmp_path / "ticket.json").read_text())["rounds"]
+    assert [r["density"] for r in control] == [r["density"] for r in found]  # on the ticket's own masks
+    assert control[0]["val_accuracy"] == found[0]["val_accuracy"]  # level 0 is the ticket's dense round itself
+    assert [r["val_loss"] for r in control[1:]] != [r["val_loss"] for r in found[1:]]  # a fresh θ'0 trained
+
+
 def test_flags_and_an_equivalent_toml_file_give_the_same_config(capsys, tmp_path):
     toml = tmp_path / "run.toml"
     toml.write_text('device = "cpu"\n[train]\niterations = 60\neval_every = 20\nbatch_size = 60\n'

@@ -35,7 +35,18 @@ from ltstudy import cli
 from ltstudy.study.attrs import OWNER_ATTR, PARENT_ATTR
 from ltstudy.study.storage import open_storage
 from tests import mlflow_server
-from tests.ft_helpers import Runs, outputs, run, sqlite_tracking, start, stop, wait_for, write_study
+from tests.ft_helpers import (
+    Runs,
+    alive,
+    children,
+    outputs,
+    run,
+    sqlite_tracking,
+    start,
+    stop,
+    wait_for,
+    write_study,
+)
 from tests.pg import PgServer, free_port
 
 pytest_plugins = ["tests.pg"]
@@ -339,26 +350,6 @@ def test_on_one_machine_a_trial_left_without_an_owner_is_failed_at_once(tmp_path
 # --------------------------------------------------------------------------- SIGKILL to the parent
 
 
-def _children(pid: int) -> list[int]:
-    kids = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                stat = (proc / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                kids.append(int(proc.name))
-    return kids
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def test_workers_die_with_a_killed_parent_and_the_next_run_finishes_the_study(tmp_path: Path, tmp_path_factory):
     uri = sqlite_tracking(tmp_path_factory, tmp_path / "mlflow.db")
     storage = f"journal:{tmp_path / 'optuna.journal'}"
@@ -369,12 +360,12 @@ def test_workers_die_with_a_killed_parent_and_the_next_run_finishes_the_study(tm
         wait_for(lambda: (tmp_path / "optuna.journal").exists() and len(
             load(storage).get_trials(deepcopy=False, states=(TrialState.RUNNING,))) == 2, 180,
             "two running trials", proc, interval=0.2)
-        workers = [w for w in _children(proc.pid) if _alive(w)]
+        workers = [w for w in children(proc.pid) if alive(w)]
         assert len(workers) >= 2
         proc.kill()  # SIGKILL: the parent cannot forward anything
         proc.wait(timeout=30)
         try:
-            wait_for(lambda: not [w for w in workers if _alive(w)], 90, "the workers to stop")
+            wait_for(lambda: not [w for w in workers if alive(w)], 90, "the workers to stop")
         except AssertionError as exc:
             raise AssertionError(f"{exc}; their output: {outputs(tmp_path, 'run')}") from None
     finally:

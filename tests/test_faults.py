@@ -36,6 +36,8 @@ from ltstudy.study.storage import open_storage
 from ltstudy.study.tracking import Tracker
 from tests.ft_helpers import (
     Runs,
+    alive,
+    children,
     cli_env,
     ltstudy_cmd,
     outputs,
@@ -128,13 +130,13 @@ def test_a_killed_worker_s_trial_is_retried_by_the_next_worker_from_its_checkpoi
 
     runs = Runs.of(uri, "ft")
     assert runs.running() == []
-    dead, alive = runs.of_trial(0), runs.of_trial(1)
+    dead, retried = runs.of_trial(0), runs.of_trial(1)
     assert dead.info.run_id == a_run and dead.info.status == "FAILED" and dead.data.tags["state"] == "FAIL"
     assert dead.data.tags["reason"]
-    assert alive.info.status == "FINISHED" and alive.data.tags["retry_of"] == a_run
-    assert alive.data.tags["retry_of_trial"] == "0"
+    assert retried.info.status == "FINISHED" and retried.data.tags["retry_of"] == a_run
+    assert retried.data.tags["retry_of_trial"] == "0"
     assert retry.user_attrs[LINEAGE_ATTR] == [a_run]
-    assert_metrics_logged_once(runs, [a_run, alive.info.run_id], 4)
+    assert_metrics_logged_once(runs, [a_run, retried.info.run_id], 4)
     assert set(runs.steps(a_run)) <= set(before_kill)
     print(f"kill after {waited:.1f} s; rounds checkpointed before the kill (reused by the retry): {before_kill}")
 
@@ -343,28 +345,6 @@ def test_pg_fixture_refuses_a_wrong_password(pg: PgServer):
 # --------------------------------------------------------------------------- SIGTERM to `ltstudy run --jobs 2`
 
 
-def _children(pid: int) -> list[int]:
-    """Processes whose parent is `pid` (from /proc)."""
-    kids = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                stat = (proc / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                kids.append(int(proc.name))
-    return kids
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 def test_sigterm_to_run_with_jobs_reaches_every_worker_and_leaves_nothing_running(tmp_path: Path, tmp_path_factory):
     """Kubernetes, Slurm or `kill PID` signal the parent only: it must forward, wait, and not leave workers behind."""
     uri = sqlite_tracking(tmp_path_factory, tmp_path / "mlflow.db")
@@ -385,8 +365,8 @@ def test_sigterm_to_run_with_jobs_reaches_every_worker_and_leaves_nothing_runnin
             return len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))) == 2
 
         wait_for(both_running, 120, "two running trials", proc, interval=0.2)
-        workers = _children(proc.pid)
-        assert len([w for w in workers if _alive(w)]) >= 2
+        workers = children(proc.pid)
+        assert len([w for w in workers if alive(w)]) >= 2
         t0 = time.monotonic()
         proc.send_signal(signal.SIGTERM)  # the parent only
         code = proc.wait(timeout=90)
@@ -396,7 +376,7 @@ def test_sigterm_to_run_with_jobs_reaches_every_worker_and_leaves_nothing_runnin
     _, err = outputs(tmp_path, "run")
     assert code == 130, err
     assert stopped_in < 60
-    assert not [w for w in workers if _alive(w)], "a worker outlived its parent"
+    assert not [w for w in workers if alive(w)], "a worker outlived its parent"
     assert "Traceback" not in err
     trials = optuna.load_study(study_name="ft", storage=open_storage(storage)).get_trials(deepcopy=False)
     interrupted = [t for t in trials if t.state == TrialState.FAIL]
