@@ -85,6 +85,19 @@ def test_tracking_uri_precedence_is_flag_then_file_then_environment_then_default
     assert not_in_file.tracking_uri() == "http://env:5000"
 
 
+def test_the_cache_folder_is_the_flag_then_the_file_then_the_environment_then_the_default(
+        monkeypatch: pytest.MonkeyPatch):
+    from ltstudy.engine.cache import DEFAULT_CACHE_DIR
+
+    monkeypatch.delenv("LTSTUDY_CACHE_DIR", raising=False)
+    in_file, not_in_file = parse_study(study_doc(study={"cache_dir": "from-file"})), parse_study(study_doc())
+    assert in_file.cache_dir("from-flag") == "from-flag"
+    assert in_file.cache_dir() == "from-file"
+    assert not_in_file.cache_dir() == DEFAULT_CACHE_DIR
+    monkeypatch.setenv("LTSTUDY_CACHE_DIR", "from-env")
+    assert (in_file.cache_dir(), not_in_file.cache_dir()) == ("from-file", "from-env")
+
+
 def test_the_study_hash_follows_the_search_space_not_the_study_name():
     a = parse_study(study_doc())
     renamed = parse_study(study_doc(study={"name": "renamed"}))

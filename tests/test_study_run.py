@@ -646,3 +646,19 @@ def test_jobs_2_with_a_sqlite_storage_is_refused_before_anything_is_created(tmp_
 def test_values_are_finite_numbers(finished: Finished):
     for t in finished.study.trials:
         assert all(math.isfinite(v) for v in t.values)
+
+
+def test_save_tickets_logs_every_round_to_the_trials_run_and_no_cache_keeps_no_checkpoint(stores: Stores):
+    path = write_study(stores.root, stores, study={"n_trials": 1, "save_tickets": True,
+                                                   "cache_dir": str(stores.root / "cache")},
+                       search={"prune_rate": {"low": 0.2, "high": 0.5}})
+    assert run(path, "--no-cache") == 0
+    (trial,) = stores.study().trials
+    client = stores.client()
+    run_id = trial.user_attrs["mlflow_run_id"]
+    rounds = {a.path for a in client.list_artifacts(run_id, "tickets/seed_0")}
+    assert rounds == {f"tickets/seed_0/round_{r:02d}" for r in STEPS}
+    files = {Path(a.path).name for a in client.list_artifacts(run_id, "tickets/seed_0/round_01")}
+    assert {"mask.safetensors", "init.safetensors", "trained.safetensors", "ticket.json"} <= files
+    assert not (stores.root / "cache").exists()  # --no-cache: every round trained, nothing kept
+    assert all(not r["reused"] for r in trial.user_attrs["rounds"])
