@@ -113,3 +113,15 @@ def test_the_ui_on_a_bad_port_creates_no_store(here, capsys):
     assert cli.main(["ui", "s.toml", "--port", "99999"]) == 2
     assert "port" in one_line(capsys.readouterr().err, "ui")
     assert sorted(os.listdir(here)) == ["s.toml"]
+
+
+@pytest.mark.parametrize("flag", ["--storage", "--tracking-uri", "--cache-dir"])
+def test_a_folder_that_cannot_be_created_is_one_line_before_anything_is(here, capsys, tmp_path_factory, flag):
+    """(/proc says it is writable to root, then refuses the folder: a journal there was a traceback.)"""
+    target = {"--storage": "journal:/proc/ltstudy-no/optuna.journal",
+              "--tracking-uri": "sqlite:////proc/ltstudy-no/mlflow.db", "--cache-dir": "/proc/ltstudy-no/cache"}[flag]
+    write_study(here, None, "s.toml", study={"storage": f"journal:{here}/j/optuna.journal",
+                                             "tracking_uri": f"sqlite:///{here}/m/mlflow.db"})
+    assert cli.main(["run", "s.toml", flag, target, "--quiet"]) == 2
+    assert "cannot be created" in one_line(capsys.readouterr().err, "run")
+    assert sorted(os.listdir(here)) == ["s.toml"]

@@ -48,6 +48,13 @@ def _check_file_target(path: Path, what: str) -> None:
         parent = parent.parent
     if not parent.is_dir() or not os.access(parent, os.W_OK):
         raise ConfigError(f"{what} {path} cannot be created: {parent} is not a writable folder")
+    import tempfile
+
+    try:  # (os.access says yes to root everywhere, /proc and read-only mounts included: try it)
+        os.rmdir(tempfile.mkdtemp(prefix=".ltstudy-check-", dir=parent))
+    except OSError as exc:
+        raise ConfigError(f"{what} {path} cannot be created: {parent} is not a writable folder "
+                          f"({exc.strerror or exc})") from None
 
 
 def check_cache_dir(path: str | os.PathLike) -> None:
@@ -112,12 +119,16 @@ def storage_exists(url: str) -> bool:
     return True
 
 
-def prepare_storage(url: str) -> None:
-    """Create the folder of a file-based storage (after validation)."""
+def prepare_storage(url: str, flag: str = "--storage") -> None:
+    """Create the folder of a file-based store (after validation, which tried it; `flag` names the setting)."""
     kind = storage_kind(url)
     if kind in ("journal", "sqlite"):
         path = journal_path(url) if kind == "journal" else sqlite_path(url)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # (os.access cannot tell for root, nor for /proc and read-only mounts)
+            raise ConfigError(f"{path} cannot be created: {exc.strerror or exc} ({path.parent}); point {flag} at "
+                              "a writable folder") from None
 
 
 def open_storage(url: str, *, heartbeat: tuple[int, int, int] | None = None):

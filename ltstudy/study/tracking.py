@@ -76,7 +76,7 @@ class Tracker:
                 os.environ.setdefault(key, value)
         self.uri = tracking_uri
         if tracking_uri.startswith("sqlite:///"):
-            prepare_storage(tracking_uri)  # the folder of mlflow.db
+            prepare_storage(tracking_uri, "--tracking-uri")  # the folder of mlflow.db
             # The first client of a new store runs its schema migrations, which are not safe for processes that
             # start at once (duplicate columns, a half-migrated database): one process creates it, under a lock.
             with store_lock(tracking_uri):
