@@ -449,49 +449,118 @@ def test_a_tracking_failure_as_a_trial_starts_stops_nothing_and_repair_closes_it
     assert runs.of_trial(0).info.status == "FINISHED" and runs.of_trial(0).data.params["seeds"] == "[0]"
 
 
-def test_a_stop_signal_whose_interrupt_was_swallowed_still_stops_the_loop():
+@pytest.fixture
+def stop_signals():
+    """This process's SIGINT/SIGTERM handlers as a study installs them; the test's own ones back afterwards."""
+    from ltstudy.study import signals
+
+    saved = {sig: signal.getsignal(sig) for sig in signals.STOP_SIGNALS}
+    signals.interrupt_on_signals()
+    yield
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
+
+
+def _signal_once_inside(calls: list):
+    """A hook that signals this process the first time it runs, and lets the handler run there."""
+    def hook(*args, **kwargs):
+        if not calls:
+            calls.append("signalled")
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.5)
+    return hook
+
+
+def test_a_stop_signal_whose_interrupt_was_swallowed_still_stops_the_loop(stop_signals):
     """A SIGTERM landing in a finalizer or a library's `except BaseException` must not be lost."""
     from ltstudy.study import signals
 
-    saved = {sig: signal.getsignal(sig) for sig in signals.STOP_SIGNALS}
+    signals.raise_if_requested()  # nothing asked yet
     try:
-        signals.interrupt_on_signals()
-        signals.raise_if_requested()  # nothing asked yet
-        try:
-            os.kill(os.getpid(), signal.SIGTERM)
-            time.sleep(1.0)  # (the handler runs here, in the main thread)
-        except BaseException:  # (what a careless finalizer does)
-            pass
-        with signals.deferred():
-            signals.raise_if_requested()  # (never inside a section that must not be cut)
-        with pytest.raises(KeyboardInterrupt):
-            signals.raise_if_requested()
-        signals.interrupt_on_signals()  # a fresh start forgets the old request
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(1.0)  # (the handler runs here, in the main thread)
+    except BaseException:  # (what a careless finalizer does)
+        pass
+    with signals.deferred():
+        signals.raise_if_requested()  # (never inside a section that must not be cut)
+    with pytest.raises(KeyboardInterrupt):
         signals.raise_if_requested()
-    finally:
-        for sig, handler in saved.items():
-            signal.signal(sig, handler)
+    signals.interrupt_on_signals()  # a fresh start forgets the old request
+    signals.raise_if_requested()
 
 
-def test_a_stop_signal_never_cuts_an_mlflow_write_in_two():
+def test_a_stop_signal_never_cuts_an_mlflow_write_in_two(stop_signals):
     """(A KeyboardInterrupt inside an SQLite commit left MLflow's store locked by the interrupted process.)"""
-    from ltstudy.study import signals
     from ltstudy.study.tracking import _retry
 
-    steps = []
+    steps: list = []
 
     @_retry
     def write():
-        os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(0.5)  # (the handler runs in here: the write must go on to its end)
+        _signal_once_inside(steps)()  # (the handler runs in here: the write must go on to its end)
         steps.append("committed")
 
-    saved = {sig: signal.getsignal(sig) for sig in signals.STOP_SIGNALS}
-    try:
-        signals.interrupt_on_signals()
-        with pytest.raises(KeyboardInterrupt):
-            write()
-        assert steps == ["committed"]  # and the interrupt came right after it
-    finally:
-        for sig, handler in saved.items():
-            signal.signal(sig, handler)
+    with pytest.raises(KeyboardInterrupt):
+        write()
+    assert steps == ["signalled", "committed"]  # and the interrupt came right after it
+
+
+
+def test_a_stop_signal_as_the_journal_lock_is_released_is_a_plain_interrupt(tmp_path: Path, monkeypatch,
+                                                                            stop_signals):
+    """(A SIGTERM between Optuna's rename and unlink of its lock made it unlink twice: a worker's traceback.)"""
+    from ltstudy.study.journal import SafeJournalBackend
+
+    journal = tmp_path / "optuna.journal"
+    backend = SafeJournalBackend(str(journal))
+    real_unlink = os.unlink
+
+    def unlink(path, *args, **kwargs):
+        real_unlink(path, *args, **kwargs)
+        if str(path).endswith(".rename"):  # the lock, as its holder releases it
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.5)  # (the handler runs here, inside Optuna's release)
+
+    monkeypatch.setattr(os, "unlink", unlink)
+    with pytest.raises(KeyboardInterrupt):  # not FileNotFoundError from a second unlink
+        backend.append_logs([{"op_code": 0, "worker_id": "w", "study_name": "s", "directions": [1]}])
+    monkeypatch.undo()
+    assert [line[:11] for line in journal.read_bytes().splitlines()] == [b'{"op_code":']
+    assert list(tmp_path.iterdir()) == [journal]  # no lock left behind
+
+
+def test_a_stop_signal_never_cuts_a_journal_storage_call_in_two(tmp_path: Path, monkeypatch, stop_signals):
+    """(Optuna replays the journal record by record: a cut replay leaves this process's copy a record short.)"""
+    storage = open_storage(f"journal:{tmp_path / 'optuna.journal'}")
+    study_id = storage.create_new_study([optuna.study.StudyDirection.MAXIMIZE], "s")
+    fresh = open_storage(f"journal:{tmp_path / 'optuna.journal'}")
+    for _ in range(3):
+        storage.create_new_trial(study_id)  # (records `fresh` replays on its next call)
+    from optuna.storages.journal._storage import JournalStorageReplayResult
+
+    calls: list = []
+    apply = JournalStorageReplayResult._apply_create_trial
+    hook = _signal_once_inside(calls)
+
+    def apply_create_trial(self, log):  # (Optuna has counted the record as read just before this)
+        hook()
+        return apply(self, log)
+
+    monkeypatch.setattr(JournalStorageReplayResult, "_apply_create_trial", apply_create_trial)
+    with pytest.raises(KeyboardInterrupt):
+        fresh.get_all_trials(study_id)
+    assert calls == ["signalled"]
+    assert len(fresh.get_all_trials(study_id)) == 3  # its copy is whole
+
+
+def test_a_stop_signal_never_cuts_an_rdb_storage_call_in_two(tmp_path: Path, stop_signals):
+    """(A KeyboardInterrupt inside an SQLite transaction loses the write, and can leave the file locked.)"""
+    import sqlalchemy
+
+    storage = open_storage(f"sqlite:///{tmp_path / 'optuna.db'}")
+    calls: list = []
+    sqlalchemy.event.listen(storage.engine, "before_cursor_execute", _signal_once_inside(calls))
+    with pytest.raises(KeyboardInterrupt):
+        storage.create_new_study([optuna.study.StudyDirection.MAXIMIZE], "s")
+    assert calls == ["signalled"]
+    assert [s.study_name for s in storage.get_all_studies()] == ["s"]  # the write went through whole

@@ -18,6 +18,7 @@ be read: every command fails with JSONDecodeError. Here:
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -26,9 +27,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 
 from ..engine.errors import ConfigError, DiskFull, SettingWarning
+from .signals import deferred
 
 _RECORD_START = b'{"op_code":'
 
@@ -39,13 +42,20 @@ class JournalWarning(SettingWarning):
 
 @contextmanager
 def journal_lock(path: Path):
-    """The lock Optuna's own writers take around appends (a symlink beside the journal)."""
-    lock = JournalFileSymlinkLock(str(path))
-    lock.acquire()
-    try:
-        yield
-    finally:
-        lock.release()
+    """The lock Optuna's own writers take around appends (a symlink beside the journal), held whole.
+
+    A stop signal waits until the lock is released (signals.deferred): a
+    KeyboardInterrupt while Optuna's `acquire` waits makes it "release" the lock
+    that another process holds, so two writers append at once, and one cut
+    between its rename and unlink ends the worker with a traceback.
+    """
+    with deferred():
+        lock = JournalFileSymlinkLock(str(path))
+        lock.acquire()
+        try:
+            yield
+        finally:
+            lock.release()
 
 
 def _set_aside(path: Path, data: bytes, what: str) -> Path:
@@ -110,6 +120,28 @@ class SafeJournalBackend(JournalFileBackend):
                         pass  # (the next append's tail check cuts what is left)
                     DiskFull.check(exc, f"the storage journal {path}")
                     raise
+
+
+def _whole(method):
+    @functools.wraps(method)
+    def call(*args, **kwargs):
+        with deferred():
+            return method(*args, **kwargs)
+    return call
+
+
+class SafeJournalStorage(JournalStorage):
+    """JournalStorage whose calls a stop signal never cuts in two.
+
+    Optuna replays the journal into memory record by record; a KeyboardInterrupt
+    in the middle leaves that copy short of a record, and the interrupted
+    worker's last writes (closing its trial) would be made against it.
+    """
+
+
+for _name in dir(JournalStorage):
+    if not _name.startswith("_") and callable(getattr(JournalStorage, _name)):
+        setattr(SafeJournalStorage, _name, _whole(getattr(JournalStorage, _name)))
 
 
 @dataclass

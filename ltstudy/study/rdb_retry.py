@@ -4,7 +4,9 @@ Optuna's RDBStorage raises StorageInternalError on the first dropped
 connection, so a PostgreSQL restart crashes every worker mid-trial. Each call
 here is retried with backoff while the error is a lost or refused connection,
 for up to `window` seconds; any other error (bad data, a finished trial) goes
-through at once. A write whose commit reached the database before the
+through at once. A stop signal waits for the attempt under way (signals.deferred:
+a KeyboardInterrupt inside an SQLite commit leaves the file locked by the
+interrupted process), never for the wait between attempts. A write whose commit reached the database before the
 connection dropped may be retried: a repeated tell then finds its trial
 already finished, which is what it asked for.
 """
@@ -17,6 +19,8 @@ import time
 
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import RDBStorage
+
+from .signals import deferred
 
 RETRY_WINDOW = 120.0  # seconds: a restart, or a failover, of the database server
 
@@ -62,7 +66,8 @@ def _retrying(name: str, method):
         attempt = 0
         while True:
             try:
-                return method(self, *args, **kwargs)
+                with deferred():
+                    return method(self, *args, **kwargs)
             except UpdateFinishedTrialError:
                 if attempt and name == "set_trial_state_values":
                     return True  # the first attempt's commit landed before its connection dropped

@@ -139,18 +139,18 @@ def open_storage(url: str, *, heartbeat: tuple[int, int, int] | None = None):
     is failed and re-queued with the same parameters by the next worker.
     A journal is checked for a torn tail first, and written so that it never
     gets one (journal.py); an RDB storage retries across a server restart
-    (rdb_retry.py).
+    (rdb_retry.py). A stop signal never cuts a call to either in two.
     """
-    from optuna.storages import JournalStorage, RetryHeartbeatStaleTrialCallback
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
 
-    from .journal import SafeJournalBackend, check_journal
+    from .journal import SafeJournalBackend, SafeJournalStorage, check_journal
     from .rdb_retry import RetryingRDBStorage
 
     kind = storage_kind(url)
     prepare_storage(url)
     if kind == "journal":
         check_journal(journal_path(url))
-        return JournalStorage(SafeJournalBackend(str(journal_path(url))))
+        return SafeJournalStorage(SafeJournalBackend(str(journal_path(url))))
     if kind == "sqlite":
         return RetryingRDBStorage(url)
     kwargs: dict[str, Any] = {}
