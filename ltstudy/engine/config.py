@@ -22,6 +22,7 @@ from typing import Any, Literal
 from .errors import ConfigError, SettingWarning
 from .hashing import digest
 from .registry import DATASETS, MASKS, MODELS, REINITS, SCOPES, load_plugins, unknown_name
+from .seeds import Seeds
 
 MAX_SEED = 2**63 - 1  # (torch and the derived streams take 63 bits)
 
@@ -94,8 +95,19 @@ class PruneConfig:
 
 
 @dataclass
+class SeedConfig:
+    """Each source of randomness on its own (seeds.py); -1 takes `seed`."""
+
+    init: int = setting(-1, flag="init-seed", help="seed of θ0 and of a random re-init's fresh draw; -1 = --seed")
+    data_order: int = setting(-1, flag="data-order-seed", help="seed of the order of training batches (and of "
+                                                               "augmentation); -1 = --seed")
+    dropout: int = setting(-1, flag="dropout-seed", help="seed of dropout; -1 = --seed")
+    mask: int = setting(-1, flag="mask-seed", help="seed of random masks; -1 = --seed")
+
+
+@dataclass
 class TicketConfig:
-    seed: int = setting(0, help="seed of θ0, data order, dropout and random masks")
+    seed: int = setting(0, help="seed of θ0, data order, dropout and random masks (each can be set apart: [seeds])")
     device: str = setting("auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     plugins: list[str] = setting(factory=list, flag="plugin", help="your modules (or .py files) that register models, "
                                  "datasets or methods, e.g. --plugin mynets")
@@ -103,6 +115,13 @@ class TicketConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
+    seeds: SeedConfig = field(default_factory=SeedConfig)
+
+    @property
+    def resolved_seeds(self) -> Seeds:
+        """The seed each source of randomness draws from: its own, or `seed`."""
+        s = self.seeds
+        return Seeds(*(self.seed if v == -1 else v for v in (s.init, s.data_order, s.dropout, s.mask)))
 
     # ----------------------------------------------------------------- (de)serialise
 
@@ -142,6 +161,9 @@ class TicketConfig:
         for name, seed in (("seed", self.seed), ("data.split_seed", self.data.split_seed)):
             if not 0 <= seed <= MAX_SEED:
                 raise ConfigError(f"{name} must be between 0 and 2^63 - 1, got {seed}")
+        for name, seed in dataclasses.asdict(self.seeds).items():
+            if not -1 <= seed <= MAX_SEED:
+                raise ConfigError(f"seeds.{name} must be between 0 and 2^63 - 1, or -1 (= seed), got {seed}")
         if t.optimizer == "adam" and (t.momentum or t.nesterov):
             warnings.warn("train.momentum and train.nesterov are SGD settings; Adam ignores them (its moments are "
                           "fixed at beta1 = 0.9, beta2 = 0.999)", SettingWarning, stacklevel=2)

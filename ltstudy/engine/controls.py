@@ -78,16 +78,19 @@ class _Branch:
         if self.cache is None or not level.key:
             return None
         codes = [c for c in (REINITS.get(self.cfg.prune.reinit).code(), MASKS.get(self.cfg.prune.mask).code()) if c]
-        return digest("control", level.key, self.cfg.prune.reinit, self.cfg.prune.mask, self.cfg.seed, *codes)
+        s = self.cfg.resolved_seeds
+        seeds = self.cfg.seed if len({self.cfg.seed, *dataclasses.astuple(s)}) == 1 else dataclasses.astuple(s)
+        return digest("control", level.key, self.cfg.prune.reinit, self.cfg.prune.mask, seeds, *codes)
 
     def job(self, level: Level) -> RoundJob:
         """Level r's start: the level's mask (the ticket's, or a random one) and the re-init strategy's start."""
-        r, seed, sched = level.round, self.cfg.seed, self.path.sched
-        self.masks = self.mask_rule.for_level(level.masks(), seed, r)
-        self.reinit.reset(self.model, Start(r, seed, self.path.ensure_theta_k, level.trained))
+        r, seeds, sched = level.round, self.cfg.resolved_seeds, self.path.sched
+        self.masks = self.mask_rule.for_level(level.masks(), seeds.mask, r)
+        self.reinit.reset(self.model, Start(r, seeds.init, self.path.ensure_theta_k, level.trained))
         pruning.apply_masks(self.model, self.masks)
         label = f"control {self.name} round {r}" if self.name else f"control round {r}"
-        return RoundJob(r, self.model, self.masks, self.cfg.train, sched, seed, derived_seed(seed, DROPOUT, r),
+        return RoundJob(r, self.model, self.masks, self.cfg.train, sched, seeds.data_order,
+                        derived_seed(seeds.dropout, DROPOUT, r),
                         self.reinit.start(sched), sched.iterations,
                         constant_lr=self.reinit.constant_lr(self.cfg.train, sched), label=label)
 

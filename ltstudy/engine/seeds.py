@@ -1,9 +1,28 @@
-"""Seeds: one user seed, and the reproducible streams every random choice of a search draws from."""
+"""Seeds: one user seed, and the reproducible streams every random choice of a search draws from.
+
+`seed` derives them all. Each of the four sources of randomness can also be
+fixed on its own (`[seeds]`, or --init-seed / --data-order-seed /
+--dropout-seed / --mask-seed), so a study can vary one at a time: two runs with
+the same θ0 and different data orders are what stability analysis compares
+(Frankle et al. 2020), and error bars over seeds then say which noise they show.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 # Purposes of the derived streams (never reuse a number for another purpose).
 REINIT, DROPOUT, RANDOM_MASK = 2, 3, 4
+
+
+@dataclass(frozen=True)
+class Seeds:
+    """The seed of each source of randomness of one search."""
+
+    init: int  # θ0, and the fresh draw of a random re-init (its own stream per round)
+    data_order: int  # the order of training batches, and augmentation
+    dropout: int  # dropout masks (a stream per round)
+    mask: int  # random masks (a stream per round)
 
 
 def derived_seed(seed: int, *parts: int) -> int:

@@ -67,7 +67,8 @@ class TicketSearch:
         check_pair(cfg.model.name, cfg.data.name)
         self.data = data if data is not None else load_dataset(cfg.data, self.device)
         self.sched = cfg.resolve_schedule(len(self.data.train))
-        torch.manual_seed(cfg.seed)
+        self.seeds = cfg.resolved_seeds
+        torch.manual_seed(self.seeds.init)
         self.model = build_model(cfg.model.name, self.data.input_shape, self.data.num_classes,
                                  cfg.model.dropout).to(self.device)
         self.layers = pruning.prunable_layers(self.model)
@@ -102,7 +103,7 @@ class TicketSearch:
         self.dense_key = digest("dense", CACHE_VERSION, engine_digest(), torch.__version__.split("+")[0],
                                 self.device.type, self.data.digest, data, dataclasses.asdict(c.model),
                                 MODELS.get(c.model.name).code(), signature(self.model),
-                                dataclasses.asdict(c.train), c.seed)
+                                dataclasses.asdict(c.train), self._dense_seeds())
         prune = dataclasses.asdict(c.prune)
         prune.pop("rounds")
         if not prune["one_shot"]:
@@ -111,6 +112,13 @@ class TicketSearch:
         plugins = [r.get(n).code() for r, n in ((REINITS, c.prune.reinit), (MASKS, c.prune.mask),
                                                  (SCOPES, c.prune.scope))]
         self.rounds_key = digest("rounds", self.dense_key, prune, *(plugins if any(plugins) else ()))
+
+    def _dense_seeds(self) -> int | list[int]:
+        """The seeds training depends on (a ticket's masks are not random): the user seed when it derives them all,
+        which keeps the keys of entries stored before seeds could be set apart."""
+        s = self.seeds
+        return self.cfg.seed if s.init == s.data_order == s.dropout == self.cfg.seed else [s.init, s.data_order,
+                                                                                            s.dropout]
 
     @property
     def theta_k_key(self) -> str:
@@ -135,7 +143,7 @@ class TicketSearch:
 
     def reset(self, round_: int) -> None:
         """Step 4: the survivors' new start, by the re-init strategy (the model holds round r-1's weights)."""
-        self.reinit.reset(self.model, Start(round_, self.cfg.seed, self.ensure_theta_k, None))
+        self.reinit.reset(self.model, Start(round_, self.seeds.init, self.ensure_theta_k, None))
         pruning.apply_masks(self.model, self.masks)
 
     def prune_and_reset(self, round_: int) -> None:
@@ -146,8 +154,8 @@ class TicketSearch:
         k = self.sched.rewind_iter
         start = 0 if round_ == 0 else self.reinit.start(self.sched)
         constant_lr = self.reinit.constant_lr(self.cfg.train, self.sched) if round_ > 0 else None
-        return RoundJob(round_, self.model, self.masks, self.cfg.train, self.sched, self.cfg.seed,
-                        derived_seed(self.cfg.seed, DROPOUT, round_), start, self.sched.iterations,
+        return RoundJob(round_, self.model, self.masks, self.cfg.train, self.sched, self.seeds.data_order,
+                        derived_seed(self.seeds.dropout, DROPOUT, round_), start, self.sched.iterations,
                         capture_at=k if round_ == 0 else None, constant_lr=constant_lr, label=f"{label} {round_}")
 
     def finish(self, round_: int, res: TrainResult) -> RoundResult:
@@ -251,9 +259,9 @@ class TicketSearch:
         replay = build_model(self.cfg.model.name, self.data.input_shape, self.data.num_classes,
                              self.cfg.model.dropout).to(self.device)
         replay.load_state_dict(self.theta0)
-        job = RoundJob(0, replay, pruning.full_masks(replay, self.layers), self.cfg.train, self.sched, self.cfg.seed,
-                       derived_seed(self.cfg.seed, DROPOUT, 0), 0, k, capture_at=k, label="θ_k replay",
-                       evaluate=False)
+        job = RoundJob(0, replay, pruning.full_masks(replay, self.layers), self.cfg.train, self.sched,
+                       self.seeds.data_order, derived_seed(self.seeds.dropout, DROPOUT, 0), 0, k, capture_at=k,
+                       label="θ_k replay", evaluate=False)
         self.theta_k = train(job, self.data).snapshot
         self._replayed += k
         self._save_theta_k()

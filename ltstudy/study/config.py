@@ -167,9 +167,11 @@ class StudyConfig:
         base = self.base.to_dict()
         in_search = {SEARCHABLE[k] for k in self.search}  # (the base holds their first values: [search] has them)
         sections = {name: {k: v for k, v in base[name].items() if f"{name}.{k}" not in in_search}
-                    for name in ("data", "model", "train", "prune")}
+                    for name in ("data", "model", "train", "prune", "seeds")}
         for key in ("root", "download"):  # where the files are read from does not change them
             sections["data"].pop(key)
+        if all(v == -1 for v in sections["seeds"].values()):
+            del sections["seeds"]  # (all from [study].seed: a study made before [seeds] existed continues)
         s = self.study
         return {
             **sections,
@@ -205,7 +207,7 @@ def settings_changes(old: dict[str, dict[str, Any]], new: dict[str, dict[str, An
     return changes
 
 
-_SECTIONS = ("study", "data", "model", "train", "prune", "search")
+_SECTIONS = ("study", "data", "model", "train", "prune", "seeds", "search")
 
 
 def load_study(path: str | Path, overrides: dict[str, Any] | None = None) -> StudyConfig:
@@ -242,7 +244,7 @@ def parse_study(raw: dict[str, Any], path: str = "") -> StudyConfig:
             raise ConfigError(unknown_key_message(key, list(SEARCHABLE), "search"))
         search[key] = _parse_param(key, spec)
 
-    engine = {k: raw[k] for k in ("data", "model", "train", "prune") if k in raw}
+    engine = {k: raw[k] for k in ("data", "model", "train", "prune", "seeds") if k in raw}
     for key in search:
         section, name = SEARCHABLE[key].split(".")
         if name in engine.get(section, {}):
