@@ -146,7 +146,9 @@ def test_every_child_has_one_metric_step_per_round(finished: Finished):
     for run in finished.children:
         for key in ("val_accuracy", "density", "test_accuracy", "iterations", "sparsity", "val_loss",
                     "test_accuracy_at_early_stop", "start_test_accuracy", "early_stop_iteration", "train_loss",
-                    "path_iterations", "reused", "computed_iterations"):  # (the README's list)
+                    "path_iterations", "reused", "computed_iterations", "compression_ratio",
+                    "compression_ratio_all_params", "params_nonzero", "dense_flops", "nonzero_flops",
+                    "theoretical_speedup"):  # (the README's list)
             assert metric_steps(finished.client, run.info.run_id, key) == STEPS, key
     for t in finished.study.trials:
         run_id = t.user_attrs["mlflow_run_id"]

@@ -136,7 +136,7 @@ class ControlSearch:
         self.callbacks = Callbacks(callbacks)
         self.path = TicketSearch(path_config(cfg), data, cache)
         self.data, self.device, self.sched = self.path.data, self.path.device, self.path.sched
-        self.n_rounds, self.layers = self.path.n_rounds, self.path.layers
+        self.n_rounds, self.layers, self.cost = self.path.n_rounds, self.path.layers, self.path.cost
         self.branch = _Branch(cfg, self.path, cache)
         self.records: list[RoundResult] = []
         self.path_rounds = {"trained": 0, "reused": 0}
@@ -211,7 +211,7 @@ class TicketWithControls:
         self.cfg, self.cache = cfg, cache
         self.callbacks = Callbacks(callbacks)
         self.data, self.device, self.sched = self.ticket.data, self.ticket.device, self.ticket.sched
-        self.n_rounds, self.layers = self.ticket.n_rounds, self.ticket.layers
+        self.n_rounds, self.layers, self.cost = self.ticket.n_rounds, self.ticket.layers, self.ticket.cost
         self.branches = {name: _Branch(c, self.ticket, cache, name) for name, c in controls.items()}
         self.records: list[RoundResult] = []
 

@@ -4,7 +4,8 @@ A search (ticket.TicketSearch, controls.ControlSearch; `searches.ticket_search`
 picks the one a config describes) is a generator of
 events (rounds.py). `search_jobs` turns it into a *job generator*: it yields
 the RoundJobs to train, receives their TrainResults, hands each finished
-RoundResult to the search's callbacks (`on_round_end`; raising StopSearch ends
+RoundResult, with its compression and FLOPs (compression.py), to the search's
+callbacks (`on_round_end`; raising StopSearch ends
 the search with the rounds so far) and returns the TicketResult. The study
 layer's trials are job generators too. `drive_jobs` trains a job generator's
 jobs one after another (the solo trainer); `drive_packed` trains many job
@@ -52,6 +53,7 @@ def search_jobs(search: Search) -> Generator[RoundJob, TrainResult, TicketResult
                 except DivergedError as exc:
                     thrown = exc
             elif isinstance(event, RoundResult):
+                search.cost.fill(event)  # (a cached round, or one stored before these numbers existed, too)
                 try:
                     search.callbacks.on_round_end(event)
                 except StopSearch as stop:

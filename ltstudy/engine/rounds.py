@@ -93,6 +93,14 @@ class RoundResult:
     path_iterations: int = 0  # controls: iterations of the ticket's round that produced this round's mask
     stopped_early: bool = False  # `patience` ended the round before its schedule did
     control: str = ""  # a search with controls: the control this round is of ("" = the ticket)
+    # ShrinkBench's size and speed numbers (compression.py), from the architecture and `layer_density`
+    compression_ratio: float = math.nan  # prunable weights / remaining ones
+    compression_ratio_all_params: float = math.nan  # every parameter / the non-zero ones
+    params_total: int = 0
+    params_nonzero: int = 0
+    dense_flops: float = math.nan  # multiply-adds per example of the dense network's conv and linear layers
+    nonzero_flops: float = math.nan  # ... of this round's (each layer's scaled by its density)
+    theoretical_speedup: float = math.nan  # dense_flops / nonzero_flops
 
     @property
     def sparsity(self) -> float:

@@ -24,6 +24,7 @@ import torch
 
 from . import pruning
 from .cache import CACHE_VERSION, RoundCache
+from .compression import CostModel
 from .config import TicketConfig
 from .data import Dataset, load_dataset
 from .device import resolve_device
@@ -72,6 +73,7 @@ class TicketSearch:
         self.model = build_model(cfg.model.name, self.data.input_shape, self.data.num_classes,
                                  cfg.model.dropout).to(self.device)
         self.layers = pruning.prunable_layers(self.model)
+        self.cost = CostModel.of(self.model, self.data.input_shape)
         self.rates = pruning.layer_rates(self.layers, p)
         self.shared = SCOPES.load(p.scope)().shared(self.layers, p)
         self.n_rounds = pruning.plan_rounds(self.layers, self.rates, self.shared, p)

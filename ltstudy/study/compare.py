@@ -21,7 +21,7 @@ ACCURACY_KEYS = {"val": "val_accuracy", "test": "test_accuracy_at_early_stop"}
 SPLIT_NAMES = {"val": "validation accuracy at the early-stop iteration",
                "test": "test accuracy at the early-stop iteration"}
 # Every comparison shows these; a study's other objectives are added after them.
-SUMMARY_OBJECTIVES = ("ticket_sparsity", "ticket_accuracy", "train_iterations")
+SUMMARY_OBJECTIVES = ("ticket_sparsity", "ticket_accuracy", "theoretical_speedup", "train_iterations")
 _TOL = 1e-9
 
 
@@ -191,7 +191,7 @@ def compare_table(cmp: Comparison) -> str:
     cols = [acc_key(d) for d in cmp.grid]
     headers = [*(_short(k) for k in cmp.by + cmp.context), *(["kind"] if show_kind else []), "n",
                "ticket sparsity %", "ticket acc %", *(f"acc@{density_label(d)}" for d in cmp.grid),
-               "train iterations", *cmp.objectives]
+               "ticket speedup ×", "train iterations", *cmp.objectives]
     body = []
     for r in cmp.rows:
         def st(name: str, scale: float = 100.0, digits: int = 1, r=r) -> str:
@@ -199,7 +199,8 @@ def compare_table(cmp: Comparison) -> str:
 
         body.append([*(str(r[k]) for k in cmp.by + cmp.context), *([r["kind"]] if show_kind else []), r["n"],
                      st("ticket_sparsity"), st("ticket_accuracy"), *(st(c) for c in cols),
-                     st("train_iterations", 1.0, 0), *(st(o, 1.0, 4) for o in cmp.objectives)])
+                     st("theoretical_speedup", 1.0, 2), st("train_iterations", 1.0, 0),
+                     *(st(o, 1.0, 4) for o in cmp.objectives)])
     return format_table(headers, body)
 
 
@@ -228,7 +229,8 @@ def compare_text(cmp: Comparison, name: str) -> str:
     lines = [
         f"'{name}': one row per combination of the searched settings (compared: {', '.join(cmp.by)}{ctx}).",
         f"n = (setting combination, seed) curves behind each number: mean ± sample std (n), '—' when n = 1. "
-        f"Ticket = sparsest round within ε = {cmp.epsilon:g} of dense validation accuracy, per curve.",
+        f"Ticket = sparsest round within ε = {cmp.epsilon:g} of dense validation accuracy, per curve; its speedup is "
+        "ShrinkBench's theoretical one (dense over non-zero multiply-adds per example).",
         f"Accuracy: {SPLIT_NAMES[cmp.split]}, in %; acc@X is interpolated linearly in log density between each "
         "curve's rounds (never extrapolated).",
         *(f"{b.describe()}." for b in cmp.bins.values()),

@@ -39,7 +39,9 @@ from .tracking import Tracker
 
 ROUND_METRICS = ("density", "sparsity", "val_accuracy", "val_loss", "test_accuracy", "test_accuracy_at_early_stop",
                  "start_test_accuracy", "early_stop_iteration", "train_loss", "iterations", "path_iterations",
-                 "weights_remaining", "reused", "computed_iterations")
+                 "weights_remaining", "reused", "computed_iterations", "compression_ratio",
+                 "compression_ratio_all_params", "params_nonzero", "dense_flops", "nonzero_flops",
+                 "theoretical_speedup")
 
 
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

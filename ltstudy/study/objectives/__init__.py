@@ -22,6 +22,8 @@ OBJECTIVES.add("ticket_accuracy", "ltstudy.study.objectives.ticket_accuracy:Tick
                "validation accuracy of that round (max)")
 OBJECTIVES.add("accuracy_at_density", "ltstudy.study.objectives.accuracy_at_density:AccuracyAtDensity",
                "validation accuracy of the first round at or below density X (max)")
+OBJECTIVES.add("theoretical_speedup", "ltstudy.study.objectives.theoretical_speedup:TheoreticalSpeedup",
+               "dense over non-zero FLOPs of that round (max)")
 OBJECTIVES.add("train_iterations", "ltstudy.study.objectives.train_iterations:TrainIterations",
                "training iterations over all rounds (min)")
 

@@ -24,11 +24,13 @@ def section_combinations(cmp: Comparison) -> str:
     cols = [f"accuracy_at_{d:g}" for d in cmp.grid]
     rows = [[*(r[k] for k in keys), r["kind"].removeprefix("control: "), r["n"], ", ".join(map(str, r["trials"])),
              stat_cell(r, "ticket_sparsity", row_n=r["n"]), stat_cell(r, "ticket_accuracy", row_n=r["n"]),
-             *(stat_cell(r, c, row_n=r["n"]) for c in cols), stat_cell(r, "train_iterations", 1.0, 0, row_n=r["n"]),
+             *(stat_cell(r, c, row_n=r["n"]) for c in cols), stat_cell(r, "theoretical_speedup", 1.0, 2, row_n=r["n"]),
+             stat_cell(r, "train_iterations", 1.0, 0, row_n=r["n"]),
              *(stat_cell(r, o, 1.0, 4, row_n=r["n"]) for o in cmp.objectives)]
             for r in cmp.rows]
     headers = [*keys, "ticket or control", "n", "trials", "ticket sparsity %", "ticket test acc %",
-               *(f"test acc % @ {density_label(d)}" for d in cmp.grid), "train iterations", *cmp.objectives]
+               *(f"test acc % @ {density_label(d)}" for d in cmp.grid), "ticket speedup ×", "train iterations",
+               *cmp.objectives]
     extra = ""
     pooled = mean_only(cmp)
     if pooled:
@@ -45,9 +47,10 @@ def section_combinations(cmp: Comparison) -> str:
             "curves gives its own n in brackets. Ticket sparsity is computed per curve as the objective does. "
             f"Accuracies are {e(SPLIT_NAMES['test'])} (the paper's reported number); “@ X” values are "
             "interpolated linearly in log density between each curve's rounds and never extrapolated, so their n "
-            "can be smaller than the row's.</p>" + bins_note(cmp.bins)
+            "can be smaller than the row's. The ticket's speedup is ShrinkBench's theoretical one: dense over "
+            "non-zero multiply-adds per example.</p>" + bins_note(cmp.bins)
             + table(headers, rows, table_id="combinations",
-                    numeric=[False] * (len(keys) + 1) + [True, False] + [True] * (3 + len(cols) + len(cmp.objectives)))
+                    numeric=[False] * (len(keys) + 1) + [True, False] + [True] * (4 + len(cols) + len(cmp.objectives)))
             + extra)
 
 
