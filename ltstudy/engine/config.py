@@ -158,6 +158,11 @@ class TicketConfig:
             if name not in registry:
                 raise ConfigError(f"{where}: " + unknown_name(registry.kind, name, registry.names()))
         p, t = self.prune, self.train
+        reinit = REINITS.load(p.reinit)
+        if MASKS.load(p.mask).at_init and not (reinit.rewinds or reinit.control):
+            raise ConfigError(f"prune.mask {p.mask!r} prunes at initialisation: it needs a ticket that rewinds "
+                              f"(prune.reinit = \"rewind\"), not {p.reinit!r}, whose rounds start from trained "
+                              "weights")
         for name, seed in (("seed", self.seed), ("data.split_seed", self.data.split_seed)):
             if not 0 <= seed <= MAX_SEED:
                 raise ConfigError(f"{name} must be between 0 and 2^63 - 1, got {seed}")

@@ -85,7 +85,9 @@ class _Branch:
     def job(self, level: Level) -> RoundJob:
         """Level r's start: the level's mask (the ticket's, or a random one) and the re-init strategy's start."""
         r, seeds, sched = level.round, self.cfg.resolved_seeds, self.path.sched
-        self.masks = self.mask_rule.for_level(level.masks(), seeds.mask, r)
+        if self.mask_rule.at_init:  # (scored on θ_k, the start the ticket rewinds to, before any re-init)
+            self.model.load_state_dict(self.path.ensure_theta_k())
+        self.masks = self.mask_rule.at_start(self.model, level.masks(), seeds.mask, r, self.path.data)
         self.reinit.reset(self.model, Start(r, seeds.init, self.path.ensure_theta_k, level.trained))
         pruning.apply_masks(self.model, self.masks)
         label = f"control {self.name} round {r}" if self.name else f"control round {r}"

@@ -119,7 +119,7 @@ def n_to_remove(rate: float, remaining: int) -> int:
     return min(remaining, math.floor(rate * remaining + 0.5))
 
 
-def _keep_largest(scores: torch.Tensor, n_keep: int) -> torch.Tensor:
+def keep_largest(scores: torch.Tensor, n_keep: int) -> torch.Tensor:
     """0/1 mask over the flat `scores` keeping the n_keep largest (stable on ties)."""
     keep = torch.zeros_like(scores)
     if n_keep > 0:
@@ -142,12 +142,12 @@ def prune(model: nn.Module, masks: Masks, rates: dict[str, float], shared: set[s
         if n in shared:
             continue
         remaining = int(masks[n].sum().item())
-        new[n] = _keep_largest(scores[n], remaining - n_to_remove(rates[n], remaining)).view_as(masks[n])
+        new[n] = keep_largest(scores[n], remaining - n_to_remove(rates[n], remaining)).view_as(masks[n])
     if shared:
         names = [n for n in masks if n in shared]
         remaining = int(sum(masks[n].sum().item() for n in names))
         n_keep = remaining - n_to_remove(rates[names[0]], remaining)
-        keep = _keep_largest(torch.cat([scores[n] for n in names]), n_keep).split([masks[n].numel() for n in names])
+        keep = keep_largest(torch.cat([scores[n] for n in names]), n_keep).split([masks[n].numel() for n in names])
         for n, k in zip(names, keep, strict=True):
             new[n] = k.view_as(masks[n])
     return {n: new[n].to(masks[n].dtype) for n in masks}
@@ -159,7 +159,7 @@ def random_masks(like: Masks, generator: torch.Generator) -> Masks:
     for n, m in like.items():
         keep = int(m.sum().item())
         noise = torch.rand(m.numel(), generator=generator)
-        out[n] = _keep_largest(noise, keep).view_as(m).to(m.device, m.dtype)
+        out[n] = keep_largest(noise, keep).view_as(m).to(m.device, m.dtype)
     return out
 
 

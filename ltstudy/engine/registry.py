@@ -246,6 +246,18 @@ MASKS = Registry("mask rule")
 MASKS.add("magnitude", "ltstudy.engine.masks.magnitude:Magnitude", "prune the smallest surviving weights")
 MASKS.add("random", "ltstudy.engine.masks.random_mask:RandomMask", "the paper's control: a random mask with the "
           "ticket's per-layer densities")
+# Pruning at initialisation (masks/at_init.py), each with Frankle et al. 2021's ablations of its mask.
+PRUNING_AT_INIT = {"snip": ("snip:Snip", "SNIP: |g ⊙ θ| on a batch (Lee et al. 2019)"),
+                   "grasp": ("grasp:Grasp", "GraSP: θ ⊙ Hg (Wang et al. 2020)"),
+                   "synflow": ("synflow:Synflow", "SynFlow: data-free, iterative (Tanaka et al. 2020)"),
+                   "magnitude-init": ("magnitude_init:MagnitudeInit", "the largest |θ| at initialisation")}
+for _name, (_target, _summary) in PRUNING_AT_INIT.items():
+    MASKS.add(_name, f"ltstudy.engine.masks.{_target}", f"at init, the ticket's densities: {_summary}")
+    for _variant, _what in (("shuffled", "each layer's mask shuffled"), ("inverted", "the lowest scores kept")):
+        MASKS.add(f"{_name}-{_variant}", f"ltstudy.engine.masks.{_target}{_variant.title()}",
+                  f"{_name}'s ablation: {_what}")
+MASKS.add("random-uniform", "ltstudy.engine.masks.random_uniform:RandomUniform", "at init, the ticket's density: "
+          "random, every pruned layer at the same density")
 
 SCOPES = Registry("pruning scope")
 SCOPES.add("layerwise", "ltstudy.engine.scopes.layerwise:Layerwise", "each layer loses p of its survivors")
@@ -260,6 +272,15 @@ CONTROLS.add("random-mask", {"prune.mask": "random"}, "a random mask with the ti
              "like the ticket (Frankle & Carbin)")
 CONTROLS.add("random-both", {"prune.reinit": "random", "prune.mask": "random"}, "a random mask with the ticket's "
              "per-layer densities and a fresh θ'0: a random sparse network")
+for _name in PRUNING_AT_INIT:
+    CONTROLS.add(_name, {"prune.mask": _name}, f"{_name} at initialisation, at each level's density, trained like "
+                 "the ticket (Frankle et al. 2021)")
+    CONTROLS.add(f"{_name}-shuffled", {"prune.mask": f"{_name}-shuffled"}, f"{_name}'s mask shuffled within each layer")
+    CONTROLS.add(f"{_name}-inverted", {"prune.mask": f"{_name}-inverted"}, f"{_name}'s lowest-scoring weights kept")
+    CONTROLS.add(f"{_name}-reinit", {"prune.mask": _name, "prune.reinit": "random"}, f"{_name}'s mask (scored on "
+                 "θ_k) with a fresh initialisation")
+CONTROLS.add("random-uniform", {"prune.mask": "random-uniform"}, "random pruning at initialisation, every pruned "
+             "layer at the level's density")
 
 
 def check_pair(model: str, dataset: str) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 # Purposes of the derived streams (never reuse a number for another purpose).
 REINIT, DROPOUT, RANDOM_MASK = 2, 3, 4
+AT_INIT_DATA, AT_INIT_DROPOUT = 5, 6  # pruning at initialisation: the examples scored on, dropout while scoring
 
 
 @dataclass(frozen=True)

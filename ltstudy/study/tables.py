@@ -30,7 +30,8 @@ def _cell(v: object) -> str:
 def round_table(rounds: Sequence[RoundResult]) -> str:
     headers = ["round", "density", "weights", "speedup", "val_acc", "val_loss", "es_iter", "test_acc", "test_acc@es",
                "train_loss", "iters", "seconds"]
-    rows = [[r.round, r.density, r.weights_remaining, r.theoretical_speedup, r.val_accuracy, r.val_loss, r.early_stop_iteration,
-             r.test_accuracy, r.test_accuracy_at_early_stop, r.train_loss, r.iterations, r.wall_seconds]
+    rows = [[r.round, r.density, r.weights_remaining, r.theoretical_speedup, r.val_accuracy, r.val_loss,
+             r.early_stop_iteration, r.test_accuracy, r.test_accuracy_at_early_stop, r.train_loss, r.iterations,
+             r.wall_seconds]
             for r in rounds]
     return format_table(headers, rows)

@@ -17,9 +17,12 @@ class MaskRule:
     - `for_level(ticket_masks, seed, round)`: the mask a search on a ticket's path trains at level r, given
       the ticket's m_r (a copy of it for a ticket-finding rule).
     - `control`: a control (evaluated on a ticket's masks), with `path` the rule that makes those masks.
+    - `at_init`: the level's mask is scored on the start weights (pruning at initialisation, at_init.py):
+      `at_start(model, ticket_masks, seed, round, data)` gets the model holding θ_k and the data.
     """
 
     control: ClassVar[bool] = False
+    at_init: ClassVar[bool] = False
     path: ClassVar[str | None] = None
     label: ClassVar[str] = ""  # a control's name in reports ("random re-init")
 
@@ -28,3 +31,7 @@ class MaskRule:
 
     def for_level(self, ticket_masks: Masks, seed: int, round_: int) -> Masks:
         return {n: m.clone() for n, m in ticket_masks.items()}
+
+    def at_start(self, model: nn.Module, ticket_masks: Masks, seed: int, round_: int, data) -> Masks:
+        """The mask a search on a ticket's path trains at level r (a rule that needs no weights: `for_level`)."""
+        return self.for_level(ticket_masks, seed, round_)
