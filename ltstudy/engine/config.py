@@ -158,8 +158,7 @@ class TicketConfig:
             if name not in registry:
                 raise ConfigError(f"{where}: " + unknown_name(registry.kind, name, registry.names()))
         p, t = self.prune, self.train
-        reinit = REINITS.load(p.reinit)
-        if MASKS.load(p.mask).at_init and not (reinit.rewinds or reinit.control):
+        if MASKS.get(p.mask).at_init and not REINITS.get(p.reinit).resets_to_init:
             raise ConfigError(f"prune.mask {p.mask!r} prunes at initialisation: it needs a ticket that rewinds "
                               f"(prune.reinit = \"rewind\"), not {p.reinit!r}, whose rounds start from trained "
                               "weights")

@@ -14,8 +14,10 @@ What each registry's targets are:
   metadata num_classes, input_shape (c, h, w) and default_val_size.
 - MODELS: a builder, (input_shape, num_classes, dropout) -> nn.Module; metadata min_size (the smallest
   input height and width it accepts; 1 when left out).
-- REINITS: a `reinit.base.Reinit` subclass: how survivors start the next round (rewind, finetune, ...).
-- MASKS: a `masks.base.MaskRule` subclass: how a round's mask is chosen (magnitude, random).
+- REINITS: a `reinit.base.Reinit` subclass: how survivors start the next round (rewind, finetune, ...);
+  metadata resets_to_init (False: rounds start from trained weights, so pruning at init is refused).
+- MASKS: a `masks.base.MaskRule` subclass: how a round's mask is chosen (magnitude, random, snip, ...);
+  metadata at_init (scored on the start weights), read by the config checks without importing torch.
 - SCOPES: a `scopes.base.Scope` subclass: which layers share one pruning threshold.
 - CONTROLS: the overrides ({"prune.reinit": "random"}) that make a ticket's config into one of its
   controls, trained level by level on the ticket's masks (controls.py; a study's `[study] controls`).
@@ -232,17 +234,18 @@ MODELS.add("vgg-19", "ltstudy.engine.models.vgg:build", "VGG-19 for CIFAR-10 (ba
 MODELS.add("resnet-20", "ltstudy.engine.models.resnet:ResNet20", "ResNet-20 for CIFAR-10 (He et al. 2016), widths "
            "16-32-64", min_size=4)
 
-REINITS = Registry("re-init strategy")
+# resets_to_init: a round starts from θ_k or a fresh draw, not from trained weights (pruning at init needs it)
+REINITS = Registry("re-init strategy", defaults={"resets_to_init": True})
 REINITS.add("rewind", "ltstudy.engine.reinit.rewind:Rewind", "survivors <- θ_k, retrain k..T (k = 0: the original "
             "lottery ticket)")
 REINITS.add("finetune", "ltstudy.engine.reinit.finetune:Finetune", "keep the trained weights, train T-k more "
-            "iterations at the final learning rate")
+            "iterations at the final learning rate", resets_to_init=False)
 REINITS.add("lr-rewind", "ltstudy.engine.reinit.lr_rewind:LrRewind", "keep the trained weights, replay the learning-"
-            "rate schedule from k (Renda et al. 2020)")
+            "rate schedule from k (Renda et al. 2020)", resets_to_init=False)
 REINITS.add("random", "ltstudy.engine.reinit.random_reinit:RandomReinit", "the paper's control: the ticket's mask, a "
             "fresh θ'0 from the same distribution")
 
-MASKS = Registry("mask rule")
+MASKS = Registry("mask rule", defaults={"at_init": False})  # at_init: scored on the start weights (at_init.py)
 MASKS.add("magnitude", "ltstudy.engine.masks.magnitude:Magnitude", "prune the smallest surviving weights")
 MASKS.add("random", "ltstudy.engine.masks.random_mask:RandomMask", "the paper's control: a random mask with the "
           "ticket's per-layer densities")
@@ -252,12 +255,13 @@ PRUNING_AT_INIT = {"snip": ("snip:Snip", "SNIP: |g ⊙ θ| on a batch (Lee et al
                    "synflow": ("synflow:Synflow", "SynFlow: data-free, iterative (Tanaka et al. 2020)"),
                    "magnitude-init": ("magnitude_init:MagnitudeInit", "the largest |θ| at initialisation")}
 for _name, (_target, _summary) in PRUNING_AT_INIT.items():
-    MASKS.add(_name, f"ltstudy.engine.masks.{_target}", f"at init, the ticket's densities: {_summary}")
+    MASKS.add(_name, f"ltstudy.engine.masks.{_target}", f"at init, the ticket's densities: {_summary}",
+              at_init=True)
     for _variant, _what in (("shuffled", "each layer's mask shuffled"), ("inverted", "the lowest scores kept")):
         MASKS.add(f"{_name}-{_variant}", f"ltstudy.engine.masks.{_target}{_variant.title()}",
-                  f"{_name}'s ablation: {_what}")
+                  f"{_name}'s ablation: {_what}", at_init=True)
 MASKS.add("random-uniform", "ltstudy.engine.masks.random_uniform:RandomUniform", "at init, the ticket's density: "
-          "random, every pruned layer at the same density")
+          "random, every pruned layer at the same density", at_init=True)
 
 SCOPES = Registry("pruning scope")
 SCOPES.add("layerwise", "ltstudy.engine.scopes.layerwise:Layerwise", "each layer loses p of its survivors")

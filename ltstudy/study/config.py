@@ -17,7 +17,6 @@ from typing import Any, Literal
 
 from ..engine.cache import DEFAULT_CACHE_DIR
 from ..engine.config import MAX_SEED, TicketConfig, build, read_toml, set_dotted, unknown_key_message
-from ..engine.controls import control_config
 from ..engine.errors import ConfigError
 from ..engine.hashing import digest
 from ..engine.registry import CONTROLS, load_plugins, unknown_name
@@ -264,7 +263,7 @@ def parse_study(raw: dict[str, Any], path: str = "") -> StudyConfig:
     reinits = search["reinit"].extremes() if "reinit" in search else [cfg.base.prune.reinit]
     for name in study.controls:  # (a control that cannot run on some trial's ticket is refused now, not mid-study)
         for reinit in reinits:
-            control_config(cfg.base.replace({"prune.reinit": reinit}), name)
+            cfg.base.replace({"prune.reinit": reinit, **CONTROLS.load(name)})
     return cfg
 
 
