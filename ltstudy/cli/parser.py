@@ -78,6 +78,30 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_flags(ticket)
     ticket.set_defaults(command_function="ltstudy.cli.ticket:ticket")
 
+    stab = sub.add_parser(
+        "stability", help="stability to SGD noise (linear mode connectivity): the earliest stable k",
+        description="Frankle et al. (ICML 2020): from a start state, train two copies to the end of the round with "
+                    "different data orders; instability is the largest error on the linear path between them minus "
+                    "the mean of its end points' errors. Measured for the dense network at each --k (its θ_k) and "
+                    "for the ticket of these settings at each of --ticket-rounds (its round start m ⊙ θ_k). "
+                    "Settings as for `ltstudy ticket`.",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_registries_epilog())
+    stab.add_argument("--config", metavar="FILE.toml", help="TOML file with the settings below")
+    stab.add_argument("--k", metavar="K,K,...", help="rewind iterations of the dense network, e.g. 0,100,500")
+    stab.add_argument("--ticket-rounds", metavar="R,R,...", help="rounds of the ticket search (at --rewind-iter), "
+                      "e.g. 3,7,10")
+    stab.add_argument("--points", type=int, default=30, help="points on each path, both ends included (default: 30, "
+                      "the paper's)")
+    stab.add_argument("--threshold", type=float, default=0.02, help="stable below this rise in error (default: "
+                      "0.02, the paper's 2 points)")
+    stab.add_argument("--copy-seed", type=int, metavar="SEED", help="data-order seed of the second copy (default: a "
+                      "stream of its own; the first copy has the search's)")
+    stab.add_argument("--cache-dir", metavar="DIR", help="training cache of the ticket's rounds (the studies' one)")
+    stab.add_argument("--json", metavar="OUT.json", help="write every path's errors as JSON")
+    stab.add_argument("--plot", metavar="OUT.png", help="draw instability and the paths")
+    add_config_flags(stab)
+    stab.set_defaults(command_function="ltstudy.cli.stability:stability")
+
     def study_parser(name: str, help_: str, description: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_, description=description)
         p.add_argument("study_file", metavar="STUDY.toml", help="study file, e.g. studies/quickstart.toml")

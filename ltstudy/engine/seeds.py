@@ -14,6 +14,7 @@ from dataclasses import dataclass
 # Purposes of the derived streams (never reuse a number for another purpose).
 REINIT, DROPOUT, RANDOM_MASK = 2, 3, 4
 AT_INIT_DATA, AT_INIT_DROPOUT = 5, 6  # pruning at initialisation: the examples scored on, dropout while scoring
+STABILITY_COPY = 7  # stability analysis: the second copy's data order, batch norm's recomputation subset
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,41 @@
+"""Figures of a stability analysis: instability against k (dense) or density (ticket), and the error on each path."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ..engine.stability import STABLE, Stability
+from .plots import _pyplot, save
+
+
+def stability_figure(results: Sequence[Stability], threshold: float = STABLE, path=None) -> bytes | None:
+    """Left: validation (and test) instability of each start, the threshold dashed; right: error along each path."""
+    plt = _pyplot()
+    dense = sorted((r for r in results if r.label == "dense"), key=lambda r: r.k)
+    ticket = sorted((r for r in results if r.label == "ticket"), key=lambda r: -r.density)
+    panels = [p for p in (dense, ticket) if p]
+    fig, axes = plt.subplots(1, len(panels) + 1, figsize=(5.2 * (len(panels) + 1), 4.0), squeeze=False)
+    for ax, group in zip(axes[0], panels, strict=False):
+        is_dense = group is dense
+        xs = list(range(len(group)))
+        ax.plot(xs, [100 * r.val_instability for r in group], "o-", label="validation")
+        ax.plot(xs, [100 * r.test_instability for r in group], "s--", alpha=0.7, label="test (reported)")
+        ax.axhline(100 * threshold, color="grey", ls=":", label=f"stable below {100 * threshold:g} points")
+        ax.set_xticks(xs, [f"{r.k}" if is_dense else f"{100 * r.density:.3g}%" for r in group])
+        ax.set_xlabel("rewind iteration k of the dense network" if is_dense else
+                      f"ticket density (round start m ⊙ θ_k, k = {group[0].k})")
+        ax.set_ylabel("instability (error points)")
+        ax.set_title("dense network" if is_dense else "IMP ticket")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    ax = axes[0][-1]
+    for r in [*dense, *ticket]:
+        name = f"dense, k = {r.k}" if r.label == "dense" else f"ticket {100 * r.density:.3g}%"
+        ax.plot(r.alphas, [100 * e for e in r.val_errors], label=name)
+    ax.set_xlabel("α on the path (1 - α) θ_A + α θ_B")
+    ax.set_ylabel("validation error (%)")
+    ax.set_title("error along the linear path")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return save(fig, path)

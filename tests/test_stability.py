@@ -1,0 +1,107 @@
+"""Stability to SGD noise (Frankle et al. 2020): two copies from one start, the error along the path between them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from ltstudy import cli
+from ltstudy.engine import pruning
+from ltstudy.engine.errors import ConfigError
+from ltstudy.engine.round_protocol import evaluate
+from ltstudy.engine.searches import ticket_search
+from ltstudy.engine.stability import StabilityAnalysis, earliest_stable, instability, interpolate_state, path_errors
+from tests.engine_helpers import OnRoundEnd
+
+SHORT = {"train.iterations": 100, "train.eval_every": 50, "prune.rounds": 2, "prune.prune_rate": 0.5}
+
+
+def test_instability_is_the_paths_worst_error_above_the_mean_of_its_ends():
+    assert instability([0.10, 0.30, 0.12]) == pytest.approx(0.30 - 0.11)
+    assert instability([0.10, 0.05, 0.12]) == pytest.approx(0.12 - 0.11)  # (never below max - mean of the ends)
+
+
+@pytest.mark.parametrize("where", ["dense", "ticket"])
+def test_two_copies_with_the_same_data_order_are_one_network_and_instability_zero(tiny_cfg, digits, where):
+    cfg = tiny_cfg(SHORT, prune__rewind_iter=20)
+    analysis = StabilityAnalysis(cfg, digits, points=5, copy_seed=cfg.resolved_seeds.data_order)
+    (result,) = analysis.dense([20]) if where == "dense" else analysis.ticket([2])
+    assert result.data_orders[0] == result.data_orders[1]
+    assert len(set(result.val_errors)) == 1 and result.val_instability == 0.0
+    assert result.test_instability == 0.0
+
+
+def test_the_paths_ends_are_the_copies_own_errors_and_copy_a_is_the_tickets_own_round(tiny_cfg, digits):
+    cfg = tiny_cfg(SHORT, prune__rewind_iter=20)
+    seen = []
+    ticket_search(cfg, digits, callbacks=OnRoundEnd(seen.append)).run()
+    (result,) = StabilityAnalysis(cfg, digits, points=7).ticket([2])
+    assert result.data_orders[0] != result.data_orders[1]
+    assert result.alphas[0] == 0.0 and result.alphas[-1] == 1.0 and len(result.alphas) == 7
+    # The end state of the search's own round 2, read at the end of training (the record's test accuracy).
+    assert result.test_errors[0] == pytest.approx(1.0 - seen[2].test_accuracy, abs=1e-12)
+    assert result.density == pytest.approx(seen[2].density)
+
+
+def test_each_point_of_the_path_is_the_mixture_masked_and_the_ends_evaluate_as_the_states(tiny_cfg, make_search,
+                                                                                        digits):
+    search = make_search(tiny_cfg(SHORT))
+    search.run()
+    masks = search.masks
+    a = {n: t.clone() for n, t in search.model.state_dict().items()}
+    b = {n: t + 0.01 * torch.randn_like(t) * masks.get(n.removesuffix(".weight"), 1) for n, t in a.items()}
+    model = search.model
+    for alpha in (0.0, 0.3, 1.0):
+        path_errors(model, a, b, alpha, masks, digits, seed=0)
+        state = model.state_dict()
+        for n, m in masks.items():
+            assert torch.equal(state[f"{n}.weight"] * (1 - m), torch.zeros_like(m)), (n, alpha)  # the mask holds
+        mixed = interpolate_state(a, b, alpha)
+        assert all(torch.allclose(state[n], mixed[n] * (masks[n[:-7]] if n[:-7] in masks and n.endswith(".weight")
+                                                        else 1)) for n in state)
+    for state, alpha in ((a, 0.0), (b, 1.0)):
+        model.load_state_dict(state)
+        pruning.apply_masks(model, masks)
+        own = 1.0 - evaluate(model, digits.val, 2048).accuracy
+        assert path_errors(model, a, b, alpha, masks, digits, seed=0)[0] == own
+
+
+def test_the_earliest_stable_k_is_the_smallest_dense_k_below_the_threshold(tiny_cfg, digits):
+    results = StabilityAnalysis(tiny_cfg(SHORT), digits, points=3).dense([0, 40])
+    for r in results:
+        r.val_errors = [0.1, 0.1 + (0.05 if r.k == 0 else 0.0), 0.1]
+    assert earliest_stable(results).k == 40
+    assert earliest_stable(results, threshold=0.06).k == 0
+
+
+def test_patience_is_refused_because_both_copies_train_to_the_end(tiny_cfg, digits):
+    with pytest.raises(ConfigError, match=r"set train\.patience = 0"):
+        StabilityAnalysis(tiny_cfg(SHORT, train__patience=2), digits)
+
+
+def test_the_command_prints_the_table_writes_the_json_and_marks_the_earliest_stable_k(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code = cli.main(["stability", "--dataset", "digits", "--device", "cpu", "--iterations", "60", "--eval-every", "30",
+                     "--rounds", "1", "--prune-rate", "0.5", "--k", "0,20", "--ticket-rounds", "1", "--points", "4",
+                     "--json", "out.json", "--plot", "out.png"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    doc = json.loads((tmp_path / "out.json").read_text())
+    assert [(r["label"], r["k"], r["round"]) for r in doc["results"]] == [("dense", 0, 0), ("dense", 20, 0),
+                                                                           ("ticket", 0, 1)]
+    stable = [r["k"] for r in doc["results"] if r["label"] == "dense" and r["val_instability"] < 0.02]
+    assert doc["earliest_stable_k"] == (min(stable) if stable else None)
+    assert f"earliest stable k: {doc['earliest_stable_k']}" in out or "is stable at 2 points" in out
+    assert (tmp_path / "out.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("argv, message", [([], "nothing to measure"), (["--k", "0,x"], "whole numbers"),
+                                            (["--k", "500"], "--k 500 must be in [0, 60)")])
+def test_bad_flags_are_one_line_and_exit_2(tmp_path, monkeypatch, capsys, argv, message):
+    monkeypatch.chdir(tmp_path)
+    code = cli.main(["stability", "--dataset", "digits", "--device", "cpu", "--iterations", "60", "--eval-every", "30",
+                     *argv])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
