@@ -105,3 +105,22 @@ def test_bad_flags_are_one_line_and_exit_2(tmp_path, monkeypatch, capsys, argv, 
                      *argv])
     err = capsys.readouterr().err
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_batch_norm_statistics_are_recomputed_on_the_training_subset_at_each_point(tiny_cfg, make_search, digits):
+    search = make_search(tiny_cfg(SHORT, model__name="resnet-20", train__iterations=20, prune__rounds=1))
+    search.run()
+    model, masks = search.model, search.masks
+    a = {n: t.clone() for n, t in model.state_dict().items()}
+    b = {n: t * 0.9 if t.is_floating_point() else t for n, t in a.items()}
+    first_bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    seen = []
+    hook = first_bn.register_forward_hook(lambda m, inp, out: seen.append(inp[0].detach()) if m.training else None)
+    try:
+        path_errors(model, a, b, 0.5, masks, digits, seed=0)
+    finally:
+        hook.remove()
+    inputs = torch.cat(seen)
+    assert len(inputs) == len(digits.train) // 256 * 256  # (equal batches: each example counts once)
+    assert torch.allclose(first_bn.running_mean, inputs.mean(dim=(0, 2, 3)), atol=1e-5)
+    assert not torch.allclose(first_bn.running_mean, a[next(n for n in a if n.endswith("running_mean"))])

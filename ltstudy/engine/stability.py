@@ -12,8 +12,9 @@ points (`STABLE`); the earliest stable k is the principled rewinding point.
 Validation errors are what selects (the earliest stable k); test errors are
 reported beside them. Both ends are masked, so every point of the path is too.
 A model with batch norm gets its running statistics recomputed at each point
-on a fixed subset of the training split (`BN_EXAMPLES`, from the data-order
-seed's stream), the states' own statistics being meaningless in between.
+on a fixed subset of the training split (`BN_EXAMPLES`, fewer on a small
+split, from the data-order seed's stream), the states' own statistics being
+meaningless in between.
 
 Copy A trains with the search's own data order, so for a ticket's round it is
 the round as the search trained it (from the training cache when that holds
@@ -45,6 +46,7 @@ from .training import train
 POINTS = 30  # the paper's number of points on the path
 STABLE = 0.02  # the paper's threshold: stable when the error rises by less than 2 points
 BN_EXAMPLES = 2048
+BN_BATCH = 256
 
 
 @dataclass
@@ -188,13 +190,14 @@ def path_errors(model: nn.Module, a: State, b: State, alpha: float, masks: Masks
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if norms:
         generator = torch.Generator().manual_seed(derived_seed(seed, STABILITY_COPY, 1))
-        idx = torch.randperm(len(data.train), generator=generator)[:BN_EXAMPLES].to(data.train.x.device)
+        n = min(BN_EXAMPLES, len(data.train) // BN_BATCH * BN_BATCH) or len(data.train)
+        idx = torch.randperm(len(data.train), generator=generator)[:n].to(data.train.x.device)
         momenta = [m.momentum for m in norms]
         for m in norms:
             m.reset_running_stats()
-            m.momentum = None  # (a cumulative average over the subset's batches)
+            m.momentum = None  # (a cumulative average over equal batches: the subset's own mean)
         model.train()
-        for chunk in idx.split(256):
+        for chunk in idx.split(BN_BATCH):
             model(data.train.x[chunk])
         for m, momentum in zip(norms, momenta, strict=True):
             m.momentum = momentum
