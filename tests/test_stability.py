@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
 
 from ltstudy import cli
 from ltstudy.engine import pruning
+from ltstudy.engine.connectivity import instability, interpolate_state, path_errors
 from ltstudy.engine.errors import ConfigError
 from ltstudy.engine.round_protocol import evaluate
 from ltstudy.engine.searches import ticket_search
-from ltstudy.engine.stability import StabilityAnalysis, earliest_stable, instability, interpolate_state, path_errors
+from ltstudy.engine.stability import StabilityAnalysis, earliest_stable
 from tests.engine_helpers import OnRoundEnd
 
 SHORT = {"train.iterations": 100, "train.eval_every": 50, "prune.rounds": 2, "prune.prune_rate": 0.5}
@@ -108,7 +110,8 @@ def test_bad_flags_are_one_line_and_exit_2(tmp_path, monkeypatch, capsys, argv, 
 
 
 def test_batch_norm_statistics_are_recomputed_on_the_training_subset_at_each_point(tiny_cfg, make_search, digits):
-    search = make_search(tiny_cfg(SHORT, model__name="resnet-20", train__iterations=20, prune__rounds=1))
+    search = make_search(tiny_cfg(SHORT, model__name="resnet-20", train__iterations=20,
+                                    train__eval_every=20, prune__rounds=1))
     search.run()
     model, masks = search.model, search.masks
     a = {n: t.clone() for n, t in model.state_dict().items()}
@@ -124,3 +127,41 @@ def test_batch_norm_statistics_are_recomputed_on_the_training_subset_at_each_poi
     assert len(inputs) == len(digits.train) // 256 * 256  # (equal batches: each example counts once)
     assert torch.allclose(first_bn.running_mean, inputs.mean(dim=(0, 2, 3)), atol=1e-5)
     assert not torch.allclose(first_bn.running_mean, a[next(n for n in a if n.endswith("running_mean"))])
+
+
+# --------------------------------------------------------------------------- measured as a search goes, in a study
+
+
+def test_a_search_with_stability_points_measures_each_pruned_round_as_the_analysis_does(tiny_cfg, digits):
+    cfg = tiny_cfg(SHORT, prune__rewind_iter=20, stability__points=5)
+    rounds = ticket_search(cfg, digits).run().rounds
+    assert math.isnan(rounds[0].val_instability)  # (the dense round has no start to compare from)
+    alone = StabilityAnalysis(cfg.replace({"stability.points": 0}), digits, points=5).ticket([1, 2])
+    assert [(r.val_instability, r.test_instability) for r in rounds[1:]] == [
+        (s.val_instability, s.test_instability) for s in alone]
+
+
+def test_the_instability_objective_is_logged_per_round_and_needs_the_measurement(tmp_path, tmp_path_factory,
+                                                                                monkeypatch):
+    import optuna
+
+    from ltstudy.study.config import load_study
+    from ltstudy.study.storage import open_storage
+    from mlflow import MlflowClient
+    from tests.study_helpers import metric_steps, run_quiet, seeded_stores, write_study
+
+    stores = seeded_stores(monkeypatch, tmp_path, tmp_path_factory)
+    objectives = {"objectives": ["ticket_sparsity", "instability"], "n_trials": 1}
+    refused = write_study(tmp_path, stores, "refused.toml", study=objectives)
+    with pytest.raises(ConfigError, match=r"instability is measured only with \[stability\] points > 0"):
+        load_study(refused)
+    path = write_study(tmp_path, stores, study=objectives, stability={"points": 4})
+    assert run_quiet(path) == 0
+    (trial,) = optuna.load_study(study_name="tiny", storage=open_storage(stores.storage)).trials
+    rounds = trial.user_attrs["rounds"]
+    assert trial.values[1] == min((r for r in rounds[1:] if r["val_accuracy"] >= rounds[0]["val_accuracy"] - 0.01
+                                   - 1e-12), key=lambda r: (r["density"], -r["val_accuracy"]),
+                                  default=rounds[1])["val_instability"]
+    client = MlflowClient(stores.tracking_uri)
+    assert metric_steps(client, trial.user_attrs["mlflow_run_id"], "val_instability") == [1, 2]
+    assert load_study(path).settings()["stability"] == {"points": 4, "copy_seed": -1}

@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> dict:
     levels = {d: min(range(1, len(ticket)), key=lambda r: abs(ticket[r]["density"] - d)) for d in DENSITIES}
     dense = summary([seed[0][KEY] for seed in curves["IMP ticket"]])
     result: dict = {"dense": dense, "levels": {}}
-    for d, r in levels.items():
+    for r in levels.values():
         row = {}
         for name, per_seed in curves.items():
             assert all(abs(seed[r]["density"] - ticket[r]["density"]) < 1e-9 for seed in per_seed), name

@@ -106,6 +106,17 @@ class SeedConfig:
 
 
 @dataclass
+class StabilityConfig:
+    """Each pruned round's stability to SGD noise, measured as the search goes (engine/connectivity.py)."""
+
+    points: int = setting(0, flag="stability-points", help="points on the linear path between the round and a "
+                                                           "second copy trained with another data order (the "
+                                                           "paper: 30); 0 = off. Costs a second training per round")
+    copy_seed: int = setting(-1, flag="stability-copy-seed", help="the second copy's data-order seed; -1 = a "
+                                                                  "stream of its own")
+
+
+@dataclass
 class TicketConfig:
     seed: int = setting(0, help="seed of θ0, data order, dropout and random masks (each can be set apart: [seeds])")
     device: str = setting("auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
@@ -116,6 +127,7 @@ class TicketConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
     seeds: SeedConfig = field(default_factory=SeedConfig)
+    stability: StabilityConfig = field(default_factory=StabilityConfig)
 
     @property
     def resolved_seeds(self) -> Seeds:
@@ -186,6 +198,12 @@ class TicketConfig:
         for name, rate in p.layer_rates.items():
             if not 0.0 <= rate < 1.0:
                 raise ConfigError(f"prune.layer_rates.{name} must be in [0, 1), got {rate}")
+        if self.stability.points and (self.stability.points < 2 or t.patience):
+            raise ConfigError("stability.points must be 0 (off) or at least 2 (the path's ends), with train.patience "
+                              f"= 0 (both copies train to the end); got {self.stability.points} and {t.patience}")
+        if not -1 <= self.stability.copy_seed <= MAX_SEED:
+            raise ConfigError(f"stability.copy_seed must be between 0 and 2^63 - 1, or -1, got "
+                              f"{self.stability.copy_seed}")
         if t.patience < 0:
             raise ConfigError(f"train.patience must be >= 0 (0 = off), got {t.patience}")
         if not 0.0 <= self.model.dropout < 1.0:

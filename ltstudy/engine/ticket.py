@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from . import pruning
+from . import connectivity, pruning
 from .cache import CACHE_VERSION, RoundCache
 from .compression import CostModel
 from .config import TicketConfig
@@ -39,6 +39,7 @@ from .rounds import (
     Callbacks,
     Event,
     Level,
+    Masks,
     RoundJob,
     RoundResult,
     RoundState,
@@ -85,6 +86,7 @@ class TicketSearch:
         self.masks = pruning.full_masks(self.model, self.layers)
         self.records: list[RoundResult] = []
         self._replayed = 0  # iterations re-run to rebuild θ_k, charged to the next trained round
+        self._scratch: torch.nn.Module | None = None  # a stability measurement's second copy
         self._digests: dict[str, str | None] = {}  # content digests: "dense", "theta_k", and round numbers
         self._make_keys()
 
@@ -215,7 +217,8 @@ class TicketSearch:
                             break
                     self.reset(r)
                 job = self.job(r, "ticket round" if levels else "round")
-                start = clone_state(self.model) if (self.cache is not None or self._states) else None
+                start = clone_state(self.model) if (self.cache is not None or self._states or
+                                                    self.cfg.stability.points) else None
                 res = yield job
                 rec = self.finish(r, res)
                 rec.wall_seconds = round(time.perf_counter() - t0, 4)
@@ -225,9 +228,29 @@ class TicketSearch:
                     self.callbacks.on_state(RoundState(rec.to_dict(), self.masks, start, self.model.state_dict(),
                                                        self.training_info(job)))
             if r < last or stop_at is None:
+                if r > 0 and self.cfg.stability.points:
+                    yield from self._measure_stability(r, rec, None if r < len(restored) else (start, self.masks))
                 self.records.append(rec)
                 yield rec
         return self.result()
+
+    def _measure_stability(self, r: int, rec: RoundResult, trained: tuple[State, Masks] | None
+                           ) -> Generator[RoundJob, TrainResult, None]:
+        """`[stability] points`: the round's instability, copy A being the round itself (connectivity.py)."""
+        if trained is None:  # (restored: the entry has the round's start and end)
+            entry = self._stored(r)
+            start, masks, end = entry["start"], entry["masks"], entry["state"]
+        else:
+            (start, masks), end = trained, clone_state(self.model)
+        if self._scratch is None:
+            self._scratch = build_model(self.cfg.model.name, self.data.input_shape, self.data.num_classes,
+                                        self.cfg.model.dropout).to(self.device)
+        s = self.cfg.stability
+        seeds = connectivity.copy_seeds(self.seeds.data_order, None if s.copy_seed == -1 else s.copy_seed)
+        result = yield from connectivity.measure(
+            self._scratch, connectivity.Start("ticket", r, start, masks, self.job(r).dropout_seed, end),
+            self.cfg.train, self.sched, self.reinit.start(self.sched), self.data, seeds, s.points)
+        rec.val_instability, rec.test_instability = result.val_instability, result.test_instability
 
     def training_info(self, job: RoundJob) -> dict[str, Any]:
         """How a round was trained, for retraining a saved ticket exactly."""

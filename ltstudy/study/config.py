@@ -167,11 +167,13 @@ class StudyConfig:
         base = self.base.to_dict()
         in_search = {SEARCHABLE[k] for k in self.search}  # (the base holds their first values: [search] has them)
         sections = {name: {k: v for k, v in base[name].items() if f"{name}.{k}" not in in_search}
-                    for name in ("data", "model", "train", "prune", "seeds")}
+                    for name in ("data", "model", "train", "prune", "seeds", "stability")}
         for key in ("root", "download"):  # where the files are read from does not change them
             sections["data"].pop(key)
         if all(v == -1 for v in sections["seeds"].values()):
             del sections["seeds"]  # (all from [study].seed: a study made before [seeds] existed continues)
+        if not sections["stability"]["points"]:
+            del sections["stability"]  # (not measured: likewise)
         s = self.study
         return {
             **sections,
@@ -207,7 +209,7 @@ def settings_changes(old: dict[str, dict[str, Any]], new: dict[str, dict[str, An
     return changes
 
 
-_SECTIONS = ("study", "data", "model", "train", "prune", "seeds", "search")
+_SECTIONS = ("study", "data", "model", "train", "prune", "seeds", "stability", "search")
 
 
 def load_study(path: str | Path, overrides: dict[str, Any] | None = None) -> StudyConfig:
@@ -244,7 +246,7 @@ def parse_study(raw: dict[str, Any], path: str = "") -> StudyConfig:
             raise ConfigError(unknown_key_message(key, list(SEARCHABLE), "search"))
         search[key] = _parse_param(key, spec)
 
-    engine = {k: raw[k] for k in ("data", "model", "train", "prune", "seeds") if k in raw}
+    engine = {k: raw[k] for k in ("data", "model", "train", "prune", "seeds", "stability") if k in raw}
     for key in search:
         section, name = SEARCHABLE[key].split(".")
         if name in engine.get(section, {}):
@@ -260,6 +262,8 @@ def parse_study(raw: dict[str, Any], path: str = "") -> StudyConfig:
     _validate_space(cfg)  # first, so a bad value is reported against its [search] entry
     # Apply the fixed and first searched values so `base` is a valid trial config.
     cfg.base = base.replace({SEARCHABLE[k]: p.extremes()[0] for k, p in search.items()})
+    for objective in cfg.objectives:
+        objective.check(cfg)
     reinits = search["reinit"].extremes() if "reinit" in search else [cfg.base.prune.reinit]
     for name in study.controls:  # (a control that cannot run on some trial's ticket is refused now, not mid-study)
         for reinit in reinits:

@@ -41,7 +41,7 @@ ROUND_METRICS = ("density", "sparsity", "val_accuracy", "val_loss", "test_accura
                  "start_test_accuracy", "early_stop_iteration", "train_loss", "iterations", "path_iterations",
                  "weights_remaining", "reused", "computed_iterations", "compression_ratio",
                  "compression_ratio_all_params", "params_nonzero", "dense_flops", "nonzero_flops",
-                 "theoretical_speedup")
+                 "theoretical_speedup", "val_instability", "test_instability")
 
 
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

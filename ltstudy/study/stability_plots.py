@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..engine.stability import STABLE, Stability
+from ..engine.connectivity import STABLE, Stability
 from .plots import _pyplot, save
 
 

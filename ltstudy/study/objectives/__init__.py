@@ -24,6 +24,8 @@ OBJECTIVES.add("accuracy_at_density", "ltstudy.study.objectives.accuracy_at_dens
                "validation accuracy of the first round at or below density X (max)")
 OBJECTIVES.add("theoretical_speedup", "ltstudy.study.objectives.theoretical_speedup:TheoreticalSpeedup",
                "dense over non-zero FLOPs of that round (max)")
+OBJECTIVES.add("instability", "ltstudy.study.objectives.instability:Instability",
+               "stability to SGD noise of that round, with [stability] points (min)")
 OBJECTIVES.add("train_iterations", "ltstudy.study.objectives.train_iterations:TrainIterations",
                "training iterations over all rounds (min)")
 

@@ -53,6 +53,9 @@ class Objective:
     def parse_argument(self, arg: str) -> None:
         """Read the `:X` of `name:X` (only for objectives that take one)."""
 
+    def check(self, cfg) -> None:
+        """Refuse a study (its StudyConfig) in which this objective has no value (ConfigError), before it starts."""
+
     @property
     def metric_key(self) -> str:
         """A name MLflow accepts (no ':')."""

@@ -1,0 +1,37 @@
+"""instability (minimise): stability to SGD noise of the smallest winning ticket (Frankle et al., ICML 2020).
+
+The validation instability of the sparsest pruned round within ε of dense, as
+`[stability] points` measures it for every pruned round (engine/connectivity.py);
+when no pruned round matches, the first pruned round's. IMP finds matching
+subnetworks exactly when they are stable, so a low value says the setting's
+rewinding point k is late enough.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ...engine.errors import ConfigError
+from .base import Objective
+
+
+class Instability(Objective):
+    direction = "minimize"
+    meaning = ("validation instability (error rise on the linear path between two copies trained with different "
+               "data orders) of the sparsest pruned round within ε of dense (mean over seeds of the per-seed value)")
+    matches_dense = True
+    prunable = False  # (measured per round, with no value at a grid density)
+
+    def value(self, rounds, epsilon, key="val_accuracy"):
+        pruned = [r for r in rounds if r["round"] > 0]
+        if not pruned:
+            return math.nan
+        dense = rounds[0]["val_accuracy"]
+        matching = [r for r in pruned if r["val_accuracy"] >= dense - epsilon - 1e-12]
+        chosen = min(matching, key=lambda r: (r["density"], -r["val_accuracy"])) if matching else pruned[0]
+        return float(chosen.get("val_instability", math.nan))
+
+    def check(self, cfg) -> None:
+        if not cfg.base.stability.points:
+            raise ConfigError("study.objectives: instability is measured only with [stability] points > 0 (the "
+                              "paper: points = 30); it trains a second copy of every pruned round")
