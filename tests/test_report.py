@@ -225,6 +225,7 @@ def test_sections_without_their_data_say_so_in_one_sentence(synthetic):
     assert "The study has no ticket with a control at the same settings; list the paper" in text
     assert "The tickets have only one k (0), so there is no p × k map" in text
     assert "No two finished ticket curves differ only in scope" in text
+    assert "Stability to SGD noise" not in text  # (not measured: no section at all)
 
 
 def test_heatmaps_hold_tickets_only_and_say_what_they_pool(synthetic, monkeypatch):

@@ -251,6 +251,7 @@ class TicketSearch:
             self._scratch, connectivity.Start("ticket", r, start, masks, self.job(r).dropout_seed, end),
             self.cfg.train, self.sched, self.reinit.start(self.sched), self.data, seeds, s.points)
         rec.val_instability, rec.test_instability = result.val_instability, result.test_instability
+        rec.computed_iterations += self.sched.iterations - self.reinit.start(self.sched)  # (copy B, trained here)
 
     def training_info(self, job: RoundJob) -> dict[str, Any]:
         """How a round was trained, for retraining a saved ticket exactly."""

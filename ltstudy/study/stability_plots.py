@@ -39,3 +39,30 @@ def stability_figure(results: Sequence[Stability], threshold: float = STABLE, pa
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     return save(fig, path)
+
+
+def figure_instability(groups: Sequence[tuple[str, Sequence]], threshold: float = STABLE) -> bytes | None:
+    """A study's pruned rounds: validation instability against density, one line per setting (mean, 95% interval)."""
+    from .compare import round_stats
+    from .plots import density_axis
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    lowest = []
+    for label, curves in groups:
+        stats = [s for s in round_stats(curves, "val_instability") if s["n"]]
+        if not stats:
+            continue
+        xs, ys = [s["density"] for s in stats], [100 * s["mean"] for s in stats]
+        half = [100 * (s["ci95"] or 0.0) for s in stats]
+        n = max(s["n"] for s in stats)
+        ax.errorbar(xs, ys, yerr=half if n > 1 else None, marker="o", ms=3.5, capsize=3, label=f"{label} (n={n})")
+        lowest.append(min(xs))
+    ax.axhline(100 * threshold, color="grey", ls=":", label=f"stable below {100 * threshold:g} points (the paper)")
+    density_axis(ax, lowest)
+    ax.set_ylim(bottom=-0.5)  # (instability is never negative; a t-interval of few curves reaches below 0)
+    ax.set_ylabel("validation instability (error points)")
+    ax.set_title("stability of each round's start m ⊙ θ_k to SGD noise", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    return save(fig)

@@ -23,6 +23,7 @@ from .html import CSS, e
 from .layers import section_layers
 from .overview import section_front, section_frontier, section_recommendation, section_setup
 from .settings import section_by_setting, section_combinations, section_heatmaps
+from .stability import section_stability
 
 if TYPE_CHECKING:
     import optuna
@@ -60,6 +61,7 @@ def build_report(study: optuna.Study, cfg: StudyConfig, by: Sequence[str] | None
         section_heatmaps(col, eps, density, n_bins),
         section_early_stop(col, eps, cfg.base.train.iterations),
         section_layers(col, eps),
+        section_stability(col),
     ]
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{e(study.study_name)}: ltstudy report</title><style>{CSS}</style></head><body>"
