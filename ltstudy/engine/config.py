@@ -105,6 +105,10 @@ class SeedConfig:
     mask: int = setting(-1, flag="mask-seed", help="seed of random masks; -1 = --seed")
 
 
+STABILITY_POINTS = 30  # the paper's number of points on a linear path (Frankle et al. 2020)
+STABLE = 0.02  # the paper's threshold: a start is stable when the error on the path rises by less than 2 points
+
+
 @dataclass
 class StabilityConfig:
     """Each pruned round's stability to SGD noise, measured as the search goes (engine/connectivity.py)."""

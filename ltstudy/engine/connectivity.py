@@ -30,14 +30,13 @@ import torch
 from torch import nn
 
 from . import pruning
-from .config import Schedule, TrainConfig
+from .config import STABILITY_POINTS, STABLE, Schedule, TrainConfig
 from .data import Dataset
 from .round_protocol import clone_state, evaluate
 from .rounds import Masks, RoundJob, State, TrainResult
 from .seeds import STABILITY_COPY, derived_seed
 
-POINTS = 30  # the paper's number of points on the path
-STABLE = 0.02  # the paper's threshold: stable when the error rises by less than 2 points
+POINTS = STABILITY_POINTS
 BN_EXAMPLES = 2048
 BN_BATCH = 256
 

@@ -356,17 +356,23 @@ def axis_labels(values: Sequence[Any]) -> list[str]:
     return [str(v) for v in values]
 
 
+MANY_CONTROLS = 6  # beyond this, the legend goes beside the panel and the colours and markers come from larger sets
+ZOOM_BELOW_DENSE = 0.15  # with many controls, the y axis stops this far below dense: collapsed ones are named
+
+
 def figure_early_stop(ticket: Sequence[Curve], controls: Sequence[tuple[str, Sequence[Curve]]],
                       ticket_label: str) -> bytes:
     """Frankle & Carbin's Figure 4 style: early-stop iteration and test accuracy at early stop against density,
     the winning ticket against its controls (mean, 95% error bars)."""
     plt = _pyplot()
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.8))
+    many = len(controls) > MANY_CONTROLS
+    legend_rows = math.ceil((len(controls) + 1) / 3)
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.4 + 0.2 * legend_rows))
     for ax, key, ylabel in ((a1, "early_stop_iteration", "early-stop iteration (minimum validation loss)"),
                             (a2, ACCURACY_KEYS["test"], TEST_LABEL)):
         draw_group(ax, ticket, key, f"winning ticket: {ticket_label}", band=False, **_styles(0, TICKET))
         for i, (label, group) in enumerate(controls):
-            draw_group(ax, group, key, label, band=False, **_styles(i, "control"))
+            draw_group(ax, group, key, label, band=False, **(_many_styles(i) if many else _styles(i, "control")))
         density_axis(ax, [r["density"] for c in (*ticket, *(c for _, g in controls for c in g)) for r in c.rounds])
         ax.set_ylabel(f"{ylabel}\n({BAR_LABEL})", fontsize=8.5)
     percent_axis(a2)
@@ -374,7 +380,7 @@ def figure_early_stop(ticket: Sequence[Curve], controls: Sequence[tuple[str, Seq
     a2.set_title("accuracy at that iteration", fontsize=9.5)
     handles, labels = a1.get_legend_handles_labels()  # one legend, below both panels: never over a curve
     fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    fig.tight_layout(rect=(0, min(0.5, 0.06 + 0.2 * legend_rows / (4.4 + 0.2 * legend_rows)), 1, 1))
     return save(fig)
 
 
@@ -384,27 +390,49 @@ def figure_early_stop(ticket: Sequence[Curve], controls: Sequence[tuple[str, Seq
 def figure_controls(panels: Sequence[tuple[str, Sequence[Curve], Sequence[tuple[str, Sequence[Curve]]]]],
                     epsilon: float | None, key: str = ACCURACY_KEYS["test"]) -> bytes:
     """One panel per setting combination: its ticket (solid) and each of its controls (dashed), mean over seeds
-    per round with 95% error bars, against density."""
+    per round with 95% error bars, against density.
+
+    With many controls (pruning-at-init baselines and their ablations) the
+    panel zooms on the range near dense, and a control whose mean falls below
+    it is named as such in the legend rather than squashing the others."""
     plt = _pyplot()
-    cols = min(2, len(panels))
+    many = max(len(cs) for _, _, cs in panels) > MANY_CONTROLS
+    cols = 1 if many else min(2, len(panels))
     rows = math.ceil(len(panels) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(6.2 * cols, 3.9 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=((10.5 if many else 6.2) * cols, (5.2 if many else 3.9) * rows),
+                             squeeze=False)
     every = [r["density"] for _, t, cs in panels for c in (*t, *(c for _, g in cs for c in g)) for r in c.rounds]
     for ax, (title, ticket, controls) in zip(axes.flat, panels):
+        dense = [c.rounds[0][key] for c in ticket]
+        floor = sum(dense) / len(dense) - ZOOM_BELOW_DENSE if many else None
         draw_group(ax, ticket, key, "ticket", band=False, **_styles(0, TICKET))
         for i, (label, group) in enumerate(controls):
-            draw_group(ax, group, key, label.removeprefix("control: "), band=False, **_styles(i, "control"))
-        dense_line(ax, [c.rounds[0][key] for c in ticket], epsilon, legend=False)
+            label = label.removeprefix("control: ")
+            low = min((st["mean"] for st in round_stats(group, key) if st["mean"] is not None), default=1.0)
+            if floor is not None and low < floor:
+                label += f" (below the axis: down to {100 * low:.0f}%)"
+            draw_group(ax, group, key, label, band=False, **(_many_styles(i) if many else _styles(i, "control")))
+        dense_line(ax, dense, epsilon, legend=False)
         density_axis(ax, every)
         percent_axis(ax)
+        if floor is not None:
+            ax.set_ylim(bottom=max(0.0, floor))
         ax.set_title("\n".join(textwrap.wrap(title, 60)), fontsize=8.5)
-        _legend(ax, loc="lower left")
+        _legend_outside(ax) if many else _legend(ax, loc="lower left")
     for ax in axes.flat[len(panels):]:
         ax.set_visible(False)
     for ax in axes[:, 0]:
         ax.set_ylabel(f"{TEST_LABEL}\n({BAR_LABEL})", fontsize=8.5)
     fig.tight_layout()
     return save(fig)
+
+
+def _many_styles(i: int) -> dict[str, Any]:
+    """Controls beyond Dark2's eight: tab20's colours (the ticket's blue left out), markers cycling with them."""
+    import matplotlib
+
+    colors = matplotlib.colormaps["tab20"].colors[2:]
+    return {"color": colors[i % len(colors)], "linestyle": "--", "marker": "s^vD<>pPX*"[i % 10]}
 
 
 # --------------------------------------------------------------------------- a setting searched as a range

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from ..engine.connectivity import STABLE, Stability
+from ..engine.config import STABLE
 from .plots import _pyplot, save
+
+if TYPE_CHECKING:
+    from ..engine.connectivity import Stability
 
 
 def stability_figure(results: Sequence[Stability], threshold: float = STABLE, path=None) -> bytes | None:
