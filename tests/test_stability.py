@@ -100,7 +100,9 @@ def test_the_command_prints_the_table_writes_the_json_and_marks_the_earliest_sta
 
 
 @pytest.mark.parametrize("argv, message", [([], "nothing to measure"), (["--k", "0,x"], "whole numbers"),
-                                            (["--k", "500"], "--k 500 must be in [0, 60)")])
+                                            (["--k", "500"], "--k 500 must be in [0, 60)"),
+                                            (["--ticket-rounds", "9", "--rounds", "2"], "has rounds 1..2; raise"),
+                                            (["--ticket-rounds", "0"], "counts pruned rounds from 1")])
 def test_bad_flags_are_one_line_and_exit_2(tmp_path, monkeypatch, capsys, argv, message):
     monkeypatch.chdir(tmp_path)
     code = cli.main(["stability", "--dataset", "digits", "--device", "cpu", "--iterations", "60", "--eval-every", "30",

@@ -69,8 +69,11 @@ class StabilityAnalysis:
                                       state.training["dropout_seed"], _clone(state.trained))
 
         last = max(rounds)
+        if min(rounds) < 1:
+            raise ConfigError("--ticket-rounds counts pruned rounds from 1 (round 0 is the dense network: --k 0)")
         if last > search.n_rounds:
-            raise ValueError(f"the ticket search has rounds 0..{search.n_rounds}, not {last}")
+            raise ConfigError(f"--ticket-rounds {last}: the ticket search has rounds 1..{search.n_rounds}; raise "
+                              "--rounds (or lower --target-density) or ask for an earlier round")
         search.n_rounds = last
         drive(search, [Keep(), *self.callbacks])
         return [self._measure(search, starts[r], search.sched.rewind_iter) for r in sorted(wanted)]
