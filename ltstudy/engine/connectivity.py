@@ -77,7 +77,7 @@ def instability(errors: Sequence[float]) -> float:
 
 
 @dataclass
-class Start:
+class CopiesStart:
     """Where two copies start: the state (masked by `masks`), the round, and how the search trains it."""
 
     label: str  # "dense" or "ticket"
@@ -93,7 +93,7 @@ def copy_seeds(data_order: int, copy_seed: int | None) -> tuple[int, int]:
     return data_order, derived_seed(data_order, STABILITY_COPY) if copy_seed is None else copy_seed
 
 
-def measure(model: nn.Module, start: Start, train: TrainConfig, sched: Schedule, k: int, data: Dataset,
+def measure(model: nn.Module, start: CopiesStart, train: TrainConfig, sched: Schedule, k: int, data: Dataset,
             seeds: tuple[int, int], points: int = POINTS) -> Generator[RoundJob, TrainResult, Stability]:
     """Train the copies that are missing on `model` (a scratch network), then walk the path between them."""
     ends = []

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from .cache import RoundCache
 from .config import TicketConfig
-from .connectivity import POINTS, STABLE, Stability, Start, copy_seeds, instability, measure
+from .connectivity import POINTS, STABLE, CopiesStart, Stability, copy_seeds, instability, measure
 from .data import Dataset
 from .drivers import drive, drive_jobs
 from .errors import ConfigError
@@ -52,7 +52,7 @@ class StabilityAnalysis:
         out = []
         for k in ks:
             search = TicketSearch(self.cfg.replace({"prune.rewind_iter": k}), self.data, self.cache)
-            start = Start("dense", 0, _clone(search.ensure_theta_k()), search.masks,
+            start = CopiesStart("dense", 0, _clone(search.ensure_theta_k()), search.masks,
                           derived_seed(search.seeds.dropout, DROPOUT, 0))
             out.append(self._measure(search, start, k))
         return out
@@ -65,8 +65,9 @@ class StabilityAnalysis:
             def on_state(self, state: RoundState) -> None:
                 r = state.record["round"]
                 if r in wanted:
-                    starts[r] = Start("ticket", r, _clone(state.start), {n: m.clone() for n, m in state.masks.items()},
-                                      state.training["dropout_seed"], _clone(state.trained))
+                    starts[r] = CopiesStart("ticket", r, _clone(state.start),
+                                            {n: m.clone() for n, m in state.masks.items()},
+                                            state.training["dropout_seed"], _clone(state.trained))
 
         last = max(rounds)
         if min(rounds) < 1:
@@ -78,7 +79,7 @@ class StabilityAnalysis:
         drive(search, [Keep(), *self.callbacks])
         return [self._measure(search, starts[r], search.sched.rewind_iter) for r in sorted(wanted)]
 
-    def _measure(self, search: TicketSearch, start: Start, k: int) -> Stability:
+    def _measure(self, search: TicketSearch, start: CopiesStart, k: int) -> Stability:
         seeds = copy_seeds(search.seeds.data_order, self.copy_seed)
         jobs = measure(search.model, start, search.cfg.train, search.sched, k, self.data, seeds, self.points)
         return drive_jobs(jobs, self.data, Callbacks(self.callbacks))

@@ -248,7 +248,7 @@ class TicketSearch:
         s = self.cfg.stability
         seeds = connectivity.copy_seeds(self.seeds.data_order, None if s.copy_seed == -1 else s.copy_seed)
         result = yield from connectivity.measure(
-            self._scratch, connectivity.Start("ticket", r, start, masks, self.job(r).dropout_seed, end),
+            self._scratch, connectivity.CopiesStart("ticket", r, start, masks, self.job(r).dropout_seed, end),
             self.cfg.train, self.sched, self.reinit.start(self.sched), self.data, seeds, s.points)
         rec.val_instability, rec.test_instability = result.val_instability, result.test_instability
         rec.computed_iterations += self.sched.iterations - self.reinit.start(self.sched)  # (copy B, trained here)
