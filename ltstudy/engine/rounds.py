@@ -101,9 +101,10 @@ class RoundResult:
     dense_flops: float = math.nan  # multiply-adds per example of the dense network's conv and linear layers
     nonzero_flops: float = math.nan  # ... of this round's (each layer's scaled by its density)
     theoretical_speedup: float = math.nan  # dense_flops / nonzero_flops
-    # [stability] points: linear mode connectivity of the round from its start (connectivity.py), in error fractions
-    val_instability: float = math.nan
-    test_instability: float = math.nan  # reported, never selected on
+    # [stability] points: linear mode connectivity of the round from its start (connectivity.py), in error fractions;
+    # None when not measured (never NaN: records compare equal whether or not they were measured)
+    val_instability: float | None = None
+    test_instability: float | None = None  # reported, never selected on
 
     @property
     def sparsity(self) -> float:

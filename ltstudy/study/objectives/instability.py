@@ -29,7 +29,8 @@ class Instability(Objective):
         dense = rounds[0]["val_accuracy"]
         matching = [r for r in pruned if r["val_accuracy"] >= dense - epsilon - 1e-12]
         chosen = min(matching, key=lambda r: (r["density"], -r["val_accuracy"])) if matching else pruned[0]
-        return float(chosen.get("val_instability", math.nan))
+        value = chosen.get("val_instability")
+        return math.nan if value is None else float(value)
 
     def check(self, cfg) -> None:
         if not cfg.base.stability.points:

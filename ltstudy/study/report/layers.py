@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from .. import plots
 from ..compare import row_label
 from ..curves import TICKET
+from ..layer_plots import figure_layers
 from ..stats import Stat
 from ..trial_results import Curves
 from .html import e, figure, missing
@@ -21,7 +21,7 @@ def section_layers(col: Curves, eps: float) -> str:
     key, members = max(groups.items(), key=lambda kv: (Stat.of(c.ticket_sparsity(eps) for c in kv[1]).mean or 0,
                                                        len(kv[1])))
     label = row_label(dict(zip(col.keys, key, strict=True)), col.keys) or "all trials"
-    png = plots.figure_layers(members, f"the sparsest ticket: {label}")
+    png = figure_layers(members, f"the sparsest ticket: {label}")
     return head + figure(png, "density per layer per round",
                          f"Each prunable layer's density (weights remaining) per round for the setting with the "
                          f"sparsest ticket ({e(label)}), mean over its {len(members)} curve(s); the dashed line is "

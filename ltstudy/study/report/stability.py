@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 from ..compare import row_label
 from ..curves import TICKET
 from ..stability_plots import figure_instability
@@ -15,7 +13,7 @@ MAX_LINES = 8
 
 def section_stability(col: Curves) -> str:
     """The section, or nothing when no trial measured it (most studies do not: it costs a training per round)."""
-    measured = [c for c in col.curves if c.kind == TICKET and any(math.isfinite(r.get("val_instability", math.nan))
+    measured = [c for c in col.curves if c.kind == TICKET and any(r.get("val_instability") is not None
                                                                  for r in c.rounds[1:])]
     if not measured:
         return ""
