@@ -23,6 +23,7 @@ from ltstudy.engine.cache import RoundCache
 from ltstudy.engine.config import TicketConfig
 from ltstudy.engine.data import load_dataset
 from ltstudy.engine.stability import STABLE, StabilityAnalysis
+from ltstudy.study.stability_plots import draw_paths
 
 KS = (0, 25, 100, 500, 1000)
 ROUNDS = (7, 10, 15)
@@ -97,15 +98,7 @@ def plot(rows: list[dict], runs: list[list[dict]], path: Path) -> None:
         ax.set_title("dense LeNet-300-100, from θ_k" if label == "dense" else "IMP ticket (k = 0)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    ax = axes[2]
-    for r in runs[0]:
-        name = f"dense, k = {r['k']}" if r["label"] == "dense" else f"ticket {100 * r['density']:.3g}%"
-        ax.plot(r["alphas"], [100 * e for e in r["val_errors"]], label=name)
-    ax.set_xlabel("α on the path (1 - α) θ_A + α θ_B")
-    ax.set_ylabel("validation error (%), seed 0")
-    ax.set_title("error along the linear path")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
+    draw_paths(axes[2], runs[0], "validation error (%), seed 0")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 

@@ -32,17 +32,21 @@ def stability_figure(results: Sequence[Stability], threshold: float = STABLE, pa
         ax.set_title("dense network" if is_dense else "IMP ticket")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    ax = axes[0][-1]
-    for r in [*dense, *ticket]:
-        name = f"dense, k = {r.k}" if r.label == "dense" else f"ticket {100 * r.density:.3g}%"
-        ax.plot(r.alphas, [100 * e for e in r.val_errors], label=name)
+    draw_paths(axes[0][-1], [r.to_dict() for r in (*dense, *ticket)])
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def draw_paths(ax, results: Sequence[dict], ylabel: str = "validation error (%)") -> None:
+    """The validation error along each path (results as `Stability.to_dict()` gives them)."""
+    for r in results:
+        name = f"dense, k = {r['k']}" if r["label"] == "dense" else f"ticket {100 * r['density']:.3g}%"
+        ax.plot(r["alphas"], [100 * e for e in r["val_errors"]], label=name)
     ax.set_xlabel("α on the path (1 - α) θ_A + α θ_B")
-    ax.set_ylabel("validation error (%)")
+    ax.set_ylabel(ylabel)
     ax.set_title("error along the linear path")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    return save(fig, path)
 
 
 def figure_instability(groups: Sequence[tuple[str, Sequence]], threshold: float = STABLE) -> bytes | None:
