@@ -165,8 +165,105 @@ def test_the_instability_objective_is_logged_per_round_and_needs_the_measurement
                                   default=rounds[1])["val_instability"]
     client = MlflowClient(stores.tracking_uri)
     assert metric_steps(client, trial.user_attrs["mlflow_run_id"], "val_instability") == [1, 2]
-    assert load_study(path).settings()["stability"] == {"points": 4, "copy_seed": -1}
+    assert load_study(path).settings()["stability"] == {"points": 4, "copy_seed": -1, "rounds": [], "dense_ks": []}
     assert rounds[1]["computed_iterations"] == 2 * rounds[1]["iterations"]  # (the round and its second copy)
     assert cli.main(["report", str(path), "--out", "report.html"]) == 0
     section = (tmp_path / "report.html").read_text().split("<h2>Stability to SGD noise</h2>")[1]
     assert section.lstrip().startswith("<figure><img")
+
+
+def test_a_study_measures_the_dense_network_at_each_k_and_only_the_chosen_rounds(tmp_path, tmp_path_factory,
+                                                                                monkeypatch, capsys):
+    """`[stability] dense_ks` and `rounds`: each path in its round's record, in MLflow against k, summarised over
+    seeds by `ltstudy stability STUDY.toml` and in the report; the numbers are `ltstudy stability`'s from flags."""
+    import optuna
+
+    from ltstudy.engine.data import load_dataset
+    from ltstudy.study.config import load_study
+    from ltstudy.study.storage import open_storage
+    from mlflow import MlflowClient
+    from tests.study_helpers import metric_steps, run_quiet, seeded_stores, write_study
+
+    stores = seeded_stores(monkeypatch, tmp_path, tmp_path_factory)
+    path = write_study(tmp_path, stores, study={"n_trials": 1, "replicates": 2},
+                       search={"prune_rate": 0.5, "rewind_iter": 0, "scope": "layerwise", "reinit": "rewind"},
+                       stability={"points": 4, "dense_ks": [0, 20], "rounds": [2]})
+    assert run_quiet(path) == 0
+    (trial,) = optuna.load_study(study_name="tiny", storage=open_storage(stores.storage)).trials
+    per_seed = trial.user_attrs["rounds_per_seed"]
+    for rounds in per_seed:
+        assert [(p["label"], p["k"]) for p in rounds[0]["stability_paths"]] == [("dense", 0), ("dense", 20)]
+        assert rounds[0]["val_instability"] == rounds[0]["stability_paths"][0]["val_instability"]  # (k = 0: round 0)
+        assert rounds[1]["stability_paths"] == [] and rounds[1]["val_instability"] is None  # (round 1 not asked)
+        assert [(p["label"], p["round"]) for p in rounds[2]["stability_paths"]] == [("ticket", 2)]
+    # The same numbers as measuring from flags, seed by seed (copy A of k = 0 being round 0 either way).
+    study_cfg = load_study(path)
+    for seed, rounds in zip(trial.user_attrs["seeds"], per_seed, strict=True):
+        cfg = study_cfg.trial_config(trial.user_attrs["params_all"], seed)
+        alone = StabilityAnalysis(cfg.replace({"stability.points": 0, "stability.dense_ks": [],
+                                               "stability.rounds": []}), load_dataset(cfg.data, "cpu"),
+                                  points=4).measure([0, 20], [2])
+        assert [s.val_instability for s in alone] == [p["val_instability"] for p in rounds[0]["stability_paths"]
+                                                      + rounds[2]["stability_paths"]]
+    client = MlflowClient(stores.tracking_uri)
+    run_id = trial.user_attrs["mlflow_run_id"]
+    assert metric_steps(client, run_id, f"seed_{trial.user_attrs['seeds'][0]}/dense_val_instability") == [0, 20]
+    capsys.readouterr()
+    assert cli.main(["stability", str(path), "--json", "summary.json", "--plot", "k.png"]) == 0
+    out = capsys.readouterr().out
+    (setting,) = json.loads((tmp_path / "summary.json").read_text())["settings"]
+    means = [sum(rounds[0]["stability_paths"][i]["val_instability"] for rounds in per_seed) / 2 for i in (0, 1)]
+    assert [s["val_instability"]["mean"] for s in setting["starts"][:2]] == pytest.approx(means, abs=1e-12)
+    assert [s["n"] for s in setting["starts"]] == [2, 2, 2]
+    stable = [k for k, m in zip((0, 20), means, strict=True) if m < 0.02]
+    assert setting["earliest_stable_k"] == (stable[0] if stable else None)
+    assert ("earliest stable k: " in out) == bool(stable)
+    assert (tmp_path / "k.png").read_bytes()[:4] == b"\x89PNG"
+    assert cli.main(["report", str(path), "--out", "report.html"]) == 0
+    section = (tmp_path / "report.html").read_text().split("<h2>Stability to SGD noise</h2>")[1]
+    assert section.count("<figure>") == 3  # instability against k, against density, the error along the paths
+    figures = section.split("</figure>")
+    assert "earliest stable k" in figures[0] and "earliest stable k" not in figures[1]
+    stable = [k for k, m in zip((0, 20), means, strict=True) if m < 0.02]
+    assert (f"rewinding point: k = {stable[0]}." if stable else "none of the k measured") in figures[0]
+
+
+def test_the_copies_come_from_the_cache_the_second_time(tiny_cfg, digits, tmp_path):
+    from ltstudy.engine.cache import RoundCache
+
+    cfg = tiny_cfg(SHORT, prune__rewind_iter=20)
+    cache = RoundCache(tmp_path / "cache")
+    first = StabilityAnalysis(cfg, digits, cache, points=4).measure([0, 30], [1, 2])
+    again = StabilityAnalysis(cfg, digits, cache, points=4).measure([0, 30], [1, 2])
+    assert sum(s.trained_iterations for s in first) > 0
+    assert [s.trained_iterations for s in again] == [0, 0, 0, 0]
+    assert [s.val_errors for s in again] == [s.val_errors for s in first]
+    fresh = StabilityAnalysis(cfg, digits, points=4).measure([0, 30], [1, 2])
+    assert [s.val_errors for s in fresh] == [s.val_errors for s in first]  # (what the cache holds is what trains)
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"stability.dense_ks": [0]}, "set stability.points too"),
+    ({"stability.points": 4, "stability.rounds": [0]}, "count pruned rounds from 1"),
+])
+def test_what_stability_measures_needs_the_measurement_and_real_rounds(tiny_cfg, settings, message):
+    with pytest.raises(ConfigError, match=message):
+        tiny_cfg(SHORT).replace(settings)
+
+
+@pytest.mark.parametrize("settings", [{"stability.rounds": [3]}, {"stability.dense_ks": [100]}])
+def test_rounds_past_the_search_and_k_past_the_round_are_refused_before_training(tiny_cfg, digits, settings):
+    with pytest.raises(ConfigError, match=r"within the search's rounds 1\.\.2 .* below the round's 100 iterations"):
+        ticket_search(tiny_cfg(SHORT).replace({"stability.points": 4, **settings}), digits)
+
+
+def test_the_study_plan_counts_the_stability_copies(tmp_path):
+    from ltstudy.study.config import load_study
+    from ltstudy.study.engine_checks import plan
+    from tests.study_helpers import write_study
+
+    path = write_study(tmp_path, search={"rewind_iter": 0}, stability={"points": 4, "dense_ks": [0, 20], "rounds": [2]})
+    got = plan(load_study(path), trials=3)
+    # Copy B of round 2 (60); the dense k = 0: copy B (60); k = 20: two copies of 40 and the 20-iteration replay.
+    assert got.stability == 60 + 60 + (2 * 40 + 20)
+    assert got.total_iterations == 3 * 1 * (60 * (2 + 1) + got.stability)

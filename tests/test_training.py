@@ -215,10 +215,10 @@ def test_the_test_split_is_read_only_before_training_at_the_early_stop_state_and
 
     reads, real = [], protocol.evaluate
 
-    def spy(model, split, batch_size, state=None):
+    def spy(model, split, batch_size, state=None, sparse=None):
         name = "test" if split is search.data.test else "val" if split is search.data.val else "?"
         reads.append((name, state is not None))
-        return real(model, split, batch_size, state=state)
+        return real(model, split, batch_size, state=state, sparse=sparse)
 
     cfg = tiny_cfg(train__iterations=200, train__eval_every=10, train__lr=0.05)  # 20 evaluation points
     search = make_search(cfg)

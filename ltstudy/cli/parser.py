@@ -84,8 +84,15 @@ def build_parser() -> argparse.ArgumentParser:
                     "different data orders; instability is the largest error on the linear path between them minus "
                     "the mean of its end points' errors. Measured for the dense network at each --k (its θ_k) and "
                     "for the ticket of these settings at each of --ticket-rounds (its round start m ⊙ θ_k). "
-                    "Settings as for `ltstudy ticket`.",
+                    "Settings as for `ltstudy ticket`. Given a study file instead, it summarises what the study's "
+                    "trials measured ([stability] points, dense_ks, rounds) over their seeds.",
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_registries_epilog())
+    stab.add_argument("study_file", nargs="?", metavar="STUDY.toml", help="read what this study's trials measured "
+                      "([stability]) instead, summarised over seeds (measures nothing)")
+    stab.add_argument("--storage", metavar="URL", help="with STUDY.toml: its Optuna storage (default: "
+                      "[study].storage)")
+    stab.add_argument("--study-name", metavar="NAME", help="with STUDY.toml: the study's name (default: "
+                      "[study].name)")
     stab.add_argument("--config", metavar="FILE.toml", help="TOML file with the settings below")
     stab.add_argument("--k", metavar="K,K,...", help="rewind iterations of the dense network, e.g. 0,100,500")
     stab.add_argument("--ticket-rounds", metavar="R,R,...", help="rounds of the ticket search (at --rewind-iter), "

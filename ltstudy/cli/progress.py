@@ -114,7 +114,8 @@ class ProgressLines(StudyCallback):
             controls = (f" and {plan.controls} {plural(plan.controls, 'control')} beside each ticket"
                         if plan.controls else "")
             self.say(f"{missing} {plural(missing, 'trial')} to run: each {plan.seeds} {plural(plan.seeds, 'search')} "
-                     f"of up to {plan.rounds + 1} rounds × {plan.iterations:,} iterations{controls}: at most "
+                     f"of up to {plan.rounds + 1} rounds × {plan.iterations:,} iterations{controls}"
+                     f"{f' and {plan.stability:,} iterations of stability copies' if plan.stability else ''}: at most "
                      f"{plan.total_iterations:,} training iterations (fewer where the cache holds shared rounds)")
 
     def on_trial_round(self, number, seed, record, search="ticket") -> None:

@@ -1,4 +1,9 @@
-"""`ltstudy stability`: linear mode connectivity of the dense network at each k, and of a search's tickets."""
+"""`ltstudy stability`: linear mode connectivity of the dense network at each k, and of a search's tickets.
+
+From flags (or --config) it measures; from a study file it reads what the
+study's trials measured (`[stability]`) and summarises it over seeds, without
+importing torch.
+"""
 
 from __future__ import annotations
 
@@ -6,30 +11,102 @@ import argparse
 import json
 import sys
 
-from ..engine.cache import RoundCache
-from ..engine.config import load_config
-from ..engine.data import load_dataset
-from ..engine.device import resolve_device
 from ..engine.errors import ConfigError
-from ..engine.stability import StabilityAnalysis, earliest_stable
-from ..study.storage import check_cache_dir
 from ..study.tables import format_table
-from ..study.threads import set_threads
 from .common import check_writable
 from .parser import overrides
 
 
 def stability(args: argparse.Namespace) -> int:
+    for out in (args.json, args.plot):
+        if out:
+            check_writable(out)
+    if not 0 < args.threshold < 1:
+        raise ConfigError(f"--threshold is a fraction of error in (0, 1), got {args.threshold}; the paper's is 0.02")
+    return from_study(args) if args.study_file else measure(args)
+
+
+def from_study(args: argparse.Namespace) -> int:
+    """The study's measurements per setting: each start's instability over seeds, and the earliest stable k."""
+    from ..study.stability_summary import HEADERS, earliest_stable_k, rows, summarise
+    from .read import read_study
+
+    given = [flag for flag, v in (("--config", args.config), ("--k", args.k), ("--ticket-rounds", args.ticket_rounds),
+                                  ("--cache-dir", args.cache_dir), ("--copy-seed", args.copy_seed)) if v is not None]
+    if given or overrides(args):
+        raise ConfigError(f"a study file's measurements are read, not made: drop {', '.join(given) or 'the settings'} "
+                          "(the study's [stability] section says what its trials measure)")
+    from ..study.compare import _order, row_label
+    from ..study.curves import TICKET
+    from ..study.trial_results import collect
+
+    cfg, study = read_study(args)
+    col = collect(study.get_trials(deepcopy=False), cfg.searched)
+    groups: dict[tuple, list] = {}
+    for c in col.curves:
+        if c.kind == TICKET:
+            groups.setdefault(col.key(c), []).append(c)
+    ordered = sorted(groups.items(), key=lambda kv: _order(kv[0]))
+    found = [(row_label(dict(zip(col.keys, key, strict=True)), col.keys) or "all trials",
+              summarise(curves, args.threshold)) for key, curves in ordered]
+    found = [(label, ss) for label, ss in found if ss]
+    if not found:
+        raise ConfigError(f"study '{study.study_name}' has no stability measurements: give it a [stability] section "
+                          "(points = 30, dense_ks, rounds) and run it (ltstudy run), or measure from flags")
+    print(f"{_DEFINITION} Mean ± sample std over curves (seeds); stable below {100 * args.threshold:g} points.")
+    dense = {tuple((s.k, s.val, s.test) for s in ss if s.label == "dense") for _, ss in found}
+    shared = len(found) > 1 and len(dense) == 1 and bool(next(iter(dense)))
+    for i, (label, ss) in enumerate(found):
+        first = earliest_stable_k(ss, args.threshold)
+        shown = [s for s in ss if not (shared and i > 0 and s.label == "dense")]
+        print(f"\n{label}" + (" (the dense network is every setting's):" if shared and i == 0 else ":"))
+        print(format_table(HEADERS, rows(shown, args.threshold)))
+        if any(s.label == "dense" for s in shown):
+            print(f"earliest stable k: {first.k}" if first else
+                  f"no k measured is stable at {100 * args.threshold:g} points")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"study": study.study_name, "threshold": args.threshold,
+                       "settings": [{"setting": label, "earliest_stable_k": getattr(earliest_stable_k(
+                           ss, args.threshold), "k", None), "starts": [s.to_dict() for s in ss]}
+                           for label, ss in found]}, fh, indent=1)
+    if args.plot:
+        _write_plot(found, args.threshold, args.plot)
+    return 0
+
+
+def _write_plot(found, threshold: float, path: str) -> None:
+    """Instability against k (the dense starts), or else the error along the paths of the first setting."""
+    from ..study.stability_plots import figure_dense_k, figure_mean_paths
+
+    dense = [(label, [s for s in ss if s.label == "dense"]) for label, ss in found]
+    png = figure_dense_k([d for d in dense if d[1]], threshold) if any(d[1] for d in dense) else \
+        figure_mean_paths(found[0][1], f"error along the path, {found[0][0]}")
+    with open(path, "wb") as fh:
+        fh.write(png)
+    print(f"wrote {path}", file=sys.stderr)
+
+
+_DEFINITION = ("Instability = the largest error on the linear path between two copies trained from the same start "
+               "with different data orders, minus the mean of its end points' errors, in error points; validation "
+               "selects, test is reported.")
+
+
+def measure(args: argparse.Namespace) -> int:
+    """Measure from flags (or --config): the dense network at each --k, the ticket at each of --ticket-rounds."""
+    from ..engine.cache import RoundCache
+    from ..engine.config import load_config
+    from ..engine.data import load_dataset
+    from ..engine.device import resolve_device
+    from ..engine.stability import StabilityAnalysis, earliest_stable
+    from ..study.storage import check_cache_dir
+    from ..study.threads import set_threads
+
     cfg = load_config(args.config, overrides(args))
     ks, rounds = _ints(args.k, "--k"), _ints(args.ticket_rounds, "--ticket-rounds")
     if not ks and not rounds:
         raise ConfigError("nothing to measure: give --k 0,100,500 (the dense network at each k) and/or "
                           "--ticket-rounds 1,3,5 (the search's tickets at those rounds)")
-    if not 0 < args.threshold < 1:
-        raise ConfigError(f"--threshold is a fraction of error in (0, 1), got {args.threshold}; the paper's is 0.02")
-    for out in (args.json, args.plot):
-        if out:
-            check_writable(out)
     cache = None
     if args.cache_dir:
         check_cache_dir(args.cache_dir)
@@ -41,14 +118,12 @@ def stability(args: argparse.Namespace) -> int:
         if not 0 <= k < sched.iterations:
             raise ConfigError(f"--k {k} must be in [0, {sched.iterations}) (the round's length, --iterations)")
     analysis = StabilityAnalysis(cfg, data, cache, points=args.points, copy_seed=args.copy_seed)
-    results = analysis.dense(ks) + (analysis.ticket(rounds) if rounds else [])
+    results = analysis.measure(ks, rounds)
     first = earliest_stable(results, args.threshold)
     rows = [[r.label, r.k, r.round, f"{100 * r.density:.3g}%", f"{100 * r.val_instability:.2f}",
              f"{100 * r.test_instability:.2f}", f"{100 * r.val_errors[0]:.2f} / {100 * r.val_errors[-1]:.2f}",
              f"{100 * max(r.val_errors):.2f}", "yes" if r.stable(args.threshold) else "no"] for r in results]
-    print(f"Instability = the largest error on the linear path between two copies trained from the same start "
-          f"with different data orders, minus the mean of its end points' errors ({args.points} points), in "
-          f"error points; validation selects, test is reported. Stable below {100 * args.threshold:g} points.")
+    print(f"{_DEFINITION} {args.points} points per path; stable below {100 * args.threshold:g} points.")
     print(format_table(["start", "k", "round", "density", "val instab.", "test instab.", "val err A / B",
                         "max val err", "stable"], rows))
     if ks:

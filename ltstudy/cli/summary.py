@@ -74,6 +74,7 @@ def run_summary(study, cfg, new_trials) -> str:
     if rounds:
         nominal = sum(r.get("iterations", 0) for r in rounds)
         computed = sum(r.get("computed_iterations", 0) for r in rounds)
-        lines.append(f"cost of this run: {nominal:,} training iterations of tickets and controls, {computed:,} of "
-                     "them computed here (the rest came from the cache)")
+        copies = any(r.get("stability_paths") for r in rounds)
+        lines.append(f"cost of this run: {nominal:,} training iterations of tickets and controls; {computed:,} "
+                     f"trained here{', stability copies included' if copies else ''} (the rest came from the cache)")
     return "\n".join(lines)

@@ -70,6 +70,10 @@ class TrainConfig:
     gamma: float = setting(0.1, help="learning-rate factor at each milestone")
     eval_every: int | str = setting(100, help="evaluate on validation and test every N iterations (or 'Nep')")
     eval_batch_size: int = setting(2048, help="examples per evaluation forward pass")
+    kernels: Literal["dense", "sparse", "auto"] = setting("dense", help="dense; sparse: pruned fully connected "
+                                                           "layers train as CSR on the CPU (the same numbers to "
+                                                           "float tolerance); auto: sparse below the measured "
+                                                           "crossover density (engine/sparse.py)")
     patience: int = setting(0, help="end a round after this many evaluations without a lower validation loss; 0 = off "
                                "(off follows the paper: every round trains its full length)")
 
@@ -118,6 +122,10 @@ class StabilityConfig:
                                                            "paper: 30); 0 = off. Costs a second training per round")
     copy_seed: int = setting(-1, flag="stability-copy-seed", help="the second copy's data-order seed; -1 = a "
                                                                   "stream of its own")
+    rounds: list[int] = setting(factory=list, flag="stability-rounds", help="the pruned rounds measured, e.g. "
+                                "7,10,15; empty = every one")
+    dense_ks: list[int] = setting(factory=list, flag="stability-dense-ks", help="also the dense network from θ_k at "
+                                  "each of these k, measured with round 0 (the earliest stable k), e.g. 0,100,500")
 
 
 @dataclass
@@ -205,6 +213,12 @@ class TicketConfig:
         if self.stability.points and (self.stability.points < 2 or t.patience):
             raise ConfigError("stability.points must be 0 (off) or at least 2 (the path's ends), with train.patience "
                               f"= 0 (both copies train to the end); got {self.stability.points} and {t.patience}")
+        if (self.stability.rounds or self.stability.dense_ks) and not self.stability.points:
+            raise ConfigError("stability.rounds and stability.dense_ks choose what [stability] measures: set "
+                              "stability.points too (the paper: 30)")
+        if any(r < 1 for r in self.stability.rounds) or any(k < 0 for k in self.stability.dense_ks):
+            raise ConfigError(f"stability.rounds count pruned rounds from 1 and stability.dense_ks are iterations >= "
+                              f"0; got {self.stability.rounds} and {self.stability.dense_ks}")
         if not -1 <= self.stability.copy_seed <= MAX_SEED:
             raise ConfigError(f"stability.copy_seed must be between 0 and 2^63 - 1, or -1, got "
                               f"{self.stability.copy_seed}")

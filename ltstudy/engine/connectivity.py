@@ -16,8 +16,12 @@ the training split (`BN_EXAMPLES`, fewer on a small split, from the data-order
 seed's stream), the states' own statistics being meaningless in between.
 
 Copy A has the search's own data order: when the search trained it already (a
-ticket's round), its end state is used and only copy B is trained. `measure`
-is a job generator (drivers.py): its copies train through the one round loop.
+ticket's round, or the dense round 0 for k = 0), its end state is used and
+only copy B is trained. With a training cache and a key that determines the
+start, each copy's end state is stored under that key, its data order and k,
+so measuring a cached round again (or in `ltstudy stability`) trains nothing.
+`measure` is a job generator (drivers.py): its copies train through the one
+round loop.
 """
 
 from __future__ import annotations
@@ -30,8 +34,10 @@ import torch
 from torch import nn
 
 from . import pruning
+from .cache import RoundCache
 from .config import STABILITY_POINTS, STABLE, Schedule, TrainConfig
 from .data import Dataset
+from .hashing import digest
 from .round_protocol import clone_state, evaluate
 from .rounds import Masks, RoundJob, State, TrainResult
 from .seeds import STABILITY_COPY, derived_seed
@@ -54,6 +60,7 @@ class Stability:
     test_errors: list[float]
     data_orders: tuple[int, int]
     reused: bool = False  # copy A is the search's own round (not trained again)
+    trained_iterations: int = 0  # iterations trained here for the copies (0 when the cache held them)
 
     @property
     def val_instability(self) -> float:
@@ -94,21 +101,34 @@ def copy_seeds(data_order: int, copy_seed: int | None) -> tuple[int, int]:
 
 
 def measure(model: nn.Module, start: CopiesStart, train: TrainConfig, sched: Schedule, k: int, data: Dataset,
-            seeds: tuple[int, int], points: int = POINTS) -> Generator[RoundJob, TrainResult, Stability]:
-    """Train the copies that are missing on `model` (a scratch network), then walk the path between them."""
-    ends = []
+            seeds: tuple[int, int], points: int = POINTS, cache: RoundCache | None = None,
+            key: str | None = None) -> Generator[RoundJob, TrainResult, Stability]:
+    """Train the copies that are missing on `model` (a scratch network), then walk the path between them.
+
+    `key` names the start (a cache key of the entry it comes from): with `cache`, copies are stored and reused.
+    """
+    ends, trained = [], 0
+    device = next(iter(start.state.values())).device
     for i, seed in enumerate(seeds):
         if i == 0 and start.trained is not None:
             ends.append(start.trained)
+            continue
+        copy_key = digest("stability copy", key, start.label, k, seed) if cache is not None and key else None
+        stored = cache.load(copy_key) if copy_key else None
+        if stored is not None:
+            ends.append({n: t.to(device) for n, t in stored["state"].items()})
             continue
         model.load_state_dict(start.state)
         yield RoundJob(start.round, model, start.masks, train, sched, seed, start.dropout_seed, k, sched.iterations,
                        label=f"stability {start.label} round {start.round} copy {'AB'[i]}", evaluate=False)
         ends.append(clone_state(model))
+        trained += sched.iterations - k
+        if copy_key:
+            cache.save(copy_key, {"state": {n: t.detach().cpu() for n, t in ends[-1].items()}})
     alphas = [i / (points - 1) for i in range(points)]
     errors = [path_errors(model, ends[0], ends[1], a, start.masks, data, seeds[0]) for a in alphas]
     return Stability(start.label, k, start.round, pruning.density(start.masks), alphas, [v for v, _ in errors],
-                     [t for _, t in errors], seeds, reused=start.trained is not None)
+                     [t for _, t in errors], seeds, reused=start.trained is not None, trained_iterations=trained)
 
 
 def interpolate_state(a: State, b: State, alpha: float) -> State:

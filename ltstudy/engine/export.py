@@ -15,6 +15,7 @@ One call loads it into the project's model:
     from ltstudy.engine.export import load_ticket
     ticket = load_ticket("tickets/round_05")
     model = ticket.model()                 # the initial weights, masked (ticket.model("trained"): the trained ones)
+    fast = ticket.sparse_model()           # the trained weights as CSR, for inference on the CPU
     result = ticket.retrain()              # the round's training again: the same numbers on the CPU
 """
 
@@ -83,6 +84,13 @@ class Ticket:
                           self.config.model.dropout)
         net.load_state_dict({"init": self.init, "trained": self.trained}[weights])
         return net.to(device)
+
+    def sparse_model(self, weights: str = "trained") -> nn.Module:
+        """An inference model on the CPU with the pruned layers as CSR (`sparse.sparse_model`): the dense model's
+        predictions, at a cost that scales with the ticket's density. Fully connected networks only."""
+        from .sparse import sparse_model
+
+        return sparse_model(self.model(weights), self.float_masks())
 
     def float_masks(self, device: str | torch.device = "cpu") -> Masks:
         return {n: m.to(device=device, dtype=torch.float32) for n, m in self.masks.items()}

@@ -37,21 +37,27 @@ from torch import nn
 
 from .errors import DivergedError
 from .rounds import Callback, Evaluation, RoundJob, State, TrainResult
+from .sparse import SparseEval
 
 if TYPE_CHECKING:
     from .data import Dataset, Split
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, split: Split, batch_size: int, state: State | None = None) -> Evaluation:
+def evaluate(model: nn.Module, split: Split, batch_size: int, state: State | None = None,
+             sparse: SparseEval | None = None) -> Evaluation:
     """Mean loss and accuracy on `split`, in eval mode, without autograd; one host sync at the end.
 
     With `state`, the model is evaluated as if it held those parameters and
-    buffers (the early-stop snapshot) without touching its own.
+    buffers (the early-stop snapshot) without touching its own; with `sparse`,
+    through the sparse kernels' forward pass (sparse.py).
     """
     was_training = model.training
     model.eval()
-    forward = model if state is None else (lambda x: torch.func.functional_call(model, state, (x,)))
+    if sparse is not None:
+        forward = sparse.prepare(state)
+    else:
+        forward = model if state is None else (lambda x: torch.func.functional_call(model, state, (x,)))
     loss = torch.zeros((), device=split.x.device)
     correct = torch.zeros((), device=split.x.device, dtype=torch.long)
     for start in range(0, len(split), batch_size):
@@ -75,7 +81,9 @@ class RoundProtocol:
         self.job, self.data, self.callbacks = job, data, callbacks
         self.result = TrainResult(job.start, job.end, early_stop_iteration=job.start)
         self._every = job.sched.eval_every
-        self._validation = _Validation(job.model, data.val, job.train.eval_batch_size, overlap and job.evaluate)
+        sparse = SparseEval.of(job.model, job.masks, job.train, data.val.x.device) if job.evaluate else None
+        self._validation = _Validation(job.model, data.val, job.train.eval_batch_size, overlap and job.evaluate,
+                                       sparse)
         self._best_loss, self._best_state, self._since_best = math.inf, None, 0
         self._start_test: Callable[[], Evaluation] | None = None
         self._t0 = time.perf_counter()
@@ -131,16 +139,15 @@ class RoundProtocol:
         job, result, data = self.job, self.result, self.data
         try:
             if job.evaluate:
-                batch = job.train.eval_batch_size
                 if self._best_loss == math.inf:  # nothing trained (start == end): the state as it is
-                    val = evaluate(job.model, data.val, batch)
+                    val = self._validation.now(data.val)
                     if not math.isfinite(val.loss):
                         raise DivergedError(f"validation loss is {val.loss} at iteration {result.end}", result.end)
                     result.val_loss, result.val_accuracy, result.early_stop_iteration = (val.loss, val.accuracy,
                                                                                           result.end)
                 at_early_stop = (self._validation.later(data.test, self._best_state)
                                  if self._best_state is not None else None)
-                result.test_accuracy = evaluate(job.model, data.test, batch).accuracy
+                result.test_accuracy = self._validation.now(data.test).accuracy
                 result.test_accuracy_at_early_stop = (result.test_accuracy if at_early_stop is None
                                                       else at_early_stop().accuracy)
                 assert self._start_test is not None
@@ -173,34 +180,40 @@ def overlap_default() -> bool:
 class _Validation:
     """The validation points of one round, in order: evaluated at once, or overlapped (see the module docstring)."""
 
-    def __init__(self, model: nn.Module, split: Split, batch_size: int, overlap: bool):
-        self.model, self.split, self.batch_size = model, split, batch_size
-        self.pool = self.copy = None
+    def __init__(self, model: nn.Module, split: Split, batch_size: int, overlap: bool,
+                 sparse: SparseEval | None = None):
+        self.model, self.split, self.batch_size, self.sparse = model, split, batch_size, sparse
+        self.pool = self.copy = self.sparse_bg = None
         self.pending = None
         if overlap:
             import copy
             from concurrent.futures import ThreadPoolExecutor
 
             self.copy = copy.deepcopy(model).eval()
+            self.sparse_bg = sparse.on(self.copy) if sparse is not None else None  # (buffers of its own)
             self.pool = ThreadPoolExecutor(1, thread_name_prefix="ltstudy-validation")
+
+    def now(self, split: Split) -> Evaluation:
+        """The model as it is, on `split`, at once (on this thread)."""
+        return evaluate(self.model, split, self.batch_size, sparse=self.sparse)
 
     def point(self, done: int, train_loss: float, final: bool) -> list[tuple]:
         """Validation point `done`; the points whose results are known now: (done, state, val, train loss)."""
         if self.pool is None or final:
             ready = self.drain()
-            return [*ready, (done, None, evaluate(self.model, self.split, self.batch_size), train_loss)]
+            return [*ready, (done, None, self.now(self.split), train_loss)]
         state = clone_state(self.model)
         ready = self.drain()
         self.pending = (done, state, train_loss,
-                        self.pool.submit(evaluate, self.copy, self.split, self.batch_size, state))
+                        self.pool.submit(evaluate, self.copy, self.split, self.batch_size, state, self.sparse_bg))
         return ready
 
     def later(self, split: Split, state: State) -> Callable[[], Evaluation]:
         """Evaluate `state` on `split` in the background (at once when not overlapping); call the result to wait."""
         if self.pool is None:
-            evaluation = evaluate(self.model, split, self.batch_size, state=state)
+            evaluation = evaluate(self.model, split, self.batch_size, state=state, sparse=self.sparse)
             return lambda: evaluation
-        return self.pool.submit(evaluate, self.copy, split, self.batch_size, state).result
+        return self.pool.submit(evaluate, self.copy, split, self.batch_size, state, self.sparse_bg).result
 
     def drain(self) -> list[tuple]:
         if self.pending is None:

@@ -105,6 +105,9 @@ class RoundResult:
     # None when not measured (never NaN: records compare equal whether or not they were measured)
     val_instability: float | None = None
     test_instability: float | None = None  # reported, never selected on
+    # ... and each path measured with the round (`Stability.to_dict()`): the round's own, and with
+    # `[stability] dense_ks` round 0 has the dense network's from each θ_k
+    stability_paths: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def sparsity(self) -> float:

@@ -3,9 +3,9 @@ and the stability of a search's tickets at their rounds (`ltstudy stability`).
 
 The measurement is connectivity.py's: two copies from one start, and the error
 along the linear path between them. Here the starts are the dense network's θ_k
-for each k asked (both copies trained), and a ticket search's round starts
-m ⊙ θ_k (copy A is the search's own round, from the training cache when that
-holds it). The earliest stable k is the principled rewinding point.
+for each k asked, and a ticket search's round starts m ⊙ θ_k (copy A is the
+search's own round, from the training cache when that holds it). The earliest
+stable k is the principled rewinding point.
 """
 
 from __future__ import annotations
@@ -15,12 +15,11 @@ from dataclasses import dataclass, field
 
 from .cache import RoundCache
 from .config import TicketConfig
-from .connectivity import POINTS, STABLE, CopiesStart, Stability, copy_seeds, instability, measure
+from .connectivity import POINTS, STABLE, Stability, instability
 from .data import Dataset
 from .drivers import drive, drive_jobs
 from .errors import ConfigError
-from .rounds import Callback, Callbacks, RoundState, State
-from .seeds import DROPOUT, derived_seed
+from .rounds import Callback, Callbacks
 from .ticket import TicketSearch
 
 
@@ -32,7 +31,13 @@ def earliest_stable(results: Sequence[Stability], threshold: float = STABLE) -> 
 
 @dataclass
 class StabilityAnalysis:
-    """Stability of the dense network at each k of `ks` and of the ticket of `cfg` at each of `rounds`."""
+    """Stability of the dense network at each k of `ks` and of the ticket of `cfg` at each of `rounds`.
+
+    Both are what `[stability]` measures inside a search (ticket.py), so `ltstudy
+    stability` and a study give the same numbers: the ticket's rounds are the
+    search's (from the cache when it holds them), round 0 is copy A of the dense
+    network at k = 0, and the copies come from the cache when it holds them.
+    """
 
     cfg: TicketConfig
     data: Dataset
@@ -48,45 +53,28 @@ class StabilityAnalysis:
         if self.points < 2:
             raise ConfigError(f"a path needs at least its two end points, got points = {self.points}")
 
+    def measure(self, ks: Sequence[int] = (), rounds: Sequence[int] = ()) -> list[Stability]:
+        """The dense starts (sorted by k), then the ticket's (by round)."""
+        if rounds and min(rounds) < 1:
+            raise ConfigError("--ticket-rounds counts pruned rounds from 1 (round 0 is the dense network: --k 0)")
+        settings = {"stability.points": self.points, "stability.copy_seed": -1 if self.copy_seed is None else
+                    self.copy_seed, "stability.rounds": sorted(rounds), "stability.dense_ks": sorted(ks)}
+        search = TicketSearch(self.cfg.replace({**settings, "stability.rounds": []}), self.data, self.cache)
+        if not rounds:  # (the dense network only: no round to train)
+            return [drive_jobs(search.dense_copies(k), self.data, Callbacks(self.callbacks)) for k in sorted(ks)]
+        if max(rounds) > search.n_rounds:
+            raise ConfigError(f"--ticket-rounds {max(rounds)}: the ticket search has rounds 1..{search.n_rounds}; "
+                              "raise --rounds (or lower --target-density) or ask for an earlier round")
+        search.cfg, search.n_rounds = search.cfg.replace(settings), max(rounds)
+        result = drive(search, self.callbacks)
+        return [Stability(**{k: v for k, v in path.items() if k not in ("val_instability", "test_instability")})
+                for r in result.rounds for path in r.stability_paths]
+
     def dense(self, ks: Sequence[int]) -> list[Stability]:
-        out = []
-        for k in ks:
-            search = TicketSearch(self.cfg.replace({"prune.rewind_iter": k}), self.data, self.cache)
-            start = CopiesStart("dense", 0, _clone(search.ensure_theta_k()), search.masks,
-                          derived_seed(search.seeds.dropout, DROPOUT, 0))
-            out.append(self._measure(search, start, k))
-        return out
+        return self.measure(ks=ks)
 
     def ticket(self, rounds: Sequence[int]) -> list[Stability]:
-        search = TicketSearch(self.cfg, self.data, self.cache)
-        wanted, starts = set(rounds), {}
-
-        class Keep(Callback):
-            def on_state(self, state: RoundState) -> None:
-                r = state.record["round"]
-                if r in wanted:
-                    starts[r] = CopiesStart("ticket", r, _clone(state.start),
-                                            {n: m.clone() for n, m in state.masks.items()},
-                                            state.training["dropout_seed"], _clone(state.trained))
-
-        last = max(rounds)
-        if min(rounds) < 1:
-            raise ConfigError("--ticket-rounds counts pruned rounds from 1 (round 0 is the dense network: --k 0)")
-        if last > search.n_rounds:
-            raise ConfigError(f"--ticket-rounds {last}: the ticket search has rounds 1..{search.n_rounds}; raise "
-                              "--rounds (or lower --target-density) or ask for an earlier round")
-        search.n_rounds = last
-        drive(search, [Keep(), *self.callbacks])
-        return [self._measure(search, starts[r], search.sched.rewind_iter) for r in sorted(wanted)]
-
-    def _measure(self, search: TicketSearch, start: CopiesStart, k: int) -> Stability:
-        seeds = copy_seeds(search.seeds.data_order, self.copy_seed)
-        jobs = measure(search.model, start, search.cfg.train, search.sched, k, self.data, seeds, self.points)
-        return drive_jobs(jobs, self.data, Callbacks(self.callbacks))
-
-
-def _clone(state: State) -> State:
-    return {n: t.detach().clone() for n, t in state.items()}
+        return self.measure(rounds=rounds)
 
 
 __all__ = ["POINTS", "STABLE", "Stability", "StabilityAnalysis", "earliest_stable", "instability"]

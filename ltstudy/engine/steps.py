@@ -1,6 +1,8 @@
 """One training step (forward, backward, masked gradients, optimiser), two ways, bit for bit the same.
 
 - `AutogradStep` works for every model: autograd, then torch.optim's fused optimiser.
+- `SparseStep` is LeanStep with the pruned layers on sparse.py's CSR kernels (`[train] kernels`):
+  the same numbers to float tolerance, not bit for bit.
 - `LeanStep` is for networks made of Flatten, Linear, ReLU and the seeded Dropout only
   (LeNet-300-100, the paper's MNIST network): it runs the very aten ops autograd runs
   for them (addmm, relu_, log_softmax, nll_loss and their backward kernels), in the
@@ -23,8 +25,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import TrainConfig
-from .models.layers import Dropout
+from .models.layers import Dropout, plain_mlp
 from .pruning import Masks, weights
+from .sparse import SparseLinear, sparse_supported, trains_sparse
 
 
 def make_optimizer(params: list[nn.Parameter], cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
@@ -66,13 +69,7 @@ class LeanStep:
 
     @staticmethod
     def supports(model: nn.Module, cfg: TrainConfig, device: torch.device) -> bool:
-        if not isinstance(model, nn.Sequential) or device.type != "cpu":
-            return False
-        mods = list(model.children())
-        if not mods or not isinstance(mods[-1], nn.Linear):
-            return False
-        # Exact types: the step dispatches on them (a subclass may compute something else).
-        return all(type(m) in (nn.Flatten, nn.Linear, Dropout) or (type(m) is nn.ReLU and m.inplace) for m in mods)
+        return device.type == "cpu" and plain_mlp(model)
 
     def __init__(self, model: nn.Module, masks: Masks, cfg: TrainConfig, device: torch.device):
         self.layers = list(model.children())
@@ -87,6 +84,9 @@ class LeanStep:
         self.cfg = cfg
         self.lr = cfg.lr
         self._one = torch.ones((), device=device)
+        self._grad_params = params
+        self._layer_setup(masks, [names[id(lin.weight)] for lin in self.linears])
+        params = self._grad_params
         if cfg.optimizer == "adam":
             # The state torch.optim.Adam(fused=True) keeps: zero moments and a float32 step count per parameter.
             self.exp_avg = [torch.zeros_like(p) for p in self.params]
@@ -98,7 +98,9 @@ class LeanStep:
             self.opt = None
         else:
             self.opt = make_optimizer(params, cfg, device)
-            self._grad_params = params
+
+    def _layer_setup(self, masks: Masks, names: list[str]) -> None:
+        """A subclass's place to train some layers' weights as other tensors (sparse.py's values)."""
 
     def set_lr(self, lr: float) -> None:
         self.lr = lr
@@ -110,11 +112,13 @@ class LeanStep:
     def __call__(self, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
         saved = []
         x = xb
+        linear = 0
         for m in self.layers:  # forward, keeping what each backward kernel reads
             kind = type(m)
             if kind is nn.Linear:
-                saved.append(x)
-                x = torch.addmm(m.bias, x, m.weight.t())
+                kept, x = self._linear(linear, m, x)
+                saved.append(kept)
+                linear += 1
             elif kind is nn.ReLU:
                 x = torch.relu_(x)
                 saved.append(x)
@@ -122,7 +126,9 @@ class LeanStep:
                 x = torch.flatten(x, m.start_dim, m.end_dim)
             else:  # the seeded Dropout, as its forward computes it
                 if m.training and m.p != 0.0:
-                    keep = torch.empty_like(x).bernoulli_(1.0 - m.p, generator=m.generator)
+                    # (drawn in the logical order whatever x's layout: the sparse step's views draw the same)
+                    keep = torch.empty(x.shape, dtype=x.dtype, device=x.device).bernoulli_(1.0 - m.p,
+                                                                                           generator=m.generator)
                     scale = 1.0 / (1.0 - m.p)
                     x = x * keep * scale
                     saved.append((keep, scale))
@@ -133,15 +139,13 @@ class LeanStep:
         g = torch.ops.aten.nll_loss_backward(self._one, log_probs, yb, None, 1, -100, total_weight)
         g = torch.ops.aten._log_softmax_backward_data(g, log_probs, 1, log_probs.dtype)
         grads: list[torch.Tensor] = []
-        linear = len(self.linears)
         for m in reversed(self.layers):  # backward: autograd's kernels and layouts (see mm_mat2_backward)
             kind = type(m)
             if kind is nn.Linear:
                 linear -= 1
-                inp = saved.pop()
-                grads += [g.sum(0), g.t().mm(inp)]  # bias, weight (reversed below)
-                if linear > 0:
-                    g = g.mm(m.weight)
+                grads.append(g.sum(0))  # bias, weight (reversed below)
+                grad_weight, g = self._linear_backward(linear, m, g, saved.pop())
+                grads.append(grad_weight)
             elif kind is nn.ReLU:
                 g = torch.ops.aten.threshold_backward(g, saved.pop(), 0)
             elif kind is nn.Flatten:
@@ -165,13 +169,59 @@ class LeanStep:
                 p.grad = grad
             self.opt.step()
             self.opt.zero_grad(set_to_none=True)
+        self._after_step()
         return loss
+
+    def _linear(self, i: int, m: nn.Linear, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the input as the backward pass reads it, the output)."""
+        return x, torch.addmm(m.bias, x, m.weight.t())
+
+    def _linear_backward(self, i: int, m: nn.Linear, g: torch.Tensor, inp: torch.Tensor
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the weight's gradient, the input's; the first layer's input needs none: g is passed on unused)."""
+        return g.t().mm(inp), g.mm(m.weight) if i > 0 else g
+
+    def _after_step(self) -> None:
+        pass
 
     def state(self, param: torch.Tensor) -> dict[str, torch.Tensor]:
         if self.opt is not None:
             return dict(self.opt.state.get(param, {}))
         i = next(i for i, p in enumerate(self.params) if p.data_ptr() == param.data_ptr())
         return {"exp_avg": self.exp_avg[i], "exp_avg_sq": self.exp_avg_sq[i], "step": self.steps[i]}
+
+
+class SparseStep(LeanStep):
+    """LeanStep (the same networks, on the CPU) with the layers `trains_sparse` picks on the sparse kernels."""
+
+    @staticmethod
+    def supports(model: nn.Module, cfg: TrainConfig, device: torch.device) -> bool:
+        return sparse_supported(model, cfg, device)
+
+    def _layer_setup(self, masks: Masks, names: list[str]) -> None:
+        self.sparse: dict[int, SparseLinear] = {}
+        for i, (lin, name) in enumerate(zip(self.linears, names, strict=True)):
+            if trains_sparse(self.cfg.kernels, masks.get(name)):
+                layer = self.sparse[i] = SparseLinear(masks[name], lin.weight)
+                self.params[2 * i] = layer.values
+                self._grad_params[2 * i] = nn.Parameter(layer.values, requires_grad=False)
+                self.masks[i] = None  # (its gradient exists at the mask's positions only)
+
+    def _linear(self, i: int, m: nn.Linear, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        layer = self.sparse.get(i)
+        return super()._linear(i, m, x) if layer is None else layer.forward(x, m.bias)
+
+    def _linear_backward(self, i: int, m: nn.Linear, g: torch.Tensor, inp: torch.Tensor
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+        layer = self.sparse.get(i)
+        if layer is None:
+            return super()._linear_backward(i, m, g, inp)
+        g_t = g.t().contiguous()
+        return layer.weight_grad(g_t, inp), layer.input_grad(g_t) if i > 0 else g
+
+    def _after_step(self) -> None:
+        for i, layer in self.sparse.items():
+            layer.write(self.linears[i].weight)
 
 
 class CudaGraphStep:
@@ -255,11 +305,14 @@ class CudaGraphStep:
 
 def make_step(model: nn.Module, masks: Masks, cfg: TrainConfig, device: torch.device, lean: bool = True,
               example: Callable[[], tuple[torch.Tensor, torch.Tensor]] | None = None):
-    """The fastest step for this model and device: lean (CPU, LeNet-style), a CUDA graph, or plain autograd.
+    """The fastest step for this model and device: lean (CPU, LeNet-style; sparse layers with `cfg.kernels`),
+    a CUDA graph, or plain autograd.
 
     `example()` gives a batch of the run's shape, which a CUDA graph is captured with (the solo trainer
     passes its first batch).
     """
+    if lean and SparseStep.supports(model, cfg, device):
+        return SparseStep(model, masks, cfg, device)
     if lean and LeanStep.supports(model, cfg, device):
         return LeanStep(model, masks, cfg, device)
     if lean and example is not None and CudaGraphStep.supports(model, cfg, device):

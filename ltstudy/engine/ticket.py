@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from collections.abc import Generator
 from typing import Any
 
@@ -29,6 +30,7 @@ from .config import TicketConfig
 from .data import Dataset, load_dataset
 from .device import resolve_device
 from .drivers import drive
+from .errors import ConfigError, SettingWarning
 from .hashing import digest, engine_digest
 from .models import build_model, signature
 from .registry import MASKS, MODELS, REINITS, SCOPES, check_pair
@@ -48,6 +50,7 @@ from .rounds import (
     TrainResult,
 )
 from .seeds import DROPOUT, derived_seed
+from .sparse import sparse_supported
 from .training import train
 
 
@@ -81,6 +84,15 @@ class TicketSearch:
         if p.one_shot:
             self.rates = pruning.one_shot_rates(self.layers, self.rates, self.shared, p.target_density)
         pruning.check_rounds(self.layers, self.rates, self.shared, self.n_rounds)
+        if cfg.train.kernels == "sparse" and not sparse_supported(self.model, cfg.train, self.device):
+            warnings.warn("train.kernels = sparse: the sparse kernels cover fully connected networks "
+                          f"(Linear, ReLU, Dropout) on the CPU; {cfg.model.name} on {self.device.type} trains dense",
+                          SettingWarning, stacklevel=2)
+        st = cfg.stability
+        if any(r > self.n_rounds for r in st.rounds) or any(k >= self.sched.iterations for k in st.dense_ks):
+            raise ConfigError(f"stability.rounds must be within the search's rounds 1..{self.n_rounds} and "
+                              f"stability.dense_ks below the round's {self.sched.iterations} iterations; got "
+                              f"{st.rounds} and {st.dense_ks}")
         self.theta0 = clone_state(self.model)
         self.theta_k: State | None = None
         self.masks = pruning.full_masks(self.model, self.layers)
@@ -104,10 +116,13 @@ class TicketSearch:
         """
         c = self.cfg
         data = {k: v for k, v in dataclasses.asdict(c.data).items() if k not in ("root", "download")}
+        train = dataclasses.asdict(c.train)
+        if train["kernels"] == "dense":
+            del train["kernels"]  # (the keys of entries stored before the sparse kernels existed)
         self.dense_key = digest("dense", CACHE_VERSION, engine_digest(), torch.__version__.split("+")[0],
                                 self.device.type, self.data.digest, data, dataclasses.asdict(c.model),
                                 MODELS.get(c.model.name).code(), signature(self.model),
-                                dataclasses.asdict(c.train), self._dense_seeds())
+                                train, self._dense_seeds())
         prune = dataclasses.asdict(c.prune)
         prune.pop("rounds")
         if not prune["one_shot"]:
@@ -228,11 +243,18 @@ class TicketSearch:
                     self.callbacks.on_state(RoundState(rec.to_dict(), self.masks, start, self.model.state_dict(),
                                                        self.training_info(job)))
             if r < last or stop_at is None:
-                if r > 0 and self.cfg.stability.points:
+                if self._measures(r):
                     yield from self._measure_stability(r, rec, None if r < len(restored) else (start, self.masks))
+                if r == 0 and self.cfg.stability.points:
+                    yield from self._measure_dense(rec, self._stored(0)["state"] if r < len(restored) else
+                                                   clone_state(self.model))
                 self.records.append(rec)
                 yield rec
         return self.result()
+
+    def _measures(self, r: int) -> bool:
+        s = self.cfg.stability
+        return r > 0 and bool(s.points) and (not s.rounds or r in s.rounds)
 
     def _measure_stability(self, r: int, rec: RoundResult, trained: tuple[State, Masks] | None
                            ) -> Generator[RoundJob, TrainResult, None]:
@@ -242,16 +264,41 @@ class TicketSearch:
             start, masks, end = entry["start"], entry["masks"], entry["state"]
         else:
             (start, masks), end = trained, clone_state(self.model)
+        result = yield from self.copies(connectivity.CopiesStart("ticket", r, start, masks, self.job(r).dropout_seed,
+                                                                 end), self.reinit.start(self.sched),
+                                        self.round_key(r) if self.cache is not None else None)
+        rec.val_instability, rec.test_instability = result.val_instability, result.test_instability
+        rec.stability_paths.append(result.to_dict())
+        rec.computed_iterations += result.trained_iterations
+
+    def _measure_dense(self, rec: RoundResult, trained: State) -> Generator[RoundJob, TrainResult, None]:
+        """`[stability] dense_ks`: the dense network from each θ_k; for k = 0 copy A is round 0 (`trained`)."""
+        for k in self.cfg.stability.dense_ks:
+            result = yield from self.dense_copies(k, trained if k == 0 else None)
+            if k == 0:
+                rec.val_instability, rec.test_instability = result.val_instability, result.test_instability
+            rec.stability_paths.append(result.to_dict())
+            rec.computed_iterations += result.trained_iterations + self._replayed
+            self._replayed = 0
+
+    def dense_copies(self, k: int, trained: State | None = None
+                     ) -> Generator[RoundJob, TrainResult, connectivity.Stability]:
+        """Two copies of the dense network from θ_k (copy A given as `trained` when round 0 is it)."""
+        theta = self.theta_at(k)
+        start = connectivity.CopiesStart("dense", 0, theta, pruning.full_masks(self.model, self.layers),
+                                         derived_seed(self.seeds.dropout, DROPOUT, 0), trained)
+        return (yield from self.copies(start, k, digest("stability dense", self.dense_key, k)))
+
+    def copies(self, start: connectivity.CopiesStart, k: int, key: str | None
+               ) -> Generator[RoundJob, TrainResult, connectivity.Stability]:
+        """connectivity.measure on a scratch network, with this search's copy seeds and training cache."""
         if self._scratch is None:
             self._scratch = build_model(self.cfg.model.name, self.data.input_shape, self.data.num_classes,
                                         self.cfg.model.dropout).to(self.device)
         s = self.cfg.stability
         seeds = connectivity.copy_seeds(self.seeds.data_order, None if s.copy_seed == -1 else s.copy_seed)
-        result = yield from connectivity.measure(
-            self._scratch, connectivity.CopiesStart("ticket", r, start, masks, self.job(r).dropout_seed, end),
-            self.cfg.train, self.sched, self.reinit.start(self.sched), self.data, seeds, s.points)
-        rec.val_instability, rec.test_instability = result.val_instability, result.test_instability
-        rec.computed_iterations += self.sched.iterations - self.reinit.start(self.sched)  # (copy B, trained here)
+        return (yield from connectivity.measure(self._scratch, start, self.cfg.train, self.sched, k, self.data, seeds,
+                                                s.points or connectivity.POINTS, self.cache, key))
 
     def training_info(self, job: RoundJob) -> dict[str, Any]:
         """How a round was trained, for retraining a saved ticket exactly."""
@@ -282,16 +329,35 @@ class TicketSearch:
                 self._digests["theta_k"] = self.cache.digest(self.theta_k_key)
                 return self.theta_k
         # The dense run is stored for another k: replay its first k iterations (same data order, same dropout seed).
+        self.theta_k = self.replay(k)
+        self._save_theta_k()
+        return self.theta_k
+
+    def theta_at(self, k: int) -> State:
+        """The dense network at iteration k of round 0: θ0, the search's θ_k, stored (any k), or replayed."""
+        if k == 0:
+            return self.theta0
+        if k == self.sched.rewind_iter:
+            return self.ensure_theta_k()
+        key = digest("theta_k", self._digests.get("dense"), k)  # (theta_k_key's form: shared with a search at k)
+        stored = self.cache.load(key) if self.cache is not None and self._digests.get("dense") else None
+        if stored is not None:
+            return {n: t.to(self.device) for n, t in stored["theta_k"].items()}
+        theta = self.replay(k)
+        if self.cache is not None and self._digests.get("dense"):
+            self.cache.save(key, {"theta_k": cpu(theta)})
+        return theta
+
+    def replay(self, k: int) -> State:
+        """The dense network's state after k iterations of round 0, trained again from θ0 (charged to the search)."""
         replay = build_model(self.cfg.model.name, self.data.input_shape, self.data.num_classes,
                              self.cfg.model.dropout).to(self.device)
         replay.load_state_dict(self.theta0)
         job = RoundJob(0, replay, pruning.full_masks(replay, self.layers), self.cfg.train, self.sched,
                        self.seeds.data_order, derived_seed(self.seeds.dropout, DROPOUT, 0), 0, k, capture_at=k,
                        label="θ_k replay", evaluate=False)
-        self.theta_k = train(job, self.data).snapshot
         self._replayed += k
-        self._save_theta_k()
-        return self.theta_k
+        return train(job, self.data).snapshot
 
     def _save_theta_k(self) -> None:
         if self.cache is not None and self._uses_theta_k() and self.theta_k is not None and self._digests.get("dense"):
@@ -355,7 +421,9 @@ class TicketSearch:
             self.masks = {n: entry["masks"][n].to(self.device, self.masks[n].dtype) for n in self.masks}
         if self._uses_theta_k() and self._digests.get("theta_k") is None and last < self.n_rounds:
             self.ensure_theta_k()  # (replayed and stored: rounds after the prefix are keyed by its digest)
-        return [RoundResult.from_dict(d, reused=True, computed_iterations=0) for d in entry["records"][:last + 1]]
+        # (a stored record's stability is whatever the search that stored it measured: this one measures its own)
+        return [RoundResult.from_dict(d, reused=True, computed_iterations=0, val_instability=None,
+                                      test_instability=None, stability_paths=[]) for d in entry["records"][:last + 1]]
 
 
 def record(round_: int, masks: pruning.Masks, res: TrainResult) -> RoundResult:

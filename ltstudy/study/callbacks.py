@@ -23,11 +23,13 @@ class StudyPlan:
     rounds: int  # pruning rounds after the dense round, at most
     iterations: int  # training iterations per round
     controls: int  # controls trained beside each ticket, at each level
+    stability: int = 0  # iterations of each search's stability copies ([stability]), at most
 
     @property
     def total_iterations(self) -> int:
-        """Every round of every search, controls included, before the cache saves any of it."""
-        return self.trials * self.seeds * self.iterations * ((self.rounds + 1) + self.controls * self.rounds)
+        """Every round of every search, controls and stability copies included, before the cache saves any of it."""
+        return self.trials * self.seeds * (self.iterations * ((self.rounds + 1) + self.controls * self.rounds)
+                                           + self.stability)
 
 
 class StudyCallback(Callback):

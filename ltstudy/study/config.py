@@ -170,6 +170,8 @@ class StudyConfig:
                     for name in ("data", "model", "train", "prune", "seeds", "stability")}
         for key in ("root", "download"):  # where the files are read from does not change them
             sections["data"].pop(key)
+        if sections["train"].get("kernels") == "dense":
+            del sections["train"]["kernels"]  # (the dense path, as before it could be chosen: studies continue)
         if all(v == -1 for v in sections["seeds"].values()):
             del sections["seeds"]  # (all from [study].seed: a study made before [seeds] existed continues)
         if not sections["stability"]["points"]:

@@ -80,6 +80,8 @@ def mean_rounds(per_seed: Sequence[Sequence[Round]]) -> list[dict[str, Any]]:
         rows = [seed_rounds[i] for seed_rounds in per_seed]
         mean = {}
         for key, value in rows[0].items():
+            if isinstance(value, list):
+                continue  # (one seed's paths are not the mean's: each seed's own record keeps them)
             numeric = isinstance(value, int | float) and not isinstance(value, bool)
             mean[key] = sum(row[key] for row in rows) / len(rows) if numeric else value
         mean["round"] = rows[0]["round"]

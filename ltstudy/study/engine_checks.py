@@ -35,7 +35,10 @@ def plan(cfg: StudyConfig, trials: int) -> StudyPlan:
     rounds = iterations = 0
     for _, search in _searches(cfg, _data(cfg)):
         rounds, iterations = max(rounds, search.n_rounds), max(iterations, search.sched.iterations)
-    return StudyPlan(trials, cfg.study.replicates, rounds, iterations, len(cfg.study.controls))
+    s = cfg.base.stability  # (copy B of each measured round; both copies of a dense k > 0, and its θ_k replay)
+    copies = ((len(s.rounds) or rounds) * iterations + sum(iterations if k == 0 else 2 * iterations - k
+                                                            for k in s.dense_ks)) if s.points else 0
+    return StudyPlan(trials, cfg.study.replicates, rounds, iterations, len(cfg.study.controls), copies)
 
 
 def _data(cfg: StudyConfig) -> Dataset:

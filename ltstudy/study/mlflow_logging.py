@@ -9,7 +9,8 @@ per study, one child run per trial nested with an explicit parent run id.
 - a trial's run: tags (study, trial number, state, kind, config hash, the
   searched values, `pareto`, `retry_of`), the trial's whole engine config as
   params, every round's metrics with step = round (prefixed `seed_S/` when a
-  trial has several seeds, whose mean is logged unprefixed), the objective
+  trial has several seeds, whose mean is logged unprefixed), the dense
+  network's instability with step = k (`[stability] dense_ks`), the objective
   and constraint values, `rounds.csv`, `rounds.json`,
   `accuracy_vs_density.png`, and saved tickets under `tickets/` and
   `ticket/`; it ends FINISHED (complete or diverged), KILLED (pruned) or
@@ -56,7 +57,7 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def rounds_csv(rounds: Iterable[Mapping[str, Any]]) -> str:
     """One row per round; the per-layer densities as columns `layer_density/<layer>`."""
-    rows = [{**{k: v for k, v in r.items() if not isinstance(v, dict)},
+    rows = [{**{k: v for k, v in r.items() if not isinstance(v, dict | list)},
              **{f"layer_density/{n}": d for n, d in r.get("layer_density", {}).items()}} for r in rounds]
     if not rows:
         return ""
@@ -184,6 +185,11 @@ class StudyLog:
             values[f"{prefix}sparsity"] = 1.0 - rnd["density"]
         values.update({f"{prefix}layer_density/{n}": float(d) for n, d in rnd.get("layer_density", {}).items()})
         self.tracker.log_metrics(run_id, values, step=int(rnd["round"]))
+        for path in rnd.get("stability_paths", []):  # ([stability] dense_ks: against k, where MLflow charts it)
+            if path["label"] == "dense":
+                self.tracker.log_metrics(run_id, {f"{prefix}dense_val_instability": path["val_instability"],
+                                                  f"{prefix}dense_test_instability": path["test_instability"]},
+                                         step=int(path["k"]))
 
     @_quietly
     def dataset(self, run_id: str, data) -> None:

@@ -58,7 +58,7 @@ def figure_instability(groups: Sequence[tuple[str, Sequence]], threshold: float 
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
     lowest = []
     for label, curves in groups:
-        stats = [s for s in round_stats(curves, "val_instability") if s["n"]]
+        stats = [s for s in round_stats(curves, "val_instability") if s["n"] and s["round"] > 0]  # (pruned)
         if not stats:
             continue
         xs, ys = [s["density"] for s in stats], [100 * s["mean"] for s in stats]
@@ -72,5 +72,41 @@ def figure_instability(groups: Sequence[tuple[str, Sequence]], threshold: float 
     ax.set_ylabel("validation instability (error points)")
     ax.set_title("stability of each round's start m ⊙ θ_k to SGD noise", fontsize=9)
     ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    return save(fig)
+
+
+def figure_dense_k(groups: Sequence[tuple[str, Sequence]], threshold: float = STABLE) -> bytes | None:
+    """A study's dense starts (`[stability] dense_ks`): instability against k, one line per setting (mean, 95%)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    ks = sorted({s.k for _, summaries in groups for s in summaries})
+    for label, summaries in groups:
+        dense = sorted(summaries, key=lambda s: s.k)
+        xs = [ks.index(s.k) for s in dense]
+        for stat, style, name in ((lambda s: s.val, "o-", "validation"), (lambda s: s.test, "s--", "test")):
+            half = [100 * (stat(s).ci95() or 0.0) for s in dense]
+            ax.errorbar(xs, [100 * stat(s).mean for s in dense], yerr=half if max(s.n for s in dense) > 1 else None,
+                        fmt=style, ms=4, capsize=3, alpha=1.0 if name == "validation" else 0.6,
+                        label=f"{label}: {name} (n={max(s.n for s in dense)})")
+    ax.axhline(100 * threshold, color="grey", ls=":", label=f"stable below {100 * threshold:g} points (the paper)")
+    ax.set_xticks(range(len(ks)), [str(k) for k in ks])
+    ax.set_xlabel("k: the dense network's iteration both copies start from")
+    ax.set_ylabel("instability (error points)")
+    ax.set_ylim(bottom=-0.5)
+    ax.set_title("the dense network's stability to SGD noise against k", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return save(fig)
+
+
+def figure_mean_paths(summaries: Sequence, title: str) -> bytes | None:
+    """The mean validation error along each start's path (StartSummary), dense and ticket."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    draw_paths(ax, [{"label": s.label, "k": s.k, "density": s.density, "alphas": s.alphas,
+                     "val_errors": s.val_path} for s in summaries], "mean validation error (%)")
+    ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return save(fig)

@@ -28,6 +28,18 @@ class Dropout(nn.Dropout):
         return x * keep * (1.0 / (1.0 - self.p))
 
 
+def plain_mlp(model: nn.Module) -> bool:
+    """A Sequential of Flatten, Linear, in-place ReLU and the seeded Dropout only, ending in Linear (LeNet-300-100).
+
+    Exact types: the lean and sparse steps dispatch on them (a subclass may compute something else).
+    """
+    if not isinstance(model, nn.Sequential):
+        return False
+    mods = list(model.children())
+    return bool(mods) and isinstance(mods[-1], nn.Linear) and all(
+        type(m) in (nn.Flatten, nn.Linear, Dropout) or (type(m) is nn.ReLU and m.inplace) for m in mods)
+
+
 def set_dropout_generator(model: nn.Module, generator: torch.Generator | None) -> None:
     for m in model.modules():
         if isinstance(m, Dropout):

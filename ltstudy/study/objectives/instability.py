@@ -36,3 +36,6 @@ class Instability(Objective):
         if not cfg.base.stability.points:
             raise ConfigError("study.objectives: instability is measured only with [stability] points > 0 (the "
                               "paper: points = 30); it trains a second copy of every pruned round")
+        if cfg.base.stability.rounds:
+            raise ConfigError("study.objectives: instability reads the ticket's round, which can be any pruned round: "
+                              f"leave stability.rounds empty (it is {cfg.base.stability.rounds})")

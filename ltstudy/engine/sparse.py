@@ -1,0 +1,198 @@
+"""Sparse kernels for pruned fully connected layers: a ticket's round costs what its density says.
+
+A layer below `SPARSE_BELOW` density with `[train] kernels = "auto"` (every
+layer with a pruned weight, with `kernels = "sparse"`) keeps its surviving weights as the values of its
+mask's CSR structure, and a step computes only with them:
+
+- forward: y = W x + b as a CSR times dense product (`torch.sparse.mm`);
+- the input gradient: Wᵀ g through the transposed structure, whose values are
+  the layer's gathered by a fixed permutation;
+- the weight gradient: g xᵀ at the mask's positions only (`torch.sparse.sampled_addmm`);
+- the optimiser updates the values (and the bias), so its cost falls with density too.
+
+The values are written back into the dense weight after every step (O(nnz)),
+so everything that reads the model (evaluation, θ_k, early-stop snapshots, the
+cache, the masks check) sees the weights as the dense path holds them; pruned
+weights are never written and stay exactly 0. The numbers agree with the dense
+path's to float tolerance, not bit for bit (other summation orders): the choice
+is part of `TrainConfig`, so of every cache key. Deterministic: the CPU CSR
+kernels run in a fixed order on one thread.
+
+`SPARSE_BELOW` is the crossover measured by benchmarks/sparse_speed.py on
+LeNet-300-100 at batch 60 (CPU, one thread): below it the sparse step of a
+layer is faster than the dense one. On CUDA, and for conv layers, the dense
+path stays (the README gives the measurements).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import TrainConfig
+from .models.layers import plain_mlp
+from .pruning import Masks
+
+SPARSE_BELOW = 0.25  # density under which a Linear layer trains sparse with kernels = "auto" (measured)
+SPARSE_MIN_WEIGHTS = 10_000  # ... if it has this many weights: a small layer's dense step is cheaper (measured)
+
+
+def trains_sparse(kernels: str, mask: torch.Tensor | None) -> bool:
+    """Whether a layer with this mask takes the sparse kernels ("dense", "sparse" or "auto")."""
+    if mask is None or kernels == "dense":
+        return False
+    density = float(mask.float().mean())
+    if kernels == "auto":
+        return density < SPARSE_BELOW and mask.numel() >= SPARSE_MIN_WEIGHTS
+    return density < 1.0  # (a dense layer gains nothing)
+
+
+def sparse_supported(model: nn.Module, cfg: TrainConfig, device: torch.device) -> bool:
+    """Whether `cfg.kernels` may put this model's layers on the sparse kernels: a plain MLP, on the CPU."""
+    return cfg.kernels != "dense" and device.type == "cpu" and plain_mlp(model)
+
+
+class SparseLinear:
+    """A mask's CSR structure (row-major, as `Tensor.to_sparse_csr` orders it) and its transpose's."""
+
+    def __init__(self, mask: torch.Tensor, weight: torch.Tensor):
+        out_features, in_features = mask.shape
+        keep = mask.bool()
+        self.flat = keep.reshape(-1).nonzero().squeeze(1)  # positions of the values in the dense weight
+        rows = torch.div(self.flat, in_features, rounding_mode="floor")
+        cols = self.flat - rows * in_features
+        counts = torch.bincount(rows, minlength=out_features)
+        crow = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+        self.values = weight.detach().reshape(-1).index_select(0, self.flat).contiguous()
+        with warnings.catch_warnings():  # ("beta state": torch's notice, once per process)
+            warnings.simplefilter("ignore")
+            self.csr = torch.sparse_csr_tensor(crow, cols, self.values, (out_features, in_features),
+                                               check_invariants=False)
+        # Wᵀ: the same values, in the order of the transposed structure.
+        order = torch.argsort(cols * out_features + rows)
+        counts_t = torch.bincount(cols, minlength=in_features)
+        crow_t = torch.cat([counts_t.new_zeros(1), counts_t.cumsum(0)])
+        self.perm_t = order
+        self.values_t = self.values.index_select(0, order)
+        self.csr_t = torch.sparse_csr_tensor(crow_t, rows.index_select(0, order), self.values_t,
+                                             (in_features, out_features), check_invariants=False)
+
+    # Activations and gradients stay (features, batch)-contiguous between sparse layers, seen as transposed
+    # (batch, features) views: the CSR kernels read that layout fastest, so a chain of them copies nothing.
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x as the backward pass reads it, x Wᵀ + b) for x of shape (batch, in); both are (batch, ·) views."""
+        x_t = x.t().contiguous()  # (free when x is such a view already)
+        return x_t.t(), torch.sparse.mm(self.csr, x_t).add_(bias.unsqueeze(1)).t()
+
+    def weight_grad(self, g_t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """(gᵀ x) at the mask's positions: the values' gradient, for gᵀ of shape (out, batch)."""
+        return torch.sparse.sampled_addmm(self.csr, g_t, x, beta=0.0).values()
+
+    def input_grad(self, g_t: torch.Tensor) -> torch.Tensor:
+        """g W for gᵀ of shape (out, batch), through Wᵀ's structure (its values refreshed from the layer's)."""
+        torch.index_select(self.values, 0, self.perm_t, out=self.values_t)
+        return torch.sparse.mm(self.csr_t, g_t).t()
+
+    def write(self, weight: torch.Tensor) -> None:
+        """The values into the dense weight's surviving positions (the pruned ones are never touched)."""
+        weight.detach().view(-1).index_copy_(0, self.flat, self.values)
+
+
+class SparseEval:
+    """The model's eval-mode forward pass with the layers `trains_sparse` picks as CSR: what evaluation runs.
+
+    Its own structures (never the training step's), filled from a state, or from the model, at `prepare`:
+    an overlapped validation thread reads a snapshot while training goes on.
+    """
+
+    def __init__(self, model: nn.Module, masks: Masks, kernels: str):
+        self.model, self.masks, self.kernels = model, masks, kernels
+        self.layers = {name: SparseLinear(masks[name], m.weight) for name, m in model.named_children()
+                       if isinstance(m, nn.Linear) and trains_sparse(kernels, masks.get(name))}
+
+    @staticmethod
+    def of(model: nn.Module, masks: Masks, cfg: TrainConfig, device: torch.device) -> SparseEval | None:
+        """The sparse forward pass where the step is sparse too; None where evaluation stays dense."""
+        if not sparse_supported(model, cfg, device):
+            return None
+        found = SparseEval(model, masks, cfg.kernels)
+        return found if found.layers else None
+
+    def on(self, model: nn.Module) -> SparseEval:
+        """The same layers on a copy of the model, with buffers of their own (for another thread)."""
+        return SparseEval(model, self.masks, self.kernels)
+
+    @torch.no_grad()
+    def prepare(self, state: dict[str, torch.Tensor] | None = None):
+        """A forward function of the weights in `state` (default: the model's own, now)."""
+        state = self.model.state_dict() if state is None else state
+        for name, layer in self.layers.items():
+            torch.index_select(state[f"{name}.weight"].reshape(-1), 0, layer.flat, out=layer.values)
+
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            for name, m in self.model.named_children():
+                if isinstance(m, nn.Linear):
+                    layer = self.layers.get(name)
+                    bias = state[f"{name}.bias"]
+                    x = F.linear(x, state[f"{name}.weight"], bias) if layer is None else layer.forward(x, bias)[1]
+                elif isinstance(m, nn.ReLU):
+                    x = torch.relu(x)
+                elif isinstance(m, nn.Flatten):
+                    x = torch.flatten(x, m.start_dim, m.end_dim)
+                # (Dropout: the identity in eval mode)
+            return x
+
+        return forward
+
+
+class CSRLinear(nn.Module):
+    """An inference-only Linear layer holding its weight as CSR (int32 indices): memory and time scale with nnz."""
+
+    def __init__(self, weight: torch.Tensor, mask: torch.Tensor, bias: torch.Tensor | None):
+        super().__init__()
+        self.out_features, self.in_features = weight.shape
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.weight = (weight.detach() * mask).to_sparse_csr().to(torch.float32)
+            self.weight = torch.sparse_csr_tensor(self.weight.crow_indices().to(torch.int32),
+                                                  self.weight.col_indices().to(torch.int32), self.weight.values(),
+                                                  weight.shape, check_invariants=False)
+        self.bias = None if bias is None else bias.detach().clone()
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.sparse.mm(self.weight, x.t().contiguous())
+        return (y if self.bias is None else y.add_(self.bias.unsqueeze(1))).t()
+
+    def nbytes(self) -> int:
+        w = self.weight
+        return sum(t.numel() * t.element_size() for t in (w.crow_indices(), w.col_indices(), w.values())) + (
+            0 if self.bias is None else self.bias.numel() * self.bias.element_size())
+
+
+def sparse_model(model: nn.Module, masks: Masks) -> nn.Sequential:
+    """An inference copy of a fully connected network with every masked Linear layer as a `CSRLinear`.
+
+    Its predictions are the dense model's (the products sum in another order: logits agree to float tolerance);
+    a network with other layers than Flatten, Linear, ReLU and Dropout is refused (conv layers stay dense: the
+    README's performance section has the measurements).
+    """
+    from .errors import ConfigError
+
+    if not plain_mlp(model):
+        raise ConfigError(f"the sparse model covers fully connected networks (Flatten, Linear, ReLU, Dropout); "
+                          f"{type(model).__name__} has other layers: use the dense model (Ticket.model())")
+    layers = []
+    for name, m in model.named_children():
+        if isinstance(m, nn.Linear) and name in masks:
+            layers.append(CSRLinear(m.weight.cpu(), masks[name].cpu().to(m.weight.dtype), m.bias.cpu()))
+        elif isinstance(m, nn.Linear | nn.Flatten):
+            layers.append(m)
+        elif isinstance(m, nn.ReLU):
+            layers.append(nn.ReLU())
+        # (Dropout: the identity at inference)
+    return nn.Sequential(*layers).eval()

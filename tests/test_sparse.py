@@ -1,0 +1,174 @@
+"""The sparse kernels (`[train] kernels`): a pruned fully connected layer trains as CSR, with the dense path's numbers
+to float tolerance, its masks exactly, and the same bits run after run."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ltstudy.engine import pruning
+from ltstudy.engine.config import TicketConfig, TrainConfig
+from ltstudy.engine.errors import SettingWarning
+from ltstudy.engine.rounds import RoundJob
+from ltstudy.engine.sparse import SPARSE_BELOW, SPARSE_MIN_WEIGHTS, SparseLinear, trains_sparse
+from ltstudy.engine.steps import LeanStep, SparseStep, make_step
+from ltstudy.engine.training import train
+
+
+def masked_layer(out_features=30, in_features=40, density=0.2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    mask = (torch.rand(out_features, in_features, generator=g) < density).float()
+    weight = torch.randn(out_features, in_features, generator=g) * mask
+    return mask, weight, torch.randn(out_features, generator=g)
+
+
+def test_a_sparse_layers_output_and_gradients_are_autograds_on_the_masked_dense_layer():
+    mask, weight, bias = masked_layer()
+    layer = SparseLinear(mask, weight)
+    x = torch.randn(8, 40, requires_grad=True)
+    w = weight.clone().requires_grad_(True)
+    y = F.linear(x, w, bias)
+    g = torch.randn_like(y)
+    y.backward(g)
+    kept, out = layer.forward(x.detach(), bias)
+    assert torch.allclose(out, y.detach(), atol=1e-5) and torch.equal(kept, x.detach())
+    g_t = g.t().contiguous()
+    assert torch.allclose(layer.weight_grad(g_t, kept), w.grad[mask.bool()], atol=1e-5)  # (row-major order)
+    assert torch.allclose(layer.input_grad(g_t), x.grad, atol=1e-5)
+    fresh = torch.zeros_like(weight)
+    layer.write(fresh)
+    assert torch.equal(fresh, weight)
+
+
+@pytest.mark.parametrize("optimizer", [{"optimizer": "adam", "weight_decay": 1e-4},
+                                       {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 1e-4}])
+def test_a_round_on_the_sparse_kernels_is_the_dense_rounds_within_float_tolerance_and_keeps_the_masks(
+        tiny_cfg, make_search, digits, optimizer):
+    search = make_search(tiny_cfg({"train.iterations": 40, "prune.rounds": 1, "prune.prune_rate": 0.8}))
+    search.run()  # (round 1: 20% density, every layer sparse with kernels = "sparse")
+    start = {n: t.clone() for n, t in search.model.state_dict().items()}
+    ends = {}
+    for kernels in ("dense", "sparse", "sparse"):
+        search.model.load_state_dict(start)
+        cfg = TrainConfig(**{**vars(search.cfg.train), **optimizer, "kernels": kernels, "iterations": 150})
+        sched = TicketConfig(train=cfg).resolve_schedule(len(digits.train))
+        res = train(RoundJob(1, search.model, search.masks, cfg, sched, 3, 4, 0, 150), digits)
+        pruning.check_masks_hold(search.model, search.masks)  # (pruned weights exactly 0)
+        ends.setdefault(kernels, []).append(({n: t.clone() for n, t in search.model.state_dict().items()}, res))
+    (dense, dense_res), = ends["dense"]
+    (sparse, sparse_res), (again, _) = ends["sparse"]
+    assert all(torch.equal(sparse[n], again[n]) for n in sparse)  # deterministic
+    assert any(not torch.equal(sparse[n], dense[n]) for n in sparse)  # (another kernel: not the same bits)
+    for n in dense:
+        assert torch.allclose(sparse[n], dense[n], atol=2e-4, rtol=1e-3), n
+    assert sparse_res.val_loss == pytest.approx(dense_res.val_loss, abs=1e-3)
+
+
+def test_auto_trains_sparse_below_the_crossover_and_leaves_small_layers_dense():
+    big, small = torch.ones(300, 784), torch.ones(10, 100)
+    assert big.numel() >= SPARSE_MIN_WEIGHTS > small.numel()
+    sparse_big, dense_big = big.clone(), big.clone()
+    sparse_big.view(-1)[: int(big.numel() * (1 - SPARSE_BELOW)) + 1] = 0
+    dense_big.view(-1)[: int(big.numel() * (1 - SPARSE_BELOW)) - 100] = 0
+    assert trains_sparse("auto", sparse_big) and not trains_sparse("auto", dense_big)
+    small[:, :95] = 0
+    assert not trains_sparse("auto", small) and trains_sparse("sparse", small)
+    assert not trains_sparse("sparse", torch.ones(10, 10))  # (nothing pruned: nothing to gain)
+    assert not any(trains_sparse("dense", m) for m in (sparse_big, small))
+
+
+def test_the_step_is_sparse_only_where_asked_and_on_the_cpu(tiny_cfg, make_search):
+    search = make_search(tiny_cfg({"prune.rounds": 1, "prune.prune_rate": 0.9}))
+    search.run()
+    model, masks = search.model, search.masks
+    for kernels, sparse_layers in (("dense", None), ("sparse", [0, 1, 2]), ("auto", [0, 1])):
+        cfg = TrainConfig(kernels=kernels)
+        step = make_step(model, masks, cfg, torch.device("cpu"))
+        if sparse_layers is None:
+            assert type(step) is LeanStep
+        else:
+            assert isinstance(step, SparseStep) and sorted(step.sparse) == [
+                i for i in sparse_layers if trains_sparse(kernels, list(masks.values())[i])]
+    assert not SparseStep.supports(model, TrainConfig(kernels="sparse"), torch.device("cuda"))
+
+
+def test_the_kernels_are_in_the_cache_key_and_dense_keeps_the_old_keys(tiny_cfg, make_search):
+    dense, sparse = make_search(tiny_cfg()), make_search(tiny_cfg(train__kernels="sparse"))
+    assert dense.dense_key != sparse.dense_key
+    assert dense.rounds_key != sparse.rounds_key
+
+
+def test_sparse_kernels_on_a_conv_net_warn_that_it_trains_dense(tiny_cfg, make_search):
+    with pytest.warns(SettingWarning, match="train.kernels = sparse: .* conv-2 on cpu trains dense"):
+        make_search(tiny_cfg(model__name="conv-2", data__name="digits", train__kernels="sparse"))
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+def test_evaluation_runs_through_the_sparse_forward_pass_with_the_dense_passs_numbers(tiny_cfg, make_search, digits,
+                                                                                     overlap):
+    from ltstudy.engine.round_protocol import evaluate
+    from ltstudy.engine.sparse import SparseEval
+
+    search = make_search(tiny_cfg({"prune.rounds": 1, "prune.prune_rate": 0.9}))
+    search.run()
+    model, masks = search.model, search.masks
+    cfg = TrainConfig(kernels="sparse")
+    sparse = SparseEval.of(model, masks, cfg, torch.device("cpu"))
+    assert sorted(sparse.layers) == sorted(masks)
+    dense = evaluate(model, digits.val, 64)
+    through = evaluate(model, digits.val, 64, sparse=sparse)
+    assert through.accuracy == dense.accuracy and through.loss == pytest.approx(dense.loss, abs=1e-5)
+    other = {n: t * 0.5 for n, t in model.state_dict().items()}  # (a snapshot: not the model's own weights)
+    assert evaluate(model, digits.val, 64, state=other, sparse=sparse).loss == pytest.approx(
+        evaluate(model, digits.val, 64, state=other).loss, abs=1e-5)
+    # A round trained sparse evaluates sparse at every point (and the test reads), overlapped or not.
+    from ltstudy.engine import round_protocol
+
+    calls = []
+    real = round_protocol.evaluate
+
+    def spy(model, split, batch_size, state=None, sparse=None):
+        calls.append(sparse is not None)
+        return real(model, split, batch_size, state, sparse)
+
+    round_protocol.set_overlap_eval(overlap)
+    try:
+        import unittest.mock
+
+        with unittest.mock.patch.object(round_protocol, "evaluate", spy):
+            tc = TrainConfig(kernels="sparse", iterations=40, eval_every=10)
+            train(RoundJob(1, model, masks, tc, TicketConfig(train=tc).resolve_schedule(len(digits.train)), 0, None,
+                           0, 40), digits)
+    finally:
+        round_protocol.set_overlap_eval(False)
+    # 4 validation points; the test reads of the start, the final state and the early-stop one (unless that is final)
+    assert len(calls) in (4 + 2, 4 + 3) and all(calls)
+
+
+def test_an_exported_tickets_sparse_model_predicts_what_the_dense_one_does_in_a_fraction_of_the_memory(
+        tiny_cfg, digits, tmp_path):
+    from ltstudy.engine.errors import ConfigError
+    from ltstudy.engine.export import TicketSaver, load_ticket
+    from ltstudy.engine.searches import ticket_search
+
+    cfg = tiny_cfg({"prune.rounds": 3, "prune.prune_rate": 0.6})
+    ticket_search(cfg, digits, callbacks=TicketSaver(tmp_path, cfg, {3})).run()
+    ticket = load_ticket(tmp_path / "round_03")
+    dense, sparse = ticket.model("trained").eval(), ticket.sparse_model()
+    with torch.no_grad():
+        for batch in (1, 1000):
+            x = digits.test.x[:batch]
+            assert torch.allclose(sparse(x), dense(x), atol=1e-5)
+            assert torch.equal(sparse(x).argmax(1), dense(x).argmax(1))
+    csr = [m for m in sparse if hasattr(m, "nbytes")]
+    assert len(csr) == 3
+    dense_bytes = sum(dense.get_submodule(n).weight.numel() * 4 + dense.get_submodule(n).bias.numel() * 4
+                      for n in ticket.masks)
+    density = ticket.record["density"]  # 0.4^3 = 6.4%: values and int32 column indices, 8 bytes per weight kept
+    assert sum(m.nbytes() for m in csr) < 3 * density * dense_bytes
+    conv = tiny_cfg(model__name="conv-2")
+    conv_saver = TicketSaver(tmp_path / "conv", conv, {1})
+    ticket_search(conv, digits, callbacks=conv_saver).run()
+    with pytest.raises(ConfigError, match="covers fully connected networks"):
+        load_ticket(conv_saver.written[0]).sparse_model()
