@@ -87,6 +87,35 @@ def test_snip_keeps_the_top_connection_sensitivities_of_its_definition(net, digi
     assert torch.equal(torch.cat([got[n].flatten() for n in target]), expected)
 
 
+def test_grasp_keeps_the_top_scores_of_its_definition_with_torchs_own_hessian_vector_product(net, digits):
+    """Wang et al.: score −θ ⊙ Hg, H the Hessian of the loss (logits / 200, 10 examples per class) in the weights
+    and g its gradient; the largest −θ ⊙ Hg are removed, so the largest θ ⊙ Hg over all layers are kept. Here Hg
+    is `torch.autograd.functional.hvp` of the loss as a function of the three weight matrices."""
+    from ltstudy.engine.masks.grasp import PER_CLASS, TEMPERATURE
+
+    target = ticket_like(net, {"fc1": 3000, "fc2": 1500, "fc3": 400})
+    x, y = training_batch(digits, 0, seed=0, per_class=PER_CLASS)
+    names = list(target)
+    model = copy.deepcopy(net).train()
+    params = {n: t.detach() for n, t in model.named_parameters()}
+
+    def loss(*ws):
+        state = {**params, **{f"{n}.weight": w for n, w in zip(names, ws, strict=True)}}
+        return nn.functional.cross_entropy(torch.func.functional_call(model, state, (x,)) / TEMPERATURE, y)
+
+    ws = tuple(params[f"{n}.weight"] for n in names)
+    leaves = tuple(w.clone().requires_grad_(True) for w in ws)
+    g = torch.autograd.grad(loss(*leaves), leaves)
+    _, hg = torch.autograd.functional.hvp(loss, ws, g)
+    score = torch.cat([(w * h).flatten() for w, h in zip(ws, hg, strict=True)])
+    expected = torch.zeros_like(score)
+    expected[score.topk(pruning.remaining(target)).indices] = 1.0
+    got = mask_of("grasp", net, target, digits)
+    got_flat = torch.cat([got[n].flatten() for n in names])
+    # (scores within float rounding of the k-th can swap places: all but a handful agree)
+    assert int((got_flat != expected).sum()) <= 4 and pruning.remaining(got) == pruning.remaining(target)
+
+
 def test_synflow_is_data_free(net, digits):
     other = load_dataset(DataConfig(name="digits", split_seed=7), "cpu")
     assert not torch.equal(other.train.x[:10], digits.train.x[:10])
