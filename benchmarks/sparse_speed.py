@@ -20,6 +20,7 @@
 sides alike. One torch thread (as a study's worker has).
 
     python benchmarks/sparse_speed.py [--part round|imp|export|conv|all] [--load 1] [--json OUT]
+    python benchmarks/sparse_speed.py --part plot --json IDLE.json --loaded LOADED.json --plot OUT.png
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import json
 import multiprocessing
 import statistics
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -224,16 +226,56 @@ def part_conv(args) -> dict:
     return {"batch": x_batch, "rows": rows}
 
 
+def plot(result: dict, path: str) -> None:
+    """Round time against density, each path; the idle run's and, given one, the loaded run's (`--load`)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.3))
+    for run, style in ((result, "-"), (result.get("loaded"), ":")):
+        if not run or "round" not in run:
+            continue
+        rows = run["round"]["rows"]
+        xs = [100 * r["density"] for r in rows]
+        for kernels, marker in (("dense", "o"), ("sparse", "s"), ("auto", "^")):
+            ax.plot(xs, [r["seconds"][kernels] for r in rows], style, marker=marker, ms=4,
+                    label=f"{kernels}" + (" (beside a busy process)" if style == ":" else ""))
+    ax.set_xscale("log")
+    ax.invert_xaxis()
+    ticks = [100 * r["density"] for r in result["round"]["rows"]]
+    ax.set_xticks(ticks, [f"{t:.3g}%" for t in ticks])
+    ax.minorticks_off()
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel("density of the round (LeNet-300-100, IMP's per-layer densities)")
+    ax.set_ylabel(f"seconds per round of {result['round']['iterations']:,} iterations")
+    ax.set_title(f"round time against density, CPU, one thread ({result['date']})", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--part", choices=["round", "imp", "export", "conv", "all"], default="all")
+    ap.add_argument("--part", choices=["round", "imp", "export", "conv", "all", "plot"], default="all",
+                    help="plot: draw --plot from the --json of an earlier run (and --loaded)")
     ap.add_argument("--iterations", type=int, default=1000, help="iterations of each timed round (--part round)")
     ap.add_argument("--imp-iterations", type=int, default=3000, help="iterations per round of the IMP (--part imp)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--data-dir", default="data")
     ap.add_argument("--load", type=int, default=0, help="competing busy processes")
     ap.add_argument("--json")
+    ap.add_argument("--plot", metavar="OUT.png", help="round time against density (--part round)")
+    ap.add_argument("--loaded", metavar="LOADED.json", help="with --plot: a --load run's JSON to draw beside")
     args = ap.parse_args(argv)
+    if args.plot and args.part == "plot":
+        result = json.loads(Path(args.json).read_text())
+        if args.loaded:
+            result["loaded"] = json.loads(Path(args.loaded).read_text())
+        plot(result, args.plot)
+        return result
     torch.set_num_threads(1)
     procs = [multiprocessing.Process(target=busy, daemon=True) for _ in range(args.load)]
     for p in procs:

@@ -38,6 +38,7 @@ from .pruning import Masks
 
 SPARSE_BELOW = 0.25  # density under which a Linear layer trains sparse with kernels = "auto" (measured)
 SPARSE_MIN_WEIGHTS = 10_000  # ... if it has this many weights: a small layer's dense step is cheaper (measured)
+EVAL_CHUNK = 256  # examples per sparse product in evaluation: CSR times a wide matrix loses to a dense GEMM
 
 
 def trains_sparse(kernels: str, mask: torch.Tensor | None) -> bool:
@@ -134,6 +135,8 @@ class SparseEval:
             torch.index_select(state[f"{name}.weight"].reshape(-1), 0, layer.flat, out=layer.values)
 
         def forward(x: torch.Tensor) -> torch.Tensor:
+            if len(x) > EVAL_CHUNK:
+                return torch.cat([forward(part) for part in x.split(EVAL_CHUNK)])
             for name, m in self.model.named_children():
                 if isinstance(m, nn.Linear):
                     layer = self.layers.get(name)
@@ -165,6 +168,9 @@ class CSRLinear(nn.Module):
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if len(x) == 1:  # (one example: a sparse matrix-vector product, the cheapest call)
+            y = torch.mv(self.weight, x[0])
+            return (y if self.bias is None else y.add_(self.bias)).unsqueeze(0)
         y = torch.sparse.mm(self.weight, x.t().contiguous())
         return (y if self.bias is None else y.add_(self.bias.unsqueeze(1))).t()
 
@@ -174,25 +180,61 @@ class CSRLinear(nn.Module):
             0 if self.bias is None else self.bias.numel() * self.bias.element_size())
 
 
-def sparse_model(model: nn.Module, masks: Masks) -> nn.Sequential:
-    """An inference copy of a fully connected network with every masked Linear layer as a `CSRLinear`.
+class SparseMLP(nn.Module):
+    """The inference model `sparse_model` builds: its layers run in one loop, without a module call each (at batch
+    1 those calls cost as much as the arithmetic)."""
 
-    Its predictions are the dense model's (the products sum in another order: logits agree to float tolerance);
-    a network with other layers than Flatten, Linear, ReLU and Dropout is refused (conv layers stay dense: the
-    README's performance section has the measurements).
+    def __init__(self, layers: list[nn.Module]):
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+        self._ops = [(type(m), m) for m in layers]
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for kind, m in self._ops:
+            if kind is CSRLinear:
+                x = m.forward(x)
+            elif kind is nn.Linear:
+                x = torch.addmm(m.bias, x, m.weight.t())
+            elif kind is nn.ReLU:
+                x = torch.relu(x)
+            else:
+                x = torch.flatten(x, m.start_dim, m.end_dim)
+        return x
+
+    def __iter__(self):
+        return iter(self.layers)
+
+
+def sparse_model(model: nn.Module, masks: Masks) -> SparseMLP:
+    """An inference copy of a fully connected network: each masked Linear layer where CSR pays as a `CSRLinear`.
+
+    CSR pays where `kernels = "auto"` would train the layer sparse (below the crossover density, with enough
+    weights); a small or dense layer stays a dense Linear with its masked weights. The predictions are the dense
+    model's (the products sum in another order: logits agree to float tolerance). A network with other layers than
+    Flatten, Linear, ReLU and Dropout is refused (conv layers stay dense: the README's performance section has the
+    measurements).
     """
     from .errors import ConfigError
 
     if not plain_mlp(model):
         raise ConfigError(f"the sparse model covers fully connected networks (Flatten, Linear, ReLU, Dropout); "
                           f"{type(model).__name__} has other layers: use the dense model (Ticket.model())")
-    layers = []
+    layers: list[nn.Module] = []
     for name, m in model.named_children():
-        if isinstance(m, nn.Linear) and name in masks:
-            layers.append(CSRLinear(m.weight.cpu(), masks[name].cpu().to(m.weight.dtype), m.bias.cpu()))
-        elif isinstance(m, nn.Linear | nn.Flatten):
-            layers.append(m)
+        if isinstance(m, nn.Linear):
+            mask = masks.get(name)
+            weight, bias = m.weight.detach().cpu(), m.bias.detach().cpu()
+            if trains_sparse("auto", mask):
+                layers.append(CSRLinear(weight, mask.cpu().to(weight.dtype), bias))
+            else:
+                dense = nn.Linear(m.in_features, m.out_features)
+                dense.weight.data = weight * (1 if mask is None else mask.cpu().to(weight.dtype))
+                dense.bias.data = bias.clone()
+                layers.append(dense)
+        elif isinstance(m, nn.Flatten):
+            layers.append(nn.Flatten(m.start_dim, m.end_dim))
         elif isinstance(m, nn.ReLU):
             layers.append(nn.ReLU())
         # (Dropout: the identity at inference)
-    return nn.Sequential(*layers).eval()
+    return SparseMLP(layers).eval()
