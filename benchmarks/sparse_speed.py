@@ -239,18 +239,20 @@ def plot(result: dict, path: str) -> None:
             continue
         rows = run["round"]["rows"]
         xs = [100 * r["density"] for r in rows]
-        for kernels, marker in (("dense", "o"), ("sparse", "s"), ("auto", "^")):
-            ax.plot(xs, [r["seconds"][kernels] for r in rows], style, marker=marker, ms=4,
+        for kernels, marker, color in (("dense", "o", "C0"), ("sparse", "s", "C1"), ("auto", "^", "C2")):
+            ax.plot(xs, [r["seconds"][kernels] for r in rows], style, marker=marker, ms=4, color=color,
                     label=f"{kernels}" + (" (beside a busy process)" if style == ":" else ""))
     ax.set_xscale("log")
     ax.invert_xaxis()
     ticks = [100 * r["density"] for r in result["round"]["rows"]]
+    ticks = [t for i, t in enumerate(ticks) if i == 0 or ticks[i - 1] / t > 1.5]  # (labels that do not overlap)
     ax.set_xticks(ticks, [f"{t:.3g}%" for t in ticks])
     ax.minorticks_off()
     ax.set_ylim(bottom=0)
     ax.set_xlabel("density of the round (LeNet-300-100, IMP's per-layer densities)")
     ax.set_ylabel(f"seconds per round of {result['round']['iterations']:,} iterations")
-    ax.set_title(f"round time against density, CPU, one thread ({result['date']})", fontsize=9)
+    ax.set_title(f"round time against density, evaluation included; CPU, one thread ({result['date']})",
+                 fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -93,10 +93,17 @@ def test_the_step_is_sparse_only_where_asked_and_on_the_cpu(tiny_cfg, make_searc
     assert not SparseStep.supports(model, TrainConfig(kernels="sparse"), torch.device("cuda"))
 
 
-def test_the_kernels_are_in_the_cache_key_and_dense_keeps_the_old_keys(tiny_cfg, make_search):
+def test_the_kernels_are_in_the_cache_key_and_the_study_settings_but_dense_leaves_both_as_they_were(
+        tiny_cfg, make_search, tmp_path):
+    from ltstudy.study.config import load_study
+    from tests.study_helpers import write_study
+
     dense, sparse = make_search(tiny_cfg()), make_search(tiny_cfg(train__kernels="sparse"))
     assert dense.dense_key != sparse.dense_key
     assert dense.rounds_key != sparse.rounds_key
+    # (a study made before the setting existed has the same settings, so it continues)
+    assert "kernels" not in load_study(write_study(tmp_path, train={"kernels": "dense"})).settings()["train"]
+    assert load_study(write_study(tmp_path, train={"kernels": "auto"})).settings()["train"]["kernels"] == "auto"
 
 
 def test_sparse_kernels_on_a_conv_net_warn_that_it_trains_dense(tiny_cfg, make_search):
