@@ -37,6 +37,7 @@ from .models.layers import plain_mlp
 from .pruning import Masks
 
 SPARSE_BELOW = 0.25  # density under which a Linear layer trains sparse with kernels = "auto" (measured)
+SPARSE_MIN_WEIGHTS = 10_000  # ... if it has this many weights: a small layer's dense step is cheaper (measured)
 EVAL_CHUNK = 256  # examples per sparse product in evaluation: CSR times a wide matrix loses to a dense GEMM
 
 
@@ -46,7 +47,7 @@ def trains_sparse(kernels: str, mask: torch.Tensor | None) -> bool:
         return False
     density = float(mask.float().mean())
     if kernels == "auto":
-        return density < SPARSE_BELOW
+        return density < SPARSE_BELOW and mask.numel() >= SPARSE_MIN_WEIGHTS
     return density < 1.0  # (a dense layer gains nothing)
 
 
@@ -208,8 +209,8 @@ class SparseMLP(nn.Module):
 def sparse_model(model: nn.Module, masks: Masks) -> SparseMLP:
     """An inference copy of a fully connected network: each masked Linear layer where CSR pays as a `CSRLinear`.
 
-    CSR pays where `kernels = "auto"` would train the layer sparse (below the crossover density); a denser layer
-    stays a dense Linear with its masked weights. The predictions are the dense
+    CSR pays where `kernels = "auto"` would train the layer sparse (below the crossover density, with enough
+    weights); a small or dense layer stays a dense Linear with its masked weights. The predictions are the dense
     model's (the products sum in another order: logits agree to float tolerance). A network with other layers than
     Flatten, Linear, ReLU and Dropout is refused (conv layers stay dense: the README's performance section has the
     measurements).
