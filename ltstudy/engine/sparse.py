@@ -37,7 +37,10 @@ from .models.layers import plain_mlp
 from .pruning import Masks
 
 SPARSE_BELOW = 0.25  # density under which a Linear layer trains sparse with kernels = "auto" (measured)
-SPARSE_MIN_WEIGHTS = 10_000  # ... if it has this many weights: a small layer's dense step is cheaper (measured)
+# ... if it has this many weights: a small layer's call costs more than its arithmetic (the exported 3.6% ticket
+# at batch 1, benchmarks/sparse_speed.py: 1.34x its dense model with the 1,000-weight output layer dense, 1.16x
+# with it as CSR; in training the difference was within the noise)
+SPARSE_MIN_WEIGHTS = 10_000
 EVAL_CHUNK = 256  # examples per sparse product in evaluation: CSR times a wide matrix loses to a dense GEMM
 
 
