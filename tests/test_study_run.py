@@ -584,16 +584,21 @@ def test_sweep_orphans_closes_runs_as_optuna_recorded_their_trial(stores: Stores
     study.ask()  # trial 0: still running (a live worker's)
     finished_trial = study.ask()
     study.tell(finished_trial, 1.0)  # trial 1: complete, but its worker died before closing the run
+    stopped = study.ask()  # trial 2: told FAIL with its reason, but the worker's MLflow write failed
+    stopped.set_user_attr("fail_reason", "interrupted")
+    study.tell(stopped, state=optuna.trial.TrialState.FAIL)
     runs = {n: tracker.start_run(exp, f"trial-{n}", tags={"optuna.trial": n}, parent_run_id=parent)
-            for n in (0, 1, 9)}  # 9: no such trial
+            for n in (0, 1, 2, 9)}  # 9: no such trial
     study.set_user_attr(EXPERIMENT_ATTR, exp)
     study.set_user_attr(PARENT_ATTR, parent)
-    assert StudyLog(tracker).sweep_orphans(study) == 2
+    assert StudyLog(tracker).sweep_orphans(study) == 3
     client = stores.client()
     assert client.get_run(runs[0]).info.status == "RUNNING"
     finished = client.get_run(runs[1])  # Optuna is the record of truth: the trial finished
     assert finished.info.status == "FINISHED"
     assert finished.data.tags["reason"] == "closed as Optuna recorded it (MLflow missed the end)"
+    assert client.get_run(runs[2]).info.status == "FAILED"
+    assert client.get_run(runs[2]).data.tags["reason"] == "interrupted"  # (as Optuna recorded it)
     unknown = client.get_run(runs[9])
     assert unknown.info.status == "FAILED"
     assert unknown.data.tags["reason"] == "worker stopped before the trial finished"

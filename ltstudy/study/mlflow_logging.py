@@ -277,8 +277,9 @@ class StudyLog:
             if state in ("COMPLETE", "PRUNED"):  # it finished; only MLflow missed the end (it was away)
                 self.end_trial(run.info.run_id, "DIVERGED" if trial.user_attrs.get("diverged") else state,
                                "closed as Optuna recorded it (MLflow missed the end)")
-            else:
-                self.end_trial(run.info.run_id, "FAIL", "worker stopped before the trial finished")
+            else:  # (the reason Optuna recorded, when the worker got that far: its own MLflow write may have failed)
+                reason = trial.user_attrs.get("fail_reason") if trial is not None else None
+                self.end_trial(run.info.run_id, "FAIL", reason or "worker stopped before the trial finished")
             closed += 1
         return closed
 
