@@ -14,6 +14,7 @@ import hashlib
 import logging
 import multiprocessing
 import os
+import queue
 import re
 import signal
 import time
@@ -271,27 +272,54 @@ def test_rounds_are_tied_to_the_exact_dense_entry_they_came_from(search, cache):
 
 
 def _run_search(root: str, cfg_dict: dict, out) -> None:
+    import traceback
+
     import torch as _torch
 
     from ltstudy.engine.config import TicketConfig
 
-    _torch.set_num_threads(1)
-    rounds = TicketSearch(TicketConfig.from_dict(cfg_dict), cache=RoundCache(root)).run().rounds
-    out.put([{k: v for k, v in r.to_dict().items() if k not in VOLATILE} for r in rounds])
+    try:
+        _torch.set_num_threads(1)
+        rounds = TicketSearch(TicketConfig.from_dict(cfg_dict), cache=RoundCache(root)).run().rounds
+        out.put(("ok", [{k: v for k, v in r.to_dict().items() if k not in VOLATILE} for r in rounds]))
+    except BaseException:  # the parent fails at once with the reason, instead of waiting out its timeout
+        out.put(("error", traceback.format_exc()))
+
+
+def _collect(procs, out, deadline_s: float) -> list:
+    """One report per process; a process that dies without reporting fails the test with its exit code."""
+    results, deadline = [], time.monotonic() + deadline_s
+    while len(results) < len(procs):
+        try:
+            results.append(out.get(timeout=1.0))
+        except queue.Empty:
+            dead = [p.exitcode for p in procs if not p.is_alive() and p.exitcode != 0]
+            assert not dead, f"a worker exited with {dead} without reporting"
+            missing = len(procs) - len(results)
+            assert time.monotonic() < deadline, f"{missing} worker(s) still running after {deadline_s} s"
+    return results
 
 
 def test_two_workers_racing_on_one_search_both_get_the_uncached_numbers(tiny_cfg, tmp_path):
     cfg = tiny_cfg({**K20, "prune.rounds": 3})
     expected = numbers(TicketSearch(cfg).run().rounds)
-    ctx = multiprocessing.get_context("fork")
+    # Spawned, not forked: a fork of this process (pytest-xdist's threads, torch's pools) can inherit a held lock
+    # and hang; a clean interpreter cannot.
+    ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
     procs = [ctx.Process(target=_run_search, args=(str(tmp_path / "cache"), cfg.to_dict(), out)) for _ in range(2)]
     for p in procs:
         p.start()
-    results = [out.get(timeout=120) for _ in procs]
-    for p in procs:
-        p.join(timeout=30)
-    assert results == [expected, expected]
+    try:
+        results = _collect(procs, out, deadline_s=300)
+    finally:
+        for p in procs:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.kill()
+    errors = [body for kind, body in results if kind == "error"]
+    assert not errors, errors[0]
+    assert [body for _, body in results] == [expected, expected]
     assert numbers(TicketSearch(cfg, cache=RoundCache(tmp_path / "cache")).run().rounds) == expected
 
 
@@ -307,20 +335,22 @@ def test_load_of_a_missing_key_is_none_without_a_warning(cache, caplog):
 ENTRY_NUMEL = 256 * 1024  # 1 MiB of float32: a torn write would be visible
 
 
-def _writer(root: str, key: str, ident: int, n: int) -> None:
+def _writer(root: str, key: str, ident: int, n: int, go) -> None:
     cache = RoundCache(root)
+    go.wait(120)  # every reader is already loading
     for i in range(n):
         value = float(ident * 1000 + i)
         cache.save(key, {"value": value, "tensor": torch.full((ENTRY_NUMEL,), value)})
 
 
-def _reader(root: str, key: str, stop, out) -> None:
+def _reader(root: str, key: str, ready, stop, out) -> None:
     """Load until told to stop; report (loads, bad): torn, corrupt (warned about) or vanished entries."""
     cache = RoundCache(root)
     bad: list[str] = []
     logging.getLogger("ltstudy.engine.cache").addHandler(_Collect(bad))
     loads, seen = 0, False
-    deadline = time.monotonic() + 60
+    ready.set()
+    deadline = time.monotonic() + 120
     while not stop.is_set() and time.monotonic() < deadline:
         entry = cache.load(key)
         if entry is None:
@@ -344,20 +374,24 @@ class _Collect(logging.Handler):
 
 
 def test_concurrent_writers_of_one_key_never_produce_a_corrupt_read(tmp_path: Path):
-    ctx = multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context("spawn")  # clean interpreters: see the racing-workers test
     root, key = str(tmp_path / "cache"), content_key("shared")
-    out, stop = ctx.Queue(), ctx.Event()
-    writers = [ctx.Process(target=_writer, args=(root, key, w, 20)) for w in range(4)]
-    readers = [ctx.Process(target=_reader, args=(root, key, stop, out)) for _ in range(2)]
+    out, stop, go = ctx.Queue(), ctx.Event(), ctx.Event()
+    ready = [ctx.Event() for _ in range(2)]
+    writers = [ctx.Process(target=_writer, args=(root, key, w, 20, go)) for w in range(4)]
+    readers = [ctx.Process(target=_reader, args=(root, key, r, stop, out)) for r in ready]
     for p in readers + writers:
         p.start()
     try:
+        assert all(r.wait(120) for r in ready), "a reader never started"
+        go.set()
         for p in writers:
-            p.join(timeout=60)
+            p.join(timeout=120)
         assert [p.exitcode for p in writers] == [0, 0, 0, 0]
     finally:
         stop.set()  # the readers report once the writers are done
-        results = [out.get(timeout=70) for _ in readers]
+        go.set()
+        results = [out.get(timeout=130) for _ in readers]
         for p in readers + writers:
             p.join(timeout=10)
             if p.is_alive():

@@ -36,7 +36,7 @@ def from_study(args: argparse.Namespace) -> int:
     if given or overrides(args):
         raise ConfigError(f"a study file's measurements are read, not made: drop {', '.join(given) or 'the settings'} "
                           "(the study's [stability] section says what its trials measure)")
-    from ..study.compare import _order, row_label
+    from ..study.compare import row_label, setting_order
     from ..study.curves import TICKET
     from ..study.trial_results import collect
 
@@ -46,7 +46,7 @@ def from_study(args: argparse.Namespace) -> int:
     for c in col.curves:
         if c.kind == TICKET:
             groups.setdefault(col.key(c), []).append(c)
-    ordered = sorted(groups.items(), key=lambda kv: _order(kv[0]))
+    ordered = sorted(groups.items(), key=lambda kv: setting_order(kv[0]))
     found = [(row_label(dict(zip(col.keys, key, strict=True)), col.keys) or "all trials",
               summarise(curves, args.threshold)) for key, curves in ordered]
     found = [(label, ss) for label, ss in found if ss]

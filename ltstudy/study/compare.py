@@ -25,7 +25,7 @@ SUMMARY_OBJECTIVES = ("ticket_sparsity", "ticket_accuracy", "theoretical_speedup
 _TOL = 1e-9
 
 
-def _order(key: tuple) -> tuple:
+def setting_order(key: tuple) -> tuple:
     """Sort numbers numerically and bins by place, before text (so k = 20 comes before k = 100)."""
     return tuple((0, v, "") if isinstance(v, int | float) else (0, v.index, "") if isinstance(v, BinLabel)
                  else (1, 0, str(v)) for v in key)
@@ -104,7 +104,7 @@ def compare(trials: Sequence, by: Sequence[str], epsilon: float, density: float 
         groups.setdefault((*col.key(c), c.kind), []).append(c)
     columns = [parse_objective(o) for o in dict.fromkeys([*SUMMARY_OBJECTIVES, *objectives])]
     rows = []
-    for (*key, _), members in sorted(groups.items(), key=lambda kv: (_order(tuple(kv[0][:-1])),
+    for (*key, _), members in sorted(groups.items(), key=lambda kv: (setting_order(tuple(kv[0][:-1])),
                                                                      kv[0][-1] != TICKET, kv[0][-1])):
         per_curve = []
         for c in members:
@@ -279,7 +279,7 @@ def round_stats(curves: Sequence[Curve], key: str) -> list[dict]:
 
 
 def levels(values: Iterable[Any]) -> list[Any]:
-    return sorted(set(values), key=lambda v: _order((v,)))
+    return sorted(set(values), key=lambda v: setting_order((v,)))
 
 
 def cell_table(curves: Sequence[Curve], x: str, y: str, value) -> dict[tuple, Stat]:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .binning import is_number, tick_labels
-from .compare import ACCURACY_KEYS, _order, cell_table, levels, round_stats, row_label
+from .compare import ACCURACY_KEYS, cell_table, levels, round_stats, row_label, setting_order
 from .curves import READABLE_DENSITIES, TICKET, Curve, density_label
 from .frontier import round_points
 from .trial_results import Curves, collect
@@ -255,7 +255,7 @@ def _group(curves: Sequence[Curve], keys: Sequence[str]) -> list[tuple[str, list
         text = row_label(dict(zip(keys, key[:-1], strict=True)), keys)
         return text if key[-1] == TICKET else f"{text}, {key[-1]}" if text else key[-1]
 
-    return [(label(k), v) for k, v in sorted(groups.items(), key=lambda kv: (_order(kv[0][:-1]),
+    return [(label(k), v) for k, v in sorted(groups.items(), key=lambda kv: (setting_order(kv[0][:-1]),
                                                                           kv[0][-1] != TICKET, kv[0][-1]))]
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..compare import _order, row_label
+from ..compare import row_label, setting_order
 from ..curves import TICKET
 from ..stability_plots import figure_dense_k, figure_instability, figure_mean_paths
 from ..stability_summary import HEADERS, earliest_stable_k, rows, summarise
@@ -24,7 +24,7 @@ def section_stability(col: Curves) -> str:
     groups: dict[tuple, list] = {}
     for c in measured:
         groups.setdefault(col.key(c), []).append(c)
-    shown = sorted(groups.items(), key=lambda kv: (-len(kv[1]), _order(kv[0])))[:MAX_LINES]
+    shown = sorted(groups.items(), key=lambda kv: (-len(kv[1]), setting_order(kv[0])))[:MAX_LINES]
     lines = [(row_label(dict(zip(col.keys, key, strict=True)), col.keys) or "all trials", curves)
              for key, curves in shown]
     more = f" The {len(groups) - MAX_LINES} settings with the fewest curves are left out." \
