@@ -6,10 +6,14 @@ dropout, SGD with Nesterov and weight decay, patience, a conv net on the autogra
 pack of four trained side by side), every number of every round as a float's hex. It was
 written by the code as it stood on 2026-12-01 before the redesign of issue 12
 (`python -m tests.test_pinned_numbers --write`); a change that moves any bit fails here.
+The redesigned code matched those pins bit for bit up to commit 54db274. They were
+re-written from that code on 2026-12-02 with MKL's reproducibility mode on, after a
+move to another AVX-512 CPU showed that MKL's GEMMs choose their kernels by CPU model.
 
 Bits depend on the CPU's vector kernels too: the pins were written with torch's
-AVX2 kernels and oneDNN capped at AVX2, which tox.ini asks for on any x86 CPU
-(an AVX-512 machine otherwise sums in another order). Elsewhere they are skipped.
+AVX2 kernels, oneDNN capped at AVX2 and MKL in its AVX2 reproducibility mode
+(MKL_CBWR=AVX2,STRICT), which tox.ini asks for on any x86 CPU. Elsewhere they
+are skipped.
 """
 
 from __future__ import annotations
@@ -29,9 +33,10 @@ from ltstudy.engine.data import load_dataset
 PINNED = Path(__file__).parent / "pins" / "pinned_rounds.json"
 
 pytestmark = pytest.mark.skipif(
-    torch.backends.cpu.get_cpu_capability() != "AVX2" or os.environ.get("ONEDNN_MAX_CPU_ISA") != "AVX2",
-    reason="the pins were written with AVX2 kernels: run under tox, which sets ATEN_CPU_CAPABILITY=avx2 and "
-           "ONEDNN_MAX_CPU_ISA=AVX2 (an x86 CPU with AVX2 is needed)")
+    torch.backends.cpu.get_cpu_capability() != "AVX2" or os.environ.get("ONEDNN_MAX_CPU_ISA") != "AVX2"
+    or os.environ.get("MKL_CBWR") != "AVX2,STRICT",
+    reason="the pins were written with AVX2 kernels: run under tox, which sets ATEN_CPU_CAPABILITY=avx2, "
+           "ONEDNN_MAX_CPU_ISA=AVX2 and MKL_CBWR=AVX2,STRICT (an x86 CPU with AVX2 is needed)")
 
 BASE = {"seed": 3, "device": "cpu", "data": {"name": "digits"}, "model": {"name": "lenet-300-100"},
         "train": {"iterations": 120, "eval_every": 20, "batch_size": 60}, "prune": {"rounds": 3, "prune_rate": 0.3}}
