@@ -33,6 +33,7 @@ def test_a_sparse_layers_output_and_gradients_are_autograds_on_the_masked_dense_
     y.backward(g)
     kept, out = layer.forward(x.detach(), bias)
     assert torch.allclose(out, y.detach(), atol=1e-5) and torch.equal(kept, x.detach())
+    assert torch.allclose(layer.infer(x.detach(), bias), y.detach(), atol=1e-5)  # (evaluation's product)
     g_t = g.t().contiguous()
     assert torch.allclose(layer.weight_grad(g_t, kept), w.grad[mask.bool()], atol=1e-5)  # (row-major order)
     assert torch.allclose(layer.input_grad(g_t), x.grad, atol=1e-5)
@@ -63,6 +64,41 @@ def test_a_round_on_the_sparse_kernels_is_the_dense_rounds_within_float_toleranc
     for n in dense:
         assert torch.allclose(sparse[n], dense[n], atol=2e-4, rtol=1e-3), n
     assert sparse_res.val_loss == pytest.approx(dense_res.val_loss, abs=1e-3)
+
+
+def test_the_model_holds_the_sparse_steps_weights_whenever_the_trainer_lets_anything_read_it(
+        tiny_cfg, make_search, digits):
+    """The values are written back lazily: at θ_k, at each on_step, and at the end of a round with no evaluation."""
+    from ltstudy.engine.rounds import Callback
+
+    search = make_search(tiny_cfg({"train.iterations": 40, "prune.rounds": 1, "prune.prune_rate": 0.8}))
+    search.run()
+    start = {n: t.clone() for n, t in search.model.state_dict().items()}
+    cfg = TrainConfig(**{**vars(search.cfg.train), "kernels": "sparse", "iterations": 30})
+    sched = TicketConfig(train=cfg).resolve_schedule(len(digits.train))
+
+    class Seen(Callback):
+        def __init__(self):
+            self.weights: list[torch.Tensor] = []
+
+        def on_step(self, job, iteration, lr, step) -> None:
+            self.weights.append(job.model.fc1.weight.detach().clone())
+
+    def run(callbacks=None, evaluate=True):
+        search.model.load_state_dict(start)
+        job = RoundJob(1, search.model, search.masks, cfg, sched, 3, None, 0, 30, capture_at=7, evaluate=evaluate)
+        res = train(job, digits, callbacks)
+        return res, {n: t.clone() for n, t in search.model.state_dict().items()}
+
+    seen = Seen()
+    res, end = run(seen)
+    assert len(seen.weights) == 30 and all(not torch.equal(a, b) for a, b in zip(seen.weights, seen.weights[1:]))
+    assert torch.equal(seen.weights[-1], end["fc1.weight"])
+    assert torch.equal(res.snapshot["fc1.weight"], seen.weights[6])  # θ_7: the weights after 7 steps
+    quiet, quiet_end = run(evaluate=False)  # (no evaluation point reads the model: only the round's end)
+    assert all(torch.equal(quiet_end[n], end[n]) for n in end) and not torch.equal(end["fc1.weight"],
+                                                                                   start["fc1.weight"])
+    assert torch.equal(quiet.snapshot["fc1.weight"], seen.weights[6])
 
 
 def test_auto_trains_sparse_below_the_crossover_and_leaves_small_layers_dense():

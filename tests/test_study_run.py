@@ -616,6 +616,40 @@ def test_tracker_logs_more_params_than_one_mlflow_batch_holds(stores: Stores):
     assert json.loads(logged["a_list"]) == [1, 2] and json.loads(logged["a_dict"]) == {"x": 1}
 
 
+def test_a_dataset_two_workers_insert_at_once_is_linked_to_both_runs(stores: Stores, monkeypatch):
+    """MLflow looks a dataset up, then inserts it: the worker that loses that race gets the unique key's error."""
+    from mlflow.exceptions import MlflowException
+
+    tracker = Tracker(stores.tracking_uri)
+    exp = tracker.experiment_id("race")
+    winner, loser = tracker.start_run(exp, "winner"), tracker.start_run(exp, "loser")
+    real = tracker.client.log_inputs
+    calls = []
+
+    def racing(run_id, datasets=None, **kw):
+        calls.append(run_id)
+        if len(calls) == 1:  # the other worker inserts the dataset between our look-up and our insert
+            real(winner, datasets=datasets, **kw)
+            raise MlflowException("(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.experiment_id, "
+                                  "datasets.name, datasets.digest")
+        return real(run_id, datasets=datasets, **kw)
+
+    monkeypatch.setattr(tracker.client, "log_inputs", racing)
+    tracker.log_dataset(loser, "digits", "a" * 40, "digits", {"train": 1})
+    client = stores.client()
+    for run_id in (winner, loser):
+        (inp,) = client.get_run(run_id).inputs.dataset_inputs
+        assert inp.dataset.name == "digits"
+    assert calls == [loser, loser]
+
+    def broken(run_id, datasets=None, **kw):
+        raise MlflowException("INVALID_PARAMETER_VALUE: something else")
+
+    monkeypatch.setattr(tracker.client, "log_inputs", broken)
+    with pytest.raises(MlflowException, match="something else"):  # (any other error is not retried)
+        tracker.log_dataset(loser, "digits", "b" * 40, "digits", {"train": 1})
+
+
 def test_flatten_and_rounds_csv():
     assert flatten({"a": {"b": 1, "c": {"d": 2}}, "e": {}, "f": [1]}) == {"a.b": 1, "a.c.d": 2, "e": {}, "f": [1]}
     csv = rounds_csv([{"round": 0, "density": 1.0, "layer_density": {"fc1": 1.0}},

@@ -10,10 +10,11 @@ mask's CSR structure, and a step computes only with them:
 - the weight gradient: g xᵀ at the mask's positions only (`torch.sparse.sampled_addmm`);
 - the optimiser updates the values (and the bias), so its cost falls with density too.
 
-The values are written back into the dense weight after every step (O(nnz)),
-so everything that reads the model (evaluation, θ_k, early-stop snapshots, the
-cache, the masks check) sees the weights as the dense path holds them; pruned
-weights are never written and stay exactly 0. The numbers agree with the dense
+The values are written back into the dense weight (O(nnz)) whenever the trainer
+is about to read the model (`Step.sync`: evaluation points, θ_k, callbacks'
+`on_step`, the round's end), so everything that reads it (evaluation, θ_k,
+early-stop snapshots, the cache, the masks check) sees the weights as the dense
+path holds them; pruned weights are never written and stay exactly 0. The numbers agree with the dense
 path's to float tolerance, not bit for bit (other summation orders): the choice
 is part of `TrainConfig`, so of every cache key. Deterministic: the CPU CSR
 kernels run in a fixed order on one thread.
@@ -92,6 +93,11 @@ class SparseLinear:
         x_t = x.t().contiguous()  # (free when x is such a view already)
         return x_t.t(), torch.sparse.mm(self.csr, x_t).add_(bias.unsqueeze(1)).t()
 
+    def infer(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """x Wᵀ + b without keeping anything for a backward pass: x is read as it lies (the kernel takes a
+        transposed operand as fast as a copied one, and evaluation has no sampled product to feed)."""
+        return torch.sparse.mm(self.csr, x.t()).add_(bias.unsqueeze(1)).t()
+
     def weight_grad(self, g_t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """(gᵀ x) at the mask's positions: the values' gradient, for gᵀ of shape (out, batch)."""
         return torch.sparse.sampled_addmm(self.csr, g_t, x, beta=0.0).values()
@@ -144,7 +150,7 @@ class SparseEval:
                 if isinstance(m, nn.Linear):
                     layer = self.layers.get(name)
                     bias = state[f"{name}.bias"]
-                    x = F.linear(x, state[f"{name}.weight"], bias) if layer is None else layer.forward(x, bias)[1]
+                    x = F.linear(x, state[f"{name}.weight"], bias) if layer is None else layer.infer(x, bias)
                 elif isinstance(m, nn.ReLU):
                     x = torch.relu(x)
                 elif isinstance(m, nn.Flatten):
@@ -174,7 +180,7 @@ class CSRLinear(nn.Module):
         if len(x) == 1:  # (one example: a sparse matrix-vector product, the cheapest call)
             y = torch.mv(self.weight, x[0])
             return (y if self.bias is None else y.add_(self.bias)).unsqueeze(0)
-        y = torch.sparse.mm(self.weight, x.t().contiguous())
+        y = torch.sparse.mm(self.weight, x.t())  # (read as it lies: see SparseLinear.infer)
         return (y if self.bias is None else y.add_(self.bias.unsqueeze(1))).t()
 
     def nbytes(self) -> int:

@@ -39,7 +39,15 @@ def make_optimizer(params: list[nn.Parameter], cfg: TrainConfig, device: torch.d
                            weight_decay=cfg.weight_decay, **kind)
 
 
-class AutogradStep:
+class Step:
+    """What the trainers call: `set_lr`, `step(xb, yb)` (the loss), `state(param)` (its optimiser state), `sync`."""
+
+    def sync(self) -> None:
+        """Make the model hold the step's weights: the trainer calls it before anything reads the model (a step
+        that trains other tensors, like SparseStep's values, writes them back only here)."""
+
+
+class AutogradStep(Step):
     def __init__(self, model: nn.Module, masks: Masks, cfg: TrainConfig, device: torch.device):
         self.model = model
         self.params = [p for p in model.parameters() if p.requires_grad]
@@ -64,7 +72,7 @@ class AutogradStep:
         return dict(self.opt.state.get(param, {}))
 
 
-class LeanStep:
+class LeanStep(Step):
     """See the module docstring. `supports(model)` says whether a model qualifies."""
 
     @staticmethod
@@ -200,6 +208,7 @@ class SparseStep(LeanStep):
 
     def _layer_setup(self, masks: Masks, names: list[str]) -> None:
         self.sparse: dict[int, SparseLinear] = {}
+        self._stale = False
         for i, (lin, name) in enumerate(zip(self.linears, names, strict=True)):
             if trains_sparse(self.cfg.kernels, masks.get(name)):
                 layer = self.sparse[i] = SparseLinear(masks[name], lin.weight)
@@ -220,11 +229,16 @@ class SparseStep(LeanStep):
         return layer.weight_grad(g_t, inp), layer.input_grad(g_t) if i > 0 else g
 
     def _after_step(self) -> None:
-        for i, layer in self.sparse.items():
-            layer.write(self.linears[i].weight)
+        self._stale = True  # (the model's weights: written back at `sync`, not after every step)
+
+    def sync(self) -> None:
+        if self._stale:
+            for i, layer in self.sparse.items():
+                layer.write(self.linears[i].weight)
+            self._stale = False
 
 
-class CudaGraphStep:
+class CudaGraphStep(Step):
     """On CUDA: the whole step (forward, backward, masked gradients, optimiser) captured once as a CUDA graph.
 
     Shapes are static (every batch has batch_size examples), so one capture

@@ -86,10 +86,15 @@ def train(job: RoundJob, data: Dataset, callbacks: Callback | None = None, *, le
                 lr_now = lr
             window += step(*batch(it))
             n += 1
-            for cb in on_step:
-                cb.on_step(job, it, lr, step)
-            if protocol.due(it + 1) and protocol.after(it + 1, train_loss):
-                break
+            if on_step:
+                step.sync()
+                for cb in on_step:
+                    cb.on_step(job, it, lr, step)
+            if protocol.due(it + 1):
+                step.sync()  # (the protocol reads the model only here and at the end)
+                if protocol.after(it + 1, train_loss):
+                    break
+        step.sync()  # (after an early stop, nothing has stepped since the last sync: it writes nothing)
         return protocol.finish()
     finally:
         protocol.close()

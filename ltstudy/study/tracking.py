@@ -13,6 +13,7 @@ import functools
 import json
 import logging
 import os
+import re
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -55,6 +56,10 @@ def _retry(fn: Callable[..., T]) -> Callable[..., T]:
         raise AssertionError("unreachable")
     return wrapper
 
+
+# A concurrent insert of the same dataset: SQLite's, PostgreSQL's and MySQL's words for it.
+_DUPLICATE_DATASET = re.compile(r"UNIQUE constraint failed: datasets\.|unique constraint \"dataset_pk\"|"
+                                r"Duplicate entry .* for key '(datasets\.)?(PRIMARY|dataset_pk)'")
 
 # A dead tracking server must not hold a study up for minutes: MLflow's default is 7 retries with exponential
 # backoff (about 245 s per call). A few quick retries, then the study log goes offline (mlflow_logging.py).
@@ -182,8 +187,15 @@ class Tracker:
 
         dataset = Dataset(name=name, digest=digest[:36], source_type="ltstudy", source=json.dumps({"name": source}),
                           profile=json.dumps(dict(profile)))
-        self.client.log_inputs(run_id, datasets=[DatasetInput(dataset, tags=[InputTag("mlflow.data.context",
-                                                                                         "training")])])
+        inputs = [DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "training")])]
+        try:
+            self.client.log_inputs(run_id, datasets=inputs)
+        except Exception as exc:
+            # MLflow looks the experiment's dataset up, then inserts it: two workers' first trials race on that
+            # insert, and the loser's unique key fails. The dataset exists now, so a second call links to it.
+            if not _DUPLICATE_DATASET.search(str(exc)):
+                raise
+            self.client.log_inputs(run_id, datasets=inputs)
 
     @_retry
     def log_files(self, run_id: str, files: Mapping[str, str | bytes | Callable[[Path], None]],
