@@ -152,36 +152,46 @@ def part_imp(args) -> dict:
 
 
 def part_export(args) -> dict:
-    from ltstudy.engine.sparse import sparse_model
+    import copy
+
+    from ltstudy.engine.sparse import SparseMLP, sparse_model
 
     torch.manual_seed(0)
     model = build_model("lenet-300-100", (1, 28, 28), 10).eval()
     masks = imp_masks(model, 15)
     apply_masks(model, masks)
     fast = sparse_model(model, masks)
+    # The same loop over the masked dense weights: how much of the gain is the loop's, not the sparsity's.
+    same_loop = SparseMLP([copy.deepcopy(m) for m in model.children() if not isinstance(m, torch.nn.Dropout)])
     x_all = torch.rand(1000, 1, 28, 28, generator=torch.Generator().manual_seed(1))
     out = {}
+    nets = (("dense", model), ("sparse", fast), ("dense, same loop", same_loop))
     with torch.inference_mode():
-        same = torch.equal(model(x_all).argmax(1), fast(x_all).argmax(1))
+        same = torch.equal(model(x_all).argmax(1), fast(x_all).argmax(1)) and all(
+            torch.equal(model(x_all[i:i + 1]).argmax(1), fast(x_all[i:i + 1]).argmax(1)) for i in range(1000))
         for batch in (1, 1000):
             x = x_all[:batch]
-            times = {"dense": [], "sparse": []}
+            times: dict[str, list[float]] = {name: [] for name, _ in nets}
             n = 2000 if batch == 1 else 40
             for _ in range(args.repeats):
-                for name, net in (("dense", model), ("sparse", fast)):
+                for name, net in nets:
                     t0 = time.perf_counter()
                     for _ in range(n):
                         net(x)
                     times[name].append((time.perf_counter() - t0) / n)
             med = {k: statistics.median(v) for k, v in times.items()}
-            out[f"batch_{batch}"] = {"seconds": med, "speedup": med["dense"] / med["sparse"]}
+            out[f"batch_{batch}"] = {"seconds": med, "speedup": med["dense"] / med["sparse"],
+                                     "speedup_vs_same_loop": med["dense, same loop"] / med["sparse"]}
             print(f"exported 3.6% ticket, batch {batch}: dense {1e6 * med['dense']:.0f} us, sparse "
-                  f"{1e6 * med['sparse']:.0f} us: {med['dense'] / med['sparse']:.2f}x", flush=True)
+                  f"{1e6 * med['sparse']:.0f} us: {med['dense'] / med['sparse']:.2f}x (the dense weights in the "
+                  f"sparse model's loop: {1e6 * med['dense, same loop']:.0f} us, "
+                  f"{med['dense, same loop'] / med['sparse']:.2f}x)", flush=True)
     dense_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-    sparse_bytes = sum(m.nbytes() if hasattr(m, "nbytes") else 0 for m in fast)
+    sparse_bytes = sum(m.nbytes() if hasattr(m, "nbytes") else 0 for m in fast) + sum(
+        p.numel() * p.element_size() for p in fast.parameters())
     out.update(identical_predictions=same, dense_bytes=dense_bytes, sparse_bytes=sparse_bytes)
     print(f"weights: dense {dense_bytes / 1e3:.0f} kB, sparse {sparse_bytes / 1e3:.0f} kB; identical predictions "
-          f"on 1,000 inputs: {same}")
+          f"on 1,000 inputs, one at a time and as one batch: {same}")
     return out
 
 

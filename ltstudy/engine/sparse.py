@@ -173,40 +173,67 @@ class CSRLinear(nn.Module):
             self.weight = torch.sparse_csr_tensor(self.weight.crow_indices().to(torch.int32),
                                                   self.weight.col_indices().to(torch.int32), self.weight.values(),
                                                   weight.shape, check_invariants=False)
-        self.bias = None if bias is None else bias.detach().clone()
+        self.bias = torch.zeros(self.out_features) if bias is None else bias.detach().clone()
 
-    @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if len(x) == 1:  # (one example: a sparse matrix-vector product, the cheapest call)
-            y = torch.mv(self.weight, x[0])
-            return (y if self.bias is None else y.add_(self.bias)).unsqueeze(0)
-        y = torch.sparse.mm(self.weight, x.t())  # (read as it lies: see SparseLinear.infer)
-        return (y if self.bias is None else y.add_(self.bias.unsqueeze(1))).t()
+        with torch.no_grad():
+            if len(x) == 1:  # (one example: a sparse matrix-vector product, the cheapest call)
+                return torch.addmv(self.bias, self.weight, x[0]).unsqueeze(0)
+            return torch.sparse.mm(self.weight, x.t()).add_(self.bias.unsqueeze(1)).t()  # (x read as it lies)
 
     def nbytes(self) -> int:
         w = self.weight
-        return sum(t.numel() * t.element_size() for t in (w.crow_indices(), w.col_indices(), w.values())) + (
-            0 if self.bias is None else self.bias.numel() * self.bias.element_size())
+        return sum(t.numel() * t.element_size() for t in (w.crow_indices(), w.col_indices(), w.values(),
+                                                          self.bias))
 
 
 class SparseMLP(nn.Module):
-    """The inference model `sparse_model` builds: its layers run in one loop, without a module call each (at batch
-    1 those calls cost as much as the arithmetic)."""
+    """The inference model `sparse_model` builds. A call runs its layers in one loop over plain tensors, without a
+    module call or an autograd context each: at batch 1 those cost more than the arithmetic. One example goes
+    through matrix-vector products (`addmv`: a batch-1 `addmm` is the slower call, dense or CSR)."""
 
     def __init__(self, layers: list[nn.Module]):
         super().__init__()
         self.layers = nn.ModuleList(layers)
-        self._ops = [(type(m), m) for m in layers]
+        for p in self.parameters():
+            p.requires_grad_(False)  # (inference only: no call records a graph)
+        # (weight, bias) for a Linear layer (CSR or dense), "relu", or a Flatten
+        self._plan: list = []
+        for m in layers:
+            if isinstance(m, CSRLinear | nn.Linear):
+                self._plan.append((m.weight, m.bias))
+            elif isinstance(m, nn.ReLU):
+                self._plan.append("relu")
+            else:
+                self._plan.append(m)
+        self._flattens = any(isinstance(m, nn.Flatten) for m in layers)
 
-    @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for kind, m in self._ops:
-            if kind is CSRLinear:
-                x = m.forward(x)
-            elif kind is nn.Linear:
-                x = torch.addmm(m.bias, x, m.weight.t())
-            elif kind is nn.ReLU:
+        if x.requires_grad:  # (the only way a call could record a graph: the weights need none)
+            with torch.no_grad():
+                return self.forward(x.detach())
+        return self._one(x) if len(x) == 1 else self._batch(x)
+
+    def _one(self, x: torch.Tensor) -> torch.Tensor:
+        v = x[0].reshape(-1) if self._flattens else x[0]  # (one example's features, as the first Linear reads them)
+        for op in self._plan:
+            if op == "relu":
+                v = v.relu_()
+            elif type(op) is tuple:
+                v = torch.addmv(op[1], op[0], v)
+            # (a Flatten: done above)
+        return v.unsqueeze(0)
+
+    def _batch(self, x: torch.Tensor) -> torch.Tensor:
+        if len(x) > EVAL_CHUNK:  # (as evaluation does: CSR times a wide matrix loses to a dense GEMM)
+            return torch.cat([self._batch(part) for part in x.split(EVAL_CHUNK)])
+        for op, m in zip(self._plan, self.layers, strict=True):
+            if op == "relu":
                 x = torch.relu(x)
+            elif type(m) is CSRLinear:
+                x = torch.sparse.mm(op[0], x.t()).add_(op[1].unsqueeze(1)).t()
+            elif type(op) is tuple:
+                x = torch.addmm(op[1], x, op[0].t())
             else:
                 x = torch.flatten(x, m.start_dim, m.end_dim)
         return x
