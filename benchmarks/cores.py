@@ -9,8 +9,8 @@ load  The quickstart (12 trials, digits) idle and while one busy process (a pure
       Python loop) competes for the cores, with the default of one torch thread
       per process, and with two threads per process ([study] threads = 2) for
       comparison. Prints each wall time and the loaded / idle ratio.
-jobs  The quickstart's search space as a 12-trial grid, with --jobs 1 and with
-      --jobs 2. Prints trials per hour and the ratio, and the workers' start-up:
+jobs  The quickstart's search space as a 12-setting grid (3 p x 2 k x 2 scopes), with --jobs 1 and
+      with --jobs 2. Prints settings finished per hour and the ratio, and the workers' start-up:
       the seconds from `ltstudy run` starting to the first trial of each worker.
 
     python benchmarks/cores.py [--part load|jobs|both] [--json OUT]
@@ -61,8 +61,9 @@ def study_copy(folder: Path, *, grid: bool = False, threads: int = 0) -> Path:
     text = text.replace("[study]\n", "[study]\n" + extra, 1)
     if grid:
         text = text.replace('sampler = "tpe"', 'sampler = "grid"').replace("n_trials = 12", "n_trials = 12")
-        text = text.replace("rewind_iter = [0, 20, 100]", "rewind_iter = [0, 100]").replace(
-            'scope = ["layerwise", "global"]', 'scope = "layerwise"')  # 3 p x 2 k x 2 re-init = 12 settings
+        text = text.replace("rewind_iter = [0, 20, 100]", "rewind_iter = [0, 100]")  # 3 p x 2 k x 2 scopes
+        assert text.count("rewind_iter = [0, 100]") == 1 and 'scope = ["layerwise", "global"]' in text, \
+            "studies/quickstart.toml changed: make the grid 12 settings again"
     path = folder / "study.toml"
     path.write_text(text)
     return path
@@ -80,15 +81,18 @@ def run(path: Path, *flags: str) -> float:
     return wall
 
 
-def trial_times(folder: Path) -> tuple[list[float], float]:
-    """The trials' start times, sorted, and the last one's end (from the journal's timestamps)."""
+def trial_times(folder: Path) -> tuple[list[float], float, int, int]:
+    """The trials' start times, sorted, the last one's end (from the journal's timestamps), how many trials
+    finished and how many distinct settings they covered (parallel grid workers can both take the last point)."""
     import optuna
 
     from ltstudy.study.storage import open_storage
 
     study = optuna.load_study(study_name="quickstart", storage=open_storage(f"journal:{folder / 'j'}"))
     done = [t for t in study.trials if t.state.name == "COMPLETE"]
-    return sorted(t.datetime_start.timestamp() for t in done), max(t.datetime_complete.timestamp() for t in done)
+    settings = {tuple(sorted(t.params.items())) for t in done}
+    return (sorted(t.datetime_start.timestamp() for t in done), max(t.datetime_complete.timestamp() for t in done),
+            len(done), len(settings))
 
 
 def measure_load() -> dict:
@@ -119,11 +123,14 @@ def measure_jobs() -> dict:
             path = study_copy(Path(tmp), grid=True)
             t0 = time.time()
             wall = run(path, "--jobs", str(jobs))
-            starts, last_end = trial_times(Path(tmp))
+            starts, last_end, n, distinct = trial_times(Path(tmp))
+        assert distinct == 12, f"the grid has 12 settings; --jobs {jobs} finished {distinct}"
         phase = last_end - starts[0]
-        out[f"--jobs {jobs}"] = {"wall": wall, "trials_per_hour": 12 * 3600 / wall,
+        # (per distinct setting: a duplicate of a grid point is work the study did not need)
+        out[f"--jobs {jobs}"] = {"wall": wall, "trials": n, "settings": distinct,
+                                 "trials_per_hour": distinct * 3600 / wall,
                                  "first_trials_after": [s - t0 for s in starts[:jobs]],
-                                 "trial_phase": phase, "trial_phase_trials_per_hour": 12 * 3600 / phase,
+                                 "trial_phase": phase, "trial_phase_trials_per_hour": distinct * 3600 / phase,
                                  "after_last_trial": wall - (last_end - t0)}
     out["ratio"] = out["--jobs 2"]["trials_per_hour"] / out["--jobs 1"]["trials_per_hour"]
     out["trial_phase_ratio"] = (out["--jobs 2"]["trial_phase_trials_per_hour"] /
@@ -145,14 +152,16 @@ def main(argv: list[str] | None = None) -> dict:
                   f"{r['ratio']:.2f}x")
     if args.part in ("jobs", "both"):
         result["jobs"] = jobs = measure_jobs()
-        print("12-trial grid (the quickstart's p x k x re-init, --no-cache): --jobs 2 against --jobs 1")
+        print("12-setting grid (the quickstart's p x k x scope, --no-cache): --jobs 2 against --jobs 1")
         for label in ("--jobs 1", "--jobs 2"):
             r = jobs[label]
             firsts = ", ".join(f"{s:.1f}" for s in r["first_trials_after"])
-            print(f"  {label}  {r['wall']:6.1f} s   {r['trials_per_hour']:7.0f} trials/hour   first trial(s) "
+            print(f"  {label}  {r['wall']:6.1f} s   {r['trials']} trials ({r['settings']} settings)   "
+                  f"{r['trials_per_hour']:7.0f} settings/hour   first trial(s) "
                   f"started {firsts} s after launch; trials ran for {r['trial_phase']:.1f} s "
-                  f"({r['trial_phase_trials_per_hour']:.0f} trials/hour); {r['after_last_trial']:.1f} s after the last")
-        print(f"  ratio --jobs 2 / --jobs 1: {jobs['ratio']:.2f}x trials per hour for the whole command, "
+                  f"({r['trial_phase_trials_per_hour']:.0f} settings/hour); {r['after_last_trial']:.1f} s "
+                  f"after the last")
+        print(f"  ratio --jobs 2 / --jobs 1: {jobs['ratio']:.2f}x settings per hour for the whole command, "
               f"{jobs['trial_phase_ratio']:.2f}x while trials run")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))

@@ -97,8 +97,13 @@ def part_round(args) -> dict:
         print(f"round {level:2d}  density {100 * density:6.2f}%  dense {med['dense']:6.2f} s  sparse "
               f"{med['sparse']:6.2f} s ({rows[-1]['sparse_vs_dense']:.2f}x)  auto {med['auto']:6.2f} s "
               f"({rows[-1]['auto_vs_dense']:.2f}x)", flush=True)
-    faster = [r["density"] for r in rows if r["sparse_vs_dense"] < 1.0]
-    crossover = max(faster) if faster else None
+    # The highest density at and below which sparse is faster at every level measured (round 0 has nothing
+    # pruned: both paths are the dense one there, and its ratio is noise).
+    crossover = None
+    for r in sorted((r for r in rows if r["density"] < 1.0), key=lambda r: r["density"]):
+        if r["sparse_vs_dense"] >= 1.0:
+            break
+        crossover = r["density"]
     print(f"sparse is faster at and below {100 * crossover:.1f}% density" if crossover else "sparse never faster")
     return {"iterations": args.iterations, "rows": rows, "crossover_density": crossover}
 
