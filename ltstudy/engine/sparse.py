@@ -14,10 +14,10 @@ The values are written back into the dense weight (O(nnz)) whenever the trainer
 is about to read the model (`Step.sync`: evaluation points, θ_k, callbacks'
 `on_step`, the round's end), so everything that reads it (evaluation, θ_k,
 early-stop snapshots, the cache, the masks check) sees the weights as the dense
-path holds them; pruned weights are never written and stay exactly 0. The numbers agree with the dense
-path's to float tolerance, not bit for bit (other summation orders): the choice
-is part of `TrainConfig`, so of every cache key. Deterministic: the CPU CSR
-kernels run in a fixed order on one thread.
+path holds them; pruned weights are never written and stay exactly 0. The
+numbers agree with the dense path's to float tolerance, not bit for bit (other
+summation orders): the choice is part of `TrainConfig`, so of every cache key.
+Deterministic: the CPU CSR kernels run in a fixed order on one thread.
 
 `SPARSE_BELOW` is the crossover measured by benchmarks/sparse_speed.py on
 LeNet-300-100 at batch 60 (CPU, one thread): below it the sparse step of a
@@ -39,8 +39,8 @@ from .pruning import Masks
 
 SPARSE_BELOW = 0.25  # density under which a Linear layer trains sparse with kernels = "auto" (measured)
 # ... if it has this many weights: a small layer's call costs more than its arithmetic (the exported 3.6% ticket
-# at batch 1, benchmarks/sparse_speed.py: 1.34x its dense model with the 1,000-weight output layer dense, 1.16x
-# with it as CSR; in training the difference was within the noise)
+# at batch 1, benchmarks/sparse_speed.py on the first machine, with the export's earlier loop: 1.34x its dense
+# model with the 1,000-weight output layer dense, 1.16x with it as CSR; in training the difference was noise)
 SPARSE_MIN_WEIGHTS = 10_000
 EVAL_CHUNK = 256  # examples per sparse product in evaluation: CSR times a wide matrix loses to a dense GEMM
 
