@@ -13,7 +13,7 @@ jobs  The quickstart's search space as a 12-setting grid (3 p x 2 k x 2 scopes),
       with --jobs 2. Prints settings finished per hour and the ratio, and the workers' start-up:
       the seconds from `ltstudy run` starting to the first trial of each worker.
 
-    python benchmarks/cores.py [--part load|jobs|both] [--json OUT]
+    python benchmarks/cores.py [--part load|jobs|both] [--load N] [--json OUT]
 """
 
 from __future__ import annotations
@@ -116,8 +116,21 @@ def measure_load() -> dict:
     return out
 
 
-def measure_jobs() -> dict:
-    out = {}
+def measure_jobs(load: int = 0) -> dict:
+    out: dict = {"load": load}
+    busy = [multiprocessing.get_context("fork").Process(target=_spin, daemon=True) for _ in range(load)]
+    for b in busy:
+        b.start()
+    try:
+        _measure_jobs(out)
+    finally:
+        for b in busy:
+            b.kill()
+            b.join()
+    return out
+
+
+def _measure_jobs(out: dict) -> None:
     for jobs in (1, 2):
         with tempfile.TemporaryDirectory() as tmp:
             path = study_copy(Path(tmp), grid=True)
@@ -135,13 +148,13 @@ def measure_jobs() -> dict:
     out["ratio"] = out["--jobs 2"]["trials_per_hour"] / out["--jobs 1"]["trials_per_hour"]
     out["trial_phase_ratio"] = (out["--jobs 2"]["trial_phase_trials_per_hour"] /
                                 out["--jobs 1"]["trial_phase_trials_per_hour"])
-    return out
 
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--part", choices=["load", "jobs", "both"], default="both")
     ap.add_argument("--json", metavar="OUT")
+    ap.add_argument("--load", type=int, default=0, help="busy processes competing while --part jobs runs")
     args = ap.parse_args(argv)
     result = {}
     if args.part in ("load", "both"):
@@ -151,8 +164,9 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"  {label:<32} idle {r['idle']:6.1f} s   loaded {r['loaded']:6.1f} s   loaded / idle "
                   f"{r['ratio']:.2f}x")
     if args.part in ("jobs", "both"):
-        result["jobs"] = jobs = measure_jobs()
-        print("12-setting grid (the quickstart's p x k x scope, --no-cache): --jobs 2 against --jobs 1")
+        result["jobs"] = jobs = measure_jobs(args.load)
+        print("12-setting grid (the quickstart's p x k x scope, --no-cache): --jobs 2 against --jobs 1"
+              + (f", beside {args.load} busy process(es)" if args.load else ""))
         for label in ("--jobs 1", "--jobs 2"):
             r = jobs[label]
             firsts = ", ".join(f"{s:.1f}" for s in r["first_trials_after"])
