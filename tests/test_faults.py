@@ -362,9 +362,11 @@ def test_sigterm_to_run_with_jobs_reaches_every_worker_and_leaves_nothing_runnin
                 study = study or optuna.load_study(study_name="ft", storage=open_storage(storage))
             except (KeyError, FileNotFoundError):  # the parent has not created it yet
                 return False
-            return len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))) == 2
+            # (and each has its MLflow run: a signal before that leaves a trial with no run until `repair`)
+            running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            return len(running) == 2 and all(RUN_ATTR in t.user_attrs for t in running)
 
-        wait_for(both_running, 120, "two running trials", proc, interval=0.2)
+        wait_for(both_running, 120, "two running trials with their runs", proc, interval=0.2)
         workers = children(proc.pid)
         assert len([w for w in workers if alive(w)]) >= 2
         t0 = time.monotonic()
