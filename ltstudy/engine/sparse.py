@@ -45,6 +45,17 @@ SPARSE_MIN_WEIGHTS = 10_000
 EVAL_CHUNK = 256  # examples per sparse product in evaluation: CSR times a wide matrix loses to a dense GEMM
 
 
+def csr_linear(csr: torch.Tensor, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """x Wᵀ + b for a CSR W and x of shape (batch, in), read as it lies (the kernel takes the transposed operand
+    as fast as a copied one); a (batch, out) view of a (out, batch)-contiguous result."""
+    return torch.sparse.mm(csr, x.t()).add_(bias.unsqueeze(1)).t()
+
+
+def in_chunks(forward, x: torch.Tensor) -> torch.Tensor:
+    """`forward` over x in chunks of EVAL_CHUNK examples, concatenated."""
+    return forward(x) if len(x) <= EVAL_CHUNK else torch.cat([forward(part) for part in x.split(EVAL_CHUNK)])
+
+
 def trains_sparse(kernels: str, mask: torch.Tensor | None) -> bool:
     """Whether a layer with this mask takes the sparse kernels ("dense", "sparse" or "auto")."""
     if mask is None or kernels == "dense":
@@ -94,9 +105,8 @@ class SparseLinear:
         return x_t.t(), torch.sparse.mm(self.csr, x_t).add_(bias.unsqueeze(1)).t()
 
     def infer(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        """x Wᵀ + b without keeping anything for a backward pass: x is read as it lies (the kernel takes a
-        transposed operand as fast as a copied one, and evaluation has no sampled product to feed)."""
-        return torch.sparse.mm(self.csr, x.t()).add_(bias.unsqueeze(1)).t()
+        """x Wᵀ + b without keeping anything for a backward pass (evaluation has no sampled product to feed)."""
+        return csr_linear(self.csr, x, bias)
 
     def weight_grad(self, g_t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """(gᵀ x) at the mask's positions: the values' gradient, for gᵀ of shape (out, batch)."""
@@ -143,9 +153,7 @@ class SparseEval:
         for name, layer in self.layers.items():
             torch.index_select(state[f"{name}.weight"].reshape(-1), 0, layer.flat, out=layer.values)
 
-        def forward(x: torch.Tensor) -> torch.Tensor:
-            if len(x) > EVAL_CHUNK:
-                return torch.cat([forward(part) for part in x.split(EVAL_CHUNK)])
+        def chunk(x: torch.Tensor) -> torch.Tensor:
             for name, m in self.model.named_children():
                 if isinstance(m, nn.Linear):
                     layer = self.layers.get(name)
@@ -158,7 +166,7 @@ class SparseEval:
                 # (Dropout: the identity in eval mode)
             return x
 
-        return forward
+        return lambda x: in_chunks(chunk, x)
 
 
 class CSRLinear(nn.Module):
@@ -179,7 +187,7 @@ class CSRLinear(nn.Module):
         with torch.no_grad():
             if len(x) == 1:  # (one example: a sparse matrix-vector product, the cheapest call)
                 return torch.addmv(self.bias, self.weight, x[0]).unsqueeze(0)
-            return torch.sparse.mm(self.weight, x.t()).add_(self.bias.unsqueeze(1)).t()  # (x read as it lies)
+            return csr_linear(self.weight, x, self.bias)
 
     def nbytes(self) -> int:
         w = self.weight
@@ -225,13 +233,14 @@ class SparseMLP(nn.Module):
         return v.unsqueeze(0)
 
     def _batch(self, x: torch.Tensor) -> torch.Tensor:
-        if len(x) > EVAL_CHUNK:  # (as evaluation does: CSR times a wide matrix loses to a dense GEMM)
-            return torch.cat([self._batch(part) for part in x.split(EVAL_CHUNK)])
+        return in_chunks(self._chunk, x)  # (as evaluation does: CSR times a wide matrix loses to a dense GEMM)
+
+    def _chunk(self, x: torch.Tensor) -> torch.Tensor:
         for op, m in zip(self._plan, self.layers, strict=True):
             if op == "relu":
                 x = torch.relu(x)
             elif type(m) is CSRLinear:
-                x = torch.sparse.mm(op[0], x.t()).add_(op[1].unsqueeze(1)).t()
+                x = csr_linear(op[0], x, op[1])
             elif type(op) is tuple:
                 x = torch.addmm(op[1], x, op[0].t())
             else:
