@@ -11,7 +11,7 @@ from ltstudy.engine import pruning
 from ltstudy.engine.config import TicketConfig, TrainConfig
 from ltstudy.engine.errors import SettingWarning
 from ltstudy.engine.rounds import RoundJob
-from ltstudy.engine.sparse import SPARSE_BELOW, SPARSE_MIN_WEIGHTS, SparseLinear, trains_sparse
+from ltstudy.engine.sparse import SPARSE_BELOW, SPARSE_MIN_WEIGHTS, SparseLinear, run_chain, trains_sparse
 from ltstudy.engine.steps import LeanStep, SparseStep, make_step
 from ltstudy.engine.training import train
 
@@ -33,7 +33,8 @@ def test_a_sparse_layers_output_and_gradients_are_autograds_on_the_masked_dense_
     y.backward(g)
     kept, out = layer.forward(x.detach(), bias)
     assert torch.allclose(out, y.detach(), atol=1e-5) and torch.equal(kept, x.detach())
-    assert torch.allclose(layer.infer(x.detach(), bias), y.detach(), atol=1e-5)  # (evaluation's product)
+    for rows in (x.detach(), x.detach()[:1]):  # (evaluation's chain: a batch, and one example)
+        assert torch.allclose(run_chain([(layer.csr, bias, False)], rows), F.linear(rows, weight, bias), atol=1e-5)
     g_t = g.t().contiguous()
     assert torch.allclose(layer.weight_grad(g_t, kept), w.grad[mask.bool()], atol=1e-5)  # (row-major order)
     assert torch.allclose(layer.input_grad(g_t), x.grad, atol=1e-5)

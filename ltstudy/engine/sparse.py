@@ -30,7 +30,6 @@ from __future__ import annotations
 import warnings
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .config import TrainConfig
@@ -49,6 +48,51 @@ def csr_linear(csr: torch.Tensor, x: torch.Tensor, bias: torch.Tensor) -> torch.
     """x Wᵀ + b for a CSR W and x of shape (batch, in), read as it lies (the kernel takes the transposed operand
     as fast as a copied one); a (batch, out) view of a (out, batch)-contiguous result."""
     return torch.sparse.mm(csr, x.t()).add_(bias.unsqueeze(1)).t()
+
+
+# An inference pass as a chain of (weight, bias, ReLU after it), each weight CSR or dense: what evaluation and the
+# exported sparse model run. Not modules: at batch 1 a module call or an autograd context costs more than the
+# arithmetic of a 3.6% layer.
+Chain = list[tuple[torch.Tensor, torch.Tensor, bool]]
+
+
+def chain_of(model: nn.Module, weight, bias) -> Chain:
+    """The chain of a plain MLP (`plain_mlp`): weight(name, module) and bias(name, module) give each Linear's."""
+    chain: Chain = []
+    for name, m in model.named_children():
+        if isinstance(m, nn.Linear | CSRLinear):
+            chain.append((weight(name, m), bias(name, m), False))
+        elif isinstance(m, nn.ReLU):
+            chain[-1] = (*chain[-1][:2], True)
+        # (Flatten: run_chain flattens its input; Dropout: the identity in eval mode)
+    return chain
+
+
+def run_chain(chain: Chain, x: torch.Tensor) -> torch.Tensor:
+    """The logits of x (batch, ...) through `chain`, without a graph.
+
+    One example goes through matrix-vector products (`addmv`: a batch-1 product is the cheapest call, dense or
+    CSR). A batch goes in chunks of EVAL_CHUNK examples, each transposed once to (features, batch), the layout the
+    CSR kernel reads fastest, and kept so through every layer (a dense layer is then W h, a plain GEMM).
+    """
+    if len(x) == 1:
+        v = x.reshape(-1)
+        for w, b, relu in chain:
+            v = torch.addmv(b, w, v)
+            if relu:
+                v.relu_()
+        return v.unsqueeze(0)
+    return in_chunks(lambda part: _columns(chain, part), x)
+
+
+def _columns(chain: Chain, x: torch.Tensor) -> torch.Tensor:
+    h = x.reshape(len(x), -1).t().contiguous()
+    for w, b, relu in chain:
+        h = torch.sparse.mm(w, h).add_(b.unsqueeze(1)) if w.layout == torch.sparse_csr else \
+            torch.addmm(b.unsqueeze(1), w, h)
+        if relu:
+            h.relu_()
+    return h.t()
 
 
 def in_chunks(forward, x: torch.Tensor) -> torch.Tensor:
@@ -85,7 +129,8 @@ class SparseLinear:
         self.values = weight.detach().reshape(-1).index_select(0, self.flat).contiguous()
         with warnings.catch_warnings():  # ("beta state": torch's notice, once per process)
             warnings.simplefilter("ignore")
-            self.csr = torch.sparse_csr_tensor(crow, cols, self.values, (out_features, in_features),
+            # (int32 indices: torch's CSR kernels run faster with them; 2^31 weights a layer is far off)
+            self.csr = torch.sparse_csr_tensor(crow.int(), cols.int(), self.values, (out_features, in_features),
                                                check_invariants=False)
         # Wᵀ: the same values, in the order of the transposed structure.
         order = torch.argsort(cols * out_features + rows)
@@ -93,7 +138,7 @@ class SparseLinear:
         crow_t = torch.cat([counts_t.new_zeros(1), counts_t.cumsum(0)])
         self.perm_t = order
         self.values_t = self.values.index_select(0, order)
-        self.csr_t = torch.sparse_csr_tensor(crow_t, rows.index_select(0, order), self.values_t,
+        self.csr_t = torch.sparse_csr_tensor(crow_t.int(), rows.index_select(0, order).int(), self.values_t,
                                              (in_features, out_features), check_invariants=False)
 
     # Activations and gradients stay (features, batch)-contiguous between sparse layers, seen as transposed
@@ -103,10 +148,6 @@ class SparseLinear:
         """(x as the backward pass reads it, x Wᵀ + b) for x of shape (batch, in); both are (batch, ·) views."""
         x_t = x.t().contiguous()  # (free when x is such a view already)
         return x_t.t(), torch.sparse.mm(self.csr, x_t).add_(bias.unsqueeze(1)).t()
-
-    def infer(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        """x Wᵀ + b without keeping anything for a backward pass (evaluation has no sampled product to feed)."""
-        return csr_linear(self.csr, x, bias)
 
     def weight_grad(self, g_t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """(gᵀ x) at the mask's positions: the values' gradient, for gᵀ of shape (out, batch)."""
@@ -153,20 +194,9 @@ class SparseEval:
         for name, layer in self.layers.items():
             torch.index_select(state[f"{name}.weight"].reshape(-1), 0, layer.flat, out=layer.values)
 
-        def chunk(x: torch.Tensor) -> torch.Tensor:
-            for name, m in self.model.named_children():
-                if isinstance(m, nn.Linear):
-                    layer = self.layers.get(name)
-                    bias = state[f"{name}.bias"]
-                    x = F.linear(x, state[f"{name}.weight"], bias) if layer is None else layer.infer(x, bias)
-                elif isinstance(m, nn.ReLU):
-                    x = torch.relu(x)
-                elif isinstance(m, nn.Flatten):
-                    x = torch.flatten(x, m.start_dim, m.end_dim)
-                # (Dropout: the identity in eval mode)
-            return x
-
-        return lambda x: in_chunks(chunk, x)
+        chain = chain_of(self.model, lambda n, m: self.layers[n].csr if n in self.layers else state[f"{n}.weight"],
+                         lambda n, m: state[f"{n}.bias"])
+        return lambda x: run_chain(chain, x)
 
 
 class CSRLinear(nn.Module):
@@ -196,56 +226,21 @@ class CSRLinear(nn.Module):
 
 
 class SparseMLP(nn.Module):
-    """The inference model `sparse_model` builds. A call runs its layers in one loop over plain tensors, without a
-    module call or an autograd context each: at batch 1 those cost more than the arithmetic. One example goes
-    through matrix-vector products (`addmv`: a batch-1 `addmm` is the slower call, dense or CSR)."""
+    """The inference model `sparse_model` builds: its layers' weights run as one `run_chain` (no module call or
+    autograd context per layer; the modules stay, for reading)."""
 
     def __init__(self, layers: list[nn.Module]):
         super().__init__()
         self.layers = nn.ModuleList(layers)
         for p in self.parameters():
             p.requires_grad_(False)  # (inference only: no call records a graph)
-        # (weight, bias) for a Linear layer (CSR or dense), "relu", or a Flatten
-        self._plan: list = []
-        for m in layers:
-            if isinstance(m, CSRLinear | nn.Linear):
-                self._plan.append((m.weight, m.bias))
-            elif isinstance(m, nn.ReLU):
-                self._plan.append("relu")
-            else:
-                self._plan.append(m)
-        self._flattens = any(isinstance(m, nn.Flatten) for m in layers)
+        self._chain = chain_of(nn.Sequential(*layers), lambda n, m: m.weight, lambda n, m: m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.requires_grad:  # (the only way a call could record a graph: the weights need none)
             with torch.no_grad():
-                return self.forward(x.detach())
-        return self._one(x) if len(x) == 1 else self._batch(x)
-
-    def _one(self, x: torch.Tensor) -> torch.Tensor:
-        v = x[0].reshape(-1) if self._flattens else x[0]  # (one example's features, as the first Linear reads them)
-        for op in self._plan:
-            if op == "relu":
-                v = v.relu_()
-            elif type(op) is tuple:
-                v = torch.addmv(op[1], op[0], v)
-            # (a Flatten: done above)
-        return v.unsqueeze(0)
-
-    def _batch(self, x: torch.Tensor) -> torch.Tensor:
-        return in_chunks(self._chunk, x)  # (as evaluation does: CSR times a wide matrix loses to a dense GEMM)
-
-    def _chunk(self, x: torch.Tensor) -> torch.Tensor:
-        for op, m in zip(self._plan, self.layers, strict=True):
-            if op == "relu":
-                x = torch.relu(x)
-            elif type(m) is CSRLinear:
-                x = csr_linear(op[0], x, op[1])
-            elif type(op) is tuple:
-                x = torch.addmm(op[1], x, op[0].t())
-            else:
-                x = torch.flatten(x, m.start_dim, m.end_dim)
-        return x
+                return run_chain(self._chain, x.detach())
+        return run_chain(self._chain, x)
 
     def __iter__(self):
         return iter(self.layers)
