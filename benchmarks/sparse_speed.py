@@ -188,7 +188,7 @@ def part_export(args) -> dict:
                     times[name].append((time.perf_counter() - t0) / n)
             med = {k: statistics.median(v) for k, v in times.items()}
 
-            def paired(ref: str) -> float:
+            def paired(ref: str, times=times) -> float:
                 return statistics.median(a / b for a, b in zip(times[ref], times["sparse"], strict=True))
 
             out[f"batch_{batch}"] = {"seconds": med, "speedup": paired("dense"),

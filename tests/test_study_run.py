@@ -707,3 +707,33 @@ def test_save_tickets_logs_every_round_to_the_trials_run_and_no_cache_keeps_no_c
     assert {"mask.safetensors", "init.safetensors", "trained.safetensors", "ticket.json"} <= files
     assert not (stores.root / "cache").exists()  # --no-cache: every round trained, nothing kept
     assert all(not r["reused"] for r in trial.user_attrs["rounds"])
+
+
+def _child_connection(uri: str, results) -> None:
+    """In a forked child: whether the inherited pool is empty, then a query on the child's own connection."""
+    tracker = Tracker(uri)  # (MLflow's cached store: the parent's, with its engine)
+    engine = tracker.client._tracking_client.store.engine
+    inherited = engine.pool.checkedin()
+    results.put((inherited, [e.experiment_id for e in tracker.client.search_experiments()]))
+
+
+def test_a_forked_worker_opens_its_own_tracking_connection_and_leaves_its_parents_alone(stores: Stores):
+    """Two processes on one SQLite connection can corrupt the store: a `--jobs` worker (forked) gets its own."""
+    import multiprocessing
+
+    tracker = Tracker(stores.tracking_uri)
+    exp = tracker.experiment_id("fork")
+    engine = tracker.client._tracking_client.store.engine
+    assert engine.pool.checkedin() == 1  # (the parent's connection, pooled: what a fork would inherit)
+    with engine.connect() as conn:
+        parents = conn.connection.dbapi_connection
+    ctx = multiprocessing.get_context("fork")
+    results = ctx.Queue()
+    child = ctx.Process(target=_child_connection, args=(stores.tracking_uri, results))
+    child.start()
+    inherited, experiments = results.get(timeout=60)
+    child.join(timeout=60)
+    assert child.exitcode == 0 and inherited == 0 and exp in experiments
+    with engine.connect() as conn:  # the parent's connection is still open, and still its own
+        assert conn.connection.dbapi_connection is parents
+        assert conn.exec_driver_sql("select count(*) from experiments").scalar() >= 1

@@ -38,6 +38,11 @@ def _pyplot():
     return plt
 
 
+def load_matplotlib() -> None:
+    """Import matplotlib now (about 0.5 s): a process about to fork workers shares it with all of them."""
+    _pyplot()
+
+
 def save(fig, path=None, tight: bool = True) -> bytes | None:
     """Write the figure to `path`, or return its PNG bytes when path is None; closes it.
 

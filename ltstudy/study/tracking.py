@@ -16,6 +16,7 @@ import os
 import re
 import tempfile
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -27,6 +28,21 @@ T = TypeVar("T")
 
 PARENT_TAG = "mlflow.parentRunId"
 KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"  # MLflow 3's UI: open on the Runs table
+
+
+# MLflow caches one store per URI, and with it a SQLAlchemy connection pool: a forked `--jobs` worker inherits the
+# parent's pooled connections, and two processes on one SQLite connection can corrupt the store (on a database
+# server they would share one socket). A child drops them without closing them (the parent still uses them) and
+# keeps the engine, so it still skips the store's set-up.
+_ENGINES: weakref.WeakSet = weakref.WeakSet()
+
+
+def _drop_inherited_connections() -> None:
+    for engine in list(_ENGINES):
+        engine.dispose(close=False)
+
+
+os.register_at_fork(after_in_child=_drop_inherited_connections)
 
 
 def _quiet_mlflow_logs() -> None:
@@ -91,6 +107,9 @@ class Tracker:
             from .storage import schema_race_safe
 
             self.client = schema_race_safe(lambda: MlflowClient(tracking_uri=tracking_uri))
+        engine = getattr(getattr(self.client._tracking_client, "store", None), "engine", None)  # (a database store)
+        if engine is not None:
+            _ENGINES.add(engine)
 
     def __repr__(self) -> str:
         return f"Tracker({redact(self.uri)})"

@@ -26,6 +26,7 @@ from .loop import run_trials
 from .mlflow_logging import StudyLog
 from .optuna_api import fail_stale_trials
 from .owners import sweep_dead_owners
+from .plots import load_matplotlib
 from .session import COUNTED, RunOptions, attach_tracking, open_study, resolve
 from .signals import die_with_parent, interrupt_on_signals, stop_processes
 from .storage import open_storage
@@ -44,6 +45,9 @@ def run_local_workers(cfg: StudyConfig, opts: RunOptions, storage_url: str, uri:
     # Fork: a worker starts with everything this process has imported and checked (a spawned one re-imports
     # torch, optuna and mlflow: seconds per worker). It opens its own storage and tracking connections.
     ctx = multiprocessing.get_context("fork")
+    # Matplotlib too: imported once here, not by every worker for its first trial's figure and by this process again
+    # for the study's figures once the last trial has ended.
+    load_matplotlib()
     results = ctx.Queue()
     procs = [ctx.Process(target=worker_main, args=(cfg, opts, storage_url, uri, name, share, target, results),
                          kwargs={"stream": i + 1, "parent_pid": os.getpid()}, name=f"ltstudy-worker-{i + 1}")
