@@ -92,8 +92,12 @@ def part_round(args) -> dict:
                 train(RoundJob(1, model, masks, cfg, sched, 0, None, 0, args.iterations), data)
                 times[kernels].append(time.perf_counter() - t0)
         med = {k: statistics.median(v) for k, v in times.items()}
+        # (the median of the ratios within each repeat: the three rounds of a repeat ran within seconds of each
+        # other, so a burst of the machine's noise moves them together)
+        paired = {k: statistics.median(a / b for a, b in zip(times[k], times["dense"], strict=True))
+                  for k in ("sparse", "auto")}
         rows.append({"level": level, "density": density, "seconds": med,
-                     "sparse_vs_dense": med["sparse"] / med["dense"], "auto_vs_dense": med["auto"] / med["dense"]})
+                     "sparse_vs_dense": paired["sparse"], "auto_vs_dense": paired["auto"]})
         print(f"round {level:2d}  density {100 * density:6.2f}%  dense {med['dense']:6.2f} s  sparse "
               f"{med['sparse']:6.2f} s ({rows[-1]['sparse_vs_dense']:.2f}x)  auto {med['auto']:6.2f} s "
               f"({rows[-1]['auto_vs_dense']:.2f}x)", flush=True)
@@ -287,7 +291,7 @@ def main(argv: list[str] | None = None) -> dict:
                     help="plot: draw --plot from the --json of an earlier run (and --loaded)")
     ap.add_argument("--iterations", type=int, default=1000, help="iterations of each timed round (--part round)")
     ap.add_argument("--imp-iterations", type=int, default=3000, help="iterations per round of the IMP (--part imp)")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--data-dir", default="data")
     ap.add_argument("--load", type=int, default=0, help="competing busy processes")
     ap.add_argument("--json")
