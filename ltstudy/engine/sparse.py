@@ -71,8 +71,7 @@ def chain_of(model: nn.Module, weight, bias) -> Chain:
 def run_chain(chain: Chain, x: torch.Tensor) -> torch.Tensor:
     """The logits of x (batch, ...) through `chain`, without a graph.
 
-    One example goes through matrix-vector products (`addmv`: a batch-1 product is the cheapest call, dense or
-    CSR). A batch goes in chunks of EVAL_CHUNK examples, each transposed once to (features, batch), the layout the
+    One example goes through matrix-vector products (`addmv`: for one example the cheapest call, dense or CSR). A batch goes in chunks of EVAL_CHUNK examples, each transposed once to (features, batch), the layout the
     CSR kernel reads fastest, and kept so through every layer (a dense layer is then W h, a plain GEMM).
     """
     if len(x) == 1:
