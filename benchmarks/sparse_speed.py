@@ -170,7 +170,7 @@ def part_export(args) -> dict:
     masks = imp_masks(model, 15)
     apply_masks(model, masks)
     fast = sparse_model(model, masks)
-    # The same loop over the masked dense weights: how much of the gain is the loop's, not the sparsity's.
+    # The same chain over the masked dense weights: how much of the gain is the chain's, not the sparsity's.
     same_loop = SparseMLP([copy.deepcopy(m) for m in model.children() if not isinstance(m, torch.nn.Dropout)])
     x_all = torch.rand(1000, 1, 28, 28, generator=torch.Generator().manual_seed(1))
     out = {}

@@ -9,7 +9,7 @@ was written by the code as it stood on 2026-12-01 before the redesign of issue 1
 
 Bits depend on the CPU's kernels as well as on the code: even with torch's AVX2 kernels, oneDNN
 capped at AVX2 and MKL in its AVX2 reproducibility mode (what tox sets), an Intel and an AMD
-AVX-512 machine give other bits in 1 loss value of 3 and in a few accuracies. So the pins are kept
+AVX-512 machine give other bits in 78 of the 114 loss values and 5 of the 228 accuracies. So the pins are kept
 per platform, keyed by a fingerprint of plain-torch kernels on the shapes these searches use
 (`platform_key`). Where this platform has pins, every bit must match (a change that moves any bit
 fails here). Elsewhere the numbers must agree with every platform's pins within what a change of
@@ -24,6 +24,7 @@ import hashlib
 import json
 import math
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +62,17 @@ FIELDS = ("round", "density", "weights_remaining", "val_loss", "val_accuracy", "
 
 def platform_key() -> str:
     """A fingerprint of this platform's kernels: a plain-torch LeNet-300-100 and conv step on the digits' shapes
-    (forward at the training and evaluation batch sizes, backward, fused Adam), hashed bit for bit."""
+    (forward at the training and evaluation batch sizes, backward, fused Adam), hashed bit for bit, on one thread
+    (as the searches run)."""
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    try:
+        return _platform_key()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _platform_key() -> str:
     g = torch.Generator().manual_seed(0)
     h = hashlib.sha256()
     nets = [torch.nn.Sequential(torch.nn.Linear(64, 300), torch.nn.ReLU(), torch.nn.Linear(300, 100),
@@ -87,8 +97,9 @@ def platform_key() -> str:
     return h.hexdigest()[:16]
 
 
-# How far a move to another platform (same code) moved the numbers, with a margin: an Intel and an AMD machine
-# under tox differed by up to 3.3% in a loss, 1.1 points in an accuracy, and in one study's ticket by one round.
+# How far a move to another platform (same code) moved the numbers, with a margin: the Intel and the AMD machine's
+# pins differ by up to 2.2% in a loss, 0.28 points (one example) in an accuracy, and 0.125 in a study's ticket
+# sparsity (one round at p = 0.5).
 LOSS_REL, ACCURACY_ABS, SPARSITY_ABS = 0.1, 0.03, 0.2
 
 
@@ -206,6 +217,8 @@ def check(got: Any, part: str, pins: dict[str, Any], platform: str, name: str | 
     if platform in pins:
         assert got == of(pins[platform]), f"{part} {name or ''}: bits moved on platform {platform}"
     else:
+        warnings.warn(f"no pinned bits for platform {platform}: numbers checked within a platform's noise only "
+                      f"(python -m tests.test_pinned_numbers --write pins them)", stacklevel=2)
         for key, doc in pins.items():
             off = close(got, of(doc))
             assert not off, f"{part} {name or ''}: beyond a platform's noise from {key}'s pins: {off[:5]}"

@@ -216,3 +216,22 @@ def test_an_exported_tickets_sparse_model_predicts_what_the_dense_one_does_in_a_
     ticket_search(conv, digits, callbacks=conv_saver).run()
     with pytest.raises(ConfigError, match="covers fully connected networks"):
         load_ticket(conv_saver.written[0]).sparse_model()
+
+
+def test_the_sparse_chain_takes_an_empty_batch_and_leaves_a_network_starting_with_relu_to_the_dense_path():
+    from torch import nn
+
+    from ltstudy.engine.errors import ConfigError
+    from ltstudy.engine.sparse import sparse_model, sparse_supported
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(400, 100), nn.ReLU(inplace=True), nn.Linear(100, 10)).eval()
+    masks = {"1": (torch.rand(100, 400) < 0.05).float()}
+    with torch.no_grad():
+        net[1].weight.mul_(masks["1"])
+        empty = torch.zeros(0, 1, 20, 20)
+        assert sparse_model(net, masks)(empty).shape == net(empty).shape == (0, 10)
+    relu_first = nn.Sequential(nn.Flatten(), nn.ReLU(inplace=True), nn.Linear(400, 10))
+    assert not sparse_supported(relu_first, TrainConfig(kernels="sparse"), torch.device("cpu"))
+    with pytest.raises(ConfigError, match="a Linear layer first"):
+        sparse_model(relu_first, {})

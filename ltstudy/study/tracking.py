@@ -35,10 +35,12 @@ KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"  # MLflow 3
 # server they would share one socket). A child drops them without closing them (the parent still uses them) and
 # keeps the engine, so it still skips the store's set-up.
 _ENGINES: weakref.WeakSet = weakref.WeakSet()
+_INHERITED: list = []  # (the inherited pools, kept: freeing a connection could close it for the parent too)
 
 
 def _drop_inherited_connections() -> None:
     for engine in list(_ENGINES):
+        _INHERITED.append(engine.pool)
         engine.dispose(close=False)
 
 

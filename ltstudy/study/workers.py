@@ -26,7 +26,6 @@ from .loop import run_trials
 from .mlflow_logging import StudyLog
 from .optuna_api import fail_stale_trials
 from .owners import sweep_dead_owners
-from .plots import load_matplotlib
 from .session import COUNTED, RunOptions, attach_tracking, open_study, resolve
 from .signals import die_with_parent, interrupt_on_signals, stop_processes
 from .storage import open_storage
@@ -47,6 +46,8 @@ def run_local_workers(cfg: StudyConfig, opts: RunOptions, storage_url: str, uri:
     ctx = multiprocessing.get_context("fork")
     # Matplotlib too: imported once here, not by every worker for its first trial's figure and by this process again
     # for the study's figures once the last trial has ended.
+    from .plots import load_matplotlib
+
     load_matplotlib()
     results = ctx.Queue()
     procs = [ctx.Process(target=worker_main, args=(cfg, opts, storage_url, uri, name, share, target, results),
