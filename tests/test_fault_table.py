@@ -249,17 +249,48 @@ def test_a_dead_mlflow_server_stops_nothing_and_repair_logs_what_it_missed(tmp_p
 
 
 def test_every_storage_call_of_optunas_rdb_storage_rides_out_a_restart():
-    """(get_trial_user_attrs was left out once: a worker reading a trial's attrs during a restart died.)"""
+    """Public or private: Optuna's cached storage calls `_set_trial_param`, `_create_new_trial` and `_get_trials`
+    directly (a restart during `suggest_float` once killed a worker), and get_trial_user_attrs was left out once."""
+    import re
+
+    import optuna.storages._cached_storage as cached
     from optuna.storages import RDBStorage
 
     from ltstudy.study.rdb_retry import _CALLS, RetryingRDBStorage
 
-    schema_and_hooks = {"get_heartbeat_interval", "get_failed_trial_callback", "get_heartbeat_stale_trial_callback",
-                        "remove_session", "upgrade", "get_current_version", "get_head_version", "get_all_versions"}
-    public = {name for name, v in vars(RDBStorage).items() if callable(v) and not name.startswith("_")}
-    assert public - schema_and_hooks - set(_CALLS) == set()
-    assert all(getattr(RetryingRDBStorage, name) is not getattr(RDBStorage, name) for name in _CALLS
-               if hasattr(RDBStorage, name))
+    no_session = {"get_heartbeat_interval", "get_heartbeat_stale_trial_callback"}
+    called = set(re.findall(r"self\._backend\.(\w+)\(", Path(cached.__file__).read_text())) - no_session
+    assert {"_set_trial_param", "_create_new_trial", "_get_trials"} <= called
+    assert called - set(_CALLS) == set()
+    assert all(getattr(RetryingRDBStorage, name) is not getattr(RDBStorage, name) for name in _CALLS)
+
+
+def test_a_connection_cut_during_a_suggestion_is_retried(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """What PostgreSQL says to its clients on a restart (AdminShutdown), raised once while a trial's parameter is
+    written through the study's cached storage: the suggestion succeeds and the parameter is stored once."""
+    import sqlalchemy.exc
+    from optuna.storages import RDBStorage
+
+    from ltstudy.study.rdb_retry import RetryingRDBStorage
+
+    storage = RetryingRDBStorage(f"sqlite:///{tmp_path / 'optuna.db'}")
+    monkeypatch.setattr(RetryingRDBStorage, "retry_window", 30.0)
+    study = optuna.create_study(storage=storage, study_name="cut")
+    real, cuts = RDBStorage._set_trial_param_without_commit, []
+
+    def cut_once(self, *args, **kwargs):
+        if not cuts:
+            cuts.append(1)
+            raise sqlalchemy.exc.OperationalError(
+                "SELECT trials", {}, Exception("terminating connection due to administrator command"))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(RDBStorage, "_set_trial_param_without_commit", cut_once)
+    trial = study.ask()
+    assert trial.suggest_float("prune_rate", 0.2, 0.5) == pytest.approx(study.trials[0].params["prune_rate"])
+    assert cuts == [1]
+    assert optuna.load_study(study_name="cut", storage=f"sqlite:///{tmp_path / 'optuna.db'}").trials[0].params.keys() \
+        == {"prune_rate"}
 
 
 def test_a_postgresql_restart_under_two_workers_loses_no_trial(tmp_path: Path, pg: PgServer):

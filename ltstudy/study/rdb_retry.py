@@ -24,15 +24,30 @@ from .signals import deferred
 
 RETRY_WINDOW = 120.0  # seconds: a restart, or a failover, of the database server
 
-_CALLS = (
-    "create_new_study", "delete_study", "set_study_user_attr", "set_study_system_attr", "get_study_id_from_name",
-    "get_study_name_from_id", "get_study_directions", "get_study_user_attrs", "get_study_system_attrs",
-    "get_all_studies", "create_new_trial", "set_trial_param", "get_trial_param", "set_trial_state_values",
-    "set_trial_intermediate_value", "set_trial_user_attr", "set_trial_system_attr", "get_trial_user_attrs",
-    "get_trial_system_attrs",
-    "get_trial_id_from_study_id_trial_number", "get_trial", "get_all_trials", "get_best_trial", "record_heartbeat",
-    "_get_stale_trial_ids",
-)
+def _session_methods() -> tuple[str, ...]:
+    """Every method of RDBStorage that opens a database session, public or private.
+
+    Optuna's `_CachedStorage` (what `create_study` and `load_study` wrap an
+    RDBStorage in) calls private methods such as `_set_trial_param`,
+    `_create_new_trial` and `_get_trials` directly, so wrapping the public API
+    alone let a restart during `suggest_*` kill a worker (seen in CI). Reading
+    the source keeps the list right across Optuna releases.
+    """
+    import inspect
+
+    names = []
+    for name, value in vars(RDBStorage).items():
+        if callable(value) and not isinstance(value, staticmethod):
+            try:
+                source = inspect.getsource(value)
+            except (OSError, TypeError):
+                continue
+            if "_create_scoped_session(" in source and name != "_create_scoped_session":
+                names.append(name)
+    return tuple(names)
+
+
+_CALLS = _session_methods()
 
 
 # What a restarting server (or a busy SQLite file) says; "no such table" or "disk is full" are not worth a wait.
@@ -88,5 +103,4 @@ class RetryingRDBStorage(RDBStorage):
 
 
 for _name in _CALLS:
-    if hasattr(RDBStorage, _name):
-        setattr(RetryingRDBStorage, _name, _retrying(_name, getattr(RDBStorage, _name)))
+    setattr(RetryingRDBStorage, _name, _retrying(_name, getattr(RDBStorage, _name)))
