@@ -72,9 +72,20 @@ def test_n_of_one_shows_a_dash_for_the_spread_never_zero():
     assert Stat.of([0.5]).text() == "50.0 ± — (1)"
     assert Stat.of([0.5, 0.7]).text() == "60.0 ± 14.1 (2)"
     assert Stat.of([None]).text() == "n/a (0)"
-    cmp = compare([make_trial(0, [ticket_at(2)])], ["prune_rate"], EPS)
-    table = compare_table(cmp)
-    assert "75.0 ± — (1)" in table and "± 0.0" not in table
+    cmp = compare([make_trial(0, [ticket_at(2)]), make_trial(1, [ticket_at(1), ticket_at(3)], prune_rate=0.5)],
+                  ["prune_rate"], EPS)
+    one = next(line for line in compare_table(cmp).splitlines() if line.startswith("0.2 "))
+    assert "75.0 ± — (1)" in one and "± 0.0" not in one
+
+
+def test_a_table_whose_every_row_is_one_curve_gives_values_and_says_so_once():
+    """(The quickstart's tables printed '± — (1)' and 'n/a (0)' in every cell.)"""
+    cmp = compare([make_trial(0, [ticket_at(2)]), make_trial(1, [ticket_at(1)], prune_rate=0.5)], ["prune_rate"], EPS)
+    text = compare_text(cmp, "s")
+    assert cmp.single and "±" not in compare_table(cmp) and "(0)" not in compare_table(cmp)
+    assert text.count("Every row rests on one curve (one trial, one seed: n = 1)") == 1
+    row = next(line for line in compare_table(cmp).splitlines() if line.startswith("0.2 "))
+    assert row.split()[2:4] == ["75.0", "90.0"]  # ticket sparsity and accuracy, as values
 
 
 # --------------------------------------------------------------------------- what is (never) averaged
@@ -180,8 +191,35 @@ def test_rows_that_differ_only_in_the_compared_setting_get_a_welch_note():
     (note,) = cmp.notes
     p = ttest_ind([1 - D[i] for i in A_SEEDS], [1 - D[i] for i in B_SEEDS], equal_var=False).pvalue
     assert note["p"] == pytest.approx(p) and p >= 0.05
-    assert note["text"] == f"p=0.2 vs p=0.5 (k=0): ticket sparsity not distinguishable at n = 3 (p = {p:.2g})"
+    assert note["text"] == f"tickets p=0.2 vs p=0.5 (k=0): ticket sparsity not distinguishable at n = 3 (p = {p:.2g})"
     assert f"  {note['text']}" in compare_text(cmp, "s").splitlines()
+
+
+def test_each_note_names_its_kind_so_a_control_pair_never_reads_as_a_ticket_pair():
+    """(A control's pair has its ticket's settings: the quickstart printed each line two or three times.)"""
+    def trial(number, p, seeds):
+        return make_trial(number, [ticket_at(i) for i in seeds], prune_rate=p,
+                          controls={"random-reinit": [ticket_at(1)] * 3, "random-mask": [ticket_at(2)] * 3})
+
+    cmp = compare([trial(0, 0.2, A_SEEDS), trial(1, 0.5, B_SEEDS)], ["prune_rate"], EPS, searched=["prune_rate"])
+    texts = [n["text"] for n in cmp.notes]
+    assert len(texts) == 3 and len(set(texts)) == 3
+    assert [t.split(" p=")[0] for t in texts] == ["tickets", "random mask controls", "random re-init controls"]
+    assert [n["kind"] for n in cmp.notes] == ["ticket", "control: random mask", "control: random re-init"]
+    printed = compare_text(cmp, "s").splitlines()
+    assert all(f"  {t}" in printed for t in texts)
+
+
+def test_pairs_without_spread_are_counted_in_one_line_not_listed():
+    trials = [make_trial(i, [ticket_at(1 + i % 3)], prune_rate=p, rewind_iter=k,
+                         controls={"random-reinit": [ticket_at(1)]})
+              for i, (p, k) in enumerate([(0.2, 0), (0.5, 0), (0.2, 20), (0.5, 20)])]
+    cmp = compare(trials, ["prune_rate", "rewind_iter"], EPS, searched=["prune_rate", "rewind_iter"])
+    assert len(cmp.notes) == 12 and all(n["p"] is None for n in cmp.notes)
+    text = compare_text(cmp, "s")
+    assert "not distinguishable" not in text
+    (line,) = [ln for ln in text.splitlines() if "can be tested" in ln]
+    assert line.startswith("No pair of rows can be tested: the 12 pairs (6 of tickets, 6 of random re-init controls)")
 
 
 def test_a_clear_difference_is_reported_as_one():
