@@ -125,3 +125,90 @@ def test_the_cost_line_names_only_what_ran_and_where_it_came_from():
         "cost of this run: 200 training iterations of tickets (100 trained here, 100 from the cache); the stability "
         "copies came from the cache; 20 more trained here to replay training up to the rewind point θ_k")
     assert cost_text([]) == ""
+
+
+# --------------------------------------------------------------------------- `ticket`, the bars, the k axis, git
+
+
+def test_a_ticket_table_marks_the_rounds_that_came_from_the_cache():
+    """(A cached round showed the seconds of the run that trained it, as if trained again.)"""
+    from ltstudy.engine.rounds import RoundResult
+    from ltstudy.study.tables import round_table
+
+    def rec(i, reused):
+        return RoundResult(round=i, density=0.5 ** i, weights_remaining=100, val_loss=0.1, val_accuracy=0.9,
+                           early_stop_iteration=10, test_accuracy=0.9, test_accuracy_at_early_stop=0.9,
+                           train_loss=0.1, iterations=60, wall_seconds=1.25, reused=reused)
+
+    lines = round_table([rec(0, True), rec(1, False)]).splitlines()
+    assert lines[2].endswith("1.2500 (cached)") and lines[3].endswith("1.2500")
+    assert lines[4].startswith("(cached): loaded from the cache, not trained here")
+    assert "cached" not in round_table([rec(0, False)])
+
+
+def test_the_trials_round_bar_counts_every_seeds_ticket_rounds_and_control_levels():
+    """(It showed '2round': no total.)"""
+    from ltstudy.cli.progress import StudyProgress
+    from ltstudy.study.callbacks import StudyPlan
+
+    with StudyProgress(None, True, per_round=True) as progress:
+        progress.on_study_start(2, StudyPlan(trials=2, seeds=2, rounds=3, iterations=10, controls=2))
+        progress.on_trial_start(0)
+        assert progress.ticket.rounds.total == 2 * ((3 + 1) + 2 * 3)
+        assert "0/20" in str(progress.ticket.rounds)
+
+
+def stability(k, val, label="dense", density=1.0):
+    from ltstudy.engine.connectivity import Stability
+
+    return Stability(label, k, 0 if label == "dense" else 2, density, [0.0, 0.5, 1.0], [0.1, 0.1 + val, 0.1],
+                     [0.1, 0.1 + val, 0.1], (0, 1))
+
+
+@pytest.fixture
+def stability_figures(monkeypatch):
+    from ltstudy.study import stability_plots
+
+    made = []
+    monkeypatch.setattr(stability_plots, "save", lambda fig, path=None: made.append(fig))
+    return made
+
+
+@pytest.mark.parametrize("ks, scale", [((0, 20, 100), "linear"), ((0, 100, 2000), "symlog"),
+                                       ((50, 500, 5000), "log")])
+def test_instability_is_drawn_at_k_itself_so_distances_mean_iterations(stability_figures, ks, scale):
+    """(k = 0, 20, 100 were spaced evenly: 20 iterations looked as far as 80.)"""
+    from ltstudy.study.stability_plots import figure_dense_k, stability_figure
+    from ltstudy.study.stability_summary import summarise
+    from tests.report_helpers import rnd as record
+
+    stability_figure([stability(k, 0.01 * i) for i, k in enumerate(ks)])
+    curves = [type("C", (), {"rounds": [{**record(0, 1.0, 0.9), "stability_paths": [
+        stability(k, 0.01 * i).to_dict() for i, k in enumerate(ks)]}]})()]
+    figure_dense_k([("all", [s for s in summarise(curves) if s.label == "dense"])])
+    for ax in (stability_figures[0].axes[0], stability_figures[1].axes[0]):
+        assert ax.get_xscale() == scale
+        assert next(tuple(line.get_xdata()) for line in ax.lines if len(line.get_xdata()) == 3) == ks
+        assert [t.get_text() for t in ax.get_xticklabels()] == [str(k) for k in ks]
+        assert ("log scale" in ax.get_xlabel()) == (scale != "linear")
+
+
+def test_git_ignores_every_file_the_default_mlflow_store_leaves(tmp_path):
+    """(`mlflow/mlflow.db.lock` showed in `git status` after the quickstart.)"""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    from ltstudy.study.tracking import store_lock
+
+    root = Path(__file__).resolve().parents[1]
+    if shutil.which("git") is None or not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    (tmp_path / "mlflow").mkdir()
+    (tmp_path / "mlflow" / "mlflow.db").write_bytes(b"")
+    with store_lock(f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}"):
+        pass
+    made = sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / "mlflow").iterdir())
+    assert "mlflow/mlflow.db.lock" in made
+    for name in made:
+        assert subprocess.run(["git", "check-ignore", "--no-index", "-q", name], cwd=root).returncode == 0, name
