@@ -52,8 +52,12 @@ def section_controls(cmp: Comparison, col: Curves, eps: float) -> str:
             + figure(png, "tickets beside their controls",
                      f"The {len(panels)} settings with the sparsest tickets{e(more)}: test accuracy at the early-stop "
                      "iteration against density, the ticket (solid) and each control (dashed); mean over seeds "
-                     "with 95% t-interval error bars, n in the legend. The grey line is the dense network's test "
-                     "accuracy; the band below it is ε.")
+                     "with 95% t-interval error bars"
+                     + (f" (the ticket's only: with more than {plots.MANY_CONTROLS} controls their bars would hide "
+                        "one another; the table below has each spread)"
+                        if max(len(cs) for _, _, cs in panels) > plots.MANY_CONTROLS else "")
+                     + ", n in the legend. The grey line is the dense network's test accuracy; the band below it "
+                       "is ε.")
             + "<p>Ticket minus control, in points of test accuracy at the early-stop iteration, at the ticket's own "
               "round (the sparsest within ε; its density given, the number the run's summary gives) and at each "
               "density, per seed (a ticket and its control share the seed)"
@@ -78,4 +82,6 @@ def section_early_stop(col: Curves, eps: float, iterations: object = "T") -> str
                           "Figure 4); it cannot exceed the training length "
                           f"({e(iterations)} iterations per round), so points there mean the validation loss was "
                           "still falling at the end. Right: test accuracy at that iteration. Points are rounds: mean "
-                          "over curves with 95% t-interval error bars; n in the legend."))
+                          "over curves with 95% t-interval error bars"
+                          + (" (the ticket's only, beside this many controls)" if len(controls) > plots.MANY_CONTROLS
+                             else "") + "; n in the legend."))
