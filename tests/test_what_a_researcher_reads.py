@@ -212,3 +212,40 @@ def test_git_ignores_every_file_the_default_mlflow_store_leaves(tmp_path):
     assert "mlflow/mlflow.db.lock" in made
     for name in made:
         assert subprocess.run(["git", "check-ignore", "--no-index", "-q", name], cwd=root).returncode == 0, name
+
+
+def test_with_two_seeds_the_dense_instability_is_also_logged_as_their_mean_by_repair_too():
+    """(Only `seed_S/dense_val_instability` was in MLflow: every other metric has its mean unprefixed.)"""
+    from ltstudy.study.mlflow_logging import StudyLog, dense_instability_means
+
+    def seed(val0, val20):
+        paths = [{"label": "dense", "k": k, "val_instability": v, "test_instability": v / 2}
+                 for k, v in ((0, val0), (20, val20))]
+        return [{**curve(D[:2], [0.9, 0.9])[0], "stability_paths": paths}, curve(D[:2], [0.9, 0.9])[1]]
+
+    per_seed = [seed(0.08, 0.02), seed(0.04, 0.00)]
+    means = dense_instability_means(per_seed)
+    assert means == {0: {"dense_val_instability": pytest.approx(0.06), "dense_test_instability": pytest.approx(0.03)},
+                     20: {"dense_val_instability": pytest.approx(0.01), "dense_test_instability": pytest.approx(0.005)}}
+
+    class Tracker:  # what repair sees of MLflow: nothing logged yet
+        uri = "memory"
+
+        def __init__(self):
+            self.logged: dict[str, dict[int, float]] = {}
+
+        def logged_steps(self, run_id, key):
+            return set(self.logged.get(key, {}))
+
+        def log_metrics(self, run_id, values, step=0):
+            for k, v in values.items():
+                self.logged.setdefault(k, {})[step] = v
+
+    tracker = Tracker()
+    trial = make_trial(0, per_seed, seeds=[0, 1])
+    StudyLog(tracker)._sync_rounds("run", trial, [0, 1])
+    assert tracker.logged["dense_val_instability"] == {0: pytest.approx(0.06), 20: pytest.approx(0.01)}
+    assert tracker.logged["seed_1/dense_val_instability"] == {0: 0.04, 20: 0.0}
+    live = Tracker()
+    StudyLog(live).dense_means("run", per_seed)  # (what a trial logs when it ends)
+    assert live.logged == {k: {step: means[step][k] for step in means} for k in means[0]}

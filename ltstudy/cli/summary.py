@@ -64,7 +64,7 @@ def run_summary(study, cfg, new_trials) -> str:
                 dens = [d for g, d in at if g is not None]
                 row.append(at_ticket_text({"gap_at_ticket": st.mean, "gap_at_ticket_std": st.std,
                                            "gap_at_ticket_n": st.n, "ticket_density": sum(dens) / len(dens)
-                                           if dens else None}, spread=st.n > 1))
+                                           if dens else None}, spread=st.n > 1, show_n=False))
             rows.append(row)
             if all(p["round"] == len(c.rounds) - 1 and len(c.rounds) > 1 for p, c in zip(picks, own, strict=True)):
                 capped.append(t.number)

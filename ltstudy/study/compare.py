@@ -181,12 +181,12 @@ def ticket_gap(ticket: Curve, control: Curve, round_: int, acc: str) -> tuple[fl
     return t[acc] - control.rounds[round_][acc], t["density"]
 
 
-def at_ticket_text(gap: Mapping[str, Any], spread: bool = True) -> str:
+def at_ticket_text(gap: Mapping[str, Any], spread: bool = True, show_n: bool = True) -> str:
     """'1.7 ± 0.3 (3) at 12.1%': ticket minus control in points at the ticket's round, and its density."""
     st = Stat(gap.get("gap_at_ticket"), gap.get("gap_at_ticket_std"), gap.get("gap_at_ticket_n", 0))
     if st.mean is None:
         return "n/a"
-    return f"{st.text(100.0, 1, spread=spread)} at {density_label(gap['ticket_density'])}"
+    return f"{st.text(100.0, 1, show_n=show_n, spread=spread)} at {density_label(gap['ticket_density'])}"
 
 
 def row_label(row: Mapping[str, Any], names: Sequence[str]) -> str:
