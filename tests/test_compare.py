@@ -72,9 +72,20 @@ def test_n_of_one_shows_a_dash_for_the_spread_never_zero():
     assert Stat.of([0.5]).text() == "50.0 ± — (1)"
     assert Stat.of([0.5, 0.7]).text() == "60.0 ± 14.1 (2)"
     assert Stat.of([None]).text() == "n/a (0)"
-    cmp = compare([make_trial(0, [ticket_at(2)])], ["prune_rate"], EPS)
-    table = compare_table(cmp)
-    assert "75.0 ± — (1)" in table and "± 0.0" not in table
+    cmp = compare([make_trial(0, [ticket_at(2)]), make_trial(1, [ticket_at(1), ticket_at(3)], prune_rate=0.5)],
+                  ["prune_rate"], EPS)
+    one = next(line for line in compare_table(cmp).splitlines() if line.startswith("0.2 "))
+    assert "75.0 ± — (1)" in one and "± 0.0" not in one
+
+
+def test_a_table_whose_every_row_is_one_curve_gives_values_and_says_so_once():
+    """(The quickstart's tables printed '± — (1)' and 'n/a (0)' in every cell.)"""
+    cmp = compare([make_trial(0, [ticket_at(2)]), make_trial(1, [ticket_at(1)], prune_rate=0.5)], ["prune_rate"], EPS)
+    text = compare_text(cmp, "s")
+    assert cmp.single and "±" not in compare_table(cmp) and "(0)" not in compare_table(cmp)
+    assert text.count("Every row rests on one curve (one trial, one seed: n = 1)") == 1
+    row = next(line for line in compare_table(cmp).splitlines() if line.startswith("0.2 "))
+    assert row.split()[2:4] == ["75.0", "90.0"]  # ticket sparsity and accuracy, as values
 
 
 # --------------------------------------------------------------------------- what is (never) averaged
@@ -180,8 +191,35 @@ def test_rows_that_differ_only_in_the_compared_setting_get_a_welch_note():
     (note,) = cmp.notes
     p = ttest_ind([1 - D[i] for i in A_SEEDS], [1 - D[i] for i in B_SEEDS], equal_var=False).pvalue
     assert note["p"] == pytest.approx(p) and p >= 0.05
-    assert note["text"] == f"p=0.2 vs p=0.5 (k=0): ticket sparsity not distinguishable at n = 3 (p = {p:.2g})"
+    assert note["text"] == f"tickets p=0.2 vs p=0.5 (k=0): ticket sparsity not distinguishable at n = 3 (p = {p:.2g})"
     assert f"  {note['text']}" in compare_text(cmp, "s").splitlines()
+
+
+def test_each_note_names_its_kind_so_a_control_pair_never_reads_as_a_ticket_pair():
+    """(A control's pair has its ticket's settings: the quickstart printed each line two or three times.)"""
+    def trial(number, p, seeds):
+        return make_trial(number, [ticket_at(i) for i in seeds], prune_rate=p,
+                          controls={"random-reinit": [ticket_at(1)] * 3, "random-mask": [ticket_at(2)] * 3})
+
+    cmp = compare([trial(0, 0.2, A_SEEDS), trial(1, 0.5, B_SEEDS)], ["prune_rate"], EPS, searched=["prune_rate"])
+    texts = [n["text"] for n in cmp.notes]
+    assert len(texts) == 3 and len(set(texts)) == 3
+    assert [t.split(" p=")[0] for t in texts] == ["tickets", "random mask controls", "random re-init controls"]
+    assert [n["kind"] for n in cmp.notes] == ["ticket", "control: random mask", "control: random re-init"]
+    printed = compare_text(cmp, "s").splitlines()
+    assert all(f"  {t}" in printed for t in texts)
+
+
+def test_pairs_without_spread_are_counted_in_one_line_not_listed():
+    trials = [make_trial(i, [ticket_at(1 + i % 3)], prune_rate=p, rewind_iter=k,
+                         controls={"random-reinit": [ticket_at(1)]})
+              for i, (p, k) in enumerate([(0.2, 0), (0.5, 0), (0.2, 20), (0.5, 20)])]
+    cmp = compare(trials, ["prune_rate", "rewind_iter"], EPS, searched=["prune_rate", "rewind_iter"])
+    assert len(cmp.notes) == 12 and all(n["p"] is None for n in cmp.notes)
+    text = compare_text(cmp, "s")
+    assert "not distinguishable" not in text
+    (line,) = [ln for ln in text.splitlines() if "can be tested" in ln]
+    assert line.startswith("No pair of rows can be tested: the 12 pairs (6 of tickets, 6 of random re-init controls)")
 
 
 def test_a_clear_difference_is_reported_as_one():
@@ -235,11 +273,11 @@ def test_tables_statistics_and_plots_work_without_importing_torch(tmp_path):
 import sys
 sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
 from tests.report_helpers import curve, make_trial
-from ltstudy.study import compare, frontier, plots, report
+from ltstudy.study import compare, compare_plots, frontier, plots, report
 trials = [make_trial(0, [curve([1.0, 0.5, 0.25], [0.9, 0.9, 0.8])] * 2, seeds=[0, 1], kind="ticket"),
           make_trial(1, [curve([1.0, 0.5, 0.25], [0.9, 0.85, 0.8])], reinit="random", kind="control: random re-init")]
 print(compare.compare_text(compare.compare(trials, ["reinit"], 0.01, 0.2), "s"))
-plots.plot_compare(trials, ["reinit"], {str(tmp_path / "c.png")!r}, epsilon=0.01)
+compare_plots.plot_compare(trials, ["reinit"], {str(tmp_path / "c.png")!r}, epsilon=0.01)
 plots.plot_pareto(trials, frontier.round_frontier(trials), {str(tmp_path / "p.png")!r}, epsilon=0.01)
 assert "matplotlib" in sys.modules and "scipy" in sys.modules
 print("TORCH", sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))[:3])
@@ -267,9 +305,9 @@ def legend_texts(ax) -> list[str]:
 
 
 def test_density_axes_are_log_inverted_and_labelled_at_readable_densities(figures):
-    from ltstudy.study import plots
+    from ltstudy.study.compare_plots import plot_compare
 
-    plots.plot_compare(welch_trials(), ["prune_rate"], None, epsilon=EPS)
+    plot_compare(welch_trials(), ["prune_rate"], None, epsilon=EPS)
     (ax,) = figures[0].axes
     assert ax.get_xscale() == "log"
     left, right = ax.get_xlim()
@@ -279,13 +317,75 @@ def test_density_axes_are_log_inverted_and_labelled_at_readable_densities(figure
 
 
 def test_compare_plot_has_one_curve_per_row_with_n_and_a_dense_line_with_its_epsilon_band(figures):
-    from ltstudy.study import plots
+    from ltstudy.study.compare_plots import plot_compare
 
-    plots.plot_compare(welch_trials(), ["prune_rate"], None, epsilon=EPS, searched=["prune_rate", "rewind_iter"])
-    texts = legend_texts(figures[0].axes[0])
-    assert texts[:3] == ["p=0.2, k=0 (n=3)", "p=0.2, k=20 (n=1)", "p=0.5, k=0 (n=3)"]
-    assert any(t.startswith("dense (round 0), mean of 7 curves") for t in texts)
-    assert any(t.startswith("dense − ε (ε = 0.01") for t in texts)
+    plot_compare(welch_trials(), ["prune_rate"], None, epsilon=EPS, searched=["prune_rate", "rewind_iter"])
+    (fig,) = figures
+    (ax,) = fig.axes
+    assert len(curves_of(ax)) == 3  # p=0.2 k=0, p=0.2 k=20, p=0.5 k=0
+    texts = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert texts == ["p=0.2", "p=0.5", "k=0", "k=20", "dense (round 0): mean of 3 distinct dense networks",
+                     "dense − ε (ε = 0.01; tickets match on validation accuracy)",
+                     "n = 1–3 curves per point (fewer where marked)"]
+    assert fig.legends[0].get_title().get_text() == "colour: prune_rate; line and marker: rewind_iter"
+
+
+def curves_of(ax) -> list:
+    """The curves of an axes (points joined, with markers), not the dense line."""
+    return [line for line in ax.lines if line.get_marker() not in (None, "None", "", "_", "|")]  # (not caps)
+
+
+def grid_with_controls() -> list:
+    """The quickstart's shape: 3 p × 3 k × 2 scopes, one seed, every ticket beside random re-init and random mask;
+    all from seed 0, so one dense network."""
+    import itertools
+
+    controls = {"random-reinit": [ticket_at(1)], "random-mask": [ticket_at(0)]}
+    return [make_trial(i, [ticket_at(2)], prune_rate=p, rewind_iter=k, scope=scope, controls=controls)
+            for i, (p, k, scope) in enumerate(itertools.product((0.2, 0.35, 0.5), (0, 20, 100),
+                                                                ("layerwise", "global")))]
+
+
+def test_a_grid_with_controls_is_one_panel_per_kind_each_setting_looking_the_same_in_every_panel(figures):
+    """(The quickstart's plot was 36 curves in reused colours under a legend two-thirds of the figure, and said
+    'mean of 36 curves' of its one dense network.)"""
+    from ltstudy.study.compare_plots import plot_compare
+
+    plot_compare(grid_with_controls(), ["prune_rate", "rewind_iter"], None, epsilon=EPS,
+                 searched=["prune_rate", "rewind_iter", "scope"])
+    (fig,) = figures
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in axes] == ["tickets", "control: random mask", "control: random re-init"]
+    looks = []
+    for ax in axes:
+        drawn = curves_of(ax)
+        assert len(drawn) == 18
+        looks.append([(line.get_color(), line.get_linestyle(), line.get_marker()) for line in drawn])
+        assert len(set(looks[-1])) == 18  # every setting combination apart
+    assert looks[0] == looks[1] == looks[2]  # and drawn alike in each panel
+    assert len({colour for colour, _, _ in looks[0]}) == 9  # the colour says p and k, the line the scope
+    texts = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert len(texts) == 9 + 2 + 3 and texts.count("p=0.2, k=0") == 1
+    assert "dense network (round 0)" in texts and not any("mean of" in t for t in texts)
+    fig.canvas.draw()
+    legend = fig.legends[0].get_window_extent()
+    assert legend.width * legend.height < 0.25 * fig.bbox.width * fig.bbox.height
+    assert all(legend.y1 <= ax.get_window_extent().y0 for ax in axes)  # below the panels, never over a curve
+
+
+def test_a_study_of_many_controls_at_one_setting_is_one_panel_of_the_ticket_beside_them(figures):
+    """(The pruning-at-initialisation study: one setting, 19 controls.)"""
+    from ltstudy.study.compare_plots import plot_compare
+
+    names = ["random-reinit", "random-mask", "random-both"]
+    trials = [make_trial(0, [ticket_at(2), ticket_at(3)], controls={n: [ticket_at(i), ticket_at(i)]
+                                                                     for i, n in enumerate(names)})]
+    plot_compare(trials, ["prune_rate"], None, epsilon=EPS, searched=["prune_rate"])
+    (fig,) = figures
+    (ax,) = fig.axes
+    texts = {t.get_text() for t in ax.get_legend().get_texts()}
+    assert {"ticket (n=2)", "random re-init (n=2)", "random mask (n=2)", "random re-init + random mask (n=2)",
+            "dense (round 0): mean of 2 distinct dense networks"} <= texts
 
 
 def test_the_frontier_plot_explains_its_point_labels_and_keeps_validation_accuracy(figures):
@@ -331,3 +431,22 @@ def test_ticket_minus_control_is_paired_by_seed_then_averaged_over_seeds():
                                                                         curve(d, [0.9, 0.84, 0.79, 0.65])]})],
                    ["prune_rate"], EPS, searched=["prune_rate"]).gaps[0]
     assert same["gap_accuracy_at_0.5_std"] == pytest.approx(0.0)
+
+
+def test_many_controls_beside_one_ticket_are_means_whose_legend_starts_with_the_ticket(figures):
+    """(Pruning at initialisation: 19 controls' error bars at n = 2 hid every curve.)"""
+    from ltstudy.study.compare_plots import plot_compare
+
+    trial = make_trial(0, [ticket_at(2), ticket_at(3)], controls={"random-reinit": [ticket_at(1)] * 2})
+    for i in range(8):  # (eight more controls, as a study of pruning-at-init methods lists them)
+        trial.user_attrs["controls_per_seed"][f"method-{i}"] = [ticket_at(i % 3), ticket_at((i + 1) % 3)]
+        trial.user_attrs["controls"][f"method-{i}"] = f"control: method {i}"
+    plot_compare([trial], ["prune_rate"], None, epsilon=EPS, searched=["prune_rate"])
+    (fig,) = figures
+    (ax,) = fig.axes
+    texts = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert texts[0] == "ticket (n=2)" and len([t for t in texts if t.startswith("method ")]) == 8
+    assert "controls: means only, their 95% intervals left out (they would hide one another)" in texts
+    assert len(ax.containers) == 1  # the ticket's error bars, and no control's
+    looks = [(line.get_color(), line.get_linestyle(), line.get_marker()) for line in curves_of(ax)]
+    assert len(set(looks)) == len(looks) == 10

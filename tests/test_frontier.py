@@ -10,8 +10,9 @@ from hypothesis import strategies as st
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 
+from ltstudy.study.compare_plots import plot_compare
 from ltstudy.study.frontier import non_dominated, round_frontier, round_points
-from ltstudy.study.plots import plot_compare, plot_pareto
+from ltstudy.study.plots import plot_pareto
 from tests.report_helpers import kind_for
 
 # Few distinct values so that duplicates and ties in either coordinate are common.

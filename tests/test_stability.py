@@ -208,6 +208,11 @@ def test_a_study_measures_the_dense_network_at_each_k_and_only_the_chosen_rounds
     client = MlflowClient(stores.tracking_uri)
     run_id = trial.user_attrs["mlflow_run_id"]
     assert metric_steps(client, run_id, f"seed_{trial.user_attrs['seeds'][0]}/dense_val_instability") == [0, 20]
+    # ... and the mean over the seeds unprefixed, as every round metric's mean is
+    for split in ("val", "test"):
+        logged = {m.step: m.value for m in client.get_metric_history(run_id, f"dense_{split}_instability")}
+        assert logged == {k: pytest.approx(sum(r[0]["stability_paths"][i][f"{split}_instability"]
+                                               for r in per_seed) / 2) for i, k in enumerate((0, 20))}
     capsys.readouterr()
     assert cli.main(["stability", str(path), "--json", "summary.json", "--plot", "k.png"]) == 0
     out = capsys.readouterr().out

@@ -116,8 +116,9 @@ def test_compare_prints_a_table_that_says_what_its_numbers_are(done, here, capsy
     assert "validation accuracy at the early-stop iteration" in out and "interpolated" in out
     for header in ("ticket sparsity %", "ticket acc %", "acc@100%", "train iterations", " n "):
         assert header in out
-    assert "± — (1)" in out  # one seed per trial: no spread, never "± 0.0"
-    assert "± 0.0 (1)" not in out
+    # one seed per trial: said once, and each cell a value, never "± 0.0" nor "± — (1)"
+    assert "Every row rests on one curve (one trial, one seed: n = 1)" in out
+    assert "± 0.0" not in out and "± —" not in out
 
 
 def test_compare_writes_json_rows_and_a_png(done, here, capsys):

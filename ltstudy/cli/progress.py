@@ -11,8 +11,12 @@ from .common import fmt
 class TicketProgress(StudyCallback):
     """Bars for rounds and iterations of one search, shown only on a terminal."""
 
-    def __init__(self, n_rounds: int, enabled: bool, position: int = 0, label: str = "rounds"):
+    def __init__(self, n_rounds: int, enabled: bool, position: int = 0, label: str = "rounds",
+                 total: int | None = None):
+        """`total`: the rounds the bar counts, when not the one search's `n_rounds` + 1 (a trial's seeds and
+        controls)."""
         self.enabled, self.n_rounds, self.position, self.label = enabled, n_rounds, position, label
+        self.total = total
         self.rounds = self.iters = None
         self.current = ""  # the label of the job the iteration bar shows
 
@@ -20,8 +24,8 @@ class TicketProgress(StudyCallback):
         if self.enabled:
             from tqdm import tqdm
 
-            total = self.n_rounds + 1 if self.n_rounds else None  # unknown for a study's trials
-            self.rounds = tqdm(total=total, desc=self.label, unit="round", position=self.position, leave=False)
+            total = self.total or (self.n_rounds + 1 if self.n_rounds else None)
+            self.rounds = tqdm(total=total, desc=self.label, unit=" rounds", position=self.position, leave=False)
             self.iters = tqdm(total=0, desc="round 0", unit="it", position=self.position + 1, leave=False)
         return self
 
@@ -51,6 +55,7 @@ class StudyProgress(StudyCallback):
     def __init__(self, n_trials: int | None, enabled: bool, per_round: bool):
         self.enabled, self.n_trials, self.per_round = enabled, n_trials, per_round
         self.trials = None
+        self.plan = None
         self.ticket: TicketProgress | None = None
 
     def __enter__(self):
@@ -61,6 +66,7 @@ class StudyProgress(StudyCallback):
         return self
 
     def on_study_start(self, missing: int, plan=None) -> None:
+        self.plan = plan
         if self.trials is not None:
             self.trials.reset(total=missing)
 
@@ -68,7 +74,9 @@ class StudyProgress(StudyCallback):
         if self.enabled and self.per_round:
             if self.ticket is not None:
                 self.ticket.__exit__(None, None, None)
-            self.ticket = TicketProgress(0, True, position=1, label=f"trial {number} rounds").__enter__()
+            plan = self.plan  # (every seed's ticket rounds and its controls' levels, at most: a search may stop early)
+            total = plan.seeds * (plan.rounds + 1 + plan.controls * plan.rounds) if plan is not None else None
+            self.ticket = TicketProgress(0, True, position=1, label=f"trial {number} rounds", total=total).__enter__()
 
     def on_trial_round(self, number, seed, record, search="ticket") -> None:
         if self.ticket is not None:

@@ -16,10 +16,11 @@ from ..engine.errors import ConfigError
 from ..study.attrs import PARENT_ATTR
 from ..study.compare import compare as comparison
 from ..study.compare import compare_text
+from ..study.compare_plots import plot_compare
 from ..study.config import DEFAULT_STORAGE
 from ..study.frontier import pareto_trials, round_frontier
 from ..study.mlflow_logging import StudyLog
-from ..study.plots import plot_compare, plot_pareto
+from ..study.plots import plot_pareto
 from ..study.report import build_report
 from ..study.session import load_existing
 from ..study.storage import check_storage, check_tracking_uri, open_storage, redact, sqlite_path, storage_exists
@@ -93,7 +94,7 @@ def compare(args: argparse.Namespace) -> int:
         print(f"wrote {args.json}")
     if args.plot:
         plot_compare(trials, by, args.plot, title=f"{study.study_name}: by {', '.join(by)}",
-                     epsilon=cfg.study.epsilon, searched=list(cfg.searched))
+                     epsilon=cfg.study.epsilon, searched=list(cfg.searched), n_bins=args.bins)
         print(f"wrote {args.plot}")
     return 0
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from ..study.compare import at_ticket_text, ticket_gap
 from ..study.curves import TICKET, ticket_round
 from ..study.frontier import pareto_trials
 from ..study.stats import Stat
 from ..study.tables import format_table
 from ..study.trial_results import trial_curves
-from .common import fmt, setting_text
+from .common import setting_text
 
 
 def duration_text(seconds: float) -> str:
@@ -42,39 +45,67 @@ def run_summary(study, cfg, new_trials) -> str:
     if best:
         keys = [k for k in cfg.searched] or ["prune_rate"]
         controls = cfg.study.controls
+        objectives = cfg.objectives  # (a fraction in %, as the report shows it)
         rows, capped = [], []
         for t in best:
             curves = trial_curves(t)
             own = [c for c in curves if c.kind == TICKET]
             picks = [ticket_round(c.rounds, eps) for c in own]
-            row = [t.number, *[fmt(v) for v in t.values], *[setting_text(t.params.get(k, "")) for k in keys],
+            row = [t.number, *[o.display(v) for o, v in zip(objectives, t.values, strict=False)],
+                   *[setting_text(t.params.get(k, "")) for k in keys],
                    f"{100 * sum(p['density'] for p in picks) / len(picks):.2f}%",
                    pct(sum(p["val_accuracy"] for p in picks) / len(picks)),
                    pct(sum(p.get("test_accuracy_at_early_stop", 0.0) for p in picks) / len(picks))]
             for name in controls:  # the same seed's control at the ticket's round: the same density
                 kind = t.user_attrs.get("controls", {}).get(name)
-                gaps = [p["test_accuracy_at_early_stop"] - c.rounds[p["round"]]["test_accuracy_at_early_stop"]
-                        for c in curves if c.kind == kind for p, o in zip(picks, own, strict=False)
-                        if c.seed == o.seed and p["round"] < len(c.rounds)]
-                row.append(Stat.of(gaps).text(100.0, 1, show_n=False) if gaps else "n/a")
+                at = [ticket_gap(o, c, p["round"], "test_accuracy_at_early_stop") for c in curves if c.kind == kind
+                      for p, o in zip(picks, own, strict=True) if c.seed == o.seed]
+                st = Stat.of(g for g, _ in at if g is not None)
+                dens = [d for g, d in at if g is not None]
+                row.append(at_ticket_text({"gap_at_ticket": st.mean, "gap_at_ticket_std": st.std,
+                                           "gap_at_ticket_n": st.n, "ticket_density": sum(dens) / len(dens)
+                                           if dens else None}, spread=st.n > 1, show_n=False))
             rows.append(row)
             if all(p["round"] == len(c.rounds) - 1 and len(c.rounds) > 1 for p, c in zip(picks, own, strict=True)):
                 capped.append(t.number)
         lines.append("Pareto-optimal trials (ticket = sparsest round within ε of dense validation accuracy; test "
                      "accuracy at the early-stop iteration" + ("; vs control: ticket minus control test accuracy "
-                                                              "at the ticket's round, in points" if controls else "")
+                                                              "in points at the ticket's round, and its density"
+                                                              if controls else "")
                      + "):")
-        lines.append(format_table(["trial", *cfg.study.objectives, *keys, "ticket density", "ticket val acc",
+        lines.append(format_table(["trial", *(o.heading for o in objectives), *keys, "ticket density", "ticket val acc",
                                    "ticket test acc", *(f"vs {c}" for c in controls)], rows))
         for number in capped:
             lines.append(f"trial {number}: every round matched; `rounds` caps this answer (the ticket is the last "
                          "round searched: raise rounds or lower target_density to see how far it goes)")
-    rounds = [r for t in new_trials if t.user_attrs.get("rounds") for c in trial_curves(t)
-              for r in (c.rounds if c.kind == TICKET else c.rounds[1:])]  # (a control's round 0 is the ticket's)
-    if rounds:
-        nominal = sum(r.get("iterations", 0) for r in rounds)
-        computed = sum(r.get("computed_iterations", 0) for r in rounds)
-        copies = any(r.get("stability_paths") for r in rounds)
-        lines.append(f"cost of this run: {nominal:,} training iterations of tickets and controls; {computed:,} "
-                     f"trained here{', stability copies included' if copies else ''} (the rest came from the cache)")
+    cost = cost_text([(c.kind, r) for t in new_trials if t.user_attrs.get("rounds") for c in trial_curves(t)
+                      for r in (c.rounds if c.kind == TICKET else c.rounds[1:])])  # (a control's round 0: the ticket's)
+    if cost:
+        lines.append(cost)
     return "\n".join(lines)
+
+
+def cost_text(rounds: Sequence[tuple[str, dict]]) -> str:
+    """What this run trained: the rounds' iterations, how many of them were trained here and how many came from the
+    cache, and, apart, what measuring stability (its copies) and replaying training to θ_k cost on top.
+
+    A round's `computed_iterations` is everything trained for it here: its own iterations unless it was reused,
+    plus the stability copies trained for it (each path's `trained_iterations`), plus any replay to θ_k.
+    """
+    if not rounds:
+        return ""
+    total = sum(r.get("iterations", 0) for _, r in rounds)
+    trained = sum(r.get("iterations", 0) for _, r in rounds if not r.get("reused"))
+    copies = sum(p.get("trained_iterations", 0) for _, r in rounds for p in r.get("stability_paths") or [])
+    measured = any(r.get("stability_paths") for _, r in rounds)
+    replays = max(0, sum(r.get("computed_iterations", 0) for _, r in rounds) - trained - copies)
+    what = "tickets and controls" if any(kind != TICKET for kind, _ in rounds) else "tickets"
+    source = ("all trained here" if trained == total else "all from the cache" if trained == 0 else
+              f"{trained:,} trained here, {total - trained:,} from the cache")
+    line = f"cost of this run: {total:,} training iterations of {what} ({source})"
+    if measured:
+        line += (f"; {copies:,} more trained here for the stability copies" if copies else
+                 "; the stability copies came from the cache")
+    if replays:
+        line += f"; {replays:,} more trained here to replay training up to the rewind point θ_k"
+    return line

@@ -58,6 +58,11 @@ class Comparison:
     gaps: list[dict] = field(default_factory=list)  # each ticket minus each of its controls (control_gaps)
     bins: dict[str, Bins] = field(default_factory=dict)  # settings searched as ranges, and their bins
 
+    @property
+    def single(self) -> bool:
+        """Every row rests on one curve: no cell has a spread, and the tables say so once instead of in each."""
+        return bool(self.rows) and all(r["n"] <= 1 for r in self.rows)
+
     def to_json(self) -> dict:
         return {"by": self.by, "context": self.context, "split": self.split, "objectives": self.objectives,
                 "accuracy": SPLIT_NAMES[self.split], "epsilon": self.epsilon,
@@ -126,12 +131,20 @@ def compare(trials: Sequence, by: Sequence[str], epsilon: float, density: float 
     excluded = {k: census_[k] for k in ("diverged", "duplicate", "failed", "running") if census_[k]}
     extra = [o.spec for o in columns if o.spec not in SUMMARY_OBJECTIVES]
     return Comparison(rows, by, context, grid, split, epsilon, density, notes, col.repeats, excluded, extra,
-                      control_gaps(rows, keys, grid), bins)
+                      control_gaps(rows, keys, grid, {(*col.key(c), c.kind, str(c.seed)): c for c in col.curves},
+                                   acc), bins)
 
 
-def control_gaps(rows: Sequence[dict], keys: Sequence[str], grid: Sequence[float]) -> list[dict]:
+def control_gaps(rows: Sequence[dict], keys: Sequence[str], grid: Sequence[float],
+                 curves: Mapping[tuple, Curve] | None = None, acc: str = ACCURACY_KEYS["val"]) -> list[dict]:
     """Each ticket row against each of its controls (the same settings): ticket minus control accuracy at each
-    grid density, per seed (paired: the same seed's ticket and control), with mean, std and n over seeds."""
+    grid density, per seed (paired: the same seed's ticket and control), with mean, std and n over seeds.
+
+    With the rows' `curves` (by settings, kind and seed), also at the ticket's own round: each seed's ticket
+    round against the same seed's control at that level (the same density, nothing interpolated), as
+    `gap_at_ticket`, with the mean density of those rounds as `ticket_density`: the number `ltstudy run`'s
+    summary gives beside the front, said the same way (`at_ticket_text`).
+    """
     tickets = {tuple(r[k] for k in keys): r for r in rows if r["kind"] == TICKET}
     out = []
     for r in rows:
@@ -146,8 +159,34 @@ def control_gaps(rows: Sequence[dict], keys: Sequence[str], grid: Sequence[float
                      if str(c["seed"]) in by_seed and c[name] is not None and by_seed[str(c["seed"])][name] is not None]
             st = Stat.of(diffs)
             gap.update({f"gap_{name}": st.mean, f"gap_{name}_std": st.std, f"gap_{name}_n": st.n})
+        if curves is not None:
+            where = tuple(r[k] for k in keys)
+            at = [ticket_gap(curves[(*where, TICKET, seed)], curves[(*where, r["kind"], seed)],
+                             by_seed[seed]["ticket_round"], acc)
+                  for seed in (str(c["seed"]) for c in r["curves"]) if seed in by_seed]
+            st = Stat.of(g for g, _ in at if g is not None)
+            dens = [d for g, d in at if g is not None]
+            gap.update({"gap_at_ticket": st.mean, "gap_at_ticket_std": st.std, "gap_at_ticket_n": st.n,
+                        "ticket_density": sum(dens) / len(dens) if dens else None})
         out.append(gap)
     return out
+
+
+def ticket_gap(ticket: Curve, control: Curve, round_: int, acc: str) -> tuple[float | None, float]:
+    """Ticket minus control `acc` at the ticket's round (the control's level of the same index: the same mask
+    density), and that density; None where the control has no such level or either value is missing."""
+    t = ticket.rounds[round_]
+    if round_ >= len(control.rounds) or t.get(acc) is None or control.rounds[round_].get(acc) is None:
+        return None, t["density"]
+    return t[acc] - control.rounds[round_][acc], t["density"]
+
+
+def at_ticket_text(gap: Mapping[str, Any], spread: bool = True, show_n: bool = True) -> str:
+    """'1.7 ± 0.3 (3) at 12.1%': ticket minus control in points at the ticket's round, and its density."""
+    st = Stat(gap.get("gap_at_ticket"), gap.get("gap_at_ticket_std"), gap.get("gap_at_ticket_n", 0))
+    if st.mean is None:
+        return "n/a"
+    return f"{st.text(100.0, 1, show_n=show_n, spread=spread)} at {density_label(gap['ticket_density'])}"
 
 
 def row_label(row: Mapping[str, Any], names: Sequence[str]) -> str:
@@ -163,13 +202,21 @@ def _short(k: str) -> str:
     return _SHORT.get(k, k)
 
 
+def kind_label(kind: str) -> str:
+    """What a row's curves are, in a sentence: 'tickets', 'random mask controls'."""
+    return "tickets" if kind == TICKET else f"{kind.removeprefix('control: ')} controls"
+
+
 def _pairwise(rows: Sequence[dict], by: Sequence[str], context: Sequence[str]) -> list[dict]:
-    """Welch's t-test on per-curve ticket sparsity between rows of one kind that differ only in the `by` settings."""
+    """Welch's t-test on per-curve ticket sparsity between rows of one kind that differ only in the `by` settings;
+    the tickets' pairs first, then each control's. Each note's text names its kind: a control's pair has the same
+    settings as a ticket's, and would otherwise read the same."""
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         groups.setdefault((*(r[k] for k in context), r["kind"]), []).append(r)
     notes = []
-    for (*ctx, _), members in groups.items():
+    for (*ctx, kind), members in sorted(groups.items(), key=lambda kv: (kv[0][-1] != TICKET, kv[0][-1])):
+        what = "ticket sparsity" if kind == TICKET else "their sparsity within ε"
         for i, a in enumerate(members):
             for b in members[i + 1:]:
                 va = [c["ticket_sparsity"] for c in a["curves"]]
@@ -177,9 +224,9 @@ def _pairwise(rows: Sequence[dict], by: Sequence[str], context: Sequence[str]) -
                 p = welch(va, vb)
                 diff, verdict = distinguishable_text(len(va), len(vb), p)
                 where = row_label(dict(zip(context, ctx, strict=True)), context)
-                text = (f"{row_label(a, by)} vs {row_label(b, by)}" + (f" ({where})" if where else "")
-                        + f": ticket sparsity {verdict}")
-                notes.append({"a": {k: a[k] for k in by}, "b": {k: b[k] for k in by}, "kind": a["kind"],
+                text = (f"{kind_label(kind)} {row_label(a, by)} vs {row_label(b, by)}"
+                        + (f" ({where})" if where else "") + f": {what} {verdict}")
+                notes.append({"a": {k: a[k] for k in by}, "b": {k: b[k] for k in by}, "kind": kind,
                               "context": dict(zip(context, ctx, strict=True)), "n_a": len(va), "n_b": len(vb),
                               "p": p, "distinguishable": diff, "text": text})
     return notes
@@ -195,7 +242,7 @@ def compare_table(cmp: Comparison) -> str:
     body = []
     for r in cmp.rows:
         def st(name: str, scale: float = 100.0, digits: int = 1, r=r) -> str:
-            return Stat(r[name], r[f"{name}_std"], r[f"{name}_n"]).text(scale, digits)
+            return Stat(r[name], r[f"{name}_std"], r[f"{name}_n"]).text(scale, digits, spread=not cmp.single)
 
         body.append([*(str(r[k]) for k in cmp.by + cmp.context), *([r["kind"]] if show_kind else []), r["n"],
                      st("ticket_sparsity"), st("ticket_accuracy"), *(st(c) for c in cols),
@@ -204,18 +251,26 @@ def compare_table(cmp: Comparison) -> str:
     return format_table(headers, body)
 
 
+def gap_stat(gap: Mapping[str, Any], density: float) -> Stat:
+    name = f"gap_{acc_key(density)}"
+    return Stat(gap[name], gap[f"{name}_std"], gap[f"{name}_n"])
+
+
 def gap_table(cmp: Comparison) -> str:
-    """Ticket minus control, per density, paired by seed: one row per (settings, control)."""
+    """Ticket minus control at the ticket's round, then per density, paired by seed: one row per (settings,
+    control)."""
     keys = cmp.by + cmp.context
     grid = [d for d in cmp.grid if d < 1.0]  # (at 100% both are the same dense round)
-    headers = [*(_short(k) for k in keys), "control", *(f"gap@{density_label(d)}" for d in grid)]
-    body = [[*(str(g[k]) for k in keys), g["control"].removeprefix("control: "),
-             *(Stat(g[f"gap_{acc_key(d)}"], g[f"gap_{acc_key(d)}_std"], g[f"gap_{acc_key(d)}_n"]).text(100.0, 1)
-               for d in grid)] for g in cmp.gaps]
+    headers = [*(_short(k) for k in keys), "control", "at ticket's round",
+               *(f"gap@{density_label(d)}" for d in grid)]
+    body = [[*(str(g[k]) for k in keys), g["control"].removeprefix("control: "), at_ticket_text(g, not cmp.single),
+             *(gap_stat(g, d).text(100.0, 1, spread=not cmp.single) for d in grid)] for g in cmp.gaps]
     return format_table(headers, body)
 
 
 MAX_NOTES = 24
+ONE_CURVE = ("Every row rests on one curve (one trial, one seed: n = 1), so a cell is that curve's value, with no "
+             "spread; n/a: the curve never reached that density. ")
 
 
 def mean_only(cmp: Comparison) -> list[int]:
@@ -223,14 +278,40 @@ def mean_only(cmp: Comparison) -> list[int]:
     return sorted({c["trial"] for r in cmp.rows for c in r["curves"] if isinstance(c["seed"], tuple)})
 
 
+def notes_text(notes: Sequence[dict]) -> list[str]:
+    """The pairs that can be tested, one line each (at most MAX_NOTES); those that cannot, in one line."""
+    tested = [n for n in notes if n["p"] is not None]
+    untested = [n for n in notes if n["p"] is None]
+    lines = []
+    if tested:
+        lines.append("Rows of one kind that differ only in the compared settings (Welch's t-test on per-curve ticket "
+                     f"sparsity, distinguishable if p < {ALPHA}; no correction for multiple comparisons):")
+        lines += [f"  {n['text']}" for n in tested[:MAX_NOTES]]
+        if len(tested) > MAX_NOTES:
+            lines.append(f"  ... and {len(tested) - MAX_NOTES} more pairs (all in --json)")
+    if untested:
+        kinds: dict[str, int] = {}
+        for n in untested:
+            kinds[kind_label(n["kind"])] = kinds.get(kind_label(n["kind"]), 0) + 1
+        pairs = f"{len(untested)} {'pair' if len(untested) == 1 else 'pairs'} (" + ", ".join(
+            f"{v} of {k}" for k, v in kinds.items()) + ")"
+        lines.append(f"Not tested: {pairs} with one curve on a side (no seed-to-seed spread to test against; "
+                     "every pair is in --json)." if tested else
+                     f"No pair of rows can be tested: the {pairs} that differ only in the compared settings each have "
+                     "one curve on a side (no seed-to-seed spread to test against); raise [study].replicates to 3 or "
+                     "more. Every pair is in --json.")
+    return lines
+
+
 def compare_text(cmp: Comparison, name: str) -> str:
     """What `ltstudy compare` prints: a header that says what the numbers are, the table, the notes."""
     ctx = f"; context: {', '.join(cmp.context)}" if cmp.context else ""
     lines = [
         f"'{name}': one row per combination of the searched settings (compared: {', '.join(cmp.by)}{ctx}).",
-        f"n = (setting combination, seed) curves behind each number: mean ± sample std (n), '—' when n = 1. "
-        f"Ticket = sparsest round within ε = {cmp.epsilon:g} of dense validation accuracy, per curve; its speedup is "
-        "ShrinkBench's theoretical one (dense over non-zero multiply-adds per example).",
+        (ONE_CURVE if cmp.single else "n = (setting combination, seed) curves behind each number: mean ± sample "
+         "std (n), '—' when n = 1. ")
+        + f"Ticket = sparsest round within ε = {cmp.epsilon:g} of dense validation accuracy, per curve; its speedup "
+        "is ShrinkBench's theoretical one (dense over non-zero multiply-adds per example).",
         f"Accuracy: {SPLIT_NAMES[cmp.split]}, in %; acc@X is interpolated linearly in log density between each "
         "curve's rounds (never extrapolated).",
         *(f"{b.describe()}." for b in cmp.bins.values()),
@@ -249,15 +330,12 @@ def compare_text(cmp: Comparison, name: str) -> str:
                                                   for k, v in cmp.excluded.items()))
     if cmp.gaps:
         lines += ["", "Each ticket against its own controls (the same settings, trained on the ticket's masks): "
-                      "ticket minus control accuracy in points at each density, paired by seed, mean ± std (n):",
+                      "ticket minus control accuracy in points, at the ticket's own round (its density given) and at "
+                      "each density, paired by seed"
+                      + (":" if cmp.single else ", mean ± std (n):"),
                   gap_table(cmp)]
     if cmp.notes:
-        lines.append("")
-        lines.append("Rows that differ only in the compared settings (Welch's t-test on per-curve ticket sparsity, "
-                     f"distinguishable if p < {ALPHA}; no correction for multiple comparisons):")
-        lines += [f"  {n['text']}" for n in cmp.notes[:MAX_NOTES]]
-        if len(cmp.notes) > MAX_NOTES:
-            lines.append(f"  ... and {len(cmp.notes) - MAX_NOTES} more pairs (all in --json)")
+        lines += ["", *notes_text(cmp.notes)]
     return "\n".join(lines)
 
 

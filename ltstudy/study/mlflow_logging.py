@@ -10,7 +10,8 @@ per study, one child run per trial nested with an explicit parent run id.
   searched values, `pareto`, `retry_of`), the trial's whole engine config as
   params, every round's metrics with step = round (prefixed `seed_S/` when a
   trial has several seeds, whose mean is logged unprefixed), the dense
-  network's instability with step = k (`[stability] dense_ks`), the objective
+  network's instability with step = k (`[stability] dense_ks`; with several
+  seeds, each seed's prefixed and their mean unprefixed), the objective
   and constraint values, `rounds.csv`, `rounds.json`,
   `accuracy_vs_density.png`, and saved tickets under `tickets/` and
   `ticket/`; it ends FINISHED (complete or diverged), KILLED (pruned) or
@@ -64,6 +65,19 @@ def rounds_csv(rounds: Iterable[Mapping[str, Any]]) -> str:
     keys = list(rows[0])
     lines = [",".join(keys)] + [",".join(str(r.get(k, "")) for k in keys) for r in rows]
     return "\n".join(lines) + "\n"
+
+
+def dense_instability_means(per_seed: Sequence[Sequence[Mapping[str, Any]]]) -> dict[int, dict[str, float]]:
+    """k -> {"dense_val_instability": mean, "dense_test_instability": mean} over the seeds' dense paths
+    (`[stability] dense_ks`, held in each seed's round records)."""
+    found: dict[int, list[Mapping[str, Any]]] = {}
+    for rounds in per_seed:
+        for rnd in rounds:
+            for path in rnd.get("stability_paths") or []:
+                if path["label"] == "dense":
+                    found.setdefault(int(path["k"]), []).append(path)
+    return {k: {f"dense_{split}_instability": sum(p[f"{split}_instability"] for p in paths) / len(paths)
+                for split in ("val", "test")} for k, paths in sorted(found.items())}
 
 
 def _quietly(fn: Callable) -> Callable:
@@ -190,6 +204,13 @@ class StudyLog:
                 self.tracker.log_metrics(run_id, {f"{prefix}dense_val_instability": path["val_instability"],
                                                   f"{prefix}dense_test_instability": path["test_instability"]},
                                          step=int(path["k"]))
+
+    @_quietly
+    def dense_means(self, run_id: str, per_seed: Sequence[Sequence[Mapping[str, Any]]]) -> None:
+        """With several seeds: the dense network's instability at each k, mean over the seeds that measured it,
+        unprefixed beside each seed's `seed_S/dense_*` (as every round metric's mean is)."""
+        for k, values in dense_instability_means(per_seed).items():
+            self.tracker.log_metrics(run_id, values, step=k)
 
     @_quietly
     def dataset(self, run_id: str, data) -> None:
@@ -354,6 +375,11 @@ class StudyLog:
                        if i < len(levels)]
         if len(seeds) > 1 and [r for r in per_seed if r]:
             series.append(("", mean_rounds([r for r in per_seed if r])))
+            done = self.tracker.logged_steps(run_id, "dense_val_instability")
+            means = dense_instability_means([r for r in per_seed if r])
+            for k, values in means.items():
+                if k not in done:
+                    self.tracker.log_metrics(run_id, values, step=k)
         logged = 0
         for prefix, rounds in series:
             done = self.tracker.logged_steps(run_id, f"{prefix}val_accuracy")

@@ -21,7 +21,7 @@ from .binning import is_number, tick_labels
 from .compare import ACCURACY_KEYS, cell_table, levels, round_stats, row_label, setting_order
 from .curves import READABLE_DENSITIES, TICKET, Curve, density_label
 from .frontier import round_points
-from .trial_results import Curves, collect
+from .trial_results import Curves
 
 TEST_LABEL = "test accuracy at early stop"
 VAL_LABEL = "validation accuracy at early stop"
@@ -81,16 +81,29 @@ def density_axis(ax, densities: Sequence[float] = ()) -> None:
     ax.grid(alpha=0.3)
 
 
-def dense_line(ax, dense: Sequence[float], epsilon: float | None, what: str = "curves", legend: bool = True) -> None:
-    """The mean dense (round 0) accuracy, and the ε band below it."""
+def dense_line(ax, dense: Sequence[float], epsilon: float | None, what: str = "curves", legend: bool = True,
+               label: str | None = None) -> None:
+    """The mean dense (round 0) accuracy, and the ε band below it; `label` says what the mean is over."""
     if not dense:
         return
     m = sum(dense) / len(dense)
     ax.axhline(m, color="0.35", lw=1.0, ls="--",
-               label=f"dense (round 0), mean of {len(dense)} {what}" if legend else None)
+               label=(label or f"dense (round 0), mean of {len(dense)} {what}") if legend else None)
     if epsilon:
         ax.axhspan(m - epsilon, m, color="0.6", alpha=0.18, lw=0,
                    label=f"dense − ε (ε = {epsilon:g}; tickets match on validation accuracy)" if legend else None)
+
+
+def dense_networks(curves: Sequence[Curve], key: str) -> list[float]:
+    """`key` of each distinct dense network among `curves`: a ticket and its controls share one, and trials with
+    the same seed and training settings share one too (the same round 0), so each counts once."""
+    seen = {(str(c.seed), c.rounds[0].get("val_accuracy"), c.rounds[0].get(key)) for c in curves
+            if c.rounds and c.rounds[0].get(key) is not None}
+    return [v for _, _, v in sorted(seen, key=str)]
+
+
+def dense_label(n: int) -> str:
+    return "dense network (round 0)" if n == 1 else f"dense (round 0): mean of {n} distinct dense networks"
 
 
 def _legend(ax, **kw) -> None:
@@ -99,8 +112,13 @@ def _legend(ax, **kw) -> None:
         ax.legend(fontsize=7.5, **kw)
 
 
-def _legend_outside(ax) -> None:
-    _legend(ax, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+def _legend_outside(ax, first: str = "") -> None:
+    """The legend beside the axes; the entry whose label starts with `first` (the ticket) at its top."""
+    handles, labels = ax.get_legend_handles_labels()
+    order = sorted(range(len(labels)), key=lambda i: not (first and labels[i].startswith(first)))
+    if handles:
+        ax.legend([handles[i] for i in order], [labels[i] for i in order], fontsize=7.5, loc="upper left",
+                  bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
 
 
 def percent_axis(ax) -> None:
@@ -121,9 +139,9 @@ def clamp_y(ax, low: float, high: float) -> None:
 
 
 def draw_group(ax, curves: Sequence[Curve], key: str, label: str, color=None, band: bool = True,
-               linestyle: str = "-", marker: str = "o") -> list[dict]:
-    """Mean over `curves` per round with its 95% t-interval (band or error bars); n in the label, and at
-    points where fewer curves got that far."""
+               linestyle: str = "-", marker: str = "o", interval: bool = True) -> list[dict]:
+    """Mean over `curves` per round with its 95% t-interval (band or error bars; none without `interval`); n in
+    the label, and at points where fewer curves got that far."""
     stats = round_stats(curves, key)
     if not stats:
         return stats
@@ -132,7 +150,9 @@ def draw_group(ax, curves: Sequence[Curve], key: str, label: str, color=None, ba
     ys = [s["mean"] for s in stats]
     half = [s["ci95"] or 0.0 for s in stats]
     full = f"{label} (n={n})"
-    if band:
+    if not interval:
+        (line,) = ax.plot(xs, ys, marker=marker, ms=3.5, ls=linestyle, color=color, label=full)
+    elif band:
         (line,) = ax.plot(xs, ys, marker=marker, ms=3.5, ls=linestyle, color=color, label=full)
         if n > 1:
             ax.fill_between(xs, [y - h for y, h in zip(ys, half)], [y + h for y, h in zip(ys, half)],
@@ -218,36 +238,6 @@ def plot_pareto(trials: Sequence, frontier: Sequence[dict], path, title: str = "
 
 
 # --------------------------------------------------------------------------- groups
-
-
-def plot_compare(trials: Sequence, by: Sequence[str], path, title: str = "", epsilon: float | None = None,
-                 searched: Sequence[str] = ()) -> bytes | None:
-    """One curve per row of `compare` (a combination of every searched setting): mean test accuracy at early
-    stop per round with its 95% t-interval."""
-    col = collect(trials, [*searched, *by])
-    keys = [*by, *[k for k in col.keys if k not in by]]
-    return plot_rows(col, keys, path, title or "accuracy vs density", epsilon)
-
-
-def plot_rows(col: Curves, keys: Sequence[str], path, title: str, epsilon: float | None,
-              key: str = ACCURACY_KEYS["test"]) -> bytes | None:
-    plt = _pyplot()
-    groups = _group(col.curves, keys)
-    fig, ax = plt.subplots(figsize=(9, 4.8))
-    counters = {True: 0, False: 0}
-    for label, members in groups:
-        is_ticket = members[0].kind == TICKET
-        draw_group(ax, members, key, label or "all", **_styles(counters[is_ticket], members[0].kind))
-        counters[is_ticket] += 1
-    dense_line(ax, [c.rounds[0][key] for c in col.curves if c.rounds[0].get(key) is not None], epsilon)
-    density_axis(ax, [r["density"] for c in col.curves for r in c.rounds])
-    ax.set_ylabel(f"{TEST_LABEL}\n({BAND_LABEL})" if key == ACCURACY_KEYS["test"] else key)
-    if key in ACCURACY_KEYS.values():
-        percent_axis(ax)
-    ax.set_title(title)
-    _legend_outside(ax)
-    fig.tight_layout()
-    return save(fig, path)
 
 
 def _group(curves: Sequence[Curve], keys: Sequence[str]) -> list[tuple[str, list[Curve]]]:
@@ -363,6 +353,7 @@ def axis_labels(values: Sequence[Any]) -> list[str]:
 
 MANY_CONTROLS = 6  # beyond this, the legend goes beside the panel and the colours and markers come from larger sets
 ZOOM_BELOW_DENSE = 0.15  # with many controls, the y axis stops this far below dense: collapsed ones are named
+MANY_LEFT_OUT = "95% intervals left out (they would hide one another)"
 
 
 def figure_early_stop(ticket: Sequence[Curve], controls: Sequence[tuple[str, Sequence[Curve]]],
@@ -377,13 +368,20 @@ def figure_early_stop(ticket: Sequence[Curve], controls: Sequence[tuple[str, Seq
                             (a2, ACCURACY_KEYS["test"], TEST_LABEL)):
         draw_group(ax, ticket, key, f"winning ticket: {ticket_label}", band=False, **_styles(0, TICKET))
         for i, (label, group) in enumerate(controls):
-            draw_group(ax, group, key, label, band=False, **(_many_styles(i) if many else _styles(i, "control")))
+            draw_group(ax, group, key, label, band=False, interval=not many,
+                       **(_many_styles(i) if many else _styles(i, "control")))
         density_axis(ax, [r["density"] for c in (*ticket, *(c for _, g in controls for c in g)) for r in c.rounds])
-        ax.set_ylabel(f"{ylabel}\n({BAR_LABEL})", fontsize=8.5)
+        ax.set_ylabel(f"{ylabel}\n({'mean; bars (the ticket only)' if many else 'mean; bars'}: 95% t-interval "
+                      "over curves)", fontsize=8.5)
+    if many:
+        a1.plot([], [], " ", label=f"controls: means only, their {MANY_LEFT_OUT}")
+    clamp_y(a1, 0.0, math.inf)  # (no iteration is negative; an interval of two curves reaches below 0)
     percent_axis(a2)
     a1.set_title("iterations to early stop (lower is faster)", fontsize=9.5)
     a2.set_title("accuracy at that iteration", fontsize=9.5)
     handles, labels = a1.get_legend_handles_labels()  # one legend, below both panels: never over a curve
+    order = sorted(range(len(labels)), key=lambda i: not labels[i].startswith("winning ticket"))  # (it first)
+    handles, labels = [handles[i] for i in order], [labels[i] for i in order]
     fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, min(0.5, 0.06 + 0.2 * legend_rows / (4.4 + 0.2 * legend_rows)), 1, 1))
     return save(fig)
@@ -393,13 +391,16 @@ def figure_early_stop(ticket: Sequence[Curve], controls: Sequence[tuple[str, Seq
 
 
 def figure_controls(panels: Sequence[tuple[str, Sequence[Curve], Sequence[tuple[str, Sequence[Curve]]]]],
-                    epsilon: float | None, key: str = ACCURACY_KEYS["test"]) -> bytes:
+                    epsilon: float | None, key: str = ACCURACY_KEYS["test"], path=None,
+                    explain: bool = False) -> bytes | None:
     """One panel per setting combination: its ticket (solid) and each of its controls (dashed), mean over seeds
     per round with 95% error bars, against density.
 
     With many controls (pruning-at-init baselines and their ablations) the
     panel zooms on the range near dense, and a control whose mean falls below
-    it is named as such in the legend rather than squashing the others."""
+    it is named as such in the legend rather than squashing the others. With
+    `explain` (no caption beside it) the legend also says what the dense line and
+    its band are."""
     plt = _pyplot()
     many = max(len(cs) for _, _, cs in panels) > MANY_CONTROLS
     cols = 1 if many else min(2, len(panels))
@@ -408,7 +409,7 @@ def figure_controls(panels: Sequence[tuple[str, Sequence[Curve], Sequence[tuple[
                              squeeze=False)
     every = [r["density"] for _, t, cs in panels for c in (*t, *(c for _, g in cs for c in g)) for r in c.rounds]
     for ax, (title, ticket, controls) in zip(axes.flat, panels):
-        dense = [c.rounds[0][key] for c in ticket]
+        dense = dense_networks(ticket, key)
         floor = sum(dense) / len(dense) - ZOOM_BELOW_DENSE if many else None
         draw_group(ax, ticket, key, "ticket", band=False, **_styles(0, TICKET))
         for i, (label, group) in enumerate(controls):
@@ -416,20 +417,24 @@ def figure_controls(panels: Sequence[tuple[str, Sequence[Curve], Sequence[tuple[
             low = min((st["mean"] for st in round_stats(group, key) if st["mean"] is not None), default=1.0)
             if floor is not None and low < floor:
                 label += f" (below the axis: down to {100 * low:.0f}%)"
-            draw_group(ax, group, key, label, band=False, **(_many_styles(i) if many else _styles(i, "control")))
-        dense_line(ax, dense, epsilon, legend=False)
+            draw_group(ax, group, key, label, band=False, interval=not many,
+                       **(_many_styles(i) if many else _styles(i, "control")))
+        dense_line(ax, dense, epsilon, legend=explain, label=dense_label(len(dense)))
+        if many:  # (a score of overlapping error bars hides every curve; the tables hold each spread)
+            ax.plot([], [], " ", label=f"controls: means only, their {MANY_LEFT_OUT}")
         density_axis(ax, every)
         percent_axis(ax)
         if floor is not None:
             ax.set_ylim(bottom=max(0.0, floor))
         ax.set_title("\n".join(textwrap.wrap(title, 60)), fontsize=8.5)
-        _legend_outside(ax) if many else _legend(ax, loc="lower left")
+        _legend_outside(ax, first="ticket") if many else _legend(ax, loc="lower left")
     for ax in axes.flat[len(panels):]:
         ax.set_visible(False)
     for ax in axes[:, 0]:
-        ax.set_ylabel(f"{TEST_LABEL}\n({BAR_LABEL})", fontsize=8.5)
+        ax.set_ylabel(f"{TEST_LABEL}\n({'mean; bars (the ticket only)' if many else 'mean; bars'}: 95% t-interval "
+                      "over curves)", fontsize=8.5)
     fig.tight_layout()
-    return save(fig)
+    return save(fig, path)
 
 
 def _many_styles(i: int) -> dict[str, Any]:
@@ -437,7 +442,9 @@ def _many_styles(i: int) -> dict[str, Any]:
     import matplotlib
 
     colors = matplotlib.colormaps["tab20"].colors[2:]
-    return {"color": colors[i % len(colors)], "linestyle": "--", "marker": "s^vD<>pPX*"[i % 10]}
+    # (past the 18 colours, dotted: the 19 pruning-at-init controls never share a look)
+    return {"color": colors[i % len(colors)], "linestyle": "--" if i < len(colors) else ":",
+            "marker": "s^vD<>pPX*"[i % 10]}
 
 
 # --------------------------------------------------------------------------- a setting searched as a range

@@ -21,13 +21,17 @@ def stability_figure(results: Sequence[Stability], threshold: float = STABLE, pa
     fig, axes = plt.subplots(1, len(panels) + 1, figsize=(5.2 * (len(panels) + 1), 4.0), squeeze=False)
     for ax, group in zip(axes[0], panels, strict=False):
         is_dense = group is dense
-        xs = list(range(len(group)))
+        xs = [r.k for r in group] if is_dense else [r.density for r in group]
         ax.plot(xs, [100 * r.val_instability for r in group], "o-", label="validation")
         ax.plot(xs, [100 * r.test_instability for r in group], "s--", alpha=0.7, label="test (reported)")
         ax.axhline(100 * threshold, color="grey", ls=":", label=f"stable below {100 * threshold:g} points")
-        ax.set_xticks(xs, [f"{r.k}" if is_dense else f"{100 * r.density:.3g}%" for r in group])
-        ax.set_xlabel("rewind iteration k of the dense network" if is_dense else
-                      f"ticket density (round start m ⊙ θ_k, k = {group[0].k})")
+        if is_dense:
+            ax.set_xlabel(f"rewind iteration k of the dense network{k_axis(ax, xs)}")
+        else:
+            from .plots import density_axis
+
+            density_axis(ax, xs)
+            ax.set_xlabel(f"ticket density (round start m ⊙ θ_k, k = {group[0].k}; log scale)")
         ax.set_ylabel("instability (error points)")
         ax.set_title("dense network" if is_dense else "IMP ticket")
         ax.grid(alpha=0.3)
@@ -35,6 +39,33 @@ def stability_figure(results: Sequence[Stability], threshold: float = STABLE, pa
     draw_paths(axes[0][-1], [r.to_dict() for r in (*dense, *ticket)])
     fig.tight_layout()
     return save(fig, path)
+
+
+LINEAR_SPAN = 10  # ks spanning at most this factor (over the smallest k > 0) are drawn on a linear axis
+
+
+def k_axis(ax, ks: Sequence[int]) -> str:
+    """An axis of iterations k where distance means iterations, ticked at the ks measured: linear when they span
+    little, else logarithmic (symmetric log, linear below the smallest k > 0, when k = 0 is among them). Returns
+    what the axis label should add to say which."""
+    from matplotlib.ticker import FixedLocator, NullLocator
+
+    ks = sorted(set(ks))
+    positive = [k for k in ks if k > 0]
+    scale = ""
+    if len(positive) > 1 and positive[-1] / positive[0] > LINEAR_SPAN:
+        if ks[0] == 0:
+            ax.set_xscale("symlog", linthresh=positive[0], linscale=0.5)
+            ax.set_xlim(-0.15 * positive[0], positive[-1] * 1.4)  # (nothing below k = 0 to show)
+            scale = f" (log scale; linear from 0 to {positive[0]})"
+        else:
+            ax.set_xscale("log")
+            ax.set_xlim(positive[0] / 1.4, positive[-1] * 1.4)
+            scale = " (log scale)"
+    ax.xaxis.set_major_locator(FixedLocator(ks))
+    ax.set_xticklabels([str(k) for k in ks])
+    ax.xaxis.set_minor_locator(NullLocator())
+    return scale
 
 
 def draw_paths(ax, results: Sequence[dict], ylabel: str = "validation error (%)") -> None:
@@ -83,15 +114,14 @@ def figure_dense_k(groups: Sequence[tuple[str, Sequence]], threshold: float = ST
     ks = sorted({s.k for _, summaries in groups for s in summaries})
     for label, summaries in groups:
         dense = sorted(summaries, key=lambda s: s.k)
-        xs = [ks.index(s.k) for s in dense]
+        xs = [s.k for s in dense]
         for stat, style, name in ((lambda s: s.val, "o-", "validation"), (lambda s: s.test, "s--", "test")):
             half = [100 * (stat(s).ci95() or 0.0) for s in dense]
             ax.errorbar(xs, [100 * stat(s).mean for s in dense], yerr=half if max(s.n for s in dense) > 1 else None,
                         fmt=style, ms=4, capsize=3, alpha=1.0 if name == "validation" else 0.6,
                         label=f"{label}: {name} (n={max(s.n for s in dense)})")
     ax.axhline(100 * threshold, color="grey", ls=":", label=f"stable below {100 * threshold:g} points (the paper)")
-    ax.set_xticks(range(len(ks)), [str(k) for k in ks])
-    ax.set_xlabel("k: the dense network's iteration both copies start from")
+    ax.set_xlabel(f"k: the dense network's iteration both copies start from{k_axis(ax, ks)}")
     ax.set_ylabel("instability (error points)")
     ax.set_ylim(bottom=-0.5)
     ax.set_title("the dense network's stability to SGD noise against k", fontsize=9)

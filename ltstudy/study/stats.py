@@ -32,16 +32,18 @@ class Stat:
 
         return float(t.ppf(0.975, self.n - 1) * self.std / math.sqrt(self.n))
 
-    def text(self, scale: float = 100.0, digits: int = 1, show_n: bool = True) -> str:
-        """'59.0 ± 1.2 (3)'; '59.0 ± — (1)' when there is no spread; 'n/a (0)' when there is no value."""
+    def text(self, scale: float = 100.0, digits: int = 1, show_n: bool = True, spread: bool = True) -> str:
+        """'59.0 ± 1.2 (3)'; '59.0 ± — (1)' when there is no spread; 'n/a (0)' when there is no value. Without
+        `spread` (a table whose every row is one curve, which says so once): '59.0', and 'n/a'."""
         if self.mean is None:
-            return "n/a (0)" if show_n else "n/a"
-        spread = "—" if self.std is None else f"{self.std * scale:.{digits}f}"
+            return "n/a (0)" if show_n and spread else "n/a"
         mean = f"{self.mean * scale:.{digits}f}"
         if float(mean) == 0:  # (never "-0.0": a gap of minus nothing reads as a loss)
             mean = f"{0.0:.{digits}f}"
-        return f"{mean} ± {spread}" + (f" ({self.n})" if show_n else "")
-
+        if not spread:
+            return mean
+        deviation = "—" if self.std is None else f"{self.std * scale:.{digits}f}"
+        return f"{mean} ± {deviation}" + (f" ({self.n})" if show_n else "")
 
     def prose(self, scale: float = 100.0, digits: int = 1, unit: str = " %") -> str:
         """For sentences: '97.8 ± 0.4 % (n = 3)'; '97.8 % (n = 1)' without a spread; 'n/a' without a value."""

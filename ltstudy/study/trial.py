@@ -268,6 +268,7 @@ class TrialRun:
         if len(self.per_seed) > 1:
             for rnd in mean:
                 self.log.round(self.run_id, rnd)
+            self.log.dense_means(self.run_id, finished)  # (a mean round holds no paths: measured against k)
         self.log.trial_values(self.run_id, {o.metric_key: v for o, v in zip(self.objectives, values, strict=True)},
                               constraints)
         if mean:

@@ -11,6 +11,7 @@ from .base import Objective
 
 class AccuracyAtDensity(Objective):
     direction = "maximize"
+    percent = True
     meaning = "validation accuracy of the first round at or below the density"
     takes_argument = True
 

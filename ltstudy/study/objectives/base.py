@@ -7,6 +7,7 @@ A subclass sets:
 - `matches_dense`: it is defined by matching the dense round's accuracy (so a badly trained dense
   network would make it look good: a study that varies training settings then needs min_dense_accuracy);
 - `prunable`: it has a value that means the same for every trial before the trial ends;
+- `percent`: its value is a fraction (of weights, of examples) that tables and reports show in %;
 and implements `value(rounds, epsilon, key)`, `key` being the accuracy it reads ("val_accuracy"
 for the study; reports may ask for the test split's number under the same definition).
 
@@ -43,12 +44,22 @@ class Objective:
     takes_argument: ClassVar[bool] = False
     matches_dense: ClassVar[bool] = False
     prunable: ClassVar[bool] = True
+    percent: ClassVar[bool] = False
 
     def __init__(self, spec: str, name: str, arg: str = ""):
         self.spec, self.name = spec, name  # e.g. "accuracy_at_density:0.1", "accuracy_at_density"
         if arg and not self.takes_argument:
             raise ConfigError(f"study.objectives: '{name}' takes no ':' argument, got '{spec}'")
         self.parse_argument(arg)
+
+    def display(self, value: float) -> str:
+        """The value as a table shows it: a fraction in % (2 decimals), anything else to 4 significant digits."""
+        return f"{100 * value:.2f}" if self.percent and math.isfinite(value) else f"{value:.4g}"
+
+    @property
+    def heading(self) -> str:
+        """The column heading of its values: the spec, with ' %' for a fraction shown in %."""
+        return f"{self.spec} %" if self.percent else self.spec
 
     def parse_argument(self, arg: str) -> None:
         """Read the `:X` of `name:X` (only for objectives that take one)."""

@@ -17,6 +17,7 @@ from .base import Objective
 
 class Instability(Objective):
     direction = "minimize"
+    percent = True
     meaning = ("validation instability (error rise on the linear path between two copies trained with different "
                "data orders) of the sparsest pruned round within ε of dense (mean over seeds of the per-seed value)")
     matches_dense = True

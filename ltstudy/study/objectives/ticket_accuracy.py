@@ -8,6 +8,7 @@ from .base import Objective, sparsest_match
 
 class TicketAccuracy(Objective):
     direction = "maximize"
+    percent = True
     meaning = "validation accuracy of that round"
     matches_dense = True
 

@@ -8,6 +8,7 @@ from .base import Objective, sparsest_match
 
 class TicketSparsity(Objective):
     direction = "maximize"
+    percent = True
     meaning = ("sparsity of the sparsest round whose validation accuracy is within ε of dense (mean over seeds of "
                "the per-seed value)")
     matches_dense = True

@@ -50,10 +50,13 @@ def build_report(study: optuna.Study, cfg: StudyConfig, by: Sequence[str] | None
         f"{e(cfg.base.train.iterations)} training iterations per round; study file {e(cfg.path or '?')}; "
         f"generated {e(datetime.datetime.now().strftime('%Y-%m-%d %H:%M'))}. "
         "n is always the number of (setting combination, seed) curves behind a number; "
-        "mean ± sample standard deviation, and “—” when n = 1. Accuracies are in %.</p>",
+        + ("every setting combination here has one curve (n = 1: one trial, one seed), so the tables give each "
+           "curve's value, with no spread, and no difference between settings can be tested. " if overview.single else
+           "mean ± sample standard deviation, and “—” when n = 1. ")
+        + "Accuracies are in %.</p>",
         section_setup(cfg, names, census(trials)),
         section_recommendation(front, overview, names),
-        section_front(front, names, col, searched, len(study.directions)),
+        section_front(front, names, col, searched, len(study.directions), cfg.objectives),
         section_frontier(trials, col, eps),
         section_combinations(overview),
         section_controls(overview, col, eps),

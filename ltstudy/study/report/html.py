@@ -80,8 +80,9 @@ def describe_param(p) -> tuple[str, str]:
     return "fixed", str(p.fixed)
 
 
-def stat_cell(r: dict, name: str, scale: float = 100.0, digits: int = 1, row_n: int | None = None) -> str:
+def stat_cell(r: dict, name: str, scale: float = 100.0, digits: int = 1, row_n: int | None = None,
+              spread: bool = True) -> str:
     """'59.0 ± 1.2 (3)'; with `row_n`, the n only where it differs from the row's (a density some curves
-    do not reach), so a wide table stays readable."""
+    do not reach), so a wide table stays readable; without `spread` (every row is one curve, said once), '59.0'."""
     n = r[f"{name}_n"]
-    return Stat(r[name], r[f"{name}_std"], n).text(scale, digits, show_n=row_n is None or n != row_n)
+    return Stat(r[name], r[f"{name}_std"], n).text(scale, digits, show_n=row_n is None or n != row_n, spread=spread)

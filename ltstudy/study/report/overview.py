@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 from .. import plots
 from ..binning import Bins
-from ..compare import Comparison, acc_key, row_label
-from ..curves import TICKET, density_label
+from ..compare import Comparison, at_ticket_text, row_label
+from ..curves import TICKET
 from ..frontier import round_frontier
 from ..stats import Stat, distinguishable_text, welch
 from ..trial_results import Curves, kind
@@ -47,8 +47,12 @@ def row_of(cmp: Comparison, trial) -> dict | None:
     return None
 
 
-def prose(r: dict, name: str, scale: float = 100.0, digits: int = 1, unit: str = " %") -> str:
-    return Stat(r[name], r[f"{name}_std"], r[f"{name}_n"]).prose(scale, digits, unit)
+def said(r: dict, name: str, scale: float = 100.0, digits: int = 1, unit: str = " %") -> str:
+    """'97.8 ± 0.4 % (n = 3)'; for a row of one curve, '97.8 %' (the page says n = 1 once)."""
+    st = Stat(r[name], r[f"{name}_std"], r[f"{name}_n"])
+    if st.n == 1 and r["n"] == 1:
+        return f"{st.mean * scale:.{digits}f}{unit}"
+    return st.prose(scale, digits, unit)
 
 
 def plural(n: int, word: str) -> str:
@@ -60,21 +64,25 @@ def binned_value(bins: Bins | None, value):
 
 
 def section_front(front: Sequence, names: Sequence[str], col: Curves, searched: Sequence[str],
-                  n_objectives: int) -> str:
+                  n_objectives: int, objectives: Sequence = ()) -> str:
+    """Optuna's front; `objectives` (the study's Objective objects, in `names`' order) say how each value reads:
+    a fraction in %, as everywhere on the page."""
     title = "Trial-level Pareto front" if n_objectives > 1 else "Best trial"
     if not front:
         return f"<h2>{title}</h2>" + missing("No finished, feasible trial yet, so there is no front.")
     keys = list(col.keys) or list(searched)
+    shown = {o.spec: o for o in objectives}
     rows, attrs = [], []
     for t in sorted(front, key=lambda t: t.number):
         s = t.user_attrs.get("params_all", {})
-        rows.append([t.number, *[fmt(v) for v in t.values], *[setting(s.get(k, "")) for k in keys], kind(t),
-                     len(t.user_attrs.get("seeds", []))])
+        rows.append([t.number, *[shown[n].display(v) if n in shown else fmt(v) for n, v in zip(names, t.values)],
+                     *[setting(s.get(k, "")) for k in keys], kind(t), len(t.user_attrs.get("seeds", []))])
         attrs.append(f' data-trial="{t.number}"')
     what = ("Optuna's Pareto-optimal trials (study.best_trials): no other trial is at least as good in every "
             "objective and better in one." if n_objectives > 1 else "Optuna's best trial.")
     return (f"<h2>{title}</h2><p>{what} Objective values are means over each trial's seeds.</p>"
-            + table(["trial", *names, *keys, "kind", "seeds"], rows, table_id="pareto-trials", row_attrs=attrs,
+            + table(["trial", *(shown[n].heading if n in shown else n for n in names), *keys, "kind", "seeds"], rows,
+                    table_id="pareto-trials", row_attrs=attrs,
                     numeric=[True] * (1 + len(names)) + [False] * (len(keys) + 1) + [True]))
 
 
@@ -120,41 +128,51 @@ def section_recommendation(front: Sequence, cmp: Comparison, names: Sequence[str
         label = row_label(r, keys)
         controls = [g for (k, _), g in gaps.items() if k == tuple(r[x] for x in keys)]
         beside = ""
-        reached = [d for d in cmp.grid if d >= 1.0 - (r["ticket_sparsity"] or 0.0) - 1e-9]
-        if controls and reached:
-            d = min(reached)  # the ticket's density, or the nearest denser one in the table
-            parts = [f"{g['control'].removeprefix('control: ')} {prose(g, f'gap_{acc_key(d)}', unit=' points')}"
+        if controls and any(g.get("gap_at_ticket") is not None for g in controls):
+            # (at the ticket's own round, as the run's summary says it: the same number in both places)
+            parts = [f"{g['control'].removeprefix('control: ')} {at_ticket_text(g, spread=not cmp.single)}"
                      for g in controls]
-            beside = f"; at {density_label(d)} density the ticket minus its controls: {', '.join(parts)}"
+            beside = ("; ticket minus its controls, in points of test accuracy at the ticket's round: "
+                      + ", ".join(parts))
         numbers = ", ".join(map(str, r["trials"]))
         items.append(f"<li><b>{e(label)}</b> ({e(r['kind'])}; {plural(len(r['trials']), 'trial')} {e(numbers)}): "
-                     f"ticket sparsity {e(prose(r, 'ticket_sparsity'))}, ticket test accuracy "
-                     f"{e(prose(r, 'ticket_accuracy'))}, at {e(prose(r, 'train_iterations', 1.0, 0, ''))} "
+                     f"ticket sparsity {e(said(r, 'ticket_sparsity'))}, ticket test accuracy "
+                     f"{e(said(r, 'ticket_accuracy'))}, at {e(said(r, 'train_iterations', 1.0, 0, ''))} "
                      f"training iterations{e(beside)}.</li>")
-    text = [head, "<p>Settings on the front (mean ± std over curves, n curves):</p><ul>" + "".join(items) + "</ul>"]
+    each = "one curve each" if cmp.single else "mean ± std over curves, n curves"
+    text = [head, f"<p>Settings on the front ({each}):</p><ul>" + "".join(items) + "</ul>"]
     ranked = sorted((r for _, r in entries), key=lambda r: -(r["ticket_sparsity"] or 0.0))
     top = ranked[0]
     runners_up = sorted((r for r in cmp.rows if r["kind"] == TICKET and all(r is not x for _, x in entries)
                          and r["ticket_sparsity"] is not None), key=lambda r: -r["ticket_sparsity"])[:3]
-    verdicts = []
+    verdicts, untested = [], 0
     for r, where in [*((r, "on the front") for r in ranked[1:]), *((r, "not on the front") for r in runners_up)]:
         a = [c["ticket_sparsity"] for c in top["curves"]]
         b = [c["ticket_sparsity"] for c in r["curves"]]
+        p = welch(a, b)
+        if p is None:  # (one curve on a side: counted below, or said once by the note on n = 1)
+            untested += 1
+            continue
         verdicts.append(f"vs {row_label(r, keys)} ({where}, {stat_cell(r, 'ticket_sparsity')} %): "
-                        f"{distinguishable_text(len(a), len(b), welch(a, b))[1]}")
+                        f"{distinguishable_text(len(a), len(b), p)[1]}")
     if len(ranked) > 1:
         cheapest = min(ranked, key=lambda r: r["train_iterations"] or 0.0)
         text.append(f"<p>Highest ticket sparsity on the front: <b>{e(row_label(top, keys))}</b>. Cheapest: "
-                    f"<b>{e(row_label(cheapest, keys))}</b> ({e(stat_cell(cheapest, 'train_iterations', 1.0, 0))}"
+                    f"<b>{e(row_label(cheapest, keys))}</b> ({e(said(cheapest, 'train_iterations', 1.0, 0, ''))}"
                     " iterations).</p>")
     if verdicts:
         text.append(f"<p>Is the ticket sparsity of {e(row_label(top, keys))} different from the other settings' "
                     "given the seeds (Welch's t-test on per-curve values, p &lt; 0.05)?</p>"
-                    '<ul class="notes">' + "".join(f"<li>{e(v)}</li>" for v in verdicts) + "</ul>")
+                    '<ul class="notes">' + "".join(f"<li>{e(v)}</li>" for v in verdicts) + "</ul>"
+                    + (f"<p>{untested} other {plural(untested, 'setting')} cannot be tested against it: one curve on "
+                       "a side, so no seed-to-seed spread.</p>" if untested else ""))
     if all(r["n"] < 2 for _, r in entries):
         text.append('<p class="note">Every setting on the front rests on n = 1 curve: seed-to-seed spread is '
-                    "unknown, so none of these differences is established. Raise [study].replicates to 3 or more "
-                    "(or repeat trials with other seeds) before choosing.</p>")
+                    "unknown, so none of these differences is established or can be tested. Raise "
+                    "[study].replicates to 3 or more (or repeat trials with other seeds) before choosing.</p>")
+    elif untested and not verdicts:
+        text.append(f'<p class="note">None of the {untested} other settings can be tested against '
+                    f"{e(row_label(top, keys))}: each has one curve (no seed-to-seed spread).</p>")
     if any(r["kind"] != TICKET for _, r in entries):
         text.append('<p class="note">A control is on the front: at these settings the ticket does not beat its '
                     "random control on the objectives, which is the hypothesis under test.</p>")

@@ -22,11 +22,14 @@ def section_combinations(cmp: Comparison) -> str:
         return "<h2>Every setting combination</h2>" + missing("No finished trials.")
     keys = cmp.by + cmp.context
     cols = [f"accuracy_at_{d:g}" for d in cmp.grid]
+    spread = not cmp.single  # (every row one curve: the cells hold values, and the caption says so once)
     rows = [[*(r[k] for k in keys), r["kind"].removeprefix("control: "), r["n"], ", ".join(map(str, r["trials"])),
-             stat_cell(r, "ticket_sparsity", row_n=r["n"]), stat_cell(r, "ticket_accuracy", row_n=r["n"]),
-             *(stat_cell(r, c, row_n=r["n"]) for c in cols), stat_cell(r, "theoretical_speedup", 1.0, 2, row_n=r["n"]),
-             stat_cell(r, "train_iterations", 1.0, 0, row_n=r["n"]),
-             *(stat_cell(r, o, 1.0, 4, row_n=r["n"]) for o in cmp.objectives)]
+             stat_cell(r, "ticket_sparsity", row_n=r["n"], spread=spread),
+             stat_cell(r, "ticket_accuracy", row_n=r["n"], spread=spread),
+             *(stat_cell(r, c, row_n=r["n"], spread=spread) for c in cols),
+             stat_cell(r, "theoretical_speedup", 1.0, 2, row_n=r["n"], spread=spread),
+             stat_cell(r, "train_iterations", 1.0, 0, row_n=r["n"], spread=spread),
+             *(stat_cell(r, o, 1.0, 4, row_n=r["n"], spread=spread) for o in cmp.objectives)]
             for r in cmp.rows]
     headers = [*keys, "ticket or control", "n", "trials", "ticket sparsity %", "ticket test acc %",
                *(f"test acc % @ {density_label(d)}" for d in cmp.grid), "ticket speedup ×", "train iterations",
@@ -43,8 +46,11 @@ def section_combinations(cmp: Comparison) -> str:
                   + e(", ".join(f"trial {a} = trial {b}" for a, b in cmp.repeats)) + ".</p>")
     return ("<h2>Every setting combination</h2>"
             "<p>One row per combination of the searched settings and kind: a ticket's controls are rows of their "
-            "own, never pooled with it. Cells are mean ± std over the row's n curves, in %; a cell with fewer "
-            "curves gives its own n in brackets. Ticket sparsity is computed per curve as the objective does. "
+            "own, never pooled with it. "
+            + ("Every row is one curve: a cell is its value, in %, with no spread; n/a: the curve never "
+               "reached that density. " if cmp.single else "Cells are mean ± std over the row's n curves, in %; a "
+               "cell with fewer curves gives its own n in brackets. ")
+            + "Ticket sparsity is computed per curve as the objective does. "
             f"Accuracies are {e(SPLIT_NAMES['test'])} (the paper's reported number); “@ X” values are "
             "interpolated linearly in log density between each curve's rounds and never extrapolated, so their n "
             "can be smaller than the row's. The ticket's speedup is ShrinkBench's theoretical one: dense over "
@@ -104,14 +110,19 @@ def section_by_setting(trials: Sequence, col: Curves, by: Sequence[str], eps: fl
                  if n.get("kind", TICKET) == TICKET]
         if notes:  # the pairs that differ in full; all of them behind a summary (a grid makes hundreds)
             differ = [n for n in notes if n.get("distinguishable")]
+            untested = [n for n in notes if n.get("p") is None]
+            same = len(notes) - len(differ) - len(untested)
             out.append(f'<p class="note">{e(setting)}: {len(notes)} pairs of ticket settings that differ only in '
-                       f'{e(setting)} were compared on ticket sparsity; {len(differ)} differ (Welch, p &lt; 0.05), '
-                       f'{len(notes) - len(differ)} are not distinguishable given the seeds.</p>')
+                       f'{e(setting)}; {len(differ)} differ in ticket sparsity (Welch, p &lt; 0.05), {same} are not '
+                       "distinguishable given the seeds"
+                       + (f", and {len(untested)} cannot be tested (one curve on a side: no seed-to-seed spread)"
+                          if untested else "") + ".</p>")
             if differ:
                 out.append('<ul class="notes">' + "".join(f"<li>{e(n['text'])}</li>" for n in differ) + "</ul>")
-            items = "".join(f"<li>{e(n['text'])}</li>" for n in notes)
-            out.append(f'<details><summary>every comparison ({len(notes)})</summary><ul class="notes">{items}'
-                       "</ul></details>")
+            if len(untested) < len(notes):
+                items = "".join(f"<li>{e(n['text'])}</li>" for n in notes if n.get("p") is not None)
+                out.append(f'<details><summary>every pair that was tested ({len(notes) - len(untested)})</summary>'
+                           f'<ul class="notes">{items}</ul></details>')
     return "".join(out)
 
 
