@@ -3,6 +3,7 @@ method of one's own usable as a control. Each command runs in a fresh process, a
 
 from __future__ import annotations
 
+import sys
 import textwrap
 from pathlib import Path
 
@@ -83,24 +84,48 @@ def test_a_study_continued_with_other_code_of_the_users_is_refused_in_one_line_n
     assert sorted(study.user_attrs["code"]) == ["myblocks", "mymodels"]  # ltstudy's and torch's own are not
 
 
-def test_the_code_a_study_records_is_every_module_of_the_users_it_uses_and_nothing_else(tmp_path, monkeypatch):
-    from ltstudy.study.config import load_study
-    from ltstudy.study.user_code import code_changes, code_digests
+@pytest.fixture
+def my_modules(tmp_path, monkeypatch) -> Path:
+    """mymodels.py and myblocks.py in `tmp_path`, importable in this process for the test only."""
+    import ltstudy.engine.registry as registry
 
     (tmp_path / "myblocks.py").write_text(BLOCKS)
     (tmp_path / "mymodels.py").write_text(MODELS.replace("WIDTH", "32"))
-    (tmp_path / "unused.py").write_text("X = 1\n")  # beside them, imported by nothing
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr("ltstudy.engine.registry._LOADED", {})
-    import ltstudy.engine.registry as registry
-
+    monkeypatch.setattr(registry, "_LOADED", {})
     monkeypatch.setattr(registry.MODELS, "_entries", dict(registry.MODELS._entries))
+    for name in ("mymodels", "myblocks"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    yield tmp_path
+    for name in ("mymodels", "myblocks"):
+        sys.modules.pop(name, None)
+
+
+def test_the_code_a_study_records_is_every_module_of_the_users_it_uses_and_nothing_else(my_modules):
+    from ltstudy.study.config import load_study
+    from ltstudy.study.user_code import code_changes, code_digests
+
+    tmp_path = my_modules
+    (tmp_path / "unused.py").write_text("X = 1\n")  # beside them, imported by nothing
     cfg = load_study(tiny_study(tmp_path, ["mymodels"]))
     code = code_digests(cfg)
     assert sorted(code) == ["myblocks", "mymodels"]
     assert code_digests(load_study(tiny_study(tmp_path, [], model="lenet-300-100"))) == {}  # the built-ins only
     assert code_changes(code, {**code, "mymodels": "x"}) == ["module mymodels changed"]
     assert code_changes(code, {"mymodels": code["mymodels"]}) == ["module myblocks is no longer used"]
+
+
+def test_a_study_made_before_code_was_recorded_is_pinned_to_the_code_of_its_next_run(my_modules):
+    from ltstudy.study.config import load_study
+    from ltstudy.study.session import open_study
+    from ltstudy.study.user_code import code_digests
+
+    cfg = load_study(tiny_study(my_modules, ["mymodels"]))
+    url = f"journal:{my_modules / 'optuna.journal'}"
+    old = optuna.create_study(study_name="mine", storage=open_storage(url), directions=cfg.directions)
+    old.enqueue_trial({})  # (it has a trial: an old study, not one another worker is creating right now)
+    assert "code" not in old.user_attrs
+    assert open_study(cfg, url, "mine").study.user_attrs["code"] == code_digests(cfg) != {}
 
 
 # --------------------------------------------------------------------------- 2. a plugin given as a path
