@@ -7,11 +7,11 @@ import the engine's training code.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 import optuna
 
+from ..engine import strict_json
 from ..engine.errors import ConfigError
 from ..study.attrs import PARENT_ATTR
 from ..study.compare import compare as comparison
@@ -64,7 +64,7 @@ def pareto(args: argparse.Namespace) -> int:
                                  for t in best],
                "round_frontier": frontier}
         with open(args.json, "w") as fh:
-            json.dump(doc, fh, indent=2)
+            strict_json.dump(doc, fh, indent=2)
         print(f"wrote {args.json}")
     if args.plot:
         plot_pareto(trials, frontier, args.plot, title=study.study_name, epsilon=cfg.study.epsilon)
@@ -90,7 +90,7 @@ def compare(args: argparse.Namespace) -> int:
     print(compare_text(cmp, study.study_name))
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"study": study.study_name, **cmp.to_json()}, fh, indent=2, default=str)
+            strict_json.dump({"study": study.study_name, **cmp.to_json()}, fh, indent=2, default=str)
         print(f"wrote {args.json}")
     if args.plot:
         plot_compare(trials, by, args.plot, title=f"{study.study_name}: by {', '.join(by)}",

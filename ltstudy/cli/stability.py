@@ -8,9 +8,9 @@ importing torch.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
+from ..engine import strict_json
 from ..engine.errors import ConfigError
 from ..study.tables import format_table
 from .common import check_writable
@@ -66,7 +66,7 @@ def from_study(args: argparse.Namespace) -> int:
                   f"no k measured is stable at {100 * args.threshold:g} points")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"study": study.study_name, "threshold": args.threshold,
+            strict_json.dump({"study": study.study_name, "threshold": args.threshold,
                        "settings": [{"setting": label, "earliest_stable_k": getattr(earliest_stable_k(
                            ss, args.threshold), "k", None), "starts": [s.to_dict() for s in ss]}
                            for label, ss in found]}, fh, indent=1)
@@ -131,7 +131,7 @@ def measure(args: argparse.Namespace) -> int:
               f"no k of {', '.join(map(str, ks))} is stable at {100 * args.threshold:g} points")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"config": cfg.to_dict(), "threshold": args.threshold, "points": args.points,
+            strict_json.dump({"config": cfg.to_dict(), "threshold": args.threshold, "points": args.points,
                        "earliest_stable_k": first.k if first else None,
                        "results": [r.to_dict() for r in results]}, fh, indent=1)
     if args.plot:

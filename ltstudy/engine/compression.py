@@ -70,6 +70,11 @@ class CostModel:
                 "dense_flops": float(dense), "nonzero_flops": nonzero,
                 "theoretical_speedup": dense / nonzero if nonzero else math.inf}
 
+    def filled(self, rec: RoundResult) -> dict:
+        """A round record as a dict with its compression and FLOPs fields set (the record itself unchanged): what a
+        round's state carries to the callbacks that save it, before the driver fills the record it yields."""
+        return {**rec.to_dict(), **self.of_round(rec.layer_density)}
+
     def fill(self, rec: RoundResult) -> None:
         """Set a round record's compression and FLOPs fields."""
         for key, value in self.of_round(rec.layer_density).items():

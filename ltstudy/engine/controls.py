@@ -105,7 +105,7 @@ class _Branch:
             self.model.load_state_dict(stored["state"])
             rec = RoundResult.from_dict(stored["record"], reused=True, computed_iterations=0, control=self.name)
             if states is not None:
-                states.on_state(RoundState(rec.to_dict(), self.masks, stored["start"], stored["state"],
+                states.on_state(RoundState(self.path.cost.filled(rec), self.masks, stored["start"], stored["state"],
                                            stored["training"]))
             return rec
         t0 = time.perf_counter()
@@ -122,7 +122,8 @@ class _Branch:
                                   "masks": {n: m.bool().cpu() for n, m in self.masks.items()},
                                   "record": {**rec.to_dict(), "control": ""}, "training": training})
         if states is not None:
-            states.on_state(RoundState(rec.to_dict(), self.masks, start, self.model.state_dict(), training))
+            states.on_state(RoundState(self.path.cost.filled(rec), self.masks, start, self.model.state_dict(),
+                                       training))
         return rec
 
 
@@ -183,7 +184,7 @@ class ControlSearch:
     def _dense_state(self, rec: RoundResult) -> RoundState:
         dense = self.path._stored(0) if rec.reused else {"theta0": self.path.theta0,
                                                          "state": self.path.model.state_dict()}
-        return RoundState(rec.to_dict(), pruning.full_masks(self.path.model, self.layers), dense["theta0"],
+        return RoundState(self.cost.filled(rec), pruning.full_masks(self.path.model, self.layers), dense["theta0"],
                           dense["state"], self.path.training_info(self.path.job(0)))
 
     def run(self, callbacks: Callback | list[Callback] | None = None) -> TicketResult:

@@ -40,6 +40,10 @@ class Dataset:
     num_classes: int
     augment: bool = False
     digest: str = ""  # of the arrays actually read and the split: cache keys carry it
+    # x' = (x - mean) / std per channel, x as the loader returns it (the training split's statistics; float32 values):
+    # saved with every ticket, so the exported model is fed what it was trained on. Empty: not known.
+    input_mean: tuple[float, ...] = ()
+    input_std: tuple[float, ...] = ()
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -88,7 +92,7 @@ def _load_cached(name, root, download, val_size, split_seed, augment, device) ->
         raise DataError(f"{name}: the files hold images of shape {tuple(train_x.shape[1:])}, but {name} images are "
                         f"{tuple(shape)}; point --data-dir at the real {name} files")
     return Dataset(name, split(train_x, train_y), split(val_x, val_y), split(test_x, test_y), spec.num_classes, augment,
-                   digest)
+                   digest, tuple(mean.flatten().tolist()), tuple(std.flatten().tolist()))
 
 
 # --------------------------------------------------------------------------- batches

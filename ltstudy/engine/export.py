@@ -7,14 +7,15 @@ One folder per round (`round_03/`):
   a rewound ticket, a fresh draw ⊙ m for the random re-init control, ...);
 - `trained.safetensors`: the state dict at the end of the round's training;
 - `ticket.json`: the config, the round's record, and how it was trained (start and
-  end iteration, data and dropout seeds, constant learning rate), so it can be
-  retrained exactly.
+  end iteration, data and dropout seeds, constant learning rate, and the input
+  standardisation), so it can be evaluated and retrained exactly.
 
 One call loads it into the project's model:
 
     from ltstudy.engine.export import load_ticket
     ticket = load_ticket("tickets/round_05")
     model = ticket.model()                 # the initial weights, masked (ticket.model("trained"): the trained ones)
+    logits = model(ticket.preprocess(x))   # x as the dataset's loader returns it, standardised as in training
     fast = ticket.sparse_model()           # the trained weights as CSR, for inference on the CPU
     result = ticket.retrain()              # the round's training again: the same numbers on the CPU
 """
@@ -30,6 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from . import strict_json
 from .config import TicketConfig
 from .rounds import Callback, Masks, RoundJob, RoundState
 
@@ -60,7 +62,7 @@ def save_round(folder: str | os.PathLike, cfg: TicketConfig, record: dict[str, A
     _write(out / "trained.safetensors", trained)
     doc = {"config": cfg.to_dict(), "round": {k: v for k, v in record.items() if k != "layer_density"},
            "layer_density": record.get("layer_density", {}), "training": training, "format": 1}
-    (out / "ticket.json").write_text(json.dumps(doc, indent=2) + "\n")
+    (out / "ticket.json").write_text(strict_json.dumps(doc, indent=2) + "\n")
     return out
 
 
@@ -95,8 +97,27 @@ class Ticket:
     def float_masks(self, device: str | torch.device = "cpu") -> Masks:
         return {n: m.to(device=device, dtype=torch.float32) for n, m in self.masks.items()}
 
-    def retrain(self, data=None):
-        """Train the round again from its initial weights, exactly as it was trained; returns the TrainResult."""
+    def preprocess(self, x: Any) -> torch.Tensor:
+        """Inputs as the dataset's loader returns them, (n, channels, height, width), numpy or torch, into what the
+        model was trained and evaluated on: each channel standardised with the training split's mean and standard
+        deviation, saved with the ticket (`training["input"]`), in float32 as the loader does, so
+        `ticket.model("trained")(ticket.preprocess(x))` gives the recorded accuracies."""
+        stats = self.training.get("input")
+        if not stats:
+            raise ValueError(f"{self.path} was saved without its input statistics (before ltstudy saved them); "
+                             "normalise with ltstudy.engine.data.load_dataset(ticket.config.data), or save it again")
+        x = torch.as_tensor(x, dtype=torch.float32)
+        mean, std = (torch.tensor(stats[k], dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+                     for k in ("mean", "std"))
+        return (x - mean) / std
+
+    def retrain(self, data=None, threads: int | None = 1):
+        """Train the round again from its initial weights, exactly as it was trained; returns the TrainResult.
+
+        It trains with `threads` torch threads, as the CLI does (study/threads.py: small batches run many times
+        slower with torch's default of one per core), and gives the caller's count back afterwards; None trains
+        with the caller's.
+        """
         from .data import load_dataset
         from .device import resolve_device
         from .training import train
@@ -107,7 +128,13 @@ class Ticket:
         job = RoundJob(int(self.record["round"]), self.model("init", device), self.float_masks(device),
                        self.config.train, self.config.resolve_schedule(len(data.train)), t["data_seed"],
                        t["dropout_seed"], t["start"], t["end"], constant_lr=t["constant_lr"])
-        return train(job, data)
+        before = torch.get_num_threads()
+        if threads is not None:
+            torch.set_num_threads(threads)
+        try:
+            return train(job, data)
+        finally:
+            torch.set_num_threads(before)
 
 
 def load_ticket(path: str | os.PathLike) -> Ticket:

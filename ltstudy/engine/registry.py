@@ -15,12 +15,17 @@ What each registry's targets are:
 - MODELS: a builder, (input_shape, num_classes, dropout) -> nn.Module; metadata min_size (the smallest
   input height and width it accepts; 1 when left out).
 - REINITS: a `reinit.base.Reinit` subclass: how survivors start the next round (rewind, finetune, ...);
-  metadata resets_to_init (False: rounds start from trained weights, so pruning at init is refused).
+  its class attribute resets_to_init (False: rounds start from trained weights, so pruning at init is refused).
 - MASKS: a `masks.base.MaskRule` subclass: how a round's mask is chosen (magnitude, random, snip, ...);
-  metadata at_init (scored on the start weights), read by the config checks without importing torch.
+  its class attribute at_init (scored on the start weights).
 - SCOPES: a `scopes.base.Scope` subclass: which layers share one pruning threshold.
 - CONTROLS: the overrides ({"prune.reinit": "random"}) that make a ticket's config into one of its
   controls, trained level by level on the ticket's masks (controls.py; a study's `[study] controls`).
+  Every pruning-at-initialisation mask rule is a control of its own name without a registration here.
+
+A class attribute that the config checks read (`at_init`, `resets_to_init`) is the one truth: the class
+says it. The built-in entries repeat it as metadata only so that the checks of a study file need not
+import torch; loading an entry whose metadata disagrees with its class is refused (so is registering one).
 
 User modules that register entries are loaded by `load_plugins` (a study's
 `[study] plugins`, `ltstudy ticket --plugin`) or, for installed packages, from
@@ -50,6 +55,7 @@ class Entry:
     target: Any  # the object, or "module:attribute" until first loaded
     summary: str
     meta: dict[str, Any] = field(default_factory=dict)
+    class_attrs: dict[str, Any] = field(default_factory=dict)  # metadata the class says: name -> its default
 
     def load(self) -> Any:
         if isinstance(self.target, str):
@@ -61,6 +67,7 @@ class Entry:
             except (ImportError, AttributeError) as exc:
                 raise ConfigError(f"cannot load '{self.name}' from {self.target!r} ({type(exc).__name__}: {exc}); "
                                   "check the module:attribute it was registered with") from None
+            check_class_attrs(self.name, obj, self.meta, self.class_attrs)
             self.target = obj
         return self.target
 
@@ -71,18 +78,35 @@ class Entry:
         return module_digest(self.load())
 
     def __getattr__(self, key: str) -> Any:
+        d = self.__dict__
+        if key in d.get("class_attrs", {}):
+            if key in d["meta"] and isinstance(d["target"], str):
+                return d["meta"][key]  # (a built-in's, checked against its class when it loads)
+            return getattr(self.load(), key, d["class_attrs"][key])
         try:
-            return self.__dict__["meta"][key]
+            return d["meta"][key]
         except KeyError:
             raise AttributeError(key) from None
 
 
-class Registry:
-    """Named entries of one kind; `defaults` fills metadata a registration leaves out."""
+def check_class_attrs(name: str, obj: Any, meta: dict[str, Any], attrs: dict[str, Any]) -> None:
+    """Metadata given at registration must say what the class says (the class is the truth)."""
+    for key, default in attrs.items():
+        if key in meta and getattr(obj, key, default) != meta[key]:
+            raise ConfigError(f"'{name}' is registered with {key}={meta[key]!r} but its class "
+                              f"{getattr(obj, '__name__', obj)!r} says {key} = {getattr(obj, key, default)!r}; "
+                              f"drop {key}= from the registration (the class attribute decides)")
 
-    def __init__(self, kind: str, defaults: dict[str, Any] | None = None):
+
+class Registry:
+    """Named entries of one kind; `defaults` fills metadata a registration leaves out; `class_attrs` are metadata
+    the target class says (name -> the default of a class without it)."""
+
+    def __init__(self, kind: str, defaults: dict[str, Any] | None = None,
+                 class_attrs: dict[str, Any] | None = None):
         self.kind = kind
         self.defaults = dict(defaults or {})
+        self.class_attrs = dict(class_attrs or {})
         self._entries: dict[str, Entry] = {}
 
     def add(self, name: str, target: Any, summary: str | None = None, **meta: Any) -> None:
@@ -92,7 +116,9 @@ class Registry:
         if summary is None:
             doc = getattr(target, "__doc__", None) if not isinstance(target, str) else None
             summary = (doc or "").strip().splitlines()[0] if doc and doc.strip() else f"(a {self.kind} of yours)"
-        self._entries[name] = Entry(name, target, summary, {**self.defaults, **meta})
+        if not isinstance(target, str):
+            check_class_attrs(name, target, meta, self.class_attrs)
+        self._entries[name] = Entry(name, target, summary, {**self.defaults, **meta}, self.class_attrs)
 
     def register(self, name: str, summary: str | None = None, **meta: Any) -> Callable[[Any], Any]:
         """Decorator form of `add`."""
@@ -101,36 +127,39 @@ class Registry:
             return target
         return wrap
 
+    def _all(self) -> dict[str, Entry]:
+        return self._entries
+
     def get(self, name: str) -> Entry:
-        entry = self._entries.get(name)
+        entry = self._all().get(name)
         if entry is None and load_installed_plugins():
-            entry = self._entries.get(name)
+            entry = self._all().get(name)
         if entry is None:
-            raise ConfigError(unknown_name(self.kind, name, list(self._entries)))
+            raise ConfigError(unknown_name(self.kind, name, list(self._all())))
         return entry
 
     def load(self, name: str) -> Any:
         return self.get(name).load()
 
     def __contains__(self, name: object) -> bool:
-        if name in self._entries:
+        if name in self._all():
             return True
-        return isinstance(name, str) and load_installed_plugins() and name in self._entries
+        return isinstance(name, str) and load_installed_plugins() and name in self._all()
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._entries)
+        return iter(self._all())
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._all())
 
     def items(self):
-        return self._entries.items()
+        return self._all().items()
 
     def values(self):
-        return self._entries.values()
+        return self._all().values()
 
     def names(self) -> list[str]:
-        return list(self._entries)
+        return list(self._all())
 
 
 def unknown_name(kind: str, name: str, known: list[str]) -> str:
@@ -183,11 +212,7 @@ def load_plugins(specs: Iterable[str], search: Iterable[str | Path] = ()) -> lis
                 if not path.is_file():
                     raise ConfigError(f"plugin file {spec} does not exist (looked in "
                                       f"{', '.join(map(str, search)) or 'the working folder'})")
-                name = f"ltstudy_plugin_{path.stem}"
-                module_spec = importlib.util.spec_from_file_location(name, path)
-                module = importlib.util.module_from_spec(module_spec)  # type: ignore[arg-type]
-                sys.modules[name] = module
-                module_spec.loader.exec_module(module)  # type: ignore[union-attr]
+                name = _import_file(spec, path.resolve())
             else:
                 name = spec
                 if importlib.util.find_spec(spec.split(".")[0]) is None:
@@ -205,6 +230,36 @@ def load_plugins(specs: Iterable[str], search: Iterable[str | Path] = ()) -> lis
         _LOADED[spec] = name
         loaded.append(name)
     return loaded
+
+
+def _import_file(spec: str, path: Path) -> str:
+    """Import a plugin file as the module its name says (mymodels.py: `mymodels`), its folder on sys.path.
+
+    So a registration "mymodels:build" finds it, its own imports of files beside it work, and a worker
+    process that imports `mymodels` gets the same file, wherever the command was started.
+    """
+    name = path.stem
+    if not name.isidentifier():
+        raise ConfigError(f"plugin file {spec}: {path.name} is not a Python module name; rename it (letters, digits, "
+                          "underscores)")
+    held = sys.modules.get(name)
+    found = held.__spec__.origin if held is not None and held.__spec__ is not None else None
+    if held is None:
+        try:
+            found_spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            found_spec = None
+        found = found_spec.origin if found_spec is not None else None
+    if found is not None and Path(found).resolve() != path:
+        raise ConfigError(f"plugin file {spec} has the name of the module '{name}' of {found}; rename the file, "
+                          "or give the module's name instead of a path")
+    if held is not None:
+        return name  # (this file, imported already)
+    folder = str(path.parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    importlib.import_module(name)
+    return name
 
 
 # --------------------------------------------------------------------------- the built-in entries
@@ -235,20 +290,21 @@ MODELS.add("resnet-20", "ltstudy.engine.models.resnet:ResNet20", "ResNet-20 for 
            "16-32-64", min_size=4)
 
 # resets_to_init: a round starts from θ_k or a fresh draw, not from trained weights (pruning at init needs it)
-REINITS = Registry("re-init strategy", defaults={"resets_to_init": True})
+REINITS = Registry("re-init strategy", class_attrs={"resets_to_init": True})
 REINITS.add("rewind", "ltstudy.engine.reinit.rewind:Rewind", "survivors <- θ_k, retrain k..T (k = 0: the original "
-            "lottery ticket)")
+            "lottery ticket)", resets_to_init=True)
 REINITS.add("finetune", "ltstudy.engine.reinit.finetune:Finetune", "keep the trained weights, train T-k more "
             "iterations at the final learning rate", resets_to_init=False)
 REINITS.add("lr-rewind", "ltstudy.engine.reinit.lr_rewind:LrRewind", "keep the trained weights, replay the learning-"
             "rate schedule from k (Renda et al. 2020)", resets_to_init=False)
 REINITS.add("random", "ltstudy.engine.reinit.random_reinit:RandomReinit", "the paper's control: the ticket's mask, a "
-            "fresh θ'0 from the same distribution")
+            "fresh θ'0 from the same distribution", resets_to_init=True)
 
-MASKS = Registry("mask rule", defaults={"at_init": False})  # at_init: scored on the start weights (at_init.py)
-MASKS.add("magnitude", "ltstudy.engine.masks.magnitude:Magnitude", "prune the smallest surviving weights")
+MASKS = Registry("mask rule", class_attrs={"at_init": False})  # at_init: scored on the start weights (at_init.py)
+MASKS.add("magnitude", "ltstudy.engine.masks.magnitude:Magnitude", "prune the smallest surviving weights",
+          at_init=False)
 MASKS.add("random", "ltstudy.engine.masks.random_mask:RandomMask", "the paper's control: a random mask with the "
-          "ticket's per-layer densities")
+          "ticket's per-layer densities", at_init=False)
 # Pruning at initialisation (masks/at_init.py), each with Frankle et al. 2021's ablations of its mask.
 PRUNING_AT_INIT = {"snip": ("snip:Snip", "SNIP: |g ⊙ θ| on a batch (Lee et al. 2019)"),
                    "grasp": ("grasp:Grasp", "GraSP: θ ⊙ Hg (Wang et al. 2020)"),
@@ -269,7 +325,18 @@ SCOPES.add("global", "ltstudy.engine.scopes.global_scope:Global", "one magnitude
            "rate of its own")
 
 
-CONTROLS = Registry("control")
+class Controls(Registry):
+    """The registered controls, and every pruning-at-initialisation mask rule not registered here under its own name:
+    a plugin's `MASKS.add("my-snip", MySnip)` is `[study] controls = ["my-snip"]` with nothing else to register."""
+
+    def _all(self) -> dict[str, Entry]:
+        derived = {name: Entry(name, {"prune.mask": name}, f"{e.summary} (at initialisation, at each level's "
+                                                             "density, trained like the ticket)")
+                   for name, e in MASKS.items() if name not in self._entries and e.at_init}
+        return {**self._entries, **derived} if derived else self._entries
+
+
+CONTROLS = Controls("control")
 CONTROLS.add("random-reinit", {"prune.reinit": "random"}, "the ticket's mask with a fresh θ'0 from the same "
              "distribution, trained from iteration 0 (Frankle & Carbin)")
 CONTROLS.add("random-mask", {"prune.mask": "random"}, "a random mask with the ticket's per-layer densities, started "

@@ -11,12 +11,13 @@ Lightning's, of which a watcher overrides the ones it needs.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from . import strict_json
 
 if TYPE_CHECKING:
     import torch
@@ -136,7 +137,7 @@ class TicketResult:
                 "path": self.path, "rounds": [r.to_dict() for r in self.rounds]}
 
     def write_json(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        Path(path).write_text(strict_json.dumps(self.to_dict(), indent=2) + "\n")
 
 
 @dataclass

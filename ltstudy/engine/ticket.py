@@ -216,7 +216,7 @@ class TicketSearch:
                 if self._states and (r < last or stop_at is None):
                     entry = self._stored(r)
                     masks = entry["masks"] if r > 0 else pruning.full_masks(self.model, self.layers)
-                    self.callbacks.on_state(RoundState(rec.to_dict(), masks,
+                    self.callbacks.on_state(RoundState(self.cost.filled(rec), masks,
                                                        entry["theta0"] if r == 0 else entry["start"],
                                                        entry["state"], self.training_info(self.job(r))))
             else:
@@ -240,8 +240,8 @@ class TicketSearch:
                 if self.cache is not None:
                     self.checkpoint(r, [*self.records, rec], start)
                 if self._states:
-                    self.callbacks.on_state(RoundState(rec.to_dict(), self.masks, start, self.model.state_dict(),
-                                                       self.training_info(job)))
+                    self.callbacks.on_state(RoundState(self.cost.filled(rec), self.masks, start,
+                                                       self.model.state_dict(), self.training_info(job)))
             if r < last or stop_at is None:
                 if self._measures(r):
                     yield from self._measure_stability(r, rec, None if r < len(restored) else (start, self.masks))
@@ -304,7 +304,9 @@ class TicketSearch:
         """How a round was trained, for retraining a saved ticket exactly."""
         return {"start": job.start, "end": job.end, "data_seed": job.data_seed, "dropout_seed": job.dropout_seed,
                 "constant_lr": job.constant_lr, "input_shape": list(self.data.input_shape),
-                "num_classes": self.data.num_classes}
+                "num_classes": self.data.num_classes,
+                **({"input": {"mean": list(self.data.input_mean), "std": list(self.data.input_std)}}
+                   if self.data.input_mean else {})}
 
     def run(self, callbacks: Callback | list[Callback] | None = None) -> TicketResult:
         """Run the search to the end, one job at a time (drivers.drive); `callbacks` see the training too."""

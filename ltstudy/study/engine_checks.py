@@ -12,6 +12,7 @@ from ..engine.registry import CONTROLS, MASKS, REINITS
 from ..engine.searches import ticket_search
 from .callbacks import StudyPlan
 from .config import StudyConfig, validate_with_data
+from .user_code import load_entries
 
 # Settings whose extremes decide whether a search can be planned (the rounding rule, the rounds it runs).
 PLANNING = ("prune_rate", "rounds", "target_density", "one_shot", "output_rate", "conv_rate", "scope", "batch_size")
@@ -22,6 +23,7 @@ def check_with_engine(cfg: StudyConfig) -> None:
     """Load the data, check the schedule's lengths against it, and build the searches at every combination of the
     extremes of the settings that decide a plan (model × dataset pairs, layer names, rounds that prune nothing
     or empty a layer), before anything is created."""
+    load_entries(cfg)  # (one that cannot load is named alone, not under a [search] combination)
     check_no_control_searched(cfg)
     data = _data(cfg)
     validate_with_data(cfg, len(data.train))

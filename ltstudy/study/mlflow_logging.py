@@ -28,13 +28,13 @@ from Optuna (`sync`): runs, parameters, every round's metrics, values, states.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import math
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from ..engine import strict_json
 from .attrs import EXPERIMENT_ATTR, PARENT_ATTR, RUN_ATTR
 from .config import StudyConfig, describe
 from .tracking import Tracker
@@ -153,8 +153,8 @@ class StudyLog:
                                           "n_complete": sum(t.state.name == "COMPLETE" for t in trials),
                                           "n_pareto": len(pareto_trials(study))})
         self.tracker.log_files(parent, {
-            "summary.json": json.dumps(trial_rows(study), indent=2, default=str),
-            "round_frontier.json": json.dumps(frontier, indent=2, default=str),
+            "summary.json": strict_json.dumps(trial_rows(study), indent=2, default=str),
+            "round_frontier.json": strict_json.dumps(frontier, indent=2, default=str),
             "pareto.png": lambda path: plot_pareto(trials, frontier, path, title=study.study_name, epsilon=epsilon),
         })
 
@@ -231,7 +231,8 @@ class StudyLog:
 
         self.tracker.log_files(run_id, {
             "rounds.csv": rounds_csv(rounds),
-            "rounds.json": json.dumps({"mean": rounds, "per_seed": per_seed, "controls": controls or {}}, indent=2),
+            "rounds.json": strict_json.dumps({"mean": rounds, "per_seed": per_seed, "controls": controls or {}},
+                                             indent=2),
             "accuracy_vs_density.png": lambda path: plot_rounds(rounds, path, title=f"trial {number}"),
         })
 

@@ -20,7 +20,7 @@ from optuna.trial import TrialState
 
 from ..engine.cache import RoundCache
 from ..engine.errors import ConfigError
-from .attrs import PARENT_ATTR
+from .attrs import CODE_ATTR, PARENT_ATTR
 from .config import StudyConfig, settings_changes
 from .mlflow_logging import StudyLog
 from .optuna_api import quiet_experimental
@@ -35,6 +35,7 @@ from .storage import (
     storage_kind,
     tracking_lock,
 )
+from .user_code import code_changes, code_digests
 
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)  # what n_trials counts
 
@@ -100,11 +101,15 @@ def resolve(cfg: StudyConfig, opts: RunOptions) -> tuple[str, str, str]:
 
 
 def check_same_settings(cfg: StudyConfig, storage_url: str, name: str) -> None:
-    """A study is continued only with the settings it was created with: its trials must stay comparable."""
+    """A study is continued only with the settings and the code it was created with: its trials must stay
+    comparable."""
     found = existing_study(storage_url, name)
-    if found is None:
-        return
-    attrs = found.user_attrs
+    if found is not None:
+        check_same_study(cfg, found.user_attrs, name)
+
+
+def check_same_study(cfg: StudyConfig, attrs: dict[str, Any], name: str) -> None:
+    """`check_same_settings` against a study's attributes."""
     if attrs.get("objectives", cfg.study.objectives) != cfg.study.objectives:
         raise ConfigError(f"study '{name}' exists with objectives {attrs.get('objectives')}; the file asks for "
                           f"{cfg.study.objectives}. Start a new study with --study-name NAME (or [study].name)")
@@ -119,6 +124,13 @@ def check_same_settings(cfg: StudyConfig, storage_url: str, name: str) -> None:
     elif attrs.get("study_hash") not in (None, cfg.hash()):
         raise ConfigError(f"study '{name}' was created with other settings; start a new study with --study-name "
                           "NAME (or [study].name)")
+    if CODE_ATTR in attrs:  # (a study made before code was recorded gets it at its next run: open_study)
+        changes = code_changes(attrs[CODE_ATTR], code_digests(cfg))
+        if changes:
+            shown = "; ".join(changes[:4]) + (f"; and {len(changes) - 4} more" if len(changes) > 4 else "")
+            raise ConfigError(f"study '{name}' was created with other code of yours ({shown}), so its trials would "
+                              "not be comparable; start a new study with --study-name NAME (or [study].name), or "
+                              "restore the code")
 
 
 # --------------------------------------------------------------------------- opening studies
@@ -184,6 +196,10 @@ def open_study(cfg: StudyConfig, storage_url: str, name: str, stream: int = 0) -
         created = True
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+    # A study made before code was recorded is pinned to the code of its next run (one with trials: a study another
+    # worker has just created gets its creator's).
+    if created or (CODE_ATTR not in study.user_attrs and found is not None and found.get_trials(deepcopy=False)):
+        study.set_user_attr(CODE_ATTR, code_digests(cfg))
     if created:
         study.set_user_attr("objectives", s.objectives)
         study.set_user_attr("study_file", cfg.path)

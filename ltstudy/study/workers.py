@@ -26,7 +26,7 @@ from .loop import run_trials
 from .mlflow_logging import StudyLog
 from .optuna_api import fail_stale_trials
 from .owners import sweep_dead_owners
-from .session import COUNTED, RunOptions, attach_tracking, open_study, resolve
+from .session import COUNTED, RunOptions, attach_tracking, check_same_study, open_study, resolve
 from .signals import die_with_parent, interrupt_on_signals, stop_processes
 from .storage import open_storage
 from .threads import set_threads
@@ -133,6 +133,8 @@ def run_worker(cfg: StudyConfig, opts: RunOptions, callbacks: StudyCallback | No
     # Workers on other machines may join at the same moment: a random stream keeps their draws apart.
     opened = open_study(cfg, storage_url, name, stream=1 + int.from_bytes(os.urandom(3), "big"))
     study = opened.study
+    if not opened.created:  # (another machine's worker may have created it since `resolve` looked)
+        check_same_study(cfg, study.user_attrs, name)
     log = StudyLog(Tracker(uri))
     exp_id, parent = attach_tracking(opened, cfg, log)
     log.end_study(parent)  # (the study's run is open only while a `run` command drives it)

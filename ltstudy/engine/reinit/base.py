@@ -26,6 +26,8 @@ class Reinit:
     """A re-init strategy. Subclasses set the class attributes and implement `reset`.
 
     - `rewinds`: the round starts from θ_k, so round 0 captures it (when k > 0).
+    - `resets_to_init`: the round starts from θ_k or a fresh draw, not from trained weights (False: pruning at
+      initialisation, which scores the start weights, cannot pair with it).
     - `control`: not a way to find tickets but a control evaluated on a ticket's masks; `path` names the
       ticket-finding strategy whose masks it uses.
     - `start(sched)`: the round's first schedule iteration (k for every ticket-finding strategy).
@@ -34,6 +36,7 @@ class Reinit:
     """
 
     rewinds: ClassVar[bool] = False
+    resets_to_init: ClassVar[bool] = True
     control: ClassVar[bool] = False
     path: ClassVar[str | None] = None
     label: ClassVar[str] = ""  # a control's name in reports ("random re-init")

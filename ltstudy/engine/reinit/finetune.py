@@ -7,6 +7,8 @@ from .base import Reinit, Start
 
 
 class Finetune(Reinit):
+    resets_to_init = False  # (rounds start from the trained weights)
+
     def constant_lr(self, train, sched) -> float:
         return lr_at(sched.iterations - 1, train, sched)
 
