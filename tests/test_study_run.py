@@ -652,6 +652,62 @@ def test_a_reopened_run_forgets_why_it_ended_last_time(stores: Stores):
     assert not tracker.reopen_run("0" * 32)  # (a run that is not there: the caller starts a new one)
 
 
+class _Server:
+    """A tracking server as StudyLog sees it: up or down, and whether its writes go through."""
+
+    uri = "http://127.0.0.1:5999"
+
+    def __init__(self):
+        self.up, self.writes, self.runs = True, True, 0
+
+    def server_answers(self) -> bool:
+        return self.up
+
+    def start_run(self, *args, **kwargs) -> str:
+        if not self.writes:
+            raise ConnectionError("Connection refused")
+        self.runs += 1
+        return f"run-{self.runs}"
+
+    def log_metrics(self, *args, **kwargs) -> None:
+        if not self.writes:
+            raise ConnectionError("Connection refused")
+
+
+def test_logging_goes_offline_when_the_server_fails_and_comes_back_with_the_next_trial_it_answers_for(
+        monkeypatch):
+    """(Logging used to stay off for the rest of the study once the server had failed.)"""
+    from types import SimpleNamespace
+
+    from ltstudy.study import mlflow_logging
+
+    server, lines, clock = _Server(), [], [1000.0]
+    monkeypatch.setattr(mlflow_logging.time, "monotonic", lambda: clock[0])
+    log = StudyLog(server, notice=lines.append)
+    trial = SimpleNamespace(number=0, study=SimpleNamespace(study_name="tiny"), set_user_attr=lambda k, v: None)
+
+    def start() -> str | None:
+        return log.start_trial("1", "parent", trial, "ticket", "hash", {})
+
+    assert start() == "run-1"
+    server.up = server.writes = False
+    log.round("run-1", {"round": 1, "val_accuracy": 0.9})  # the server died mid-trial
+    assert len(lines) == 1 and lines[0].startswith("ltstudy: warning: MLflow at http://127.0.0.1:5999 failed")
+    assert start() is None and log.offline  # still down: no run, nothing tried
+    server.up = server.writes = True
+    log.round("run-1", {"round": 2, "val_accuracy": 0.9})  # (a trial begun before: not where it reconnects)
+    assert log.offline and len(lines) == 1
+    assert start() == "run-2" and log.offline is None  # the next trial: back
+    assert lines[1] == ("ltstudy: MLflow at http://127.0.0.1:5999 answers again: logging goes on; `ltstudy repair "
+                        "STUDY.toml` logs what it missed meanwhile")
+    server.writes = False  # a server that answers but keeps failing: asked again after 30 s, then 60 s
+    log.round("run-2", {"round": 1, "val_accuracy": 0.9})
+    server.writes = True
+    assert start() is None and len(lines) == 3
+    clock[0] += 31
+    assert start() == "run-3" and len(lines) == 4
+
+
 def run_contents(client, run, ignore: tuple[str, ...] = ("rebuilt_from_optuna",)) -> dict:
     """What a run holds, ids and clocks aside: state, tags, params, every metric's history, dataset, files."""
     import tempfile

@@ -20,10 +20,12 @@ per study, one child run per trial nested with an explicit parent run id.
 Optuna's storage is the record of truth; MLflow holds a copy for browsing.
 So a tracking server that dies mid-study (or a full disk under the MLflow
 store) stops nothing: the first failed call prints one line and the log goes
-offline; training goes on and every result stays in Optuna's storage. Each
-new trial, and the study's end, first asks whether MLflow answers again; when
-it does, logging resumes (one line). `ltstudy repair` rebuilds what MLflow
-missed meanwhile from Optuna (mlflow_sync.py).
+offline; training goes on and every result stays in Optuna's storage. With a
+tracking server, each new trial and the study's end first ask whether it
+answers again; when it does, logging resumes (one line). (A server that keeps
+failing after it answered is asked less and less often: 30 s, then 60 s...)
+`ltstudy repair` rebuilds what MLflow missed meanwhile from Optuna
+(mlflow_sync.py).
 """
 
 from __future__ import annotations
@@ -33,12 +35,15 @@ import json
 import logging
 import math
 import sys
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from .attrs import EXPERIMENT_ATTR, PARENT_ATTR, PARETO_ATTR, RUN_ATTR
 from .config import StudyConfig, describe
 from .tracking import Tracker, TrackingUnavailable, one_line
+
+RECONNECT_BACKOFF = 30.0  # seconds before asking again a server that failed after it had answered
 
 ROUND_METRICS = ("density", "sparsity", "val_accuracy", "val_loss", "test_accuracy", "test_accuracy_at_early_stop",
                  "start_test_accuracy", "early_stop_iteration", "train_loss", "iterations", "path_iterations",
@@ -83,8 +88,8 @@ def _quietly(fn: Callable | None = None, *, reconnect: bool = False) -> Callable
     """A logging call that, when MLflow fails, takes the log offline (one line) instead of stopping the study.
 
     Offline, the call is skipped; one that begins something new (`reconnect`:
-    a trial's run, the study's end) first asks whether MLflow answers again,
-    and if its call then goes through, the log is back online.
+    a trial's run, the study's end) first asks whether the tracking server
+    answers again, and if its call then goes through, the log is back online.
     """
     if fn is None:
         return functools.partial(_quietly, reconnect=reconnect)
@@ -96,7 +101,7 @@ def _quietly(fn: Callable | None = None, *, reconnect: bool = False) -> Callable
         if self.strict:
             return fn(self, *args, **kwargs)
         retrying = self.offline is not None
-        if retrying and not (reconnect and self.tracker.answers()):
+        if retrying and not (reconnect and self._may_reconnect()):
             return None
         try:
             result = fn(self, *args, **kwargs)
@@ -116,6 +121,8 @@ class StudyLog:
     def __init__(self, tracker: Tracker, notice: Callable[[str], None] | None = None, strict: bool = False):
         self.tracker = tracker
         self.strict = strict  # a failure raises (`repair`: it exists to log what is missing, so it never skips)
+        self.outages = 0
+        self._next_try = 0.0  # (time.monotonic) no reconnection before
         self.offline: str | None = None  # why MLflow is not being written to, once it failed
         self.notice = notice or (lambda line: print(line, file=sys.stderr, flush=True))
 
@@ -123,11 +130,17 @@ class StudyLog:
         from .storage import redact
 
         self.offline = exc.cause if isinstance(exc, TrackingUnavailable) else one_line(exc)
+        self.outages += 1
+        if self.outages > 1:  # it failed again after it had answered: ask less and less often
+            self._next_try = time.monotonic() + min(RECONNECT_BACKOFF * 2 ** (self.outages - 2), 600.0)
         for name in ("mlflow", "alembic", "sqlalchemy"):  # its loggers would repeat the failure on every call left
             logging.getLogger(name).setLevel(logging.CRITICAL)
         self.notice(f"ltstudy: warning: MLflow at {redact(self.tracker.uri)} failed ({self.offline}); training "
                     "goes on and Optuna keeps every result: run `ltstudy repair STUDY.toml` once MLflow is back to "
                     "log what is missing")
+
+    def _may_reconnect(self) -> bool:
+        return time.monotonic() >= self._next_try and self.tracker.server_answers()
 
     def back_online(self) -> None:
         from .storage import redact

@@ -64,7 +64,7 @@ class TrackingUnavailable(RunFailed):
     """MLflow still locked, refused or unreachable after the retries: one line (exit 1), or the log goes offline."""
 
     def __init__(self, uri: str | None, cause: BaseException, waited: float):
-        self.cause = one_line(cause)
+        self.cause = one_line([*_chain(cause)][-1])  # (the driver's words: MLflow's wrappers lead with their own)
         retried = f" after {waited:.0f} s of retries" if waited >= 1 else ""
         super().__init__(f"MLflow at {redact(uri or '?')} is unavailable ({self.cause}){retried}; run the same "
                          "command again once it answers: Optuna keeps every finished trial")
@@ -179,10 +179,10 @@ class Tracker:
 
         return schema_race_safe(lambda: MlflowClient(tracking_uri=self.uri))
 
-    def answers(self, timeout: float = 3.0) -> bool:
-        """Whether a tracking server answers its health check now (a store that is not a server: assumed so)."""
+    def server_answers(self, timeout: float = 3.0) -> bool:
+        """Whether a tracking server answers its health check now (False for a database store: it has none)."""
         if not self.uri.startswith(("http://", "https://")):
-            return True
+            return False
         import urllib.request
 
         try:
