@@ -28,8 +28,9 @@ def main() -> None:
     make_server("127.0.0.1", port, app, threaded=True).serve_forever()
 
 
-def start(store: str, artifacts: Path, port: int, log: Path, timeout: float = 120) -> subprocess.Popen:
-    """The server in the background, once it answers /health."""
+def start(store: str, artifacts: Path, port: int, log: Path, timeout: float = 600) -> subprocess.Popen:
+    """The server in the background, once it answers /health (`timeout` guards against a hang only: on a loaded
+    machine importing MLflow's app alone can take a minute)."""
     with open(log, "a") as out:
         proc = subprocess.Popen([sys.executable, __file__, store, str(artifacts), str(port)], stdout=out,
                                 stderr=subprocess.STDOUT)
@@ -38,7 +39,7 @@ def start(store: str, artifacts: Path, port: int, log: Path, timeout: float = 12
         if proc.poll() is not None:
             raise RuntimeError(f"the MLflow test server exited with {proc.returncode}: {log.read_text()[-2000:]}")
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=30):
                 return proc
         except OSError:
             time.sleep(0.2)

@@ -5,7 +5,7 @@
 | a torn or garbage tail of the Optuna journal   | every complete record; the tail is set aside (1 warning)|
 | damage in the middle of the journal            | refused in one line; `repair` keeps every readable one  |
 | processes started together on a new folder     | one MLflow store, one parent run, all proceed           |
-| the MLflow server killed mid-study             | training (1 warning); `repair` logs what was missed     |
+| the MLflow server killed mid-study             | training (1 warning), resumed logs; `repair` the rest   |
 | PostgreSQL restarted under two workers         | every trial: calls retry across the restart             |
 | a worker that died before its first heartbeat  | its trial is failed and re-queued after the grace period|
 | SIGKILL to the parent of `run --jobs 2`        | workers stop with it; the next run finishes the study   |
@@ -200,15 +200,42 @@ def test_runs_started_together_on_a_new_folder_make_one_mlflow_store_and_one_par
 # --------------------------------------------------------------------------- the MLflow server dies
 
 
-def test_a_dead_mlflow_server_stops_nothing_and_repair_logs_what_it_missed(tmp_path: Path):
+def _fully_logged(runs: Runs, run, steps: list[int]) -> bool:
+    """A trial's run holds what a run that never lost MLflow holds: every round once, its files, tags, end."""
+    tags, run_id = run.data.tags, run.info.run_id
+    return (run.info.status == "FINISHED" and tags.get("state") == "COMPLETE" and "feasible" in tags
+            and tags.get("pareto") in ("true", "false") and runs.steps(run_id) == steps
+            and {"rounds.csv", "rounds.json", "accuracy_vs_density.png"} <= {a.path for a in
+                                                                             runs.client.list_artifacts(run_id)})
+
+
+def _paused(proc: subprocess.Popen):
+    """The process stopped (SIGSTOP) while the block runs: what the block does happens between two of its steps."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def pause():
+        proc.send_signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            proc.send_signal(signal.SIGCONT)
+    return pause()
+
+
+def test_a_dead_mlflow_server_stops_nothing_logging_resumes_when_it_is_back_and_repair_logs_what_it_missed(
+        tmp_path: Path):
+    """(Logging used to stay off for the rest of the study once the server had failed, and `repair` left out the
+    trials' files, the `feasible` and `pareto` tags and the study run's counts and files.)"""
+    from ltstudy.study.frontier import pareto_trials
+
     port = free_port()
     store, artifacts = f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "artifacts"
     uri = f"http://127.0.0.1:{port}"
     server = mlflow_server.start(store, artifacts, port, tmp_path / "server.log")
     storage = f"journal:{tmp_path / 'optuna.journal'}"
-    path = write_study(tmp_path, storage=storage, tracking_uri=uri, n_trials=4, cache_dir=str(tmp_path / "cache"),
-                       train={"iterations": 300, "eval_every": 50},
-                       search={"prune_rate": {"low": 0.2, "high": 0.5}, "rewind_iter": 0, "rounds": 2})
+    path = write_study(tmp_path, storage=storage, tracking_uri=uri, n_trials=5, cache_dir=str(tmp_path / "cache"),
+                       train=LONG, search={"prune_rate": {"low": 0.2, "high": 0.5}, "rewind_iter": 0, "rounds": 2})
     proc = start(tmp_path, "run", str(path), "--quiet", tag="run")
     try:
         def first_trial_logged() -> bool:
@@ -217,30 +244,44 @@ def test_a_dead_mlflow_server_stops_nothing_and_repair_logs_what_it_missed(tmp_p
             except Exception:  # (the experiment does not exist yet)
                 return False
 
-        wait_for(first_trial_logged, 180, "the first trial's MLflow run to finish", proc, interval=0.2)
-        server.kill()
-        server.wait(timeout=30)
-        code = proc.wait(timeout=300)
+        wait_for(first_trial_logged, 300, "the first trial's MLflow run to finish", proc, interval=0.2)
+        with _paused(proc):  # the server dies between two of the run's calls
+            server.kill()
+            server.wait(timeout=30)
+        wait_for(lambda: "MLflow at" in outputs(tmp_path, "run")[1], 300, "the run to notice", proc, interval=0.1)
+        with _paused(proc):  # ...and is back before the run's next trial (the study has trials left)
+            server = mlflow_server.start(store, artifacts, port, tmp_path / "server.log")
+        code = proc.wait(timeout=600)
     finally:
         stop(proc)
-        stop(server)
     _, err = outputs(tmp_path, "run")
     assert code == 0, err
     assert "Traceback" not in err
-    (line,) = [line for line in err.splitlines() if "MLflow at" in line]
+    (line,) = [line for line in err.splitlines() if "failed" in line]
     assert line.startswith(f"ltstudy: warning: MLflow at {uri} failed") and "ltstudy repair" in line
-    assert len(load(storage).get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) == 4  # training went on
-
-    server = mlflow_server.start(store, artifacts, port, tmp_path / "server.log")
+    (line,) = [line for line in err.splitlines() if "answers again" in line]
+    assert line.startswith(f"ltstudy: MLflow at {uri} answers again: logging goes on")
+    study = load(storage)
+    assert len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) == 5  # training went on
     try:
-        done = run(tmp_path, "repair", str(path), timeout=180)
+        runs = Runs.of(uri, "ft")
+        assert _fully_logged(runs, runs.of_trial(4), [0, 1, 2])  # logged again, without `repair`
+        (parent,) = runs.parents
+        assert parent.info.status == "FINISHED" and parent.data.metrics["n_trials"] == 5
+        missed = [n for n in range(5) if n not in {int(r.data.tags["optuna.trial"]) for r in runs.children}
+                  or not _fully_logged(runs, runs.of_trial(n), [0, 1, 2])]
+        assert 1 in missed  # (the trial MLflow died under)
+
+        done = run(tmp_path, "repair", str(path), timeout=300)
         assert done.returncode == 0, done.stderr
         runs = Runs.of(uri, "ft")
-        assert runs.running() == []  # the parent's run too
-        assert len(runs.children) == 4
-        for child in runs.children:
-            assert runs.steps(child.info.run_id) == [0, 1, 2]  # every round, each once
-            assert child.data.tags["state"] == "COMPLETE"
+        assert runs.running() == []
+        assert sorted(int(r.data.tags["optuna.trial"]) for r in runs.children) == [0, 1, 2, 3, 4]
+        assert all(_fully_logged(runs, r, [0, 1, 2]) for r in runs.children)  # every round once, files, tags
+        best = {t.number for t in pareto_trials(load(storage))}
+        assert {int(r.data.tags["optuna.trial"]) for r in runs.children if r.data.tags["pareto"] == "true"} == best
+        assert {"summary.json", "round_frontier.json", "pareto.png"} <= {
+            a.path for a in runs.client.list_artifacts(runs.parents[0].info.run_id)}
     finally:
         stop(server)
 

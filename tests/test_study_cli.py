@@ -194,10 +194,11 @@ def test_ui_starts_mlflow_on_the_study_store_bound_to_localhost_and_prints_the_r
                                                                                      monkeypatch):
     stores, path = done
     started = []
-    monkeypatch.setattr(servers, "serve", lambda cmd, banner: started.append((cmd, banner)) or 0)
+    monkeypatch.setattr(servers, "serve", lambda cmd, banner, env=None: started.append((cmd, banner)) or 0)
     code, _, _ = main(capsys, "ui", str(path), "--port", "5123")
     assert code == 0
     ((cmd, banner),) = started
+    assert cmd[cmd.index("--app-name") + 1] == "ltstudy"  # MLflow's app, opening in model training (mlflow_ui.py)
     assert cmd[cmd.index("--backend-store-uri") + 1] == stores.tracking_uri
     assert cmd[cmd.index("--host") + 1] == "127.0.0.1"
     assert cmd[cmd.index("--port") + 1] == "5123"
@@ -228,20 +229,6 @@ def _processes_mentioning(needle: str) -> list[int]:
     return pids
 
 
-def _wait_for_port(port: int, proc, seconds: float) -> None:
-    import socket
-    import time
-
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "the server command exited early"
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise AssertionError(f"nothing listened on port {port} within {seconds} s")
-
-
 def _port_is_free(port: int) -> bool:
     """A server could listen on it again (SO_REUSEADDR, as servers bind: our own requests leave TIME_WAITs)."""
     import socket
@@ -255,30 +242,108 @@ def _port_is_free(port: int) -> bool:
     return True
 
 
-def test_a_signalled_ui_stops_the_mlflow_server_and_every_process_it_started(done, tmp_path):
-    """SIGTERM (SIGINT goes through the same handler, signals.interrupt_on_signals, tested with `run`)."""
-    import signal
-    import sys
-    import time
+def _first_line_starting(proc, prefix: str, seconds: float) -> str:
+    """The first line of `proc`'s stdout that starts with `prefix` (a bound against a hang, not a deadline)."""
+    import queue
+    import threading
 
-    stores, path = done
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
+    while True:
+        try:
+            line = lines.get(timeout=seconds)
+        except queue.Empty:
+            raise AssertionError(f"nothing printed {prefix!r} within {seconds} s") from None
+        if line.startswith(prefix):
+            return line.strip()
+
+
+@pytest.fixture(scope="module")
+def ui(done, tmp_path_factory):
+    """`ltstudy ui` on the finished study, once it has printed its URL; (process, the URL, whether the server
+    answered at that moment). Stopped (if a test has not) at the end of the module."""
+    import sys
+    import urllib.request
+
+    _, path = done
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "ltstudy.cli", "ui", str(path), "--port", str(port)],
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    folder = tmp_path_factory.mktemp("ui")
+    with open(folder / "ui.err", "w") as err:  # (a file: a pipe nobody reads would fill up and stall the server)
+        proc = subprocess.Popen([sys.executable, "-m", "ltstudy.cli", "ui", str(path), "--port", str(port)],
+                                cwd=folder, stdout=subprocess.PIPE, stderr=err, text=True)
+    proc.err = folder / "ui.err"
     try:
-        _wait_for_port(port, proc, 90)
-        assert _processes_mentioning(str(stores.db)), "the server's processes name the store on their command line"
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
+        line = _first_line_starting(proc, "MLflow UI for", 600)
+        url = line.split(": ", 1)[1].split()[0]
+        try:  # right now, once: the URL was printed because the server answers
+            with urllib.request.urlopen(url.split("#")[0], timeout=30) as r:
+                answered = r.status == 200
+        except OSError:
+            answered = False
+        yield proc, url, answered, port
     finally:
         if proc.poll() is None:
             proc.kill()
-    deadline = time.monotonic() + 15
+            proc.wait(timeout=30)
+
+
+def test_ui_prints_its_url_once_the_server_answers(ui, done):
+    """(`ltstudy ui` printed the URL 20-38 s before the server accepted connections.)"""
+    _, url, answered, port = ui
+    stores, _ = done
+    exp = stores.client().get_experiment_by_name("tiny").experiment_id
+    assert url == f"http://127.0.0.1:{port}/#/experiments/{exp}/runs?workflowType=machine_learning"
+    assert answered
+
+
+def test_every_run_of_the_study_opens_in_the_mlflow_ui_as_model_training(ui, done):
+    """(A run's page, opened from the runs table, switched MLflow 3.17's UI to its GenAI workflow: "Evaluations",
+    Judges and Prompts. Its link carries no workflowType, and the UI then reads a browser setting, GenAI by
+    default.) A fresh browser opens a trial's run page as model training."""
+    import time
+
+    from tests.test_report import chrome
+
+    port = ui[3]
+    stores, _ = done
+    (trial,) = [t for t in stores.study().trials if t.number == 0]
+    exp = stores.client().get_experiment_by_name("tiny").experiment_id
+    driver = chrome()
+    try:
+        driver.set_window_size(1300, 900)
+        driver.get(f"http://127.0.0.1:{port}/#/experiments/{exp}/runs/{trial.user_attrs['mlflow_run_id']}")
+        text = ""
+        for _ in range(600):  # (until the page has rendered the run: a bound against a hang)
+            text = driver.execute_script("return document.body.innerText")
+            if "trial-0" in text and "Overview" in text:
+                break
+            time.sleep(0.5)
+        assert "trial-0" in text
+        workflow = driver.execute_script("return localStorage.getItem('mlflow.workflowType_v1')")
+    finally:
+        driver.quit()
+    assert workflow == '"machine_learning"'
+    assert "Evaluations" not in text and "Judges" not in text and "Prompts" not in text
+    assert "Runs" in text.split("trial-0")[0]  # the breadcrumb: experiment > Runs > trial-0
+
+
+def test_a_signalled_ui_stops_the_mlflow_server_and_every_process_it_started(ui, done):
+    """SIGTERM (SIGINT goes through the same handler, signals.interrupt_on_signals, tested with `run`). (Last of
+    the `ui` tests: it stops the server they share.)"""
+    import signal
+    import time
+
+    proc, _, _, port = ui
+    stores, _ = done
+    assert _processes_mentioning(str(stores.db)), "the server's processes name the store on their command line"
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=120)
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline and (_processes_mentioning(str(stores.db)) or not _port_is_free(port)):
         time.sleep(0.2)
     assert _processes_mentioning(str(stores.db)) == []
     assert _port_is_free(port)
-    assert "Traceback" not in proc.stderr.read()
+    assert "Traceback" not in proc.err.read_text()
 
 
 def test_dashboard_serves_the_study_with_its_objective_names_and_stops_on_sigterm(done, tmp_path):
@@ -293,7 +358,7 @@ def test_dashboard_serves_the_study_with_its_objective_names_and_stops_on_sigter
     proc = subprocess.Popen([sys.executable, "-m", "ltstudy.cli", "dashboard", str(path), "--port", str(port)],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        _wait_for_port(port, proc, 60)
+        printed = _first_line_starting(proc, "optuna-dashboard for", 600)  # (printed once it answers)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=10) as r:
             studies = json.loads(r.read())["study_summaries"]
         (study,) = [s for s in studies if s["study_name"] == "tiny"]
@@ -310,7 +375,7 @@ def test_dashboard_serves_the_study_with_its_objective_names_and_stops_on_sigter
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert url in proc.stdout.read()  # printed: it opens on the study, not on the list of studies
+    assert url in printed  # it opens on the study, not on the list of studies
     assert _processes_mentioning(journal) == []
     assert _port_is_free(port)
 

@@ -605,6 +605,164 @@ def test_sweep_orphans_closes_runs_as_optuna_recorded_their_trial(stores: Stores
     assert client.get_run(parent).info.status == "RUNNING"  # only child runs are swept
 
 
+def test_a_sweep_spares_a_run_another_worker_opens_between_its_two_listings(stores: Stores, monkeypatch):
+    """(Three workers on PostgreSQL: a worker's start-up sweep listed Optuna's trials, another worker then started
+    a trial and opened its run, and the sweep, listing RUNNING runs next, closed that live run as FAIL.)"""
+    tracker = Tracker(stores.tracking_uri)
+    study = optuna.create_study(storage=open_storage(stores.storage), study_name="tiny", direction="maximize")
+    exp = tracker.experiment_id("tiny")
+    parent = tracker.start_run(exp, "tiny")
+    study.set_user_attr(EXPERIMENT_ATTR, exp)
+    study.set_user_attr(PARENT_ATTR, parent)
+    live = study.ask()  # a worker's trial, running with its run
+    live_run = tracker.start_run(exp, "trial-0", tags={"optuna.trial": live.number}, parent_run_id=parent)
+    opened: list[str] = []
+
+    def another_worker_starts_a_trial() -> None:
+        if not opened:
+            opened.append("")
+            trial = study.ask()
+            opened[0] = tracker.start_run(exp, f"trial-{trial.number}", tags={"optuna.trial": trial.number},
+                                          parent_run_id=parent)
+
+    def then_another_worker(real):  # whichever listing the sweep makes first, the new trial comes right after it
+        def listing(*args, **kwargs):
+            result = real(*args, **kwargs)
+            another_worker_starts_a_trial()
+            return result
+        return listing
+
+    monkeypatch.setattr(study, "get_trials", then_another_worker(study.get_trials))
+    monkeypatch.setattr(tracker, "child_runs", then_another_worker(tracker.child_runs))
+    assert StudyLog(tracker).sweep_orphans(study) == 0
+    client = stores.client()
+    assert opened and client.get_run(opened[0]).info.status == "RUNNING"
+    assert client.get_run(live_run).info.status == "RUNNING"
+
+
+def test_a_reopened_run_forgets_why_it_ended_last_time(stores: Stores):
+    """(A resumed study's run kept `reason=interrupted` after it completed.)"""
+    tracker = Tracker(stores.tracking_uri)
+    run_id = tracker.start_run(tracker.experiment_id("tiny"), "tiny")
+    tracker.end_run(run_id, "KILLED", reason="interrupted")
+    assert tracker.reopen_run(run_id)
+    tracker.end_run(run_id)
+    run = stores.client().get_run(run_id)
+    assert run.info.status == "FINISHED" and "reason" not in run.data.tags
+    assert not tracker.reopen_run("0" * 32)  # (a run that is not there: the caller starts a new one)
+
+
+class _Server:
+    """A tracking server as StudyLog sees it: up or down, and whether its writes go through."""
+
+    uri = "http://127.0.0.1:5999"
+
+    def __init__(self):
+        self.up, self.writes, self.runs = True, True, 0
+
+    def server_answers(self) -> bool:
+        return self.up
+
+    def start_run(self, *args, **kwargs) -> str:
+        if not self.writes:
+            raise ConnectionError("Connection refused")
+        self.runs += 1
+        return f"run-{self.runs}"
+
+    def log_metrics(self, *args, **kwargs) -> None:
+        if not self.writes:
+            raise ConnectionError("Connection refused")
+
+
+def test_logging_goes_offline_when_the_server_fails_and_comes_back_with_the_next_trial_it_answers_for(
+        monkeypatch):
+    """(Logging used to stay off for the rest of the study once the server had failed.)"""
+    from types import SimpleNamespace
+
+    from ltstudy.study import mlflow_logging
+
+    server, lines, clock = _Server(), [], [1000.0]
+    monkeypatch.setattr(mlflow_logging.time, "monotonic", lambda: clock[0])
+    log = StudyLog(server, notice=lines.append)
+    trial = SimpleNamespace(number=0, study=SimpleNamespace(study_name="tiny"), set_user_attr=lambda k, v: None)
+
+    def start() -> str | None:
+        return log.start_trial("1", "parent", trial, "ticket", "hash", {})
+
+    assert start() == "run-1"
+    server.up = server.writes = False
+    log.round("run-1", {"round": 1, "val_accuracy": 0.9})  # the server died mid-trial
+    assert len(lines) == 1 and lines[0].startswith("ltstudy: warning: MLflow at http://127.0.0.1:5999 failed")
+    assert start() is None and log.offline  # still down: no run, nothing tried
+    server.up = server.writes = True
+    log.round("run-1", {"round": 2, "val_accuracy": 0.9})  # (a trial begun before: not where it reconnects)
+    assert log.offline and len(lines) == 1
+    assert start() == "run-2" and log.offline is None  # the next trial: back
+    assert lines[1] == ("ltstudy: MLflow at http://127.0.0.1:5999 answers again: logging goes on; `ltstudy repair "
+                        "STUDY.toml` logs what it missed meanwhile")
+    server.writes = False  # a server that answers but keeps failing: asked again after 30 s, then 60 s
+    log.round("run-2", {"round": 1, "val_accuracy": 0.9})
+    server.writes = True
+    assert start() is None and len(lines) == 3
+    clock[0] += 31
+    assert start() == "run-3" and len(lines) == 4
+
+
+def run_contents(client, run, ignore: tuple[str, ...] = ("rebuilt_from_optuna",)) -> dict:
+    """What a run holds, ids and clocks aside: state, tags, params, every metric's history, dataset, files."""
+    import tempfile
+
+    run_id = run.info.run_id
+    files = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for a in client.list_artifacts(run_id):
+            local = Path(client.download_artifacts(run_id, a.path, tmp))
+            files[a.path] = (json.loads(local.read_text()) if a.path.endswith(".json") else
+                             local.read_text() if a.path.endswith(".csv") else local.read_bytes()[:8])
+    return {"status": run.info.status, "params": run.data.params,
+            "tags": {k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.") and k not in ignore},
+            "metrics": {key: sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+                        for key in run.data.metrics},
+            "inputs": sorted((i.dataset.name, i.dataset.digest, i.dataset.profile)
+                             for i in client.get_run(run_id).inputs.dataset_inputs),
+            "files": files}
+
+
+def test_repair_rebuilds_everything_a_study_s_runs_hold_from_optuna_alone(stores: Stores, tmp_path_factory,
+                                                                          capsys):
+    """(`repair` used to rebuild runs, parameters, rounds and states, but not each trial's files, its `feasible`
+    and `pareto` tags, nor the study run's counts and files.) Into an empty store, it makes what the run made."""
+    import shutil
+
+    from ltstudy import cli
+
+    path = write_study(stores.root, stores, study={"n_trials": 2, "replicates": 2, "controls": ["random-reinit"],
+                                                   "max_accuracy_drop": 0.5})
+    assert run(path) == 0
+    again = Stores(stores.root / "rebuilt")
+    seed_mlflow_db(tmp_path_factory, again.db)
+    shutil.copyfile(stores.journal, again.journal)
+    capsys.readouterr()
+    assert cli.main(["repair", str(path), "--storage", again.storage, "--tracking-uri", again.tracking_uri]) == 0
+    assert ("rebuilt from Optuna: 3 MLflow runs created, 26 rounds logged, the files of 2 trials, the study's "
+            "summary") in capsys.readouterr().out
+    (live_parent,), live = parent_and_children(stores.client(), "tiny")
+    (parent,), rebuilt = parent_and_children(again.client(), "tiny")
+    number = lambda r: r.data.tags["optuna.trial"]  # noqa: E731
+    assert sorted(map(number, rebuilt)) == sorted(map(number, live)) == ["0", "1"]
+    for made, lost in zip(sorted(rebuilt, key=number), sorted(live, key=number), strict=True):
+        assert run_contents(again.client(), made) == run_contents(stores.client(), lost)
+    contents = run_contents(again.client(), made)
+    assert {"rounds.csv", "rounds.json", "accuracy_vs_density.png"} <= set(contents["files"])
+    assert {"feasible", "pareto", "state"} <= set(contents["tags"])
+    assert contents["metrics"]["seed_1/control/random-reinit/val_accuracy"]  # (every seed's control too)
+    assert run_contents(again.client(), parent, ("reason",)) == run_contents(stores.client(), live_parent)
+    assert {"summary.json", "round_frontier.json", "pareto.png"} <= set(run_contents(again.client(), parent)["files"])
+    assert parent.data.tags["reason"] == "closed by ltstudy repair"
+    assert cli.main(["repair", str(path), "--storage", again.storage, "--tracking-uri", again.tracking_uri]) == 0
+    assert "rebuilt" not in capsys.readouterr().out  # nothing is logged twice
+
+
 def test_tracker_logs_more_params_than_one_mlflow_batch_holds(stores: Stores):
     tracker = Tracker(stores.tracking_uri)
     run_id = tracker.start_run(tracker.experiment_id("many"), "many")

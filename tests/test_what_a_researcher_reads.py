@@ -217,6 +217,7 @@ def test_git_ignores_every_file_the_default_mlflow_store_leaves(tmp_path):
 def test_with_two_seeds_the_dense_instability_is_also_logged_as_their_mean_by_repair_too():
     """(Only `seed_S/dense_val_instability` was in MLflow: every other metric has its mean unprefixed.)"""
     from ltstudy.study.mlflow_logging import StudyLog, dense_instability_means
+    from ltstudy.study.mlflow_sync import _sync_rounds
 
     def seed(val0, val20):
         paths = [{"label": "dense", "k": k, "val_instability": v, "test_instability": v / 2}
@@ -243,7 +244,7 @@ def test_with_two_seeds_the_dense_instability_is_also_logged_as_their_mean_by_re
 
     tracker = Tracker()
     trial = make_trial(0, per_seed, seeds=[0, 1])
-    StudyLog(tracker)._sync_rounds("run", trial, [0, 1])
+    _sync_rounds(StudyLog(tracker), "run", trial, [0, 1])
     assert tracker.logged["dense_val_instability"] == {0: pytest.approx(0.06), 20: pytest.approx(0.01)}
     assert tracker.logged["seed_1/dense_val_instability"] == {0: 0.04, 20: 0.0}
     live = Tracker()

@@ -1,16 +1,24 @@
 """`ltstudy ui` and `ltstudy dashboard`: the MLflow UI and optuna-dashboard on a study's stores, on 127.0.0.1.
 
 Each server runs in its own process group until Ctrl-C or SIGTERM, and is then
-stopped with everything it started.
+stopped with everything it started. Its URL is printed once it answers (MLflow's
+UI takes tens of seconds to start). The MLflow UI opens in its model-training
+workflow, wherever one clicks (mlflow_ui.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import socket
 import subprocess
 import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
 
 from ..engine.errors import ConfigError
 from ..study.signals import interrupt_on_signals, stop_process_group
@@ -40,12 +48,19 @@ def ui(args: argparse.Namespace) -> int:
     if not uri.startswith("sqlite:///"):
         print(f"{redact(uri).rstrip('/')}/{page}")  # a server already: its runs page
         return 0
+    from . import mlflow_ui
+
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host,
-           "--port", str(args.port), "--workers", "1"]
+           "--port", str(args.port), "--workers", "1", "--app-name", mlflow_ui.PLUGIN]
     root = artifact_root(uri)
     if root:
         cmd += ["--default-artifact-root", root]
-    return serve(cmd, f"MLflow UI for {uri}: http://{args.host}:{args.port}/{page}")
+    with tempfile.TemporaryDirectory(prefix="ltstudy-ui-") as tmp:
+        # (MLflow finds its app plugins by entry point; ltstudy itself must be importable by its server too)
+        paths = [str(mlflow_ui.plugin_path(Path(tmp))), str(Path(__file__).resolve().parents[2]),
+                 os.environ.get("PYTHONPATH", "")]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
+        return serve(cmd, f"MLflow UI for {uri}: http://{args.host}:{args.port}/{page}", env)
 
 
 def _runs_page(uri: str, name: str) -> str:
@@ -95,17 +110,37 @@ def _study_id(url: str, name: str) -> int | None:
         return None
 
 
-def serve(cmd: list[str], banner: str) -> int:
-    """Run a server in its own process group until Ctrl-C or SIGTERM, then stop it and everything it started."""
-    print(f"{banner}  (Ctrl-C to stop)", flush=True)
+def serve(cmd: list[str], banner: str, env: dict[str, str] | None = None) -> int:
+    """Run a server in its own process group until Ctrl-C or SIGTERM, then stop it and everything it started.
+
+    The banner (which ends with the server's URL) is printed once the server answers.
+    """
     interrupt_on_signals()
-    proc = subprocess.Popen(cmd, start_new_session=True)
+    proc = subprocess.Popen(cmd, start_new_session=True, env=env)
     try:
+        if not _answers(proc, banner.rsplit(" ", 1)[-1]):
+            print(f"ltstudy: the server exited with code {proc.returncode} before it answered (its own words are "
+                  "above)", file=sys.stderr)
+            return 1
+        print(f"{banner}  (Ctrl-C to stop)", flush=True)
         return proc.wait()
     except KeyboardInterrupt:
         return 0
     finally:
         stop_process_group(proc)
+
+
+def _answers(proc: subprocess.Popen, url: str) -> bool:
+    """Wait until the server at `url` answers a request (True), or until it exits first (False)."""
+    while proc.poll() is None:
+        try:
+            with urllib.request.urlopen(url.split("#")[0], timeout=5):
+                return True
+        except urllib.error.HTTPError:  # (an error page is an answer: it is up)
+            return True
+        except OSError:  # refused, reset, timed out: still starting
+            time.sleep(0.25)
+    return False
 
 
 def _check_port_free(host: str, port: int) -> None:

@@ -95,9 +95,14 @@ def repair(args: argparse.Namespace) -> int:
             print(f"storage journal {path}: set aside {dropped} damaged {plural(dropped, 'line')} and kept every "
                   f"readable record (the original is backed up beside it as {path.name}.backup-*)")
     study, storage = open_existing(url, args.study_name or cfg.study.name, cfg)
-    done = repair_all(study, storage, cfg, StudyLog(Tracker(uri)), url)
-    rebuilt = (f"; rebuilt from Optuna: {done['runs_created']} MLflow runs created, {done['rounds_logged']} rounds "
-               "logged" if done["runs_created"] or done["rounds_logged"] else "")
+    done = repair_all(study, storage, cfg, StudyLog(Tracker(uri), strict=True), url)
+    rebuilt = [f"{done['runs_created']} MLflow {plural(done['runs_created'], 'run')} created",
+               f"{done['rounds_logged']} {plural(done['rounds_logged'], 'round')} logged",
+               f"the files of {done['artifacts_logged']} {plural(done['artifacts_logged'], 'trial')}",
+               "the study's summary"]
+    shown = [text for text, n in zip(rebuilt, (done["runs_created"], done["rounds_logged"], done["artifacts_logged"],
+                                                done["summary_logged"]), strict=True) if n]
+    rebuilt = f"; rebuilt from Optuna: {', '.join(shown)}" if shown else ""
     print(f"'{study.study_name}': failed {done['trials_failed']} stale {plural(done['trials_failed'], 'trial')} "
           f"(re-queued for a worker), closed {done['runs_closed']} MLflow {plural(done['runs_closed'], 'run')}"
           f"{rebuilt}")

@@ -7,22 +7,26 @@ per study, one child run per trial nested with an explicit parent run id.
   the trial counts as metrics and `summary.json`, `round_frontier.json`,
   `pareto.png`; `report.html` when a report is written;
 - a trial's run: tags (study, trial number, state, kind, config hash, the
-  searched values, `pareto`, `retry_of`), the trial's whole engine config as
-  params, every round's metrics with step = round (prefixed `seed_S/` when a
-  trial has several seeds, whose mean is logged unprefixed), the dense
-  network's instability with step = k (`[stability] dense_ks`; with several
-  seeds, each seed's prefixed and their mean unprefixed), the objective
-  and constraint values, `rounds.csv`, `rounds.json`,
-  `accuracy_vs_density.png`, and saved tickets under `tickets/` and
-  `ticket/`; it ends FINISHED (complete or diverged), KILLED (pruned) or
-  FAILED, with its reason.
+  searched values, `feasible` and `pareto` once it is complete, `retry_of`),
+  the trial's whole engine config as params, every round's metrics with
+  step = round (prefixed `seed_S/` when a trial has several seeds, whose mean
+  is logged unprefixed), the dense network's instability with step = k
+  (`[stability] dense_ks`; with several seeds, each seed's prefixed and their
+  mean unprefixed), the objective and constraint values,
+  `rounds.csv`, `rounds.json`, `accuracy_vs_density.png`, and saved tickets
+  under `tickets/` and `ticket/`; it ends FINISHED (complete or diverged),
+  KILLED (pruned) or FAILED, with its reason. A retried trial's run holds
+  every round of the trial (the ones it took from the cache too).
 
 Optuna's storage is the record of truth; MLflow holds a copy for browsing.
 So a tracking server that dies mid-study (or a full disk under the MLflow
 store) stops nothing: the first failed call prints one line and the log goes
-offline for the rest of the process; training goes on and every result stays
-in Optuna's storage. `ltstudy repair` later rebuilds what MLflow is missing
-from Optuna (`sync`): runs, parameters, every round's metrics, values, states.
+offline; training goes on and every result stays in Optuna's storage. With a
+tracking server, each new trial and the study's end first ask whether it
+answers again; when it does, logging resumes (one line). (A server that keeps
+failing after it answered is asked less and less often: 30 s, then 60 s...)
+`ltstudy repair` rebuilds what MLflow missed meanwhile from Optuna
+(mlflow_sync.py).
 """
 
 from __future__ import annotations
@@ -31,13 +35,16 @@ import functools
 import logging
 import math
 import sys
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from ..engine import strict_json
-from .attrs import EXPERIMENT_ATTR, PARENT_ATTR, RUN_ATTR
+from .attrs import EXPERIMENT_ATTR, PARENT_ATTR, PARETO_ATTR, RUN_ATTR
 from .config import StudyConfig, describe
-from .tracking import Tracker
+from .tracking import Tracker, TrackingUnavailable, one_line
+
+RECONNECT_BACKOFF = 30.0  # seconds before asking again a server that failed after it had answered
 
 ROUND_METRICS = ("density", "sparsity", "val_accuracy", "val_loss", "test_accuracy", "test_accuracy_at_early_stop",
                  "start_test_accuracy", "early_stop_iteration", "train_loss", "iterations", "path_iterations",
@@ -58,7 +65,7 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def rounds_csv(rounds: Iterable[Mapping[str, Any]]) -> str:
     """One row per round; the per-layer densities as columns `layer_density/<layer>`."""
-    rows = [{**{k: v for k, v in r.items() if not isinstance(v, dict | list)},
+    rows = [{**{k: v for k, v in r.items() if not isinstance(v, dict | list) and k != "control"},
              **{f"layer_density/{n}": d for n, d in r.get("layer_density", {}).items()}} for r in rounds]
     if not rows:
         return ""
@@ -80,43 +87,82 @@ def dense_instability_means(per_seed: Sequence[Sequence[Mapping[str, Any]]]) -> 
                 for split in ("val", "test")} for k, paths in sorted(found.items())}
 
 
-def _quietly(fn: Callable) -> Callable:
-    """A logging call that, when MLflow fails, takes the log offline (one line) instead of stopping the study."""
+
+def rounds_json(mean: list[dict], per_seed: Mapping[str, list[dict]],
+                controls: Mapping[str, Mapping[str, list[dict]]] | None = None) -> str:
+    """`rounds.json`: the mean over seeds, each seed's rounds, and each control's levels per seed."""
+    def plain(rounds: list[dict]) -> list[dict]:  # (which curve a record is of, its key says)
+        return [{k: v for k, v in r.items() if k != "control"} for r in rounds]
+
+    return strict_json.dumps({"mean": plain(mean), "per_seed": {s: plain(r) for s, r in per_seed.items()},
+                              "controls": {n: {s: plain(r) for s, r in by_seed.items()} for n, by_seed in
+                                           (controls or {}).items()}}, indent=2)
+
+
+def _quietly(fn: Callable | None = None, *, reconnect: bool = False) -> Callable:
+    """A logging call that, when MLflow fails, takes the log offline (one line) instead of stopping the study.
+
+    Offline, the call is skipped; one that begins something new (`reconnect`:
+    a trial's run, the study's end) first asks whether the tracking server
+    answers again, and if its call then goes through, the log is back online.
+    """
+    if fn is None:
+        return functools.partial(_quietly, reconnect=reconnect)
 
     @functools.wraps(fn)
     def wrapper(self: StudyLog, *args, **kwargs):
-        if self.offline is not None or (args and args[0] is None):  # offline, or a run that was never created
+        if args and args[0] is None:  # a run that was never created
+            return None
+        if self.strict:
+            return fn(self, *args, **kwargs)
+        retrying = self.offline is not None
+        if retrying and not (reconnect and self._may_reconnect()):
             return None
         try:
-            return fn(self, *args, **kwargs)
+            result = fn(self, *args, **kwargs)
         except Exception as exc:
-            self.go_offline(exc)
+            if not retrying:
+                self.go_offline(exc)
             return None
+        if retrying:
+            self.back_online()
+        return result
     return wrapper
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
 
 
 class StudyLog:
     """The study's MLflow runs, through one Tracker; offline after the first failure (see the module docstring)."""
 
-    def __init__(self, tracker: Tracker, notice: Callable[[str], None] | None = None):
+    def __init__(self, tracker: Tracker, notice: Callable[[str], None] | None = None, strict: bool = False):
         self.tracker = tracker
+        self.strict = strict  # a failure raises (`repair`: it exists to log what is missing, so it never skips)
+        self.outages = 0
+        self._next_try = 0.0  # (time.monotonic) no reconnection before
         self.offline: str | None = None  # why MLflow is not being written to, once it failed
         self.notice = notice or (lambda line: print(line, file=sys.stderr, flush=True))
 
     def go_offline(self, exc: BaseException) -> None:
         from .storage import redact
 
-        self.offline = _one_line(exc)
+        self.offline = exc.cause if isinstance(exc, TrackingUnavailable) else one_line(exc)
+        self.outages += 1
+        if self.outages > 1:  # it failed again after it had answered: ask less and less often
+            self._next_try = time.monotonic() + min(RECONNECT_BACKOFF * 2 ** (self.outages - 2), 600.0)
         for name in ("mlflow", "alembic", "sqlalchemy"):  # its loggers would repeat the failure on every call left
             logging.getLogger(name).setLevel(logging.CRITICAL)
         self.notice(f"ltstudy: warning: MLflow at {redact(self.tracker.uri)} failed ({self.offline}); training "
                     "goes on and Optuna keeps every result: run `ltstudy repair STUDY.toml` once MLflow is back to "
                     "log what is missing")
+
+    def _may_reconnect(self) -> bool:
+        return time.monotonic() >= self._next_try and self.tracker.server_answers()
+
+    def back_online(self) -> None:
+        from .storage import redact
+
+        self.offline = None
+        self.notice(f"ltstudy: MLflow at {redact(self.tracker.uri)} answers again: logging goes on; `ltstudy repair "
+                    "STUDY.toml` logs what it missed meanwhile")
 
     # ------------------------------------------------------------------ the study's run
 
@@ -137,11 +183,11 @@ class StudyLog:
     def reopen(self, run_id: str) -> bool:
         return self.tracker.reopen_run(run_id)
 
-    @_quietly
+    @_quietly(reconnect=True)
     def end_study(self, parent: str, status: str = "FINISHED", interrupted: bool = False) -> None:
         self.tracker.end_run(parent, status, reason="interrupted" if interrupted else None)
 
-    @_quietly
+    @_quietly(reconnect=True)
     def study_summary(self, study, parent: str, epsilon: float | None = None) -> None:
         from .frontier import pareto_trials, round_frontier
         from .plots import plot_pareto
@@ -164,7 +210,7 @@ class StudyLog:
 
     # ------------------------------------------------------------------ a trial's run
 
-    @_quietly
+    @_quietly(reconnect=True)
     def start_trial(self, experiment_id: str, parent: str, trial, kind: str, config_hash: str,
                     values: dict[str, Any], retry_of: tuple[str, int | None] | None = None) -> str | None:
         """The trial's run (None when MLflow is offline: `repair` creates it later)."""
@@ -179,16 +225,6 @@ class StudyLog:
     @_quietly
     def trial_params(self, run_id: str, config: dict[str, Any], extra: dict[str, Any]) -> None:
         self.tracker.log_params(run_id, {**flatten(config), **extra})
-
-    def logged_rounds(self, run_ids: Sequence[str], key: str) -> set[int]:
-        """Rounds (steps) already logged under `key` by any of these runs (a retry's lineage)."""
-        steps: set[int] = set()
-        for run_id in run_ids:
-            try:
-                steps |= self.tracker.logged_steps(run_id, key)
-            except Exception:  # (a run that no longer exists logged nothing that counts)
-                continue
-        return steps
 
     @_quietly
     def round(self, run_id: str, rnd: Mapping[str, Any], prefix: str = "") -> None:
@@ -231,8 +267,7 @@ class StudyLog:
 
         self.tracker.log_files(run_id, {
             "rounds.csv": rounds_csv(rounds),
-            "rounds.json": strict_json.dumps({"mean": rounds, "per_seed": per_seed, "controls": controls or {}},
-                                             indent=2),
+            "rounds.json": rounds_json(rounds, per_seed, controls),
             "accuracy_vs_density.png": lambda path: plot_rounds(rounds, path, title=f"trial {number}"),
         })
 
@@ -267,34 +302,44 @@ class StudyLog:
     def after_trial(self, study, trial) -> None:
         """A trial ended: only a complete one can change the Pareto front."""
         if trial.state.name == "COMPLETE":
-            self.pareto(study)
+            self.pareto(study, trial)
 
-    def pareto(self, study) -> None:
-        """Tag the runs of the current Pareto-optimal trials pareto=true (and those that left the front false)."""
-        from .attrs import PARETO_ATTR
+    def pareto(self, study, trial=None) -> None:
+        """Tag `pareto` true on the runs of the Pareto-optimal trials, false on those that left the front and on
+        the run of `trial` (just complete) when it is not on it: every complete trial's run says which it is."""
         from .frontier import pareto_trials
 
         best = {t.number for t in pareto_trials(study)}
         before = set(study.user_attrs.get(PARETO_ATTR, []))
         trials = {t.number: t for t in study.get_trials(deepcopy=False)}
-        for number in best ^ before:
+        for number in sorted(best ^ before | ({trial.number} if trial is not None else set())):
             run_id = trials[number].user_attrs.get(RUN_ATTR) if number in trials else None
             if run_id:
                 self.tracker.set_tags(run_id, {"pareto": str(number in best).lower()})
         study.set_user_attr(PARETO_ATTR, sorted(best))
 
     def sweep_orphans(self, study) -> int:
-        """Close child runs left RUNNING whose Optuna trial is no longer running (a dead worker's)."""
+        """Close child runs left RUNNING whose Optuna trial is no longer running (a dead worker's).
+
+        The runs are listed before the trials: a run is created after its
+        trial started, so every run listed has a trial in the list that
+        follows, and a live one is seen RUNNING. (Trials first let another
+        worker start a trial and open its run in between, and that run was
+        closed as FAIL.) A run closed by its worker since the listing is left alone.
+        """
         exp_id, parent = study.user_attrs.get(EXPERIMENT_ATTR), study.user_attrs.get(PARENT_ATTR)
         if not exp_id or not parent:
             return 0
+        running = self.tracker.child_runs(exp_id, parent, status="RUNNING")
+        if not running:
+            return 0
         trials = {t.number: t for t in study.get_trials(deepcopy=False)}
         closed = 0
-        for run in self.tracker.child_runs(exp_id, parent, status="RUNNING"):
+        for run in running:
             number = run.data.tags.get("optuna.trial")
             trial = trials.get(int(number)) if number and number.isdigit() else None
             state = trial.state.name if trial is not None else None
-            if state == "RUNNING":
+            if state == "RUNNING" or self.tracker.run_status(run.info.run_id) != "RUNNING":
                 continue
             if state in ("COMPLETE", "PRUNED"):  # it finished; only MLflow missed the end (it was away)
                 self.end_trial(run.info.run_id, "DIVERGED" if trial.user_attrs.get("diverged") else state,
@@ -304,101 +349,3 @@ class StudyLog:
                 self.end_trial(run.info.run_id, "FAIL", reason or "worker stopped before the trial finished")
             closed += 1
         return closed
-
-    # ------------------------------------------------------------------ rebuilding MLflow from Optuna
-
-    def sync(self, study, cfg: StudyConfig) -> dict[str, int]:
-        """Log what MLflow is missing of a study, from Optuna's storage (the record of truth).
-
-        For every trial that is no longer running: its run (created when there is none), its parameters, every
-        round's metrics of every seed and control not yet logged, its objective and constraint values, and its
-        final state. The study's run is created when missing and closed when no trial is running. Returns
-        counts of runs created, rounds logged and runs closed.
-        """
-        from optuna.trial import TrialState
-
-        counts = {"runs_created": 0, "rounds_logged": 0, "runs_closed": 0}
-        trials = study.get_trials(deepcopy=False)
-        exp_id = self.experiment(study.study_name)
-        parent = study.user_attrs.get(PARENT_ATTR)
-        if not parent or not self._exists(parent):
-            parent = self.start_study(study, cfg, exp_id)
-            counts["runs_created"] += 1
-        by_number = {}
-        for run in self.tracker.child_runs(exp_id, parent):
-            number = run.data.tags.get("optuna.trial", "")
-            if number.isdigit():
-                by_number[int(number)] = run.info.run_id
-        for t in trials:
-            if t.state in (TrialState.RUNNING, TrialState.WAITING):
-                continue
-            run_id = t.user_attrs.get(RUN_ATTR)
-            if not run_id or not self._exists(run_id):
-                run_id = by_number.get(t.number)
-            seeds = t.user_attrs.get("seeds") or [cfg.study.seed]
-            tcfg = cfg.trial_config(t.params, seeds[0])
-            if run_id is None:
-                run_id = self.tracker.start_run(
-                    exp_id, f"trial-{t.number}", parent_run_id=parent,
-                    tags={"optuna.study": study.study_name, "optuna.trial": t.number, "state": "RUNNING",
-                          "kind": t.user_attrs.get("kind", "ticket"), "config_hash": tcfg.hash(),
-                          "rebuilt_from_optuna": "true", **{f"search.{k}": v for k, v in t.params.items()}})
-                counts["runs_created"] += 1
-            if "seeds" not in self.tracker.client.get_run(run_id).data.params:  # (MLflow was away when it began)
-                self.tracker.log_params(run_id, {**flatten(tcfg.to_dict()), "seeds": seeds,
-                                                 "replicates": len(seeds), "epsilon": cfg.study.epsilon})
-            counts["rounds_logged"] += self._sync_rounds(run_id, t, seeds)
-            if self.tracker.run_status(run_id) == "RUNNING":
-                self._close_as_optuna_says(run_id, t, cfg)
-                counts["runs_closed"] += 1
-        if not any(t.state == TrialState.RUNNING for t in trials) and self.tracker.run_status(parent) == "RUNNING":
-            self.tracker.end_run(parent, "FINISHED", reason="closed by ltstudy repair")
-            counts["runs_closed"] += 1
-        return counts
-
-    def _exists(self, run_id: str) -> bool:
-        try:
-            run = self.tracker.client.get_run(run_id)
-        except Exception:
-            return False
-        return run.info.lifecycle_stage != "deleted"
-
-    def _sync_rounds(self, run_id: str, trial, seeds: list[int]) -> int:
-        from .curves import mean_rounds
-
-        per_seed = trial.user_attrs.get("rounds_per_seed") or []
-        controls = trial.user_attrs.get("controls_per_seed") or {}
-        series: list[tuple[str, list[dict]]] = []
-        for i, rounds in enumerate(per_seed):
-            prefix = "" if len(seeds) == 1 else f"seed_{seeds[i]}/"
-            series.append((prefix, rounds))
-            series += [(f"{prefix}control/{name}/", levels[i][1:]) for name, levels in controls.items()
-                       if i < len(levels)]
-        if len(seeds) > 1 and [r for r in per_seed if r]:
-            series.append(("", mean_rounds([r for r in per_seed if r])))
-            done = self.tracker.logged_steps(run_id, "dense_val_instability")
-            means = dense_instability_means([r for r in per_seed if r])
-            for k, values in means.items():
-                if k not in done:
-                    self.tracker.log_metrics(run_id, values, step=k)
-        logged = 0
-        for prefix, rounds in series:
-            done = self.tracker.logged_steps(run_id, f"{prefix}val_accuracy")
-            for rnd in rounds:
-                if int(rnd["round"]) not in done:
-                    self.round(run_id, rnd, prefix)
-                    logged += 1
-        return logged
-
-    def _close_as_optuna_says(self, run_id: str, trial, cfg: StudyConfig) -> None:
-        from optuna.trial import TrialState
-
-        attrs = trial.user_attrs
-        if trial.values:
-            self.trial_values(run_id, {o.metric_key: v for o, v in zip(cfg.objectives, trial.values, strict=False)},
-                              dict(trial.constraints or {}) if hasattr(trial, "constraints") else {})
-        if trial.state == TrialState.COMPLETE:
-            state = "DIVERGED" if attrs.get("diverged") else "COMPLETE"
-        else:
-            state = "PRUNED" if trial.state == TrialState.PRUNED else "FAIL"
-        self.end_trial(run_id, state, reason=attrs.get("fail_reason") or attrs.get("stop_reason") or None)

@@ -13,6 +13,7 @@ import functools
 import json
 import logging
 import os
+import random
 import re
 import tempfile
 import time
@@ -21,6 +22,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ..engine.errors import RunFailed
 from .signals import deferred
 from .storage import artifact_root, prepare_storage, redact
 
@@ -48,30 +50,89 @@ os.register_at_fork(after_in_child=_drop_inherited_connections)
 
 
 def _quiet_mlflow_logs() -> None:
-    for name in ("alembic", "mlflow.store.db.utils", "mlflow.tracking", "mlflow.store"):
+    for name in ("alembic", "mlflow.tracking", "mlflow.store"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # Its session maker logs every OperationalError with a traceback (ERROR) before raising it again; a locked
+    # SQLite store under load is retried here, and what is not is reported in one line (mlflow_logging.py).
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+
+
+RETRY_WINDOW = 120.0  # seconds a call waits out a locked SQLite store or a database server's restart
+
+
+class TrackingUnavailable(RunFailed):
+    """MLflow still locked, refused or unreachable after the retries: one line (exit 1), or the log goes offline."""
+
+    def __init__(self, uri: str | None, cause: BaseException, waited: float):
+        self.cause = one_line([*_chain(cause)][-1])  # (the driver's words: MLflow's wrappers lead with their own)
+        retried = f" after {waited:.0f} s of retries" if waited >= 1 else ""
+        super().__init__(f"MLflow at {redact(uri or '?')} is unavailable ({self.cause}){retried}; run the same "
+                         "command again once it answers: Optuna keeps every finished trial")
+
+
+def one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
+
+
+def _chain(exc: BaseException | None):
+    for _ in range(8):
+        if exc is None:
+            return
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def _locked(exc: BaseException) -> bool:
+    """A busy store worth waiting for: SQLite's lock held by another process, or a database server restarting."""
+    from .rdb_retry import transient
+
+    return transient(exc) or any("database is locked" in str(e) or "database table is locked" in str(e)
+                                 for e in _chain(exc))
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """A tracking server that refused or dropped the connection (MLflow's HTTP client has retried already)."""
+    text = " ".join(f"{type(e).__name__} {e}" for e in _chain(exc))
+    return any(s in text for s in ("ConnectionError", "Connection refused", "Max retries exceeded",
+                                   "RemoteDisconnected", "ReadTimeout", "ConnectTimeout"))
 
 
 def _retry(fn: Callable[..., T]) -> Callable[..., T]:
-    """Retry briefly on SQLite lock contention (several local worker processes share one store).
+    """Retry with backoff while the store is locked or its database server restarts, for up to RETRY_WINDOW s.
 
-    A stop signal waits for the call to end (signals.deferred): a KeyboardInterrupt
-    inside an SQLite commit left the store's write lock held by this process, so
-    closing the trial's run then waited on its own lock (and every other
-    worker's writes with it).
+    Several local worker processes share one SQLite store, and on a loaded
+    machine one of them can hold its lock for seconds. What is still locked
+    after the window, and a tracking server that refused the connection,
+    raise TrackingUnavailable (one line, never a traceback); any other error
+    goes through at once. A stop signal waits for the attempt under way
+    (signals.deferred: a KeyboardInterrupt inside an SQLite commit left the
+    store's write lock held by this process, so closing the trial's run then
+    waited on its own lock, and every other worker's writes with it), never
+    for the wait between attempts.
     """
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        for attempt in range(8):
+        start = time.monotonic()
+        delay = 0.05
+        while True:
             try:
                 with deferred():
                     return fn(*args, **kwargs)
+            except TrackingUnavailable:  # (a nested call has waited already)
+                raise
             except Exception as exc:
-                if "database is locked" not in str(exc) or attempt == 7:
+                uri = getattr(args[0], "uri", None) if args else None
+                if _unreachable(exc) and not _locked(exc):
+                    raise TrackingUnavailable(uri, exc, 0.0) from exc
+                if not _locked(exc):
                     raise
-                time.sleep(0.1 * 2**attempt)
-        raise AssertionError("unreachable")
+                waited = time.monotonic() - start
+                if waited + delay > RETRY_WINDOW:
+                    raise TrackingUnavailable(uri, exc, waited) from exc
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 5.0)
     return wrapper
 
 
@@ -90,8 +151,6 @@ class Tracker:
 
     def __init__(self, tracking_uri: str):
         _quiet_mlflow_logs()
-        from mlflow.tracking import MlflowClient
-
         # MLflow prints a "View run ... at" line per run on a server; a study has hundreds.
         os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         if tracking_uri.startswith(("http://", "https://")):
@@ -100,18 +159,37 @@ class Tracker:
         self.uri = tracking_uri
         if tracking_uri.startswith("sqlite:///"):
             prepare_storage(tracking_uri, "--tracking-uri")  # the folder of mlflow.db
-            # The first client of a new store runs its schema migrations, which are not safe for processes that
-            # start at once (duplicate columns, a half-migrated database): one process creates it, under a lock.
-            with store_lock(tracking_uri):
-                self.client = MlflowClient(tracking_uri=tracking_uri)
-        else:
-            # A database server's schema is built the same way; workers starting together retry the race.
-            from .storage import schema_race_safe
-
-            self.client = schema_race_safe(lambda: MlflowClient(tracking_uri=tracking_uri))
+        self.client = self._open()
         engine = getattr(getattr(self.client._tracking_client, "store", None), "engine", None)  # (a database store)
         if engine is not None:
             _ENGINES.add(engine)
+
+    @_retry
+    def _open(self):
+        """The client; opening a store reads its schema, which a busy SQLite file can refuse for a while."""
+        from mlflow.tracking import MlflowClient
+
+        if self.uri.startswith("sqlite:///"):
+            # The first client of a new store runs its schema migrations, which are not safe for processes that
+            # start at once (duplicate columns, a half-migrated database): one process creates it, under a lock.
+            with store_lock(self.uri):
+                return MlflowClient(tracking_uri=self.uri)
+        # A database server's schema is built the same way; workers starting together retry the race.
+        from .storage import schema_race_safe
+
+        return schema_race_safe(lambda: MlflowClient(tracking_uri=self.uri))
+
+    def server_answers(self, timeout: float = 3.0) -> bool:
+        """Whether a tracking server answers its health check now (False for a database store: it has none)."""
+        if not self.uri.startswith(("http://", "https://")):
+            return False
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(self.uri.rstrip("/") + "/health", timeout=timeout):
+                return True
+        except Exception:
+            return False
 
     def __repr__(self) -> str:
         return f"Tracker({redact(self.uri)})"
@@ -151,14 +229,27 @@ class Tracker:
         return self.client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
 
     @_retry
-    def reopen_run(self, run_id: str) -> bool:
-        """Mark an existing run RUNNING again (a resumed study); False if it no longer exists."""
+    def run(self, run_id: str):
+        """The run, or None when the store has no such run (or it was deleted)."""
+        from mlflow.exceptions import MlflowException
+
         try:
             run = self.client.get_run(run_id)
-        except Exception:
+        except MlflowException as exc:
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return None
+            raise
+        return None if run.info.lifecycle_stage == "deleted" else run
+
+    @_retry
+    def reopen_run(self, run_id: str) -> bool:
+        """Mark an existing run RUNNING again (a resumed study), without its last end's reason; False if it no
+        longer exists."""
+        run = self.run(run_id)
+        if run is None:
             return False
-        if run.info.lifecycle_stage == "deleted":
-            return False
+        if "reason" in run.data.tags:  # ("interrupted": it is running again, and may end otherwise)
+            self.client.delete_tag(run_id, "reason")
         self.client.update_run(run_id, status="RUNNING")
         return True
 
@@ -175,6 +266,11 @@ class Tracker:
     @_retry
     def logged_steps(self, run_id: str, key: str) -> set[int]:
         return {m.step for m in self.client.get_metric_history(run_id, key)}
+
+    @_retry
+    def artifact_names(self, run_id: str) -> set[str]:
+        """The paths at the top of a run's artifacts."""
+        return {a.path for a in self.client.list_artifacts(run_id)}
 
     # ------------------------------------------------------------------ values
 

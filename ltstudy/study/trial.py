@@ -118,9 +118,9 @@ class TrialRun:
         with deferred():  # (a stop between creating the run and keeping its id would leave the run RUNNING)
             self.run_id = self.log.start_trial(self.ctx.experiment_id, self.ctx.parent_run_id, trial, self.kind,
                                                first.hash(), self.values, retry_of)
+        if self.run_id is None and trial.user_attrs.get(RUN_ATTR):  # (MLflow offline: that id is its predecessor's)
+            trial.set_user_attr(RUN_ATTR, None)
         try:
-            # Rounds that an earlier run of this trial's lineage already logged are not logged again.
-            self._logged = {key: self.log.logged_rounds(lineage, key) for key in self._step_keys()}
             self.log.trial_params(self.run_id, first.to_dict(), {"seeds": self.seeds, "replicates": len(self.seeds),
                                                                  "epsilon": study_cfg.epsilon})
             self.log.dataset(self.run_id, self.data)
@@ -199,18 +199,16 @@ class TrialRun:
         if not levels:  # a control's curve starts at the ticket's dense round
             levels.append(self.per_seed[-1][0])
         levels.append(d)
-        prefix = f"{self._prefix(seed)}control/{rec.control}/"
-        if rec.round not in self._logged.get(f"{prefix}val_accuracy", set()):
-            self.log.round(self.run_id, d, prefix)
+        self.log.round(self.run_id, d, f"{self._prefix(seed)}control/{rec.control}/")
         self.ctx.callbacks.on_trial_round(self.trial.number, seed, rec, search=rec.control)
 
     def on_round(self, rec: RoundResult, rounds: list[dict], seed: int, report: bool) -> None:
         d = rec.to_dict()
         rounds.append(d)
         s = self.cfg.study
-        prefix = self._prefix(seed)
-        if rec.round not in self._logged.get(f"{prefix}val_accuracy", set()):
-            self.log.round(self.run_id, d, prefix)
+        # Every round, those a retry took from the cache too: its run holds the trial's whole curve (the dead
+        # attempt's run keeps the rounds it logged).
+        self.log.round(self.run_id, d, self._prefix(seed))
         self.ctx.callbacks.on_trial_round(self.trial.number, seed, rec)
         if report and len(self.objectives) == 1 and self.objectives[0].prunable and s.pruner != "none":
             # Keyed by density, never by round: see objectives/base.py.
@@ -332,17 +330,13 @@ class TrialRun:
         its predecessor's user attrs, so the run ids chain back.
         """
         attrs = self.trial.user_attrs
-        if _retried_number(self.trial) is None or RUN_ATTR not in attrs:
+        if _retried_number(self.trial) is None:
             return []
-        lineage = [*attrs.get(LINEAGE_ATTR, []), attrs[RUN_ATTR]]
+        lineage = [run_id for run_id in (*attrs.get(LINEAGE_ATTR, []), attrs.get(RUN_ATTR)) if run_id]
         for run_id in lineage:
             best_effort(lambda run_id=run_id: self.log.close_if_running(
                 run_id, f"worker died; retried as trial {self.trial.number}"))
         return lineage
-
-    def _step_keys(self) -> list[str]:
-        prefixes = [""] if len(self.seeds) == 1 else [f"seed_{s}/" for s in self.seeds]
-        return [f"{p}{c}val_accuracy" for p in prefixes for c in ("", *(f"control/{n}/" for n in self.controls))]
 
 
 class _SeedRounds(Callback):

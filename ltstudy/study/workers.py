@@ -24,6 +24,7 @@ from .callbacks import StudyCallback
 from .config import StudyConfig
 from .loop import run_trials
 from .mlflow_logging import StudyLog
+from .mlflow_sync import sync
 from .optuna_api import fail_stale_trials
 from .owners import sweep_dead_owners
 from .session import COUNTED, RunOptions, attach_tracking, check_same_study, open_study, resolve
@@ -182,7 +183,6 @@ def repair_all(study: optuna.Study, storage, cfg: StudyConfig, log: StudyLog,
     fail_stale_trials(study)
     sweep_dead_owners(study, storage, cfg.study.grace_period, storage_url)
     failed = len({t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))} - before)
-    counts = log.sync(study, cfg)  # (first: it closes each run as Optuna says, with its values)
+    counts = sync(log, study, cfg)  # (first: it closes each run as Optuna says, with its values)
     closed = log.sweep_orphans(study)
-    return {"trials_failed": failed, "runs_closed": closed + counts["runs_closed"],
-            "runs_created": counts["runs_created"], "rounds_logged": counts["rounds_logged"]}
+    return {**counts, "trials_failed": failed, "runs_closed": closed + counts["runs_closed"]}
