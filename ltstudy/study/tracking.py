@@ -21,8 +21,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ..engine.errors import DiskFull
 from .signals import deferred
-from .storage import artifact_root, prepare_storage, redact
+from .storage import artifact_root, prepare_storage, redact, sqlite_path
 
 T = TypeVar("T")
 
@@ -47,9 +48,25 @@ def _drop_inherited_connections() -> None:
 os.register_at_fork(after_in_child=_drop_inherited_connections)
 
 
+class _NoDatabaseTracebacks(logging.Filter):
+    """MLflow logs a full traceback for every failed database call (about 80 lines on a full disk, one per retry
+    on a locked store) and then raises it: the caller reports it in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("SQLAlchemy database error")
+
+
 def _quiet_mlflow_logs() -> None:
     for name in ("alembic", "mlflow.store.db.utils", "mlflow.tracking", "mlflow.store"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    db_log = logging.getLogger("mlflow.store.db.utils")
+    if not any(isinstance(f, _NoDatabaseTracebacks) for f in db_log.filters):
+        db_log.addFilter(_NoDatabaseTracebacks())
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """SQLite's words for a full disk (SQLITE_FULL), as MLflow and SQLAlchemy pass them on."""
+    return "database or disk is full" in str(exc)
 
 
 def _retry(fn: Callable[..., T]) -> Callable[..., T]:
@@ -68,6 +85,8 @@ def _retry(fn: Callable[..., T]) -> Callable[..., T]:
                 with deferred():
                     return fn(*args, **kwargs)
             except Exception as exc:
+                if _disk_full(exc) and args and isinstance(args[0], Tracker):
+                    raise DiskFull.no_space(f"the MLflow store {redact(args[0].uri)}") from exc
                 if "database is locked" not in str(exc) or attempt == 7:
                     raise
                 time.sleep(0.1 * 2**attempt)
@@ -101,8 +120,10 @@ class Tracker:
         if tracking_uri.startswith("sqlite:///"):
             prepare_storage(tracking_uri, "--tracking-uri")  # the folder of mlflow.db
             # The first client of a new store runs its schema migrations, which are not safe for processes that
-            # start at once (duplicate columns, a half-migrated database): one process creates it, under a lock.
+            # start at once (duplicate columns, a half-migrated database): one process creates it, under a lock,
+            # and whole or not at all (create_store).
             with store_lock(tracking_uri):
+                create_store(tracking_uri)
                 self.client = MlflowClient(tracking_uri=tracking_uri)
         else:
             # A database server's schema is built the same way; workers starting together retry the race.
@@ -254,12 +275,43 @@ class Tracker:
                 return runs
 
 
+def create_store(tracking_uri: str) -> None:
+    """Make a new SQLite store whole or not at all (under `store_lock`): migrate a temporary file, rename it in.
+
+    MLflow migrates a new store in place, in dozens of steps: a Ctrl-C among
+    them left `mlflow.db` half-made, and every later run died on it ("table
+    registered_models already exists"). A store that is there is left alone.
+    """
+    from mlflow.store.db.utils import _initialize_tables, create_sqlalchemy_engine
+
+    path = sqlite_path(tracking_uri)
+    if path.is_file() and path.stat().st_size > 0:
+        return
+    tmp = path.with_name(path.name + ".creating")
+    leftovers = (tmp, tmp.with_name(tmp.name + "-journal"))  # (and SQLite's rollback journal beside it)
+    try:
+        for leftover in leftovers:  # (of a creator that was killed)
+            leftover.unlink(missing_ok=True)
+        engine = create_sqlalchemy_engine(f"sqlite:///{tmp}")
+        try:
+            _initialize_tables(engine)
+        finally:
+            engine.dispose()
+        os.replace(tmp, path)
+    except BaseException as exc:
+        for leftover in leftovers:
+            with contextlib.suppress(OSError):
+                leftover.unlink()
+        if _disk_full(exc):
+            raise DiskFull.no_space(f"the MLflow store {path}") from exc
+        DiskFull.check(exc, f"the MLflow store {path}")
+        raise
+
+
 @contextlib.contextmanager
 def store_lock(tracking_uri: str):
     """An exclusive lock beside a SQLite store (`mlflow.db.lock`), held while a process first opens it."""
     import fcntl
-
-    from .storage import sqlite_path
 
     path = sqlite_path(tracking_uri)
     with open(path.with_name(path.name + ".lock"), "a") as fh:
