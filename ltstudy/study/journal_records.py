@@ -10,6 +10,7 @@ that passes is one it can apply; every record Optuna writes passes
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from datetime import datetime
@@ -26,7 +27,7 @@ RECORD_START = b'{"op_code":'  # how every record Optuna writes begins (json.dum
 def parse_record(line: bytes) -> dict[str, Any] | None:
     """The record on `line` (newline included or not), or None if Optuna's replay could not apply it."""
     try:
-        log = json.loads(line)
+        log = json.loads(line.decode("utf-8"))  # (invalid UTF-8 raises too)
         return log if isinstance(log, dict) and _applicable(log) else None
     except Exception:  # (a missing or malformed field: KeyError, ValueError, TypeError, RecursionError, ...)
         return None
@@ -69,6 +70,12 @@ def _when(text: Any) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=4096)
+def _distribution(text: str):
+    """A searched parameter's distribution (the same few texts on every trial's records: parsed once)."""
+    return json_to_distribution(text)
+
+
 def _one_attr(log: dict, key: str) -> bool:
     return isinstance(log[key], dict) and len(log[key]) == 1
 
@@ -92,7 +99,7 @@ def _create_trial(log: dict) -> bool:
         return False
     if "datetime_complete" in log and not _when(log["datetime_complete"]):
         return False
-    distributions = {k: json_to_distribution(v) for k, v in log.get("distributions", {}).items()}
+    distributions = {k: _distribution(v) for k, v in log.get("distributions", {}).items()}
     for name, internal in log.get("params", {}).items():
         distributions[name].to_external_repr(internal)
     if "state" in log:
@@ -111,7 +118,7 @@ def _create_trial(log: dict) -> bool:
 def _set_param(log: dict) -> bool:
     if not (_trial(log) and isinstance(log["param_name"], str) and _number(log["param_value_internal"])):
         return False
-    json_to_distribution(log["distribution"]).to_external_repr(log["param_value_internal"])
+    _distribution(log["distribution"]).to_external_repr(log["param_value_internal"])
     return True
 
 
