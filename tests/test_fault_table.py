@@ -100,8 +100,9 @@ def values(study: optuna.Study) -> dict[int, list[float]]:
 # --------------------------------------------------------------------------- the journal
 
 
-@pytest.mark.parametrize("damage", [b'{"op_code":6,"worker_id":"a-1","trial_id":1,"sta', b"garbage\n"],
-                         ids=["torn record", "garbage line"])
+@pytest.mark.parametrize("damage", [b'{"op_code":6,"worker_id":"a-1","trial_id":1,"sta', b"garbage\n",
+                                    b'{"hello": 1}\n', b'{"op_code":"six"}\n'],
+                         ids=["torn record", "garbage line", "JSON that is no record", "an unknown operation"])
 def test_a_damaged_journal_tail_is_set_aside_with_one_warning_and_every_complete_record_survives(
         tmp_path: Path, tmp_path_factory, capsys, damage: bytes):
     path, storage, _ = finished_study(tmp_path, tmp_path_factory)
@@ -109,7 +110,7 @@ def test_a_damaged_journal_tail_is_set_aside_with_one_warning_and_every_complete
     before, intact = values(load(storage)), journal.read_bytes()
     capsys.readouterr()
     with open(journal, "ab") as f:
-        f.write(damage)  # a writer killed mid-write, or a full disk
+        f.write(damage)  # a writer killed mid-write, a full disk, or another tool
 
     assert cli.main(["pareto", str(path)]) == 0
     err = capsys.readouterr().err

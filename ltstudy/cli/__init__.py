@@ -16,8 +16,6 @@ import warnings
 from collections.abc import Sequence
 
 from ..engine.errors import ConfigError, RunFailed, SettingWarning
-from .common import EXIT_USAGE
-from .parser import build_parser
 
 
 def one_line_warnings(command: str) -> None:
@@ -34,8 +32,15 @@ def one_line_warnings(command: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:  # (imported here, not at the top: a Ctrl-C while the parser loads is one line too, not a traceback)
+        from .common import EXIT_USAGE
+        from .parser import build_parser
+
+        parser = build_parser()
+        args = parser.parse_args(argv)
+    except KeyboardInterrupt:
+        print("ltstudy: interrupted", file=sys.stderr)
+        return 130
     if not getattr(args, "command_function", None):
         parser.print_help()
         return EXIT_USAGE

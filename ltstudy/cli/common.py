@@ -23,6 +23,22 @@ def check_writable(path: str) -> None:
         raise ConfigError(f"cannot write {path}: folder {parent} does not exist")
 
 
+def write_output(path: str, text: str) -> None:
+    """Write a command's output file; on a full disk, one line (DiskFull) and no half-written file left."""
+    from ..engine.errors import DiskFull
+
+    try:
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    except OSError as exc:
+        try:
+            DiskFull.check(exc, path)
+        except DiskFull:
+            Path(path).unlink(missing_ok=True)
+            raise
+        raise
+
+
 def check_folder(path: str) -> None:
     """A folder for saved tickets: creatable, and not holding another run's rounds (they would be mixed)."""
     p = Path(path)

@@ -26,7 +26,16 @@ from ..study.session import load_existing
 from ..study.storage import check_storage, check_tracking_uri, open_storage, redact, sqlite_path, storage_exists
 from ..study.tables import format_table
 from ..study.tracking import Tracker
-from .common import check_bins, check_density, check_writable, fmt, load_study_file, setting_text, settings_list
+from .common import (
+    check_bins,
+    check_density,
+    check_writable,
+    fmt,
+    load_study_file,
+    setting_text,
+    settings_list,
+    write_output,
+)
 
 
 def read_study(args: argparse.Namespace):
@@ -108,8 +117,7 @@ def report(args: argparse.Namespace) -> int:
     cfg, study = read_study(args)
     out = args.out or f"{study.study_name}_report.html"
     text = build_report(study, cfg, by=by, density=args.density, n_bins=args.bins)
-    with open(out, "w", encoding="utf-8") as fh:
-        fh.write(text)
+    write_output(out, text)
     print(f"wrote {out}")
     run_id = study.user_attrs.get(PARENT_ATTR)
     try:

@@ -35,14 +35,25 @@ class RunFailed(RuntimeError):
     """A run could not finish for a reason outside any one trial (a worker process died): one line, exit 1."""
 
 
+_AGAIN = ("free some space (or point it elsewhere) and run the same command again: finished trials are kept, "
+          "interrupted ones are queued again")
+
+
 class DiskFull(RunFailed):
     """No space left where ltstudy writes (the cache, the journal): the run stops with one line naming the place."""
 
     @classmethod
+    def no_space(cls, where: object) -> DiskFull:
+        return cls(f"no space left on the device under {where}; {_AGAIN}")
+
+    @classmethod
     def check(cls, exc: BaseException, where: object) -> None:
-        """Raise DiskFull for a full disk or quota (from `exc`); any other error is left to the caller."""
+        """Raise DiskFull for a full disk, a quota or a file-size limit (from `exc`); any other error is left to the
+        caller. (A file-size limit, `ulimit -f`, refuses a write with EFBIG where a full disk says ENOSPC.)"""
         import errno
 
+        if isinstance(exc, OSError) and exc.errno == errno.EFBIG:
+            raise cls(f"a file under {where} reached the largest size allowed (ulimit -f, or the file system's "
+                      f"limit); {_AGAIN}") from exc
         if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise cls(f"no space left on the device under {where}; free some space (or point it elsewhere) and run "
-                      "the same command again: finished trials are kept, interrupted ones are queued again") from exc
+            raise cls.no_space(where) from exc

@@ -7,17 +7,23 @@ be read: every command fails with JSONDecodeError. Here:
 
 - `SafeJournalBackend.append_logs` checks the tail under the journal's own lock
   before it appends, sets a torn fragment aside (`<journal>.torn-<time>`) and
-  truncates it away; a write that fails (ENOSPC) is truncated back too. The
-  fragment was never a record, so nothing complete is lost.
-- `check_journal` runs when a study opens: a torn or unreadable tail is set aside
-  with a one-line warning; damage in the middle (left by another tool) is a
-  one-line error naming the line, which `ltstudy repair` mends (`mend_journal`:
-  a backup, then every readable record kept, a record glued onto a fragment
-  recovered).
+  truncates it away; a write that fails (a full disk: ENOSPC, or a file-size
+  limit: EFBIG) is truncated back, and stops the run with one line. Writes are
+  unbuffered, so nothing is flushed again after the cut.
+- `check_journal` runs when a study opens: a damaged tail (torn, garbage, or a
+  line that is JSON but no record Optuna can replay: journal_records.py) is cut
+  back to the last whole record with a one-line warning, keeping any whole
+  record glued after a fragment; damage in the middle (left by another tool)
+  is a one-line error naming the line, which `ltstudy repair` mends
+  (`mend_journal`: a backup, then every readable record kept).
+- On a full disk the damaged bytes are dropped without a copy (they were never
+  records), so the commands that only read keep working; what cannot be done
+  without space stops with one line and leaves no half-written file behind.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -31,13 +37,16 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 
 from ..engine.errors import ConfigError, DiskFull, SettingWarning
+from .journal_records import is_record, salvage
 from .signals import deferred
-
-_RECORD_START = b'{"op_code":'
 
 
 class JournalWarning(SettingWarning):
     """The journal's tail was damaged and has been set aside (one line, the study goes on)."""
+
+
+def _where(path: Path) -> str:
+    return f"the storage journal {path}"
 
 
 @contextmanager
@@ -51,22 +60,69 @@ def journal_lock(path: Path):
     """
     with deferred():
         lock = JournalFileSymlinkLock(str(path))
-        lock.acquire()
+        try:
+            lock.acquire()
+        except OSError as exc:  # (a symlink with a long target needs a block of its own)
+            DiskFull.check(exc, _where(path))
+            raise
         try:
             yield
         finally:
             lock.release()
 
 
+def _write_all(fd: int, data: bytes, offset: int | None = None) -> None:
+    """Write every byte (a full disk can take part of a write before it refuses the rest)."""
+    view, done = memoryview(data), 0
+    while done < len(view):
+        done += os.write(fd, view[done:]) if offset is None else os.pwrite(fd, view[done:], offset + done)
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    """Create `path` holding `data`, synced; on any failure nothing is left at `path`."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        _write_all(fd, data)
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise
+    os.close(fd)
+
+
 def _set_aside(path: Path, data: bytes, what: str) -> Path:
-    aside = path.with_name(f"{path.name}.{what}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}")
-    aside.write_bytes(data)
-    return aside
+    """A copy of `data` beside the journal (`<journal>.<what>-<time>-<pid>`); DiskFull when there is no room."""
+    stem = f"{path.name}.{what}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+    for n in range(1, 1000):
+        aside = path.with_name(stem if n == 1 else f"{stem}-{n}")
+        try:
+            _write_new(aside, data)
+            return aside
+        except FileExistsError:
+            continue  # (this process set something aside this second already)
+        except OSError as exc:
+            DiskFull.check(exc, _where(path))
+            raise
+    raise FileExistsError(f"{path} has too many copies set aside this second")
+
+
+def _copy_aside(path: Path, data: bytes, what: str) -> Path | None:
+    """`_set_aside`, or None on a full disk: bytes that were never records may go without a copy."""
+    try:
+        return _set_aside(path, data, what)
+    except DiskFull:
+        return None
+
+
+def _aside_text(aside: Path | None) -> str:
+    return f"set them aside in {aside.name}" if aside else "dropped them (no room left on the device for a copy)"
 
 
 def _cut_torn_tail(path: Path) -> tuple[int, Path | None]:
-    """Under the lock: truncate a last line that has no newline (a writer died mid-write); (bytes cut, backup)."""
-    with open(path, "rb+") as f:
+    """Under the lock: truncate a last line that has no newline (a writer died mid-write); (bytes cut, copy)."""
+    with open(path, "rb") as f:
         size = f.seek(0, os.SEEK_END)
         if size == 0:
             return 0, None
@@ -74,7 +130,7 @@ def _cut_torn_tail(path: Path) -> tuple[int, Path | None]:
         if f.read(1) == b"\n":
             return 0, None
         # Find the last newline by reading backwards in blocks (a journal can be large).
-        end, pos = size, size
+        pos = size
         while pos > 0:
             start = max(0, pos - 65536)
             f.seek(start)
@@ -87,12 +143,29 @@ def _cut_torn_tail(path: Path) -> tuple[int, Path | None]:
         else:
             keep = 0
         f.seek(keep)
-        fragment = f.read(end - keep)
-        aside = _set_aside(path, fragment, "torn")
-        f.truncate(keep)
-        f.flush()
-        os.fsync(f.fileno())
-        return len(fragment), aside
+        fragment = f.read(size - keep)
+    aside = _copy_aside(path, fragment, "torn")
+    _rewrite_tail(path, keep, b"")
+    return len(fragment), aside
+
+
+def _rewrite_tail(path: Path, keep: int, records: bytes) -> None:
+    """Replace everything after byte `keep` with `records` (shorter than what it replaces), synced.
+
+    The records overwrite the damaged bytes in place and the rest is cut off:
+    that needs no new space, so it works on a full disk too.
+    """
+    fd = os.open(path, os.O_RDWR)
+    try:
+        if records:
+            _write_all(fd, records, offset=keep)
+        os.ftruncate(fd, keep + len(records))
+        os.fsync(fd)
+    except OSError as exc:
+        DiskFull.check(exc, _where(path))
+        raise
+    finally:
+        os.close(fd)
 
 
 class SafeJournalBackend(JournalFileBackend):
@@ -105,21 +178,21 @@ class SafeJournalBackend(JournalFileBackend):
             cut, aside = _cut_torn_tail(path)
             if cut:
                 warnings.warn(f"storage journal {path} ended in a torn record ({cut} bytes, a writer killed "
-                              f"mid-write); set it aside in {aside.name} before writing", JournalWarning,
-                              stacklevel=2)
-            with open(path, "ab") as f:
-                before = f.tell()
+                              f"mid-write); {_aside_text(aside)} before writing", JournalWarning, stacklevel=2)
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                before = os.fstat(fd).st_size  # (the end, under the lock)
                 try:
-                    f.write(text)
-                    f.flush()
-                    os.fsync(f.fileno())
-                except BaseException as exc:  # ENOSPC, or a signal mid-write: leave the file as it was
-                    try:
-                        f.truncate(before)
-                    except OSError:
-                        pass  # (the next append's tail check cuts what is left)
-                    DiskFull.check(exc, f"the storage journal {path}")
+                    _write_all(fd, text)
+                    os.fsync(fd)
+                except BaseException as exc:  # a full disk, or a signal mid-write: leave the file as it was
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(fd, before)  # (frees space: possible on a full disk)
+                        os.fsync(fd)
+                    DiskFull.check(exc, _where(path))
                     raise
+            finally:
+                os.close(fd)
 
 
 def _whole(method):
@@ -161,13 +234,6 @@ class JournalHealth:
         return n
 
 
-def _is_record(line: bytes) -> bool:
-    try:
-        return isinstance(json.loads(line), dict)
-    except ValueError:
-        return False
-
-
 def inspect_journal(path: Path) -> JournalHealth:
     health = JournalHealth()
     with open(path, "rb") as f:
@@ -176,13 +242,13 @@ def inspect_journal(path: Path) -> JournalHealth:
                 health.torn = len(line)
                 break
             health.lines += 1
-            if not _is_record(line):
+            if not is_record(line):
                 health.bad.append(health.lines)
     return health
 
 
 def check_journal(path: Path) -> None:
-    """At open: set a damaged tail aside (one-line warning); refuse damage in the middle (one-line error)."""
+    """At open: cut a damaged tail back to the last whole record (one-line warning); refuse damage in the middle."""
     if not path.is_file() or path.stat().st_size == 0:
         return
     health = inspect_journal(path)
@@ -192,16 +258,30 @@ def check_journal(path: Path) -> None:
     with journal_lock(path):
         health = inspect_journal(path)  # (again, under the lock: a writer may have finished meanwhile)
         _refuse_middle(path, health)
-        keep, dropped = _tail_cut(path, health)
-        if dropped:
-            data = path.read_bytes()
-            aside = _set_aside(path, data[keep:], "torn")
-            with open(path, "rb+") as f:
-                f.truncate(keep)
-                os.fsync(f.fileno())
-            warnings.warn(f"storage journal {path} ended in {dropped} damaged bytes (a writer killed mid-write, "
-                          f"or a full disk); set them aside in {aside.name} and continued from the last complete "
-                          "record", JournalWarning, stacklevel=2)
+        _cut_damaged_tail(path, health)
+
+
+def _cut_damaged_tail(path: Path, health: JournalHealth) -> None:
+    """Under the lock, in a file whose only damage is at its end: keep every whole record, drop the rest (warned).
+
+    A copy of the damaged bytes goes beside the journal first (with the
+    records glued in them), where there is room for one.
+    """
+    keep = _tail_start(path, health)
+    with open(path, "rb") as f:
+        f.seek(keep)
+        damaged = f.read()
+    if not damaged:
+        return
+    glued = [r for r in (salvage(line) for line in damaged.splitlines(keepends=True) if line.endswith(b"\n"))
+             if r is not None]
+    aside = _copy_aside(path, damaged, "torn")
+    _rewrite_tail(path, keep, b"".join(glued))
+    kept = (f"kept the {len(glued)} whole {'record' if len(glued) == 1 else 'records'} glued after a torn one, "
+            if glued else "")
+    warnings.warn(f"storage journal {path} ended in {len(damaged) - sum(map(len, glued))} damaged bytes (a writer "
+                  f"killed mid-write, or a full disk); {kept}{_aside_text(aside)} and continued from the last "
+                  "complete record", JournalWarning, stacklevel=3)
 
 
 def _refuse_middle(path: Path, health: JournalHealth) -> None:
@@ -211,22 +291,23 @@ def _refuse_middle(path: Path, health: JournalHealth) -> None:
                           "readable record (the file is backed up first)")
 
 
-def _tail_cut(path: Path, health: JournalHealth) -> tuple[int, int]:
-    """(bytes to keep, bytes to drop) for a file whose only damage is at its end."""
-    size = path.stat().st_size
-    keep_lines = health.lines - health.bad_tail
+def _tail_start(path: Path, health: JournalHealth) -> int:
+    """Where the damage starts, in a file whose only damage is at its end: the bytes of its good lines."""
     keep = 0
     with open(path, "rb") as f:
-        for _ in range(keep_lines):
+        for _ in range(health.lines - health.bad_tail):
             keep += len(f.readline())
-    return keep, size - keep
+    return keep
 
 
 def mend_journal(path: Path) -> int:
     """`ltstudy repair`: rewrite the journal with every readable record; returns the lines dropped (0: untouched).
 
     A line glued onto a torn fragment keeps the record that follows the
-    fragment. The whole original is backed up beside it first.
+    fragment. The whole original is backed up beside it first. Without room
+    for the backup and the new file it stops with one line (DiskFull), the
+    journal as it was and nothing left beside it. Damage only at the end is
+    cut as a study's opening cuts it (warned; it needs no room).
     """
     if not path.is_file():
         return 0
@@ -234,23 +315,31 @@ def mend_journal(path: Path) -> int:
         health = inspect_journal(path)
         if not health.torn and not health.bad:
             return 0
+        if len(health.bad) == health.bad_tail:
+            _cut_damaged_tail(path, health)
+            return 0
         data = path.read_bytes()
-        _set_aside(path, data, "backup")
         kept: list[bytes] = []
         dropped = 0
         for line in data.splitlines(keepends=True):
-            if line.endswith(b"\n") and _is_record(line):
+            if line.endswith(b"\n") and is_record(line):
                 kept.append(line)
                 continue
-            at = line.rfind(_RECORD_START)
-            tail = line[at:] if at > 0 else b""
-            if tail.endswith(b"\n") and _is_record(tail):
-                kept.append(tail)  # a record appended after a torn fragment: the fragment goes, the record stays
+            glued = salvage(line) if line.endswith(b"\n") else None
+            if glued is not None:
+                kept.append(glued)  # a record appended after a torn fragment: the fragment goes, the record stays
             dropped += 1
+        backup = _set_aside(path, data, "backup")
         tmp = path.with_name(path.name + ".mending")
-        with open(tmp, "wb") as f:
-            f.writelines(kept)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)  # (left by a repair that was killed)
+            _write_new(tmp, b"".join(kept))
+            os.replace(tmp, path)
+        except OSError as exc:  # the journal is as it was: the copies would only be clutter
+            for leftover in (tmp, backup):
+                with contextlib.suppress(OSError):
+                    os.unlink(leftover)
+            DiskFull.check(exc, _where(path))
+            raise
         return dropped

@@ -25,6 +25,7 @@ from .config import StudyConfig, settings_changes
 from .mlflow_logging import StudyLog
 from .optuna_api import quiet_experimental
 from .sampling import make_pruner, make_sampler
+from .signals import deferred
 from .storage import (
     check_cache_dir,
     check_storage,
@@ -139,11 +140,18 @@ def check_same_study(cfg: StudyConfig, attrs: dict[str, Any], name: str) -> None
 def existing_study(storage_url: str, name: str) -> optuna.Study | None:
     if not storage_exists(storage_url):  # opening a journal or SQLite file that isn't there would create it
         return None
+    from optuna.storages.journal._storage import NOT_FOUND_MSG  # (the RDB storage's words are the same)
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         return optuna.load_study(study_name=name, storage=open_storage(storage_url))
-    except KeyError:
-        return None
+    except KeyError as exc:
+        if exc.args == (NOT_FOUND_MSG,):
+            return None
+        # Any other KeyError is the storage failing to read its own records, not a missing study.
+        raise ConfigError(f"storage {redact(storage_url)} could not be read (KeyError: {exc}); if it is a journal, "
+                          "`ltstudy repair STUDY.toml` keeps every readable record (the file is backed up first)"
+                          ) from None
 
 
 def load_existing(storage_url: str, name: str, cfg: StudyConfig | None = None) -> optuna.Study:
@@ -190,24 +198,25 @@ def open_study(cfg: StudyConfig, storage_url: str, name: str, stream: int = 0) -
     sampler = make_sampler(cfg, offset)
     pruner, pruner_note = make_pruner(cfg)
     created = False
-    try:
-        study = optuna.create_study(storage=storage, study_name=name, directions=cfg.directions, sampler=sampler,
-                                    pruner=pruner)
-        created = True
-    except optuna.exceptions.DuplicatedStudyError:
-        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
-    # A study made before code was recorded is pinned to the code of its next run (one with trials: a study another
-    # worker has just created gets its creator's).
-    if created or (CODE_ATTR not in study.user_attrs and found is not None and found.get_trials(deepcopy=False)):
-        study.set_user_attr(CODE_ATTR, code_digests(cfg))
-    if created:
-        study.set_user_attr("objectives", s.objectives)
-        study.set_user_attr("study_file", cfg.path)
-        study.set_user_attr("settings", json.loads(json.dumps(cfg.settings(), default=str)))
-        study.set_user_attr("study_hash", cfg.hash())
-        study.set_user_attr("epsilon", s.epsilon)
-        with quiet_experimental():  # names in optuna-dashboard and Optuna's plots, not "0" and "1"
-            study.set_metric_names([o.spec for o in cfg.objectives])
+    with deferred():  # (a study a Ctrl-C left without its settings would never be checked against them again)
+        try:
+            study = optuna.create_study(storage=storage, study_name=name, directions=cfg.directions,
+                                        sampler=sampler, pruner=pruner)
+            created = True
+        except optuna.exceptions.DuplicatedStudyError:
+            study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+        # A study made before code was recorded is pinned to the code of its next run (one with trials: a study
+        # another worker has just created gets its creator's).
+        if created or (CODE_ATTR not in study.user_attrs and found is not None and found.get_trials(deepcopy=False)):
+            study.set_user_attr(CODE_ATTR, code_digests(cfg))
+        if created:
+            study.set_user_attr("objectives", s.objectives)
+            study.set_user_attr("study_file", cfg.path)
+            study.set_user_attr("settings", json.loads(json.dumps(cfg.settings(), default=str)))
+            study.set_user_attr("study_hash", cfg.hash())
+            study.set_user_attr("epsilon", s.epsilon)
+            with quiet_experimental():  # names in optuna-dashboard and Optuna's plots, not "0" and "1"
+                study.set_metric_names([o.spec for o in cfg.objectives])
     return Opened(study, storage, created, storage_url, [pruner_note] if pruner_note else [])
 
 
@@ -230,7 +239,8 @@ def attach_tracking(opened: Opened, cfg: StudyConfig, log: StudyLog, wait: float
                 parent = _fresh(opened).user_attrs.get(PARENT_ATTR)
         if parent and log.reopen(parent):
             return exp_id, parent
-        return exp_id, log.start_study(study, cfg, exp_id)
+        with deferred():  # (a parent run a Ctrl-C left unrecorded in the study: the next run would make another)
+            return exp_id, log.start_study(study, cfg, exp_id)
 
 
 def _fresh(opened: Opened) -> optuna.Study:

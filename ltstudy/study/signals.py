@@ -27,10 +27,17 @@ _requested = False  # a stop signal arrived at all (its KeyboardInterrupt may ha
 def interrupt_on_signals() -> None:
     """SIGINT and SIGTERM raise KeyboardInterrupt once; later ones are ignored (the process is closing).
 
-    Inside `deferred()` the KeyboardInterrupt waits until the section ends.
+    Inside `deferred()` the KeyboardInterrupt waits until the section ends. One
+    that lands in a finalizer or a weakref callback (SQLAlchemy has many) is
+    not printed as an "Exception ignored" traceback: it is remembered and
+    raised again (raise_if_requested).
     """
+    import sys
+
     global _requested
     _requested = False
+    if not isinstance(sys.unraisablehook, _QuietInterrupts):
+        sys.unraisablehook = _QuietInterrupts(sys.unraisablehook)
 
     def on_signal(signum, frame):
         global _pending, _requested
@@ -44,6 +51,17 @@ def interrupt_on_signals() -> None:
 
     for sig in STOP_SIGNALS:
         signal.signal(sig, on_signal)
+
+
+class _QuietInterrupts:
+    """sys.unraisablehook: a stop signal's KeyboardInterrupt swallowed by a finalizer is not news."""
+
+    def __init__(self, hook):
+        self.hook = hook
+
+    def __call__(self, unraisable) -> None:
+        if not (_requested and isinstance(unraisable.exc_value, KeyboardInterrupt)):
+            self.hook(unraisable)
 
 
 @contextlib.contextmanager

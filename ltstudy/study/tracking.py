@@ -22,9 +22,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..engine.errors import RunFailed
+from ..engine.errors import DiskFull, RunFailed
 from .signals import deferred
-from .storage import artifact_root, prepare_storage, redact
+from .storage import artifact_root, prepare_storage, redact, sqlite_path
 
 T = TypeVar("T")
 
@@ -98,6 +98,11 @@ def _unreachable(exc: BaseException) -> bool:
                                    "RemoteDisconnected", "ReadTimeout", "ConnectTimeout"))
 
 
+def _disk_full(exc: BaseException) -> bool:
+    """SQLite's words for a full disk (SQLITE_FULL), as MLflow and SQLAlchemy pass them on."""
+    return any("database or disk is full" in str(e) for e in _chain(exc))
+
+
 def _retry(fn: Callable[..., T]) -> Callable[..., T]:
     """Retry with backoff while the store is locked or its database server restarts, for up to RETRY_WINDOW s.
 
@@ -124,6 +129,8 @@ def _retry(fn: Callable[..., T]) -> Callable[..., T]:
                 raise
             except Exception as exc:
                 uri = getattr(args[0], "uri", None) if args else None
+                if _disk_full(exc) and args and isinstance(args[0], Tracker):
+                    raise DiskFull.no_space(f"the MLflow store {redact(args[0].uri)}") from exc
                 if _unreachable(exc) and not _locked(exc):
                     raise TrackingUnavailable(uri, exc, 0.0) from exc
                 if not _locked(exc):
@@ -171,8 +178,10 @@ class Tracker:
 
         if self.uri.startswith("sqlite:///"):
             # The first client of a new store runs its schema migrations, which are not safe for processes that
-            # start at once (duplicate columns, a half-migrated database): one process creates it, under a lock.
+            # start at once (duplicate columns, a half-migrated database): one process creates it, under a lock,
+            # and whole or not at all (create_store).
             with store_lock(self.uri):
+                create_store(self.uri)
                 return MlflowClient(tracking_uri=self.uri)
         # A database server's schema is built the same way; workers starting together retry the race.
         from .storage import schema_race_safe
@@ -350,12 +359,43 @@ class Tracker:
                 return runs
 
 
+def create_store(tracking_uri: str) -> None:
+    """Make a new SQLite store whole or not at all (under `store_lock`): migrate a temporary file, rename it in.
+
+    MLflow migrates a new store in place, in dozens of steps: a Ctrl-C among
+    them left `mlflow.db` half-made, and every later run died on it ("table
+    registered_models already exists"). A store that is there is left alone.
+    """
+    from mlflow.store.db.utils import _initialize_tables, create_sqlalchemy_engine
+
+    path = sqlite_path(tracking_uri)
+    if path.is_file() and path.stat().st_size > 0:
+        return
+    tmp = path.with_name(path.name + ".creating")
+    leftovers = (tmp, tmp.with_name(tmp.name + "-journal"))  # (and SQLite's rollback journal beside it)
+    try:
+        for leftover in leftovers:  # (of a creator that was killed)
+            leftover.unlink(missing_ok=True)
+        engine = create_sqlalchemy_engine(f"sqlite:///{tmp}")
+        try:
+            _initialize_tables(engine)
+        finally:
+            engine.dispose()
+        os.replace(tmp, path)
+    except BaseException as exc:
+        for leftover in leftovers:
+            with contextlib.suppress(OSError):
+                leftover.unlink()
+        if _disk_full(exc):
+            raise DiskFull.no_space(f"the MLflow store {path}") from exc
+        DiskFull.check(exc, f"the MLflow store {path}")
+        raise
+
+
 @contextlib.contextmanager
 def store_lock(tracking_uri: str):
     """An exclusive lock beside a SQLite store (`mlflow.db.lock`), held while a process first opens it."""
     import fcntl
-
-    from .storage import sqlite_path
 
     path = sqlite_path(tracking_uri)
     with open(path.with_name(path.name + ".lock"), "a") as fh:
