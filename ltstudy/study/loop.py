@@ -5,6 +5,13 @@ total of finished (complete or pruned) trials (the sampler proposes only new
 settings: sampling.NoRepeatSampler), and trials are trained one at a time or
 packed side by side (`[study].pack`). Each running trial sends heartbeats on an RDB
 storage, and the loop fails stale trials of dead workers before asking.
+
+Trials other processes are running count towards the total, so processes that
+share a study never finish more than it asks for: a trial is asked for only while
+finished + running trials fall short of the target, and on one machine that is
+checked again under the lock that asking holds (two processes that both saw one
+trial missing would each ask for it). Dead workers' trials are failed before the
+count, so they never hold a place.
 """
 
 from __future__ import annotations
@@ -37,12 +44,11 @@ class LoopReport:
 
 
 def run_trials(study: optuna.Study, storage, ctx: TrialContext, *, budget: int | None, target: int,
-               count_running: bool = False, pack: int = 1, on_trial_end: tuple[TrialEnd, ...] = (),
-               report: LoopReport | None = None, storage_url: str | None = None) -> LoopReport:
-    """Ask, run and tell trials until `budget` of them ran here, or the study has `target` finished ones.
+               pack: int = 1, on_trial_end: tuple[TrialEnd, ...] = (), report: LoopReport | None = None,
+               storage_url: str | None = None) -> LoopReport:
+    """Ask, run and tell trials until `budget` of them ran here, or the study's finished and running trials
+    (any process's) reach `target`.
 
-    `count_running` counts other workers' running trials towards the target
-    (workers on many machines, whose stale trials are failed by heartbeats).
     `report` is filled as the loop goes (so it is complete when Ctrl-C ends it).
 
     Whatever point of a trial's life a stop (Ctrl-C, SIGTERM, an error) reaches,
@@ -58,13 +64,20 @@ def run_trials(study: optuna.Study, storage, ctx: TrialContext, *, budget: int |
     def stop() -> bool:
         if budget is not None and len(report.told) >= budget:
             return True
-        states = (*COUNTED, TrialState.RUNNING) if count_running else COUNTED
-        if len(study.get_trials(deepcopy=False, states=states)) >= target:
+        trials = study.get_trials(deepcopy=False, states=(*COUNTED, TrialState.RUNNING))
+        if len(trials) >= target:
+            mine = {a.trial.number for a in attempts if a.open}
+            others = [t.number for t in trials if t.state == TrialState.RUNNING and t.number not in mine]
+            finished = len(trials) - len(others) - len(mine)
+            if others and finished < target:
+                _note(report.notes, f"{len(others)} {'trial' if len(others) == 1 else 'trials'} that other processes "
+                                    f"are running ({', '.join(map(str, others))}) count towards n_trials = {target}: "
+                                    "they finish the study (if one fails, run again)")
             return True
         if size is not None:
-            done = {setting_key(t.params) for t in study.get_trials(deepcopy=False, states=COUNTED)}
+            done = {setting_key(t.params) for t in trials if t.state in COUNTED}
             if len(done) >= size:
-                report.notes.append(f"every one of the {size} settings of the search space has been evaluated")
+                _note(report.notes, f"every one of the {size} settings of the search space has been evaluated")
                 return True
         return False
 
@@ -83,15 +96,19 @@ def run_trials(study: optuna.Study, storage, ctx: TrialContext, *, budget: int |
         return outcome
 
     def trials() -> Iterator[Generator[RoundJob, TrainResult, Outcome]]:
-        while not stop():
-            raise_if_requested()
-            if heartbeats:
+        while True:
+            if heartbeats:  # (first: a dead worker's trial must not count as running)
                 optuna_api.fail_stale_trials(study)
             sweep_dead_owners(study, storage, ctx.cfg.study.grace_period, storage_url)
             attempts[:] = [a for a in attempts if a.open]
+            if stop():
+                return
+            raise_if_requested()
             attempt = None
             try:
                 with deferred(), ask_lock(storage_url):
+                    if stop():  # (again, under the lock: another process may have asked while we waited for it)
+                        return
                     attempt = _Attempt(study, storage, ctx.cfg.searched)
                     attempts.append(attempt)
                     report.told.append(attempt.trial.number)
@@ -184,6 +201,11 @@ class _Notes(Callback):
 
     def on_note(self, message: str) -> None:
         self.notes.append(message)
+
+
+def _note(notes: list[str], note: str) -> None:
+    if note not in notes:
+        notes.append(note)
 
 
 def _tell(study: optuna.Study, trial: optuna.Trial, outcome: Outcome) -> optuna.trial.FrozenTrial:

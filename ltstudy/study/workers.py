@@ -147,7 +147,7 @@ def run_worker(cfg: StudyConfig, opts: RunOptions, callbacks: StudyCallback | No
     ctx = TrialContext(cfg, log, exp_id, parent, callbacks, opts.cache(cfg))
     try:
         report = run_trials(study, opened.storage, ctx, storage_url=opened.url, budget=None, target=target,
-                            count_running=True, pack=cfg.study.pack, on_trial_end=(log.after_trial, done))
+                            pack=cfg.study.pack, on_trial_end=(log.after_trial, done))
         summary.notes = report.notes
     except KeyboardInterrupt:
         summary.interrupted = True
