@@ -439,3 +439,37 @@ def test_a_run_in_a_log_prints_its_cost_a_line_per_round_and_the_answer_first(tm
         assert history == {r["round"]: pytest.approx(r["val_accuracy"]) for r in levels[1:]}
         densities = {m.step: m.value for m in client.get_metric_history(run_id, "control/random-reinit/density")}
         assert densities == {r["round"]: pytest.approx(r["density"]) for r in t.user_attrs["rounds"][1:]}
+
+
+# --------------------------------------------------------------------------- a reader that goes away
+
+
+@pytest.mark.parametrize("closed", ["at once", "after three lines"])
+def test_a_closed_output_stops_the_printing_and_the_study_runs_to_its_end(tmp_path, tmp_path_factory, closed):
+    """`ltstudy run … 2>&1 | head -3`: every trial used to FAIL with BrokenPipeError, and the run exited 0."""
+    import os
+    import sys
+
+    from tests.ft_helpers import cli_env
+
+    stores = Stores(tmp_path)
+    seed_mlflow_db(tmp_path_factory, stores.db)
+    path = write_study(tmp_path, stores, study={"n_trials": 2, "cache": False})
+    cmd = [sys.executable, "-m", "ltstudy.cli", "run", str(path)]  # (not --quiet: a line per round)
+    if closed == "at once":  # the reader is gone before the first line: every write meets a broken pipe
+        read, write = os.pipe()
+        os.close(read)
+        proc = subprocess.Popen(cmd, cwd=tmp_path, env=cli_env(), stdout=write, stderr=write)
+        os.close(write)
+    else:
+        proc = subprocess.Popen(cmd, cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        head = [proc.stdout.readline() for _ in range(3)]
+        proc.stdout.close()
+        assert head[0].startswith(b"2 trials to run")
+    try:
+        assert proc.wait(timeout=300) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    trials = stores.study().trials
+    assert [(t.state.name, t.user_attrs.get("fail_reason")) for t in trials] == [("COMPLETE", None)] * 2

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from ..engine.errors import ConfigError, RunFailed, SettingWarning
 from .common import EXIT_USAGE
 from .parser import build_parser
+from .streams import closable_output
 
 
 def one_line_warnings(command: str) -> None:
@@ -46,7 +47,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     one_line_warnings(args.command)
     module, _, function = args.command_function.partition(":")
     try:
-        return getattr(importlib.import_module(module), function)(args)
+        with closable_output():  # (a closed stdout or stderr stops the printing, not the command: streams.py)
+            return getattr(importlib.import_module(module), function)(args)
     except ConfigError as exc:
         print(f"ltstudy {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
