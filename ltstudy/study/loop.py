@@ -41,13 +41,15 @@ TrialEnd = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
 class LoopReport:
     told: list[int] = field(default_factory=list)  # trials that ran here (complete, pruned or failed)
     notes: list[str] = field(default_factory=list)  # why the loop stopped before its budget; packing's notes
+    failed_in_a_row: int = 0  # the latest trials that ran here and failed
 
 
 def run_trials(study: optuna.Study, storage, ctx: TrialContext, *, budget: int | None, target: int,
                pack: int = 1, on_trial_end: tuple[TrialEnd, ...] = (), report: LoopReport | None = None,
-               storage_url: str | None = None) -> LoopReport:
+               storage_url: str | None = None, fail_limit: int | None = None) -> LoopReport:
     """Ask, run and tell trials until `budget` of them ran here, or the study's finished and running trials
-    (any process's) reach `target`.
+    (any process's) reach `target`, or `fail_limit` trials in a row failed here (a loop without a budget
+    would otherwise retry a trial that cannot succeed forever).
 
     `report` is filled as the loop goes (so it is complete when Ctrl-C ends it).
 
@@ -63,6 +65,9 @@ def run_trials(study: optuna.Study, storage, ctx: TrialContext, *, budget: int |
 
     def stop() -> bool:
         if budget is not None and len(report.told) >= budget:
+            return True
+        if fail_limit is not None and report.failed_in_a_row >= fail_limit:
+            _note(report.notes, f"stopped after {report.failed_in_a_row} trials in a row failed here")
             return True
         trials = study.get_trials(deepcopy=False, states=(*COUNTED, TrialState.RUNNING))
         if len(trials) >= target:
@@ -82,6 +87,7 @@ def run_trials(study: optuna.Study, storage, ctx: TrialContext, *, budget: int |
         return False
 
     def ended(frozen: optuna.trial.FrozenTrial) -> None:
+        report.failed_in_a_row = report.failed_in_a_row + 1 if frozen.state == TrialState.FAIL else 0
         for callback in on_trial_end:
             best_effort(lambda callback=callback: callback(study, frozen))
 

@@ -146,8 +146,10 @@ def run_worker(cfg: StudyConfig, opts: RunOptions, callbacks: StudyCallback | No
 
     ctx = TrialContext(cfg, log, exp_id, parent, callbacks, opts.cache(cfg))
     try:
+        # (no budget: it works until the study is done, but as many failures in a row as the study has trials
+        # stop it, as they would stop a `run`)
         report = run_trials(study, opened.storage, ctx, storage_url=opened.url, budget=None, target=target,
-                            pack=cfg.study.pack, on_trial_end=(log.after_trial, done))
+                            pack=cfg.study.pack, on_trial_end=(log.after_trial, done), fail_limit=max(target, 1))
         summary.notes = report.notes
     except KeyboardInterrupt:
         summary.interrupted = True
