@@ -65,7 +65,8 @@ def test_a_run_beside_another_that_is_running_the_last_missing_trial_runs_none(t
         assert second.returncode == 0, second.stderr
         assert states(storage) == ["RUNNING"]  # it asked for no trial of its own
         assert "ran 0 trials" in second.stdout
-        assert "1 trial that other processes are running (0) count towards n_trials = 1" in second.stdout
+        assert "1 trial that other processes are running (0) counts towards n_trials = 1: it finishes the study" in \
+            second.stdout
         os.kill(first.pid, signal.SIGCONT)
         frozen = False
         assert first.wait(timeout=300) == 0, outputs(tmp_path, "first")[1]
@@ -140,7 +141,7 @@ def test_a_trial_another_process_asked_for_while_this_one_waited_for_the_ask_loc
         report = run_trials(study, storage, ctx, budget=1, target=1, storage_url=url, report=LoopReport())
     assert report.told == []
     assert [t.state for t in study.get_trials(deepcopy=False)] == [TrialState.RUNNING]
-    assert any("count towards n_trials = 1" in note for note in report.notes)
+    assert any("counts towards n_trials = 1" in note for note in report.notes)
 
 
 def test_a_dead_processs_running_trial_holds_no_place(tiny):

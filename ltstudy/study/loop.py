@@ -75,9 +75,11 @@ def run_trials(study: optuna.Study, storage, ctx: TrialContext, *, budget: int |
             others = [t.number for t in trials if t.state == TrialState.RUNNING and t.number not in mine]
             finished = len(trials) - len(others) - len(mine)
             if others and finished < target:
-                _note(report.notes, f"{len(others)} {'trial' if len(others) == 1 else 'trials'} that other processes "
-                                    f"are running ({', '.join(map(str, others))}) count towards n_trials = {target}: "
-                                    "they finish the study (if one fails, run again)")
+                one = len(others) == 1
+                _note(report.notes, f"{len(others)} {'trial' if one else 'trials'} that other processes are running "
+                                    f"({', '.join(map(str, others))}) {'counts' if one else 'count'} towards n_trials "
+                                    f"= {target}: {'it finishes' if one else 'they finish'} the study (should "
+                                    f"{'it' if one else 'one'} fail, run again)")
             return True
         if size is not None:
             done = {setting_key(t.params) for t in trials if t.state in COUNTED}
