@@ -26,6 +26,7 @@ from ..study.storage import check_storage, check_tracking_uri, open_storage, red
 from ..study.tables import format_table
 from ..study.tracking import Tracker
 from .common import check_bins, check_density, check_writable, fmt, load_study_file, setting_text, settings_list
+from .summary import left_off_the_front
 
 
 def read_study(args: argparse.Namespace):
@@ -40,7 +41,7 @@ def pareto(args: argparse.Namespace) -> int:
             check_writable(path)
     cfg, study = read_study(args)
     trials = study.get_trials(deepcopy=False)
-    best = pareto_trials(study)
+    best = pareto_trials(study, cfg.study.max_dense_gap)
     names = study.user_attrs.get("objectives", cfg.study.objectives)
     keys = list(cfg.searched) or ["prune_rate"]
     print(f"Pareto-optimal trials of '{study.study_name}' ({len(best)} of {len(trials)}):")
@@ -48,6 +49,8 @@ def pareto(args: argparse.Namespace) -> int:
                        [[t.number, *[fmt(v) for v in t.values],
                          *[setting_text(t.user_attrs.get("params_all", {}).get(k, "")) for k in keys]]
                         for t in best]))
+    for line in left_off_the_front(trials, cfg.study.max_dense_gap, empty=not best):
+        print(line)
     frontier = round_frontier(trials)
     print(f"\nRound-level frontier ({len(frontier)} non-dominated (density, val accuracy) points; "
           "test accuracy at the early-stop iteration and at the end of training alongside):")

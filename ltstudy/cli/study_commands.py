@@ -109,7 +109,7 @@ def repair(args: argparse.Namespace) -> int:
             print(f"storage journal {path}: set aside {dropped} damaged {plural(dropped, 'line')} and kept every "
                   f"readable record (the original is backed up beside it as {path.name}.backup-*)")
     study, storage = open_existing(url, args.study_name or cfg.study.name, cfg)
-    done = repair_all(study, storage, cfg, StudyLog(Tracker(uri)), url)
+    done = repair_all(study, storage, cfg, StudyLog(Tracker(uri), max_dense_gap=cfg.study.max_dense_gap), url)
     rebuilt = (f"; rebuilt from Optuna: {done['runs_created']} MLflow runs created, {done['rounds_logged']} rounds "
                "logged" if done["runs_created"] or done["rounds_logged"] else "")
     print(f"'{study.study_name}': failed {done['trials_failed']} stale {plural(done['trials_failed'], 'trial')} "

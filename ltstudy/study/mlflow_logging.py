@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from .attrs import EXPERIMENT_ATTR, PARENT_ATTR, RUN_ATTR
-from .config import StudyConfig, describe
+from .config import DEFAULT_MAX_DENSE_GAP, StudyConfig, describe
 from .tracking import Tracker
 
 ROUND_METRICS = ("density", "sparsity", "val_accuracy", "val_loss", "test_accuracy", "test_accuracy_at_early_stop",
@@ -89,8 +89,10 @@ def _one_line(exc: BaseException) -> str:
 class StudyLog:
     """The study's MLflow runs, through one Tracker; offline after the first failure (see the module docstring)."""
 
-    def __init__(self, tracker: Tracker, notice: Callable[[str], None] | None = None):
+    def __init__(self, tracker: Tracker, notice: Callable[[str], None] | None = None,
+                 max_dense_gap: float = DEFAULT_MAX_DENSE_GAP):
         self.tracker = tracker
+        self.max_dense_gap = max_dense_gap  # [study].max_dense_gap: which trials the front it tags leaves out
         self.offline: str | None = None  # why MLflow is not being written to, once it failed
         self.notice = notice or (lambda line: print(line, file=sys.stderr, flush=True))
 
@@ -129,7 +131,7 @@ class StudyLog:
 
     @_quietly
     def study_summary(self, study, parent: str, epsilon: float | None = None) -> None:
-        from .frontier import pareto_trials, round_frontier
+        from .frontier import round_frontier
         from .plots import plot_pareto
         from .trial_results import trial_rows
 
@@ -137,7 +139,7 @@ class StudyLog:
         frontier = round_frontier(trials)
         self.tracker.log_metrics(parent, {"n_trials": len(trials),
                                           "n_complete": sum(t.state.name == "COMPLETE" for t in trials),
-                                          "n_pareto": len(pareto_trials(study))})
+                                          "n_pareto": len(self._front(study))})
         self.tracker.log_files(parent, {
             "summary.json": json.dumps(trial_rows(study), indent=2, default=str),
             "round_frontier.json": json.dumps(frontier, indent=2, default=str),
@@ -243,16 +245,15 @@ class StudyLog:
 
     @_quietly
     def after_trial(self, study, trial) -> None:
-        """A trial ended: only a complete one can change the Pareto front."""
-        if trial.state.name == "COMPLETE":
+        """A trial ended: only a finished one can change the Pareto front (a pruned one by its dense network)."""
+        if trial.state.name in ("COMPLETE", "PRUNED"):
             self.pareto(study)
 
     def pareto(self, study) -> None:
         """Tag the runs of the current Pareto-optimal trials pareto=true (and those that left the front false)."""
         from .attrs import PARETO_ATTR
-        from .frontier import pareto_trials
 
-        best = {t.number for t in pareto_trials(study)}
+        best = {t.number for t in self._front(study)}
         before = set(study.user_attrs.get(PARETO_ATTR, []))
         trials = {t.number: t for t in study.get_trials(deepcopy=False)}
         for number in best ^ before:
@@ -260,6 +261,11 @@ class StudyLog:
             if run_id:
                 self.tracker.set_tags(run_id, {"pareto": str(number in best).lower()})
         study.set_user_attr(PARETO_ATTR, sorted(best))
+
+    def _front(self, study) -> list:
+        from .frontier import pareto_trials
+
+        return pareto_trials(study, self.max_dense_gap)
 
     def sweep_orphans(self, study) -> int:
         """Close child runs left RUNNING whose Optuna trial is no longer running (a dead worker's)."""

@@ -91,7 +91,7 @@ def worker_main(cfg: StudyConfig, opts: RunOptions, storage_url: str, uri: str, 
     set_threads(cfg.study.threads, alone=False)
     opened = open_study(cfg, storage_url, name, stream)
     study = opened.study
-    log = StudyLog(Tracker(uri))
+    log = StudyLog(Tracker(uri), max_dense_gap=cfg.study.max_dense_gap)
     exp_id, parent = study.user_attrs[EXPERIMENT_ATTR], study.user_attrs[PARENT_ATTR]
     ctx = TrialContext(cfg, log, exp_id, parent, StudyCallback(), opts.cache(cfg))
     try:
@@ -133,7 +133,7 @@ def run_worker(cfg: StudyConfig, opts: RunOptions, callbacks: StudyCallback | No
     # Workers on other machines may join at the same moment: a random stream keeps their draws apart.
     opened = open_study(cfg, storage_url, name, stream=1 + int.from_bytes(os.urandom(3), "big"))
     study = opened.study
-    log = StudyLog(Tracker(uri))
+    log = StudyLog(Tracker(uri), max_dense_gap=cfg.study.max_dense_gap)
     exp_id, parent = attach_tracking(opened, cfg, log)
     log.end_study(parent)  # (the study's run is open only while a `run` command drives it)
     repaired_trials, repaired_runs = repair_study(study, opened.storage, log, cfg.study.grace_period, opened.url)
