@@ -54,8 +54,13 @@ class ClosableOutput:
 def closable_output() -> Iterator[None]:
     """stdout and stderr wrapped in ClosableOutput while a command runs (put back afterwards)."""
     saved = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = ClosableOutput(sys.stdout), ClosableOutput(sys.stderr)
+    wrapped = sys.stdout, sys.stderr = ClosableOutput(sys.stdout), ClosableOutput(sys.stderr)
     try:
         yield
     finally:
+        for stream in wrapped:  # (what is still buffered, here, not at exit where a broken pipe is a traceback)
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
         sys.stdout, sys.stderr = saved

@@ -124,8 +124,9 @@ def run_worker(cfg: StudyConfig, opts: RunOptions, callbacks: StudyCallback | No
 
     Stops once the study has n_trials finished trials (--n-trials, else
     [study].n_trials), counting the trials other workers are running, so a
-    fleet does not overshoot. Many workers may start at once on an empty
-    database: exactly one creates the study and its MLflow parent run.
+    fleet does not overshoot, or once n_trials trials in a row failed here.
+    Many workers may start at once on an empty database: exactly one creates
+    the study and its MLflow parent run.
     """
     storage_url, uri, name = resolve(cfg, opts)
     set_threads(cfg.study.threads)
@@ -146,8 +147,8 @@ def run_worker(cfg: StudyConfig, opts: RunOptions, callbacks: StudyCallback | No
 
     ctx = TrialContext(cfg, log, exp_id, parent, callbacks, opts.cache(cfg))
     try:
-        # (no budget: it works until the study is done, but as many failures in a row as the study has trials
-        # stop it, as they would stop a `run`)
+        # (no budget: it works until the study is done; a trial that cannot succeed would otherwise be retried
+        # forever)
         report = run_trials(study, opened.storage, ctx, storage_url=opened.url, budget=None, target=target,
                             pack=cfg.study.pack, on_trial_end=(log.after_trial, done), fail_limit=max(target, 1))
         summary.notes = report.notes
