@@ -112,7 +112,14 @@ def another_process():
 
 @pytest.fixture
 def tiny(tmp_path: Path, tmp_path_factory, monkeypatch: pytest.MonkeyPatch):
-    """(study, storage, ctx, storage URL) of a one-trial-missing tiny study, outside any `run`."""
+    """(study, storage, ctx, storage URL) of a one-trial-missing tiny study, outside any `run`.
+
+    The stop-signal handlers are a study's and fresh (a stop an earlier test asked for is forgotten); the test's
+    own come back afterwards."""
+    from ltstudy.study import signals
+
+    saved = {sig: signal.getsignal(sig) for sig in signals.STOP_SIGNALS}
+    signals.interrupt_on_signals()
     stores = seeded_stores(monkeypatch, tmp_path, tmp_path_factory)
     cfg = load_study(write_tiny_study(tmp_path, stores, study={"n_trials": 2}))
     storage = open_storage(stores.storage)
@@ -120,7 +127,9 @@ def tiny(tmp_path: Path, tmp_path_factory, monkeypatch: pytest.MonkeyPatch):
     tracker = Tracker(stores.tracking_uri)
     exp = tracker.experiment_id("tiny")
     ctx = TrialContext(cfg, StudyLog(tracker), exp, tracker.start_run(exp, "tiny"), StudyCallback())
-    return study, storage, ctx, stores.storage
+    yield study, storage, ctx, stores.storage
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
 
 
 def test_a_trial_another_process_asked_for_while_this_one_waited_for_the_ask_lock_is_counted(tiny, monkeypatch):
