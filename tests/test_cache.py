@@ -149,7 +149,7 @@ def _empty(path: Path) -> None:
 
 def _valid_checksum_bad_payload(path: Path) -> None:
     payload = b"this is not a torch file"
-    path.write_bytes(cache_module._MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
+    path.write_bytes(cache_module._header(hashlib.sha256(payload).hexdigest(), path.stem) + payload)
 
 
 def _flipped_byte(path: Path) -> None:
@@ -184,6 +184,57 @@ def test_a_damaged_dense_entry_is_retrained(search, cache, caplog, damage):
     assert [r.reused for r in again] == [False]
     assert numbers(again) == numbers(first)
     assert any("damaged" in r.getMessage() for r in caplog.records)
+
+
+def _swap(a: Path, b: Path) -> None:
+    """Two whole, valid entries trade places (a copy or a sync gone wrong): each passes its checksum."""
+    raw_a, raw_b = a.read_bytes(), b.read_bytes()
+    a.write_bytes(raw_b)
+    b.write_bytes(raw_a)
+
+
+def test_an_entry_under_another_key_is_damaged_though_its_checksum_holds(cache, caplog):
+    keys = [content_key("first"), content_key("second")]
+    for i, key in enumerate(keys):
+        cache.save(key, {"value": i})
+    _swap(*(cache._path(k) for k in keys))
+    with caplog.at_level(logging.WARNING, logger="ltstudy.engine.cache"):
+        assert [cache.digest(k) for k in keys] == [None, None]
+        assert [cache.load(k) for k in keys] == [None, None]
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 2  # one per entry, however often it is read
+    assert f"holds the entry of another key, {keys[1]!r}" in warnings[0]
+    cache.save(keys[0], {"value": 0})  # recomputed: it replaces the damaged file
+    assert cache.load(keys[0]) == {"value": 0}
+
+
+def _by_age(cache: RoundCache) -> list[Path]:
+    return sorted(cache.root.glob("*/*.pt"), key=lambda p: p.stat().st_mtime)
+
+
+def _swap_dense_and_round(cache: RoundCache, search) -> None:
+    _swap(cache._path(search(None, **K20).dense_key), _by_age(cache)[-1])
+
+
+def _folder_in_place_of_the_dense_entry(cache: RoundCache, search) -> None:
+    path = cache._path(search(None, **K20).dense_key)
+    path.unlink()
+    (path / "something").mkdir(parents=True)
+
+
+@pytest.mark.parametrize("damage", [_swap_dense_and_round, _folder_in_place_of_the_dense_entry],
+                         ids=["dense and round 2 swapped", "a folder in place of the dense entry"])
+def test_a_search_over_misplaced_entries_recomputes_them_with_the_uncached_numbers(search, cache, caplog, damage):
+    """(Swapped entries made every trial fail with KeyError: 'theta0', and a folder made every trial fail, until
+    `cache clear`.)"""
+    first = search(cache, **K20).run().rounds
+    damage(cache, search)
+    with caplog.at_level(logging.WARNING, logger="ltstudy.engine.cache"):
+        again = search(cache, **K20).run().rounds
+    assert numbers(again) == numbers(first)
+    assert not again[0].reused
+    assert any("damaged" in r.getMessage() for r in caplog.records)
+    assert [r.reused for r in search(cache, **K20).run().rounds] == [True, True, True]  # rewritten whole
 
 
 def test_a_damaged_entry_is_never_deleted_so_a_replacement_written_meanwhile_survives(cache, monkeypatch):
@@ -489,6 +540,37 @@ def test_cache_clear_older_than_deletes_only_entries_last_written_before_then(tm
     assert cache.load(old) is None and cache.load(new) == {"x": 2}
     assert cli.main(["cache", "clear", "--cache-dir", str(cache.root), "--older-than", "a week"]) == 2
     assert "--older-than must look like" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("damage", ["swapped", "folder"])
+def test_a_study_over_misplaced_cache_entries_finishes_every_trial(tmp_path, tmp_path_factory, monkeypatch, capsys,
+                                                                   damage):
+    """(Every trial of every later run failed, with exit 0 and "0 of 4 finished", until `cache clear`.)"""
+    monkeypatch.chdir(tmp_path)
+    uri = sqlite_tracking(tmp_path_factory, tmp_path / "mlflow.db")
+    path = write_study(tmp_path, sampler="grid", n_trials=2, cache_dir=str(tmp_path / "cache"),
+                       storage=f"journal:{tmp_path / 'optuna.journal'}", tracking_uri=uri,
+                       search={"prune_rate": [0.2, 0.5], "rewind_iter": 0, "rounds": 1})
+    sigterm = signal.getsignal(signal.SIGTERM)
+    try:
+        assert cli.main(["run", str(path), "--quiet"]) == 0
+        cache = RoundCache(tmp_path / "cache")
+        dense, *rounds = _by_age(cache)  # (the dense round is written first)
+        if damage == "swapped":
+            _swap(dense, rounds[0])
+        else:
+            dense.unlink()
+            dense.mkdir()
+        capsys.readouterr()
+        assert cli.main(["run", str(path), "--quiet", "--study-name", "again"]) == 0
+    finally:
+        signal.signal(signal.SIGTERM, sigterm)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    storage = open_storage(f"journal:{tmp_path / 'optuna.journal'}")
+    first, again = (optuna.load_study(study_name=name, storage=storage).trials for name in ("ft", "again"))
+    assert [t.state.name for t in again] == ["COMPLETE", "COMPLETE"]
+    assert [t.values for t in again] == [t.values for t in first]
 
 
 def test_human_bytes():

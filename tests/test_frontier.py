@@ -11,7 +11,7 @@ from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 
 from ltstudy.study.compare_plots import plot_compare
-from ltstudy.study.frontier import non_dominated, round_frontier, round_points
+from ltstudy.study.frontier import non_dominated, pareto_trials, round_frontier, round_points, undertrained
 from ltstudy.study.plots import plot_pareto
 from tests.report_helpers import kind_for
 
@@ -122,3 +122,92 @@ def test_plots_of_a_study_with_nothing_finished_are_written_without_warnings(tmp
         plot_compare(failed, ["prune_rate"], tmp_path / "compare.png")
     assert (tmp_path / "pareto.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "compare.png").read_bytes()[:4] == b"\x89PNG"
+
+
+# --------------------------------------------------------------------------- the trial-level front
+
+
+def add(study: optuna.Study, dense: float, sparsity: float, iterations: float = 120.0, diverged: bool = False,
+        **constraints: float) -> int:
+    """A complete trial of a (ticket_sparsity max, train_iterations min) study whose dense network reached `dense`;
+    its number."""
+    rate = len(study.trials) / 1000  # (a setting of its own)
+    study.add_trial(optuna.trial.create_trial(
+        values=[sparsity, iterations], params={"prune_rate": rate},
+        distributions={"prune_rate": optuna.distributions.FloatDistribution(0.0, 1.0)},
+        user_attrs={"rounds": [{"round": 0, "density": 1.0, "val_accuracy": dense}], "diverged": diverged},
+        system_attrs={f"constraints:{k}": v for k, v in constraints.items()}))
+    return study.trials[-1].number
+
+
+def two_objectives() -> optuna.Study:
+    return optuna.create_study(directions=["maximize", "minimize"])
+
+
+def test_a_trial_whose_dense_network_is_far_below_the_studys_best_is_off_the_front():
+    """lr = 0.2: the dense network reached 60.6% (96.1% at the default rate), and its 28%-density tickets "matched"
+    it and dominated every real result."""
+    study = two_objectives()
+    good = add(study, dense=0.961, sparsity=0.5)
+    poor = add(study, dense=0.606, sparsity=0.72)  # sparser at the same cost: it dominates the good trial
+    assert {t.number for t in study.best_trials} == {poor}  # what Optuna alone answers
+    assert [t.number for t in pareto_trials(study)] == [good]  # the front without it: the good trial stands
+    assert undertrained(study.trials) == {poor: (0.606, 0.961)}
+
+
+def test_max_dense_gap_says_how_far_below_is_too_far():
+    study = two_objectives()
+    add(study, dense=0.961, sparsity=0.5)
+    close = add(study, dense=0.93, sparsity=0.6)  # 3.1 points below: within the default 0.05
+    assert [t.number for t in pareto_trials(study)] == [close]
+    assert [t.number for t in pareto_trials(study, max_dense_gap=0.02)] == [0]
+    assert [t.number for t in pareto_trials(study, max_dense_gap=1.0)] == [close]
+
+
+def test_the_flag_is_judged_against_every_trial_so_far_and_never_written_into_a_trial():
+    """A later trial with a better dense network flags an earlier one; Optuna's record of each trial is untouched."""
+    study = two_objectives()
+    first = add(study, dense=0.80, sparsity=0.7)
+    assert [t.number for t in pareto_trials(study)] == [first]
+    before = [(t.values, t.constraints, t.user_attrs, t.system_attrs) for t in study.trials]
+    later = add(study, dense=0.96, sparsity=0.4)
+    assert [t.number for t in pareto_trials(study)] == [later]
+    assert [(t.values, t.constraints, t.user_attrs, t.system_attrs) for t in study.trials[:1]] == before
+
+
+def test_the_best_dense_network_counts_from_pruned_and_infeasible_trials_but_not_diverged_ones():
+    study = two_objectives()
+    ok = add(study, dense=0.90, sparsity=0.5)
+    add(study, dense=0.97, sparsity=0.1, dense_accuracy=0.01)  # infeasible, yet its dense network trained
+    assert ok in undertrained(study.trials)
+    other = two_objectives()
+    kept = add(other, dense=0.90, sparsity=0.5)
+    add(other, dense=0.99, sparsity=0.9, diverged=True)  # (its rounds are not a result)
+    assert undertrained(other.trials) == {} and [t.number for t in pareto_trials(other)] == [kept]
+
+
+VALUES = st.tuples(st.sampled_from([0.0, 0.2, 0.5, 0.7]), st.sampled_from([60.0, 120.0, 240.0]),
+                   st.sampled_from([-0.1, 0.0, 0.3]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(VALUES, max_size=12), st.booleans())
+def test_without_an_undertrained_trial_the_front_is_optunas_best_trials(rows, constrained):
+    study = two_objectives()
+    for sparsity, iterations, constraint in rows:
+        add(study, dense=0.95, sparsity=sparsity, iterations=iterations,
+            **({"dense_accuracy": constraint} if constrained else {}))
+    assert sorted(t.number for t in pareto_trials(study)) == sorted(t.number for t in study.best_trials)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.sampled_from([0.0, 0.2, 0.5]), min_size=1, max_size=8))
+def test_a_single_objective_front_is_optunas_best_trial(values):
+    study = optuna.create_study(direction="maximize")
+    for v in values:
+        study.add_trial(optuna.trial.create_trial(
+            value=v, params={"prune_rate": len(study.trials) / 100},
+            distributions={"prune_rate": optuna.distributions.FloatDistribution(0.0, 1.0)},
+            user_attrs={"rounds": [{"round": 0, "density": 1.0, "val_accuracy": 0.9}]}))
+    assert [t.number for t in pareto_trials(study)] == [study.best_trial.number]
+

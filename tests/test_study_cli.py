@@ -430,6 +430,50 @@ def test_run_prints_the_pareto_table_and_where_to_browse(tmp_path, tmp_path_fact
     assert f"MLflow: {stores.tracking_uri} (experiment 'tiny')" in out
 
 
+def test_a_trial_whose_dense_network_did_not_learn_well_is_flagged_and_off_the_front(tmp_path, tmp_path_factory,
+                                                                                     monkeypatch, capsys):
+    """Adam at lr = 0.2 reaches about 56% on digits (96% at 1.2e-3), and its pruned round "matches" that."""
+    isolate(monkeypatch, tmp_path)
+    stores = Stores(tmp_path)
+    seed_mlflow_db(tmp_path_factory, stores.db)
+    path = write_study(tmp_path, stores, study={"n_trials": 2, "sampler": "grid", "min_dense_accuracy": 0.3},
+                       search={"lr": [0.0012, 0.2], "prune_rate": 0.5, "rewind_iter": 0, "scope": "layerwise",
+                               "reinit": "rewind", "rounds": 1})
+    code, out, _ = main(capsys, "run", str(path), "--quiet")
+    assert code == 0
+    study = stores.study()
+    poor = next(t for t in study.trials if t.params["lr"] == 0.2)
+    good = next(t for t in study.trials if t.params["lr"] == 0.0012)
+    dense = {t.number: t.user_attrs["rounds"][0]["val_accuracy"] for t in (poor, good)}
+    assert dense[good.number] - dense[poor.number] > 0.3
+    assert poor.values[0] >= good.values[0]  # its ticket is as sparse: Optuna alone puts it on the front
+    assert poor.number in {t.number for t in study.best_trials}
+    assert [t.number for t in pareto_trials(study)] == [good.number]
+    assert (f"undertrained, left off the Pareto front: trial {poor.number} ({100 * dense[poor.number]:.1f}%), whose "
+            "dense network is more than max_dense_gap = 0.05 below the study's best dense network "
+            f"({100 * dense[good.number]:.1f}% validation accuracy): its tickets only match a network that did not "
+            "learn") in out
+    runs = {r.data.tags["optuna.trial"]: r.data.tags.get("pareto") for r in stores.client().search_runs(
+        [stores.client().get_experiment_by_name("tiny").experiment_id]) if "optuna.trial" in r.data.tags}
+    assert runs == {str(good.number): "true", str(poor.number): "false"}
+    code, out, _ = main(capsys, "pareto", str(path))
+    assert code == 0 and "Pareto-optimal trials of 'tiny' (1 of 2)" in out
+
+
+def test_when_every_trial_diverged_the_summary_says_why_there_is_no_front(tmp_path, tmp_path_factory, monkeypatch,
+                                                                          capsys):
+    isolate(monkeypatch, tmp_path)
+    stores = Stores(tmp_path)
+    seed_mlflow_db(tmp_path_factory, stores.db)
+    path = write_study(tmp_path, stores, study={"n_trials": 1}, train={"lr": 1e6},
+                       search={"prune_rate": 0.5, "rewind_iter": 0, "scope": "layerwise", "reinit": "rewind",
+                               "rounds": 2})
+    code, out, _ = main(capsys, "run", str(path), "--quiet")
+    assert code == 0
+    assert ("no Pareto-optimal trial: every complete trial is left off the front: trial 0 diverged (its training "
+            "broke down; the reason is in its MLflow run)") in out
+
+
 # --------------------------------------------------------------------------- a CLI that starts fast
 
 HEAVY = ("torch", "optuna", "mlflow")
@@ -505,3 +549,37 @@ def test_a_run_in_a_log_prints_its_cost_a_line_per_round_and_the_answer_first(tm
         assert history == {r["round"]: pytest.approx(r["val_accuracy"]) for r in levels[1:]}
         densities = {m.step: m.value for m in client.get_metric_history(run_id, "control/random-reinit/density")}
         assert densities == {r["round"]: pytest.approx(r["density"]) for r in t.user_attrs["rounds"][1:]}
+
+
+# --------------------------------------------------------------------------- a reader that goes away
+
+
+@pytest.mark.parametrize("closed", ["at once", "after three lines"])
+def test_a_closed_output_stops_the_printing_and_the_study_runs_to_its_end(tmp_path, tmp_path_factory, closed):
+    """`ltstudy run … 2>&1 | head -3`: every trial used to FAIL with BrokenPipeError, and the run exited 0."""
+    import os
+    import sys
+
+    from tests.ft_helpers import cli_env
+
+    stores = Stores(tmp_path)
+    seed_mlflow_db(tmp_path_factory, stores.db)
+    path = write_study(tmp_path, stores, study={"n_trials": 2, "cache": False})
+    cmd = [sys.executable, "-m", "ltstudy.cli", "run", str(path)]  # (not --quiet: a line per round)
+    if closed == "at once":  # the reader is gone before the first line: every write meets a broken pipe
+        read, write = os.pipe()
+        os.close(read)
+        proc = subprocess.Popen(cmd, cwd=tmp_path, env=cli_env(), stdout=write, stderr=write)
+        os.close(write)
+    else:
+        proc = subprocess.Popen(cmd, cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        head = [proc.stdout.readline() for _ in range(3)]
+        proc.stdout.close()
+        assert head[0].startswith(b"2 trials to run")
+    try:
+        assert proc.wait(timeout=300) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    trials = stores.study().trials
+    assert [(t.state.name, t.user_attrs.get("fail_reason")) for t in trials] == [("COMPLETE", None)] * 2

@@ -120,6 +120,8 @@ def test_the_study_hash_follows_the_search_space_not_the_study_name():
     ({"search": {"dropout": [0.0, 0.5], "momentum": [0.0, 0.9]}}, "varies momentum, dropout"),
     ({"study": {"stop_on_drop": "sometimes"}}, 'stop_on_drop must be true, false or "unmatched"'),
     ({"study": {"pack": 0}}, "study.pack must be >= 1"),
+    ({"study": {"max_dense_gap": 1.5}}, "study.max_dense_gap must be in [0, 1] (1 turns it off)"),
+    ({"study": {"max_dense_gap": -0.1}}, "study.max_dense_gap must be in [0, 1]"),
 ])
 def test_parse_study_rejects(sections, needle):
     with pytest.raises(ConfigError) as err:

@@ -329,6 +329,41 @@ def test_a_trial_that_raises_fails_alone_and_the_study_finishes(stores: Stores, 
     assert_nothing_running(stores)
 
 
+def always_failing(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Every ticket search raises before it trains (as a damaged cache once made every trial fail)."""
+    calls: list[float] = []
+
+    def make(cfg, data=None, cache=None, callbacks=None, controls=()):
+        calls.append(cfg.prune.prune_rate)
+        raise KeyError("theta0")
+
+    monkeypatch.setattr(trial_module, "ticket_search", make)
+    return calls
+
+
+@pytest.mark.parametrize("command", ["run", "worker"])
+def test_a_run_whose_every_trial_failed_exits_1_with_one_line_saying_why(stores: Stores, monkeypatch, capsys,
+                                                                        command):
+    """(It used to exit 0 after "0 of 4 finished"; a worker retried the failing trials forever.)"""
+    calls = always_failing(monkeypatch)
+    from ltstudy import cli
+
+    assert cli.main([command, str(write_study(stores.root, stores)), "--quiet"]) == 1
+    assert len(calls) == 3  # n_trials of them: a worker stops after as many failures in a row
+    assert [t.state for t in stores.study().trials] == [TrialState.FAIL] * 3
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line == (f"ltstudy {command}: every trial it ran failed (3): KeyError: 'theta0' (trials 0, 1, 2); each "
+                    "trial's reason is in its MLflow run")
+    assert_nothing_running(stores)
+
+
+def test_a_run_where_some_trials_failed_and_others_finished_exits_0(stores: Stores, monkeypatch, capsys):
+    raise_in_search(monkeypatch, on_call=1, exc=RuntimeError("boom"))
+    assert run(write_study(stores.root, stores, study={"n_trials": 2})) == 0
+    assert [t.state for t in stores.study().trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert "failed" not in capsys.readouterr().err
+
+
 def test_a_diverging_trial_is_a_bad_result_not_a_failure(stores: Stores):
     """NaN loss: COMPLETE with worst values and an infeasible constraint, so samplers learn to avoid the region."""
     path = write_study(stores.root, stores, study={"n_trials": 1, "min_dense_accuracy": 0.5},

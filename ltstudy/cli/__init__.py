@@ -35,6 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:  # (imported here, not at the top: a Ctrl-C while the parser loads is one line too, not a traceback)
         from .common import EXIT_USAGE
         from .parser import build_parser
+        from .streams import closable_output
 
         parser = build_parser()
         args = parser.parse_args(argv)
@@ -51,7 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     one_line_warnings(args.command)
     module, _, function = args.command_function.partition(":")
     try:
-        return getattr(importlib.import_module(module), function)(args)
+        with closable_output():  # (a closed stdout or stderr stops the printing, not the command: streams.py)
+            return getattr(importlib.import_module(module), function)(args)
     except ConfigError as exc:
         print(f"ltstudy {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

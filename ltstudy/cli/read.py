@@ -36,6 +36,7 @@ from .common import (
     settings_list,
     write_output,
 )
+from .summary import left_off_the_front
 
 
 def read_study(args: argparse.Namespace):
@@ -50,7 +51,7 @@ def pareto(args: argparse.Namespace) -> int:
             check_writable(path)
     cfg, study = read_study(args)
     trials = study.get_trials(deepcopy=False)
-    best = pareto_trials(study)
+    best = pareto_trials(study, cfg.study.max_dense_gap)
     names = study.user_attrs.get("objectives", cfg.study.objectives)
     keys = list(cfg.searched) or ["prune_rate"]
     print(f"Pareto-optimal trials of '{study.study_name}' ({len(best)} of {len(trials)}):")
@@ -58,6 +59,8 @@ def pareto(args: argparse.Namespace) -> int:
                        [[t.number, *[fmt(v) for v in t.values],
                          *[setting_text(t.user_attrs.get("params_all", {}).get(k, "")) for k in keys]]
                         for t in best]))
+    for line in left_off_the_front(trials, cfg.study.max_dense_gap, empty=not best):
+        print(line)
     frontier = round_frontier(trials)
     print(f"\nRound-level frontier ({len(frontier)} non-dominated (density, val accuracy) points; "
           "test accuracy at the early-stop iteration and at the end of training alongside):")

@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         print("interrupted: finished trials are kept, the running one is queued again; run the same command to "
               "continue", file=sys.stderr)
         return 130
-    return 0
+    return failed_run("run", new)
 
 
 def worker(args: argparse.Namespace) -> int:
@@ -79,7 +79,21 @@ def worker(args: argparse.Namespace) -> int:
     if summary.interrupted:
         print("interrupted: the running trial is failed and queued again; its checkpoints are kept", file=sys.stderr)
         return 130
-    return 0
+    return failed_run("worker", summary.finished)
+
+
+def failed_run(command: str, trials) -> int:
+    """1, with one line saying why, when every trial this call ran failed (nothing it ran is a result); else 0."""
+    if not trials or any(t.state.name != "FAIL" for t in trials):
+        return 0
+    reasons: dict[str, list[int]] = {}
+    for t in trials:
+        reasons.setdefault(t.user_attrs.get("fail_reason") or "no reason recorded", []).append(t.number)
+    (reason, numbers), *others = sorted(reasons.items(), key=lambda kv: (-len(kv[1]), kv[1][0]))
+    also = f"; and {len(others)} other {plural(len(others), 'reason')}" if others else ""
+    print(f"ltstudy {command}: every trial it ran failed ({len(trials)}): {reason} ({plural(len(numbers), 'trial')} "
+          f"{', '.join(map(str, numbers))}){also}; each trial's reason is in its MLflow run", file=sys.stderr)
+    return 1
 
 
 def repair(args: argparse.Namespace) -> int:
@@ -95,7 +109,8 @@ def repair(args: argparse.Namespace) -> int:
             print(f"storage journal {path}: set aside {dropped} damaged {plural(dropped, 'line')} and kept every "
                   f"readable record (the original is backed up beside it as {path.name}.backup-*)")
     study, storage = open_existing(url, args.study_name or cfg.study.name, cfg)
-    done = repair_all(study, storage, cfg, StudyLog(Tracker(uri), strict=True), url)
+    log = StudyLog(Tracker(uri), strict=True, max_dense_gap=cfg.study.max_dense_gap)
+    done = repair_all(study, storage, cfg, log, url)
     rebuilt = [f"{done['runs_created']} MLflow {plural(done['runs_created'], 'run')} created",
                f"{done['rounds_logged']} {plural(done['rounds_logged'], 'round')} logged",
                f"the files of {done['artifacts_logged']} {plural(done['artifacts_logged'], 'trial')}",

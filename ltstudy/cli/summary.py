@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from ..study.compare import at_ticket_text, ticket_gap
 from ..study.curves import TICKET, ticket_round
-from ..study.frontier import pareto_trials
+from ..study.frontier import front_exclusions, pareto_trials, undertrained
 from ..study.stats import Stat
 from ..study.tables import format_table
 from ..study.trial_results import trial_curves
@@ -41,7 +41,9 @@ def run_summary(study, cfg, new_trials) -> str:
         lines.append(f"dense network (round 0): validation accuracy {val.prose()}, test accuracy at early stop "
                      f"{test.prose()} (over the study's {len(dense)} distinct dense "
                      f"{'network' if len(dense) == 1 else 'networks'})")
-    best = pareto_trials(study)
+    gap = cfg.study.max_dense_gap
+    best = pareto_trials(study, gap)
+    lines += left_off_the_front(study.get_trials(deepcopy=False), gap, empty=not best)
     if best:
         keys = [k for k in cfg.searched] or ["prune_rate"]
         controls = cfg.study.controls
@@ -109,3 +111,27 @@ def cost_text(rounds: Sequence[tuple[str, dict]]) -> str:
     if replays:
         line += f"; {replays:,} more trained here to replay training up to the rewind point θ_k"
     return line
+
+
+def left_off_the_front(trials, max_dense_gap: float, empty: bool) -> list[str]:
+    """Lines on the trials the front leaves out: the undertrained ones always, and, when the front is empty, why."""
+    lines = []
+    flagged = undertrained(trials, max_dense_gap)
+    if flagged:
+        best = next(iter(flagged.values()))[1]
+        one = len(flagged) == 1
+        shown = ", ".join(f"{n} ({pct(d)})" for n, (d, _) in sorted(flagged.items()))
+        lines.append(f"undertrained, left off the Pareto front: {'trial' if one else 'trials'} {shown}, whose dense "
+                     f"{'network is' if one else 'networks are'} more than max_dense_gap = {max_dense_gap:g} below "
+                     f"the study's best dense network ({pct(best)} validation accuracy): {'its' if one else 'their'} "
+                     "tickets only match a network that did not learn")
+    excluded = {why: numbers for why, numbers in front_exclusions(trials, max_dense_gap).items() if numbers}
+    if empty and excluded:
+        why = {"diverged": "diverged (its training broke down; the reason is in its MLflow run)",
+               "undertrained": "undertrained (above)",
+               "infeasible": "infeasible (a constraint of [study] is not met: min_dense_accuracy or "
+                             "max_accuracy_drop)"}
+        parts = [f"{'trial' if len(numbers) == 1 else 'trials'} {', '.join(map(str, numbers))} {why[reason]}"
+                 for reason, numbers in excluded.items()]
+        lines.append("no Pareto-optimal trial: every complete trial is left off the front: " + "; ".join(parts))
+    return lines

@@ -13,8 +13,12 @@ search never combines one run's masks with another run's θ_k.
 Safe for concurrent workers, on a local or shared filesystem: an entry is
 written to a unique temporary file and renamed into place (atomic on POSIX),
 so readers see a whole entry or none. Each file starts with a SHA-256 of its
-payload; a damaged entry is ignored with a warning (never deleted: another
-worker may be replacing it at that moment) and overwritten when recomputed.
+payload and the key it was stored under: an entry that is not whole, or that
+is another key's (files swapped or copied), or anything else in its place (a
+folder), is damaged. A damaged entry is ignored with one warning (never
+deleted: another worker may be replacing it at that moment) and overwritten
+when recomputed. The key lives in the header, outside the payload, so an
+entry's content digest (which its children's keys carry) is the payload's alone.
 Temporary files of killed writers are removed once their writer is gone.
 """
 
@@ -37,8 +41,8 @@ from .errors import ConfigError, DiskFull
 
 log = logging.getLogger(__name__)
 
-_MAGIC = b"LTSCACHE2\n"
-_HEADER = len(_MAGIC) + 65  # magic, 64 hex digits of SHA-256, newline
+_MAGIC = b"LTSCACHE3\n"
+_DIGEST_END = len(_MAGIC) + 65  # magic, 64 hex digits of SHA-256, newline; then the key and a newline
 DEFAULT_CACHE_DIR = ".ltstudy/cache"
 CACHE_VERSION = 4  # 4: code digests of the syntax tree and of users' plugins, model signatures in the keys
 _TMP = re.compile(r"^\.(?P<name>.+\.pt)\.(?P<host>[^.]+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp$")
@@ -58,6 +62,7 @@ class RoundCache:
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
         self._swept = False
+        self._warned: set[Path] = set()  # damaged entries already warned about (once each, until rewritten)
 
     def __repr__(self) -> str:
         return f"RoundCache({str(self.root)!r})"
@@ -84,32 +89,40 @@ class RoundCache:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             with open(tmp, "wb") as fh:
-                fh.write(_MAGIC + digest.encode() + b"\n" + payload)
+                fh.write(_header(digest, key) + payload)
                 fh.flush()
                 os.fsync(fh.fileno())
-            os.replace(tmp, path)
+            try:
+                os.replace(tmp, path)
+            except IsADirectoryError:  # a folder where the entry belongs: damage in the cache's own tree
+                shutil.rmtree(path, ignore_errors=True)
+                os.replace(tmp, path)
         except BaseException as exc:
             _unlink(tmp)
             DiskFull.check(exc, f"the training cache {self.root}")
             raise
+        self._warned.discard(path)
         return digest
 
     # ------------------------------------------------------------------ read
 
     def digest(self, key: str) -> str | None:
         """The content digest an entry declares (its header only), or None when there is no such entry."""
+        path = self._path(key)
+        size = len(_header("0" * 64, key))
         try:
-            with open(self._path(key), "rb") as fh:
-                head = fh.read(_HEADER)
+            with open(path, "rb") as fh:
+                head = fh.read(size)
         except FileNotFoundError:
             return None
         except OSError as exc:
-            log.warning("cache entry %s unreadable (%s); recomputing", self._path(key), exc)
+            self._damaged(path, f"unreadable: {exc}")
             return None
-        if len(head) != _HEADER or not head.startswith(_MAGIC):
-            log.warning("cache entry %s is damaged (no valid header); ignoring it and recomputing", self._path(key))
+        try:
+            return _declared(head, key)
+        except ValueError as exc:
+            self._damaged(path, str(exc))
             return None
-        return head[len(_MAGIC):_HEADER - 1].decode("ascii", "replace")
 
     def load(self, key: str, digest: str | None = None) -> dict[str, Any] | None:
         """The entry under `key`, or None when it is missing, damaged, or not the one with `digest`."""
@@ -121,20 +134,27 @@ class RoundCache:
         except FileNotFoundError:
             return None
         except OSError as exc:
-            log.warning("cache entry %s unreadable (%s); recomputing", path, exc)
+            self._damaged(path, f"unreadable: {exc}")
             return None
         try:
-            if not raw.startswith(_MAGIC):
-                raise ValueError("bad header")
-            declared, payload = raw[len(_MAGIC):_HEADER - 1].decode("ascii", "replace"), raw[_HEADER:]
+            declared = _declared(raw, key)
+            payload = raw[len(_header(declared, key)):]
             if hashlib.sha256(payload).hexdigest() != declared:
                 raise ValueError("checksum mismatch (truncated or corrupted)")
             if digest is not None and declared != digest:
                 return None  # replaced by another worker's entry since its digest was read: not the one asked for
-            return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+            entry = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+            if not isinstance(entry, dict):
+                raise ValueError(f"it holds a {type(entry).__name__}, not an entry")
+            return entry
         except Exception as exc:  # any damage: ignore it; the recomputed entry will replace it
-            log.warning("cache entry %s is damaged (%s); ignoring it and recomputing", path, exc)
+            self._damaged(path, str(exc))
             return None
+
+    def _damaged(self, path: Path, why: str) -> None:
+        if path not in self._warned:  # (a search reads an entry's header, then the entry: one warning)
+            self._warned.add(path)
+            log.warning("cache entry %s is damaged (%s); ignoring it and recomputing", path, why)
 
     # ------------------------------------------------------------------ housekeeping
 
@@ -193,6 +213,22 @@ class RoundCache:
                 _unlink(p)
                 n, size = n + 1, size + st.st_size
         return n, size
+
+
+def _header(digest: str, key: str) -> bytes:
+    return _MAGIC + digest.encode() + b"\n" + key.encode() + b"\n"
+
+
+def _declared(raw: bytes, key: str) -> str:
+    """The payload digest a file's header declares for `key`; ValueError when the header is not one for `key`."""
+    if not raw.startswith(_MAGIC) or raw[_DIGEST_END - 1:_DIGEST_END] != b"\n":
+        raise ValueError("no valid header")
+    declared = raw[len(_MAGIC):_DIGEST_END - 1].decode("ascii", "replace")
+    stored = raw[_DIGEST_END:_DIGEST_END + len(key.encode()) + 1]
+    if stored != key.encode() + b"\n":
+        other = raw[_DIGEST_END:_DIGEST_END + 80].split(b"\n", 1)[0].decode("ascii", "replace")
+        raise ValueError(f"it holds the entry of another key, {other!r}" if other else "no valid header")
+    return declared
 
 
 def _host() -> str:

@@ -24,6 +24,7 @@ from .objectives import Objective, parse_objective
 
 DEFAULT_STORAGE = "journal:.ltstudy/optuna.journal"
 DEFAULT_TRACKING_URI = "sqlite:///mlflow/mlflow.db"
+DEFAULT_MAX_DENSE_GAP = 0.05
 
 # What [search] may set, and where it lands in the engine's config.
 SEARCHABLE = {
@@ -68,6 +69,10 @@ class StudySection:
     # "unmatched": end a seed's search (complete) at its first round that no longer matches dense within epsilon
     stop_on_drop: bool | str = False
     min_dense_accuracy: float | None = None  # constraint: the dense network must reach this
+    # A trial whose dense network's validation accuracy is more than this below the study's best dense network is
+    # "undertrained" and left off the Pareto front (its tickets would only match a network that did not learn):
+    # judged whenever the front is read, against every trial so far (frontier.py); 1 turns it off.
+    max_dense_gap: float = DEFAULT_MAX_DENSE_GAP
     pruner: Literal["none", "median", "percentile", "hyperband", "successive-halving"] = "median"
     storage: str = DEFAULT_STORAGE
     tracking_uri: str = ""  # "" = $MLFLOW_TRACKING_URI, else sqlite:///mlflow/mlflow.db
@@ -302,6 +307,8 @@ def _validate_study_section(s: StudySection) -> None:
         raise ConfigError("study.stop_on_drop needs study.max_accuracy_drop, e.g. max_accuracy_drop = 0.05")
     if s.min_dense_accuracy is not None and not 0.0 <= s.min_dense_accuracy <= 1.0:
         raise ConfigError(f"study.min_dense_accuracy must be in [0, 1], got {s.min_dense_accuracy}")
+    if not 0.0 <= s.max_dense_gap <= 1.0:
+        raise ConfigError(f"study.max_dense_gap must be in [0, 1] (1 turns it off), got {s.max_dense_gap}")
     if s.heartbeat_interval < 1 or s.grace_period <= s.heartbeat_interval:
         raise ConfigError(f"study.heartbeat_interval must be >= 1 and grace_period larger than it, got "
                           f"{s.heartbeat_interval} and {s.grace_period}")

@@ -53,7 +53,8 @@ def pick(study: optuna.Study, cfg: StudyConfig, trial: int | None, round_: int |
         return per_seed[min(seed_index, len(per_seed) - 1)]
 
     if trial is None:
-        front = [t for t in pareto_trials(study) if t.user_attrs.get("kind", "ticket") == "ticket"] or [
+        front = [t for t in pareto_trials(study, cfg.study.max_dense_gap)
+                 if t.user_attrs.get("kind", "ticket") == "ticket"] or [
             t for t in study.get_trials(deepcopy=False, states=COUNTED) if t.user_attrs.get("kind") == "ticket"]
         if not front:
             raise ConfigError("no finished ticket trial to export yet; run the study first (or pass --trial N)")

@@ -5,6 +5,13 @@ total of finished (complete or pruned) trials (the sampler proposes only new
 settings: sampling.NoRepeatSampler), and trials are trained one at a time or
 packed side by side (`[study].pack`). Each running trial sends heartbeats on an RDB
 storage, and the loop fails stale trials of dead workers before asking.
+
+Trials other processes are running count towards the total, so processes that
+share a study never finish more than it asks for: a trial is asked for only while
+finished + running trials fall short of the target, and on one machine that is
+checked again under the lock that asking holds (two processes that both saw one
+trial missing would each ask for it). Dead workers' trials are failed before the
+count, so they never hold a place.
 """
 
 from __future__ import annotations
@@ -34,15 +41,16 @@ TrialEnd = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
 class LoopReport:
     told: list[int] = field(default_factory=list)  # trials that ran here (complete, pruned or failed)
     notes: list[str] = field(default_factory=list)  # why the loop stopped before its budget; packing's notes
+    failed_in_a_row: int = 0  # the latest trials that ran here and failed
 
 
 def run_trials(study: optuna.Study, storage, ctx: TrialContext, *, budget: int | None, target: int,
-               count_running: bool = False, pack: int = 1, on_trial_end: tuple[TrialEnd, ...] = (),
-               report: LoopReport | None = None, storage_url: str | None = None) -> LoopReport:
-    """Ask, run and tell trials until `budget` of them ran here, or the study has `target` finished ones.
+               pack: int = 1, on_trial_end: tuple[TrialEnd, ...] = (), report: LoopReport | None = None,
+               storage_url: str | None = None, fail_limit: int | None = None) -> LoopReport:
+    """Ask, run and tell trials until `budget` of them ran here, or the study's finished and running trials
+    (any process's) reach `target`, or `fail_limit` trials in a row failed here (a loop without a budget
+    would otherwise retry a trial that cannot succeed forever).
 
-    `count_running` counts other workers' running trials towards the target
-    (workers on many machines, whose stale trials are failed by heartbeats).
     `report` is filled as the loop goes (so it is complete when Ctrl-C ends it).
 
     Whatever point of a trial's life a stop (Ctrl-C, SIGTERM, an error) reaches,
@@ -58,17 +66,30 @@ def run_trials(study: optuna.Study, storage, ctx: TrialContext, *, budget: int |
     def stop() -> bool:
         if budget is not None and len(report.told) >= budget:
             return True
-        states = (*COUNTED, TrialState.RUNNING) if count_running else COUNTED
-        if len(study.get_trials(deepcopy=False, states=states)) >= target:
+        if fail_limit is not None and report.failed_in_a_row >= fail_limit:
+            _note(report.notes, f"stopped after {report.failed_in_a_row} trials in a row failed here")
+            return True
+        trials = study.get_trials(deepcopy=False, states=(*COUNTED, TrialState.RUNNING))
+        if len(trials) >= target:
+            mine = {a.trial.number for a in attempts if a.open}
+            others = [t.number for t in trials if t.state == TrialState.RUNNING and t.number not in mine]
+            finished = len(trials) - len(others) - len(mine)
+            if others and finished < target:
+                one = len(others) == 1
+                _note(report.notes, f"{len(others)} {'trial' if one else 'trials'} that other processes are running "
+                                    f"({', '.join(map(str, others))}) {'counts' if one else 'count'} towards n_trials "
+                                    f"= {target}: {'it finishes' if one else 'they finish'} the study (should "
+                                    f"{'it' if one else 'one'} fail, run again)")
             return True
         if size is not None:
-            done = {setting_key(t.params) for t in study.get_trials(deepcopy=False, states=COUNTED)}
+            done = {setting_key(t.params) for t in trials if t.state in COUNTED}
             if len(done) >= size:
-                report.notes.append(f"every one of the {size} settings of the search space has been evaluated")
+                _note(report.notes, f"every one of the {size} settings of the search space has been evaluated")
                 return True
         return False
 
     def ended(frozen: optuna.trial.FrozenTrial) -> None:
+        report.failed_in_a_row = report.failed_in_a_row + 1 if frozen.state == TrialState.FAIL else 0
         for callback in on_trial_end:
             best_effort(lambda callback=callback: callback(study, frozen))
 
@@ -83,15 +104,19 @@ def run_trials(study: optuna.Study, storage, ctx: TrialContext, *, budget: int |
         return outcome
 
     def trials() -> Iterator[Generator[RoundJob, TrainResult, Outcome]]:
-        while not stop():
-            raise_if_requested()
-            if heartbeats:
+        while True:
+            if heartbeats:  # (first: a dead worker's trial must not count as running)
                 optuna_api.fail_stale_trials(study)
             sweep_dead_owners(study, storage, ctx.cfg.study.grace_period, storage_url)
             attempts[:] = [a for a in attempts if a.open]
+            if stop():
+                return
+            raise_if_requested()
             attempt = None
             try:
                 with deferred(), ask_lock(storage_url):
+                    if stop():  # (again, under the lock: another process may have asked while we waited for it)
+                        return
                     attempt = _Attempt(study, storage, ctx.cfg.searched)
                     attempts.append(attempt)
                     report.told.append(attempt.trial.number)
@@ -184,6 +209,11 @@ class _Notes(Callback):
 
     def on_note(self, message: str) -> None:
         self.notes.append(message)
+
+
+def _note(notes: list[str], note: str) -> None:
+    if note not in notes:
+        notes.append(note)
 
 
 def _tell(study: optuna.Study, trial: optuna.Trial, outcome: Outcome) -> optuna.trial.FrozenTrial:

@@ -41,7 +41,7 @@ from typing import Any
 
 from ..engine import strict_json
 from .attrs import EXPERIMENT_ATTR, PARENT_ATTR, PARETO_ATTR, RUN_ATTR
-from .config import StudyConfig, describe
+from .config import DEFAULT_MAX_DENSE_GAP, StudyConfig, describe
 from .tracking import Tracker, TrackingUnavailable, one_line
 
 RECONNECT_BACKOFF = 30.0  # seconds before asking again a server that failed after it had answered
@@ -133,9 +133,11 @@ def _quietly(fn: Callable | None = None, *, reconnect: bool = False) -> Callable
 class StudyLog:
     """The study's MLflow runs, through one Tracker; offline after the first failure (see the module docstring)."""
 
-    def __init__(self, tracker: Tracker, notice: Callable[[str], None] | None = None, strict: bool = False):
+    def __init__(self, tracker: Tracker, notice: Callable[[str], None] | None = None, strict: bool = False,
+                 max_dense_gap: float = DEFAULT_MAX_DENSE_GAP):
         self.tracker = tracker
         self.strict = strict  # a failure raises (`repair`: it exists to log what is missing, so it never skips)
+        self.max_dense_gap = max_dense_gap  # [study].max_dense_gap: which trials the front it tags leaves out
         self.outages = 0
         self._next_try = 0.0  # (time.monotonic) no reconnection before
         self.offline: str | None = None  # why MLflow is not being written to, once it failed
@@ -189,7 +191,7 @@ class StudyLog:
 
     @_quietly(reconnect=True)
     def study_summary(self, study, parent: str, epsilon: float | None = None) -> None:
-        from .frontier import pareto_trials, round_frontier
+        from .frontier import round_frontier
         from .plots import plot_pareto
         from .trial_results import trial_rows
 
@@ -197,7 +199,7 @@ class StudyLog:
         frontier = round_frontier(trials)
         self.tracker.log_metrics(parent, {"n_trials": len(trials),
                                           "n_complete": sum(t.state.name == "COMPLETE" for t in trials),
-                                          "n_pareto": len(pareto_trials(study))})
+                                          "n_pareto": len(self._front(study))})
         self.tracker.log_files(parent, {
             "summary.json": strict_json.dumps(trial_rows(study), indent=2, default=str),
             "round_frontier.json": strict_json.dumps(frontier, indent=2, default=str),
@@ -300,16 +302,15 @@ class StudyLog:
 
     @_quietly
     def after_trial(self, study, trial) -> None:
-        """A trial ended: only a complete one can change the Pareto front."""
-        if trial.state.name == "COMPLETE":
-            self.pareto(study, trial)
+        """A trial ended: only a finished one can change the Pareto front (a pruned one by its dense network)."""
+        if trial.state.name in ("COMPLETE", "PRUNED"):
+            self.pareto(study, trial if trial.state.name == "COMPLETE" else None)
 
     def pareto(self, study, trial=None) -> None:
         """Tag `pareto` true on the runs of the Pareto-optimal trials, false on those that left the front and on
         the run of `trial` (just complete) when it is not on it: every complete trial's run says which it is."""
-        from .frontier import pareto_trials
 
-        best = {t.number for t in pareto_trials(study)}
+        best = {t.number for t in self._front(study)}
         before = set(study.user_attrs.get(PARETO_ATTR, []))
         trials = {t.number: t for t in study.get_trials(deepcopy=False)}
         for number in sorted(best ^ before | ({trial.number} if trial is not None else set())):
@@ -317,6 +318,11 @@ class StudyLog:
             if run_id:
                 self.tracker.set_tags(run_id, {"pareto": str(number in best).lower()})
         study.set_user_attr(PARETO_ATTR, sorted(best))
+
+    def _front(self, study) -> list:
+        from .frontier import pareto_trials
+
+        return pareto_trials(study, self.max_dense_gap)
 
     def sweep_orphans(self, study) -> int:
         """Close child runs left RUNNING whose Optuna trial is no longer running (a dead worker's).

@@ -54,7 +54,7 @@ def run_study(cfg: StudyConfig, opts: RunOptions, callbacks: StudyCallback | Non
     target = opts.target(cfg, before)
     opened = open_study(cfg, storage_url, name)
     study = opened.study
-    log = StudyLog(Tracker(uri))
+    log = StudyLog(Tracker(uri), max_dense_gap=cfg.study.max_dense_gap)
     exp_id, parent = attach_tracking(opened, cfg, log)
     summary = StudySummary(name, storage_url, uri, exp_id, parent, before, target, notes=list(opened.notes))
     status = "FINISHED"

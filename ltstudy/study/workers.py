@@ -92,7 +92,7 @@ def worker_main(cfg: StudyConfig, opts: RunOptions, storage_url: str, uri: str, 
     set_threads(cfg.study.threads, alone=False)
     opened = open_study(cfg, storage_url, name, stream)
     study = opened.study
-    log = StudyLog(Tracker(uri))
+    log = StudyLog(Tracker(uri), max_dense_gap=cfg.study.max_dense_gap)
     exp_id, parent = study.user_attrs[EXPERIMENT_ATTR], study.user_attrs[PARENT_ATTR]
     ctx = TrialContext(cfg, log, exp_id, parent, StudyCallback(), opts.cache(cfg))
     try:
@@ -125,8 +125,9 @@ def run_worker(cfg: StudyConfig, opts: RunOptions, callbacks: StudyCallback | No
 
     Stops once the study has n_trials finished trials (--n-trials, else
     [study].n_trials), counting the trials other workers are running, so a
-    fleet does not overshoot. Many workers may start at once on an empty
-    database: exactly one creates the study and its MLflow parent run.
+    fleet does not overshoot, or once n_trials trials in a row failed here.
+    Many workers may start at once on an empty database: exactly one creates
+    the study and its MLflow parent run.
     """
     storage_url, uri, name = resolve(cfg, opts)
     set_threads(cfg.study.threads)
@@ -136,7 +137,7 @@ def run_worker(cfg: StudyConfig, opts: RunOptions, callbacks: StudyCallback | No
     study = opened.study
     if not opened.created:  # (another machine's worker may have created it since `resolve` looked)
         check_same_study(cfg, study.user_attrs, name)
-    log = StudyLog(Tracker(uri))
+    log = StudyLog(Tracker(uri), max_dense_gap=cfg.study.max_dense_gap)
     exp_id, parent = attach_tracking(opened, cfg, log)
     log.end_study(parent)  # (the study's run is open only while a `run` command drives it)
     repaired_trials, repaired_runs = repair_study(study, opened.storage, log, cfg.study.grace_period, opened.url)
@@ -149,8 +150,10 @@ def run_worker(cfg: StudyConfig, opts: RunOptions, callbacks: StudyCallback | No
 
     ctx = TrialContext(cfg, log, exp_id, parent, callbacks, opts.cache(cfg))
     try:
+        # (no budget: it works until the study is done; a trial that cannot succeed would otherwise be retried
+        # forever)
         report = run_trials(study, opened.storage, ctx, storage_url=opened.url, budget=None, target=target,
-                            count_running=True, pack=cfg.study.pack, on_trial_end=(log.after_trial, done))
+                            pack=cfg.study.pack, on_trial_end=(log.after_trial, done), fail_limit=max(target, 1))
         summary.notes = report.notes
     except KeyboardInterrupt:
         summary.interrupted = True
