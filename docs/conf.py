@@ -53,4 +53,4 @@ html_theme = "alabaster"
 html_title = "ltstudy"
 html_static_path: list[str] = []
 html_theme_options = {"description": "Lottery-ticket studies: IMP searched by Optuna, tracked in MLflow",
-                      "fixed_sidebar": True, "page_width": "1150px", "sidebar_width": "230px"}
+                      "fixed_sidebar": True, "page_width": "1250px", "sidebar_width": "230px"}

@@ -309,6 +309,12 @@ def test_the_checks_catch_a_command_a_flag_and_a_setting_that_do_not_exist():
     assert not check_inline("[study] epsilon") and not check_inline("--more")
 
 
+def test_every_setting_says_what_it_does_so_the_site_can_list_it():
+    fields = [(f"study.{f.name}", f) for f in dataclasses.fields(StudySection)]
+    fields += [(key, f) for key, f, _ in config_fields(TicketConfig)]
+    assert not [key for key, f in fields if not f.metadata.get("help")]
+
+
 def test_a_literalinclude_names_a_file_that_exists():
     missing = [f"{b.where}: {b.argument}" for b in ALL if b.directive == "literalinclude"
                if not (b.page.parent / b.argument).is_file()]

@@ -132,7 +132,10 @@ class SettingsDirective(Directive):
 
     def run(self) -> list[nodes.Node]:
         section = self.arguments[0]
-        rows = settings_rows(section)
+        try:
+            rows = settings_rows(section)
+        except ExtensionError as exc:  # (a page error, with its place, rather than a crash of the build)
+            raise self.error(str(exc)) from None
         if section == "search":
             header = ["key", "type", "fixed elsewhere as", "what it sets"]
             cells = [[_cell(nodes.literal(text=k)), _cell(t), _cell(nodes.literal(text=d)), _cell(h)]
@@ -181,11 +184,11 @@ class RegistryDirective(Directive):
 
 
 def command_help(command: str) -> str:
-    """`ltstudy COMMAND --help` as the terminal shows it, 100 columns wide (`ltstudy --help` for "ltstudy")."""
+    """`ltstudy COMMAND --help` as a terminal 88 columns wide shows it (`ltstudy --help` for "ltstudy")."""
     from ltstudy.cli.parser import build_parser
 
     before = os.environ.get("COLUMNS")
-    os.environ["COLUMNS"] = "100"
+    os.environ["COLUMNS"] = "88"
     try:
         parser = build_parser()
         if command == "ltstudy":
@@ -207,7 +210,10 @@ class HelpDirective(Directive):
     required_arguments = 1
 
     def run(self) -> list[nodes.Node]:
-        text = command_help(self.arguments[0])
+        try:
+            text = command_help(self.arguments[0])
+        except ExtensionError as exc:
+            raise self.error(str(exc)) from None
         block = nodes.literal_block(text, text)
         block["language"] = "text"
         return [block]
