@@ -1,7 +1,7 @@
 """A user's additions to ltstudy, in one file: a model, a dataset, a re-init strategy and an objective.
 
 Used from a study file with `[study] plugins = ["myplugins"]` (this file beside the study file), or with
-`ltstudy ticket --plugin myplugins ...`. The README's "Extending ltstudy" walks through it; a test runs it.
+`ltstudy ticket --plugin myplugins ...`. docs/extending.md walks through it; a test runs it.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The numbers the README states about the pruning-at-initialisation study, computed from its trial.
+"""The numbers docs/pruning-at-init.md states about the pruning-at-initialisation study, computed from its trial.
 
     cd WHERE_THE_STUDY_RAN && python docs/pruning_at_init/findings.py studies/fashion_lenet300_pai.toml \
         --json docs/pruning_at_init/findings.json

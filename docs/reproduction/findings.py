@@ -1,4 +1,4 @@
-"""The numbers the README states about the reproduction study, computed from its trials.
+"""The numbers docs/reproduction.md states about the reproduction study, computed from its trials.
 
     cd WHERE_THE_STUDY_RAN && python docs/reproduction/findings.py studies/fashion_lenet300_reproduce.toml
 

@@ -1,4 +1,4 @@
-"""The numbers the README states about the stability study, computed from its trials.
+"""The numbers docs/stability.md states about the stability study, computed from its trials.
 
     cd WHERE_THE_STUDY_RAN && python docs/stability/findings.py studies/fashion_lenet300_stability.toml \
         --json docs/stability/findings.json --plot docs/stability/stability.png

@@ -42,6 +42,8 @@ def setting(default: Any = dataclasses.MISSING, *, help: str = "", factory: Any 
 
 @dataclass
 class DataConfig:
+    """The [data] section: which dataset, where its files are, and how it is split."""
+
     name: str = setting("digits", help="dataset name (the list is at the end of --help)", flag="dataset")
     root: str = setting("data", help="folder searched first for dataset files", flag="data-dir")
     download: bool = setting(False, help="allow torchvision to download missing data (needs internet)")
@@ -52,12 +54,16 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
+    """The [model] section: which model, and its dropout."""
+
     name: str = setting("lenet-300-100", help="model name (the list is at the end of --help)", flag="model")
     dropout: float = setting(0.0, help="dropout probability on hidden fully connected layers")
 
 
 @dataclass
 class TrainConfig:
+    """The [train] section: how each round trains (optimiser, schedule, evaluation, kernels)."""
+
     optimizer: Literal["adam", "sgd"] = setting("adam", help="adam, or sgd (with --momentum/--nesterov)")
     lr: float = setting(1.2e-3, help="peak learning rate")
     momentum: float = setting(0.0, help="SGD momentum")
@@ -80,6 +86,8 @@ class TrainConfig:
 
 @dataclass
 class PruneConfig:
+    """The [prune] section: how each round prunes and what the survivors are reset to."""
+
     prune_rate: float = setting(0.2, help="fraction p of the remaining weights removed per round, in (0, 1)")
     rounds: int = setting(5, help="pruning rounds R after the dense round 0 (ignored when target_density is set)")
     target_density: float = setting(0.0, help="stop when this fraction of prunable weights remains; 0 = use rounds")
@@ -130,6 +138,12 @@ class StabilityConfig:
 
 @dataclass
 class TicketConfig:
+    """The settings of one ticket search: the sections above, plus its seed, device and plugins.
+
+    `ltstudy ticket` builds it from flags and `--config FILE.toml`; a study builds one per trial and seed.
+    docs/study-file.md lists every setting with its default.
+    """
+
     seed: int = setting(0, help="seed of θ0, data order, dropout and random masks (each can be set apart: [seeds])")
     device: str = setting("auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     plugins: list[str] = setting(factory=list, flag="plugin", help="your modules (or .py files) that register models, "
@@ -446,6 +460,7 @@ def read_toml(path: str | Path) -> dict[str, Any]:
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TicketConfig:
+    """A validated config from a TOML file (or the defaults) and dotted-key overrides such as {"prune.rounds": 3}."""
     data = read_toml(path) if path else {}
     for key, value in (overrides or {}).items():
         set_dotted(data, key, value)

@@ -24,6 +24,8 @@ from .registry import DATASETS
 
 @dataclass
 class Split:
+    """One split of a dataset: normalised images `x` (n, channels, height, width) and labels `y`."""
+
     x: torch.Tensor  # float32, (n, c, h, w), normalised
     y: torch.Tensor  # int64, (n,)
 
@@ -33,6 +35,8 @@ class Split:
 
 @dataclass
 class Dataset:
+    """A dataset's train, validation and test splits on one device, normalised as every round sees them."""
+
     name: str
     train: Split
     val: Split

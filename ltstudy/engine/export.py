@@ -68,6 +68,13 @@ def save_round(folder: str | os.PathLike, cfg: TicketConfig, record: dict[str, A
 
 @dataclass
 class Ticket:
+    """A saved round, as `load_ticket` reads it: its config, its record, how it was trained, its masks and weights.
+
+    `masks` are bool tensors by layer; `init` and `trained` are state dicts (the weights the round started from,
+    masked, and those it trained to); `record` is the round's numbers (density, accuracies, ...); `training` what
+    `retrain` needs to train it again (seeds, start and end iterations).
+    """
+
     path: Path
     config: TicketConfig
     record: dict[str, Any]

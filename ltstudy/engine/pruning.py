@@ -27,6 +27,8 @@ from .rounds import Masks
 
 @dataclass(frozen=True)
 class Layer:
+    """A prunable layer: its module path, its kind ("conv" or "linear"), its weight count, whether it is the output."""
+
     name: str  # module path, e.g. "fc1" or "features.0"
     kind: str  # "conv" or "linear"
     numel: int

@@ -51,6 +51,8 @@ PLUGIN_GROUP = "ltstudy.plugins"
 
 @dataclass
 class Entry:
+    """One registered name: its target (an object, or "module:attribute" until first loaded), summary and metadata."""
+
     name: str
     target: Any  # the object, or "module:attribute" until first loaded
     summary: str

@@ -56,6 +56,8 @@ class Evaluation:
 
 @dataclass
 class TrainResult:
+    """What one round's training measured: losses and accuracies at its early-stop iteration and at its end."""
+
     start: int  # first iteration of this run in the schedule
     end: int  # iteration training stopped at: the schedule's end, or earlier with patience
     train_loss: float = math.nan  # mean training loss over the last evaluation window

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import itertools
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from ..engine.cache import DEFAULT_CACHE_DIR
-from ..engine.config import MAX_SEED, TicketConfig, build, read_toml, set_dotted, unknown_key_message
+from ..engine.config import MAX_SEED, TicketConfig, build, read_toml, set_dotted, setting, unknown_key_message
 from ..engine.errors import ConfigError
 from ..engine.hashing import digest
 from ..engine.registry import CONTROLS, load_plugins, unknown_name
@@ -55,37 +55,52 @@ _FLOAT_KEYS = {"prune_rate", "target_density", "output_rate", "conv_rate", "lr",
 
 @dataclass
 class StudySection:
-    name: str = "ltstudy"
-    sampler: Literal["tpe", "nsga2", "random", "grid", "gp"] = "tpe"
-    seed: int = 0  # sampler seed, and the first training seed
-    n_trials: int = 10  # the study's total of finished trials: a re-run completes what is missing
-    objectives: list[str] = field(default_factory=lambda: ["ticket_sparsity", "train_iterations"])
-    # the paper's controls, trained level by level on every trial's ticket ("random-reinit", "random-mask", ...)
-    controls: list[str] = field(default_factory=list)
-    replicates: int = 1  # training seeds per trial: seed, seed+1, ...; objectives are averaged
-    epsilon: float = 0.01  # a round is a winning ticket if val accuracy >= dense - epsilon
-    max_accuracy_drop: float | None = None  # constraint on the sparsest round's drop from dense
-    # true: end a trial (pruned) once a round drops more than max_accuracy_drop;
-    # "unmatched": end a seed's search (complete) at its first round that no longer matches dense within epsilon
-    stop_on_drop: bool | str = False
-    min_dense_accuracy: float | None = None  # constraint: the dense network must reach this
-    # A trial whose dense network's validation accuracy is more than this below the study's best dense network is
-    # "undertrained" and left off the Pareto front (its tickets would only match a network that did not learn):
-    # judged whenever the front is read, against every trial so far (frontier.py); 1 turns it off.
-    max_dense_gap: float = DEFAULT_MAX_DENSE_GAP
-    pruner: Literal["none", "median", "percentile", "hyperband", "successive-halving"] = "median"
-    storage: str = DEFAULT_STORAGE
-    tracking_uri: str = ""  # "" = $MLFLOW_TRACKING_URI, else sqlite:///mlflow/mlflow.db
-    device: str = "auto"
-    cache: bool = True  # reuse stored rounds across trials and resume retried trials
-    cache_dir: str = ""  # "" = $LTSTUDY_CACHE_DIR, else .ltstudy/cache (may be a shared filesystem)
-    heartbeat_interval: int = 60  # RDB storages: seconds between a running trial's heartbeats
-    grace_period: int = 180  # ... and seconds without one before the trial is failed and retried
-    max_retry: int = 3  # retries of a trial whose worker died
-    pack: int = 1  # trials trained side by side as one batched network (1 = one at a time)
-    save_tickets: bool = False  # log every round's mask, initial and trained weights to the trial's MLflow run
-    threads: int = 0  # torch threads per process; 0 = one per process (see README, "Performance")
-    plugins: list[str] = field(default_factory=list)  # modules (or .py files) of yours that register entries
+    """The [study] section: what is searched for, how, and where the results go (docs/study-file.md lists it)."""
+
+    name: str = setting("ltstudy", help="the study's name: running the file again continues the study of this name")
+    sampler: Literal["tpe", "nsga2", "random", "grid", "gp"] = setting(
+        "tpe", help="Optuna's sampler: tpe, nsga2, random, grid (each setting of a finite space once) or gp")
+    seed: int = setting(0, help="the sampler's seed, and the training seed of replicate 0")
+    n_trials: int = setting(10, help="the study's total of finished (complete or pruned) trials: running the file "
+                                     "again finishes what is missing and stops")
+    objectives: list[str] = setting(factory=lambda: ["ticket_sparsity", "train_iterations"],
+                                    help="what Optuna optimises, by name (ticket_sparsity, train_iterations, ...); "
+                                         "accuracy_at_density takes ':X'")
+    controls: list[str] = setting(factory=list, help="controls trained level by level on every trial's ticket, "
+                                                     "with its seeds (random-reinit, random-mask, ...)")
+    replicates: int = setting(1, help="training seeds per trial: seed, seed+1, ...; objectives are their mean")
+    epsilon: float = setting(0.01, help="a round matches when its validation accuracy is at least the same seed's "
+                                        "dense round's minus epsilon")
+    max_accuracy_drop: float | None = setting(None, help="a constraint: the sparsest round may lose at most this "
+                                                         "much validation accuracy against dense")
+    stop_on_drop: bool | str = setting(False, help="true: end a trial (pruned) once a round drops more than "
+                                                   "max_accuracy_drop; \"unmatched\": end a seed's search "
+                                                   "(complete) at its first round that no longer matches")
+    min_dense_accuracy: float | None = setting(None, help="a constraint: the dense network must reach this "
+                                                          "validation accuracy; required when [search] varies a "
+                                                          "training setting and an objective matches against dense")
+    max_dense_gap: float = setting(DEFAULT_MAX_DENSE_GAP, help="a trial whose dense network's validation accuracy "
+                                   "is more than this below the study's best dense network is undertrained and left "
+                                   "off the Pareto front (judged whenever the front is read); 1 turns it off")
+    pruner: Literal["none", "median", "percentile", "hyperband", "successive-halving"] = setting(
+        "median", help="Optuna's pruner, for single-objective studies (it reads values by density, not by round)")
+    storage: str = setting(DEFAULT_STORAGE, help="Optuna's storage: journal:PATH, sqlite:///PATH or "
+                                                 "postgresql+psycopg://...")
+    tracking_uri: str = setting("", help="MLflow's tracking URI; empty = $MLFLOW_TRACKING_URI, else "
+                                         f"{DEFAULT_TRACKING_URI}")
+    device: str = setting("auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
+    cache: bool = setting(True, help="reuse stored rounds across trials, and resume retried trials from them")
+    cache_dir: str = setting("", help=f"the training cache; empty = $LTSTUDY_CACHE_DIR, else {DEFAULT_CACHE_DIR} "
+                                      "(may be a shared filesystem)")
+    heartbeat_interval: int = setting(60, help="RDB storages: seconds between a running trial's heartbeats")
+    grace_period: int = setting(180, help="seconds without a heartbeat before a trial is failed and retried")
+    max_retry: int = setting(3, help="retries of a trial whose worker died")
+    pack: int = setting(1, help="trials trained side by side as one batched network; 1 = one at a time")
+    save_tickets: bool = setting(False, help="log every round's mask, initial and trained weights to the trial's "
+                                             "MLflow run")
+    threads: int = setting(0, help="torch threads per process; 0 = one per process")
+    plugins: list[str] = setting(factory=list, help="your modules that register models, datasets, methods or "
+                                                    "objectives")
 
 
 @dataclass(frozen=True)
@@ -132,6 +147,8 @@ class Param:
 
 @dataclass
 class StudyConfig:
+    """A study file, read and validated: its [study] section, the engine settings every trial shares, the search."""
+
     study: StudySection
     base: TicketConfig  # the engine config with every fixed setting applied
     search: dict[str, Param]

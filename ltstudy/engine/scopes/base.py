@@ -7,5 +7,7 @@ from ..pruning import Layer
 
 
 class Scope:
+    """A pruning scope: `shared` names the layers that are ranked under one threshold (the others are pruned alone)."""
+
     def shared(self, layers: list[Layer], cfg: PruneConfig) -> set[str]:
         raise NotImplementedError

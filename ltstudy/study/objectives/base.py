@@ -39,6 +39,8 @@ def grid_density(step: int) -> float:
 
 
 class Objective:
+    """A study objective: a number from a search's rounds (this module's docstring says what a subclass sets)."""
+
     direction: ClassVar[str] = "maximize"
     meaning: ClassVar[str] = ""
     takes_argument: ClassVar[bool] = False
