@@ -99,8 +99,8 @@ class StudySection:
     save_tickets: bool = setting(False, help="log every round's mask, initial and trained weights to the trial's "
                                              "MLflow run")
     threads: int = setting(0, help="torch threads per process; 0 = one per process")
-    plugins: list[str] = setting(factory=list, help="your modules that register models, datasets, methods or "
-                                                    "objectives")
+    plugins: list[str] = setting(factory=list, help="your modules (or .py files) that register models, "
+                                                    "datasets, methods or objectives")
 
 
 @dataclass(frozen=True)
