@@ -87,7 +87,11 @@ class PgServer:
 
 
 def _as_postgres(cmd: list[str]) -> list[str]:
-    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
+    if os.geteuid() != 0:
+        return cmd
+    # (/usr/sbin is not on every root PATH: a clean `env -i` shell has none of it)
+    runuser = shutil.which("runuser") or shutil.which("runuser", path="/usr/sbin:/sbin") or "runuser"
+    return [runuser, "-u", "postgres", "--", *cmd]
 
 
 @pytest.fixture(scope="session")
