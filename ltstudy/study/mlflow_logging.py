@@ -199,7 +199,7 @@ class StudyLog:
         frontier = round_frontier(trials)
         self.tracker.log_metrics(parent, {"n_trials": len(trials),
                                           "n_complete": sum(t.state.name == "COMPLETE" for t in trials),
-                                          "n_pareto": len(self._front(study))})
+                                          "n_pareto": len(self.front(study))})
         self.tracker.log_files(parent, {
             "summary.json": strict_json.dumps(trial_rows(study), indent=2, default=str),
             "round_frontier.json": strict_json.dumps(frontier, indent=2, default=str),
@@ -310,16 +310,18 @@ class StudyLog:
         """Tag `pareto` true on the runs of the Pareto-optimal trials, false on those that left the front and on
         the run of `trial` (just complete) when it is not on it: every complete trial's run says which it is."""
 
-        best = {t.number for t in self._front(study)}
+        best = {t.number for t in self.front(study)}
         before = set(study.user_attrs.get(PARETO_ATTR, []))
         trials = {t.number: t for t in study.get_trials(deepcopy=False)}
         for number in sorted(best ^ before | ({trial.number} if trial is not None else set())):
             run_id = trials[number].user_attrs.get(RUN_ATTR) if number in trials else None
             if run_id:
                 self.tracker.set_tags(run_id, {"pareto": str(number in best).lower()})
-        study.set_user_attr(PARETO_ATTR, sorted(best))
+        if best != before:  # (written only when it changed: `repair` on a full disk writes nothing it need not)
+            study.set_user_attr(PARETO_ATTR, sorted(best))
 
-    def _front(self, study) -> list:
+    def front(self, study) -> list:
+        """The Pareto-optimal trials, as every reader of the study sees them ([study].max_dense_gap)."""
         from .frontier import pareto_trials
 
         return pareto_trials(study, self.max_dense_gap)

@@ -181,24 +181,21 @@ def _close_as_optuna_says(log: StudyLog, run_id: str, trial) -> None:
 
 def _sync_pareto(log: StudyLog, study, runs: dict[int, Any]) -> None:
     """`pareto` true on the front's runs, false on every other complete trial's run."""
-    from .frontier import pareto_trials
-
-    best = {t.number for t in pareto_trials(study)}
+    best = {t.number for t in log.front(study)}
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         run = runs.get(t.number)
         want = str(t.number in best).lower()
         if run is not None and run.data.tags.get("pareto") != want:
             log.tracker.set_tags(run.info.run_id, {"pareto": want})
-    study.set_user_attr(PARETO_ATTR, sorted(best))
+    if sorted(best) != study.user_attrs.get(PARETO_ATTR):  # (nothing written that need not be: a full disk)
+        study.set_user_attr(PARETO_ATTR, sorted(best))
 
 
 def _sync_summary(log: StudyLog, study, parent: str, cfg: StudyConfig) -> int:
     """The study run's trial counts and files, when they are missing or behind the study; 1 if logged."""
-    from .frontier import pareto_trials
-
     trials = study.get_trials(deepcopy=False)
     now = {"n_trials": len(trials), "n_complete": sum(t.state == TrialState.COMPLETE for t in trials),
-           "n_pareto": len(pareto_trials(study))}
+           "n_pareto": len(log.front(study))}
     run = log.tracker.run(parent)
     files = {"summary.json", "round_frontier.json", "pareto.png"}
     if run.data.metrics == {**run.data.metrics, **now} and files <= log.tracker.artifact_names(parent):
