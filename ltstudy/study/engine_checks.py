@@ -27,7 +27,49 @@ def check_with_engine(cfg: StudyConfig) -> None:
     validate_with_data(cfg, len(data.train))
     for _ in _searches(cfg, data):
         pass  # (building each one is the check)
-    ticket_search(cfg.base, data, controls=cfg.study.controls)
+    search = ticket_search(cfg.base, data, controls=cfg.study.controls)
+    if cfg.study.pack > 1:
+        check_pack(cfg.study.pack, search.model, cfg.base.model.name, data.train.x.device)
+
+
+# Copies of a member's parameters a pack holds: weights, gradients, masks, two optimiser moments, the round's
+# start (θ_k) and its best state; the activations of a batch are small beside them for every registered model.
+PACK_COPIES = 8
+
+
+def check_pack(pack: int, model, name: str, device) -> None:
+    """Refuse a pack whose members' stacked state cannot fit in the memory of the device it trains on (a pack
+    allocates every slot at once: pack = 10,000,000 asked the allocator for 768 GB)."""
+    per_member = PACK_COPIES * 4 * sum(p.numel() for p in model.parameters())
+    free = available_memory(device)
+    if free is not None and pack * per_member > free:
+        most = max(1, free // per_member)
+        raise ConfigError(f"study.pack = {pack:,} would train {pack:,} copies of {name} side by side, about "
+                          f"{_gb(pack * per_member)} of weights, gradients, masks and optimiser state; the "
+                          f"{device.type.upper()} has {_gb(free)} available: use pack <= {most:,} (1 = no packing)")
+
+
+def available_memory(device) -> int | None:
+    """Bytes free for new tensors on `device` (None if it cannot say)."""
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as fh:
+            info = dict(line.split(":", 1) for line in fh)
+        return int(info["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        import os
+
+        try:
+            return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            return None
+
+
+def _gb(n: int) -> str:
+    return f"{n / 1e9:,.1f} GB" if n >= 1e8 else f"{n / 1e6:,.1f} MB"
 
 
 def plan(cfg: StudyConfig, trials: int) -> StudyPlan:
