@@ -101,7 +101,7 @@ def resolve(cfg: StudyConfig, opts: RunOptions) -> tuple[str, str, str]:
     check_places(storage_url, uri, str(cache.root) if cache is not None else None)
     from .engine_checks import check_with_engine  # (torch: see the module docstring)
 
-    check_with_engine(cfg)
+    check_with_engine(cfg, processes=opts.jobs)
     check_same_settings(cfg, storage_url, name)
     return storage_url, uri, name
 
