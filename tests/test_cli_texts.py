@@ -94,3 +94,15 @@ def test_every_command_that_writes_a_file_says_wrote_path(here, capsys, finished
     for path in written:
         assert (here / path).exists()
         assert any(f" {path}" in line for line in said), (path, said)  # ("wrote 2 tickets: tickets/round_00 ..")
+
+
+def test_a_hint_shows_a_password_in_a_url_as_stars():
+    import argparse
+
+    from ltstudy.cli.common import command_line
+
+    args = argparse.Namespace(study_file="s.toml", study_name=None, storage="postgresql://u:secret@db:5432/optuna",
+                              tracking_uri="http://x:pw@mlflow:5000")
+    line = command_line("run", args, ("--storage", "--study-name", "--tracking-uri"))
+    assert "secret" not in line and "pw@" not in line
+    assert line == "ltstudy run s.toml --storage 'postgresql://u:***@db:5432/optuna' --tracking-uri 'http://x:***@mlflow:5000'"

@@ -114,12 +114,15 @@ def load_study_file(args: argparse.Namespace):
 
 def command_line(command: str, args: argparse.Namespace, flags: tuple[str, ...]) -> str:
     """`ltstudy COMMAND STUDY.toml` with those of `flags` (which COMMAND takes) that this command was given, so a
-    hint names the study the user ran (--study-name, --storage, --tracking-uri), quoted for a shell."""
+    hint names the study the user ran (--study-name, --storage, --tracking-uri), quoted for a shell; a password
+    in a URL is shown as ***."""
+    from ..study.storage import redact
+
     parts = ["ltstudy", command, args.study_file]
     for flag in flags:
         value = getattr(args, flag.lstrip("-").replace("-", "_"), None)
         if value is not None:
-            parts += [flag, value]
+            parts += [flag, redact(value)]
     return " ".join(shlex.quote(str(p)) for p in parts)
 
 

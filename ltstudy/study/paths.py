@@ -62,7 +62,7 @@ def check_file_target(path: str | os.PathLike, what: str, devices: bool = False)
     an output may go to /dev/stdout, a store may not), and creatable if absent."""
     check_name_lengths(path, what)
     p = Path(path)
-    if p.is_dir():
+    if p.is_dir() or os.fspath(path).endswith(("/", os.sep)):
         raise ConfigError(f"{what} {shown(os.fspath(path))} is a folder; give a file name")
     if p.exists() and not p.is_file() and not (devices and stat.S_ISCHR(p.stat().st_mode)):
         raise ConfigError(f"{what} {shown(os.fspath(path))} is not a regular file ({_kind(p)}); give the path of a "
