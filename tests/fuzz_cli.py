@@ -44,9 +44,12 @@ class Outcome:
 
 
 def environment(home: str) -> dict[str, str]:
+    """The user's environment with `home` as $HOME (`~/x` lands in the folder checked), no store or cache set, and
+    matplotlib's own font cache kept outside it (importing matplotlib writes one to ~/.cache when there is none)."""
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "LTSTUDY_CACHE_DIR")}
     env.update(HOME=home, PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[1]),
                                                       env.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    env.setdefault("MPLCONFIGDIR", str(Path(tempfile.gettempdir()) / "ltstudy-fuzz-matplotlib"))
     return env
 
 
