@@ -113,3 +113,13 @@ def test_a_plot_in_any_format_matplotlib_writes_passes_the_check(here):
     for name in ("p.png", "p.PDF", "p.svg", "p.jpeg"):
         check_output(name, "--plot", plot=True)
     assert os.listdir(here) == []  # (checked by trying, and nothing left behind)
+
+
+@pytest.mark.parametrize(("argv", "needle"), [
+    (["ticket", "--config", "c" * 5000], "config file cccc"),
+    (["stability", "--dataset", "digits", "--k", "0", "--points", "99999999999999999999"], "--points must be 2"),
+    (["ticket", "--dataset", "digits", "--stability-points", "100000"], "stability.points must be 0 (off) or 2"),
+], ids=["a config name too long", "a path of 10^20 points", "10^5 points per round"])
+def test_what_the_second_fuzz_found_is_one_line(here, capsys, argv, needle):
+    assert needle in refused(capsys, argv)
+    assert os.listdir(here) == []

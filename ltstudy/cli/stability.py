@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..engine.config import MAX_POINTS
 from ..engine.errors import ConfigError
 from ..study.tables import format_table
 from .common import check_output
@@ -21,6 +22,8 @@ def stability(args: argparse.Namespace) -> int:
         check_output(args.json, "--json")
     if args.plot:  # (a study's figures are drawn as PNG; a measurement's in any format matplotlib writes)
         check_output(args.plot, "--plot", plot=True, formats={"png"} if args.study_file else None)
+    if not 2 <= args.points <= MAX_POINTS:
+        raise ConfigError(f"--points must be 2 (the path's ends) to {MAX_POINTS}, got {args.points}; the paper's is 30")
     if not 0 < args.threshold < 1:
         raise ConfigError(f"--threshold is a fraction of error in (0, 1), got {args.threshold}; the paper's is 0.02")
     return from_study(args) if args.study_file else measure(args)

@@ -111,6 +111,7 @@ class SeedConfig:
 
 
 STABILITY_POINTS = 30  # the paper's number of points on a linear path (Frankle et al. 2020)
+MAX_POINTS = 1000  # points on a path: each is an evaluation of the validation and test splits
 STABLE = 0.02  # the paper's threshold: a start is stable when the error on the path rises by less than 2 points
 
 
@@ -212,9 +213,10 @@ class TicketConfig:
         for name, rate in p.layer_rates.items():
             if not 0.0 <= rate < 1.0:
                 raise ConfigError(f"prune.layer_rates.{name} must be in [0, 1), got {rate}")
-        if self.stability.points and (self.stability.points < 2 or t.patience):
-            raise ConfigError("stability.points must be 0 (off) or at least 2 (the path's ends), with train.patience "
-                              f"= 0 (both copies train to the end); got {self.stability.points} and {t.patience}")
+        if self.stability.points and (not 2 <= self.stability.points <= MAX_POINTS or t.patience):
+            raise ConfigError(f"stability.points must be 0 (off) or 2 (the path's ends) to {MAX_POINTS}, with "
+                              "train.patience = 0 (both copies train to the end); got "
+                              f"{self.stability.points} and {t.patience}")
         if (self.stability.rounds or self.stability.dense_ks) and not self.stability.points:
             raise ConfigError("stability.rounds and stability.dense_ks choose what [stability] measures: set "
                               "stability.points too (the paper: 30)")
@@ -460,6 +462,9 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path} is not a UTF-8 text file") from None
+    except OSError as exc:  # (a name too long, a folder that is a file, no permission)
+        name = str(path) if len(str(path)) <= 80 else f"{str(path)[:60]}… ({len(str(path)):,} characters)"
+        raise ConfigError(f"config file {name} cannot be read ({exc.strerror or exc})") from None
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TicketConfig:
