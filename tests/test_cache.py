@@ -573,6 +573,21 @@ def test_a_study_over_misplaced_cache_entries_finishes_every_trial(tmp_path, tmp
     assert [t.values for t in again] == [t.values for t in first]
 
 
+def test_cache_clear_on_a_folder_of_yours_deletes_only_cache_entries(tmp_path, capsys):
+    """A --cache-dir pointed at the wrong folder (a home, say) once lost every folder with a two-letter name."""
+    cache = RoundCache(tmp_path)
+    key = content_key("entry")
+    cache.save(key, {"x": 1})
+    mine = [tmp_path / "go" / "main.go", tmp_path / "go" / "model.pt", tmp_path / key[:2] / "notes.txt",
+            tmp_path / "ab" / "checkpoint.pt"]
+    for path in mine:
+        path.parent.mkdir(exist_ok=True)
+        path.write_text("mine")
+    assert cli.main(["cache", "clear", "--cache-dir", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.startswith("cleared 1 entries")
+    assert cache.load(key) is None and all(path.read_text() == "mine" for path in mine)
+
+
 def test_human_bytes():
     assert [human_bytes(n) for n in (0, 1023, 1024, 1536 * 1024, 3 * 1024**3)] == [
         "0 B", "1023 B", "1.0 KiB", "1.5 MiB", "3.0 GiB"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -95,7 +96,7 @@ def test_flags_override_the_config_file(capsys, tmp_path):
     code, out, err = run_cli(capsys, "ticket", "--config", str(toml), "--iterations", "40", "--eval-every", "20",
                              "--rounds", "1", "--quiet", "--json", "out.json")
     assert code == 0, err
-    assert out == ""  # --quiet
+    assert out.splitlines() == ["wrote out.json"]  # --quiet: no table, only what was written
     data = json.loads((tmp_path / "out.json").read_text())
     assert (data["config"]["train"]["iterations"], data["config"]["prune"]["rounds"]) == (40, 1)
     assert [r["iterations"] for r in data["rounds"]] == [40, 40]
@@ -167,3 +168,35 @@ def test_a_diverging_run_ends_with_one_line_and_exit_code_1(capsys, tmp_path):
                              "--eval-every", "20", "--rounds", "1", "--quiet")
     assert code == 1
     assert len(err.strip().splitlines()) == 1 and "loss became" in err and "Traceback" not in err
+
+
+def test_the_lists_in_ticket_help_put_every_summary_in_one_column(capsys):
+    code, out, _ = run_cli(capsys, "ticket", "--help")
+    assert code == 0
+    entries = [line for line in out[out.index("\ndatasets:"):].splitlines() if line.startswith("  ")]
+    assert len(entries) > 30 and any(line.startswith("  magnitude-init-inverted ") for line in entries)
+    columns = {len(line) - len(line[2:].split(" ", 1)[1].lstrip()) for line in entries}
+    assert len(columns) == 1, columns  # (a name longer than the column pushed its summary right)
+
+
+def test_a_control_named_as_a_mask_rule_says_the_settings_that_run_it(capsys):
+    code, out, err = run_cli(capsys, "ticket", *TINY_FLAGS, "--mask", "snip-reinit")
+    assert code == 2 and out == ""
+    (line,) = err.splitlines()
+    assert line.startswith("ltstudy ticket: error: prune.mask: 'snip-reinit' is a control (snip's mask")
+    assert "run it alone with --mask snip --reinit random" in line and "[study] controls" in line
+    code, out, _ = run_cli(capsys, "ticket", "--help")
+    assert re.search(r"\n  snip-reinit +--mask snip --reinit random\n", out)
+    from ltstudy.engine.registry import CONTROLS
+
+    assert CONTROLS.load("snip-reinit") == {"prune.mask": "snip", "prune.reinit": "random"}  # (what it names)
+    load_config(None, {"prune.mask": "snip", "prune.reinit": "random"})  # (and those settings are accepted)
+
+
+def test_a_misspelt_flag_is_one_line_that_names_the_flag_meant(capsys):
+    code, out, err = run_cli(capsys, "ticket", *TINY_FLAGS, "--prunerate", "0.3")
+    assert code == 2 and out == ""
+    assert err.splitlines() == ["ltstudy ticket: error: unknown flag --prunerate; did you mean --prune-rate? (see "
+                                "ltstudy ticket --help)"]
+    code, _, err = run_cli(capsys, "ticket", "--dataset=digits", "--seeed=3")
+    assert code == 2 and "unknown flag --seeed; did you mean --seed?" in err

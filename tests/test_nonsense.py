@@ -38,7 +38,9 @@ TICKET = ["ticket", "--dataset", "digits", "--quiet", "--json", "out.json", "--s
     (["--one-shot", "--target-density", "1e-9"], "without a weight"),
     (["--batch-size", "100000"], "is more than the 1258 training examples"),
     (["--seed", "9223372036854775808"], "seed must be between 0 and 2^63 - 1"),
-], ids=["pruning stalls", "a layer emptied", "one-shot to nothing", "batch beyond the split", "seed overflow"])
+    (["--layer-rates", "fc1=0.3,fc1=0.4"], "prune.layer_rates sets fc1 twice in 'fc1=0.3,fc1=0.4'"),
+], ids=["pruning stalls", "a layer emptied", "one-shot to nothing", "batch beyond the split", "seed overflow",
+        "a layer's rate twice"])
 def test_a_ticket_search_that_makes_no_sense_is_refused_before_training(here, capsys, flags, needle):
     assert cli.main([*TICKET, *flags]) == 2
     assert needle in one_line(capsys.readouterr().err, "ticket")
@@ -89,8 +91,20 @@ def test_in_a_study_a_dense_network_at_chance_is_a_diverged_infeasible_trial_not
      "nothing is left to prune"),
     ("[study]\nname = \"x\"\n[search]\nreinit = [\"rewind\", \"random\"]\n", "[study] controls"),
     ("[study]\nname = \"x\"\n[data]\nname = \"mnist\"\nroot = \"no-such-folder\"\n", "no-such-folder"),
+    ("[study]\nname = \"x\"\ntracking_uri = \"sqlite:///:memory:\"\n",
+     "tracking URI sqlite:///:memory: is an in-memory SQLite database: every run logged to it is lost"),
+    ("[study]\nname = \"x\"\nstorage = \"journal:.ltstudy\"\n",
+     "storage journal .ltstudy would be a file where the cache folder .ltstudy/cache needs a folder"),
+    ("[study]\nname = \"x\"\ntracking_uri = \"sqlite:///.ltstudy/optuna.journal\"\n",
+     "storage journal .ltstudy/optuna.journal would be the same file as the MLflow store"),
+    ("[study]\nname = \"x\"\nobjectives = [\"accuracy_at_density:0.5\", \"accuracy_at_density:0.50\"]\n",
+     "lists an objective twice: 'accuracy_at_density:0.5' and 'accuracy_at_density:0.50' are one"),
+    ("[study]\nname = \"x\"\n[data]\nval_size = -5\n", "data.val_size must be >= 1 (examples held out for "
+     "validation) or -1 (the dataset's default), got -5"),
+    ("[study]\nname = \"x\"\n[prune]\nmask = \"snip-reinit\"\n", "is a control"),
 ], ids=["empty file", "no name", "seed overflow", "in-memory storage", "pruning stalls", "a control searched",
-        "missing data"])
+        "missing data", "in-memory tracking", "the journal named like the cache's folder", "one file for both stores",
+        "an objective twice in two spellings", "a negative validation split", "a control as the mask"])
 def test_a_study_that_makes_no_sense_is_refused_in_one_line_and_creates_nothing(here, capsys, doc, needle):
     (here / "s.toml").write_text(doc)
     assert cli.main(["run", "s.toml", "--quiet"]) == 2
@@ -125,3 +139,32 @@ def test_a_folder_that_cannot_be_created_is_one_line_before_anything_is(here, ca
     assert cli.main(["run", "s.toml", flag, target, "--quiet"]) == 2
     assert "cannot be created" in one_line(capsys.readouterr().err, "run")
     assert sorted(os.listdir(here)) == ["s.toml"]
+
+
+@pytest.mark.parametrize(("flags", "needle"), [
+    (["--n-trials", "1", "--more", "1"], "--n-trials 1 sets the study's total and --more 1 adds to the trials "
+     "already finished; give one of them"),
+    (["--study-name", ""], "--study-name is empty; give a value or leave the flag out"),
+    (["--storage", ""], "--storage is empty"),
+], ids=["a total and more", "an empty study name", "an empty storage"])
+def test_run_flags_that_contradict_or_say_nothing_are_refused(here, capsys, flags, needle):
+    write_study(here, None, "s.toml")
+    try:
+        code = cli.main(["run", "s.toml", "--quiet", *flags])
+    except SystemExit as exc:  # (argparse's own errors)
+        code = exc.code
+    assert code == 2
+    assert needle in one_line(capsys.readouterr().err, "run")
+    assert sorted(os.listdir(here)) == ["s.toml"]
+
+
+@pytest.mark.parametrize(("command", "by", "needle"), [
+    ("compare", "lr", "--by: lr is not searched in this study, so every trial has the same value; compare "
+     "prune_rate or rewind_iter or scope or reinit"),
+    ("compare", "prune_rate,prune_rate", "--by names prune_rate twice"),
+    ("report", "lr", "--by: lr is not searched in this study"),
+])
+def test_comparing_by_a_setting_that_does_not_vary_or_twice_is_refused(here, capsys, command, by, needle):
+    write_study(here, None, "s.toml")  # (refused before the study is read: none has to exist)
+    assert cli.main([command, "s.toml", "--by", by]) == 2
+    assert needle in one_line(capsys.readouterr().err, command)

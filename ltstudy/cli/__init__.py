@@ -21,30 +21,35 @@ from ..engine.errors import ConfigError, RunFailed, SettingWarning
 def one_line_warnings(command: str) -> None:
     """A surprising setting (SettingWarning) is one line on stderr, as errors are; other warnings as usual."""
     shown = warnings.showwarning
+    if getattr(shown, "ltstudy_command", None) is not None:  # (in place already: a second `main` in one process)
+        shown.ltstudy_command = command  # type: ignore[attr-defined]
+        return
 
     def show(message, category, filename, lineno, file=None, line=None):
         if issubclass(category, SettingWarning):
-            print(f"ltstudy {command}: warning: {message}", file=sys.stderr, flush=True)
+            print(f"ltstudy {show.ltstudy_command}: warning: {message}", file=sys.stderr, flush=True)
         else:
             shown(message, category, filename, lineno, file, line)
 
+    show.ltstudy_command = command  # type: ignore[attr-defined]
     warnings.showwarning = show
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:  # (imported here, not at the top: a Ctrl-C while the parser loads is one line too, not a traceback)
-        from .common import EXIT_USAGE
-        from .parser import build_parser
+        from .common import EXIT_USAGE, one_line
+        from .parser import build_parser, check_arguments, command_parser
         from .streams import closable_output
 
         parser = build_parser()
-        args = parser.parse_args(argv)
+        args, extras = parser.parse_known_args(argv)
     except KeyboardInterrupt:
         print("ltstudy: interrupted", file=sys.stderr)
         return 130
     if not getattr(args, "command_function", None):
         parser.print_help()
         return EXIT_USAGE
+    check_arguments(command_parser(parser, args.command), args, extras)
     if args.command in ("run", "worker"):
         from ..study.signals import interrupt_on_signals  # (plain Python: no torch)
 
@@ -55,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with closable_output():  # (a closed stdout or stderr stops the printing, not the command: streams.py)
             return getattr(importlib.import_module(module), function)(args)
     except ConfigError as exc:
-        print(f"ltstudy {args.command}: error: {exc}", file=sys.stderr)
+        print(f"ltstudy {args.command}: error: {one_line(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"ltstudy {args.command}: interrupted", file=sys.stderr)

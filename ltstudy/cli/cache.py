@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from pathlib import Path
 
 from ..engine.cache import DEFAULT_CACHE_DIR, RoundCache, human_age, human_bytes, parse_duration
 from ..engine.errors import ConfigError
+from ..study.paths import check_name_lengths, shown
 from .common import load_study_file
 
 
@@ -18,6 +20,9 @@ def cache(args: argparse.Namespace) -> int:
     root = args.cache_dir or (load_study_file(args).cache_dir() if args.study_file else None)
     if root is None:
         root = os.environ.get("LTSTUDY_CACHE_DIR") or DEFAULT_CACHE_DIR
+    check_name_lengths(root, "cache folder")
+    if Path(root).exists() and not Path(root).is_dir():
+        raise ConfigError(f"cache folder {shown(root)} is a file; point --cache-dir at a folder")
     store = RoundCache(root)
     if args.action == "clear":
         n, size = store.clear(older_than)

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import typing
 from typing import Any
 
 from ..engine.config import config_fields, flag_name
-from ..engine.registry import DATASETS, MASKS, MODELS, REINITS, SCOPES
+from ..engine.registry import CONTROLS, DATASETS, MASKS, MODELS, REINITS, SCOPES
 from ..study.config import DEFAULT_STORAGE
 from .common import Parser
 
@@ -44,9 +45,15 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def _registries_epilog() -> str:
     lines = []
-    for title, registry in (("datasets", DATASETS), ("models", MODELS), ("re-init strategies (--reinit)", REINITS),
-                            ("mask rules (--mask)", MASKS), ("pruning scopes (--scope)", SCOPES)):
-        lines += [f"{title}:"] + [f"  {n:15} {e.summary}" for n, e in registry.items()]
+    registries = (("datasets", DATASETS), ("models", MODELS), ("re-init strategies (--reinit)", REINITS),
+                  ("mask rules (--mask)", MASKS), ("pruning scopes (--scope)", SCOPES))
+    width = max(len(n) for _, registry in registries for n in registry)  # one column for every list
+    for title, registry in registries:
+        lines += [f"{title}:"] + [f"  {n:{width}}  {e.summary}" for n, e in registry.items()]
+    # (the controls named like a mask rule are that rule; the others are run from their settings)
+    named = [(n, e.target) for n, e in CONTROLS.items() if isinstance(e.target, dict) and n not in MASKS]
+    lines.append("controls ([study] controls trains them beside every ticket; alone, run their settings):")
+    lines += [f"  {n:{width}}  " + " ".join(f"--{k.rpartition('.')[2]} {v}" for k, v in t.items()) for n, t in named]
     lines.append("Your own, from a module of yours: --plugin mynets (see the README, 'Extending ltstudy').")
     return "\n".join(lines)
 
@@ -126,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "[study].n_trials); running again completes what is missing")
     run.add_argument("--more", type=int, metavar="N", help="run N trials beyond those already finished")
     run.add_argument("--jobs", type=int, default=1, metavar="N",
-                     help="worker processes on this machine, each with cores/N torch threads (default: 1)")
+                     help="worker processes on this machine (default: 1); each trains with [study].threads torch "
+                          "threads (default: one)")
     run.add_argument("--tracking-uri", metavar="URI",
                      help="MLflow tracking URI (default: [study].tracking_uri, $MLFLOW_TRACKING_URI, "
                           "or sqlite:///mlflow/mlflow.db)")
@@ -134,10 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
     _cache_flags(run)
     run.set_defaults(command_function="ltstudy.cli.study_commands:run")
 
-    worker = study_parser("worker", "join an existing study as one more worker (any machine)",
-                          "Join the study in STUDY.toml (created once with `ltstudy run ... --n-trials 0`) and run "
-                          "trials until it has [study].n_trials finished ones, or --n-trials of them. Start any "
-                          "number of workers on any machines against one PostgreSQL storage and one MLflow server. "
+    worker = study_parser("worker", "join a study as one more worker, on any machine (the first creates it)",
+                          "Join the study in STUDY.toml (the first worker creates it, with its MLflow parent run) "
+                          "and run trials until it has [study].n_trials finished ones, or --n-trials of them. Start "
+                          "any number of workers on any machines against one PostgreSQL storage and one MLflow server. "
                           "A worker that dies mid-trial is detected by Optuna's heartbeat; its trial is re-queued and "
                           "resumes from its last checkpointed round.")
     worker.add_argument("--n-trials", type=int, metavar="N", help="the study's total of finished trials: the "
@@ -190,8 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
         "(scipy.stats.ttest_ind, equal_var=False) on their per-curve ticket sparsities: p >= 0.05, or n < 2 on "
         "either side, prints 'not distinguishable'. It is a rough guide: ticket sparsity takes only the densities "
         "the rounds visit, and there is no correction for multiple comparisons.")
-    comp.add_argument("--by", default="prune_rate,rewind_iter", metavar="A,B",
-                      help="comma-separated settings to compare (default: prune_rate,rewind_iter)")
+    comp.add_argument("--by", metavar="A,B", help="comma-separated searched settings to compare (default: "
+                      "prune_rate,rewind_iter)")
     comp.add_argument("--density", type=float, default=0.2, metavar="X",
                       help="also report accuracy at this density, interpolated (default: 0.2)")
     comp.add_argument("--split", choices=["val", "test"], default="val",
@@ -269,3 +277,25 @@ def _cache_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", metavar="DIR", help="training cache and checkpoints, possibly on a shared "
                    "filesystem (default: [study].cache_dir, $LTSTUDY_CACHE_DIR, or .ltstudy/cache)")
     p.add_argument("--no-cache", action="store_true", help="train every round; keep no checkpoints")
+
+
+def command_parser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    """The sub-parser of `command` (its flags, its prog "ltstudy COMMAND")."""
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return sub.choices[command]
+
+
+def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace, extras: list[str]) -> None:
+    """One line for an unknown flag (with the flag it was probably meant to be) or an empty value; exit 2."""
+    for arg in extras:
+        if arg.startswith("-") and len(arg) > 1:
+            flag = arg.partition("=")[0]
+            known = [o for o in parser._option_string_actions if o.startswith("--")]
+            close = difflib.get_close_matches(flag, known, n=1, cutoff=0.6)
+            parser.error(f"unknown flag {flag}" + (f"; did you mean {close[0]}?" if close else ""))
+    if extras:
+        parser.error(f"unexpected argument {extras[0]!r}")
+    for action in parser._actions:
+        if getattr(args, action.dest, None) == "":
+            name = action.option_strings[-1] if action.option_strings else action.metavar or action.dest
+            parser.error(f"{name} is empty; give a value" + (" or leave the flag out" if action.option_strings else ""))

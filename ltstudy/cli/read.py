@@ -29,7 +29,7 @@ from ..study.tracking import Tracker
 from .common import (
     check_bins,
     check_density,
-    check_writable,
+    check_output,
     fmt,
     load_study_file,
     setting_text,
@@ -38,17 +38,24 @@ from .common import (
 )
 from .summary import left_off_the_front
 
+DEFAULT_BY = "prune_rate,rewind_iter"  # compare's --by when none is given
 
-def read_study(args: argparse.Namespace):
+
+def read_study(args: argparse.Namespace, cfg=None):
     """(StudyConfig, study) for a study that must exist already."""
-    cfg = load_study_file(args)
+    cfg = cfg or load_study_file(args)
     return cfg, load_existing(args.storage or cfg.study.storage, args.study_name or cfg.study.name)
 
 
+def check_outputs(args: argparse.Namespace) -> None:
+    if args.json:
+        check_output(args.json, "--json")
+    if args.plot:
+        check_output(args.plot, "--plot", plot=True)
+
+
 def pareto(args: argparse.Namespace) -> int:
-    for path in (args.json, args.plot):
-        if path:
-            check_writable(path)
+    check_outputs(args)
     cfg, study = read_study(args)
     trials = study.get_trials(deepcopy=False)
     best = pareto_trials(study, cfg.study.max_dense_gap)
@@ -89,13 +96,13 @@ def _num(v) -> object:
 
 
 def compare(args: argparse.Namespace) -> int:
-    by = settings_list(args.by, "--by")
+    cfg = load_study_file(args)
+    by = settings_list(args.by, "--by", list(cfg.searched)) if args.by is not None else \
+        settings_list(DEFAULT_BY, "--by")
     check_density(args.density)
     check_bins(args.bins)
-    for path in (args.json, args.plot):
-        if path:
-            check_writable(path)
-    cfg, study = read_study(args)
+    check_outputs(args)
+    study = read_study(args, cfg)[1]
     trials = study.get_trials(deepcopy=False)
     cmp = comparison(trials, by, cfg.study.epsilon, args.density, searched=list(cfg.searched), split=args.split,
                      objectives=cfg.study.objectives, n_bins=args.bins)
@@ -112,13 +119,13 @@ def compare(args: argparse.Namespace) -> int:
 
 
 def report(args: argparse.Namespace) -> int:
-    by = settings_list(args.by, "--by") if args.by is not None else None
+    cfg = load_study_file(args)
+    by = settings_list(args.by, "--by", list(cfg.searched)) if args.by is not None else None
     check_density(args.density)
     check_bins(args.bins)
-    if args.out:
-        check_writable(args.out)  # before reading the study
-    cfg, study = read_study(args)
-    out = args.out or f"{study.study_name}_report.html"
+    out = args.out or f"{args.study_name or cfg.study.name}_report.html"
+    check_output(out, "--out")  # before reading the study
+    study = read_study(args, cfg)[1]
     text = build_report(study, cfg, by=by, density=args.density, n_bins=args.bins)
     write_output(out, text)
     print(f"wrote {out}")

@@ -33,7 +33,9 @@ from ..study.storage import (
     storage_kind,
 )
 from ..study.tracking import Tracker
-from .common import load_study_file
+from .common import command_line, load_study_file
+
+RUN_FLAGS = ("--storage", "--study-name", "--tracking-uri")  # the flags of `run` that choose a study's stores
 
 
 def ui(args: argparse.Namespace) -> int:
@@ -43,7 +45,8 @@ def ui(args: argparse.Namespace) -> int:
     if uri.startswith("sqlite:///"):  # (before anything opens the store: opening one creates it)
         _check_port_free(args.host, args.port)
         if not sqlite_path(uri).is_file():
-            raise ConfigError(f"no MLflow store at {redact(uri)} yet; `ltstudy run {args.study_file}` creates it")
+            raise ConfigError(f"no MLflow store at {redact(uri)} yet; `{command_line('run', args, RUN_FLAGS)}` "
+                              "creates it")
     page = _runs_page(uri, args.study_name or cfg.study.name)
     if not uri.startswith("sqlite:///"):
         print(f"{redact(uri).rstrip('/')}/{page}")  # a server already: its runs page
@@ -83,7 +86,8 @@ def dashboard(args: argparse.Namespace) -> int:
     url = args.storage or cfg.study.storage
     check_storage(url)
     if not storage_exists(url):
-        raise ConfigError(f"no Optuna storage at {redact(url)} yet; `ltstudy run {args.study_file}` creates it")
+        raise ConfigError(f"no Optuna storage at {redact(url)} yet; `{command_line('run', args, RUN_FLAGS)}` "
+                          "creates it")
     if importlib.util.find_spec("optuna_dashboard") is None:
         raise ConfigError("optuna-dashboard is not installed; install it with `pip install optuna-dashboard` (or, "
                           "in a clone of ltstudy, `pip install -e '.[dashboard]'`)")

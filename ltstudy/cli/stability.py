@@ -8,19 +8,22 @@ importing torch.
 from __future__ import annotations
 
 import argparse
-import sys
 
 from ..engine import strict_json
+from ..engine.config import MAX_POINTS
 from ..engine.errors import ConfigError
 from ..study.tables import format_table
-from .common import check_writable
+from .common import check_output
 from .parser import overrides
 
 
 def stability(args: argparse.Namespace) -> int:
-    for out in (args.json, args.plot):
-        if out:
-            check_writable(out)
+    if args.json:
+        check_output(args.json, "--json")
+    if args.plot:  # (a study's figures are drawn as PNG; a measurement's in any format matplotlib writes)
+        check_output(args.plot, "--plot", plot=True, formats={"png"} if args.study_file else None)
+    if not 2 <= args.points <= MAX_POINTS:
+        raise ConfigError(f"--points must be 2 (the path's ends) to {MAX_POINTS}, got {args.points}; the paper's is 30")
     if not 0 < args.threshold < 1:
         raise ConfigError(f"--threshold is a fraction of error in (0, 1), got {args.threshold}; the paper's is 0.02")
     return from_study(args) if args.study_file else measure(args)
@@ -70,6 +73,7 @@ def from_study(args: argparse.Namespace) -> int:
                        "settings": [{"setting": label, "earliest_stable_k": getattr(earliest_stable_k(
                            ss, args.threshold), "k", None), "starts": [s.to_dict() for s in ss]}
                            for label, ss in found]}, fh, indent=1)
+        print(f"wrote {args.json}")
     if args.plot:
         _write_plot(found, args.threshold, args.plot)
     return 0
@@ -84,7 +88,7 @@ def _write_plot(found, threshold: float, path: str) -> None:
         figure_mean_paths(found[0][1], f"error along the path, {found[0][0]}")
     with open(path, "wb") as fh:
         fh.write(png)
-    print(f"wrote {path}", file=sys.stderr)
+    print(f"wrote {path}")
 
 
 _DEFINITION = ("Instability = the largest error on the linear path between two copies trained from the same start "
@@ -134,11 +138,12 @@ def measure(args: argparse.Namespace) -> int:
             strict_json.dump({"config": cfg.to_dict(), "threshold": args.threshold, "points": args.points,
                        "earliest_stable_k": first.k if first else None,
                        "results": [r.to_dict() for r in results]}, fh, indent=1)
+        print(f"wrote {args.json}")
     if args.plot:
         from ..study.stability_plots import stability_figure
 
         stability_figure(results, args.threshold, args.plot)
-        print(f"wrote {args.plot}", file=sys.stderr)
+        print(f"wrote {args.plot}")
     return 0
 
 

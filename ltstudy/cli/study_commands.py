@@ -14,7 +14,7 @@ from ..study.session import RunOptions, load_existing, open_existing
 from ..study.storage import check_storage, check_tracking_uri, journal_path, redact, storage_kind
 from ..study.tracking import Tracker
 from ..study.workers import repair_all, run_worker
-from .common import load_study_file, state_counts
+from .common import command_line, load_study_file, state_counts
 from .progress import ProgressLines, StudyProgress, plural
 from .summary import duration_text, run_summary
 
@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: {note}")
     print(run_summary(load_existing(summary.storage, summary.name), cfg, new))
     print(f"MLflow: {redact(summary.tracking_uri)} (experiment '{summary.name}'); "
-          f"browse with `ltstudy ui {args.study_file}`")
+          f"browse with `{command_line('ui', args, ('--study-name', '--tracking-uri'))}`")
     if summary.interrupted:
         print("interrupted: finished trials are kept, the running one is queued again; run the same command to "
               "continue", file=sys.stderr)

@@ -17,7 +17,7 @@ from ..engine.searches import kind_of, ticket_search
 from ..study.storage import check_cache_dir
 from ..study.tables import round_table
 from ..study.threads import set_threads
-from .common import check_folder, check_writable
+from .common import check_folder, check_output
 from .parser import overrides
 from .progress import TicketProgress
 
@@ -25,9 +25,9 @@ from .progress import TicketProgress
 def ticket(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, overrides(args))
     if args.json:
-        check_writable(args.json)
+        check_output(args.json, "--json")
     if args.save:
-        check_folder(args.save)
+        check_folder(args.save, "--save")
     cache = None
     if args.cache_dir:
         check_cache_dir(args.cache_dir)
@@ -56,7 +56,9 @@ def ticket(args: argparse.Namespace) -> int:
             print(f"{kind_of(cfg)} on the masks of the ticket with the same settings; the ticket's rounds "
                   f"0..{search.n_rounds - 1}: {source}")
         print(round_table(result.rounds))
-        print(f"device {result.device}; config hash {cfg.hash()}" + (f"; wrote {args.json}" if args.json else ""))
-        if saver is not None:
-            print(f"wrote {len(saver.written)} tickets: {args.save}/round_00 .. round_{len(saver.written) - 1:02d}")
+        print(f"device {result.device}; config hash {cfg.hash()}")
+    if args.json:  # (what was written is said with --quiet too)
+        print(f"wrote {args.json}")
+    if saver is not None:
+        print(f"wrote {len(saver.written)} tickets: {args.save}/round_00 .. round_{len(saver.written) - 1:02d}")
     return 0

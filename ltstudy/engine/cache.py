@@ -45,6 +45,9 @@ _MAGIC = b"LTSCACHE3\n"
 _DIGEST_END = len(_MAGIC) + 65  # magic, 64 hex digits of SHA-256, newline; then the key and a newline
 DEFAULT_CACHE_DIR = ".ltstudy/cache"
 CACHE_VERSION = 4  # 4: code digests of the syntax tree and of users' plugins, model signatures in the keys
+# A cache file: an entry <hex key>.pt, or a writer's temporary file, in the folder named by the key's first two
+# hex digits.
+_OURS = re.compile(r"^(?P<dir>[0-9a-f]{2})/\.?(?P=dir)[0-9a-f]+\.pt(\..+\.tmp)?$")
 _TMP = re.compile(r"^\.(?P<name>.+\.pt)\.(?P<host>[^.]+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp$")
 _STALE_TMP_SECONDS = 24 * 3600  # a temp file this old is a dead writer's, whatever host wrote it
 
@@ -159,10 +162,12 @@ class RoundCache:
     # ------------------------------------------------------------------ housekeeping
 
     def _entries(self) -> list[Path]:
-        return list(self.root.glob("??/*.pt")) if self.root.is_dir() else []
+        return [p for p in self.root.glob("??/*.pt") if _OURS.match(f"{p.parent.name}/{p.name}")] \
+            if self.root.is_dir() else []
 
     def _temp_files(self) -> list[Path]:
-        return list(self.root.glob("??/.*.tmp")) if self.root.is_dir() else []
+        return [p for p in self.root.glob("??/.*.tmp") if _OURS.match(f"{p.parent.name}/{p.name}")] \
+            if self.root.is_dir() else []
 
     def _sweep_dead_writers(self) -> None:
         """Remove temporary files whose writer is gone (once per cache object)."""
@@ -196,12 +201,16 @@ class RoundCache:
         """Delete every entry, or those last written more than `older_than` seconds ago; (entries, bytes)."""
         self._swept = False
         self._sweep_dead_writers()
-        if older_than is None:
-            n, size = len(self._entries()), sum(_size(p) for p in self._entries())
-            if self.root.is_dir():
-                for sub in self.root.iterdir():
-                    if sub.is_dir() and len(sub.name) == 2:
-                        shutil.rmtree(sub, ignore_errors=True)
+        if older_than is None:  # (only what the cache wrote: a folder of yours given by mistake loses nothing else)
+            entries, temps = self._entries(), self._temp_files()
+            n, size = len(entries), sum(_size(p) for p in entries)
+            for p in entries + temps:
+                _unlink(p)
+            for sub in {p.parent for p in entries + temps}:
+                try:
+                    sub.rmdir()
+                except OSError:  # (not empty: something else is in it, or a writer just added an entry)
+                    pass
             return n, size
         cutoff, n, size = time.time() - older_than, 0, 0
         for p in self._entries():

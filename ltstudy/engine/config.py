@@ -21,10 +21,11 @@ from typing import Any, Literal
 
 from .errors import ConfigError, SettingWarning
 from .hashing import digest
-from .registry import DATASETS, MASKS, MODELS, REINITS, SCOPES, load_plugins, unknown_name
+from .registry import DATASETS, MASKS, MODELS, REINITS, SCOPES, control_hint, load_plugins, unknown_name
 from .seeds import Seeds
 
 MAX_SEED = 2**63 - 1  # (torch and the derived streams take 63 bits)
+MAX_ITERATIONS = 10**7  # the longest a round may train, and any length within it
 
 # --------------------------------------------------------------------------- sections
 
@@ -118,6 +119,7 @@ class SeedConfig:
 
 
 STABILITY_POINTS = 30  # the paper's number of points on a linear path (Frankle et al. 2020)
+MAX_POINTS = 1000  # points on a path: each is an evaluation of the validation and test splits
 STABLE = 0.02  # the paper's threshold: a start is stable when the error on the path rises by less than 2 points
 
 
@@ -194,7 +196,8 @@ class TicketConfig:
                                       (MASKS, self.prune.mask, "prune.mask"),
                                       (SCOPES, self.prune.scope, "prune.scope")):
             if name not in registry:
-                raise ConfigError(f"{where}: " + unknown_name(registry.kind, name, registry.names()))
+                hint = control_hint(name, registry.kind) if registry in (MASKS, REINITS) else None
+                raise ConfigError(f"{where}: " + (hint or unknown_name(registry.kind, name, registry.names())))
         p, t = self.prune, self.train
         if MASKS.get(p.mask).at_init and not REINITS.get(p.reinit).resets_to_init:
             raise ConfigError(f"prune.mask {p.mask!r} prunes at initialisation: it needs a ticket that rewinds "
@@ -224,9 +227,10 @@ class TicketConfig:
         for name, rate in p.layer_rates.items():
             if not 0.0 <= rate < 1.0:
                 raise ConfigError(f"prune.layer_rates.{name} must be in [0, 1), got {rate}")
-        if self.stability.points and (self.stability.points < 2 or t.patience):
-            raise ConfigError("stability.points must be 0 (off) or at least 2 (the path's ends), with train.patience "
-                              f"= 0 (both copies train to the end); got {self.stability.points} and {t.patience}")
+        if self.stability.points and (not 2 <= self.stability.points <= MAX_POINTS or t.patience):
+            raise ConfigError(f"stability.points must be 0 (off) or 2 (the path's ends) to {MAX_POINTS}, with "
+                              "train.patience = 0 (both copies train to the end); got "
+                              f"{self.stability.points} and {t.patience}")
         if (self.stability.rounds or self.stability.dense_ks) and not self.stability.points:
             raise ConfigError("stability.rounds and stability.dense_ks choose what [stability] measures: set "
                               "stability.points too (the paper: 30)")
@@ -238,6 +242,9 @@ class TicketConfig:
                               f"{self.stability.copy_seed}")
         if t.patience < 0:
             raise ConfigError(f"train.patience must be >= 0 (0 = off), got {t.patience}")
+        if self.data.val_size == 0 or self.data.val_size < -1:
+            raise ConfigError(f"data.val_size must be >= 1 (examples held out for validation) or -1 (the dataset's "
+                              f"default), got {self.data.val_size}")
         if not 0.0 <= self.model.dropout < 1.0:
             raise ConfigError(f"model.dropout must be in [0, 1), got {self.model.dropout}")
         for name in ("lr", "batch_size", "eval_batch_size", "gamma"):
@@ -313,20 +320,30 @@ def parse_length(value: int | str, name: str) -> tuple[int, str]:
     if isinstance(value, bool):
         raise ConfigError(f"{name} must be an iteration count or 'Nit' / 'Nep', got {value!r}")
     if isinstance(value, int):
-        if value < 0:
-            raise ConfigError(f"{name} must be >= 0, got {value}")
-        return value, "it"
-    m = _LENGTH.match(str(value))
-    if not m:
-        if re.match(r"^\s*-\d", str(value)):
-            raise ConfigError(f"{name} must be >= 0, got {value!r}")
-        raise ConfigError(f"{name} must be an iteration count or 'Nit' / 'Nep' (e.g. 500 or '2ep'), got {value!r}")
-    return int(m.group(1)), m.group(2) or "it"
+        n, unit = value, "it"
+    else:
+        m = _LENGTH.match(str(value))
+        if not m:
+            if re.match(r"^\s*-\d", str(value)):
+                raise ConfigError(f"{name} must be >= 0, got {value!r}")
+            raise ConfigError(f"{name} must be an iteration count or 'Nit' / 'Nep' (e.g. 500 or '2ep'), got "
+                              f"{value!r}")
+        n, unit = int(m.group(1)), m.group(2) or "it"
+    if n < 0:
+        raise ConfigError(f"{name} must be >= 0, got {value}")
+    if n > MAX_ITERATIONS and unit == "it":  # (epochs: once the training split is known, `to_iterations`)
+        raise ConfigError(f"{name} = {value!r} is longer than {MAX_ITERATIONS:,} iterations, the most a round may "
+                          "train (20 times ImageNet's ResNet-50 schedule)")
+    return n, unit
 
 
 def to_iterations(value: int | str, iterations_per_epoch: int, name: str) -> int:
     n, unit = parse_length(value, name)
-    return n * iterations_per_epoch if unit == "ep" else n
+    n = n * iterations_per_epoch if unit == "ep" else n
+    if n > MAX_ITERATIONS:
+        raise ConfigError(f"{name} = {value!r} is {n:,} iterations, more than the {MAX_ITERATIONS:,} a round may "
+                          "train (20 times ImageNet's ResNet-50 schedule)")
+    return n
 
 
 # --------------------------------------------------------------------------- generic coercion
@@ -392,12 +409,14 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
     if origin is dict:
         _, val_tp = typing.get_args(tp)
         if isinstance(value, str):  # CLI form: a=1,b=2
-            pairs = [p for p in value.split(",") if p.strip()]
-            try:
-                value = dict(p.split("=", 1) for p in pairs)
-            except ValueError:
-                raise ConfigError(f"{where} must look like name=value,name=value, got {value!r}") from None
-            value = {k.strip(): v.strip() for k, v in value.items()}
+            pairs = [p.split("=", 1) for p in value.split(",") if p.strip()]
+            if any(len(p) != 2 for p in pairs):
+                raise ConfigError(f"{where} must look like name=value,name=value, got {value!r}")
+            names = [k.strip() for k, _ in pairs]
+            twice = sorted({k for k in names if names.count(k) > 1})
+            if twice:
+                raise ConfigError(f"{where} sets {twice[0]} twice in {value!r}; give each name once")
+            value = {k.strip(): v.strip() for k, v in pairs}
         if not isinstance(value, dict):
             raise ConfigError(f"{where} must be a table, got {value!r}")
         return {str(k): coerce(v, val_tp, f"{where}.{k}") for k, v in value.items()}
@@ -457,6 +476,9 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path} is not a UTF-8 text file") from None
+    except OSError as exc:  # (a name too long, a folder that is a file, no permission)
+        name = str(path) if len(str(path)) <= 80 else f"{str(path)[:60]}… ({len(str(path)):,} characters)"
+        raise ConfigError(f"config file {name} cannot be read ({exc.strerror or exc})") from None
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TicketConfig:

@@ -356,6 +356,19 @@ CONTROLS.add("random-uniform", {"prune.mask": "random-uniform"}, "random pruning
              "layer at the level's density")
 
 
+def control_hint(name: str, kind: str) -> str | None:
+    """For a control's name given where a mask rule or re-init goes (`--mask snip-reinit`): the settings that make
+    it, or None for any other name."""
+    if not isinstance(name, str) or name not in CONTROLS:
+        return None
+    entry = CONTROLS.get(name)
+    settings = entry.load()
+    flags = " ".join(f"--{k.rpartition('.')[2]} {v}" for k, v in settings.items())
+    toml = ", ".join(f'{k.rpartition(".")[2]} = "{v}"' for k, v in settings.items())
+    return (f"'{name}' is a control ({entry.summary}), not a {kind}: run it alone with "
+            f"{flags} ([prune] {toml}), or in a study list it in [study] controls")
+
+
 def check_pair(model: str, dataset: str) -> None:
     """Refuse a model that cannot take the dataset's images, before anything is loaded or built."""
     m, d = MODELS.get(model), DATASETS.get(dataset)

@@ -21,6 +21,7 @@ from ..engine.errors import ConfigError
 from ..engine.hashing import digest
 from ..engine.registry import CONTROLS, load_plugins, unknown_name
 from .objectives import Objective, parse_objective
+from .paths import shown
 
 DEFAULT_STORAGE = "journal:.ltstudy/optuna.journal"
 DEFAULT_TRACKING_URI = "sqlite:///mlflow/mlflow.db"
@@ -298,12 +299,15 @@ def parse_study(raw: dict[str, Any], path: str = "") -> StudyConfig:
 def _validate_study_section(s: StudySection) -> None:
     if not 0 <= s.seed <= MAX_SEED:
         raise ConfigError(f"study.seed must be between 0 and 2^63 - 1, got {s.seed}")
-    if not s.name or any(c in s.name for c in "/\\"):
-        raise ConfigError(f"study.name must be a non-empty name without slashes, got {s.name!r}")
+    check_study_name(s.name, "study.name")
     if s.n_trials < 0:
         raise ConfigError(f"study.n_trials must be >= 0, got {s.n_trials}")
-    if s.replicates < 1:
-        raise ConfigError(f"study.replicates must be >= 1, got {s.replicates}")
+    if not 1 <= s.replicates <= MAX_REPLICATES:
+        raise ConfigError(f"study.replicates must be >= 1 and at most {MAX_REPLICATES} (each is a whole ticket "
+                          f"search per trial), got {s.replicates}")
+    if s.seed + s.replicates - 1 > MAX_SEED:
+        raise ConfigError(f"study.seed {s.seed} + replicates {s.replicates} - 1 passes 2^63 - 1, the largest seed; "
+                          "lower study.seed")
     if not s.objectives:
         raise ConfigError("study.objectives is empty; e.g. objectives = [\"ticket_sparsity\", \"train_iterations\"]")
     for name in s.controls:
@@ -311,9 +315,13 @@ def _validate_study_section(s: StudySection) -> None:
             raise ConfigError("study.controls: " + unknown_name(CONTROLS.kind, name, CONTROLS.names()))
     if len(set(s.controls)) != len(s.controls):
         raise ConfigError(f"study.controls lists a control twice: {s.controls}")
-    names = [parse_objective(o).spec for o in s.objectives]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"study.objectives lists an objective twice: {names}")
+    seen: dict[str, str] = {}
+    for spec in s.objectives:
+        identity = parse_objective(spec).identity
+        if identity in seen:
+            same = f"{seen[identity]!r}" if seen[identity] == spec else f"{seen[identity]!r} and {spec!r} are one"
+            raise ConfigError(f"study.objectives lists an objective twice: {same}; keep one")
+        seen[identity] = spec
     if not 0.0 <= s.epsilon < 1.0:
         raise ConfigError(f"study.epsilon must be in [0, 1), got {s.epsilon}")
     if s.max_accuracy_drop is not None and not 0.0 <= s.max_accuracy_drop <= 1.0:
@@ -333,8 +341,24 @@ def _validate_study_section(s: StudySection) -> None:
         raise ConfigError(f"study.max_retry must be >= 0, got {s.max_retry}")
     if s.pack < 1:
         raise ConfigError(f"study.pack must be >= 1 (1 = no packing), got {s.pack}")
-    if s.threads < 0:
-        raise ConfigError(f"study.threads must be >= 0 (0 = one per process), got {s.threads}")
+    if not 0 <= s.threads <= MAX_THREADS:
+        raise ConfigError(f"study.threads must be between 0 (one per process) and {MAX_THREADS}, more than any "
+                          f"machine's cores; got {s.threads}")
+
+
+MAX_NAME = 500  # MLflow's longest experiment name (the experiment is named after the study)
+MAX_REPLICATES = 1000  # training seeds per trial: each is a whole ticket search (the paper: 5)
+MAX_THREADS = 1024  # torch threads per process: more than any machine's cores (a million crashed torch)
+
+
+def check_study_name(name: str, where: str) -> None:
+    """A study's name: it names the MLflow experiment, the report's file and every message about the study."""
+    if not name or any(c in name for c in "/\\") or not name.isprintable():
+        raise ConfigError(f"{where} must be a non-empty name without slashes or control characters, got "
+                          f"{shown(repr(name))}")
+    if len(name) > MAX_NAME:
+        raise ConfigError(f"{where} is {len(name):,} characters long; MLflow names an experiment with at most "
+                          f"{MAX_NAME}: give a shorter name")
 
 
 def _parse_param(key: str, spec: Any) -> Param:

@@ -19,7 +19,7 @@ PLANNING = ("prune_rate", "rounds", "target_density", "one_shot", "output_rate",
 MAX_COMBINATIONS = 64
 
 
-def check_with_engine(cfg: StudyConfig) -> None:
+def check_with_engine(cfg: StudyConfig, processes: int = 1) -> None:
     """Load the data, check the schedule's lengths against it, and build the searches at every combination of the
     extremes of the settings that decide a plan (model × dataset pairs, layer names, rounds that prune nothing
     or empty a layer), before anything is created."""
@@ -29,7 +29,51 @@ def check_with_engine(cfg: StudyConfig) -> None:
     validate_with_data(cfg, len(data.train))
     for _ in _searches(cfg, data):
         pass  # (building each one is the check)
-    ticket_search(cfg.base, data, controls=cfg.study.controls)
+    search = ticket_search(cfg.base, data, controls=cfg.study.controls)
+    if cfg.study.pack > 1:
+        check_pack(cfg.study.pack, search.model, cfg.base.model.name, data.train.x.device, processes)
+
+
+# Copies of a member's parameters a pack holds: weights, gradients, masks, two optimiser moments, the round's
+# start (θ_k) and its best state; the activations of a batch are small beside them for every registered model.
+PACK_COPIES = 8
+
+
+def check_pack(pack: int, model, name: str, device, processes: int = 1) -> None:
+    """Refuse packs whose members' stacked state cannot fit in the memory of the device they train on, one pack
+    per --jobs process (a pack allocates every slot at once: pack = 10,000,000 asked for 768 GB)."""
+    per_member = PACK_COPIES * 4 * sum(p.numel() for p in model.parameters())
+    free = available_memory(device)
+    copies = pack * processes
+    if free is not None and copies * per_member > free:
+        most = max(1, free // (per_member * processes))
+        each = f" in each of --jobs {processes} processes" if processes > 1 else ""
+        raise ConfigError(f"study.pack = {pack:,}{each} would train {copies:,} copies of {name} side by side, about "
+                          f"{_gb(copies * per_member)} of weights, gradients, masks and optimiser state; the "
+                          f"{device.type.upper()} has {_gb(free)} available: use pack <= {most:,} (1 = no packing)")
+
+
+def available_memory(device) -> int | None:
+    """Bytes free for new tensors on `device` (None if it cannot say)."""
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as fh:
+            info = dict(line.split(":", 1) for line in fh)
+        return int(info["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        import os
+
+        try:
+            return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            return None
+
+
+def _gb(n: int) -> str:
+    return f"{n / 1e9:,.1f} GB" if n >= 1e8 else f"{n / 1e6:,.1f} MB"
 
 
 def plan(cfg: StudyConfig, trials: int) -> StudyPlan:

@@ -21,13 +21,14 @@ from optuna.trial import TrialState
 from ..engine.cache import RoundCache
 from ..engine.errors import ConfigError
 from .attrs import CODE_ATTR, PARENT_ATTR
-from .config import StudyConfig, settings_changes
+from .config import MAX_THREADS, StudyConfig, check_study_name, settings_changes
 from .mlflow_logging import StudyLog
 from .optuna_api import quiet_experimental
 from .sampling import make_pruner, make_sampler
 from .signals import deferred
 from .storage import (
     check_cache_dir,
+    check_places,
     check_storage,
     check_tracking_uri,
     open_storage,
@@ -83,20 +84,26 @@ def n_counted(study: optuna.Study) -> int:
 def resolve(cfg: StudyConfig, opts: RunOptions) -> tuple[str, str, str]:
     """Check storage, tracking URI, data and the study's settings before anything is created; (storage, uri, name)."""
     storage_url, uri, name = opts.storage_url(cfg), cfg.tracking_uri(opts.tracking_uri), opts.name(cfg)
-    if opts.jobs < 1:
-        raise ConfigError(f"--jobs must be >= 1, got {opts.jobs}")
+    if not 1 <= opts.jobs <= MAX_THREADS:
+        raise ConfigError(f"--jobs must be >= 1 and at most {MAX_THREADS} (processes on this machine: more than any "
+                          f"machine's cores), got {opts.jobs}")
     if opts.n_trials is not None and opts.n_trials < 0:
         raise ConfigError(f"--n-trials must be >= 0, got {opts.n_trials}")
     if opts.more is not None and opts.more < 1:
         raise ConfigError(f"--more must be >= 1, got {opts.more}")
+    if opts.more is not None and opts.n_trials is not None:
+        raise ConfigError(f"--n-trials {opts.n_trials} sets the study's total and --more {opts.more} adds to the "
+                          "trials already finished; give one of them")
+    check_study_name(name, "--study-name" if opts.study_name is not None else "study.name")
     check_storage(storage_url, jobs=opts.jobs)
     check_tracking_uri(uri)
     cache = opts.cache(cfg)
     if cache is not None:
         check_cache_dir(cache.root)
+    check_places(storage_url, uri, str(cache.root) if cache is not None else None)
     from .engine_checks import check_with_engine  # (torch: see the module docstring)
 
-    check_with_engine(cfg)
+    check_with_engine(cfg, processes=opts.jobs)
     check_same_settings(cfg, storage_url, name)
     return storage_url, uri, name
 

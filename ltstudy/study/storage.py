@@ -18,6 +18,7 @@ from typing import Any
 
 from ..engine.errors import ConfigError
 from .optuna_api import quiet_experimental
+from .paths import check_can_create, check_file_target, check_name_lengths, shown
 
 _RDB_SCHEMES = ("postgresql", "mysql")
 
@@ -35,33 +36,16 @@ def storage_kind(url: str) -> str:
     scheme = url.split("://", 1)[0].split("+", 1)[0]
     if scheme in _RDB_SCHEMES and "://" in url:
         return "rdb"
-    raise ConfigError(f"storage {redact(url)!r} is not supported; use journal:PATH, sqlite:///PATH or "
+    raise ConfigError(f"storage {shown(redact(url))!r} is not supported; use journal:PATH, sqlite:///PATH or "
                       "postgresql://user:password@host:port/db")
 
 
-def _check_file_target(path: Path, what: str) -> None:
-    """The file may not exist yet, but its folder must be creatable and writable."""
-    if path.is_dir():
-        raise ConfigError(f"{what} {path} is a directory; give a file path")
-    parent = path.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK):
-        raise ConfigError(f"{what} {path} cannot be created: {parent} is not a writable folder")
-    import tempfile
-
-    try:  # (os.access says yes to root everywhere, /proc and read-only mounts included: try it)
-        os.rmdir(tempfile.mkdtemp(prefix=".ltstudy-check-", dir=parent))
-    except OSError as exc:
-        raise ConfigError(f"{what} {path} cannot be created: {parent} is not a writable folder "
-                          f"({exc.strerror or exc})") from None
-
-
 def check_cache_dir(path: str | os.PathLike) -> None:
+    check_name_lengths(path, "cache folder")
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise ConfigError(f"cache folder {path} is a file; point --cache-dir at a folder")
-    _check_file_target(path / "entry", "cache folder")
+        raise ConfigError(f"cache folder {shown(str(path))} is a file; point --cache-dir at a folder")
+    check_can_create(path / "entry", "cache folder")
 
 
 def journal_path(url: str) -> Path:
@@ -76,7 +60,7 @@ def check_storage(url: str, *, jobs: int = 1, timeout: float = 5.0) -> str:
     """Validate a storage URL; returns its kind. Creates nothing."""
     kind = storage_kind(url)
     if kind == "journal":
-        _check_file_target(journal_path(url), "storage journal")
+        check_file_target(journal_path(url), "storage journal")
     elif kind == "sqlite":
         if sqlite_path(url).name == ":memory:" or url.rstrip("/") == "sqlite:":
             raise ConfigError(f"storage {url} is an in-memory SQLite database, which lives only as long as one "
@@ -84,7 +68,7 @@ def check_storage(url: str, *, jobs: int = 1, timeout: float = 5.0) -> str:
         if jobs > 1:
             raise ConfigError(f"storage {url} is SQLite, which is not safe for --jobs {jobs} concurrent workers; "
                               "use journal:PATH (one machine) or postgresql://... (many)")
-        _check_file_target(sqlite_path(url), "storage database")
+        check_file_target(sqlite_path(url), "storage database")
     else:
         _check_rdb(url, timeout)
     return kind
@@ -107,6 +91,36 @@ def _check_rdb(url: str, timeout: float, what: str = "storage database") -> None
     except Exception as exc:  # sqlalchemy wraps driver errors in many types
         reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"cannot reach {what} at {where}: {redact(reason)}") from None
+
+
+def check_places(storage_url: str, tracking_uri: str, cache_dir: str | None) -> None:
+    """The stores and the cache each need a place of their own.
+
+    `journal:.ltstudy` makes the journal a file named like the folder the default cache lives in
+    (.ltstudy/cache), so every round would be trained again; a journal that is also the MLflow
+    database would corrupt both. Refused before anything is created.
+    """
+    files: dict[str, Path] = {}
+    kind = storage_kind(storage_url)
+    if kind != "rdb":
+        files["storage " + ("journal" if kind == "journal" else "database")] = \
+            journal_path(storage_url) if kind == "journal" else sqlite_path(storage_url)
+    folders: dict[str, Path] = {}
+    if tracking_uri.startswith("sqlite:///"):
+        files["MLflow store"] = sqlite_path(tracking_uri)
+        folders["MLflow's artifact folder"] = sqlite_path(tracking_uri).parent / "artifacts"
+    if cache_dir:
+        folders["cache folder"] = Path(cache_dir).expanduser()
+    given = {**files, **folders}
+    where = {label: path.resolve() for label, path in given.items()}
+    for a in files:
+        for b in where:
+            if a == b or not (where[a] == where[b] or where[a] in where[b].parents):
+                continue
+            clash = "be the same file as" if where[a] == where[b] else "be a file where"
+            need = "" if where[a] == where[b] else " needs a folder"
+            raise ConfigError(f"{a} {shown(str(given[a]))} would {clash} the {b} {shown(str(given[b]))}{need}; give "
+                              "each its own place (e.g. storage = \"journal:.ltstudy/optuna.journal\")")
 
 
 def storage_exists(url: str) -> bool:
@@ -190,8 +204,11 @@ def schema_race_safe(create, attempts: int = 8):
 
 def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
     """Validate an MLflow tracking URI without creating anything."""
+    if uri.startswith("sqlite:") and (not uri.startswith("sqlite:///") or sqlite_path(uri).name == ":memory:"):
+        raise ConfigError(f"tracking URI {uri} is an in-memory SQLite database: every run logged to it is lost when "
+                          "the process ends; use sqlite:///PATH (default sqlite:///mlflow/mlflow.db) or http://host:port")
     if uri.startswith("sqlite:///"):
-        _check_file_target(sqlite_path(uri), "MLflow store")
+        check_file_target(sqlite_path(uri), "MLflow store")
     elif uri.startswith(("http://", "https://")):
         import urllib.request
 
@@ -204,8 +221,8 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
     elif uri.startswith(("postgresql", "mysql")):
         _check_rdb(uri, timeout, what="MLflow tracking database")
     else:
-        raise ConfigError(f"tracking URI {redact(uri)!r} is not supported (the ./mlruns file store was removed in "
-                          "MLflow 3); use sqlite:///mlflow/mlflow.db or http://host:port")
+        raise ConfigError(f"tracking URI {shown(redact(uri))!r} is not supported (the ./mlruns file store was "
+                          "removed in MLflow 3); use sqlite:///mlflow/mlflow.db or http://host:port")
 
 
 def artifact_root(uri: str) -> str | None:

@@ -70,6 +70,12 @@ class Objective:
         """Refuse a study (its StudyConfig) in which this objective has no value (ConfigError), before it starts."""
 
     @property
+    def identity(self) -> str:
+        """What the objective computes, not how it is written: its name and parsed argument
+        ("accuracy_at_density:0.5" and "accuracy_at_density:0.50" are one objective)."""
+        return repr((self.name, sorted((k, repr(v)) for k, v in vars(self).items() if k not in ("spec", "name"))))
+
+    @property
     def metric_key(self) -> str:
         """A name MLflow accepts (no ':')."""
         return self.spec.replace(":", "_at_")
