@@ -13,7 +13,7 @@ import typing
 from typing import Any
 
 from ..engine.config import config_fields, flag_name
-from ..engine.registry import DATASETS, MASKS, MODELS, REINITS, SCOPES
+from ..engine.registry import CONTROLS, DATASETS, MASKS, METRICS, MODELS, REINITS, SCOPES
 from ..study.config import DEFAULT_STORAGE
 from .common import Parser
 
@@ -45,8 +45,12 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
 def _registries_epilog() -> str:
     lines = []
     for title, registry in (("datasets", DATASETS), ("models", MODELS), ("re-init strategies (--reinit)", REINITS),
-                            ("mask rules (--mask)", MASKS), ("pruning scopes (--scope)", SCOPES)):
+                            ("mask rules (--mask)", MASKS), ("pruning scopes (--scope)", SCOPES),
+                            ("controls and baselines (--control; a study's [study] controls)", CONTROLS),
+                            ("round metrics (every round gets them)", METRICS)):
         lines += [f"{title}:"] + [f"  {n:15} {e.summary}" for n, e in registry.items()]
+    lines.append('A control alone in its config form: --reinit random (random-reinit), --mask random (random-mask), '
+                 "both (random-both), --mask METHOD (a method pruning at initialisation: METHOD).")
     lines.append("Your own, from a module of yours: --plugin mynets (see the README, 'Extending ltstudy').")
     return "\n".join(lines)
 
@@ -75,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "studies use (default: no cache; a control then trains its ticket's rounds too)")
     ticket.add_argument("--save", metavar="DIR", help="save every round's ticket (mask, initial and trained weights, "
                         "as safetensors) into DIR/round_NN; load one with ltstudy.engine.export.load_ticket")
+    ticket.add_argument("--control", metavar="NAME", help="run this control (or baseline) alone, level by level on the "
+                        "masks of the ticket these settings find (the list is at the end of --help)")
     add_config_flags(ticket)
     ticket.set_defaults(command_function="ltstudy.cli.ticket:ticket")
 

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from .errors import ConfigError, SettingWarning
 from .hashing import digest
-from .registry import DATASETS, MASKS, MODELS, REINITS, SCOPES, load_plugins, unknown_name
+from .registry import CONTROLS, DATASETS, MASKS, MODELS, REINITS, SCOPES, load_plugins, unknown_name
 from .seeds import Seeds
 
 MAX_SEED = 2**63 - 1  # (torch and the derived streams take 63 bits)
@@ -88,10 +88,11 @@ class PruneConfig:
                                              "ticket")
     # Methods are registered by name (registry.py): the lists in --help are the built-in ones.
     scope: str = setting("layerwise", help="layerwise: each layer loses p; global: one threshold over the layers")
+    # A control's config form (TicketConfig.split_control): reinit = "random", mask = "random" or "snip", ...
     reinit: str = setting("rewind", help="what the survivors are reset to: rewind, finetune, lr-rewind; random = "
                                          "the paper's control: the ticket's mask, a fresh init")
     mask: str = setting("magnitude", help="magnitude; or random = the control: a random mask with the ticket's "
-                                          "per-layer densities")
+                                          "per-layer densities; or a method pruning at initialisation (snip, ...)")
     output_rate: float = setting(1.0, help="factor on p for the output layer (Frankle & Carbin: 0.5)")
     conv_rate: float = setting(-1.0, help="rate for conv layers; -1 = prune_rate")
     layer_rates: dict[str, float] = setting(factory=dict, help="per-layer rate overrides, e.g. fc1=0.3,fc3=0.1")
@@ -169,23 +170,52 @@ class TicketConfig:
             set_dotted(data, key, value)
         return TicketConfig.from_dict(data)
 
+    # ----------------------------------------------------------------- controls
+
+    def split_control(self) -> tuple[str | None, TicketConfig]:
+        """The control this config names in its config form (`prune.reinit = "random"`, `prune.mask = "random"`
+        or a method pruning at initialisation), and the ticket it is evaluated on: this config with those
+        settings at their defaults. (None, self) for a ticket's config."""
+        p = self.prune
+        form = (p.reinit if p.reinit not in REINITS else None, p.mask if p.mask not in MASKS else None)
+        if form == (None, None):
+            return None, self
+        name = CONTROLS.config_forms().get(form)
+        if name is None:
+            raise ConfigError(f"prune.reinit = {p.reinit!r} with prune.mask = {p.mask!r} is no registered control; "
+                              f"the controls' config forms: {CONTROLS.forms_text()}")
+        default = PruneConfig()
+        return name, self.replace({"prune.reinit": default.reinit if form[0] else p.reinit,
+                                   "prune.mask": default.mask if form[1] else p.mask})
+
+    def check_control(self, name: str, subject: str | None = None) -> None:
+        """Refuse, in one line, control `name` (registry.CONTROLS) on this ticket's config when it cannot run there."""
+        if name not in CONTROLS:
+            raise ConfigError(unknown_name(CONTROLS.kind, name, CONTROLS.names()))
+        entry, reinit = CONTROLS.get(name), self.prune.reinit
+        if entry.load().needs_rewinding and not REINITS.load(reinit).rewinds:
+            raise ConfigError(f"{subject or f'control {name!r}'} prunes at initialisation: it needs a ticket that "
+                              f"rewinds (prune.reinit = \"rewind\"), not {reinit!r}, whose rounds start from trained "
+                              "weights")
+
     # ----------------------------------------------------------------- checks
 
     def validate(self) -> None:
         """Checks that need no data; data-dependent ones live in `resolve_schedule`."""
         load_plugins(self.plugins, search=[Path.cwd()])
-        for registry, name, where in ((DATASETS, self.data.name, "data.name"),
-                                      (MODELS, self.model.name, "model.name"),
-                                      (REINITS, self.prune.reinit, "prune.reinit"),
-                                      (MASKS, self.prune.mask, "prune.mask"),
-                                      (SCOPES, self.prune.scope, "prune.scope")):
-            if name not in registry:
-                raise ConfigError(f"{where}: " + unknown_name(registry.kind, name, registry.names()))
         p, t = self.prune, self.train
-        if MASKS.get(p.mask).at_init and not REINITS.get(p.reinit).resets_to_init:
-            raise ConfigError(f"prune.mask {p.mask!r} prunes at initialisation: it needs a ticket that rewinds "
-                              f"(prune.reinit = \"rewind\"), not {p.reinit!r}, whose rounds start from trained "
-                              "weights")
+        forms = CONTROLS.config_forms()
+        for registry, name, where, part in ((DATASETS, self.data.name, "data.name", None),
+                                            (MODELS, self.model.name, "model.name", None),
+                                            (REINITS, p.reinit, "prune.reinit", 0),
+                                            (MASKS, p.mask, "prune.mask", 1),
+                                            (SCOPES, p.scope, "prune.scope", None)):
+            controls = [] if part is None else list(dict.fromkeys(f[part] for f in forms if f[part]))
+            if name not in registry and name not in controls:
+                raise ConfigError(f"{where}: " + unknown_name(registry.kind, name, [*registry.names(), *controls]))
+        control, ticket = self.split_control()
+        if control is not None:
+            ticket.check_control(control, f"prune.mask {p.mask!r}" if p.mask not in MASKS else None)
         for name, seed in (("seed", self.seed), ("data.split_seed", self.data.split_seed)):
             if not 0 <= seed <= MAX_SEED:
                 raise ConfigError(f"{name} must be between 0 and 2^63 - 1, got {seed}")

@@ -274,7 +274,9 @@ def parse_study(raw: dict[str, Any], path: str = "") -> StudyConfig:
     reinits = search["reinit"].extremes() if "reinit" in search else [cfg.base.prune.reinit]
     for name in study.controls:  # (a control that cannot run on some trial's ticket is refused now, not mid-study)
         for reinit in reinits:
-            cfg.base.replace({"prune.reinit": reinit, **CONTROLS.load(name)})
+            ticket = cfg.base.replace({"prune.reinit": reinit})
+            if ticket.split_control()[0] is None:  # (a control searched is refused with its own message)
+                ticket.check_control(name)
     return cfg
 
 
