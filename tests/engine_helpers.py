@@ -38,6 +38,16 @@ class OnEvaluation(Callback):
         self.fn(job, iteration, evaluation)
 
 
+class OnNote(Callback):
+    """A callback calling fn(message) at every note."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def on_note(self, message):
+        self.fn(message)
+
+
 class OnStep(Callback):
     """A callback calling fn(job, iteration, lr, step) after every optimiser step."""
 

@@ -20,11 +20,10 @@ from ltstudy.engine.drivers import drive_packed, run_packed, search_jobs
 from ltstudy.engine.errors import DivergedError, StopSearch
 from ltstudy.engine.models import build_model
 from ltstudy.engine.packing import PackedTrainer, probe_layer
-from ltstudy.engine.callbacks import Callback
 from ltstudy.engine.rounds import RoundJob, TrainResult
 from ltstudy.engine.searches import ticket_search
 from ltstudy.engine.training import train
-from tests.engine_helpers import OnEvaluation, OnRoundEnd
+from tests.engine_helpers import OnEvaluation, OnNote, OnRoundEnd
 
 # --------------------------------------------------------------------------- helpers
 
@@ -49,13 +48,6 @@ def packed(cfgs: list[TicketConfig], data, capacity: int, **kw) -> tuple[list, l
                 for i in range(len(cfgs))]
     return run_packed(searches, capacity, watchers=watchers, **kw), masks
 
-
-class OnNote(Callback):
-    def __init__(self, fn):
-        self.fn = fn
-
-    def on_note(self, message):
-        self.fn(message)
 
 
 def assert_same_masks(a: list[dict], b: list[dict]) -> None:

@@ -16,8 +16,10 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from ltstudy.engine.compression import CostModel
 from ltstudy.engine.errors import RunFailed
-from ltstudy.engine.rounds import Callbacks, RoundResult
+from ltstudy.engine.rounds import RoundResult, TicketResult
+from ltstudy.engine.search import Search
 from ltstudy.study import runner as runner_module
 from ltstudy.study import trial as trial_module
 from ltstudy.study.attrs import EXPERIMENT_ATTR, PARENT_ATTR
@@ -29,6 +31,7 @@ from ltstudy.study.runner import run_study
 from ltstudy.study.session import RunOptions
 from ltstudy.study.storage import open_storage
 from ltstudy.study.tracking import PARENT_TAG, Tracker
+from tests.engine_helpers import OnNote
 from tests.study_helpers import (
     ROUNDS,
     Stores,
@@ -67,14 +70,14 @@ def raise_in_search(monkeypatch: pytest.MonkeyPatch, on_call: int, exc: BaseExce
     real = trial_module.ticket_search
     calls = []
 
-    def make(cfg, data=None, cache=None, callbacks=None, controls=()):
-        search = real(cfg, data, cache, callbacks, controls)
+    def make(cfg, data=None, cache=None, controls=()):
+        search = real(cfg, data, cache, controls)
         calls.append(cfg.prune.prune_rate)
         if len(calls) == on_call:
             events = search.events
 
-            def failing():
-                gen, reply = events(), None
+            def failing(states=False):
+                gen, reply = events(states), None
                 while True:
                     try:
                         event = gen.send(reply)
@@ -333,7 +336,7 @@ def always_failing(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """Every ticket search raises before it trains (as a damaged cache once made every trial fail)."""
     calls: list[float] = []
 
-    def make(cfg, data=None, cache=None, callbacks=None, controls=()):
+    def make(cfg, data=None, cache=None, controls=()):
         calls.append(cfg.prune.prune_rate)
         raise KeyError("theta0")
 
@@ -491,22 +494,25 @@ def _synthetic_rounds(rate: float, n: int, accuracy) -> list[RoundResult]:
 def test_the_median_pruner_does_not_kill_a_low_p_trial_before_it_reaches_the_density(stores: Stores, monkeypatch):
     """accuracy_at_density:X used to report 0 at every round before density X, so the median pruner killed every
     low-p trial early (a p = 0.2 trial that would score 0.95 was pruned at round 4 against p = 0.5 trials at 0.80)."""
-    class Scripted:
+    class Scripted(Search):
         """Prepared rounds: p = 0.5 has fallen to 0.80 at density 0.125 (round 3); p = 0.2 keeps 0.95 to round 10."""
 
-        def __init__(self, cfg, data=None, cache=None, callbacks=None, controls=()):
-            self.callbacks = Callbacks(callbacks)
+        kind = "ticket"
+        cost = CostModel({"fc": 100}, {"fc": 100}, 110)  # (one layer: the compression metric has its numbers)
+
+        def __init__(self, cfg, data=None, cache=None, controls=()):
             p = cfg.prune.prune_rate
             self.rounds = (_synthetic_rounds(0.5, 10, lambda r: [0.97, 0.90, 0.85, 0.80][r] if r < 4 else 0.8 - r / 50)
                            if p == 0.5 else _synthetic_rounds(0.2, 10, lambda r: 0.97 if r < 3 else 0.95))
-            self.path_rounds = None
-            self.cost = self  # (no architecture: the rounds' compression numbers stay unset)
+            self.done = []
 
-        def fill(self, record):
-            pass
+        def _events(self, states):
+            for rec in self.rounds:
+                self.done.append(rec)
+                yield rec
 
-        def events(self):
-            yield from self.rounds
+        def result(self, stopped=None):
+            return TicketResult({}, list(self.done), "cpu", stopped)
 
     monkeypatch.setattr(trial_module, "ticket_search", Scripted)
     path = write_study(stores.root, stores, study={"objectives": ["accuracy_at_density:0.15"], "n_trials": 5,
@@ -718,7 +724,7 @@ def test_logging_goes_offline_when_the_server_fails_and_comes_back_with_the_next
 
     server, lines, clock = _Server(), [], [1000.0]
     monkeypatch.setattr(mlflow_logging.time, "monotonic", lambda: clock[0])
-    log = StudyLog(server, notice=lines.append)
+    log = StudyLog(server, notes=OnNote(lines.append))
     trial = SimpleNamespace(number=0, study=SimpleNamespace(study_name="tiny"), set_user_attr=lambda k, v: None)
 
     def start() -> str | None:

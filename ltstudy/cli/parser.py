@@ -210,6 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
                       "per row, mean with a shaded 95%% t-interval over curves")
     comp.add_argument("--bins", type=int, metavar="N", help="bins for a setting searched as a range: N quantile "
                       "bins, each with its n (default: 4)")
+    comp.add_argument("--metric", action="append", metavar="NAME", help="also show this number of the rounds (a "
+                      "round metric: compression_ratio, val_instability, a plugin's own; or any field) at each "
+                      "curve's ticket round, per row; repeat for several (an unknown name lists those there are)")
     comp.set_defaults(command_function="ltstudy.cli.read:compare")
 
     rep = study_parser(

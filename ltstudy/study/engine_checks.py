@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator
 
+from ..engine.config import PruneConfig
 from ..engine.data import Dataset, load_dataset
 from ..engine.device import resolve_device
 from ..engine.errors import ConfigError
@@ -60,11 +61,13 @@ def _searches(cfg: StudyConfig, data: Dataset) -> Iterator[tuple[dict, object]]:
 
 def check_no_control_searched(cfg: StudyConfig) -> None:
     """A study searches how tickets are found; the paper's controls go beside every ticket ([study] controls)."""
+    ticket = PruneConfig()  # (each value alone: the other setting at its ticket-finding default)
     for key in ("reinit", "mask"):
         param = cfg.search.get(key)
         values = param.extremes() if param is not None else [getattr(cfg.base.prune, key)]
         for value in values:
-            named, _ = cfg.base.replace({f"prune.{key}": value}).split_control()
+            named, _ = cfg.base.replace({"prune.reinit": ticket.reinit, "prune.mask": ticket.mask,
+                                         f"prune.{key}": value}).split_control()
             if named is not None:
                 where = f"search.{key}" if param is not None else f"prune.{key}"
                 raise ConfigError(f"{where} = {value!r} is a control, not a way to find tickets; list it in [study] "
