@@ -31,7 +31,7 @@ from ltstudy.study.runner import run_study
 from ltstudy.study.session import RunOptions
 from ltstudy.study.storage import open_storage
 from ltstudy.study.tracking import PARENT_TAG, Tracker
-from tests.engine_helpers import OnNote
+from tests.engine_helpers import OnNote, OnRoundEnd
 from tests.study_helpers import (
     ROUNDS,
     Stores,
@@ -432,6 +432,33 @@ def test_a_study_that_aborts_with_an_error_marks_its_parent_run_failed(stores: S
         run_study(cfg, RunOptions(jobs=2))
     (parent,), _ = parent_and_children(stores.client(), "tiny")
     assert parent.info.status == "FAILED"
+
+
+@pytest.mark.parametrize("pack", [1, 2])
+def test_a_study_callback_hears_every_round_of_every_search_from_its_watcher_bound_to_trial_and_seed(
+        stores: Stores, pack: int):
+    """(Rounds reached the study's callback only through the trial's own method, `on_trial_round`.)"""
+    from ltstudy.study.callbacks import StudyCallback
+
+    class Watching(StudyCallback):
+        def __init__(self):
+            self.heard: list[tuple] = []
+
+        def watch(self, trial, seed):
+            return OnRoundEnd(lambda rec: self.heard.append((trial, seed, rec.control, rec.round)))
+
+    path = write_study(stores.root, stores, study={"n_trials": 2, "replicates": 2, "controls": ["random-mask"],
+                                                    "pack": pack, "sampler": "grid"},
+                       search={"prune_rate": [0.2, 0.5], "rewind_iter": 0, "scope": "layerwise", "reinit": "rewind",
+                               "rounds": 1})
+    watching = Watching()
+    run_study(load_study(path), RunOptions(), watching)
+    expected = [(t, seed, control, r) for t in (0, 1) for seed in (0, 1)
+                for control, r in (("", 0), ("random-mask", 1), ("", 1))]  # (a level's control before the ticket)
+    assert sorted(watching.heard) == sorted(expected)
+    for t in (0, 1):  # each search's own order
+        for seed in (0, 1):
+            assert [h[2:] for h in watching.heard if h[:2] == (t, seed)] == [("", 0), ("random-mask", 1), ("", 1)]
 
 
 def test_stop_on_drop_prunes_the_trial_and_keeps_its_rounds(stores: Stores):
