@@ -12,7 +12,6 @@ are: the trial attaches it to each of its searches beside its own consumers
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,9 +56,6 @@ class StudyCallback(Callback):
 
 class StudyCallbacks(Callbacks, StudyCallback):
     """Several study callbacks (and engine ones, which hear only the engine's hooks) as one, in order."""
-
-    def __init__(self, callbacks: Sequence[Callback | None] | Callback | None = ()):
-        super().__init__(callbacks)
 
     def _study(self) -> list[StudyCallback]:
         return [cb for cb in self.members if isinstance(cb, StudyCallback)]
