@@ -65,7 +65,7 @@ def check_density(x: float) -> None:
 
 
 def settings_list(text: str, option: str) -> list[str]:
-    from ..engine.config import unknown_key_message
+    from ..engine.coercion import unknown_key_message
     from ..study.config import SEARCHABLE
 
     keys = [k.strip() for k in text.split(",") if k.strip()]

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..engine.cache import DEFAULT_CACHE_DIR
-from ..engine.config import MAX_SEED, TicketConfig, build, read_toml, set_dotted, unknown_key_message
+from ..engine.coercion import build, set_dotted, unknown_key_message
+from ..engine.config import MAX_SEED, TicketConfig, read_toml
 from ..engine.errors import ConfigError
 from ..engine.hashing import digest
 from ..engine.registry import CONTROLS, load_plugins, unknown_name
