@@ -28,11 +28,12 @@ import time
 import torch
 
 from ltstudy.engine import round_protocol
+from ltstudy.engine.callbacks import Callback
 from ltstudy.engine.config import TicketConfig, TrainConfig
 from ltstudy.engine.data import Dataset, Split
 from ltstudy.engine.models import build_model
 from ltstudy.engine.pruning import full_masks, prunable_layers
-from ltstudy.engine.rounds import Callback, RoundJob
+from ltstudy.engine.rounds import RoundJob
 from ltstudy.engine.training import train
 
 

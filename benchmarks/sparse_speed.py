@@ -119,7 +119,7 @@ def part_imp(args) -> dict:
               "train": {"optimizer": "adam", "lr": 1.2e-3, "batch_size": 60, "iterations": args.imp_iterations,
                         "eval_every": 100},
               "prune": {"prune_rate": 0.2, "output_rate": 0.5, "scope": "layerwise", "rounds": 15}}
-    from ltstudy.engine.rounds import Callback
+    from ltstudy.engine.callbacks import Callback
 
     class Keep(Callback):
         """Each round's masks."""
@@ -128,14 +128,14 @@ def part_imp(args) -> dict:
             self.masks: dict[int, dict[str, torch.Tensor]] = {}
 
         def on_state(self, state) -> None:
-            self.masks[state.record["round"]] = {n: m.bool().clone() for n, m in state.masks.items()}
+            self.masks[state.record.round] = {n: m.bool().clone() for n, m in state.masks.items()}
 
     runs = {}
     for name, kernels, seed in (("dense", "dense", 0), ("auto", "auto", 0), ("dense seed 1", "dense", 1)):
         cfg = TicketConfig.from_dict({**recipe, "seed": seed, "train": {**recipe["train"], "kernels": kernels}})
         keep = Keep()
         t0 = time.perf_counter()
-        result = ticket_search(cfg, callbacks=keep).run()
+        result = ticket_search(cfg).run(keep)
         runs[name] = {"seconds": time.perf_counter() - t0, "rounds": result.rounds, "masks": keep.masks}
         print(f"{name}: {runs[name]['seconds']:.1f} s", flush=True)
     dense, auto, other = runs["dense"], runs["auto"], runs["dense seed 1"]

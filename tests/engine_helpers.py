@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ltstudy.engine.rounds import Callback, RoundJob
+from ltstudy.engine.callbacks import Callback
+from ltstudy.engine.rounds import RoundJob
 
 # --------------------------------------------------------------------------- callbacks
 
@@ -37,6 +38,16 @@ class OnEvaluation(Callback):
         self.fn(job, iteration, evaluation)
 
 
+class OnNote(Callback):
+    """A callback calling fn(message) at every note."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def on_note(self, message):
+        self.fn(message)
+
+
 class OnStep(Callback):
     """A callback calling fn(job, iteration, lr, step) after every optimiser step."""
 
@@ -58,7 +69,7 @@ def train_plain(model, data, masks, cfg, sched, *, seed: int = 0, dropout_seed=N
                 overlap_eval=None):
     """`training.train` on a job made of these pieces; `on_step(it, lr, step)` and `on_eval(done, evaluation)`
     are wrapped as callbacks."""
-    from ltstudy.engine.rounds import Callbacks
+    from ltstudy.engine.callbacks import Callbacks
     from ltstudy.engine.training import train
 
     callbacks = [*([OnStep(lambda job, it, lr, step: on_step(it, lr, step))] if on_step else []),

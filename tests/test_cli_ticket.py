@@ -79,6 +79,31 @@ def test_a_control_on_the_command_line_says_where_its_tickets_path_came_from_and
     assert [r["val_loss"] for r in control[1:]] != [r["val_loss"] for r in found[1:]]  # a fresh θ'0 trained
 
 
+def test_any_registered_control_runs_alone_with_control_name_as_its_config_form_runs_it(capsys, tmp_path):
+    ticket = ["ticket", *TINY_FLAGS, "--rounds", "2", "--cache-dir", "cache"]
+    code, out, err = run_cli(capsys, *ticket, "--control", "random-both", "--json", "named.json")
+    assert code == 0, err
+    assert "control: random re-init + random mask on the masks of the ticket with the same settings" in out
+    code, out, err = run_cli(capsys, *ticket, "--reinit", "random", "--mask", "random", "--json", "form.json")
+    assert code == 0, err
+    named, form = (json.loads((tmp_path / name).read_text()) for name in ("named.json", "form.json"))
+    assert named["kind"] == form["kind"] == "control"
+    assert all(r["reused"] for r in form["rounds"])  # the same control: its levels came from the cache
+    assert [r["val_loss"] for r in named["rounds"]] == [r["val_loss"] for r in form["rounds"]]
+
+
+@pytest.mark.parametrize("flags, says", [
+    (["--control", "random-rienit"], "unknown control 'random-rienit'; did you mean 'random-reinit'?"),
+    (["--control", "random-mask", "--reinit", "random"], "--control random-mask: the settings name control "
+                                                          "'random-reinit' already"),
+    (["--control", "snip", "--reinit", "finetune"], "control 'snip' prunes at initialisation: it needs a ticket "
+                                                    "that rewinds"),
+])
+def test_a_control_that_cannot_run_is_one_line_and_exit_2(capsys, flags, says):
+    code, _, err = run_cli(capsys, "ticket", *TINY_FLAGS, *flags)
+    assert code == 2 and says in err and len(err.strip().splitlines()) == 1, err
+
+
 def test_flags_and_an_equivalent_toml_file_give_the_same_config(capsys, tmp_path):
     toml = tmp_path / "run.toml"
     toml.write_text('device = "cpu"\n[train]\niterations = 60\neval_every = 20\nbatch_size = 60\n'
@@ -179,18 +204,15 @@ def test_the_lists_in_ticket_help_put_every_summary_in_one_column(capsys):
     assert len(columns) == 1, columns  # (a name longer than the column pushed its summary right)
 
 
-def test_a_control_named_as_a_mask_rule_says_the_settings_that_run_it(capsys):
+def test_a_control_named_as_a_mask_rule_says_how_to_run_it(capsys):
     code, out, err = run_cli(capsys, "ticket", *TINY_FLAGS, "--mask", "snip-reinit")
     assert code == 2 and out == ""
     (line,) = err.splitlines()
     assert line.startswith("ltstudy ticket: error: prune.mask: 'snip-reinit' is a control (snip's mask")
-    assert "run it alone with --mask snip --reinit random" in line and "[study] controls" in line
+    assert "run it alone with --control snip-reinit" in line and "[study] controls" in line
     code, out, _ = run_cli(capsys, "ticket", "--help")
-    assert re.search(r"\n  snip-reinit +--mask snip --reinit random\n", out)
-    from ltstudy.engine.registry import CONTROLS
-
-    assert CONTROLS.load("snip-reinit") == {"prune.mask": "snip", "prune.reinit": "random"}  # (what it names)
-    load_config(None, {"prune.mask": "snip", "prune.reinit": "random"})  # (and those settings are accepted)
+    assert re.search(r"\n  snip-reinit +snip's mask", out)
+    load_config(None, {"prune.mask": "snip", "prune.reinit": "random"})  # (its config form is accepted)
 
 
 def test_a_misspelt_flag_is_one_line_that_names_the_flag_meant(capsys):

@@ -12,10 +12,11 @@ import pytest
 from scipy.stats import ttest_ind
 
 from ltstudy import cli
-from ltstudy.study.compare import compare, compare_table, compare_text
+from ltstudy.study.compare import compare, compare_table, compare_text, metric_key, round_numbers
 from ltstudy.study.curves import interpolate, ticket_round
 from ltstudy.study.objectives import parse_objective
 from ltstudy.study.stats import Stat
+from ltstudy.study.trial_results import collect
 from tests.report_helpers import curve, make_trial
 from tests.study_helpers import Stores, isolate, write_study
 
@@ -450,3 +451,23 @@ def test_many_controls_beside_one_ticket_are_means_whose_legend_starts_with_the_
     assert len(ax.containers) == 1  # the ticket's error bars, and no control's
     looks = [(line.get_color(), line.get_linestyle(), line.get_marker()) for line in curves_of(ax)]
     assert len(set(looks)) == len(looks) == 10
+
+
+def test_rounds_stored_before_metrics_were_an_open_mapping_read_as_metrics_in_compare_and_the_report():
+    """Trials stored their compression numbers as fields of each round, and `val_instability: None` where nothing
+    was measured: the same keys, now the metrics of an open mapping, read alike."""
+    from ltstudy.engine.rounds import RoundResult
+    from ltstudy.study.report.metrics import open_metrics
+
+    old = [{**r, "compression_ratio": 1 / r["density"], "theoretical_speedup": 1 / r["density"], "params_total": 410,
+            "val_instability": None, "test_instability": None} for r in curve([1.0, 0.5, 0.25], [0.9, 0.9, 0.8])]
+    trials = [make_trial(0, [old], kind="ticket")]
+    curves = collect(trials).curves
+    assert "theoretical_speedup" in round_numbers(curves) and "val_instability" not in round_numbers(curves)
+    assert open_metrics(curves) == ["compression_ratio", "params_total", "theoretical_speedup"]
+    (row,) = compare(trials, ["prune_rate"], 0.01, metrics=["theoretical_speedup"]).rows
+    assert row[metric_key("theoretical_speedup")] == 2.0  # at the ticket round, density 0.5
+    rec = RoundResult.from_dict(old[1])  # (a cache entry's record of that time loads too)
+    assert rec.metrics == {"compression_ratio": 2.0, "theoretical_speedup": 2.0, "params_total": 410}
+    stored = rec.to_dict()  # (flat again: the metrics beside the fixed fields)
+    assert {k: stored[k] for k in stored.keys() & old[1].keys()} == {k: v for k, v in old[1].items() if v is not None}

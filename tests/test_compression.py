@@ -50,15 +50,15 @@ def test_the_count_leaves_the_model_as_it_was():
 
 def test_every_round_of_a_search_carries_them_and_the_objective_reads_the_tickets(tiny_cfg, make_search):
     result = make_search(tiny_cfg(prune__rounds=2, prune__prune_rate=0.5, prune__output_rate=0.5)).run()
-    dense, *pruned = result.rounds
+    dense, *pruned = (r.metrics for r in result.rounds)
     # LeNet-300-100 on digits' 64 inputs: every weight is one multiply-add per example.
-    assert dense.dense_flops == dense.nonzero_flops == 64 * 300 + 300 * 100 + 100 * 10
-    assert dense.theoretical_speedup == dense.compression_ratio == 1.0
-    for r in pruned:
-        assert r.compression_ratio == pytest.approx(1 / r.density)
-        assert r.nonzero_flops == r.weights_remaining  # (for fully connected layers, flops = weights)
-        assert r.theoretical_speedup == pytest.approx(dense.dense_flops / r.weights_remaining)
-        assert r.params_nonzero == r.weights_remaining + (300 + 100 + 10)
+    assert dense["dense_flops"] == dense["nonzero_flops"] == 64 * 300 + 300 * 100 + 100 * 10
+    assert dense["theoretical_speedup"] == dense["compression_ratio"] == 1.0
+    for r, m in zip(result.rounds[1:], pruned, strict=True):
+        assert m["compression_ratio"] == pytest.approx(1 / r.density)
+        assert m["nonzero_flops"] == r.weights_remaining  # (for fully connected layers, flops = weights)
+        assert m["theoretical_speedup"] == pytest.approx(dense["dense_flops"] / r.weights_remaining)
+        assert m["params_nonzero"] == r.weights_remaining + (300 + 100 + 10)
     rounds = [r.to_dict() for r in result.rounds]
     objective = parse_objective("theoretical_speedup")
     ticket = max((r for r in rounds if r["val_accuracy"] >= rounds[0]["val_accuracy"] - 0.05),

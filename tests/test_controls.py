@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from ltstudy.engine.cache import RoundCache
-from ltstudy.engine.controls import TicketWithControls, control_config
+from ltstudy.engine.controls import ControlSearch
 from ltstudy.engine.drivers import run_packed
 from ltstudy.engine.searches import ticket_search
+from ltstudy.engine.ticket import TicketSearch
 from tests.engine_helpers import OnRoundEnd
 
 CONTROLS = ("random-reinit", "random-mask", "random-both")
@@ -32,12 +33,12 @@ def split(records) -> dict[str, list]:
 def test_the_ticket_and_each_control_get_the_numbers_they_get_alone(tiny_cfg, digits, scope):
     cfg = tiny_cfg(SETTINGS, prune__scope=scope)
     seen = []
-    result = ticket_search(cfg, digits, controls=CONTROLS, callbacks=OnRoundEnd(seen.append)).run()
+    result = ticket_search(cfg, digits, controls=CONTROLS).run(OnRoundEnd(seen.append))
     by = split(seen)
     assert sorted(by) == ["", *sorted(CONTROLS)]
     assert numbers(result.rounds) == numbers(by[""]) == numbers(ticket_search(cfg, digits).run().rounds)
     for name in CONTROLS:
-        alone = ticket_search(control_config(cfg, name), digits).run().rounds
+        alone = ticket_search(cfg, digits, control=name).run().rounds
         assert [r.round for r in by[name]] == [1, 2, 3]  # (their round 0 is the ticket's dense round)
         assert numbers(by[name]) == numbers(alone[1:]), name
         assert [r.path_iterations for r in by[name]] == [r.path_iterations for r in alone[1:]]
@@ -61,15 +62,16 @@ def test_each_control_trains_on_the_tickets_own_masks_at_every_level(tiny_cfg, d
 def test_a_tickets_controls_come_from_the_cache_when_they_ran_before(tiny_cfg, digits, tmp_path):
     cache = RoundCache(tmp_path / "cache")
     cfg = tiny_cfg(SETTINGS)
-    first = TicketWithControls(cfg, {n: control_config(cfg, n) for n in CONTROLS}, digits, cache)
+    first = TicketSearch(cfg, digits, cache, controls=CONTROLS)
     seen_first, seen_again = [], []
     first.run(OnRoundEnd(seen_first.append))
-    ticket_search(cfg, digits, cache, OnRoundEnd(seen_again.append), controls=CONTROLS).run()
+    ticket_search(cfg, digits, cache, controls=CONTROLS).run(OnRoundEnd(seen_again.append))
     assert all(r.reused for r in seen_again)
     assert numbers(seen_again) == numbers(seen_first)
-    # a control run alone afterwards finds its levels in the cache too (the ticket is its path)
-    alone = ticket_search(control_config(cfg, "random-reinit"), digits, cache).run()
-    assert all(r.reused for r in alone.rounds)
+    # a control run alone afterwards finds its levels in the cache too (the ticket is its path), named either way
+    for alone in (ControlSearch(cfg, digits, cache, control="random-reinit"),
+                  ticket_search(cfg.replace({"prune.reinit": "random"}), digits, cache)):
+        assert all(r.reused for r in alone.run().rounds)
 
 
 def test_a_ticket_with_controls_packs_with_others_and_keeps_its_numbers(tiny_cfg, digits):
@@ -77,15 +79,16 @@ def test_a_ticket_with_controls_packs_with_others_and_keeps_its_numbers(tiny_cfg
     alone = []
     for c in cfgs:
         seen = []
-        ticket_search(c, digits, callbacks=OnRoundEnd(seen.append), controls=CONTROLS[:2]).run()
+        ticket_search(c, digits, controls=CONTROLS[:2]).run(OnRoundEnd(seen.append))
         alone.append(numbers(seen))
     packed_seen = [[], []]
-    searches = [ticket_search(c, digits, callbacks=OnRoundEnd(packed_seen[i].append), controls=CONTROLS[:2])
-                for i, c in enumerate(cfgs)]
-    run_packed(searches, capacity=3)
+    searches = [ticket_search(c, digits, controls=CONTROLS[:2]) for c in cfgs]
+    run_packed(searches, capacity=3, watchers=[OnRoundEnd(seen.append) for seen in packed_seen])
     assert [numbers(s) for s in packed_seen] == alone
 
 
 def test_controls_go_with_a_tickets_config_only(tiny_cfg, digits):
     with pytest.raises(ValueError, match="not with a control's"):
         ticket_search(tiny_cfg(prune__reinit="random"), digits, controls=("random-mask",))
+    with pytest.raises(ValueError, match="names control 'random-reinit' already"):
+        ControlSearch(tiny_cfg(prune__reinit="random"), digits, control="random-mask")

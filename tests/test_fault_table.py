@@ -565,7 +565,7 @@ def _signal_after(monkeypatch, target, name: str, before: bool = False, times: i
 
 def _points():
     from ltstudy.engine import round_protocol
-    from ltstudy.study import loop, optuna_api, trial
+    from ltstudy.study import loop, optuna_api, trial_callbacks
     from ltstudy.study.mlflow_logging import StudyLog
 
     return {
@@ -574,7 +574,7 @@ def _points():
         "run opened": (StudyLog, "start_trial", False, 1),
         "parameters logged": (StudyLog, "dataset", False, 1),
         "first evaluation": (round_protocol, "evaluate", False, 1),
-        "dense round done": (trial.TrialRun, "on_round", False, 1),
+        "dense round done": (trial_callbacks.SeedRounds, "on_round_end", False, 1),
         "while telling": (loop, "_tell", True, 1),
         "told": (StudyLog, "after_trial", False, 1),
     }

@@ -20,10 +20,10 @@ from ltstudy.engine.drivers import drive_packed, run_packed, search_jobs
 from ltstudy.engine.errors import DivergedError, StopSearch
 from ltstudy.engine.models import build_model
 from ltstudy.engine.packing import PackedTrainer, probe_layer
-from ltstudy.engine.rounds import Callback, RoundJob, TrainResult
+from ltstudy.engine.rounds import RoundJob, TrainResult
 from ltstudy.engine.searches import ticket_search
 from ltstudy.engine.training import train
-from tests.engine_helpers import OnEvaluation, OnRoundEnd
+from tests.engine_helpers import OnEvaluation, OnNote, OnRoundEnd
 
 # --------------------------------------------------------------------------- helpers
 
@@ -43,20 +43,11 @@ def solo(cfg: TicketConfig, data) -> tuple:
 
 def packed(cfgs: list[TicketConfig], data, capacity: int, **kw) -> tuple[list, list[list[dict]]]:
     masks: list[list[dict]] = [[] for _ in cfgs]
-    searches = []
-    for i, c in enumerate(cfgs):
-        searches.append(ticket_search(c, data))
-        searches[i].callbacks.members.append(
-            OnRoundEnd(lambda rec, i=i: masks[i].append({n: m.clone() for n, m in searches[i].masks.items()})))
-    return run_packed(searches, capacity, **kw), masks
+    searches = [ticket_search(c, data) for c in cfgs]
+    watchers = [OnRoundEnd(lambda rec, i=i: masks[i].append({n: m.clone() for n, m in searches[i].masks.items()}))
+                for i in range(len(cfgs))]
+    return run_packed(searches, capacity, watchers=watchers, **kw), masks
 
-
-class OnNote(Callback):
-    def __init__(self, fn):
-        self.fn = fn
-
-    def on_note(self, message):
-        self.fn(message)
 
 
 def assert_same_masks(a: list[dict], b: list[dict]) -> None:
@@ -408,7 +399,7 @@ def test_stop_search_from_on_round_ends_that_search_as_drive_does(tiny_cfg, digi
     cfg = tiny_cfg(prune__rounds=3)
     alone = ticket_search(cfg, digits).run(OnRoundEnd(stopper))
     other = tiny_cfg(seed=1, prune__rounds=2)
-    out = drive_packed([search_jobs(ticket_search(cfg, digits, callbacks=OnRoundEnd(stopper))),
+    out = drive_packed([search_jobs(ticket_search(cfg, digits), OnRoundEnd(stopper)),
                         search_jobs(ticket_search(other, digits))], digits, capacity=2)
     assert out[0].stopped == "enough" and len(out[0].rounds) == 2
     assert record_dicts(out[0]) == record_dicts(alone)

@@ -11,13 +11,12 @@ from torch import nn
 
 from ltstudy.engine import pruning
 from ltstudy.engine.config import DataConfig
-from ltstudy.engine.controls import control_config
 from ltstudy.engine.data import load_dataset
 from ltstudy.engine.errors import ConfigError
 from ltstudy.engine.masks.at_init import training_batch
 from ltstudy.engine.masks.snip import BATCH
 from ltstudy.engine.models import build_model
-from ltstudy.engine.registry import MASKS
+from ltstudy.engine.registry import AT_INIT
 from ltstudy.engine.searches import ticket_search
 from tests.engine_helpers import OnRoundEnd, OnRoundStart
 
@@ -42,7 +41,7 @@ def ticket_like(model: nn.Module, kept: dict[str, int]) -> pruning.Masks:
 
 
 def mask_of(rule: str, model, masks, data, seed: int = 0, round_: int = 1) -> pruning.Masks:
-    return MASKS.load(rule)().at_start(model, masks, seed, round_, data)
+    return AT_INIT.load(rule)().at_start(model, masks, seed, round_, data)
 
 
 def counts(masks: pruning.Masks) -> dict[str, int]:
@@ -153,11 +152,10 @@ def test_each_level_of_a_baseline_trains_at_the_tickets_density_from_theta_k(tin
             starts[(name, job.round)] = (job.start, {n: m.clone() for n, m in job.masks.items()},
                                          {n: p.detach().clone() for n, p in job.model.named_parameters()})
 
-    search = ticket_search(cfg, digits, controls=["snip", "snip-reinit"],
-                           callbacks=[OnRoundEnd(seen.append), OnRoundStart(start)])
-    search.run()
+    search = ticket_search(cfg, digits, controls=["snip", "snip-reinit"])
+    search.run([OnRoundEnd(seen.append), OnRoundStart(start)])
     ticket = {r.round: r for r in seen if not r.control}
-    theta_k = search.ticket.ensure_theta_k()
+    theta_k = search.ensure_theta_k()
     for r in (1, 2):
         snip_start, snip_masks, snip_weights = starts[("snip", r)]
         reinit_start, reinit_masks, reinit_weights = starts[("snip-reinit", r)]
@@ -171,5 +169,8 @@ def test_each_level_of_a_baseline_trains_at_the_tickets_density_from_theta_k(tin
 
 
 def test_pruning_at_init_on_a_ticket_that_does_not_rewind_is_refused(tiny_cfg):
-    with pytest.raises(ConfigError, match="prunes at initialisation: it needs a ticket that rewinds"):
-        control_config(tiny_cfg(prune__reinit="finetune"), "snip")
+    with pytest.raises(ConfigError, match="control 'snip' prunes at initialisation: it needs a ticket that rewinds"):
+        tiny_cfg(prune__reinit="finetune").check_control("snip")
+    with pytest.raises(ConfigError, match=r"prune\.mask 'snip' prunes at initialisation: it needs a ticket"):
+        tiny_cfg(prune__reinit="finetune", prune__mask="snip")
+    tiny_cfg(prune__reinit="finetune").check_control("snip-reinit")  # (a fresh draw: the ticket's start is not used)

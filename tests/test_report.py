@@ -190,7 +190,7 @@ def test_the_report_has_every_section(page):
         "What was searched", "Recommendation", "Trial-level Pareto front", "Round-level frontier",
         "Every setting combination", "Every ticket beside its controls", "Accuracy vs density, one setting at a time",
         "p × k: ticket sparsity and accuracy (tickets only)", "Early stopping: the winning ticket against its controls",
-        "Density per layer"]
+        "Density per layer", "Round metrics at the ticket"]
 
 
 # --------------------------------------------------------------------------- sections on synthetic trials

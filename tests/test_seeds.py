@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ltstudy import cli
-from ltstudy.engine.controls import ControlSearch, control_config
+from ltstudy.engine.controls import ControlSearch
 from ltstudy.engine.errors import ConfigError
 from ltstudy.engine.seeds import Seeds
 from ltstudy.study.config import parse_study
@@ -55,10 +55,10 @@ def test_each_seed_moves_its_own_source_of_randomness_and_no_other(tiny_cfg, mak
 def test_the_mask_seed_draws_the_random_mask_control_and_keeps_its_per_layer_counts(tiny_cfg, digits):
     masks = {}
     for mask_seed in (1, 2):
-        cfg = control_config(tiny_cfg(ONE, seeds__mask=mask_seed), "random-mask")
+        cfg = tiny_cfg(ONE, seeds__mask=mask_seed)
         seen = []
-        ControlSearch(cfg, digits, callbacks=OnRoundStart(
-            lambda job, seen=seen: seen.append({n: m.clone() for n, m in job.masks.items()}))).run()
+        ControlSearch(cfg, digits, control="random-mask").run(OnRoundStart(
+            lambda job, seen=seen: seen.append({n: m.clone() for n, m in job.masks.items()})))
         masks[mask_seed] = seen[-1]  # level 1
     assert {n: int(m.sum()) for n, m in masks[1].items()} == {n: int(m.sum()) for n, m in masks[2].items()}
     assert any(not torch.equal(masks[1][n], masks[2][n]) for n in masks[1])

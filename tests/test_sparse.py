@@ -70,7 +70,7 @@ def test_a_round_on_the_sparse_kernels_is_the_dense_rounds_within_float_toleranc
 def test_the_model_holds_the_sparse_steps_weights_whenever_the_trainer_lets_anything_read_it(
         tiny_cfg, make_search, digits):
     """The values are written back lazily: at θ_k, at each on_step, and at the end of a round with no evaluation."""
-    from ltstudy.engine.rounds import Callback
+    from ltstudy.engine.callbacks import Callback
 
     search = make_search(tiny_cfg({"train.iterations": 40, "prune.rounds": 1, "prune.prune_rate": 0.8}))
     search.run()
@@ -197,7 +197,7 @@ def test_an_exported_tickets_sparse_model_predicts_what_the_dense_one_does_in_a_
     from ltstudy.engine.searches import ticket_search
 
     cfg = tiny_cfg({"prune.rounds": 3, "prune.prune_rate": 0.6})
-    ticket_search(cfg, digits, callbacks=TicketSaver(tmp_path, cfg, {3})).run()
+    ticket_search(cfg, digits).run(TicketSaver(tmp_path, cfg, {3}))
     ticket = load_ticket(tmp_path / "round_03")
     dense, sparse = ticket.model("trained").eval(), ticket.sparse_model()
     with torch.no_grad():
@@ -213,7 +213,7 @@ def test_an_exported_tickets_sparse_model_predicts_what_the_dense_one_does_in_a_
     assert kept < 0.2 * dense_bytes
     conv = tiny_cfg(model__name="conv-2")
     conv_saver = TicketSaver(tmp_path / "conv", conv, {1})
-    ticket_search(conv, digits, callbacks=conv_saver).run()
+    ticket_search(conv, digits).run(conv_saver)
     with pytest.raises(ConfigError, match="covers fully connected networks"):
         load_ticket(conv_saver.written[0]).sparse_model()
 

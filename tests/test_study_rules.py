@@ -88,8 +88,8 @@ def test_the_sampler_turns_repeats_away_so_every_trial_is_a_new_setting(stores: 
     searched = []
     real = trial_module.ticket_search
     monkeypatch.setattr(trial_module, "ticket_search",
-                        lambda cfg, data=None, cache=None, callbacks=None, controls=(): searched.append(cfg) or
-                        real(cfg, data, cache, callbacks, controls))
+                        lambda cfg, data=None, cache=None, controls=(): searched.append(cfg) or
+                        real(cfg, data, cache, controls))
     assert run(path) == 0
     trials = stores.study().trials
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 8 and len(searched) == 8  # every setting, once

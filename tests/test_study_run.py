@@ -16,8 +16,10 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from ltstudy.engine.compression import CostModel
 from ltstudy.engine.errors import RunFailed
-from ltstudy.engine.rounds import Callbacks, RoundResult
+from ltstudy.engine.rounds import RoundResult, TicketResult
+from ltstudy.engine.search import Search
 from ltstudy.study import runner as runner_module
 from ltstudy.study import trial as trial_module
 from ltstudy.study.attrs import EXPERIMENT_ATTR, PARENT_ATTR
@@ -29,6 +31,7 @@ from ltstudy.study.runner import run_study
 from ltstudy.study.session import RunOptions
 from ltstudy.study.storage import open_storage
 from ltstudy.study.tracking import PARENT_TAG, Tracker
+from tests.engine_helpers import OnNote, OnRoundEnd
 from tests.study_helpers import (
     ROUNDS,
     Stores,
@@ -67,14 +70,14 @@ def raise_in_search(monkeypatch: pytest.MonkeyPatch, on_call: int, exc: BaseExce
     real = trial_module.ticket_search
     calls = []
 
-    def make(cfg, data=None, cache=None, callbacks=None, controls=()):
-        search = real(cfg, data, cache, callbacks, controls)
+    def make(cfg, data=None, cache=None, controls=()):
+        search = real(cfg, data, cache, controls)
         calls.append(cfg.prune.prune_rate)
         if len(calls) == on_call:
             events = search.events
 
-            def failing():
-                gen, reply = events(), None
+            def failing(states=False):
+                gen, reply = events(states), None
                 while True:
                     try:
                         event = gen.send(reply)
@@ -333,7 +336,7 @@ def always_failing(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """Every ticket search raises before it trains (as a damaged cache once made every trial fail)."""
     calls: list[float] = []
 
-    def make(cfg, data=None, cache=None, callbacks=None, controls=()):
+    def make(cfg, data=None, cache=None, controls=()):
         calls.append(cfg.prune.prune_rate)
         raise KeyError("theta0")
 
@@ -431,6 +434,33 @@ def test_a_study_that_aborts_with_an_error_marks_its_parent_run_failed(stores: S
     assert parent.info.status == "FAILED"
 
 
+@pytest.mark.parametrize("pack", [1, 2])
+def test_a_study_callback_hears_every_round_of_every_search_from_its_watcher_bound_to_trial_and_seed(
+        stores: Stores, pack: int):
+    """(Rounds reached the study's callback only through the trial's own method, `on_trial_round`.)"""
+    from ltstudy.study.callbacks import StudyCallback
+
+    class Watching(StudyCallback):
+        def __init__(self):
+            self.heard: list[tuple] = []
+
+        def watch(self, trial, seed):
+            return OnRoundEnd(lambda rec: self.heard.append((trial, seed, rec.control, rec.round)))
+
+    path = write_study(stores.root, stores, study={"n_trials": 2, "replicates": 2, "controls": ["random-mask"],
+                                                    "pack": pack, "sampler": "grid"},
+                       search={"prune_rate": [0.2, 0.5], "rewind_iter": 0, "scope": "layerwise", "reinit": "rewind",
+                               "rounds": 1})
+    watching = Watching()
+    run_study(load_study(path), RunOptions(), watching)
+    expected = [(t, seed, control, r) for t in (0, 1) for seed in (0, 1)
+                for control, r in (("", 0), ("random-mask", 1), ("", 1))]  # (a level's control before the ticket)
+    assert sorted(watching.heard) == sorted(expected)
+    for t in (0, 1):  # each search's own order
+        for seed in (0, 1):
+            assert [h[2:] for h in watching.heard if h[:2] == (t, seed)] == [("", 0), ("random-mask", 1), ("", 1)]
+
+
 def test_stop_on_drop_prunes_the_trial_and_keeps_its_rounds(stores: Stores):
     path = write_study(stores.root, stores, study={"n_trials": 1, "stop_on_drop": True, "max_accuracy_drop": 0.0},
                        search={"prune_rate": 0.9, "rounds": 3, "scope": "layerwise", "reinit": "rewind",
@@ -491,22 +521,25 @@ def _synthetic_rounds(rate: float, n: int, accuracy) -> list[RoundResult]:
 def test_the_median_pruner_does_not_kill_a_low_p_trial_before_it_reaches_the_density(stores: Stores, monkeypatch):
     """accuracy_at_density:X used to report 0 at every round before density X, so the median pruner killed every
     low-p trial early (a p = 0.2 trial that would score 0.95 was pruned at round 4 against p = 0.5 trials at 0.80)."""
-    class Scripted:
+    class Scripted(Search):
         """Prepared rounds: p = 0.5 has fallen to 0.80 at density 0.125 (round 3); p = 0.2 keeps 0.95 to round 10."""
 
-        def __init__(self, cfg, data=None, cache=None, callbacks=None, controls=()):
-            self.callbacks = Callbacks(callbacks)
+        kind = "ticket"
+        cost = CostModel({"fc": 100}, {"fc": 100}, 110)  # (one layer: the compression metric has its numbers)
+
+        def __init__(self, cfg, data=None, cache=None, controls=()):
             p = cfg.prune.prune_rate
             self.rounds = (_synthetic_rounds(0.5, 10, lambda r: [0.97, 0.90, 0.85, 0.80][r] if r < 4 else 0.8 - r / 50)
                            if p == 0.5 else _synthetic_rounds(0.2, 10, lambda r: 0.97 if r < 3 else 0.95))
-            self.path_rounds = None
-            self.cost = self  # (no architecture: the rounds' compression numbers stay unset)
+            self.done = []
 
-        def fill(self, record):
-            pass
+        def _events(self, states):
+            for rec in self.rounds:
+                self.done.append(rec)
+                yield rec
 
-        def events(self):
-            yield from self.rounds
+        def result(self, stopped=None):
+            return TicketResult({}, list(self.done), "cpu", stopped)
 
     monkeypatch.setattr(trial_module, "ticket_search", Scripted)
     path = write_study(stores.root, stores, study={"objectives": ["accuracy_at_density:0.15"], "n_trials": 5,
@@ -718,7 +751,7 @@ def test_logging_goes_offline_when_the_server_fails_and_comes_back_with_the_next
 
     server, lines, clock = _Server(), [], [1000.0]
     monkeypatch.setattr(mlflow_logging.time, "monotonic", lambda: clock[0])
-    log = StudyLog(server, notice=lines.append)
+    log = StudyLog(server, notes=OnNote(lines.append))
     trial = SimpleNamespace(number=0, study=SimpleNamespace(study_name="tiny"), set_user_attr=lambda k, v: None)
 
     def start() -> str | None:

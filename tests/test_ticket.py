@@ -11,7 +11,8 @@ from ltstudy.engine import pruning
 from ltstudy.engine.errors import ConfigError, StopSearch
 from ltstudy.engine.models import build_model
 from ltstudy.engine.rounds import RoundJob, RoundResult
-from ltstudy.engine.searches import run_ticket_search
+from ltstudy.engine.search import SearchRanAlready
+from ltstudy.engine.searches import ticket_search
 from ltstudy.engine.ticket import TicketSearch
 from ltstudy.engine.training import train
 from tests.engine_helpers import OnEvaluation, OnRoundEnd, OnRoundStart, OnStep
@@ -232,17 +233,17 @@ def test_finetune_trains_at_the_final_learning_rate_and_lr_rewind_replays_the_sc
 
 def test_same_seed_and_config_give_identical_rounds(tiny_cfg, digits):
     cfg = tiny_cfg(prune__rounds=2, prune__rewind_iter=10, model__dropout=0.2, train__iterations=40)
-    first = run_ticket_search(cfg, data=digits)
-    second = run_ticket_search(cfg, data=digits)
+    first = ticket_search(cfg, data=digits).run()
+    second = ticket_search(cfg, data=digits).run()
     assert without_wall_time(first.rounds) == without_wall_time(second.rounds)
     assert first.config == second.config == cfg.to_dict()
 
 
 def test_augmented_runs_are_reproducible_too(tiny_cfg):
     cfg = tiny_cfg(data__augment=True, prune__rewind_iter=10, train__iterations=30, train__eval_every=10)
-    first, second = run_ticket_search(cfg), run_ticket_search(cfg)
+    first, second = ticket_search(cfg).run(), ticket_search(cfg).run()
     assert without_wall_time(first.rounds) == without_wall_time(second.rounds)
-    plain = run_ticket_search(tiny_cfg(prune__rewind_iter=10, train__iterations=30, train__eval_every=10))
+    plain = ticket_search(tiny_cfg(prune__rewind_iter=10, train__iterations=30, train__eval_every=10)).run()
     assert [r.train_loss for r in plain.rounds] != [r.train_loss for r in first.rounds]
 
 
@@ -262,8 +263,8 @@ def test_a_rewound_round_replays_the_batches_from_iteration_k(make_search, monke
 
 
 def test_a_different_seed_gives_different_numbers(tiny_cfg, digits):
-    a = run_ticket_search(tiny_cfg(train__iterations=40), data=digits)
-    b = run_ticket_search(tiny_cfg(seed=1, train__iterations=40), data=digits)
+    a = ticket_search(tiny_cfg(train__iterations=40), digits).run()
+    b = ticket_search(tiny_cfg(seed=1, train__iterations=40), digits).run()
     assert [r.val_loss for r in a.rounds] != [r.val_loss for r in b.rounds]
     assert [r.train_loss for r in a.rounds] != [r.train_loss for r in b.rounds]
 
@@ -271,8 +272,8 @@ def test_a_different_seed_gives_different_numbers(tiny_cfg, digits):
 def test_random_mask_and_random_reinit_are_reproducible(tiny_cfg, digits):
     cfg = tiny_cfg(prune__mask="random", prune__reinit="random", prune__rounds=2, train__iterations=20,
                    train__eval_every=10)
-    assert without_wall_time(run_ticket_search(cfg, data=digits).rounds) == \
-        without_wall_time(run_ticket_search(cfg, data=digits).rounds)
+    assert without_wall_time(ticket_search(cfg, data=digits).run().rounds) == \
+        without_wall_time(ticket_search(cfg, data=digits).run().rounds)
 
 
 # --------------------------------------------------------------------------- callbacks and results
@@ -314,6 +315,16 @@ def test_round_records_hold_sane_numbers(make_search):
         assert rec.early_stop_iteration % 20 == 0 or rec.early_stop_iteration == 60
 
 
+def test_a_search_runs_once_and_a_second_run_is_refused_with_nothing_doubled(make_search):
+    seen = []
+    search = make_search(train__iterations=20, train__eval_every=10)
+    first = search.run(OnRoundEnd(seen.append))
+    with pytest.raises(SearchRanAlready, match="has run already and a search runs once: build another"):
+        search.run(OnRoundEnd(seen.append))
+    assert [r.round for r in seen] == [r.round for r in first.rounds] == [0, 1]
+    assert [r.round for r in search.result().rounds] == [0, 1]  # (a second run appended a "round 0" at 0.8 once)
+
+
 def test_write_json_holds_the_config_and_the_rounds(make_search, tmp_path):
     search = make_search(train__iterations=20, train__eval_every=10)
     result = search.run()
@@ -349,10 +360,16 @@ def test_a_rewound_round_replays_round_zeros_augmentations_from_iteration_k(tiny
 # --------------------------------------------------------------------------- the paper's controls
 
 
+def reported(search):
+    """What holds the model and masks of the rounds a search reports: a control alone's branch, or the ticket."""
+    return getattr(search, "branch", search)
+
+
 def masks_per_round(search) -> dict[int, dict[str, torch.Tensor]]:
     """Run a search, keeping the masks of every finished round (searches expose their current masks)."""
     seen: dict[int, dict[str, torch.Tensor]] = {}
-    search.run(OnRoundEnd(lambda rec: seen.__setitem__(rec.round, {n: m.clone() for n, m in search.masks.items()})))
+    search.run(OnRoundEnd(lambda rec: seen.__setitem__(rec.round, {n: m.clone()
+                                                                    for n, m in reported(search).masks.items()})))
     return seen
 
 
@@ -366,7 +383,7 @@ def start_states(search) -> dict[int, dict[str, torch.Tensor]]:
             return starts
         reply = None
         if isinstance(event, RoundJob):
-            if event.model is search.model:  # (a control also trains its ticket's rounds, on the ticket's model)
+            if event.model is reported(search).model:  # (a control also trains its ticket's rounds)
                 starts[event.round] = {k: v.clone() for k, v in event.model.state_dict().items()}
             reply = train(event, search.data)
 
@@ -392,7 +409,7 @@ def test_the_random_reinit_control_starts_each_level_from_a_fresh_draw_of_the_in
     from scipy.stats import ks_2samp
 
     search = make_search(tiny_cfg(CONTROL, prune__reinit="random"))
-    theta0 = search.path.theta0
+    theta0 = search.theta0
     starts = start_states(search)
     assert sorted(starts) == [1, 2, 3]  # level 0 is the ticket's dense round itself
     for r, state in starts.items():
@@ -427,7 +444,6 @@ def test_the_random_mask_control_has_the_tickets_layer_counts_at_other_positions
 def test_a_control_reuses_the_tickets_rounds_from_the_cache_and_the_ticket_reuses_the_controls_path(
         tiny_cfg, digits, tmp_path):
     from ltstudy.engine.cache import RoundCache
-    from ltstudy.engine.searches import ticket_search
 
     cache = RoundCache(tmp_path / "cache")
     control = ticket_search(tiny_cfg(CONTROL, prune__reinit="random"), digits, cache).run()

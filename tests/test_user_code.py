@@ -11,7 +11,7 @@ import optuna
 import pytest
 
 from ltstudy.engine.errors import ConfigError
-from ltstudy.engine.registry import CONTROLS, MASKS, REINITS
+from ltstudy.engine.registry import AT_INIT, CONTROLS, REINITS
 from ltstudy.study.storage import open_storage
 from tests.study_helpers import seed_mlflow_db, to_toml
 from tests.test_plugins import ltstudy
@@ -195,13 +195,13 @@ def test_a_plugin_file_named_like_another_module_is_refused_in_one_line(tmp_path
 
 MY_SNIP = '''
 from ltstudy.engine.masks.snip import Snip
-from ltstudy.engine.registry import MASKS
+from ltstudy.engine.registry import AT_INIT
 
 class MySnip(Snip):
     """SNIP, as a method of the user's own."""
     method = "my SNIP"
 
-MASKS.add("my-snip", MySnip)
+AT_INIT.add("my-snip", MySnip)
 '''
 
 
@@ -212,43 +212,56 @@ def my_snip(monkeypatch):
     class MySnip(Snip):
         method = "my SNIP"
 
-    monkeypatch.setattr(MASKS, "_entries", dict(MASKS._entries))
-    MASKS.add("my-snip", MySnip)
+    monkeypatch.setattr(AT_INIT, "_entries", dict(AT_INIT._entries))
+    AT_INIT.add("my-snip", MySnip)
     return MySnip
 
 
 def test_a_users_pruning_at_init_method_is_refused_with_a_reinit_that_keeps_trained_weights(my_snip):
     from ltstudy.engine.config import TicketConfig
 
-    assert MASKS.get("my-snip").at_init  # from its class: nothing to declare
+    assert CONTROLS.load("my-snip").needs_rewinding  # from the branch class it gets: nothing to declare
     for reinit in ("finetune", "lr-rewind"):
         with pytest.raises(ConfigError, match="prunes at initialisation: it needs a ticket that rewinds"):
             TicketConfig.from_dict({"prune": {"mask": "my-snip", "reinit": reinit}})
+        with pytest.raises(ConfigError, match="control 'my-snip' prunes at initialisation"):
+            TicketConfig.from_dict({"prune": {"reinit": reinit}}).check_control("my-snip")
     TicketConfig.from_dict({"prune": {"mask": "my-snip", "reinit": "rewind"}})
 
 
 def test_a_users_pruning_at_init_method_is_a_control_of_its_own_name(my_snip):
-    assert "my-snip" in CONTROLS and CONTROLS.load("my-snip") == {"prune.mask": "my-snip"}
-    assert "my-snip" in CONTROLS.names()
+    from ltstudy.engine.config import TicketConfig
+
+    assert "my-snip" in CONTROLS and "my-snip-reinit" in CONTROLS.names()
     assert "random-reinit" in CONTROLS and "magnitude" not in CONTROLS  # (a ticket-finding rule is not a control)
+    named, ticket = TicketConfig.from_dict({"prune": {"mask": "my-snip"}}).split_control()  # (its config form)
+    assert (named, ticket.prune.mask) == ("my-snip", "magnitude")
 
 
-def test_registration_metadata_that_disagrees_with_the_class_is_refused(my_snip, monkeypatch):
-    with pytest.raises(ConfigError, match="its class 'MySnip' says at_init = True; drop at_init="):
-        MASKS.add("wrong", my_snip, at_init=False)
+def test_the_config_checks_read_a_methods_class_so_registration_metadata_cannot_slip_past_them(my_snip,
+                                                                                             monkeypatch):
+    from ltstudy.engine.config import TicketConfig
+
     monkeypatch.setattr(REINITS, "_entries", dict(REINITS._entries))
-    REINITS.add("lazy-finetune", "ltstudy.engine.reinit.finetune:Finetune", resets_to_init=True)
-    with pytest.raises(ConfigError, match="says resets_to_init = False"):
-        REINITS.load("lazy-finetune")
+    REINITS.add("lazy-finetune", "ltstudy.engine.reinit.finetune:Finetune", rewinds=True)  # (says what it is not)
+    with pytest.raises(ConfigError, match=r"needs a ticket that rewinds .*not 'lazy-finetune'"):
+        TicketConfig.from_dict({"prune": {"mask": "my-snip", "reinit": "lazy-finetune"}})
 
 
-def test_every_built_in_entrys_metadata_says_what_its_class_says():
-    for registry in (MASKS, REINITS):
-        for name, entry in registry.items():
-            declared = {k: entry.meta[k] for k in registry.class_attrs if k in entry.meta}
-            assert declared.keys() == registry.class_attrs.keys(), name  # (so a study file is checked without torch)
-            cls = entry.load()  # (refused if they disagree)
-            assert all(getattr(cls, k) == v for k, v in declared.items()), name
+def test_every_built_in_methods_class_loads_without_torch_so_a_study_file_is_checked_without_it():
+    code = """
+import sys
+from ltstudy.engine.registry import AT_INIT, CONTROLS, MASKS, REINITS
+from ltstudy.engine.config import TicketConfig
+print(sorted(n for n, e in REINITS.items() if e.load().rewinds))
+print(sorted(n for n, e in CONTROLS.items() if e.load().needs_rewinding) == sorted(AT_INIT.names()))
+print(CONTROLS.config_forms()[("random", "random")], len(MASKS))
+TicketConfig.from_dict({"prune": {"mask": "snip"}})
+print("TORCH", sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))[:3])
+"""
+    proc = __import__("subprocess").run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["['rewind']", "True", "random-both 1", "TORCH []"]
 
 
 def test_a_study_runs_a_users_pruning_at_init_method_from_a_plugin_file_as_a_control(tmp_path, tmp_path_factory):

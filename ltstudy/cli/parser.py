@@ -14,7 +14,7 @@ import typing
 from typing import Any
 
 from ..engine.config import config_fields, flag_name
-from ..engine.registry import CONTROLS, DATASETS, MASKS, MODELS, REINITS, SCOPES
+from ..engine.registry import CONTROLS, DATASETS, MASKS, METRICS, MODELS, REINITS, SCOPES
 from ..study.config import DEFAULT_STORAGE
 from .common import Parser
 
@@ -46,14 +46,14 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
 def _registries_epilog() -> str:
     lines = []
     registries = (("datasets", DATASETS), ("models", MODELS), ("re-init strategies (--reinit)", REINITS),
-                  ("mask rules (--mask)", MASKS), ("pruning scopes (--scope)", SCOPES))
+                  ("mask rules (--mask)", MASKS), ("pruning scopes (--scope)", SCOPES),
+                  ("controls and baselines (--control; a study's [study] controls)", CONTROLS),
+                  ("round metrics (every round gets them)", METRICS))
     width = max(len(n) for _, registry in registries for n in registry)  # one column for every list
     for title, registry in registries:
         lines += [f"{title}:"] + [f"  {n:{width}}  {e.summary}" for n, e in registry.items()]
-    # (the controls named like a mask rule are that rule; the others are run from their settings)
-    named = [(n, e.target) for n, e in CONTROLS.items() if isinstance(e.target, dict) and n not in MASKS]
-    lines.append("controls ([study] controls trains them beside every ticket; alone, run their settings):")
-    lines += [f"  {n:{width}}  " + " ".join(f"--{k.rpartition('.')[2]} {v}" for k, v in t.items()) for n, t in named]
+    lines.append('A control alone in its config form: --reinit random (random-reinit), --mask random (random-mask), '
+                 "both (random-both), --mask METHOD (a method pruning at initialisation: METHOD).")
     lines.append("Your own, from a module of yours: --plugin mynets (see the README, 'Extending ltstudy').")
     return "\n".join(lines)
 
@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "studies use (default: no cache; a control then trains its ticket's rounds too)")
     ticket.add_argument("--save", metavar="DIR", help="save every round's ticket (mask, initial and trained weights, "
                         "as safetensors) into DIR/round_NN; load one with ltstudy.engine.export.load_ticket")
+    ticket.add_argument("--control", metavar="NAME", help="run this control (or baseline) alone, level by level on the "
+                        "masks of the ticket these settings find (the list is at the end of --help)")
     add_config_flags(ticket)
     ticket.set_defaults(command_function="ltstudy.cli.ticket:ticket")
 
@@ -212,6 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
                       "per row, mean with a shaded 95%% t-interval over curves")
     comp.add_argument("--bins", type=int, metavar="N", help="bins for a setting searched as a range: N quantile "
                       "bins, each with its n (default: 4)")
+    comp.add_argument("--metric", action="append", metavar="NAME", help="also show this number of the rounds (a "
+                      "round metric: compression_ratio, val_instability, a plugin's own; or any field) at each "
+                      "curve's ticket round, per row; repeat for several (an unknown name lists those there are)")
     comp.set_defaults(command_function="ltstudy.cli.read:compare")
 
     rep = study_parser(

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import sys
 
+from ..engine.callbacks import Callback
 from ..study.callbacks import StudyCallback
 from .common import fmt
 
 
-class TicketProgress(StudyCallback):
+class TicketProgress(Callback):
     """Bars for rounds and iterations of one search, shown only on a terminal."""
 
     def __init__(self, n_rounds: int, enabled: bool, position: int = 0, label: str = "rounds",
@@ -56,7 +57,8 @@ class StudyProgress(StudyCallback):
         self.enabled, self.n_trials, self.per_round = enabled, n_trials, per_round
         self.trials = None
         self.plan = None
-        self.ticket: TicketProgress | None = None
+        self.ticket: TicketProgress | None = None  # the round bar of the trial that started last
+        self.ticket_trial: int | None = None
 
     def __enter__(self):
         if self.enabled:
@@ -77,10 +79,10 @@ class StudyProgress(StudyCallback):
             plan = self.plan  # (every seed's ticket rounds and its controls' levels, at most: a search may stop early)
             total = plan.seeds * (plan.rounds + 1 + plan.controls * plan.rounds) if plan is not None else None
             self.ticket = TicketProgress(0, True, position=1, label=f"trial {number} rounds", total=total).__enter__()
+            self.ticket_trial = number
 
-    def on_trial_round(self, number, seed, record, search="ticket") -> None:
-        if self.ticket is not None:
-            self.ticket.on_round_end(record)
+    def watch(self, trial: int, seed: int) -> Callback | None:
+        return _TrialRounds(self, trial) if self.enabled and self.per_round else None
 
     def on_evaluation(self, job, iteration, evaluation) -> None:
         if self.ticket is not None:
@@ -101,6 +103,18 @@ class StudyProgress(StudyCallback):
         if self.trials is not None:
             self.trials.close()
         return False
+
+
+class _TrialRounds(Callback):
+    """A search's rounds on StudyProgress's round bar, while the bar is its trial's (every seed's rounds and its
+    controls' levels count)."""
+
+    def __init__(self, progress: StudyProgress, trial: int):
+        self.progress, self.trial = progress, trial
+
+    def on_round_end(self, record) -> None:
+        if self.progress.ticket is not None and self.progress.ticket_trial == self.trial:
+            self.progress.ticket.on_round_end(record)
 
 
 class ProgressLines(StudyCallback):
@@ -126,8 +140,11 @@ class ProgressLines(StudyCallback):
                      f"{f' and {plan.stability:,} iterations of stability copies' if plan.stability else ''}: at most "
                      f"{plan.total_iterations:,} training iterations (fewer where the cache holds shared rounds)")
 
-    def on_trial_round(self, number, seed, record, search="ticket") -> None:
-        what = "ticket" if search in ("", "ticket") else f"control {search}"
+    def watch(self, trial: int, seed: int) -> Callback:
+        return _RoundLines(self, trial, seed)
+
+    def round_line(self, number: int, seed: int, record) -> None:
+        what = f"control {record.control}" if record.control else "ticket"
         self.say(f"trial {number} seed {seed} round {record.round} ({what}): density {record.density:.4f}, val acc "
                  f"{record.val_accuracy:.4f}, {record.wall_seconds:.1f} s" + (" (from the cache)" if record.reused
                                                                                else ""))
@@ -142,6 +159,16 @@ class ProgressLines(StudyCallback):
     def on_trial_end(self, trial) -> None:
         values = ", ".join(f"{v:.4g}" for v in trial.values) if trial.values else ""
         self.say(f"trial {trial.number} {trial.state.name}" + (f": {values}" if values else ""))
+
+
+class _RoundLines(Callback):
+    """ProgressLines' line per finished round of one search (trial `number`, training seed `seed`)."""
+
+    def __init__(self, lines: ProgressLines, number: int, seed: int):
+        self.lines, self.number, self.seed = lines, number, seed
+
+    def on_round_end(self, record) -> None:
+        self.lines.round_line(self.number, self.seed, record)
 
 
 def plural(n: int, word: str) -> str:

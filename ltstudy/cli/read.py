@@ -15,7 +15,7 @@ from ..engine import strict_json
 from ..engine.errors import ConfigError
 from ..study.attrs import PARENT_ATTR
 from ..study.compare import compare as comparison
-from ..study.compare import compare_text
+from ..study.compare import compare_text, round_numbers
 from ..study.compare_plots import plot_compare
 from ..study.config import DEFAULT_STORAGE
 from ..study.frontier import pareto_trials, round_frontier
@@ -26,6 +26,7 @@ from ..study.session import load_existing
 from ..study.storage import check_storage, check_tracking_uri, open_storage, redact, sqlite_path, storage_exists
 from ..study.tables import format_table
 from ..study.tracking import Tracker
+from ..study.trial_results import collect
 from .common import (
     check_bins,
     check_density,
@@ -104,8 +105,14 @@ def compare(args: argparse.Namespace) -> int:
     check_outputs(args)
     study = read_study(args, cfg)[1]
     trials = study.get_trials(deepcopy=False)
+    metrics = list(dict.fromkeys(args.metric or []))
+    known = round_numbers(collect(trials).curves) if metrics else []
+    for name in metrics:
+        if name not in known:
+            raise ConfigError(f"compare --metric {name}: no round of study '{study.study_name}' has it; its rounds "
+                              f"have: {', '.join(known) or 'no finished rounds yet'}")
     cmp = comparison(trials, by, cfg.study.epsilon, args.density, searched=list(cfg.searched), split=args.split,
-                     objectives=cfg.study.objectives, n_bins=args.bins)
+                     objectives=cfg.study.objectives, n_bins=args.bins, metrics=metrics)
     print(compare_text(cmp, study.study_name))
     if args.json:
         with open(args.json, "w") as fh:

@@ -10,8 +10,7 @@ from ..engine.chance import DenseMustLearn
 from ..engine.config import load_config
 from ..engine.data import load_dataset
 from ..engine.device import resolve_device
-from ..engine.drivers import drive
-from ..engine.errors import DivergedError
+from ..engine.errors import ConfigError, DivergedError
 from ..engine.export import TicketSaver
 from ..engine.searches import kind_of, ticket_search
 from ..study.storage import check_cache_dir
@@ -24,6 +23,12 @@ from .progress import TicketProgress
 
 def ticket(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, overrides(args))
+    if args.control is not None:
+        named = cfg.split_control()[0]
+        if named is not None:
+            raise ConfigError(f"--control {args.control}: the settings name control {named!r} already (--reinit "
+                              f"{cfg.prune.reinit}, --mask {cfg.prune.mask}); give the control once")
+        cfg.check_control(args.control)
     if args.json:
         check_output(args.json, "--json")
     if args.save:
@@ -37,11 +42,11 @@ def ticket(args: argparse.Namespace) -> int:
     progress = TicketProgress(0, enabled=not args.quiet and sys.stderr.isatty())
     # (building the search loads the data and validates the schedule before any training)
     data = load_dataset(cfg.data, resolve_device(cfg.device))
-    search = ticket_search(cfg, data, cache, [DenseMustLearn(data), progress, *([saver] if saver else [])])
+    search = ticket_search(cfg, data, cache, control=args.control)
     progress.n_rounds = search.n_rounds
     try:
         with progress:
-            result = drive(search)
+            result = search.run([DenseMustLearn(data), progress, saver])
     except DivergedError as exc:  # not bad input, but a result: one line, exit 1
         print(f"ltstudy ticket: {exc}", file=sys.stderr)
         return 1
@@ -53,8 +58,8 @@ def ticket(args: argparse.Namespace) -> int:
             source = ("loaded from the cache" if not done.get("trained") else
                       f"{done['trained']} trained here" + (f", {done['reused']} loaded from the cache"
                                                            if done.get("reused") else ""))
-            print(f"{kind_of(cfg)} on the masks of the ticket with the same settings; the ticket's rounds "
-                  f"0..{search.n_rounds - 1}: {source}")
+            print(f"{kind_of(cfg, args.control)} on the masks of the ticket with the same settings; the ticket's "
+                  f"rounds 0..{search.n_rounds - 1}: {source}")
         print(round_table(result.rounds))
         print(f"device {result.device}; config hash {cfg.hash()}")
     if args.json:  # (what was written is said with --quiet too)

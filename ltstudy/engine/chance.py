@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import torch
 
+from .callbacks import Callback
 from .data import Dataset
 from .errors import DivergedError
-from .rounds import Callback, RoundResult
+from .rounds import RoundResult
 
 MIN_EXAMPLES = 50
 

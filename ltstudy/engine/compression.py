@@ -12,7 +12,8 @@
 - theoretical speedup: dense FLOPs over non-zero FLOPs.
 
 The numbers follow from the architecture and the per-layer densities alone, so
-a cached round gets them too. Masked weights are counted as zeros, not looked
+a cached round gets them too: `Compression` is the registered round metric
+(metrics.py) that adds them to every round. Masked weights are counted as zeros, not looked
 for among the trained values.
 """
 
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .rounds import RoundResult
+from .metrics import FinishedRound, RoundMetric
 
 
 @dataclass(frozen=True)
@@ -70,12 +71,9 @@ class CostModel:
                 "dense_flops": float(dense), "nonzero_flops": nonzero,
                 "theoretical_speedup": dense / nonzero if nonzero else math.inf}
 
-    def filled(self, rec: RoundResult) -> dict:
-        """A round record as a dict with its compression and FLOPs fields set (the record itself unchanged): what a
-        round's state carries to the callbacks that save it, before the driver fills the record it yields."""
-        return {**rec.to_dict(), **self.of_round(rec.layer_density)}
 
-    def fill(self, rec: RoundResult) -> None:
-        """Set a round record's compression and FLOPs fields."""
-        for key, value in self.of_round(rec.layer_density).items():
-            setattr(rec, key, value)
+class Compression(RoundMetric):
+    """ShrinkBench's compression ratios, parameter counts, FLOPs and theoretical speedup of every round."""
+
+    def compute(self, finished: FinishedRound) -> dict[str, float | int]:
+        return finished.cost.of_round(finished.record.layer_density)

@@ -8,20 +8,18 @@ validation rule wherever it is written.
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import math
 import re
 import tomllib
-import types
 import typing
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from .coercion import build, set_dotted
 from .errors import ConfigError, SettingWarning
 from .hashing import digest
-from .registry import DATASETS, MASKS, MODELS, REINITS, SCOPES, control_hint, load_plugins, unknown_name
+from .registry import CONTROLS, DATASETS, MASKS, MODELS, REINITS, SCOPES, control_hint, load_plugins, unknown_name
 from .seeds import Seeds
 
 MAX_SEED = 2**63 - 1  # (torch and the derived streams take 63 bits)
@@ -97,10 +95,11 @@ class PruneConfig:
                                              "ticket")
     # Methods are registered by name (registry.py): the lists in --help are the built-in ones.
     scope: str = setting("layerwise", help="layerwise: each layer loses p; global: one threshold over the layers")
+    # A control's config form (TicketConfig.split_control): reinit = "random", mask = "random" or "snip", ...
     reinit: str = setting("rewind", help="what the survivors are reset to: rewind, finetune, lr-rewind; random = "
                                          "the paper's control: the ticket's mask, a fresh init")
     mask: str = setting("magnitude", help="magnitude; or random = the control: a random mask with the ticket's "
-                                          "per-layer densities")
+                                          "per-layer densities; or a method pruning at initialisation (snip, ...)")
     output_rate: float = setting(1.0, help="factor on p for the output layer (Frankle & Carbin: 0.5)")
     conv_rate: float = setting(-1.0, help="rate for conv layers; -1 = prune_rate")
     layer_rates: dict[str, float] = setting(factory=dict, help="per-layer rate overrides, e.g. fc1=0.3,fc3=0.1")
@@ -185,24 +184,54 @@ class TicketConfig:
             set_dotted(data, key, value)
         return TicketConfig.from_dict(data)
 
+    # ----------------------------------------------------------------- controls
+
+    def split_control(self) -> tuple[str | None, TicketConfig]:
+        """The control this config names in its config form (`prune.reinit = "random"`, `prune.mask = "random"`
+        or a method pruning at initialisation), and the ticket it is evaluated on: this config with those
+        settings at their defaults. (None, self) for a ticket's config."""
+        p = self.prune
+        form = (p.reinit if p.reinit not in REINITS else None, p.mask if p.mask not in MASKS else None)
+        if form == (None, None):
+            return None, self
+        name = CONTROLS.config_forms().get(form)
+        if name is None:
+            raise ConfigError(f"prune.reinit = {p.reinit!r} with prune.mask = {p.mask!r} is no registered control; "
+                              f"the controls' config forms: {CONTROLS.forms_text()}")
+        default = PruneConfig()
+        return name, self.replace({"prune.reinit": default.reinit if form[0] else p.reinit,
+                                   "prune.mask": default.mask if form[1] else p.mask})
+
+    def check_control(self, name: str, subject: str | None = None) -> None:
+        """Refuse, in one line, control `name` (registry.CONTROLS) on this ticket's config when it cannot run there."""
+        if name not in CONTROLS:
+            raise ConfigError(unknown_name(CONTROLS.kind, name, CONTROLS.names()))
+        entry, reinit = CONTROLS.get(name), self.prune.reinit
+        if entry.load().needs_rewinding and not REINITS.load(reinit).rewinds:
+            raise ConfigError(f"{subject or f'control {name!r}'} prunes at initialisation: it needs a ticket that "
+                              f"rewinds (prune.reinit = \"rewind\"), not {reinit!r}, whose rounds start from trained "
+                              "weights")
+
     # ----------------------------------------------------------------- checks
 
     def validate(self) -> None:
         """Checks that need no data; data-dependent ones live in `resolve_schedule`."""
         load_plugins(self.plugins, search=[Path.cwd()])
-        for registry, name, where in ((DATASETS, self.data.name, "data.name"),
-                                      (MODELS, self.model.name, "model.name"),
-                                      (REINITS, self.prune.reinit, "prune.reinit"),
-                                      (MASKS, self.prune.mask, "prune.mask"),
-                                      (SCOPES, self.prune.scope, "prune.scope")):
-            if name not in registry:
-                hint = control_hint(name, registry.kind) if registry in (MASKS, REINITS) else None
-                raise ConfigError(f"{where}: " + (hint or unknown_name(registry.kind, name, registry.names())))
         p, t = self.prune, self.train
-        if MASKS.get(p.mask).at_init and not REINITS.get(p.reinit).resets_to_init:
-            raise ConfigError(f"prune.mask {p.mask!r} prunes at initialisation: it needs a ticket that rewinds "
-                              f"(prune.reinit = \"rewind\"), not {p.reinit!r}, whose rounds start from trained "
-                              "weights")
+        forms = CONTROLS.config_forms()
+        for registry, name, where, part in ((DATASETS, self.data.name, "data.name", None),
+                                            (MODELS, self.model.name, "model.name", None),
+                                            (REINITS, p.reinit, "prune.reinit", 0),
+                                            (MASKS, p.mask, "prune.mask", 1),
+                                            (SCOPES, p.scope, "prune.scope", None)):
+            controls = [] if part is None else list(dict.fromkeys(f[part] for f in forms if f[part]))
+            if name not in registry and name not in controls:
+                hint = control_hint(name, registry.kind) if part is not None else None
+                raise ConfigError(f"{where}: " + (hint or unknown_name(registry.kind, name,
+                                                                       [*registry.names(), *controls])))
+        control, ticket = self.split_control()
+        if control is not None:
+            ticket.check_control(control, f"prune.mask {p.mask!r}" if p.mask not in MASKS else None)
         for name, seed in (("seed", self.seed), ("data.split_seed", self.data.split_seed)):
             if not 0 <= seed <= MAX_SEED:
                 raise ConfigError(f"{name} must be between 0 and 2^63 - 1, got {seed}")
@@ -344,120 +373,6 @@ def to_iterations(value: int | str, iterations_per_epoch: int, name: str) -> int
         raise ConfigError(f"{name} = {value!r} is {n:,} iterations, more than the {MAX_ITERATIONS:,} a round may "
                           "train (20 times ImageNet's ResNet-50 schedule)")
     return n
-
-
-# --------------------------------------------------------------------------- generic coercion
-
-
-def build(cls: type, data: Any, where: str) -> Any:
-    """Build dataclass `cls` from a plain dict, rejecting unknown keys with a suggestion."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where} must be a table, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = [k for k in data if k not in fields]
-    if unknown:
-        raise ConfigError(unknown_key_message(unknown[0], list(fields), where))
-    kwargs = {}
-    for name, value in data.items():
-        kwargs[name] = coerce(value, hints[name], f"{where}.{name}" if where != "config" else name)
-    return cls(**kwargs)
-
-
-def unknown_key_message(key: str, known: list[str], where: str) -> str:
-    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-    hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(known)}"
-    place = "" if where == "config" else f" in [{where}]"
-    return f"unknown key '{key}'{place}{hint}"
-
-
-def coerce(value: Any, tp: Any, where: str) -> Any:
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        return build(tp, value, where)
-    if origin is Literal:
-        choices = typing.get_args(tp)
-        if value not in choices:
-            close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise ConfigError(f"{where} must be one of {', '.join(map(str, choices))}, got {value!r}{hint}")
-        return value
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        if int in args and isinstance(value, str) and re.fullmatch(r"\s*\d+\s*", value):
-            return int(value)  # CLI '500' and TOML 500 must hash alike
-        for arg in args:  # exact type first, so 500 stays an int in `int | str`
-            if isinstance(value, arg) and not (arg is int and isinstance(value, bool)):
-                return value
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return coerce(value, arg, where)
-            except ConfigError:
-                continue
-        raise ConfigError(f"{where} has the wrong type: {value!r}")
-    if origin is list:
-        (item,) = typing.get_args(tp)
-        if isinstance(value, str):
-            value = [v for v in (s.strip() for s in value.split(",")) if v]
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"{where} must be a list, got {value!r}")
-        return [coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        _, val_tp = typing.get_args(tp)
-        if isinstance(value, str):  # CLI form: a=1,b=2
-            pairs = [p.split("=", 1) for p in value.split(",") if p.strip()]
-            if any(len(p) != 2 for p in pairs):
-                raise ConfigError(f"{where} must look like name=value,name=value, got {value!r}")
-            names = [k.strip() for k, _ in pairs]
-            twice = sorted({k for k in names if names.count(k) > 1})
-            if twice:
-                raise ConfigError(f"{where} sets {twice[0]} twice in {value!r}; give each name once")
-            value = {k.strip(): v.strip() for k, v in pairs}
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where} must be a table, got {value!r}")
-        return {str(k): coerce(v, val_tp, f"{where}.{k}") for k, v in value.items()}
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-            return value.lower() in ("true", "1", "yes")
-        raise ConfigError(f"{where} must be true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, str) and re.fullmatch(r"\s*[-+]?\d+\s*", value):
-            return int(value)
-        raise ConfigError(f"{where} must be an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            if not math.isfinite(value):
-                raise ConfigError(f"{where} must be a finite number, got {value!r}")
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return coerce(float(value), float, where)
-            except ValueError:
-                pass
-        raise ConfigError(f"{where} must be a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, int) and not isinstance(value, bool):
-            return str(value)
-        raise ConfigError(f"{where} must be a string, got {value!r}")
-    raise TypeError(f"unsupported config type {tp!r} at {where}")  # a bug, not user input
-
-
-def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
-    section, _, name = key.rpartition(".")
-    target = data
-    for part in filter(None, section.split(".")):
-        target = target.setdefault(part, {})
-    target[name] = value
 
 
 # --------------------------------------------------------------------------- files and flags

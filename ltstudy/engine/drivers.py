@@ -1,61 +1,75 @@
 """Drivers: what runs a search's events, one job at a time or many searches packed side by side.
 
-A search (ticket.TicketSearch, controls.ControlSearch; `searches.ticket_search`
-picks the one a config describes) is a generator of
-events (rounds.py). `search_jobs` turns it into a *job generator*: it yields
-the RoundJobs to train, receives their TrainResults, hands each finished
-RoundResult, with its compression and FLOPs (compression.py), to the search's
-callbacks (`on_round_end`; raising StopSearch ends
-the search with the rounds so far) and returns the TicketResult. The study
-layer's trials are job generators too. `drive_jobs` trains a job generator's
-jobs one after another (the solo trainer); `drive_packed` trains many job
-generators' jobs side by side (packing/). Both throw a training's
-DivergedError (and Ctrl-C) into the generator, whose own code decides what it
-means. Either way each round goes through the one round protocol
-(round_protocol.py), so every behaviour of a round is the same.
+A search (search.py) is a generator of events. `search_jobs` is the one pump
+that turns any search into a *job generator*: it yields the RoundJobs to
+train, receives their TrainResults, fills each finished round's metrics (every
+class registered in `registry.METRICS`, compression.py's among them), hands
+the round to the callbacks (`on_state`, when some want states, then
+`on_round_end`; raising StopSearch ends the search with the rounds so far) and
+returns the search's TicketResult. The study layer's trials are job
+generators too (a trial's searches, one per seed, pumped here). `drive_jobs`
+trains a job generator's jobs one after another (the solo trainer);
+`drive_packed` trains many job generators' jobs side by side (packing/). Both
+throw a training's DivergedError (and Ctrl-C) into the generator, whose own
+code decides what it means. Either way each round goes through the one round
+protocol (round_protocol.py), so every behaviour of a round is the same.
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from .callbacks import Callback, Callbacks
 from .data import Dataset
 from .errors import DivergedError, StopSearch
+from .metrics import FinishedRound, RoundMetric, add_metrics
 from .packing import PackedTrainer, job_key
-from .rounds import Callback, Callbacks, RoundJob, RoundResult, TicketResult, TrainResult
+from .registry import METRICS
+from .rounds import RoundJob, RoundResult, RoundState, TicketResult, TrainResult
 from .training import train
 
 if TYPE_CHECKING:
-    from .controls import ControlSearch
-    from .ticket import TicketSearch
-
-    Search = TicketSearch | ControlSearch
+    from .search import Search
 
 JobSource = Generator[Any, Any, Any]  # yields RoundJobs, receives TrainResults, returns its result
 
 
-def search_jobs(search: Search) -> Generator[RoundJob, TrainResult, TicketResult]:
-    """A search as a job generator (see the module docstring)."""
-    events = search.events()
+def round_metrics() -> list[RoundMetric]:
+    """One instance of every registered round metric (for one search)."""
+    return [entry.load()() for entry in METRICS.values()]
+
+
+def search_jobs(search: Search, callbacks: Callback | Sequence[Callback] | None = None
+                ) -> Generator[RoundJob, TrainResult, TicketResult]:
+    """Any search as a job generator, its rounds' metrics filled and handed to `callbacks` (the module docstring)."""
+    callbacks = Callbacks(callbacks)
+    metrics = round_metrics()
+    events = search.events(states=callbacks.wants("on_state") or any(m.needs_state for m in metrics))
     reply: TrainResult | None = None
     thrown: BaseException | None = None
+    state: RoundState | None = None
     try:
         while True:
             try:
                 event = events.throw(thrown) if thrown is not None else events.send(reply)
-            except StopIteration as done:
-                return done.value
+            except StopIteration:
+                return search.result()
             reply, thrown = None, None
             if isinstance(event, RoundJob):
                 try:
                     reply = yield event
                 except DivergedError as exc:
                     thrown = exc
+            elif isinstance(event, RoundState):
+                state = event
             elif isinstance(event, RoundResult):
-                search.cost.fill(event)  # (a cached round, or one stored before these numbers existed, too)
+                held, state = (state if state is not None and state.record is event else None), None
+                add_metrics(metrics, FinishedRound(event, search.cost, held))
                 try:
-                    search.callbacks.on_round_end(event)
+                    if held is not None:
+                        callbacks.on_state(held)
+                    callbacks.on_round_end(event)
                 except StopSearch as stop:
                     events.close()
                     return search.result(stop.reason)
@@ -83,10 +97,10 @@ def drive_jobs(jobs: JobSource, data: Dataset, callbacks: Callback | None = None
             error = exc
 
 
-def drive(search: Search, callbacks: Callback | list[Callback] | None = None) -> TicketResult:
-    """Run a search to the end, training each job as it comes; `callbacks` join the search's own for the run."""
-    search.callbacks.members.extend(Callbacks(callbacks).members)
-    return drive_jobs(search_jobs(search), search.data, search.callbacks)
+def drive(search: Search, callbacks: Callback | Sequence[Callback] | None = None) -> TicketResult:
+    """Run a search to the end, training each job as it comes; `callbacks` see its rounds and its training."""
+    callbacks = Callbacks(callbacks)
+    return drive_jobs(search_jobs(search, callbacks), search.data, callbacks)
 
 
 # --------------------------------------------------------------------------- packed
@@ -207,22 +221,27 @@ class _NotesOnce(Callbacks):
 
 
 def run_packed(searches: Iterable[Search], capacity: int, callbacks: Callback | None = None, *,
+               watchers: Sequence[Callback | Sequence[Callback] | None] | None = None,
                return_exceptions: bool = False, exact: bool = True, width: int | None = None,
                block: int = 1) -> list[TicketResult | BaseException]:
     """Run searches packed `capacity` at a time; their TicketResults in the given order.
 
-    Each search's own callbacks see its rounds (raising StopSearch ends that
-    search). Searches on different Dataset objects run in separate packs, one
-    data set after another.
+    `callbacks` see every job's training (and packing's notes); `watchers[i]`
+    sees search i's rounds (raising StopSearch ends that search). Searches on
+    different Dataset objects run in separate packs, one data set after another.
     """
     searches = list(searches)
+    watchers = list(watchers) if watchers is not None else [None] * len(searches)
+    if len(watchers) != len(searches):
+        raise ValueError(f"{len(watchers)} watchers for {len(searches)} searches")
     results: list[Any] = [None] * len(searches)
     by_data: dict[int, list[int]] = {}
     for i, s in enumerate(searches):
         by_data.setdefault(id(s.data), []).append(i)
     for indices in by_data.values():
-        out = drive_packed((search_jobs(searches[i]) for i in indices), searches[indices[0]].data, capacity,
-                           callbacks, return_exceptions=return_exceptions, exact=exact, width=width, block=block)
+        out = drive_packed((search_jobs(searches[i], watchers[i]) for i in indices), searches[indices[0]].data,
+                           capacity, callbacks, return_exceptions=return_exceptions, exact=exact, width=width,
+                           block=block)
         for i, value in zip(indices, out, strict=True):
             results[i] = value
     return results

@@ -32,8 +32,9 @@ import torch
 from torch import nn
 
 from . import strict_json
+from .callbacks import Callback
 from .config import TicketConfig
-from .rounds import Callback, Masks, RoundJob, RoundState
+from .rounds import Masks, RoundJob, RoundState
 
 
 def _write(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
@@ -161,6 +162,6 @@ class TicketSaver(Callback):
         self.written: list[Path] = []
 
     def on_state(self, state: RoundState) -> None:
-        if self.rounds is None or state.record["round"] in self.rounds:
-            self.written.append(save_round(self.folder, self.cfg, state.record, state.masks, state.start,
+        if self.rounds is None or state.record.round in self.rounds:
+            self.written.append(save_round(self.folder, self.cfg, state.record.to_dict(), state.masks, state.start,
                                            state.trained, state.training))

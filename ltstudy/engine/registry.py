@@ -14,18 +14,18 @@ What each registry's targets are:
   metadata num_classes, input_shape (c, h, w) and default_val_size.
 - MODELS: a builder, (input_shape, num_classes, dropout) -> nn.Module; metadata min_size (the smallest
   input height and width it accepts; 1 when left out).
-- REINITS: a `reinit.base.Reinit` subclass: how survivors start the next round (rewind, finetune, ...);
-  its class attribute resets_to_init (False: rounds start from trained weights, so pruning at init is refused).
-- MASKS: a `masks.base.MaskRule` subclass: how a round's mask is chosen (magnitude, random, snip, ...);
-  its class attribute at_init (scored on the start weights).
+- REINITS: a `reinit.base.Reinit` subclass: how survivors start the next round (rewind, finetune, ...).
+- MASKS: a `masks.base.MaskRule` subclass: how IMP's pruning step picks a round's mask (magnitude).
 - SCOPES: a `scopes.base.Scope` subclass: which layers share one pruning threshold.
-- CONTROLS: the overrides ({"prune.reinit": "random"}) that make a ticket's config into one of its
-  controls, trained level by level on the ticket's masks (controls.py; a study's `[study] controls`).
-  Every pruning-at-initialisation mask rule is a control of its own name without a registration here.
+- AT_INIT: a `masks.at_init.AtInit` subclass: a pruning-at-initialisation method (snip, grasp, ...).
+- CONTROLS: a `branches.base.Branch` subclass: a control or baseline trained at each level of a ticket's
+  search (`[study] controls`, `ltstudy ticket --control`). Every AT_INIT method X is also the controls X and
+  X-reinit (branches/at_init.py) without a registration here.
+- METRICS: a `metrics.RoundMetric` subclass: numbers computed for every round (compression.py's).
 
-A class attribute that the config checks read (`at_init`, `resets_to_init`) is the one truth: the class
-says it. The built-in entries repeat it as metadata only so that the checks of a study file need not
-import torch; loading an entry whose metadata disagrees with its class is refused (so is registering one).
+What the config checks read of a method (a re-init's `rewinds`, a branch's `needs_rewinding` and config form)
+is its class's attribute, and nothing repeats it: the modules of reinit/ and branches/ import torch only inside
+the methods that train, so loading their classes costs no torch (`ltstudy compare` never imports it).
 
 User modules that register entries are loaded by `load_plugins` (a study's
 `[study] plugins`, `ltstudy ticket --plugin`) or, for installed packages, from
@@ -56,8 +56,7 @@ class Entry:
     name: str
     target: Any  # the object, or "module:attribute" until first loaded
     summary: str
-    meta: dict[str, Any] = field(default_factory=dict)
-    class_attrs: dict[str, Any] = field(default_factory=dict)  # metadata the class says: name -> its default
+    meta: dict[str, Any] = field(default_factory=dict)  # a registration's metadata (a branch's: its parameters)
 
     def load(self) -> Any:
         if isinstance(self.target, str):
@@ -69,7 +68,6 @@ class Entry:
             except (ImportError, AttributeError) as exc:
                 raise ConfigError(f"cannot load '{self.name}' from {self.target!r} ({type(exc).__name__}: {exc}); "
                                   "check the module:attribute it was registered with") from None
-            check_class_attrs(self.name, obj, self.meta, self.class_attrs)
             self.target = obj
         return self.target
 
@@ -80,35 +78,18 @@ class Entry:
         return module_digest(self.load())
 
     def __getattr__(self, key: str) -> Any:
-        d = self.__dict__
-        if key in d.get("class_attrs", {}):
-            if key in d["meta"] and isinstance(d["target"], str):
-                return d["meta"][key]  # (a built-in's, checked against its class when it loads)
-            return getattr(self.load(), key, d["class_attrs"][key])
         try:
-            return d["meta"][key]
+            return self.__dict__["meta"][key]
         except KeyError:
             raise AttributeError(key) from None
 
 
-def check_class_attrs(name: str, obj: Any, meta: dict[str, Any], attrs: dict[str, Any]) -> None:
-    """Metadata given at registration must say what the class says (the class is the truth)."""
-    for key, default in attrs.items():
-        if key in meta and getattr(obj, key, default) != meta[key]:
-            raise ConfigError(f"'{name}' is registered with {key}={meta[key]!r} but its class "
-                              f"{getattr(obj, '__name__', obj)!r} says {key} = {getattr(obj, key, default)!r}; "
-                              f"drop {key}= from the registration (the class attribute decides)")
-
-
 class Registry:
-    """Named entries of one kind; `defaults` fills metadata a registration leaves out; `class_attrs` are metadata
-    the target class says (name -> the default of a class without it)."""
+    """Named entries of one kind; `defaults` fills metadata a registration leaves out."""
 
-    def __init__(self, kind: str, defaults: dict[str, Any] | None = None,
-                 class_attrs: dict[str, Any] | None = None):
+    def __init__(self, kind: str, defaults: dict[str, Any] | None = None):
         self.kind = kind
         self.defaults = dict(defaults or {})
-        self.class_attrs = dict(class_attrs or {})
         self._entries: dict[str, Entry] = {}
 
     def add(self, name: str, target: Any, summary: str | None = None, **meta: Any) -> None:
@@ -118,9 +99,7 @@ class Registry:
         if summary is None:
             doc = getattr(target, "__doc__", None) if not isinstance(target, str) else None
             summary = (doc or "").strip().splitlines()[0] if doc and doc.strip() else f"(a {self.kind} of yours)"
-        if not isinstance(target, str):
-            check_class_attrs(name, target, meta, self.class_attrs)
-        self._entries[name] = Entry(name, target, summary, {**self.defaults, **meta}, self.class_attrs)
+        self._entries[name] = Entry(name, target, summary, {**self.defaults, **meta})
 
     def register(self, name: str, summary: str | None = None, **meta: Any) -> Callable[[Any], Any]:
         """Decorator form of `add`."""
@@ -291,82 +270,89 @@ MODELS.add("vgg-19", "ltstudy.engine.models.vgg:build", "VGG-19 for CIFAR-10 (ba
 MODELS.add("resnet-20", "ltstudy.engine.models.resnet:ResNet20", "ResNet-20 for CIFAR-10 (He et al. 2016), widths "
            "16-32-64", min_size=4)
 
-# resets_to_init: a round starts from θ_k or a fresh draw, not from trained weights (pruning at init needs it)
-REINITS = Registry("re-init strategy", class_attrs={"resets_to_init": True})
+REINITS = Registry("re-init strategy")
 REINITS.add("rewind", "ltstudy.engine.reinit.rewind:Rewind", "survivors <- θ_k, retrain k..T (k = 0: the original "
-            "lottery ticket)", resets_to_init=True)
+            "lottery ticket)")
 REINITS.add("finetune", "ltstudy.engine.reinit.finetune:Finetune", "keep the trained weights, train T-k more "
-            "iterations at the final learning rate", resets_to_init=False)
+            "iterations at the final learning rate")
 REINITS.add("lr-rewind", "ltstudy.engine.reinit.lr_rewind:LrRewind", "keep the trained weights, replay the learning-"
-            "rate schedule from k (Renda et al. 2020)", resets_to_init=False)
-REINITS.add("random", "ltstudy.engine.reinit.random_reinit:RandomReinit", "the paper's control: the ticket's mask, a "
-            "fresh θ'0 from the same distribution", resets_to_init=True)
+            "rate schedule from k (Renda et al. 2020)")
 
-MASKS = Registry("mask rule", class_attrs={"at_init": False})  # at_init: scored on the start weights (at_init.py)
-MASKS.add("magnitude", "ltstudy.engine.masks.magnitude:Magnitude", "prune the smallest surviving weights",
-          at_init=False)
-MASKS.add("random", "ltstudy.engine.masks.random_mask:RandomMask", "the paper's control: a random mask with the "
-          "ticket's per-layer densities", at_init=False)
-# Pruning at initialisation (masks/at_init.py), each with Frankle et al. 2021's ablations of its mask.
-PRUNING_AT_INIT = {"snip": ("snip:Snip", "SNIP: |g ⊙ θ| on a batch (Lee et al. 2019)"),
-                   "grasp": ("grasp:Grasp", "GraSP: θ ⊙ Hg (Wang et al. 2020)"),
-                   "synflow": ("synflow:Synflow", "SynFlow: data-free, iterative (Tanaka et al. 2020)"),
-                   "magnitude-init": ("magnitude_init:MagnitudeInit", "the largest |θ| at initialisation")}
-for _name, (_target, _summary) in PRUNING_AT_INIT.items():
-    MASKS.add(_name, f"ltstudy.engine.masks.{_target}", f"at init, the ticket's densities: {_summary}",
-              at_init=True)
-    for _variant, _what in (("shuffled", "each layer's mask shuffled"), ("inverted", "the lowest scores kept")):
-        MASKS.add(f"{_name}-{_variant}", f"ltstudy.engine.masks.{_target}{_variant.title()}",
-                  f"{_name}'s ablation: {_what}", at_init=True)
-MASKS.add("random-uniform", "ltstudy.engine.masks.random_uniform:RandomUniform", "at init, the ticket's density: "
-          "random, every pruned layer at the same density", at_init=True)
+MASKS = Registry("mask rule")
+MASKS.add("magnitude", "ltstudy.engine.masks.magnitude:Magnitude", "prune the smallest surviving weights")
 
 SCOPES = Registry("pruning scope")
 SCOPES.add("layerwise", "ltstudy.engine.scopes.layerwise:Layerwise", "each layer loses p of its survivors")
 SCOPES.add("global", "ltstudy.engine.scopes.global_scope:Global", "one magnitude threshold over every layer without a "
            "rate of its own")
 
+# Pruning at initialisation (masks/at_init.py), each with Frankle et al. 2021's ablations of its mask.
+AT_INIT = Registry("pruning-at-initialisation method")
+for _name, _target, _summary in (("snip", "snip:Snip", "SNIP: |g ⊙ θ| on a batch (Lee et al. 2019)"),
+                                 ("grasp", "grasp:Grasp", "GraSP: θ ⊙ Hg (Wang et al. 2020)"),
+                                 ("synflow", "synflow:Synflow", "SynFlow: data-free, iterative (Tanaka et al. 2020)"),
+                                 ("magnitude-init", "magnitude_init:MagnitudeInit", "the largest |θ| at "
+                                  "initialisation")):
+    AT_INIT.add(_name, f"ltstudy.engine.masks.{_target}", _summary)
+    for _variant, _what in (("shuffled", "each layer's mask shuffled"), ("inverted", "the lowest scores kept")):
+        AT_INIT.add(f"{_name}-{_variant}", f"ltstudy.engine.masks.{_target}{_variant.title()}",
+                    f"{_name}'s ablation: {_what}")
+AT_INIT.add("random-uniform", "ltstudy.engine.masks.random_uniform:RandomUniform", "random, every pruned layer at "
+            "the same density")
+
 
 class Controls(Registry):
-    """The registered controls, and every pruning-at-initialisation mask rule not registered here under its own name:
-    a plugin's `MASKS.add("my-snip", MySnip)` is `[study] controls = ["my-snip"]` with nothing else to register."""
+    """The registered branches (branches/), and two for every pruning-at-initialisation method X not registered here
+    under those names: X (its mask, trained like the ticket) and X-reinit (its mask, a fresh draw): a plugin's
+    `AT_INIT.add("my-snip", MySnip)` is `[study] controls = ["my-snip"]` with nothing else to register."""
 
     def _all(self) -> dict[str, Entry]:
-        derived = {name: Entry(name, {"prune.mask": name}, f"{e.summary} (at initialisation, at each level's "
-                                                             "density, trained like the ticket)")
-                   for name, e in MASKS.items() if name not in self._entries and e.at_init}
-        return {**self._entries, **derived} if derived else self._entries
+        derived = {}
+        for name, e in AT_INIT.items():
+            for control, cls, summary in (
+                    (name, "AtInitBaseline", f"{e.summary}, at each level's density, trained like the ticket"),
+                    (f"{name}-reinit", "AtInitReinitBaseline", f"{name}'s mask (scored on θ_k) with a fresh "
+                                                               "initialisation")):
+                if control not in self._entries:
+                    derived[control] = Entry(control, f"ltstudy.engine.branches.at_init:{cls}", summary,
+                                             {"rule": name})
+        return {**self._entries, **derived}
+
+    def config_forms(self) -> dict[tuple[str | None, str | None], str]:
+        """(prune.reinit, prune.mask) values that name a control in a config -> its name (branches/base.py)."""
+        forms: dict[tuple[str | None, str | None], str] = {}
+        for name, e in self.items():
+            form = e.load().config_form(**e.meta)
+            if form != (None, None):
+                forms.setdefault(form, name)
+        return forms
+
+    def forms_text(self) -> str:
+        """The config forms, for a message: "random-reinit = reinit 'random', ..."."""
+        return ", ".join(f"{name} = " + " + ".join(f"{k} {v!r}" for k, v in zip(("reinit", "mask"), form, strict=True)
+                                                   if v) for form, name in self.config_forms().items())
 
 
 CONTROLS = Controls("control")
-CONTROLS.add("random-reinit", {"prune.reinit": "random"}, "the ticket's mask with a fresh θ'0 from the same "
-             "distribution, trained from iteration 0 (Frankle & Carbin)")
-CONTROLS.add("random-mask", {"prune.mask": "random"}, "a random mask with the ticket's per-layer densities, started "
-             "like the ticket (Frankle & Carbin)")
-CONTROLS.add("random-both", {"prune.reinit": "random", "prune.mask": "random"}, "a random mask with the ticket's "
+CONTROLS.add("random-reinit", "ltstudy.engine.branches.random_reinit:RandomReinit", "the ticket's mask with a fresh "
+             "θ'0 from the same distribution, trained from iteration 0 (Frankle & Carbin)")
+CONTROLS.add("random-mask", "ltstudy.engine.branches.random_mask:RandomMask", "a random mask with the ticket's "
+             "per-layer densities, started like the ticket (Frankle & Carbin)")
+CONTROLS.add("random-both", "ltstudy.engine.branches.random_both:RandomBoth", "a random mask with the ticket's "
              "per-layer densities and a fresh θ'0: a random sparse network")
-for _name in PRUNING_AT_INIT:
-    CONTROLS.add(_name, {"prune.mask": _name}, f"{_name} at initialisation, at each level's density, trained like "
-                 "the ticket (Frankle et al. 2021)")
-    CONTROLS.add(f"{_name}-shuffled", {"prune.mask": f"{_name}-shuffled"}, f"{_name}'s mask shuffled within each layer")
-    CONTROLS.add(f"{_name}-inverted", {"prune.mask": f"{_name}-inverted"}, f"{_name}'s lowest-scoring weights kept")
-    CONTROLS.add(f"{_name}-reinit", {"prune.mask": _name, "prune.reinit": "random"}, f"{_name}'s mask (scored on "
-                 "θ_k) with a fresh initialisation")
-CONTROLS.add("random-uniform", {"prune.mask": "random-uniform"}, "random pruning at initialisation, every pruned "
-             "layer at the level's density")
+
+METRICS = Registry("round metric")
+METRICS.add("compression", "ltstudy.engine.compression:Compression", "ShrinkBench's compression ratios, FLOPs and "
+            "theoretical speedup")
 
 
 def control_hint(name: str, kind: str) -> str | None:
-    """For a control's name given where a mask rule or re-init goes (`--mask snip-reinit`): the settings that make
-    it, or None for any other name."""
+    """For a control's name given where a mask rule or re-init goes (`--mask snip-reinit`): how to run it, or None
+    for any other name."""
     if not isinstance(name, str) or name not in CONTROLS:
         return None
-    entry = CONTROLS.get(name)
-    settings = entry.load()
-    flags = " ".join(f"--{k.rpartition('.')[2]} {v}" for k, v in settings.items())
-    toml = ", ".join(f'{k.rpartition(".")[2]} = "{v}"' for k, v in settings.items())
-    return (f"'{name}' is a control ({entry.summary}), not a {kind}: run it alone with "
-            f"{flags} ([prune] {toml}), or in a study list it in [study] controls")
+    return (f"'{name}' is a control ({CONTROLS.get(name).summary}), not a {kind}: run it alone with --control {name}, "
+            "or in a study list it in [study] controls")
 
 
 def check_pair(model: str, dataset: str) -> None:

@@ -35,8 +35,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import pruning
+from .callbacks import Callback
 from .errors import DivergedError
-from .rounds import Callback, Evaluation, RoundJob, State, TrainResult
+from .rounds import Evaluation, Masks, RoundJob, RoundResult, State, TrainResult
 from .sparse import SparseEval
 
 if TYPE_CHECKING:
@@ -72,6 +74,22 @@ def evaluate(model: nn.Module, split: Split, batch_size: int, state: State | Non
 
 def clone_state(model: nn.Module) -> State:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def cpu(state: State) -> State:
+    return {k: v.detach().cpu() for k, v in state.items()}
+
+
+def round_record(round_: int, masks: Masks, res: TrainResult) -> RoundResult:
+    """The record of a round trained on `masks` (the ticket's, or a branch's)."""
+    return RoundResult(
+        round=round_, density=pruning.density(masks), weights_remaining=pruning.remaining(masks),
+        val_loss=res.val_loss, val_accuracy=res.val_accuracy, early_stop_iteration=res.early_stop_iteration,
+        test_accuracy=res.test_accuracy, test_accuracy_at_early_stop=res.test_accuracy_at_early_stop,
+        train_loss=res.train_loss, iterations=res.iterations, wall_seconds=round(res.wall_seconds, 4),
+        start_test_accuracy=res.start_test_accuracy,
+        layer_density=pruning.layer_density(masks), computed_iterations=res.iterations,
+        stopped_early=res.stopped_early)
 
 
 class RoundProtocol:

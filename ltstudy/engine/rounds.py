@@ -1,18 +1,17 @@
-"""The shared vocabulary of a ticket search: jobs, results, levels, states, and the callback protocol.
+"""The shared vocabulary of a ticket search: jobs, results, levels and states.
 
-A search is a generator of events: a `RoundJob` asks its driver to train one
-round (the driver sends back the `TrainResult`), a `Level` announces a
-ticket's masks for round r (what controls branch on), and a `RoundResult` is
-a finished round. What watches a search (progress bars, a study's trial,
-a ticket saver) is a `Callback`: a base class of named no-op hooks, as
-Lightning's, of which a watcher overrides the ones it needs.
+A search (search.py) is a generator of events: a `RoundJob` asks its driver to
+train one round (the driver sends back the `TrainResult`), a `RoundState`
+carries a finished round's masks and weights (only when its pump asks for
+them), and a `RoundResult` is a finished round. A `Level` is what a branch
+(branches/) starts from: the ticket's masks m_r and the weights around them.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +23,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from .config import Schedule, TrainConfig
+    from .seeds import Seeds
 
 Masks = dict[str, "torch.Tensor"]
 State = dict[str, "torch.Tensor"]
@@ -78,6 +78,17 @@ class TrainResult:
 
 @dataclass
 class RoundResult:
+    """A finished round: the fixed fields every round has, and `metrics`, an open mapping of per-round numbers.
+
+    A metric is whatever adds a key: a registered `metrics.RoundMetric` (the
+    compression and FLOPs of compression.py, a plugin's own), or the search
+    itself (`[stability]`'s val_instability and test_instability, where
+    measured). `to_dict()` puts the metrics beside the fixed fields, so a stored
+    round reads the same whatever metrics existed when it was stored (the
+    compression numbers were fields once); `from_dict()` takes every other
+    number back as a metric.
+    """
+
     round: int
     density: float  # fraction of prunable weights remaining, from the masks
     weights_remaining: int
@@ -96,33 +107,31 @@ class RoundResult:
     path_iterations: int = 0  # controls: iterations of the ticket's round that produced this round's mask
     stopped_early: bool = False  # `patience` ended the round before its schedule did
     control: str = ""  # a search with controls: the control this round is of ("" = the ticket)
-    # ShrinkBench's size and speed numbers (compression.py), from the architecture and `layer_density`
-    compression_ratio: float = math.nan  # prunable weights / remaining ones
-    compression_ratio_all_params: float = math.nan  # every parameter / the non-zero ones
-    params_total: int = 0
-    params_nonzero: int = 0
-    dense_flops: float = math.nan  # multiply-adds per example of the dense network's conv and linear layers
-    nonzero_flops: float = math.nan  # ... of this round's (each layer's scaled by its density)
-    theoretical_speedup: float = math.nan  # dense_flops / nonzero_flops
-    # [stability] points: linear mode connectivity of the round from its start (connectivity.py), in error fractions;
-    # None when not measured (never NaN: records compare equal whether or not they were measured)
-    val_instability: float | None = None
-    test_instability: float | None = None  # reported, never selected on
-    # ... and each path measured with the round (`Stability.to_dict()`): the round's own, and with
+    # [stability]: each path measured with the round (`Stability.to_dict()`): the round's own, and with
     # `[stability] dense_ks` round 0 has the dense network's from each θ_k
     stability_paths: list[dict[str, Any]] = field(default_factory=list)
+    metrics: dict[str, float] = field(default_factory=dict)  # name -> value; absent when not measured
 
     @property
     def sparsity(self) -> float:
         return 1.0 - self.density
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {**{k: v for k, v in dataclasses.asdict(self).items() if k != "metrics"}, **self.metrics}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], **changes: Any) -> RoundResult:
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{**{k: v for k, v in d.items() if k in known}, **changes})
+        known = FIELDS - {"metrics"}
+        metrics = {k: v for k, v in d.items() if k not in known and is_number(v)}
+        return cls(**{**{k: v for k, v in d.items() if k in known}, "metrics": metrics, **changes})
+
+
+FIELDS = frozenset(f.name for f in dataclasses.fields(RoundResult))  # a metric may not take one of these names
+
+
+def is_number(value: Any) -> bool:
+    """A per-round number (an int or a float, not a flag): what a stored round's metric is."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 @dataclass
@@ -144,104 +153,30 @@ class TicketResult:
 
 @dataclass
 class Level:
-    """A ticket's masks for round r were just computed: the event controls branch on (see controls.py)."""
+    """Level r of a ticket search, as a branch starts from it (branches/): m_r and the weights around it.
+
+    The callables are valid until the search resumes (they may read the
+    ticket's live model, or its cache entries).
+    """
 
     round: int
-    masks: Callable[[], Masks]  # m_r
-    trained: Callable[[], State]  # the ticket's trained state of round r-1 (valid until the search resumes)
+    masks: Callable[[], Masks]  # m_r, the ticket's masks of round r
+    trained: Callable[[], State]  # the ticket's trained state of round r-1
+    theta0: State  # the ticket's initialisation
+    theta_k: Callable[[], State]  # the state the ticket rewinds to (θ0 when k = 0)
+    seeds: Seeds  # the ticket's seeds
     key: str | None  # cache key of the ticket's round r (None without a cache)
 
 
 @dataclass
 class RoundState:
-    """Everything about a finished round that a ticket file holds (see export.py)."""
+    """A finished round's masks and weights (what a ticket file holds, export.py), just before its `record`."""
 
-    record: dict[str, Any]
+    record: RoundResult
     masks: Masks
     start: State  # the weights the round started from (masked)
     trained: State
     training: dict[str, Any]  # how it was trained: start, end, seeds, constant lr, shapes
 
 
-Event = RoundJob | RoundResult | Level
-
-
-# --------------------------------------------------------------------------- callbacks
-
-
-class Callback:
-    """Hooks of a ticket search, each a no-op here; override the ones you need.
-
-    - `on_round_start(job)`: a round's training begins (it may have been packed with others).
-    - `on_step(job, iteration, lr, step)`: after every optimiser step; `step.state(param)` is the optimiser's
-      state (tests). Costs a call per step, so trainers skip it unless a callback overrides it.
-    - `on_evaluation(job, iteration, evaluation)`: a validation point (progress bars count these).
-    - `on_round_end(record)`: a round finished; raising `StopSearch` ends the search after it.
-    - `on_state(state)`: a finished round's masks and weights (ticket savers), for searches that were asked.
-    - `on_note(message)`: something a user should know once (e.g. a layer trained unpacked).
-    """
-
-    def on_round_start(self, job: RoundJob) -> None:
-        pass
-
-    def on_step(self, job: RoundJob, iteration: int, lr: float, step: Any) -> None:
-        pass
-
-    def on_evaluation(self, job: RoundJob, iteration: int, evaluation: Evaluation) -> None:
-        pass
-
-    def on_round_end(self, record: RoundResult) -> None:
-        pass
-
-    def on_state(self, state: RoundState) -> None:
-        pass
-
-    def on_note(self, message: str) -> None:
-        pass
-
-
-def overrides(callbacks: Iterable[Callback], hook: str) -> list[Callback]:
-    """The callbacks that override `hook` (a trainer calls per-step hooks only on those)."""
-    base = getattr(Callback, hook)
-    return [cb for cb in callbacks if getattr(type(cb), hook, base) is not base]
-
-
-class Callbacks(Callback):
-    """Several callbacks as one, in order."""
-
-    def __init__(self, callbacks: Sequence[Callback] | Callback | None = ()):
-        if callbacks is None:
-            callbacks = ()
-        elif isinstance(callbacks, Callback):
-            callbacks = (callbacks,)
-        flat: list[Callback] = []
-        for cb in callbacks:
-            flat.extend(cb.members if isinstance(cb, Callbacks) else (cb,))
-        self.members = flat
-
-    def wants(self, hook: str) -> bool:
-        return bool(overrides(self.members, hook))
-
-    def on_round_start(self, job):
-        for cb in self.members:
-            cb.on_round_start(job)
-
-    def on_step(self, job, iteration, lr, step):
-        for cb in self.members:
-            cb.on_step(job, iteration, lr, step)
-
-    def on_evaluation(self, job, iteration, evaluation):
-        for cb in self.members:
-            cb.on_evaluation(job, iteration, evaluation)
-
-    def on_round_end(self, record):
-        for cb in self.members:
-            cb.on_round_end(record)
-
-    def on_state(self, state):
-        for cb in self.members:
-            cb.on_state(state)
-
-    def on_note(self, message):
-        for cb in self.members:
-            cb.on_note(message)
+Event = RoundJob | RoundState | RoundResult

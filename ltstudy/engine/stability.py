@@ -14,12 +14,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from .cache import RoundCache
+from .callbacks import Callback, Callbacks
 from .config import TicketConfig
 from .connectivity import POINTS, STABLE, Stability, instability
 from .data import Dataset
-from .drivers import drive, drive_jobs
+from .drivers import drive_jobs
 from .errors import ConfigError
-from .rounds import Callback, Callbacks
 from .ticket import TicketSearch
 
 
@@ -59,14 +59,15 @@ class StabilityAnalysis:
             raise ConfigError("--ticket-rounds counts pruned rounds from 1 (round 0 is the dense network: --k 0)")
         settings = {"stability.points": self.points, "stability.copy_seed": -1 if self.copy_seed is None else
                     self.copy_seed, "stability.rounds": sorted(rounds), "stability.dense_ks": sorted(ks)}
-        search = TicketSearch(self.cfg.replace({**settings, "stability.rounds": []}), self.data, self.cache)
+        planned = TicketSearch(self.cfg.replace({**settings, "stability.rounds": []}), self.data, self.cache)
         if not rounds:  # (the dense network only: no round to train)
-            return [drive_jobs(search.dense_copies(k), self.data, Callbacks(self.callbacks)) for k in sorted(ks)]
-        if max(rounds) > search.n_rounds:
-            raise ConfigError(f"--ticket-rounds {max(rounds)}: the ticket search has rounds 1..{search.n_rounds}; "
+            return [drive_jobs(planned.dense_copies(k), self.data, Callbacks(self.callbacks)) for k in sorted(ks)]
+        if max(rounds) > planned.n_rounds:
+            raise ConfigError(f"--ticket-rounds {max(rounds)}: the ticket search has rounds 1..{planned.n_rounds}; "
                               "raise --rounds (or lower --target-density) or ask for an earlier round")
-        search.cfg, search.n_rounds = search.cfg.replace(settings), max(rounds)
-        result = drive(search, self.callbacks)
+        # (the rounds after the last one measured are not trained)
+        result = TicketSearch(self.cfg.replace(settings), self.data, self.cache, last_round=max(rounds)).run(
+            self.callbacks)
         return [Stability(**{k: v for k, v in path.items() if k not in ("val_instability", "test_instability")})
                 for r in result.rounds for path in r.stability_paths]
 

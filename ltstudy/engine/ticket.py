@@ -1,16 +1,18 @@
-"""Ticket search: iterative magnitude pruning (IMP) with rewinding, as a generator of events.
+"""Ticket search: iterative magnitude pruning (IMP) with rewinding, as a generator of events (search.py).
 
 After each pruning step the survivors are reset by the config's re-init
 strategy (reinit/: rewind to θ_k, fine-tune, rewind the learning rate) and
 retrained; masks come from the mask rule (masks/: magnitude) under the scope
-(scopes/: layer-wise or global). The paper's controls (`reinit = "random"`,
-`mask = "random"`) are evaluated on this path's masks by `controls.ControlSearch`.
-Each round starts with a fresh optimiser. The data order depends on the seed
-and the iteration only, so a rewound round replays the batches from k.
+(scopes/: layer-wise or global). Each round starts with a fresh optimiser. The
+data order depends on the seed and the iteration only, so a rewound round
+replays the batches from k.
 
-`events()` yields a `RoundJob` per round to train (the driver sends back the
-TrainResult) and a `RoundResult` per finished round; `drivers.py` runs it,
-one job at a time or packed with other searches.
+With `controls` (registered branches: the paper's controls, pruning at
+initialisation), the search trains each of them at every level r, from its
+own `Level` (m_r, θ0, θ_k, round r-1's weights), before its own round r: one
+loop, the branches' rounds among its events (`RoundResult.control`). The
+ticket's numbers are those of the ticket searched alone, bit for bit.
+`drivers.py` runs it, one job at a time or packed with other searches.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from __future__ import annotations
 import dataclasses
 import time
 import warnings
-from collections.abc import Generator
-from typing import Any
+from collections.abc import Generator, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
@@ -29,45 +31,42 @@ from .compression import CostModel
 from .config import TicketConfig
 from .data import Dataset, load_dataset
 from .device import resolve_device
-from .drivers import drive
 from .errors import ConfigError, SettingWarning
 from .hashing import digest, engine_digest
 from .models import build_model, signature
-from .registry import MASKS, MODELS, REINITS, SCOPES, check_pair
+from .registry import CONTROLS, MASKS, MODELS, REINITS, SCOPES, check_pair
 from .reinit.base import Start
-from .round_protocol import clone_state
-from .rounds import (
-    Callback,
-    Callbacks,
-    Event,
-    Level,
-    Masks,
-    RoundJob,
-    RoundResult,
-    RoundState,
-    State,
-    TicketResult,
-    TrainResult,
-)
+from .round_protocol import clone_state, cpu, round_record
+from .rounds import Level, Masks, RoundJob, RoundResult, RoundState, State, TicketResult, TrainResult
+from .search import EventStream, Search
 from .seeds import DROPOUT, derived_seed
 from .sparse import sparse_supported
 from .training import train
 
+if TYPE_CHECKING:
+    from .branches.base import Branch
+    from .callbacks import Callback
 
-class TicketSearch:
-    """The IMP path of one config (the ticket); a driver runs `events()`, tests may step it by hand."""
+
+class TicketSearch(Search):
+    """The IMP path of one config (the ticket), and its `controls` at every level; tests may step it by hand.
+
+    `last_round`: train only the rounds up to this one (a stability analysis of early rounds).
+    """
 
     kind = "ticket"
+    reports_ticket: ClassVar[bool] = True  # False (a control alone): the ticket's pruned rounds are only its path
 
     def __init__(self, cfg: TicketConfig, data: Dataset | None = None, cache: RoundCache | None = None,
-                 callbacks: Callback | list[Callback] | None = None):
+                 controls: Sequence[str] = (), last_round: int | None = None):
+        if cfg.split_control()[0] is not None:
+            raise ValueError("a control config runs as controls.ControlSearch (use searches.ticket_search())")
         self.cfg = cfg
         self.cache = cache
-        self.callbacks = Callbacks(callbacks)
         p = cfg.prune
         self.reinit, self.mask_rule = REINITS.load(p.reinit)(), MASKS.load(p.mask)()
-        if self.reinit.control or self.mask_rule.control:
-            raise ValueError("a control config runs as controls.ControlSearch (use drivers.ticket_search())")
+        for name in controls:
+            cfg.check_control(name)
         self.device = resolve_device(cfg.device)
         check_pair(cfg.model.name, cfg.data.name)
         self.data = data if data is not None else load_dataset(cfg.data, self.device)
@@ -93,14 +92,22 @@ class TicketSearch:
             raise ConfigError(f"stability.rounds must be within the search's rounds 1..{self.n_rounds} and "
                               f"stability.dense_ks below the round's {self.sched.iterations} iterations; got "
                               f"{st.rounds} and {st.dense_ks}")
+        if last_round is not None:
+            self.n_rounds = min(self.n_rounds, last_round)
         self.theta0 = clone_state(self.model)
         self.theta_k: State | None = None
         self.masks = pruning.full_masks(self.model, self.layers)
-        self.records: list[RoundResult] = []
+        self.records: list[RoundResult] = []  # the ticket's own rounds
+        self.reported: list[RoundResult] = []  # every round this search yields (its branches' too)
+        self.path_rounds = {"trained": 0, "reused": 0}  # the ticket's rounds, trained here or loaded
         self._replayed = 0  # iterations re-run to rebuild θ_k, charged to the next trained round
         self._scratch: torch.nn.Module | None = None  # a stability measurement's second copy
         self._digests: dict[str, str | None] = {}  # content digests: "dense", "theta_k", and round numbers
         self._make_keys()
+        self.branches: dict[str, Branch] = {}
+        for name in controls:
+            entry = CONTROLS.get(name)
+            self.branches[name] = entry.load()(self, name, **entry.meta)
 
     # ------------------------------------------------------------------ cache keys
 
@@ -181,7 +188,7 @@ class TicketSearch:
         if round_ == 0:
             self.theta_k = res.snapshot
         pruning.check_masks_hold(self.model, self.masks)
-        rec = record(round_, self.masks, res)
+        rec = round_record(round_, self.masks, res)
         rec.computed_iterations += self._replayed
         self._replayed = 0
         return rec
@@ -196,61 +203,70 @@ class TicketSearch:
 
     # ------------------------------------------------------------------ all rounds
 
-    def events(self, levels: bool = False, stop_at: int | None = None
-               ) -> Generator[Event, TrainResult | None, TicketResult]:
-        """Rounds 0..R as events; the longest stored prefix is loaded instead of trained.
-
-        With `levels` the search also announces each round's masks as a `Level`
-        event (what controls branch on), before the round is reset and trained;
-        with `stop_at = L` it ends after announcing level L without training round L.
-        """
-        self._states = self.callbacks.wants("on_state")  # keep each round's start for the callbacks that want it
+    def _events(self, states: bool) -> EventStream:
+        """Rounds 0..R (the longest stored prefix loaded instead of trained) and, at each level r >= 1, every
+        branch's round r before the ticket's; with `states`, each round's RoundState before its RoundResult."""
         restored = self.restore() if self.cache is not None else []
-        last = self.n_rounds if stop_at is None else stop_at
-        for r in range(last + 1):
-            if r < len(restored):
-                rec = restored[r]
-                if levels and r > 0:
-                    yield Level(r, lambda r=r: self._stored(r)["masks"], lambda r=r: self._stored(r - 1)["state"],
-                                self.round_key(r))
-                if self._states and (r < last or stop_at is None):
-                    entry = self._stored(r)
-                    masks = entry["masks"] if r > 0 else pruning.full_masks(self.model, self.layers)
-                    self.callbacks.on_state(RoundState(self.cost.filled(rec), masks,
-                                                       entry["theta0"] if r == 0 else entry["start"],
-                                                       entry["state"], self.training_info(self.job(r))))
-            else:
-                t0 = time.perf_counter()
-                if r > 0:
+        iterations: dict[int, int] = {}  # the ticket's iterations per round (a branch's path_iterations)
+        for r in range(self.n_rounds + 1):
+            stored = r < len(restored)
+            t0 = time.perf_counter()
+            if r > 0:
+                if not stored:
                     self.prune_masks(r)
-                    if levels:
-                        paused = time.perf_counter()  # (the controls train while the search waits here)
-                        yield Level(r, lambda: self.masks, lambda: self.model.state_dict(),
-                                    self.round_key(r) if self.cache is not None else None)
-                        t0 += time.perf_counter() - paused
-                        if r == stop_at:
-                            break
+                paused = time.perf_counter()  # (the branches train while the ticket waits here)
+                for branch in self.branches.values():
+                    rec = yield from branch.level(self._level(r, stored), states)
+                    rec.path_iterations = iterations.get(r - 1, 0) if r >= 2 else 0
+                    self.reported.append(rec)
+                    yield rec
+                t0 += time.perf_counter() - paused
+                if not self.reports_ticket and r == self.n_rounds:
+                    break  # (a control alone: the ticket's last round masks nothing it trains)
+            start, job = None, None
+            if stored:
+                rec = restored[r]
+            else:
+                if r > 0:
                     self.reset(r)
-                job = self.job(r, "ticket round" if levels else "round")
-                start = clone_state(self.model) if (self.cache is not None or self._states or
-                                                    self.cfg.stability.points) else None
+                job = self.job(r, "ticket round" if self.branches or not self.reports_ticket else "round")
+                if self.cache is not None or states or self.cfg.stability.points:
+                    start = clone_state(self.model)
                 res = yield job
                 rec = self.finish(r, res)
                 rec.wall_seconds = round(time.perf_counter() - t0, 4)
                 if self.cache is not None:
                     self.checkpoint(r, [*self.records, rec], start)
-                if self._states:
-                    self.callbacks.on_state(RoundState(self.cost.filled(rec), self.masks, start,
-                                                       self.model.state_dict(), self.training_info(job)))
-            if r < last or stop_at is None:
-                if self._measures(r):
-                    yield from self._measure_stability(r, rec, None if r < len(restored) else (start, self.masks))
-                if r == 0 and self.cfg.stability.points:
-                    yield from self._measure_dense(rec, self._stored(0)["state"] if r < len(restored) else
-                                                   clone_state(self.model))
-                self.records.append(rec)
+            iterations[r] = rec.iterations
+            self.path_rounds["reused" if stored else "trained"] += 1
+            if self._measures(r):
+                yield from self._measure_stability(r, rec, None if stored else (start, self.masks))
+            if r == 0 and self.cfg.stability.points:
+                yield from self._measure_dense(rec, self._stored(0)["state"] if stored else clone_state(self.model))
+            self.records.append(rec)
+            if self.reports_ticket or r == 0:
+                if states:
+                    yield self._state(r, rec, start, job)
+                self.reported.append(rec)
                 yield rec
-        return self.result()
+
+    def _level(self, r: int, stored: bool) -> Level:
+        """Level r for the branches: m_r and round r-1's weights, from the model (trained here) or the cache."""
+        if stored:
+            masks, trained = (lambda: self._stored(r)["masks"]), (lambda: self._stored(r - 1)["state"])
+        else:
+            masks, trained = (lambda: self.masks), (lambda: self.model.state_dict())
+        return Level(r, masks, trained, self.theta0, self.ensure_theta_k, self.seeds,
+                     self.round_key(r) if self.cache is not None else None)
+
+    def _state(self, r: int, rec: RoundResult, start: State | None, job: RoundJob | None) -> RoundState:
+        """Round r's RoundState: the model's (trained here: `job`), or its cache entry's."""
+        if job is not None:
+            return RoundState(rec, self.masks, start, self.model.state_dict(), self.training_info(job))
+        entry = self._stored(r)
+        masks = entry["masks"] if r > 0 else pruning.full_masks(self.model, self.layers)
+        return RoundState(rec, masks, entry["theta0"] if r == 0 else entry["start"], entry["state"],
+                          self.training_info(self.job(r)))
 
     def _measures(self, r: int) -> bool:
         s = self.cfg.stability
@@ -267,7 +283,7 @@ class TicketSearch:
         result = yield from self.copies(connectivity.CopiesStart("ticket", r, start, masks, self.job(r).dropout_seed,
                                                                  end), self.reinit.start(self.sched),
                                         self.round_key(r) if self.cache is not None else None)
-        rec.val_instability, rec.test_instability = result.val_instability, result.test_instability
+        rec.metrics.update(val_instability=result.val_instability, test_instability=result.test_instability)
         rec.stability_paths.append(result.to_dict())
         rec.computed_iterations += result.trained_iterations
 
@@ -276,7 +292,7 @@ class TicketSearch:
         for k in self.cfg.stability.dense_ks:
             result = yield from self.dense_copies(k, trained if k == 0 else None)
             if k == 0:
-                rec.val_instability, rec.test_instability = result.val_instability, result.test_instability
+                rec.metrics.update(val_instability=result.val_instability, test_instability=result.test_instability)
             rec.stability_paths.append(result.to_dict())
             rec.computed_iterations += result.trained_iterations + self._replayed
             self._replayed = 0
@@ -307,10 +323,6 @@ class TicketSearch:
                 "num_classes": self.data.num_classes,
                 **({"input": {"mean": list(self.data.input_mean), "std": list(self.data.input_std)}}
                    if self.data.input_mean else {})}
-
-    def run(self, callbacks: Callback | list[Callback] | None = None) -> TicketResult:
-        """Run the search to the end, one job at a time (drivers.drive); `callbacks` see the training too."""
-        return drive(self, callbacks)
 
     def result(self, stopped: str | None = None) -> TicketResult:
         return TicketResult(self.cfg.to_dict(), list(self.records), str(self.device), stopped, self.kind)
@@ -424,23 +436,9 @@ class TicketSearch:
         if self._uses_theta_k() and self._digests.get("theta_k") is None and last < self.n_rounds:
             self.ensure_theta_k()  # (replayed and stored: rounds after the prefix are keyed by its digest)
         # (a stored record's stability is whatever the search that stored it measured: this one measures its own)
-        return [RoundResult.from_dict(d, reused=True, computed_iterations=0, val_instability=None,
-                                      test_instability=None, stability_paths=[]) for d in entry["records"][:last + 1]]
-
-
-def record(round_: int, masks: pruning.Masks, res: TrainResult) -> RoundResult:
-    return RoundResult(
-        round=round_, density=pruning.density(masks), weights_remaining=pruning.remaining(masks),
-        val_loss=res.val_loss, val_accuracy=res.val_accuracy, early_stop_iteration=res.early_stop_iteration,
-        test_accuracy=res.test_accuracy, test_accuracy_at_early_stop=res.test_accuracy_at_early_stop,
-        train_loss=res.train_loss, iterations=res.iterations, wall_seconds=round(res.wall_seconds, 4),
-        start_test_accuracy=res.start_test_accuracy,
-        layer_density=pruning.layer_density(masks), computed_iterations=res.iterations,
-        stopped_early=res.stopped_early)
-
-
-def cpu(state: State) -> State:
-    return {k: v.detach().cpu() for k, v in state.items()}
+        # (a stored record's metrics and stability are recomputed: this search measures its own)
+        return [RoundResult.from_dict(d, reused=True, computed_iterations=0, metrics={}, stability_paths=[])
+                for d in entry["records"][:last + 1]]
 
 
 def _same_state(a: State, b: State) -> bool:

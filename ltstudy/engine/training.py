@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import torch
 
+from .callbacks import Callback, Callbacks, overrides
 from .config import Schedule, TrainConfig
 from .data import Batches, Dataset, augment_batch
 from .models.layers import set_dropout_generator
 from .pruning import apply_masks
 from .round_protocol import RoundProtocol, overlap_default
-from .rounds import Callback, Callbacks, RoundJob, TrainResult, overrides
+from .rounds import RoundJob, TrainResult
 from .steps import make_step
 
 

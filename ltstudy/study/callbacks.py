@@ -1,9 +1,13 @@
-"""The study's callback protocol: the engine's `Callback` hooks plus a study's and its trials' own.
+"""The study's callback: the engine's `Callback` hooks, a study's and its trials' own, and a watcher per search.
 
-A front end (the command line's progress bars and log lines) subclasses
-`StudyCallback` and overrides the hooks it needs; each is a no-op here. The
-engine's hooks (`on_evaluation`, `on_note`, ...) arrive from every round a
-trial trains in this process.
+A front end (the command line's progress bars and log lines) or a study-wide
+consumer (the MLflow Pareto tags) subclasses `StudyCallback` and overrides the
+hooks it needs; each is a no-op here. The engine's training hooks
+(`on_evaluation`, `on_note`, ...) arrive from every round a trial trains in
+this process. A search's round hooks (`on_round_end`, `on_state`) go to the
+callback `watch(trial, seed)` returns for it, which knows whose rounds they
+are: the trial attaches it to each of its searches beside its own consumers
+(trial_callbacks.py), whichever driver runs them, solo or packed.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..engine.rounds import Callback, Callbacks, RoundResult
+from ..engine.callbacks import Callback, Callbacks
 
 
 @dataclass(frozen=True)
@@ -33,39 +37,41 @@ class StudyPlan:
 
 
 class StudyCallback(Callback):
+    """Hooks of a study run, each a no-op here, beside the engine's (see the module docstring)."""
+
     def on_study_start(self, missing: int, plan: StudyPlan | None = None) -> None:
         """The run means to finish `missing` more trials (`plan`: what that trains at most)."""
 
     def on_trial_start(self, number: int) -> None:
-        pass
+        """Trial `number` starts (its searches follow)."""
 
-    def on_trial_round(self, number: int, seed: int, record: RoundResult, search: str = "ticket") -> None:
-        """A round of trial `number`'s search with training seed `seed` finished (`search`: the ticket or a
-        control)."""
+    def watch(self, trial: int, seed: int) -> Callback | None:
+        """The callback that sees the rounds of trial `trial`'s search with training seed `seed` (the ticket's
+        and its controls'), or None."""
+        return None
 
     def on_trial_end(self, trial: Any) -> None:
         """A trial ended (an Optuna FrozenTrial)."""
 
 
 class StudyCallbacks(Callbacks, StudyCallback):
-    """Several study callbacks as one, in order."""
+    """Several study callbacks (and engine ones, which hear only the engine's hooks) as one, in order."""
+
+    def _study(self) -> list[StudyCallback]:
+        return [cb for cb in self.members if isinstance(cb, StudyCallback)]
 
     def on_study_start(self, missing, plan=None):
-        for cb in self.members:
-            if isinstance(cb, StudyCallback):
-                cb.on_study_start(missing, plan)
+        for cb in self._study():
+            cb.on_study_start(missing, plan)
 
     def on_trial_start(self, number):
-        for cb in self.members:
-            if isinstance(cb, StudyCallback):
-                cb.on_trial_start(number)
+        for cb in self._study():
+            cb.on_trial_start(number)
 
-    def on_trial_round(self, number, seed, record, search="ticket"):
-        for cb in self.members:
-            if isinstance(cb, StudyCallback):
-                cb.on_trial_round(number, seed, record, search)
+    def watch(self, trial, seed):
+        watchers = Callbacks([cb.watch(trial, seed) for cb in self._study()])
+        return watchers if watchers.members else None
 
     def on_trial_end(self, trial):
-        for cb in self.members:
-            if isinstance(cb, StudyCallback):
-                cb.on_trial_end(trial)
+        for cb in self._study():
+            cb.on_trial_end(trial)

@@ -55,6 +55,7 @@ class Comparison:
     repeats: list[tuple[int, int]]
     excluded: dict[str, list[int]]
     objectives: list[str] = field(default_factory=list)  # the study's objectives beyond SUMMARY_OBJECTIVES
+    metrics: list[str] = field(default_factory=list)  # round numbers shown at each curve's ticket round (--metric)
     gaps: list[dict] = field(default_factory=list)  # each ticket minus each of its controls (control_gaps)
     bins: dict[str, Bins] = field(default_factory=dict)  # settings searched as ranges, and their bins
 
@@ -65,6 +66,7 @@ class Comparison:
 
     def to_json(self) -> dict:
         return {"by": self.by, "context": self.context, "split": self.split, "objectives": self.objectives,
+                "metrics": {m: metric_key(m) for m in self.metrics},
                 "accuracy": SPLIT_NAMES[self.split], "epsilon": self.epsilon,
                 "interpolation": "linear in log density between each curve's rounds, never extrapolated",
                 "grid": self.grid, "density": self.density, "rows": self.rows, "comparisons": self.notes,
@@ -78,9 +80,20 @@ def acc_key(d: float) -> str:
     return f"accuracy_at_{d:g}"
 
 
+def metric_key(name: str) -> str:
+    """A row's column of round number `name` at each curve's ticket round."""
+    return f"ticket_{name}"
+
+
+def round_numbers(curves: Iterable[Curve]) -> list[str]:
+    """Every number the curves' rounds carry (their fixed fields and their metrics, a plugin's too), sorted."""
+    return sorted({k for c in curves for r in c.rounds for k, v in r.items()
+                   if k != "round" and isinstance(v, int | float) and not isinstance(v, bool)})
+
+
 def compare(trials: Sequence, by: Sequence[str], epsilon: float, density: float | None = None,
             searched: Iterable[str] = (), split: str = "val", objectives: Sequence[str] = (),
-            n_bins: int | None = None) -> Comparison:
+            n_bins: int | None = None, metrics: Sequence[str] = ()) -> Comparison:
     """One row per combination of every searched setting (and any other setting that varies).
 
     `by` are the compared settings; the others are context. Each row has the
@@ -92,7 +105,8 @@ def compare(trials: Sequence, by: Sequence[str], epsilon: float, density: float 
     seeds gives several curves, and two trials with the same settings and seed
     give the same curve, counted once. Ticket sparsity is computed per curve and
     then averaged, exactly as the objective does. Accuracies at densities are
-    interpolated per curve (linear in log density, within the curve only).
+    interpolated per curve (linear in log density, within the curve only). Each of `metrics` (a number of the
+    rounds: `round_numbers`) is read at each curve's ticket round.
     """
     by = list(by)
     col = collect(trials, [*searched, *by])
@@ -117,11 +131,12 @@ def compare(trials: Sequence, by: Sequence[str], epsilon: float, density: float 
             per_curve.append({"trial": c.trial, "seed": c.seed, "ticket_round": t["round"],
                               "ticket_density": t["density"],
                               **{o.spec: o.value(c.rounds, epsilon, acc) for o in columns},
-                              **{acc_key(d): c.at(d, acc) for d in grid}})
+                              **{acc_key(d): c.at(d, acc) for d in grid},
+                              **{metric_key(m): t.get(m) for m in metrics}})
         row: dict[str, Any] = {**dict(zip(keys, key, strict=True)), "kind": members[0].kind, "n": len(members),
                                "trials": sorted({c.trial for c in members}),
                                "seeds": sorted({str(c.seed) for c in members})}
-        for name in (*(o.spec for o in columns), *(acc_key(d) for d in grid)):
+        for name in (*(o.spec for o in columns), *(acc_key(d) for d in grid), *map(metric_key, metrics)):
             s = Stat.of(p[name] for p in per_curve)
             row.update({name: s.mean, f"{name}_std": s.std, f"{name}_n": s.n})
         row["curves"] = per_curve
@@ -131,8 +146,8 @@ def compare(trials: Sequence, by: Sequence[str], epsilon: float, density: float 
     excluded = {k: census_[k] for k in ("diverged", "duplicate", "failed", "running") if census_[k]}
     extra = [o.spec for o in columns if o.spec not in SUMMARY_OBJECTIVES]
     return Comparison(rows, by, context, grid, split, epsilon, density, notes, col.repeats, excluded, extra,
-                      control_gaps(rows, keys, grid, {(*col.key(c), c.kind, str(c.seed)): c for c in col.curves},
-                                   acc), bins)
+                      list(metrics), control_gaps(rows, keys, grid, {(*col.key(c), c.kind, str(c.seed)): c
+                                                                    for c in col.curves}, acc), bins)
 
 
 def control_gaps(rows: Sequence[dict], keys: Sequence[str], grid: Sequence[float],
@@ -238,7 +253,7 @@ def compare_table(cmp: Comparison) -> str:
     cols = [acc_key(d) for d in cmp.grid]
     headers = [*(_short(k) for k in cmp.by + cmp.context), *(["kind"] if show_kind else []), "n",
                "ticket sparsity %", "ticket acc %", *(f"acc@{density_label(d)}" for d in cmp.grid),
-               "ticket speedup ×", "train iterations", *cmp.objectives]
+               "ticket speedup ×", "train iterations", *cmp.objectives, *(f"ticket {m}" for m in cmp.metrics)]
     body = []
     for r in cmp.rows:
         def st(name: str, scale: float = 100.0, digits: int = 1, r=r) -> str:
@@ -247,7 +262,7 @@ def compare_table(cmp: Comparison) -> str:
         body.append([*(str(r[k]) for k in cmp.by + cmp.context), *([r["kind"]] if show_kind else []), r["n"],
                      st("ticket_sparsity"), st("ticket_accuracy"), *(st(c) for c in cols),
                      st("theoretical_speedup", 1.0, 2), st("train_iterations", 1.0, 0),
-                     *(st(o, 1.0, 4) for o in cmp.objectives)])
+                     *(st(o, 1.0, 4) for o in cmp.objectives), *(st(metric_key(m), 1.0, 4) for m in cmp.metrics)])
     return format_table(headers, body)
 
 
@@ -315,6 +330,8 @@ def compare_text(cmp: Comparison, name: str) -> str:
         f"Accuracy: {SPLIT_NAMES[cmp.split]}, in %; acc@X is interpolated linearly in log density between each "
         "curve's rounds (never extrapolated).",
         *(f"{b.describe()}." for b in cmp.bins.values()),
+        *([f"ticket X: the rounds' number X at each curve's ticket round ({', '.join(cmp.metrics)})."]
+          if cmp.metrics else []),
         "",
         compare_table(cmp) if cmp.rows else "(no finished trials)",
     ]

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..engine.cache import DEFAULT_CACHE_DIR
-from ..engine.config import MAX_SEED, TicketConfig, build, read_toml, set_dotted, setting, unknown_key_message
+from ..engine.coercion import build, set_dotted, unknown_key_message
+from ..engine.config import MAX_SEED, TicketConfig, read_toml, setting
 from ..engine.errors import ConfigError
 from ..engine.hashing import digest
 from ..engine.registry import CONTROLS, load_plugins, unknown_name
@@ -292,7 +293,9 @@ def parse_study(raw: dict[str, Any], path: str = "") -> StudyConfig:
     reinits = search["reinit"].extremes() if "reinit" in search else [cfg.base.prune.reinit]
     for name in study.controls:  # (a control that cannot run on some trial's ticket is refused now, not mid-study)
         for reinit in reinits:
-            cfg.base.replace({"prune.reinit": reinit, **CONTROLS.load(name)})
+            ticket = cfg.base.replace({"prune.reinit": reinit})
+            if ticket.split_control()[0] is None:  # (a control searched is refused with its own message)
+                ticket.check_control(name)
     return cfg
 
 

@@ -82,11 +82,16 @@ def mean_rounds(per_seed: Sequence[Sequence[Round]]) -> list[dict[str, Any]]:
         for key, value in rows[0].items():
             if isinstance(value, list):
                 continue  # (one seed's paths are not the mean's: each seed's own record keeps them)
-            numeric = isinstance(value, int | float) and not isinstance(value, bool)
-            mean[key] = sum(row[key] for row in rows) / len(rows) if numeric else value
+            numbers = [row[key] for row in rows if _number(row.get(key))]
+            # (a metric some seeds did not measure: the mean of those that did)
+            mean[key] = sum(numbers) / len(numbers) if _number(value) else value
         mean["round"] = rows[0]["round"]
         out.append(mean)
     return out
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
 
 
 def density_label(d: float) -> str:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator
 
+from ..engine.config import PruneConfig
 from ..engine.data import Dataset, load_dataset
 from ..engine.device import resolve_device
 from ..engine.errors import ConfigError
-from ..engine.registry import CONTROLS, MASKS, REINITS
 from ..engine.searches import ticket_search
 from .callbacks import StudyPlan
 from .config import StudyConfig, validate_with_data
@@ -23,8 +23,8 @@ def check_with_engine(cfg: StudyConfig, processes: int = 1) -> None:
     """Load the data, check the schedule's lengths against it, and build the searches at every combination of the
     extremes of the settings that decide a plan (model × dataset pairs, layer names, rounds that prune nothing
     or empty a layer), before anything is created."""
-    load_entries(cfg)  # (one that cannot load is named alone, not under a [search] combination)
     check_no_control_searched(cfg)
+    load_entries(cfg)  # (one that cannot load is named alone, not under a [search] combination)
     data = _data(cfg)
     validate_with_data(cfg, len(data.train))
     for _ in _searches(cfg, data):
@@ -105,13 +105,15 @@ def _searches(cfg: StudyConfig, data: Dataset) -> Iterator[tuple[dict, object]]:
 
 def check_no_control_searched(cfg: StudyConfig) -> None:
     """A study searches how tickets are found; the paper's controls go beside every ticket ([study] controls)."""
-    for key, registry in (("reinit", REINITS), ("mask", MASKS)):
+    ticket = PruneConfig()  # (each value alone: the other setting at its ticket-finding default)
+    for key in ("reinit", "mask"):
         param = cfg.search.get(key)
         values = param.extremes() if param is not None else [getattr(cfg.base.prune, key)]
         for value in values:
-            if registry.load(value).control:
+            named, _ = cfg.base.replace({"prune.reinit": ticket.reinit, "prune.mask": ticket.mask,
+                                         f"prune.{key}": value}).split_control()
+            if named is not None:
                 where = f"search.{key}" if param is not None else f"prune.{key}"
-                named = [n for n, e in CONTROLS.items() if e.load() == {f"prune.{key}": value}]
-                hint = f'controls = ["{named[0]}"]' if named else "controls"
                 raise ConfigError(f"{where} = {value!r} is a control, not a way to find tickets; list it in [study] "
-                                  f"{hint} so that every ticket is trained beside it, level by level on its own masks")
+                                  f'controls = ["{named}"] so that every ticket is trained beside it, level by level '
+                                  "on its own masks")

@@ -8,9 +8,9 @@ from pathlib import Path
 import optuna
 
 from ..engine.cache import RoundCache
+from ..engine.callbacks import Callback
 from ..engine.errors import ConfigError, StopSearch
 from ..engine.export import TicketSaver
-from ..engine.rounds import Callback
 from ..engine.searches import ticket_search
 from .attrs import RUN_ATTR
 from .config import StudyConfig
@@ -84,7 +84,7 @@ def export_ticket(cfg: StudyConfig, storage_url: str, name: str, trial: int | No
     tcfg = cfg.trial_config(chosen.params, seed)
     saver = TicketSaver(out, tcfg, rounds={r})
     stop = _StopAt(r)
-    ticket_search(tcfg, cache=RoundCache(cache_dir) if cache_dir else None, callbacks=[saver, stop]).run()
+    ticket_search(tcfg, cache=RoundCache(cache_dir) if cache_dir else None).run([saver, stop])
     records = stop.records
     if not saver.written:
         raise ConfigError(f"trial {chosen.number} no longer reaches round {r} with this code; pick another round")

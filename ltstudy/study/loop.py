@@ -16,25 +16,25 @@ count, so they never hold a place.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 
 import optuna
 from optuna.trial import TrialState
 
+from ..engine.callbacks import Callback, Callbacks
 from ..engine.data import load_dataset
 from ..engine.device import resolve_device
 from ..engine.drivers import drive_jobs, drive_packed
-from ..engine.rounds import Callback, Callbacks, RoundJob, TrainResult
+from ..engine.rounds import RoundJob, TrainResult
 from . import optuna_api
+from .callbacks import StudyCallback, StudyCallbacks
 from .owners import register, release, requeue, sweep_dead_owners
 from .sampling import setting_key, space_size, suggest
 from .session import COUNTED
 from .signals import deferred, raise_if_requested
 from .storage import ask_lock
 from .trial import Outcome, TrialContext, TrialRun, best_effort
-
-TrialEnd = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
 
 
 @dataclass
@@ -45,13 +45,15 @@ class LoopReport:
 
 
 def run_trials(study: optuna.Study, storage, ctx: TrialContext, *, budget: int | None, target: int,
-               pack: int = 1, on_trial_end: tuple[TrialEnd, ...] = (), report: LoopReport | None = None,
+               pack: int = 1, report: LoopReport | None = None,
                storage_url: str | None = None, fail_limit: int | None = None) -> LoopReport:
     """Ask, run and tell trials until `budget` of them ran here, or the study's finished and running trials
     (any process's) reach `target`, or `fail_limit` trials in a row failed here (a loop without a budget
     would otherwise retry a trial that cannot succeed forever).
 
-    `report` is filled as the loop goes (so it is complete when Ctrl-C ends it).
+    `report` is filled as the loop goes (so it is complete when Ctrl-C ends it). `ctx.callbacks` hear the
+    study's hooks (each trial's end, each on its own: one that fails does not keep the others from it), the
+    training of every trial run here, and each search's rounds through their `watch`.
 
     Whatever point of a trial's life a stop (Ctrl-C, SIGTERM, an error) reaches,
     the trial is told FAIL and queued again, and its MLflow run is closed:
@@ -90,8 +92,9 @@ def run_trials(study: optuna.Study, storage, ctx: TrialContext, *, budget: int |
 
     def ended(frozen: optuna.trial.FrozenTrial) -> None:
         report.failed_in_a_row = report.failed_in_a_row + 1 if frozen.state == TrialState.FAIL else 0
-        for callback in on_trial_end:
-            best_effort(lambda callback=callback: callback(study, frozen))
+        for callback in StudyCallbacks(ctx.callbacks).members:
+            if isinstance(callback, StudyCallback):
+                best_effort(lambda callback=callback: callback.on_trial_end(frozen))
 
     def told(attempt: _Attempt) -> Generator[RoundJob, TrainResult, Outcome]:
         """A trial's jobs, with its outcome told to Optuna when it ends."""

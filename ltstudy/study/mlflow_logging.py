@@ -8,9 +8,10 @@ per study, one child run per trial nested with an explicit parent run id.
   `pareto.png`; `report.html` when a report is written;
 - a trial's run: tags (study, trial number, state, kind, config hash, the
   searched values, `feasible` and `pareto` once it is complete, `retry_of`),
-  the trial's whole engine config as params, every round's metrics with
+  the trial's whole engine config as params, every number of every round
+  (its fixed fields and every key of its open `metrics`, a plugin's too) with
   step = round (prefixed `seed_S/` when a trial has several seeds, whose mean
-  is logged unprefixed), the dense network's instability with step = k
+  is logged unprefixed; a control's under `control/NAME/`), the dense network's instability with step = k
   (`[stability] dense_ks`; with several seeds, each seed's prefixed and their
   mean unprefixed), the objective and constraint values,
   `rounds.csv`, `rounds.json`, `accuracy_vs_density.png`, and saved tickets
@@ -40,17 +41,23 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from ..engine import strict_json
+from ..engine.callbacks import Callback
 from .attrs import EXPERIMENT_ATTR, PARENT_ATTR, PARETO_ATTR, RUN_ATTR
+from .callbacks import StudyCallback
 from .config import DEFAULT_MAX_DENSE_GAP, StudyConfig, describe
 from .tracking import Tracker, TrackingUnavailable, one_line
 
 RECONNECT_BACKOFF = 30.0  # seconds before asking again a server that failed after it had answered
 
-ROUND_METRICS = ("density", "sparsity", "val_accuracy", "val_loss", "test_accuracy", "test_accuracy_at_early_stop",
-                 "start_test_accuracy", "early_stop_iteration", "train_loss", "iterations", "path_iterations",
-                 "weights_remaining", "reused", "computed_iterations", "compression_ratio",
-                 "compression_ratio_all_params", "params_nonzero", "dense_flops", "nonzero_flops",
-                 "theoretical_speedup", "val_instability", "test_instability")
+
+def round_numbers(rnd: Mapping[str, Any]) -> dict[str, float]:
+    """Every number of a stored round, its step (`round`) aside: the fixed fields and every metric (a flag as 0/1);
+    a value not measured (NaN, infinite) is left out rather than drawn as a gap in MLflow's charts."""
+    values = {k: float(v) for k, v in rnd.items()
+              if k != "round" and isinstance(v, int | float) and math.isfinite(float(v))}
+    if "density" in rnd:
+        values["sparsity"] = 1.0 - rnd["density"]
+    return values
 
 
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -64,12 +71,13 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def rounds_csv(rounds: Iterable[Mapping[str, Any]]) -> str:
-    """One row per round; the per-layer densities as columns `layer_density/<layer>`."""
+    """One row per round, a column for every key any round has (a metric measured on some rounds only is empty on
+    the others); the per-layer densities as columns `layer_density/<layer>`."""
     rows = [{**{k: v for k, v in r.items() if not isinstance(v, dict | list) and k != "control"},
              **{f"layer_density/{n}": d for n, d in r.get("layer_density", {}).items()}} for r in rounds]
     if not rows:
         return ""
-    keys = list(rows[0])
+    keys = list(dict.fromkeys(k for r in rows for k in r))
     lines = [",".join(keys)] + [",".join(str(r.get(k, "")) for k in keys) for r in rows]
     return "\n".join(lines) + "\n"
 
@@ -133,7 +141,7 @@ def _quietly(fn: Callable | None = None, *, reconnect: bool = False) -> Callable
 class StudyLog:
     """The study's MLflow runs, through one Tracker; offline after the first failure (see the module docstring)."""
 
-    def __init__(self, tracker: Tracker, notice: Callable[[str], None] | None = None, strict: bool = False,
+    def __init__(self, tracker: Tracker, notes: Callback | None = None, strict: bool = False,
                  max_dense_gap: float = DEFAULT_MAX_DENSE_GAP):
         self.tracker = tracker
         self.strict = strict  # a failure raises (`repair`: it exists to log what is missing, so it never skips)
@@ -141,7 +149,7 @@ class StudyLog:
         self.outages = 0
         self._next_try = 0.0  # (time.monotonic) no reconnection before
         self.offline: str | None = None  # why MLflow is not being written to, once it failed
-        self.notice = notice or (lambda line: print(line, file=sys.stderr, flush=True))
+        self.notes = notes if notes is not None else PrintedNotes()  # (its outages and returns, as they happen)
 
     def go_offline(self, exc: BaseException) -> None:
         from .storage import redact
@@ -152,9 +160,9 @@ class StudyLog:
             self._next_try = time.monotonic() + min(RECONNECT_BACKOFF * 2 ** (self.outages - 2), 600.0)
         for name in ("mlflow", "alembic", "sqlalchemy"):  # its loggers would repeat the failure on every call left
             logging.getLogger(name).setLevel(logging.CRITICAL)
-        self.notice(f"ltstudy: warning: MLflow at {redact(self.tracker.uri)} failed ({self.offline}); training "
-                    "goes on and Optuna keeps every result: run `ltstudy repair STUDY.toml` once MLflow is back to "
-                    "log what is missing")
+        self.notes.on_note(f"ltstudy: warning: MLflow at {redact(self.tracker.uri)} failed ({self.offline}); "
+                           "training goes on and Optuna keeps every result: run `ltstudy repair STUDY.toml` once "
+                           "MLflow is back to log what is missing")
 
     def _may_reconnect(self) -> bool:
         return time.monotonic() >= self._next_try and self.tracker.server_answers()
@@ -163,8 +171,8 @@ class StudyLog:
         from .storage import redact
 
         self.offline = None
-        self.notice(f"ltstudy: MLflow at {redact(self.tracker.uri)} answers again: logging goes on; `ltstudy repair "
-                    "STUDY.toml` logs what it missed meanwhile")
+        self.notes.on_note(f"ltstudy: MLflow at {redact(self.tracker.uri)} answers again: logging goes on; "
+                           "`ltstudy repair STUDY.toml` logs what it missed meanwhile")
 
     # ------------------------------------------------------------------ the study's run
 
@@ -230,11 +238,7 @@ class StudyLog:
 
     @_quietly
     def round(self, run_id: str, rnd: Mapping[str, Any], prefix: str = "") -> None:
-        # (a value not measured, NaN, is left out rather than drawn as a gap in MLflow's charts)
-        values = {f"{prefix}{k}": float(rnd[k]) for k in ROUND_METRICS
-                  if k in rnd and rnd[k] is not None and math.isfinite(float(rnd[k]))}
-        if "density" in rnd:
-            values[f"{prefix}sparsity"] = 1.0 - rnd["density"]
+        values = {f"{prefix}{k}": v for k, v in round_numbers(rnd).items()}
         values.update({f"{prefix}layer_density/{n}": float(d) for n, d in rnd.get("layer_density", {}).items()})
         self.tracker.log_metrics(run_id, values, step=int(rnd["round"]))
         for path in rnd.get("stability_paths", []):  # ([stability] dense_ks: against k, where MLflow charts it)
@@ -357,3 +361,20 @@ class StudyLog:
                 self.end_trial(run.info.run_id, "FAIL", reason or "worker stopped before the trial finished")
             closed += 1
         return closed
+
+
+class PrintedNotes(Callback):
+    """Notes printed to stderr as they come (MLflow going offline, and coming back)."""
+
+    def on_note(self, message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+
+class ParetoTags(StudyCallback):
+    """After each trial, the `pareto` tags of the runs whose trial joined or left the front (`StudyLog.after_trial`)."""
+
+    def __init__(self, log: StudyLog, study):
+        self.log, self.study = log, study
+
+    def on_trial_end(self, trial) -> None:
+        self.log.after_trial(self.study, trial)

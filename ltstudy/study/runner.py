@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 
 import optuna
 
-from .callbacks import StudyCallback
+from .callbacks import StudyCallback, StudyCallbacks
 from .config import StudyConfig
 from .engine_checks import plan
 from .loop import LoopReport, run_trials
-from .mlflow_logging import StudyLog
+from .mlflow_logging import ParetoTags, StudyLog
 from .session import RunOptions, attach_tracking, existing_study, n_counted, open_study, resolve
 from .threads import set_threads
 from .tracking import Tracker
@@ -62,11 +62,11 @@ def run_study(cfg: StudyConfig, opts: RunOptions, callbacks: StudyCallback | Non
         missing = max(0, target - before)
         callbacks.on_study_start(missing, plan(cfg, missing))
         if opts.jobs == 1 or missing == 0:
-            ctx = TrialContext(cfg, log, exp_id, parent, callbacks, opts.cache(cfg))
+            ctx = TrialContext(cfg, log, exp_id, parent, StudyCallbacks([ParetoTags(log, study), callbacks]),
+                               opts.cache(cfg))
             report = LoopReport(summary.ran)
             run_trials(study, opened.storage, ctx, storage_url=opened.url, budget=missing, target=target,
-                       pack=cfg.study.pack, on_trial_end=(log.after_trial, lambda s, t: callbacks.on_trial_end(t)),
-                       report=report)
+                       pack=cfg.study.pack, report=report)
             summary.notes += report.notes
         else:
             summary.ran, notes = run_local_workers(cfg, opts, storage_url, uri, name, missing,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -31,9 +32,9 @@ def round_table(rounds: Sequence[RoundResult]) -> str:
     """One row per round; a round loaded from the cache is marked so, its seconds being the run's that trained it."""
     headers = ["round", "density", "weights", "speedup", "val_acc", "val_loss", "es_iter", "test_acc", "test_acc@es",
                "train_loss", "iters", "seconds"]
-    rows = [[r.round, r.density, r.weights_remaining, r.theoretical_speedup, r.val_accuracy, r.val_loss,
-             r.early_stop_iteration, r.test_accuracy, r.test_accuracy_at_early_stop, r.train_loss, r.iterations,
-             f"{r.wall_seconds:.4f} (cached)" if r.reused else r.wall_seconds]
+    rows = [[r.round, r.density, r.weights_remaining, r.metrics.get("theoretical_speedup", math.nan), r.val_accuracy,
+             r.val_loss, r.early_stop_iteration, r.test_accuracy, r.test_accuracy_at_early_stop, r.train_loss,
+             r.iterations, f"{r.wall_seconds:.4f} (cached)" if r.reused else r.wall_seconds]
             for r in rounds]
     table = format_table(headers, rows)
     if any(r.reused for r in rounds):

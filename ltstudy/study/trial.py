@@ -29,12 +29,13 @@ import optuna
 from optuna.trial import TrialState
 
 from ..engine.cache import RoundCache
+from ..engine.callbacks import Callback
 from ..engine.chance import DenseMustLearn
 from ..engine.data import Dataset, load_dataset
 from ..engine.device import resolve_device
 from ..engine.drivers import search_jobs
-from ..engine.errors import DivergedError, RunFailed, StopSearch
-from ..engine.rounds import Callback, RoundJob, RoundResult, TrainResult
+from ..engine.errors import DivergedError, RunFailed
+from ..engine.rounds import RoundJob, TrainResult
 from ..engine.searches import control_kind, kind_of, ticket_search
 from .attrs import LINEAGE_ATTR, NUMBER_ATTR, RUN_ATTR
 from .callbacks import StudyCallback
@@ -45,6 +46,7 @@ from .objectives.base import trial_value
 from .owners import requeue
 from .sampling import suggest
 from .signals import deferred
+from .trial_callbacks import PrunerReports, RoundLog, SeedRounds, StopRules
 
 
 def _retried_number(trial: optuna.Trial) -> int | None:
@@ -89,7 +91,6 @@ class TrialRun:
         self.run_id: str | None = None
         self.per_seed: list[list[dict]] = []
         self.controls: dict[str, list[list[dict]]] = {name: [] for name in ctx.cfg.study.controls}
-        self._reported: set[int] = set()  # pruner steps reported
         self._aborted = False
         self.data: Dataset = load_dataset(self.cfg.base.data, resolve_device(self.cfg.base.device))
 
@@ -112,7 +113,7 @@ class TrialRun:
         trial.set_user_attr("seeds", self.seeds)
         trial.set_user_attr("kind", self.kind)
         if self.controls:
-            trial.set_user_attr("controls", {name: control_kind(first, name) for name in self.controls})
+            trial.set_user_attr("controls", {name: control_kind(name) for name in self.controls})
         trial.set_user_attr("params_all", {k: _plain(v) for k, v in _settings(first).items()})
         trial.set_user_attr(LINEAGE_ATTR, lineage)
         with deferred():  # (a stop between creating the run and keeping its id would leave the run RUNNING)
@@ -143,13 +144,9 @@ class TrialRun:
                 for levels in self.controls.values():
                     levels.append([])
                 tcfg = self.cfg.trial_config(self.values, seed)
-                watcher = _SeedRounds(self, rounds, seed, report=(i == 0))
                 with self._ticket_saver(tcfg, seed) as saver:
-                    watchers = [watcher, DenseMustLearn(self.data), *([saver] if saver is not None else [])]
-                    search = ticket_search(tcfg, self.data, self.ctx.cache, watchers, controls=list(self.controls))
-                    yield from search_jobs(search)
-                if getattr(search, "path_rounds", None):
-                    self.trial.set_user_attr(f"path_rounds_seed_{seed}", dict(search.path_rounds))
+                    search = ticket_search(tcfg, self.data, self.ctx.cache, controls=list(self.controls))
+                    yield from search_jobs(search, [*self._watchers(rounds, seed, first=(i == 0)), saver])
             return self._finish()
         except optuna.TrialPruned as exc:
             return self._stopped(str(exc))
@@ -189,44 +186,17 @@ class TrialRun:
             finally:
                 best_effort(lambda: self.log.tickets(self.run_id, folder, seed))
 
-    def _prefix(self, seed: int) -> str:
-        return "" if self.cfg.study.replicates == 1 else f"seed_{seed}/"
-
-    def on_control_round(self, rec: RoundResult, seed: int) -> None:
-        """A control's level: kept beside the ticket's rounds (as `control/NAME/...` in MLflow); it steers nothing."""
-        d = rec.to_dict()
-        levels = self.controls[rec.control][-1]
-        if not levels:  # a control's curve starts at the ticket's dense round
-            levels.append(self.per_seed[-1][0])
-        levels.append(d)
-        self.log.round(self.run_id, d, f"{self._prefix(seed)}control/{rec.control}/")
-        self.ctx.callbacks.on_trial_round(self.trial.number, seed, rec, search=rec.control)
-
-    def on_round(self, rec: RoundResult, rounds: list[dict], seed: int, report: bool) -> None:
-        d = rec.to_dict()
-        rounds.append(d)
+    def _watchers(self, rounds: list[dict], seed: int, first: bool) -> list[Callback | None]:
+        """The consumers of one seed's search, in order (trial_callbacks.py)."""
         s = self.cfg.study
-        # Every round, those a retry took from the cache too: its run holds the trial's whole curve (the dead
-        # attempt's run keeps the rounds it logged).
-        self.log.round(self.run_id, d, self._prefix(seed))
-        self.ctx.callbacks.on_trial_round(self.trial.number, seed, rec)
-        if report and len(self.objectives) == 1 and self.objectives[0].prunable and s.pruner != "none":
-            # Keyed by density, never by round: see objectives/base.py.
-            for step, value in self.objectives[0].intermediate_values(rounds, s.epsilon).items():
-                if step not in self._reported:
-                    self.trial.report(value, step)
-                    self._reported.add(step)
-            if self.trial.should_prune():
-                raise optuna.TrialPruned(f"pruner stopped the trial at density {rec.density:.4g} (round {rec.round})")
-        if rec.round == 0:
-            return
-        if s.stop_on_drop is True:
-            drop = rounds[0]["val_accuracy"] - rec.val_accuracy
-            if drop > s.max_accuracy_drop:
-                raise optuna.TrialPruned(f"accuracy drop {drop:.4f} > max_accuracy_drop {s.max_accuracy_drop} at "
-                                         f"round {rec.round}")
-        elif s.stop_on_drop == "unmatched" and rec.val_accuracy < rounds[0]["val_accuracy"] - s.epsilon - 1e-12:
-            raise StopSearch(f"round {rec.round} no longer matches dense within epsilon {s.epsilon}")
+        single = self.objectives[0] if len(self.objectives) == 1 else None
+        return [SeedRounds(rounds, {name: levels[-1] for name, levels in self.controls.items()}),
+                RoundLog(self.log, self.run_id, "" if s.replicates == 1 else f"seed_{seed}/"),
+                self.ctx.callbacks.watch(self.trial.number, seed),
+                PrunerReports(self.trial, single, s.epsilon, rounds)
+                if first and single is not None and single.prunable and s.pruner != "none" else None,
+                StopRules(s, self.trial, seed, rounds) if s.stop_on_drop else None,
+                DenseMustLearn(self.data)]
 
     # ------------------------------------------------------------------ outcomes
 
@@ -337,23 +307,6 @@ class TrialRun:
             best_effort(lambda run_id=run_id: self.log.close_if_running(
                 run_id, f"worker died; retried as trial {self.trial.number}"))
         return lineage
-
-
-class _SeedRounds(Callback):
-    """The trial's watcher on one seed's search: it logs, reports and may stop at each finished round."""
-
-    def __init__(self, run: TrialRun, rounds: list[dict], seed: int, report: bool):
-        self.run, self.rounds, self.seed, self.report = run, rounds, seed, report
-
-    def on_round_end(self, record: RoundResult) -> None:
-        if record.control:
-            self.run.on_control_round(record, self.seed)
-            return
-        try:
-            self.run.on_round(record, self.rounds, self.seed, self.report)
-        except StopSearch as stop:
-            self.run.trial.set_user_attr(f"stop_reason_seed_{self.seed}", stop.reason)
-            raise
 
 
 def _settings(tcfg) -> dict[str, Any]:

@@ -35,11 +35,10 @@ from types import ModuleType
 from typing import Any
 
 from ..engine.hashing import module_digest, source_digest
-from ..engine.registry import CONTROLS, DATASETS, MASKS, MODELS, REINITS, SCOPES, Entry, load_plugins
+from ..engine.registry import AT_INIT, CONTROLS, DATASETS, MASKS, MODELS, REINITS, SCOPES, Entry, load_plugins
 from .config import StudyConfig
 
 _PACKAGE = Path(__file__).resolve().parents[1]  # ltstudy/
-_BY_KEY = {"prune.reinit": REINITS, "prune.mask": MASKS, "prune.scope": SCOPES}
 
 
 def used_entries(cfg: StudyConfig) -> list[Entry]:
@@ -52,8 +51,8 @@ def used_entries(cfg: StudyConfig) -> list[Entry]:
         param = cfg.search.get(key)
         found += [registry.get(v) for v in (param.extremes() if param is not None else [getattr(b.prune, key)])]
     for name in cfg.study.controls:
-        control = CONTROLS.get(name)
-        found += [control, *(_BY_KEY[k].get(v) for k, v in control.load().items() if k in _BY_KEY)]
+        control = CONTROLS.get(name)  # (a method pruning at initialisation: its AT_INIT entry is the code)
+        found += [control, *([AT_INIT.get(control.rule)] if "rule" in control.meta else [])]
     found += [OBJECTIVES.get(spec.partition(":")[0]) for spec in cfg.study.objectives]
     unique: dict[int, Entry] = {}
     for entry in found:

@@ -20,10 +20,10 @@ from optuna.trial import TrialState
 
 from ..engine.errors import RunFailed
 from .attrs import EXPERIMENT_ATTR, PARENT_ATTR
-from .callbacks import StudyCallback
+from .callbacks import StudyCallback, StudyCallbacks
 from .config import StudyConfig
 from .loop import run_trials
-from .mlflow_logging import StudyLog
+from .mlflow_logging import ParetoTags, StudyLog
 from .mlflow_sync import sync
 from .optuna_api import fail_stale_trials
 from .owners import sweep_dead_owners
@@ -94,10 +94,10 @@ def worker_main(cfg: StudyConfig, opts: RunOptions, storage_url: str, uri: str, 
     study = opened.study
     log = StudyLog(Tracker(uri), max_dense_gap=cfg.study.max_dense_gap)
     exp_id, parent = study.user_attrs[EXPERIMENT_ATTR], study.user_attrs[PARENT_ATTR]
-    ctx = TrialContext(cfg, log, exp_id, parent, StudyCallback(), opts.cache(cfg))
+    ctx = TrialContext(cfg, log, exp_id, parent, ParetoTags(log, study), opts.cache(cfg))
     try:
         report = run_trials(study, opened.storage, ctx, storage_url=opened.url, budget=budget, target=target,
-                            pack=cfg.study.pack, on_trial_end=(log.after_trial,))
+                            pack=cfg.study.pack)
     except KeyboardInterrupt:
         raise SystemExit(130) from None
     except RunFailed as exc:  # one line (a full disk), not a worker's traceback
@@ -142,24 +142,30 @@ def run_worker(cfg: StudyConfig, opts: RunOptions, callbacks: StudyCallback | No
     log.end_study(parent)  # (the study's run is open only while a `run` command drives it)
     repaired_trials, repaired_runs = repair_study(study, opened.storage, log, cfg.study.grace_period, opened.url)
     summary = WorkerSummary(name, [], repaired_trials, repaired_runs, opened.created)
-    callbacks = callbacks or StudyCallback()
-
-    def done(s: optuna.Study, t: optuna.trial.FrozenTrial) -> None:
-        summary.finished.append(t)
-        callbacks.on_trial_end(t)
-
-    ctx = TrialContext(cfg, log, exp_id, parent, callbacks, opts.cache(cfg))
+    ctx = TrialContext(cfg, log, exp_id, parent,
+                       StudyCallbacks([ParetoTags(log, study), _Finished(summary.finished), callbacks]),
+                       opts.cache(cfg))
     try:
         # (no budget: it works until the study is done; a trial that cannot succeed would otherwise be retried
         # forever)
         report = run_trials(study, opened.storage, ctx, storage_url=opened.url, budget=None, target=target,
-                            pack=cfg.study.pack, on_trial_end=(log.after_trial, done), fail_limit=max(target, 1))
+                            pack=cfg.study.pack, fail_limit=max(target, 1))
         summary.notes = report.notes
     except KeyboardInterrupt:
         summary.interrupted = True
     finally:
         best_effort(lambda: log.sweep_orphans(study))
     return summary
+
+
+class _Finished(StudyCallback):
+    """The trials a worker finished, for its summary."""
+
+    def __init__(self, finished: list[optuna.trial.FrozenTrial]):
+        self.finished = finished
+
+    def on_trial_end(self, trial) -> None:
+        self.finished.append(trial)
 
 
 def repair_study(study: optuna.Study, storage, log: StudyLog, grace: float,

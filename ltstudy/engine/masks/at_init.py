@@ -1,11 +1,13 @@
 """Pruning at initialisation: a mask scored once on the start weights, at the ticket's density of each level.
 
 The baselines of Frankle, Dziugaite, Roy and Carbin (ICLR 2021, "Pruning Neural
-Networks at Initialization: Why Are We Missing the Mark?") are controls here:
-at level r each method scores the weights of θ_k (θ0 when k = 0), before any
-training, and keeps the best-scoring ones so that exactly as many weights
-remain as in the ticket's m_r; layers the ticket leaves dense (`ignore`) stay
-dense. The network then trains from θ_k like the ticket. A method file
+Networks at Initialization: Why Are We Missing the Mark?") are controls here
+(branches/at_init.py): at level r each method scores the weights of θ_k (θ0
+when k = 0), before any training, and keeps the best-scoring ones so that
+exactly as many weights remain as in the ticket's m_r; layers the ticket leaves
+dense (`ignore`) stay dense. The network then trains from θ_k like the ticket.
+A method is one class, registered in `registry.AT_INIT` (which makes it a
+control of its own name, and `<name>-reinit`). A method file
 implements `scores`; `scope` says how the kept count is spread over the layers
 ("global": one ranking over all of them, as SNIP, GraSP, SynFlow and magnitude
 pruning rank; "uniform": every pruned layer at the same density).
@@ -14,8 +16,8 @@ Each method comes with the paper's ablations, as variants of its class:
 - `shuffled`: each layer's mask randomly permuted within the layer (the same
   per-layer densities, the method's choice of weights gone);
 - `inverted`: the lowest-scoring weights kept instead of the highest;
-- a fresh initialisation: the control `<method>-reinit` pairs the method's mask
-  (scored on θ_k) with `reinit = "random"`.
+- a fresh initialisation: the control `<method>-reinit` trains the method's
+  mask (scored on θ_k) from a fresh draw.
 
 Scores are computed on a copy of the model: the search's own model, its
 gradients and batch-norm statistics are untouched. Data comes from the training
@@ -32,13 +34,11 @@ from torch import nn
 
 from .. import pruning
 from ..seeds import AT_INIT_DATA, AT_INIT_DROPOUT, RANDOM_MASK, derived_seed
-from .base import MaskRule
 
 
-class AtInit(MaskRule):
-    control = True
-    path = "magnitude"
-    at_init = True
+class AtInit:
+    """A pruning-at-initialisation method: `raw_scores` (or `scores`), and how its kept count is spread."""
+
     scope: ClassVar[str] = "global"
     variant: ClassVar[str] = ""  # "", "shuffled" or "inverted"
     method: ClassVar[str] = ""  # its name in reports ("SNIP")
@@ -46,10 +46,6 @@ class AtInit(MaskRule):
     @classmethod
     def describe(cls) -> str:
         return cls.method + (f", {cls.variant}" if cls.variant else "")
-
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        cls.label = cls.describe()
 
     def raw_scores(self, model: nn.Module, names: list[str], data, seed: int) -> dict[str, torch.Tensor]:
         """The method's score of each weight of the layers `names` (higher = keep), on `model` at the start."""
@@ -62,6 +58,7 @@ class AtInit(MaskRule):
         return {n: -s for n, s in scores.items()} if invert else scores
 
     def at_start(self, model: nn.Module, ticket_masks: pruning.Masks, seed: int, round_: int, data) -> pruning.Masks:
+        """The mask of level `round_`: as many weights as `ticket_masks` keeps, scored on `model` (holding θ_k)."""
         target = {n: int(m.sum().item()) for n, m in ticket_masks.items()}
         pruned = [n for n, m in ticket_masks.items() if target[n] < m.numel()]
         masks = {n: torch.ones_like(m) for n, m in ticket_masks.items()}

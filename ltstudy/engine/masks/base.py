@@ -1,37 +1,23 @@
-"""What a mask rule is: the pruning step of a ticket search, or the mask of a search on a ticket's path."""
+"""What a mask rule is: IMP's pruning step, new masks from a round's trained weights."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING
 
-from torch import nn
+if TYPE_CHECKING:
+    from torch import nn
 
-from ..rounds import Masks
+    from ..rounds import Masks
 
 
 class MaskRule:
-    """A mask rule. Subclasses set the class attributes and implement what they are for.
+    """A ticket-finding mask rule; registered in `registry.MASKS`.
 
-    - `prune(model, masks, rates, shared)`: IMP's step 3 for a ticket-finding rule: new masks from the
-      trained weights, removing each layer's rate of its survivors (`shared` layers under one threshold).
-    - `for_level(ticket_masks, seed, round)`: the mask a search on a ticket's path trains at level r, given
-      the ticket's m_r (a copy of it for a ticket-finding rule).
-    - `control`: a control (evaluated on a ticket's masks), with `path` the rule that makes those masks.
-    - `at_init`: the level's mask is scored on the start weights (pruning at initialisation, at_init.py):
-      `at_start(model, ticket_masks, seed, round, data)` gets the model holding θ_k and the data.
+    - `prune(model, masks, rates, shared)`: IMP's step 3: new masks from the trained weights, removing each
+      layer's rate of its survivors (`shared` layers under one threshold).
+
+    (A control's mask, random or pruned at initialisation, is a branch's: branches/.)
     """
 
-    control: ClassVar[bool] = False
-    at_init: ClassVar[bool] = False
-    path: ClassVar[str | None] = None
-    label: ClassVar[str] = ""  # a control's name in reports ("random re-init")
-
     def prune(self, model: nn.Module, masks: Masks, rates: dict[str, float], shared: set[str]) -> Masks:
-        raise NotImplementedError(f"{type(self).__name__} is a control, not a ticket-finding mask rule")
-
-    def for_level(self, ticket_masks: Masks, seed: int, round_: int) -> Masks:
-        return {n: m.clone() for n, m in ticket_masks.items()}
-
-    def at_start(self, model: nn.Module, ticket_masks: Masks, seed: int, round_: int, data) -> Masks:
-        """The mask a search on a ticket's path trains at level r (a rule that needs no weights: `for_level`)."""
-        return self.for_level(ticket_masks, seed, round_)
+        raise NotImplementedError

@@ -13,6 +13,8 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
+from ..seeds import REINIT, derived_seed
+
 Shape = tuple[int, int, int]  # (channels, height, width)
 
 
@@ -56,6 +58,17 @@ def init_weights(model: nn.Module) -> None:
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+
+
+def fresh_draw(model: nn.Module, seed: int, round_: int) -> None:
+    """A fresh draw θ'0 of the paper's init from round `round_`'s own stream of `seed` (the random re-init control),
+    batch-norm statistics reset; the global RNG's state is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derived_seed(seed, REINIT, round_))
+        init_weights(model)
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
 
 
 def flat_dim(features: list[tuple[str, nn.Module]], input_shape: Shape) -> int:

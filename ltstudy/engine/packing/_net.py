@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -11,15 +11,16 @@ from ._layers import Layer, PackedConv, Parametric, build_layer
 from ._layouts import GROUPED_CONV_MAX_BYTES, convert
 from ._probes import probe_layer
 
-NoteCallback = Callable[[str], None]
+if TYPE_CHECKING:
+    from ..callbacks import Callback
 
 
 class PackedNet:
     """The stacked parameters, gradients and masks of `capacity` copies of a Sequential, and its passes."""
 
     def __init__(self, template: nn.Sequential, capacity: int, input_shape: tuple[int, ...], batch: int,
-                 device: torch.device, exact: bool, note: NoteCallback | None):
-        self.device, self.exact, self.batch, self.note, self.capacity = device, exact, batch, note, capacity
+                 device: torch.device, exact: bool, callbacks: Callback):
+        self.device, self.exact, self.batch, self.callbacks, self.capacity = device, exact, batch, callbacks, capacity
         self.input_shape = tuple(input_shape)
         self.modules: list[nn.Module] = []
         self.layers: list[Layer] = []
@@ -90,9 +91,8 @@ class PackedNet:
         label = f"{type(m).__name__}{tuple(m.weight.shape)}"
         if label not in self.inexact:
             self.inexact.add(label)
-            if self.note is not None:
-                self.note(f"packing: {label} is not bit-identical to the unpacked layer on this platform even member "
-                          "by member; its numbers agree to float rounding")
+            self.callbacks.on_note(f"packing: {label} is not bit-identical to the unpacked layer on this platform even "
+                                   "member by member; its numbers agree to float rounding")
 
     def forward_backward(self, x: torch.Tensor, y: torch.Tensor, n: int, gens: list) -> torch.Tensor:
         """One pass over n members: fills the gradient buffers [:n]; returns each member's loss (n,)."""

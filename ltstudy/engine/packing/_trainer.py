@@ -10,12 +10,13 @@ from torch import nn
 from torch.optim.adam import adam as adam_update
 from torch.optim.sgd import sgd as sgd_update
 
+from ..callbacks import Callback, Callbacks
 from ..data import Batches, Dataset, augment_batch
 from ..errors import DivergedError
 from ..models.layers import Dropout, set_dropout_generator
 from ..pruning import apply_masks
 from ..round_protocol import RoundProtocol
-from ..rounds import Callback, Callbacks, RoundJob, TrainResult
+from ..rounds import RoundJob, TrainResult
 from ..training import job_lr
 from ._layers import module_signature, unsupported_module
 from ._net import PackedNet
@@ -130,7 +131,7 @@ class PackedTrainer:
         if key != self.key:  # an empty pack takes the new architecture
             self.key, self.net = key, None
             self.net = PackedNet(job.model, self.capacity, self.data.input_shape, key[2], self.device, self.exact,
-                                 self.callbacks.on_note)
+                                 self.callbacks)
         net = self.net
         assert net is not None
         slot, model, cfg = len(self.members), job.model, job.train

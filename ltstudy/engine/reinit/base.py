@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-from torch import nn
+if TYPE_CHECKING:
+    from torch import nn
 
-from ..config import Schedule, TrainConfig
-from ..rounds import State
+    from ..config import Schedule, TrainConfig
+    from ..rounds import State
 
 
 @dataclass
@@ -25,21 +26,14 @@ class Start:
 class Reinit:
     """A re-init strategy. Subclasses set the class attributes and implement `reset`.
 
-    - `rewinds`: the round starts from θ_k, so round 0 captures it (when k > 0).
-    - `resets_to_init`: the round starts from θ_k or a fresh draw, not from trained weights (False: pruning at
-      initialisation, which scores the start weights, cannot pair with it).
-    - `control`: not a way to find tickets but a control evaluated on a ticket's masks; `path` names the
-      ticket-finding strategy whose masks it uses.
+    - `rewinds`: the round starts from θ_k, so round 0 captures it (when k > 0); a pruning-at-initialisation
+      control, scored on θ_k, needs such a ticket (branches/at_init.py).
     - `start(sched)`: the round's first schedule iteration (k for every ticket-finding strategy).
     - `constant_lr(train, sched)`: a fixed learning rate for the round, or None to follow the schedule.
     - `cost(sched)`: the nominal training iterations of a pruned round.
     """
 
     rewinds: ClassVar[bool] = False
-    resets_to_init: ClassVar[bool] = True
-    control: ClassVar[bool] = False
-    path: ClassVar[str | None] = None
-    label: ClassVar[str] = ""  # a control's name in reports ("random re-init")
 
     def start(self, sched: Schedule) -> int:
         return sched.rewind_iter

@@ -6,8 +6,6 @@ from .base import Reinit, Start
 
 
 class LrRewind(Reinit):
-    resets_to_init = False  # (rounds start from the trained weights)
-
     def reset(self, model, start: Start) -> None:
         if start.trained is not None:
             model.load_state_dict(start.trained())

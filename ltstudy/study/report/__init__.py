@@ -6,7 +6,8 @@ objectives' classes, with the same definitions as `compare`. The sections, one
 module each: `overview` (what was searched, the recommendation, the front, the
 frontier), `settings` (every combination, one setting at a time, p × k maps),
 `controls` (every ticket beside its controls, early stopping), `layers`
-(density per layer), on the pieces in `html`.
+(density per layer), `metrics` (every round metric at the ticket), on the
+pieces in `html`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ..trial_results import census, collect
 from .controls import section_controls, section_early_stop
 from .html import CSS, e
 from .layers import section_layers
+from .metrics import open_metrics, section_metrics
 from .overview import section_front, section_frontier, section_recommendation, section_setup
 from .settings import section_by_setting, section_combinations, section_heatmaps
 from .stability import section_stability
@@ -41,7 +43,7 @@ def build_report(study: optuna.Study, cfg: StudyConfig, by: Sequence[str] | None
     names = list(study.user_attrs.get("objectives") or cfg.study.objectives)
     front = [t for t in pareto_trials(study, cfg.study.max_dense_gap) if t.user_attrs.get("duplicate_of") is None]
     overview = compare(trials, [], eps, density, searched, split="test", objectives=cfg.study.objectives,
-                       n_bins=n_bins)
+                       n_bins=n_bins, metrics=open_metrics(col.curves))
     by = list(by if by is not None else searched)
     log_ranges = {k for k, p in cfg.search.items() if p.log}
     parts = [
@@ -64,6 +66,7 @@ def build_report(study: optuna.Study, cfg: StudyConfig, by: Sequence[str] | None
         section_heatmaps(col, eps, density, n_bins),
         section_early_stop(col, eps, cfg.base.train.iterations),
         section_layers(col, eps),
+        section_metrics(overview),
         section_stability(col),
     ]
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"

@@ -1,0 +1,180 @@
+"""Extending ltstudy: a re-init strategy, a pruning-at-initialisation method (used as a control), an objective and a
+per-round metric, each one class in one file of the user's, registered by one decorator, used from a study file.
+
+The study runs in a fresh process, as a user runs it; the test then finds each class at work: the re-init's
+rounds, the control's levels, the objective's value in Optuna, and the metric in MLflow, in `rounds.csv` and in
+`ltstudy compare --metric`."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+
+from ltstudy.study.storage import open_storage
+from tests.study_helpers import seed_mlflow_db, to_toml
+from tests.test_plugins import ltstudy
+
+PLUGINS = {
+    "halving.py": '''
+from ltstudy.engine.registry import REINITS
+from ltstudy.engine.reinit.base import Reinit
+
+
+@REINITS.register("halved-rewind")
+class HalvedRewind(Reinit):
+    """Rewind the survivors to θ_k with every weight halved."""
+
+    rewinds = True
+
+    def reset(self, model, start):
+        model.load_state_dict({k: v * 0.5 if k.endswith("weight") else v for k, v in start.theta_k().items()})
+''',
+    "scaledinit.py": '''
+from ltstudy.engine import pruning
+from ltstudy.engine.masks.at_init import AtInit
+from ltstudy.engine.registry import AT_INIT
+
+
+@AT_INIT.register("scaled-magnitude")
+class ScaledMagnitude(AtInit):
+    """Each weight's |θ| over its layer's mean |θ| at initialisation, ranked over every layer."""
+
+    method = "scaled magnitude"
+
+    def raw_scores(self, model, names, data, seed):
+        return {n: w.detach().abs() / w.detach().abs().mean() for n, w in pruning.weights(model, names).items()}
+''',
+    "meanacc.py": '''
+from ltstudy.study.objectives import OBJECTIVES
+from ltstudy.study.objectives.base import Objective
+
+
+@OBJECTIVES.register("mean_accuracy")
+class MeanAccuracy(Objective):
+    """mean_accuracy (maximise): the mean validation accuracy over a search's rounds."""
+
+    direction = "maximize"
+    meaning = "mean validation accuracy over the search's rounds"
+    prunable = False
+
+    def value(self, rounds, epsilon, key="val_accuracy"):
+        return sum(r[key] for r in rounds) / len(rounds)
+''',
+    "weightnorm.py": '''
+from ltstudy.engine.metrics import RoundMetric
+from ltstudy.engine.registry import METRICS
+
+
+@METRICS.register("weight_norm")
+class WeightNorm(RoundMetric):
+    """The L2 norm of the weights a round's mask keeps, after its training (it reads the round's weights)."""
+
+    needs_state = True
+
+    def compute(self, finished):
+        s = finished.state
+        total = sum(float(((s.trained[f"{n}.weight"] * m.float()) ** 2).sum()) for n, m in s.masks.items())
+        return {"weight_norm": total ** 0.5}
+''',
+}
+
+
+@pytest.fixture(scope="module")
+def extended(tmp_path_factory) -> Path:
+    """The four plugin files and a study file using them, run once (2 trials: rewind and the plugin's re-init)."""
+    root = tmp_path_factory.mktemp("extending")
+    for name, text in PLUGINS.items():
+        (root / name).write_text(text.lstrip())
+    seed_mlflow_db(tmp_path_factory, root / "mlflow.db")
+    doc = {"study": {"name": "mine", "plugins": [name.removesuffix(".py") for name in PLUGINS], "n_trials": 2,
+                     "sampler": "grid", "device": "cpu", "storage": f"journal:{root / 'optuna.journal'}",
+                     "tracking_uri": f"sqlite:///{root / 'mlflow.db'}", "cache_dir": str(root / "cache"),
+                     "objectives": ["ticket_sparsity", "mean_accuracy"], "controls": ["scaled-magnitude"]},
+           "data": {"name": "digits"}, "model": {"name": "lenet-300-100"},
+           "train": {"iterations": 40, "eval_every": 20},
+           "search": {"prune_rate": 0.5, "rewind_iter": 20, "rounds": 2, "reinit": ["rewind", "halved-rewind"]}}
+    (root / "study.toml").write_text(to_toml(doc))
+    proc = ltstudy("run", "study.toml", "--quiet", cwd=root)
+    assert proc.returncode == 0, proc.stderr
+    assert "ran 2 trials (2 COMPLETE)" in proc.stdout
+    return root
+
+
+def trials(root: Path) -> dict[str, optuna.trial.FrozenTrial]:
+    study = optuna.load_study(study_name="mine", storage=open_storage(f"journal:{root / 'optuna.journal'}"))
+    return {t.params["reinit"]: t for t in study.trials}
+
+
+def test_the_users_reinit_strategy_resets_its_trials_rounds(extended):
+    by = trials(extended)
+    own, rewind = by["halved-rewind"].user_attrs["rounds"], by["rewind"].user_attrs["rounds"]
+    assert own[0]["val_loss"] == rewind[0]["val_loss"]  # the same dense round
+    assert [r["start_test_accuracy"] for r in own[1:]] != [r["start_test_accuracy"] for r in rewind[1:]]
+    assert by["halved-rewind"].user_attrs["params_all"]["reinit"] == "halved-rewind"
+
+
+def test_the_users_pruning_at_init_method_trains_as_a_control_at_every_level_of_every_ticket(extended):
+    for t in trials(extended).values():
+        assert t.user_attrs["controls"] == {"scaled-magnitude": "control: scaled magnitude"}
+        (levels,) = t.user_attrs["controls_per_seed"]["scaled-magnitude"]
+        ticket = t.user_attrs["rounds"]
+        assert [lv["round"] for lv in levels] == [0, 1, 2]  # the ticket's dense round, then its own levels
+        assert [lv["density"] for lv in levels] == [r["density"] for r in ticket]  # at the ticket's densities
+        assert [lv["val_accuracy"] for lv in levels[1:]] != [r["val_accuracy"] for r in ticket[1:]]
+
+
+def test_the_users_objective_is_the_trials_second_value_in_optuna(extended):
+    for t in trials(extended).values():
+        rounds = t.user_attrs["rounds"]
+        assert t.values[1] == pytest.approx(sum(r["val_accuracy"] for r in rounds) / len(rounds))
+
+
+def test_the_users_metric_is_in_every_round_in_mlflow_and_in_rounds_csv(extended):
+    client = MlflowClient(tracking_uri=f"sqlite:///{extended / 'mlflow.db'}")
+    for t in trials(extended).values():
+        rounds, (levels,) = t.user_attrs["rounds"], t.user_attrs["controls_per_seed"]["scaled-magnitude"]
+        norms = [r["weight_norm"] for r in rounds]
+        assert all(n > 0 for n in norms) and len(set(norms)) == 3 and levels[1]["weight_norm"] != norms[1]
+        run_id = t.user_attrs["mlflow_run_id"]
+        history = client.get_metric_history(run_id, "weight_norm")
+        assert sorted((m.step, m.value) for m in history) == [(i, pytest.approx(n)) for i, n in enumerate(norms)]
+        control = client.get_metric_history(run_id, "control/scaled-magnitude/weight_norm")
+        assert sorted((m.step, m.value) for m in control) == [(i, pytest.approx(lv["weight_norm"]))
+                                                               for i, lv in enumerate(levels) if i > 0]
+        path = client.download_artifacts(run_id, "rounds.csv", str(extended / f"artifacts-{t.number}"))
+        rows = list(csv.DictReader(io.StringIO(Path(path).read_text())))
+        assert [float(r["weight_norm"]) for r in rows] == pytest.approx(norms)
+
+
+def test_compare_shows_the_users_metric_at_each_ticket_and_lists_the_metrics_for_an_unknown_name(extended):
+    proc = ltstudy("compare", "study.toml", "--by", "reinit", "--metric", "weight_norm", "--json", "c.json",
+                   cwd=extended)
+    assert proc.returncode == 0, proc.stderr
+    assert "ticket weight_norm" in proc.stdout
+    doc = json.loads((extended / "c.json").read_text())
+    by = trials(extended)
+    for row in (r for r in doc["rows"] if r["kind"] == "ticket"):
+        (curve,) = row["curves"]
+        ticket = by[row["reinit"]].user_attrs["rounds"][curve["ticket_round"]]
+        assert row["ticket_weight_norm"] == pytest.approx(ticket["weight_norm"]) and row["ticket_weight_norm_n"] == 1
+    wrong = ltstudy("compare", "study.toml", "--metric", "weight_nrom", cwd=extended)
+    assert wrong.returncode == 2
+    (line,) = wrong.stderr.strip().splitlines()
+    assert "--metric weight_nrom" in line and "weight_norm" in line and "compression_ratio" in line
+
+
+def test_the_report_shows_the_users_metric_at_each_ticket(extended):
+    proc = ltstudy("report", "study.toml", "--out", "report.html", cwd=extended)
+    assert proc.returncode == 0, proc.stderr
+    html = (extended / "report.html").read_text()
+    section = html.split("<h2>Round metrics at the ticket</h2>")[1].split("<h2>")[0]
+    headers = section.split("<thead>")[1].split("</thead>")[0]
+    assert "<th>weight norm</th>" in headers and "<th>compression ratio</th>" in headers
+    own = trials(extended)["halved-rewind"].user_attrs["rounds"]
+    assert any(f"{r['weight_norm']:.4g}" in section for r in own)  # (the ticket's round: one of the curve's)
