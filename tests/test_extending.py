@@ -20,69 +20,9 @@ from ltstudy.study.storage import open_storage
 from tests.study_helpers import seed_mlflow_db, to_toml
 from tests.test_plugins import ltstudy
 
-PLUGINS = {
-    "halving.py": '''
-from ltstudy.engine.registry import REINITS
-from ltstudy.engine.reinit.base import Reinit
-
-
-@REINITS.register("halved-rewind")
-class HalvedRewind(Reinit):
-    """Rewind the survivors to θ_k with every weight halved."""
-
-    rewinds = True
-
-    def reset(self, model, start):
-        model.load_state_dict({k: v * 0.5 if k.endswith("weight") else v for k, v in start.theta_k().items()})
-''',
-    "scaledinit.py": '''
-from ltstudy.engine import pruning
-from ltstudy.engine.masks.at_init import AtInit
-from ltstudy.engine.registry import AT_INIT
-
-
-@AT_INIT.register("scaled-magnitude")
-class ScaledMagnitude(AtInit):
-    """Each weight's |θ| over its layer's mean |θ| at initialisation, ranked over every layer."""
-
-    method = "scaled magnitude"
-
-    def raw_scores(self, model, names, data, seed):
-        return {n: w.detach().abs() / w.detach().abs().mean() for n, w in pruning.weights(model, names).items()}
-''',
-    "meanacc.py": '''
-from ltstudy.study.objectives import OBJECTIVES
-from ltstudy.study.objectives.base import Objective
-
-
-@OBJECTIVES.register("mean_accuracy")
-class MeanAccuracy(Objective):
-    """mean_accuracy (maximise): the mean validation accuracy over a search's rounds."""
-
-    direction = "maximize"
-    meaning = "mean validation accuracy over the search's rounds"
-    prunable = False
-
-    def value(self, rounds, epsilon, key="val_accuracy"):
-        return sum(r[key] for r in rounds) / len(rounds)
-''',
-    "weightnorm.py": '''
-from ltstudy.engine.metrics import RoundMetric
-from ltstudy.engine.registry import METRICS
-
-
-@METRICS.register("weight_norm")
-class WeightNorm(RoundMetric):
-    """The L2 norm of the weights a round's mask keeps, after its training (it reads the round's weights)."""
-
-    needs_state = True
-
-    def compute(self, finished):
-        s = finished.state
-        total = sum(float(((s.trained[f"{n}.weight"] * m.float()) ** 2).sum()) for n, m in s.masks.items())
-        return {"weight_norm": total ** 0.5}
-''',
-}
+# The four files docs/extending.md shows, each one class (what a user writes).
+EXAMPLES = Path(__file__).resolve().parents[1] / "docs" / "examples" / "extending"
+PLUGINS = {path.name: path.read_text() for path in sorted(EXAMPLES.glob("*.py"))}
 
 
 @pytest.fixture(scope="module")

@@ -77,6 +77,14 @@ def load(storage: str, name: str = "ft") -> optuna.Study:
     return optuna.load_study(study_name=name, storage=open_storage(storage))
 
 
+def running(storage: str, name: str = "ft") -> int:
+    """How many trials of the study are RUNNING; 0 while its storage or the study itself is not there yet."""
+    try:
+        return len(load(storage, name).get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+    except KeyError:  # (the journal exists, the study's record is not in it yet)
+        return 0
+
+
 def finished_study(tmp_path: Path, tmp_path_factory, n_trials: int = 2, **kw) -> tuple[Path, str, str]:
     """A finished tiny study in tmp_path; (study file, storage URL, tracking URI)."""
     uri = sqlite_tracking(tmp_path_factory, tmp_path / "mlflow.db")
@@ -430,9 +438,7 @@ def test_workers_die_with_a_killed_parent_and_the_next_run_finishes_the_study(tm
                        train=LONG, search={"prune_rate": [0.2, 0.5], "rewind_iter": 20, "rounds": 2})
     proc = start(tmp_path, "run", str(path), "--jobs", "2", "--quiet", tag="run")
     try:
-        wait_for(lambda: (tmp_path / "optuna.journal").exists() and len(
-            load(storage).get_trials(deepcopy=False, states=(TrialState.RUNNING,))) == 2, 180,
-            "two running trials", proc, interval=0.2)
+        wait_for(lambda: running(storage) == 2, 180, "two running trials", proc, interval=0.2)
         workers = [w for w in children(proc.pid) if alive(w)]
         assert len(workers) >= 2
         proc.kill()  # SIGKILL: the parent cannot forward anything

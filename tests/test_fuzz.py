@@ -63,7 +63,7 @@ def cut_before_creation(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     monkeypatch.setattr("ltstudy.study.workers.set_threads", lambda *a, **k: after_checks.append(tree(os.getcwd())))
     monkeypatch.setattr("ltstudy.study.runner.attach_tracking", _accept)
     monkeypatch.setattr("ltstudy.study.workers.attach_tracking", _accept)
-    monkeypatch.setattr("ltstudy.cli.ticket.drive", _accept)
+    monkeypatch.setattr("ltstudy.engine.search.Search.run", _accept)
     monkeypatch.setattr("ltstudy.engine.stability.StabilityAnalysis.measure", _accept)
     for var in ("MLFLOW_TRACKING_URI", "LTSTUDY_CACHE_DIR"):
         monkeypatch.delenv(var, raising=False)
