@@ -93,9 +93,9 @@ def test_a_study_name_flag_of_100000_characters_is_refused_before_anything_is_cr
     (["ticket", "--json", "a" * 300 + ".json"], "is 305 bytes long; a file or folder name holds at most 255"),
     (["ticket", "--save", "/proc/nope"], "--save /proc/nope cannot be created"),
     (["cache", "info", "--cache-dir", "c" * 5000], "cache folder"),
-], ids=["compare --json .", "report --out .", "a name ending in a slash", "compare --plot out.xyz", "pareto --plot x.xyz", "a plot without a "
-        "suffix", "export --out /proc/nope", "a study's stability plot as PDF", "a JSON name too long",
-        "--save in /proc", "a cache folder name too long"])
+], ids=["compare --json .", "report --out .", "a name ending in a slash", "compare --plot out.xyz",
+        "pareto --plot x.xyz", "a plot without a suffix", "export --out /proc/nope", "a study's stability plot as PDF",
+        "a JSON name too long", "--save in /proc", "a cache folder name too long"])
 def test_an_output_path_no_file_can_take_is_refused_before_the_study_is_read(here, capsys, argv, needle):
     path = study(here)
     assert needle in refused(capsys, [path if a == "{s}" else a for a in argv])
