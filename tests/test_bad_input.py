@@ -123,3 +123,13 @@ def test_a_plot_in_any_format_matplotlib_writes_passes_the_check(here):
 def test_what_the_second_fuzz_found_is_one_line(here, capsys, argv, needle):
     assert needle in refused(capsys, argv)
     assert os.listdir(here) == []
+
+
+def test_the_largest_seed_trains(here, capsys):
+    """seed = 2^63 - 1 is valid; the data order's stream once overflowed torch mid-round (the third fuzz)."""
+    code = cli.main(["ticket", "--dataset", "digits", "--iterations", "40", "--eval-every", "20", "--rounds", "1",
+                     "--quiet", "--seed", str(2**63 - 1), "--json", "t.json"])
+    assert code == 0, capsys.readouterr().err
+    from ltstudy.engine.seeds import stream_seed
+
+    assert stream_seed(2**63 - 1, 3, 1_000_003) < 2**63 - 1 and stream_seed(5, 3, 1_000_003) == 5 * 1_000_003 + 3

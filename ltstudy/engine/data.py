@@ -20,6 +20,7 @@ from .config import DataConfig
 from .errors import ConfigError, DataError
 from .hashing import bytes_digest, canonical
 from .registry import DATASETS
+from .seeds import stream_seed
 
 
 @dataclass
@@ -115,7 +116,7 @@ class Batches:
 
     def _permute(self, epoch: int) -> torch.Tensor:
         if epoch != self._epoch:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            g = torch.Generator().manual_seed(stream_seed(self.seed, epoch, 1_000_003))
             self._perm, self._epoch = torch.randperm(self.n, generator=g).to(self.device), epoch
         return self._perm
 

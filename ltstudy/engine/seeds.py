@@ -27,6 +27,12 @@ class Seeds:
     mask: int  # random masks (a stream per round)
 
 
+def stream_seed(seed: int, step: int, stride: int) -> int:
+    """`seed * stride + step`, the seed of one step of a stream (an epoch's order, an iteration's augmentation), kept
+    below 2^63 - 1 where torch takes it (a seed near 2^63 - 1 overflowed it; below, every value is unchanged)."""
+    return (seed * stride + step) % (2**63 - 1)
+
+
 def derived_seed(seed: int, *parts: int) -> int:
     """Distinct, reproducible streams per (purpose, round) from one user seed."""
     h = seed

@@ -20,6 +20,7 @@ from .models.layers import set_dropout_generator
 from .pruning import apply_masks
 from .round_protocol import RoundProtocol, overlap_default
 from .rounds import RoundJob, TrainResult
+from .seeds import stream_seed
 from .steps import make_step
 
 
@@ -57,7 +58,7 @@ def train(job: RoundJob, data: Dataset, callbacks: Callback | None = None, *, le
     def batch(it: int) -> tuple[torch.Tensor, torch.Tensor]:
         xb, yb = X.index_select(0, batches.indices(it)), batches.labels(it, Y)
         if aug is not None:  # seeded by iteration, so a rewound round replays round 0's crops and flips
-            xb = augment_batch(xb, aug.manual_seed(job.data_seed * 7919 + it))
+            xb = augment_batch(xb, aug.manual_seed(stream_seed(job.data_seed, it, 7919)))
         return xb, yb
 
     # The step sees one batch of the run's shape: a CUDA graph is captured with it.

@@ -17,6 +17,7 @@ from ..models.layers import Dropout, set_dropout_generator
 from ..pruning import apply_masks
 from ..round_protocol import RoundProtocol
 from ..rounds import RoundJob, TrainResult
+from ..seeds import stream_seed
 from ..training import job_lr
 from ._layers import module_signature, unsupported_module
 from ._net import PackedNet
@@ -203,7 +204,7 @@ class PackedTrainer:
         xb, yb = data.train.x.index_select(0, idx), data.train.y.index_select(0, idx)
         if data.augment:  # per member, seeded by its iteration exactly as train() seeds it
             xb = torch.cat([augment_batch(xb[i * batch:(i + 1) * batch],
-                                          m.aug.manual_seed(m.job.data_seed * 7919 + m.it))
+                                          m.aug.manual_seed(stream_seed(m.job.data_seed, m.it, 7919)))
                             for i, m in enumerate(members)])
         gens = [m.dropout for m in members]
         losses = net.forward_backward(xb.view(n, batch, *xb.shape[1:]), yb, n, gens)
