@@ -17,7 +17,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from ltstudy.study.storage import open_storage
-from tests.study_helpers import seed_mlflow_db, to_toml
+from tests.study_helpers import seed_mlflow_db
 from tests.test_plugins import ltstudy
 
 # The four files docs/extending.md shows, each one class (what a user writes).
@@ -27,19 +27,16 @@ PLUGINS = {path.name: path.read_text() for path in sorted(EXAMPLES.glob("*.py"))
 
 @pytest.fixture(scope="module")
 def extended(tmp_path_factory) -> Path:
-    """The four plugin files and a study file using them, run once (2 trials: rewind and the plugin's re-init)."""
+    """The four plugin files and the study file that uses them, as docs/extending.md shows them, run once (2 trials:
+    rewind and the plugin's re-init), with the stores in a fresh folder."""
     root = tmp_path_factory.mktemp("extending")
+    assert sorted(PLUGINS) == ["halving.py", "meanacc.py", "scaledinit.py", "weightnorm.py"]
     for name, text in PLUGINS.items():
-        (root / name).write_text(text.lstrip())
+        (root / name).write_text(text)
+    journal, store, cache = root / "optuna.journal", root / "mlflow.db", root / "cache"
+    stores = f'[study]\nstorage = "journal:{journal}"\ntracking_uri = "sqlite:///{store}"\ncache_dir = "{cache}"\n'
+    (root / "study.toml").write_text((EXAMPLES / "study.toml").read_text().replace("[study]\n", stores, 1))
     seed_mlflow_db(tmp_path_factory, root / "mlflow.db")
-    doc = {"study": {"name": "mine", "plugins": [name.removesuffix(".py") for name in PLUGINS], "n_trials": 2,
-                     "sampler": "grid", "device": "cpu", "storage": f"journal:{root / 'optuna.journal'}",
-                     "tracking_uri": f"sqlite:///{root / 'mlflow.db'}", "cache_dir": str(root / "cache"),
-                     "objectives": ["ticket_sparsity", "mean_accuracy"], "controls": ["scaled-magnitude"]},
-           "data": {"name": "digits"}, "model": {"name": "lenet-300-100"},
-           "train": {"iterations": 40, "eval_every": 20},
-           "search": {"prune_rate": 0.5, "rewind_iter": 20, "rounds": 2, "reinit": ["rewind", "halved-rewind"]}}
-    (root / "study.toml").write_text(to_toml(doc))
     proc = ltstudy("run", "study.toml", "--quiet", cwd=root)
     assert proc.returncode == 0, proc.stderr
     assert "ran 2 trials (2 COMPLETE)" in proc.stdout
