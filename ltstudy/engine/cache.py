@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, DiskFull
+from .processes import alive, start_time
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,9 @@ CACHE_VERSION = 4  # 4: code digests of the syntax tree and of users' plugins, m
 # A cache file: an entry <hex key>.pt, or a writer's temporary file, in the folder named by the key's first two
 # hex digits.
 _OURS = re.compile(r"^(?P<dir>[0-9a-f]{2})/\.?(?P=dir)[0-9a-f]+\.pt(\..+\.tmp)?$")
-_TMP = re.compile(r"^\.(?P<name>.+\.pt)\.(?P<host>[^.]+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp$")
+# A writer's temporary file: .<entry>.<host>.<pid>-<its start time>.<random>.tmp (no start time where there is
+# no /proc, and in the files of writers from before it was recorded).
+_TMP = re.compile(r"^\.(?P<name>.+\.pt)\.(?P<host>[^.]+)\.(?P<pid>\d+)(-(?P<started>\d+))?\.[0-9a-f]{8}\.tmp$")
 _STALE_TMP_SECONDS = 24 * 3600  # a temp file this old is a dead writer's, whatever host wrote it
 
 
@@ -88,7 +91,7 @@ class RoundCache:
         payload = buf.getvalue()
         digest = hashlib.sha256(payload).hexdigest()
         path = self._path(key)
-        tmp = path.with_name(f".{path.name}.{_host()}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+        tmp = path.with_name(f".{path.name}.{_host()}.{_writer()}.{uuid.uuid4().hex[:8]}.tmp")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             with open(tmp, "wb") as fh:
@@ -181,7 +184,7 @@ class RoundCache:
                 age = now - tmp.stat().st_mtime
             except OSError:
                 continue
-            same_host_dead = m is not None and m["host"] == _host() and not _pid_alive(int(m["pid"]))
+            same_host_dead = m is not None and m["host"] == _host() and not alive(int(m["pid"]), m["started"])
             if same_host_dead or age > _STALE_TMP_SECONDS:
                 _unlink(tmp)
 
@@ -244,14 +247,11 @@ def _host() -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname()) or "host"
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _writer() -> str:
+    """This process as a temporary file names its writer: pid and start time (a pid alone may be reused)."""
+    pid = os.getpid()
+    started = start_time(pid)
+    return f"{pid}-{started}" if started else str(pid)
 
 
 def _unlink(path: Path) -> None:

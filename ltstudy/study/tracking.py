@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..engine.errors import DiskFull, RunFailed
+from ..engine.processes import file_lock
 from .signals import deferred
 from .storage import artifact_root, prepare_storage, redact, sqlite_path
 
@@ -392,15 +393,7 @@ def create_store(tracking_uri: str) -> None:
         raise
 
 
-@contextlib.contextmanager
 def store_lock(tracking_uri: str):
     """An exclusive lock beside a SQLite store (`mlflow.db.lock`), held while a process first opens it."""
-    import fcntl
-
     path = sqlite_path(tracking_uri)
-    with open(path.with_name(path.name + ".lock"), "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    return file_lock(path.with_name(path.name + ".lock"))
