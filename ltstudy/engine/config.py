@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from .errors import ConfigError, SettingWarning
 from .hashing import digest
+from .linear_paths import MAX_POINTS, STABLE  # noqa: F401 (STABLE: docs/stability/findings.py reads it here)
 from .registry import DATASETS, MASKS, MODELS, REINITS, SCOPES, control_hint, load_plugins, unknown_name
 from .seeds import Seeds
 
@@ -117,10 +118,6 @@ class SeedConfig:
     dropout: int = setting(-1, flag="dropout-seed", help="seed of dropout; -1 = --seed")
     mask: int = setting(-1, flag="mask-seed", help="seed of random masks; -1 = --seed")
 
-
-STABILITY_POINTS = 30  # the paper's number of points on a linear path (Frankle et al. 2020)
-MAX_POINTS = 1000  # points on a path: each is an evaluation of the validation and test splits
-STABLE = 0.02  # the paper's threshold: a start is stable when the error on the path rises by less than 2 points
 
 
 @dataclass
