@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 from ...engine.errors import ConfigError
-from ..curves import Round, interpolate
+from ..curves import Round, interpolate, matches, sparsest
 
 GRID_STEPS_PER_DECADE = 20
 
@@ -123,8 +123,6 @@ def trial_value(objective: Objective, per_seed: Sequence[Sequence[Round]], epsil
 def sparsest_match(rounds: Sequence[Round], density: float, accuracy: float, epsilon: float) -> tuple[float, float]:
     """(density, accuracy) of the sparsest matching point in [density, 1], the interpolated point at it included."""
     dense = rounds[0]["val_accuracy"]
-    matching = [(r["density"], r["val_accuracy"]) for r in rounds
-                if r["density"] >= density and r["val_accuracy"] >= dense - epsilon - 1e-12]
-    if accuracy >= dense - epsilon - 1e-12:
-        matching.append((density, accuracy))
-    return min(matching, key=lambda m: (m[0], -m[1]))
+    points = [*(r for r in rounds if r["density"] >= density), {"density": density, "val_accuracy": accuracy}]
+    best = sparsest([p for p in points if matches(p["val_accuracy"], dense, epsilon)])
+    return best["density"], best["val_accuracy"]
