@@ -16,10 +16,10 @@ from .attrs import RUN_ATTR
 from .config import StudyConfig
 from .curves import TICKET, ticket_round, ticket_sparsity
 from .frontier import pareto_trials
-from .trial_results import kind
 from .mlflow_logging import StudyLog
 from .session import COUNTED, load_existing
 from .tracking import Tracker
+from .trial_results import kind
 
 
 @dataclass
