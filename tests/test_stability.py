@@ -249,6 +249,7 @@ def test_the_copies_come_from_the_cache_the_second_time(tiny_cfg, digits, tmp_pa
 
 @pytest.mark.parametrize("settings, message", [
     ({"stability.dense_ks": [0]}, "set stability.points too"),
+    ({"stability.copy_seed": 5}, "set stability.points too"),  # (a second copy's seed, with no second copy)
     ({"stability.points": 4, "stability.rounds": [0]}, "count pruned rounds from 1"),
 ])
 def test_what_stability_measures_needs_the_measurement_and_real_rounds(tiny_cfg, settings, message):

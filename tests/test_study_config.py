@@ -348,16 +348,6 @@ def test_searching_a_training_setting_is_allowed_with_min_dense_accuracy_or_with
     assert parse_study(only_density).searched["lr"]
 
 
-def test_the_settings_name_every_section_and_leave_out_where_data_is_read_from():
-    cfg = parse_study(study_doc())
-    s = cfg.settings()
-    assert set(s) == {"data", "model", "train", "prune", "search", "study"}
-    assert "root" not in s["data"] and s["train"]["iterations"] == 60
-    assert "prune_rate" not in s["prune"] and s["search"]["prune_rate"] == "[0.2, 0.5]"
-    moved = parse_study(study_doc(data={"root": "/elsewhere"}))
-    assert moved.settings() == s and moved.hash() == cfg.hash()
-
-
 # --------------------------------------------------------------------------- the ready studies
 
 

@@ -99,7 +99,7 @@ def check_density(x: float) -> None:
 
 def settings_list(text: str, option: str, searched: list[str] | None = None) -> list[str]:
     """The settings named by --by: known, each once, and (given the study's `searched` settings) searched."""
-    from ..engine.config import unknown_key_message
+    from ..engine.coercion import unknown_key_message
     from ..study.config import SEARCHABLE
 
     keys = [k.strip() for k in text.split(",") if k.strip()]

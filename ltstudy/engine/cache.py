@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 _MAGIC = b"LTSCACHE3\n"
 _DIGEST_END = len(_MAGIC) + 65  # magic, 64 hex digits of SHA-256, newline; then the key and a newline
 DEFAULT_CACHE_DIR = ".ltstudy/cache"
-CACHE_VERSION = 4  # 4: code digests of the syntax tree and of users' plugins, model signatures in the keys
+CACHE_VERSION = 5  # 4: code digests of the syntax tree and of users' plugins, model signatures; 5: configs by identity
 # A cache file: an entry <hex key>.pt, or a writer's temporary file, in the folder named by the key's first two
 # hex digits.
 _OURS = re.compile(r"^(?P<dir>[0-9a-f]{2})/\.?(?P=dir)[0-9a-f]+\.pt(\..+\.tmp)?$")

@@ -8,19 +8,17 @@ validation rule wherever it is written.
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import math
 import re
 import tomllib
-import types
 import typing
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from .coercion import build, set_dotted
 from .errors import ConfigError, SettingWarning
-from .hashing import digest
+from .hashing import digest, identity
 from .linear_paths import MAX_POINTS, STABLE  # noqa: F401 (STABLE: docs/stability/findings.py reads it here)
 from .registry import DATASETS, MASKS, MODELS, REINITS, SCOPES, control_hint, load_plugins, unknown_name
 from .seeds import Seeds
@@ -32,13 +30,14 @@ MAX_ITERATIONS = 10**7  # the longest a round may train, and any length within i
 
 
 def setting(default: Any = dataclasses.MISSING, *, help: str = "", factory: Any = dataclasses.MISSING,
-            flag: str | None = None) -> Any:
+            flag: str | None = None, identity: bool = True) -> Any:
     """A config field with its --help text (and CLI flag name, when it isn't the field name).
 
     `help` is a keyword so that the code digest of cache keys leaves it out (hashing.py): rewording a
-    --help text keeps the cache.
+    --help text keeps the cache. `identity=False`: the setting says where or how a run happens, not what it
+    computes, and is no part of the config's hash, its cache keys or a study's settings (hashing.identity).
     """
-    meta = {"help": help, **({"flag": flag} if flag else {})}
+    meta = {"help": help, **({"flag": flag} if flag else {}), **({} if identity else {"identity": False})}
     return field(default=default, default_factory=factory, metadata=meta)
 
 
@@ -47,8 +46,8 @@ class DataConfig:
     """The [data] section: which dataset, where its files are, and how it is split."""
 
     name: str = setting("digits", help="dataset name (the list is at the end of --help)", flag="dataset")
-    root: str = setting("data", help="folder searched first for dataset files", flag="data-dir")
-    download: bool = setting(False, help="allow torchvision to download missing data (needs internet)")
+    root: str = setting("data", help="folder searched first for dataset files", flag="data-dir", identity=False)
+    download: bool = setting(False, help="allow torchvision to download missing data (needs internet)", identity=False)
     val_size: int = setting(-1, help="validation examples held out of the training split; -1 = the dataset's default")
     split_seed: int = setting(0, help="seed of the train/validation(/test) split, fixed across run seeds")
     augment: bool = setting(False, help="random crop and flip on the device (image datasets with 32x32 inputs)")
@@ -144,9 +143,9 @@ class TicketConfig:
     """
 
     seed: int = setting(0, help="seed of θ0, data order, dropout and random masks (each can be set apart: [seeds])")
-    device: str = setting("auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
+    device: str = setting("auto", help="auto (CUDA when present), cpu, cuda or cuda:N", identity=False)
     plugins: list[str] = setting(factory=list, flag="plugin", help="your modules (or .py files) that register models, "
-                                 "datasets or methods, e.g. --plugin mynets")
+                                 "datasets or methods, e.g. --plugin mynets", identity=False)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -166,8 +165,8 @@ class TicketConfig:
         return dataclasses.asdict(self)
 
     def hash(self) -> str:
-        """Content hash of every setting (the cache keys add the code and the data read)."""
-        return digest(self.to_dict(), size=16)
+        """Content hash of the config's identity (hashing.identity; the cache keys add the code and the data read)."""
+        return digest(identity(self), size=16)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, where: str = "config") -> TicketConfig:
@@ -228,9 +227,10 @@ class TicketConfig:
             raise ConfigError(f"stability.points must be 0 (off) or 2 (the path's ends) to {MAX_POINTS}, with "
                               "train.patience = 0 (both copies train to the end); got "
                               f"{self.stability.points} and {t.patience}")
-        if (self.stability.rounds or self.stability.dense_ks) and not self.stability.points:
-            raise ConfigError("stability.rounds and stability.dense_ks choose what [stability] measures: set "
-                              "stability.points too (the paper: 30)")
+        if (self.stability.rounds or self.stability.dense_ks or self.stability.copy_seed != -1) \
+                and not self.stability.points:
+            raise ConfigError("stability.rounds, stability.dense_ks and stability.copy_seed choose what [stability] "
+                              "measures: set stability.points too (the paper: 30)")
         if any(r < 1 for r in self.stability.rounds) or any(k < 0 for k in self.stability.dense_ks):
             raise ConfigError(f"stability.rounds count pruned rounds from 1 and stability.dense_ks are iterations >= "
                               f"0; got {self.stability.rounds} and {self.stability.dense_ks}")
@@ -341,120 +341,6 @@ def to_iterations(value: int | str, iterations_per_epoch: int, name: str) -> int
         raise ConfigError(f"{name} = {value!r} is {n:,} iterations, more than the {MAX_ITERATIONS:,} a round may "
                           "train (20 times ImageNet's ResNet-50 schedule)")
     return n
-
-
-# --------------------------------------------------------------------------- generic coercion
-
-
-def build(cls: type, data: Any, where: str) -> Any:
-    """Build dataclass `cls` from a plain dict, rejecting unknown keys with a suggestion."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where} must be a table, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = [k for k in data if k not in fields]
-    if unknown:
-        raise ConfigError(unknown_key_message(unknown[0], list(fields), where))
-    kwargs = {}
-    for name, value in data.items():
-        kwargs[name] = coerce(value, hints[name], f"{where}.{name}" if where != "config" else name)
-    return cls(**kwargs)
-
-
-def unknown_key_message(key: str, known: list[str], where: str) -> str:
-    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-    hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(known)}"
-    place = "" if where == "config" else f" in [{where}]"
-    return f"unknown key '{key}'{place}{hint}"
-
-
-def coerce(value: Any, tp: Any, where: str) -> Any:
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        return build(tp, value, where)
-    if origin is Literal:
-        choices = typing.get_args(tp)
-        if value not in choices:
-            close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise ConfigError(f"{where} must be one of {', '.join(map(str, choices))}, got {value!r}{hint}")
-        return value
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        if int in args and isinstance(value, str) and re.fullmatch(r"\s*\d+\s*", value):
-            return int(value)  # CLI '500' and TOML 500 must hash alike
-        for arg in args:  # exact type first, so 500 stays an int in `int | str`
-            if isinstance(value, arg) and not (arg is int and isinstance(value, bool)):
-                return value
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return coerce(value, arg, where)
-            except ConfigError:
-                continue
-        raise ConfigError(f"{where} has the wrong type: {value!r}")
-    if origin is list:
-        (item,) = typing.get_args(tp)
-        if isinstance(value, str):
-            value = [v for v in (s.strip() for s in value.split(",")) if v]
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"{where} must be a list, got {value!r}")
-        return [coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        _, val_tp = typing.get_args(tp)
-        if isinstance(value, str):  # CLI form: a=1,b=2
-            pairs = [p.split("=", 1) for p in value.split(",") if p.strip()]
-            if any(len(p) != 2 for p in pairs):
-                raise ConfigError(f"{where} must look like name=value,name=value, got {value!r}")
-            names = [k.strip() for k, _ in pairs]
-            twice = sorted({k for k in names if names.count(k) > 1})
-            if twice:
-                raise ConfigError(f"{where} sets {twice[0]} twice in {value!r}; give each name once")
-            value = {k.strip(): v.strip() for k, v in pairs}
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where} must be a table, got {value!r}")
-        return {str(k): coerce(v, val_tp, f"{where}.{k}") for k, v in value.items()}
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-            return value.lower() in ("true", "1", "yes")
-        raise ConfigError(f"{where} must be true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, str) and re.fullmatch(r"\s*[-+]?\d+\s*", value):
-            return int(value)
-        raise ConfigError(f"{where} must be an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            if not math.isfinite(value):
-                raise ConfigError(f"{where} must be a finite number, got {value!r}")
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return coerce(float(value), float, where)
-            except ValueError:
-                pass
-        raise ConfigError(f"{where} must be a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, int) and not isinstance(value, bool):
-            return str(value)
-        raise ConfigError(f"{where} must be a string, got {value!r}")
-    raise TypeError(f"unsupported config type {tp!r} at {where}")  # a bug, not user input
-
-
-def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
-    section, _, name = key.rpartition(".")
-    target = data
-    for part in filter(None, section.split(".")):
-        target = target.setdefault(part, {})
-    target[name] = value
 
 
 # --------------------------------------------------------------------------- files and flags
