@@ -129,9 +129,9 @@ def check_same_study(cfg: StudyConfig, attrs: dict[str, Any], name: str) -> None
             raise ConfigError(f"study '{name}' was created with other settings ({shown}), so its trials would not be "
                               "comparable; start a new study with --study-name NAME (or [study].name), or restore "
                               "the file")
-    elif attrs.get("study_hash") not in (None, cfg.hash()):
-        raise ConfigError(f"study '{name}' was created with other settings; start a new study with --study-name "
-                          "NAME (or [study].name)")
+    elif attrs.get("study_hash") not in (None, cfg.hash()):  # (a study that recorded only its settings' hash)
+        raise ConfigError(f"study '{name}' was created with other settings, or by an ltstudy older than 2026-11-29 "
+                          "that recorded only their hash; start a new study with --study-name NAME (or [study].name)")
     if CODE_ATTR in attrs:  # (a study made before code was recorded gets it at its next run: open_study)
         changes = code_changes(attrs[CODE_ATTR], code_digests(cfg))
         if changes:
