@@ -23,6 +23,11 @@ What each registry's targets are:
   controls, trained level by level on the ticket's masks (controls.py; a study's `[study] controls`).
   Every pruning-at-initialisation mask rule is a control of its own name without a registration here.
 
+Each registry checks what its entries must be (contracts.py): a method class subclasses its kind's base
+class and implements its abstract methods; a builder takes the registry's arguments, with metadata of the
+right shape. An object is checked when it is registered, a "module:attribute" when it is first loaded:
+either way in the checks of a config, before anything runs.
+
 A class attribute that the config checks read (`at_init`, `resets_to_init`) is the one truth: the class
 says it. The built-in entries repeat it as metadata only so that the checks of a study file need not
 import torch; loading an entry whose metadata disagrees with its class is refused (so is registering one).
@@ -44,6 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .contracts import Check, builder, method_class, positive_int
 from .errors import ConfigError
 
 PLUGIN_GROUP = "ltstudy.plugins"
@@ -58,6 +64,7 @@ class Entry:
     summary: str
     meta: dict[str, Any] = field(default_factory=dict)
     class_attrs: dict[str, Any] = field(default_factory=dict)  # metadata the class says: name -> its default
+    contract: Check | None = None  # what the target must be (contracts.py), checked when it is first loaded
 
     def load(self) -> Any:
         if isinstance(self.target, str):
@@ -69,6 +76,8 @@ class Entry:
             except (ImportError, AttributeError) as exc:
                 raise ConfigError(f"cannot load '{self.name}' from {self.target!r} ({type(exc).__name__}: {exc}); "
                                   "check the module:attribute it was registered with") from None
+            if self.contract is not None:
+                self.contract(self.name, obj, self.meta)
             check_class_attrs(self.name, obj, self.meta, self.class_attrs)
             self.target = obj
         return self.target
@@ -105,10 +114,11 @@ class Registry:
     the target class says (name -> the default of a class without it)."""
 
     def __init__(self, kind: str, defaults: dict[str, Any] | None = None,
-                 class_attrs: dict[str, Any] | None = None):
+                 class_attrs: dict[str, Any] | None = None, contract: Check | None = None):
         self.kind = kind
         self.defaults = dict(defaults or {})
         self.class_attrs = dict(class_attrs or {})
+        self.contract = contract  # (contracts.py: a class or builder is checked when registered, or first loaded)
         self._entries: dict[str, Entry] = {}
 
     def add(self, name: str, target: Any, summary: str | None = None, **meta: Any) -> None:
@@ -119,8 +129,10 @@ class Registry:
             doc = getattr(target, "__doc__", None) if not isinstance(target, str) else None
             summary = (doc or "").strip().splitlines()[0] if doc and doc.strip() else f"(a {self.kind} of yours)"
         if not isinstance(target, str):
+            if self.contract is not None:
+                self.contract(name, target, meta)
             check_class_attrs(name, target, meta, self.class_attrs)
-        self._entries[name] = Entry(name, target, summary, {**self.defaults, **meta}, self.class_attrs)
+        self._entries[name] = Entry(name, target, summary, {**self.defaults, **meta}, self.class_attrs, self.contract)
 
     def register(self, name: str, summary: str | None = None, **meta: Any) -> Callable[[Any], Any]:
         """Decorator form of `add`."""
@@ -266,7 +278,11 @@ def _import_file(spec: str, path: Path) -> str:
 
 # --------------------------------------------------------------------------- the built-in entries
 
-DATASETS = Registry("dataset", defaults={"default_val_size": 5000, "num_classes": 10})
+DATASETS = Registry("dataset", defaults={"default_val_size": 5000, "num_classes": 10}, contract=builder(
+    "dataset", ("cfg",), {"input_shape": (lambda v: len(v) == 3 and all(map(positive_int, v)),
+                                          "(channels, height, width), three positive integers"),
+                          "num_classes": (lambda v: positive_int(v) and v >= 2, "an integer of at least 2"),
+                          "default_val_size": (positive_int, "a positive integer")}))
 # input_shape is (channels, height, width) of the loader's images: models are checked against it before any load.
 DATASETS.add("digits", "ltstudy.engine.datasets.digits:load", "scikit-learn's 8x8 digits (1,797 images), embedded "
              "and offline", default_val_size=180, input_shape=(1, 8, 8))
@@ -277,7 +293,8 @@ DATASETS.add("mnist", "ltstudy.engine.datasets.mnist:load", "MNIST 28x28 (IDX fi
 DATASETS.add("cifar10", "ltstudy.engine.datasets.cifar10:load", "CIFAR-10 32x32x3 (python batches) from --data-dir "
              "(download on request)", input_shape=(3, 32, 32))
 
-MODELS = Registry("model", defaults={"min_size": 1})
+MODELS = Registry("model", defaults={"min_size": 1}, contract=builder(
+    "model", ("input_shape", "num_classes", "dropout"), {"min_size": (positive_int, "a positive integer")}))
 MODELS.add("lenet-300-100", "ltstudy.engine.models.lenet_300_100:build", "fully connected 300-100, any input size "
            "(Frankle & Carbin, MNIST)")
 MODELS.add("lenet-5", "ltstudy.engine.models.lenet_5:build", "conv 6-16 (5x5), fc 120-84, inputs of at least 28x28",
@@ -292,7 +309,8 @@ MODELS.add("resnet-20", "ltstudy.engine.models.resnet:ResNet20", "ResNet-20 for 
            "16-32-64", min_size=4)
 
 # resets_to_init: a round starts from θ_k or a fresh draw, not from trained weights (pruning at init needs it)
-REINITS = Registry("re-init strategy", class_attrs={"resets_to_init": True})
+REINITS = Registry("re-init strategy", class_attrs={"resets_to_init": True},
+                   contract=method_class("re-init strategy", "ltstudy.engine.reinit.base:Reinit"))
 REINITS.add("rewind", "ltstudy.engine.reinit.rewind:Rewind", "survivors <- θ_k, retrain k..T (k = 0: the original "
             "lottery ticket)", resets_to_init=True)
 REINITS.add("finetune", "ltstudy.engine.reinit.finetune:Finetune", "keep the trained weights, train T-k more "
@@ -302,7 +320,8 @@ REINITS.add("lr-rewind", "ltstudy.engine.reinit.lr_rewind:LrRewind", "keep the t
 REINITS.add("random", "ltstudy.engine.reinit.random_reinit:RandomReinit", "the paper's control: the ticket's mask, a "
             "fresh θ'0 from the same distribution", resets_to_init=True)
 
-MASKS = Registry("mask rule", class_attrs={"at_init": False})  # at_init: scored on the start weights (at_init.py)
+MASKS = Registry("mask rule", class_attrs={"at_init": False},  # at_init: scored on the start weights (at_init.py)
+                 contract=method_class("mask rule", "ltstudy.engine.masks.base:MaskRule"))
 MASKS.add("magnitude", "ltstudy.engine.masks.magnitude:Magnitude", "prune the smallest surviving weights",
           at_init=False)
 MASKS.add("random", "ltstudy.engine.masks.random_mask:RandomMask", "the paper's control: a random mask with the "
@@ -321,7 +340,7 @@ for _name, (_target, _summary) in PRUNING_AT_INIT.items():
 MASKS.add("random-uniform", "ltstudy.engine.masks.random_uniform:RandomUniform", "at init, the ticket's density: "
           "random, every pruned layer at the same density", at_init=True)
 
-SCOPES = Registry("pruning scope")
+SCOPES = Registry("pruning scope", contract=method_class("pruning scope", "ltstudy.engine.scopes.base:Scope"))
 SCOPES.add("layerwise", "ltstudy.engine.scopes.layerwise:Layerwise", "each layer loses p of its survivors")
 SCOPES.add("global", "ltstudy.engine.scopes.global_scope:Global", "one magnitude threshold over every layer without a "
            "rate of its own")

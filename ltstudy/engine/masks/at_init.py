@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from .. import pruning
+from ..contracts import overrides
 from ..seeds import AT_INIT_DATA, AT_INIT_DROPOUT, RANDOM_MASK, derived_seed
 from .base import MaskRule
 
@@ -50,6 +51,11 @@ class AtInit(MaskRule):
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         cls.label = cls.describe()
+
+    @classmethod
+    def missing(cls) -> list[str]:
+        scored = overrides(cls, AtInit, "raw_scores") or overrides(cls, AtInit, "scores")
+        return super().missing() + ([] if scored else ["implement raw_scores (or scores, for an iterative method)"])
 
     def raw_scores(self, model: nn.Module, names: list[str], data, seed: int) -> dict[str, torch.Tensor]:
         """The method's score of each weight of the layers `names` (higher = keep), on `model` at the start."""

@@ -6,11 +6,13 @@ from typing import ClassVar
 
 from torch import nn
 
+from ..contracts import Contract, overrides
 from ..rounds import Masks
 
 
-class MaskRule:
-    """A mask rule. Subclasses set the class attributes and implement what they are for.
+class MaskRule(Contract):
+    """A mask rule. Subclasses set the class attributes and implement what they are for (`missing` says what a
+    class lacks, and a class that lacks something is refused when it is registered).
 
     - `prune(model, masks, rates, shared)`: IMP's step 3 for a ticket-finding rule: new masks from the
       trained weights, removing each layer's rate of its survivors (`shared` layers under one threshold).
@@ -35,3 +37,14 @@ class MaskRule:
     def at_start(self, model: nn.Module, ticket_masks: Masks, seed: int, round_: int, data) -> Masks:
         """The mask a search on a ticket's path trains at level r (a rule that needs no weights: `for_level`)."""
         return self.for_level(ticket_masks, seed, round_)
+
+    @classmethod
+    def missing(cls) -> list[str]:
+        out = super().missing()
+        if not cls.control and not overrides(cls, MaskRule, "prune"):
+            out.append("implement prune (a ticket-finding rule makes the next masks), or set control = True")
+        if cls.control and cls.path is None:
+            out.append("name its `path`, the mask rule whose tickets' masks a control is trained on")
+        if cls.at_init and not cls.control:
+            out.append("set control = True (a mask scored at initialisation is trained beside a ticket)")
+        return out

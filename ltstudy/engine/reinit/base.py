@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
@@ -9,6 +10,7 @@ from typing import ClassVar
 from torch import nn
 
 from ..config import Schedule, TrainConfig
+from ..contracts import Contract
 from ..rounds import State
 
 
@@ -22,8 +24,9 @@ class Start:
     trained: Callable[[], State] | None  # None: the model holds the trained weights already
 
 
-class Reinit:
-    """A re-init strategy. Subclasses set the class attributes and implement `reset`.
+class Reinit(Contract):
+    """A re-init strategy. Subclasses set the class attributes and implement `reset` (abstract: a class without it
+    is refused when it is registered).
 
     - `rewinds`: the round starts from θ_k, so round 0 captures it (when k > 0).
     - `resets_to_init`: the round starts from θ_k or a fresh draw, not from trained weights (False: pruning at
@@ -32,7 +35,6 @@ class Reinit:
       ticket-finding strategy whose masks it uses.
     - `start(sched)`: the round's first schedule iteration (k for every ticket-finding strategy).
     - `constant_lr(train, sched)`: a fixed learning rate for the round, or None to follow the schedule.
-    - `cost(sched)`: the nominal training iterations of a pruned round.
     """
 
     rewinds: ClassVar[bool] = False
@@ -47,9 +49,11 @@ class Reinit:
     def constant_lr(self, train: TrainConfig, sched: Schedule) -> float | None:
         return None
 
-    def cost(self, sched: Schedule) -> int:
-        return sched.iterations - self.start(sched)
-
+    @abstractmethod
     def reset(self, model: nn.Module, start: Start) -> None:
         """Load the round's start into `model` (the caller masks it afterwards)."""
-        raise NotImplementedError
+
+    @classmethod
+    def missing(cls) -> list[str]:
+        return super().missing() + (["name its `path`, the re-init whose tickets' masks a control is trained on"]
+                                    if cls.control and cls.path is None else [])

@@ -21,8 +21,7 @@ class Instability(Objective):
     percent = True
     meaning = ("validation instability (error rise on the linear path between two copies trained with different "
                "data orders) of the sparsest pruned round within ε of dense (mean over seeds of the per-seed value)")
-    matches_dense = True
-    prunable = False  # (measured per round, with no value at a grid density)
+    matches_dense = True  # (not prunable: measured per round, it has no value at a grid density)
 
     def value(self, rounds, epsilon, key="val_accuracy"):
         pruned = [r for r in rounds if r["round"] > 0]
