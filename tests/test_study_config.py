@@ -395,3 +395,27 @@ def test_the_paper_presets_use_the_papers_per_layer_rates():
     assert (conv6.base.prune.conv_rate, conv6.base.prune.output_rate) == (0.15, 0.5)
     resnet = load_study(root / "cifar10_resnet20_rewind.toml")
     assert resnet.base.prune.ignore == ["fc"]  # Frankle et al. leave the fully connected output layer unpruned
+
+
+def test_the_searches_built_before_a_run_are_at_most_max_combinations_and_a_larger_search_says_so(monkeypatch):
+    """Each combination of extremes is a search built (about 0.1 s for LeNet): past the limit, one warning says how
+    many were checked; the rest are checked as trials draw them."""
+    import warnings
+
+    from ltstudy.engine.errors import SettingWarning
+    from ltstudy.study import engine_checks
+
+    monkeypatch.setattr(engine_checks, "MAX_COMBINATIONS", 3)
+    built: list[dict] = []
+    real = engine_checks.ticket_search
+    monkeypatch.setattr(engine_checks, "ticket_search", lambda cfg, data, *a, **kw: (
+        built.append({"p": cfg.prune.prune_rate, "r": cfg.prune.rounds}), real(cfg, data, *a, **kw))[1])
+    cfg = parse_study(study_doc(search={"prune_rate": [0.2, 0.5], "rounds": [1, 2], "scope": "layerwise"}))
+    with pytest.warns(SettingWarning, match=r"\[search\] has 4 combinations of the extremes of prune_rate, rounds; "
+                                            r"the first 3 are checked before the run"):
+        engine_checks.check_with_engine(cfg)
+    assert len(built) == 3 + 1  # (and the base search)
+    small = parse_study(study_doc(search={"prune_rate": [0.2, 0.5], "rounds": 2, "scope": "layerwise"}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SettingWarning)
+        engine_checks.check_with_engine(small)

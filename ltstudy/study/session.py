@@ -23,7 +23,7 @@ from ..engine.errors import ConfigError
 from .attrs import CODE_ATTR, PARENT_ATTR
 from .config import MAX_THREADS, StudyConfig, check_study_name, settings_changes
 from .mlflow_logging import StudyLog
-from .optuna_api import quiet_experimental
+from .optuna_api import STUDY_NOT_FOUND, quiet_experimental
 from .sampling import make_pruner, make_sampler
 from .signals import deferred
 from .storage import (
@@ -147,13 +147,12 @@ def check_same_study(cfg: StudyConfig, attrs: dict[str, Any], name: str) -> None
 def existing_study(storage_url: str, name: str) -> optuna.Study | None:
     if not storage_exists(storage_url):  # opening a journal or SQLite file that isn't there would create it
         return None
-    from optuna.storages.journal._storage import NOT_FOUND_MSG  # (the RDB storage's words are the same)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         return optuna.load_study(study_name=name, storage=open_storage(storage_url))
     except KeyError as exc:
-        if exc.args == (NOT_FOUND_MSG,):
+        if exc.args == (STUDY_NOT_FOUND,):
             return None
         # Any other KeyError is the storage failing to read its own records, not a missing study.
         raise ConfigError(f"storage {redact(storage_url)} could not be read (KeyError: {exc}); if it is a journal, "
