@@ -115,14 +115,8 @@ class RoundCache:
     def digest(self, key: str) -> str | None:
         """The content digest an entry declares (its header only), or None when there is no such entry."""
         path = self._path(key)
-        size = len(_header("0" * 64, key))
-        try:
-            with open(path, "rb") as fh:
-                head = fh.read(size)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            self._damaged(path, f"unreadable: {exc}")
+        head = self._read(path, len(_header("0" * 64, key)))
+        if head is None:
             return None
         try:
             return _declared(head, key)
@@ -135,12 +129,8 @@ class RoundCache:
         import torch
 
         path = self._path(key)
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            self._damaged(path, f"unreadable: {exc}")
+        raw = self._read(path)
+        if raw is None:
             return None
         try:
             declared = _declared(raw, key)
@@ -155,6 +145,19 @@ class RoundCache:
             return entry
         except Exception as exc:  # any damage: ignore it; the recomputed entry will replace it
             self._damaged(path, str(exc))
+            return None
+
+    def _read(self, path: Path, size: int | None = None) -> bytes | None:
+        """The file's bytes (its first `size`), or None when there is no entry or it cannot be read (damage)."""
+        try:
+            if size is None:
+                return path.read_bytes()
+            with open(path, "rb") as fh:
+                return fh.read(size)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            self._damaged(path, f"unreadable: {exc}")
             return None
 
     def _damaged(self, path: Path, why: str) -> None:
