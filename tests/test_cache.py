@@ -274,6 +274,24 @@ def test_temporary_files_of_a_dead_writer_are_removed_and_a_live_writers_are_kep
     assert not orphan.exists() and live.exists()
 
 
+def test_a_temporary_file_whose_writer_pid_now_names_another_process_is_removed(cache):
+    """The pid in a dead writer's file may belong to a later process: the start time written beside it tells."""
+    from ltstudy.engine.processes import start_time
+
+    host = cache_module._host()
+    folder = cache.root / "ab"
+    folder.mkdir(parents=True)
+    now = start_time(os.getpid())
+    if now is None:
+        pytest.skip("no /proc: a pid's start time cannot be read here")
+    recycled = folder / f".{'ab' * 16}.pt.{host}.{os.getpid()}-{int(now) + 1}.0123abcd.tmp"
+    mine = folder / f".{'ab' * 16}.pt.{host}.{os.getpid()}-{now}.4567abcd.tmp"
+    for tmp in (recycled, mine):
+        tmp.write_bytes(b"half an entry")
+    cache.save(content_key("x"), {"x": 1})
+    assert not recycled.exists() and mine.exists()
+
+
 # --------------------------------------------------------------------------- no stale or mixed entry, ever
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from optuna.trial import TrialState
 from scipy.stats import ttest_ind
 
 from ltstudy import cli
@@ -138,16 +139,32 @@ def test_two_trials_with_the_same_settings_and_seed_are_one_curve_not_two():
     assert "trial 1 = trial 0" in compare_text(cmp, "s")
 
 
-def test_diverged_and_skipped_duplicate_trials_are_counted_but_never_averaged():
+def test_diverged_and_failed_trials_are_counted_but_never_averaged():
     good = make_trial(0, [ticket_at(1)], seeds=[0])
     diverged = make_trial(1, [ticket_at(3)], seeds=[1])
     diverged.user_attrs["diverged"] = True
-    dup = make_trial(2, [ticket_at(3)], seeds=[2])
-    dup.user_attrs["duplicate_of"] = 0
-    cmp = compare([good, diverged, dup], ["prune_rate"], EPS)
+    failed = make_trial(2, [ticket_at(3)], seeds=[2], state=TrialState.FAIL)
+    cmp = compare([good, diverged, failed], ["prune_rate"], EPS)
     assert [r["trials"] for r in cmp.rows] == [[0]] and cmp.rows[0]["ticket_sparsity"] == 0.5
-    assert cmp.excluded == {"diverged": [1], "duplicate": [2]}
-    assert "not averaged: diverged trials 1; duplicate trials 2" in compare_text(cmp, "s")
+    assert cmp.excluded == {"diverged": [1], "failed": [2]}
+    assert "not averaged: diverged trials 1; failed trials 2" in compare_text(cmp, "s")
+
+
+def test_a_trial_is_classified_once_by_one_ladder_that_the_counts_and_the_exclusions_share():
+    """A diverged trial is "diverged" whatever its state; a pruned trial without rounds is counted as pruned and
+    left out of the curves as having none; a queued one is running."""
+    from ltstudy.study.trial_results import census, exclusion, outcome
+
+    diverged_pruned = make_trial(0, [ticket_at(1)], state=TrialState.PRUNED)
+    diverged_pruned.user_attrs["diverged"] = True
+    empty = make_trial(1, [ticket_at(1)], state=TrialState.PRUNED)
+    empty.user_attrs["rounds"] = []
+    queued = make_trial(2, [ticket_at(1)], state=TrialState.WAITING)
+    done = make_trial(3, [ticket_at(1)])
+    trials = [diverged_pruned, empty, queued, done]
+    assert [outcome(t) for t in trials] == ["diverged", "pruned", "running", "complete"]
+    assert [exclusion(t) for t in trials] == ["diverged", "no rounds", "running", None]
+    assert census(trials) == {"complete": [3], "pruned": [1], "diverged": [0], "failed": [], "running": [2]}
 
 
 # --------------------------------------------------------------------------- agreement with the objective

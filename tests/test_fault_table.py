@@ -392,7 +392,7 @@ def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_failed_after_th
 def test_a_trial_whose_worker_process_is_gone_is_failed_at_once_and_a_live_one_is_spared(
         tmp_path: Path, tmp_path_factory, capsys):
     path, storage, _ = finished_study(tmp_path, tmp_path_factory, n_trials=0)
-    from ltstudy.study.owners import _start_time
+    from ltstudy.engine.processes import start_time
 
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
@@ -401,7 +401,7 @@ def test_a_trial_whose_worker_process_is_gone_is_failed_at_once_and_a_live_one_i
     dead, live = study.ask(), study.ask()
     host = socket.gethostname()
     dead.set_user_attr(OWNER_ATTR, f"{host}:{gone.pid}:")
-    live.set_user_attr(OWNER_ATTR, f"{host}:{alive.pid}:{_start_time(alive.pid)}")
+    live.set_user_attr(OWNER_ATTR, f"{host}:{alive.pid}:{start_time(alive.pid)}")
     capsys.readouterr()
     try:
         assert cli.main(["repair", str(path)]) == 0

@@ -105,11 +105,10 @@ def test_pruned_trials_count_and_failed_ones_do_not():
     assert [(p["trial"], p["round"]) for p in round_frontier(trials)] == [(1, 1)]
 
 
-def test_skipped_repeats_and_diverged_trials_are_not_on_the_frontier():
+def test_failed_and_diverged_trials_are_not_on_the_frontier():
     trials = [fake_trial(0, [(1.0, 0.9), (0.5, 0.85)]),
-              fake_trial(1, [(1.0, 0.9), (0.5, 0.99)]),
+              fake_trial(1, [(1.0, 0.9), (0.5, 0.99)], state=TrialState.FAIL),
               fake_trial(2, [(1.0, 0.95), (0.2, 0.99)])]
-    trials[1].user_attrs["duplicate_of"] = 0
     trials[2].user_attrs["diverged"] = True
     assert {p["trial"] for p in round_points(trials)} == {0}
 

@@ -106,3 +106,29 @@ def test_a_module_holds_one_concept_of_at_most_500_lines_or_says_why():
     long = {name: path.read_text().count("\n") for name, path in modules().items()}
     assert {name: n for name, n in long.items() if n > MAX_LINES and REASON not in modules()[name].read_text()[:2000]
             } == {}
+
+
+ADAPTERS = {"ltstudy.study.optuna_api", "ltstudy.study.mlflow_api"}  # (each says why no public API serves)
+LIBRARIES = ("optuna", "mlflow", "optuna_dashboard")
+
+
+def _private_library_paths(path: Path) -> list[str]:
+    """Modules of Optuna, MLflow or optuna-dashboard with a private part that `path` imports or names in a string."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            names = [f"{node.module}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):  # (code run by `python -c`)
+            names = [word.split(":")[0] for word in node.value.replace(";", " ").split()]
+        else:
+            continue
+        found += [n for n in names if n.split(".")[0] in LIBRARIES and any(p.startswith("_") for p in n.split("."))]
+    return found
+
+
+def test_private_apis_of_optuna_mlflow_and_optuna_dashboard_are_used_only_in_their_adapters():
+    offenders = {name: _private_library_paths(path) for name, path in modules().items() if name not in ADAPTERS}
+    assert {name: paths for name, paths in offenders.items() if paths} == {}
+    assert all(_private_library_paths(modules()[name]) for name in ADAPTERS)  # (the check sees what it looks for)

@@ -41,6 +41,27 @@ def test_a_round_exactly_epsilon_below_dense_still_matches():
     assert value("ticket_sparsity", rounds, epsilon=0.05) == pytest.approx(0.5)
 
 
+def test_every_objective_and_the_curves_read_one_definition_of_a_round_that_matches_dense(monkeypatch):
+    """A round exactly ε below dense (0.9 - 0.3 rounds below 0.6 in floats) matches: `curves.matches` says so for the
+    ticket round, the ticket's sparsity and accuracy, the pruners' values at a grid density and the instability
+    objective alike; with its float tolerance taken away, all of them stop counting that round together."""
+    from ltstudy.study import curves
+
+    rounds = [rnd(0, 1.0, 0.9, val_instability=0.5), rnd(1, 0.5, 0.6, val_instability=0.01),
+              rnd(2, 0.25, 0.1, val_instability=0.3)]
+    assert 0.6 < 0.9 - 0.3  # (the case the tolerance is for)
+
+    def readings():
+        at_grid = parse_objective("ticket_sparsity").at_grid_density(rounds, 0.5, 0.6, 0.3)
+        return (curves.ticket_round(rounds, 0.3)["round"], value("ticket_sparsity", rounds, 0.3),
+                value("ticket_accuracy", rounds, 0.3), at_grid, value("instability", rounds, 0.3),
+                curves.Curve(0, 0, {}, rounds).ticket_sparsity(0.3))
+
+    assert readings() == (1, 0.5, 0.6, 0.5, 0.01, 0.5)
+    monkeypatch.setattr(curves, "_MATCH_TOL", 0.0)
+    assert readings() == (0, 0.0, 0.9, 0.0, 0.01, 0.0)  # (instability: no pruned round matches, the first one's)
+
+
 def test_ticket_accuracy_is_the_validation_accuracy_of_that_ticket():
     assert value("ticket_accuracy") == pytest.approx(0.893)
     assert ticket_round(ROUNDS, 0.01)["round"] == 3

@@ -110,6 +110,28 @@ def test_rate_precedence_is_layer_rates_then_output_then_conv_then_p_and_ignore_
         {"conv1": 0.0, "conv2": 0.3, "fc1": 0.0, "fc2": 0.2, "fc3": 0.05})
 
 
+@given(st.sets(st.sampled_from(["conv1", "fc1", "output"])), st.dictionaries(
+    st.sampled_from(["conv2", "fc2", "output"]), st.sampled_from([0.1, 0.2, 0.3])),
+    st.sampled_from([1.0, 0.5]), st.sampled_from([-1.0, 0.1, 0.2]))
+def test_the_rates_and_the_shared_threshold_follow_one_precedence(ignore, given_rates, output_rate, conv_rate):
+    """`layer_rates` and `pooled` read one rule (`rate_of`): a pooled layer is pruned at p, every other layer at
+    the rate its reason gives, even when that number equals p."""
+    assume(not ("output" in ignore and "output" in given_rates))
+    layers = pruning.prunable_layers(build_model("conv-2", (1, 8, 8), 10))
+    cfg = PruneConfig(prune_rate=0.2, output_rate=output_rate, conv_rate=conv_rate, ignore=sorted(ignore),
+                      layer_rates=given_rates)
+    rates, pool = pruning.layer_rates(layers, cfg), pruning.pooled(layers, cfg)
+    for layer in layers:
+        why, rate = pruning.rate_of(layer, cfg)
+        assert rates[layer.name] == rate and (layer.name in pool) == (why is None)
+        assert why is not None or rate == 0.2
+        expected = ("ignore" if {layer.name, "output" if layer.is_output else ""} & ignore else
+                    "layer_rates" if {layer.name, "output" if layer.is_output else ""} & set(given_rates) else
+                    "output_rate" if layer.is_output and output_rate != 1.0 else
+                    "conv_rate" if layer.kind == "conv" and conv_rate != -1.0 else None)
+        assert why == expected
+
+
 @pytest.mark.parametrize("layer_rates", [{"fc3": 0.1, "output": 0.05}, {"output": 0.05, "fc3": 0.1}])
 def test_two_rates_for_one_layer_through_its_alias_are_refused_in_either_order(layer_rates):
     """Once resolved through a set, so the rate depended on PYTHONHASHSEED; now the conflict is an error."""

@@ -18,13 +18,13 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from ltstudy.engine.processes import start_time
 from ltstudy.study import loop as loop_module
 from ltstudy.study.attrs import OWNER_ATTR
 from ltstudy.study.callbacks import StudyCallback
 from ltstudy.study.config import load_study
 from ltstudy.study.loop import LoopReport, run_trials
 from ltstudy.study.mlflow_logging import StudyLog
-from ltstudy.study.owners import _start_time
 from ltstudy.study.storage import open_storage
 from ltstudy.study.tracking import Tracker
 from ltstudy.study.trial import TrialContext
@@ -101,10 +101,10 @@ def another_process():
     """A live process of this machine, as an owner string `owners.owner_alive` believes."""
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
     try:
-        wait_for(lambda: _start_time(proc.pid) is not None, 30, "the process to start")
+        wait_for(lambda: start_time(proc.pid) is not None, 30, "the process to start")
         import socket
 
-        yield f"{socket.gethostname()}:{proc.pid}:{_start_time(proc.pid)}"
+        yield f"{socket.gethostname()}:{proc.pid}:{start_time(proc.pid)}"
     finally:
         proc.kill()
         proc.wait(timeout=30)

@@ -165,7 +165,7 @@ def test_the_instability_objective_is_logged_per_round_and_needs_the_measurement
                                   default=rounds[1])["val_instability"]
     client = MlflowClient(stores.tracking_uri)
     assert metric_steps(client, trial.user_attrs["mlflow_run_id"], "val_instability") == [1, 2]
-    assert load_study(path).settings()["stability"] == {"points": 4, "copy_seed": -1, "rounds": [], "dense_ks": []}
+    assert load_study(path).settings()["stability"] == {"points": 4}  # (the others at their defaults)
     assert rounds[1]["computed_iterations"] == 2 * rounds[1]["iterations"]  # (the round and its second copy)
     assert cli.main(["report", str(path), "--out", "report.html"]) == 0
     section = (tmp_path / "report.html").read_text().split("<h2>Stability to SGD noise</h2>")[1]
@@ -249,6 +249,7 @@ def test_the_copies_come_from_the_cache_the_second_time(tiny_cfg, digits, tmp_pa
 
 @pytest.mark.parametrize("settings, message", [
     ({"stability.dense_ks": [0]}, "set stability.points too"),
+    ({"stability.copy_seed": 5}, "set stability.points too"),  # (a second copy's seed, with no second copy)
     ({"stability.points": 4, "stability.rounds": [0]}, "count pruned rounds from 1"),
 ])
 def test_what_stability_measures_needs_the_measurement_and_real_rounds(tiny_cfg, settings, message):
@@ -272,3 +273,26 @@ def test_the_study_plan_counts_the_stability_copies(tmp_path):
     # Copy B of round 2 (60); the dense k = 0: copy B (60); k = 20: two copies of 40 and the 20-iteration replay.
     assert got.stability == 60 + 60 + (2 * 40 + 20)
     assert got.total_iterations == 3 * 1 * (60 * (2 + 1) + got.stability)
+
+
+def test_the_start_kind_is_one_enum_and_records_holding_its_strings_still_read():
+    """Round records in caches and Optuna's user attrs hold "dense" and "ticket": they read back as the kinds."""
+    from ltstudy.engine.connectivity import Stability
+    from ltstudy.engine.linear_paths import StartKind
+    from ltstudy.study.curves import Curve
+    from ltstudy.study.stability_summary import earliest_stable_k, summarise
+
+    def path(label, k, round_, val):
+        return {"label": label, "k": k, "round": round_, "density": 1.0 if label == "dense" else 0.5,
+                "alphas": [0.0, 1.0], "val_errors": [0.1, 0.1], "test_errors": [0.1, 0.1], "val_instability": val,
+                "test_instability": val}
+
+    stored = [{"round": 0, "stability_paths": [path("ticket", 0, 1, 0.0), path("dense", 20, 0, 0.01),
+                                               path("dense", 0, 0, 0.3)]}]
+    summaries = summarise([Curve(0, 0, {}, stored)])
+    assert [(s.label, s.k) for s in summaries] == [(StartKind.DENSE, 0), (StartKind.DENSE, 20), (StartKind.TICKET, 0)]
+    assert all(type(s.label) is StartKind for s in summaries)
+    assert earliest_stable_k(summaries).k == 20
+    assert json.loads(json.dumps(summaries[0].to_dict()))["label"] == "dense"
+    measured = Stability("ticket", 0, 1, 0.5, [0.0, 1.0], [0.1, 0.1], [0.1, 0.1], (0, 1))
+    assert measured.label is StartKind.TICKET and measured.to_dict()["label"] == "ticket"

@@ -168,9 +168,8 @@ def test_studies_lists_each_study_with_its_trial_counts(done, here, capsys):
     code, out, _ = main(capsys, "studies", "--storage", stores.storage)
     assert code == 0
     rows = [line.split() for line in out.splitlines() if line.startswith("tiny ")]
-    # name, trials, complete, pruned, failed, running, directions (no "skipped" column: nothing was skipped)
+    # name, trials, complete, pruned, failed, running, directions
     assert rows == [["tiny", "3", "3", "0", "0", "0", "max,min"]]
-    assert "skipped" not in out
 
 
 def test_studies_reads_the_storage_from_a_study_file(done, here, capsys):

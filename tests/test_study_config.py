@@ -348,16 +348,6 @@ def test_searching_a_training_setting_is_allowed_with_min_dense_accuracy_or_with
     assert parse_study(only_density).searched["lr"]
 
 
-def test_the_settings_name_every_section_and_leave_out_where_data_is_read_from():
-    cfg = parse_study(study_doc())
-    s = cfg.settings()
-    assert set(s) == {"data", "model", "train", "prune", "search", "study"}
-    assert "root" not in s["data"] and s["train"]["iterations"] == 60
-    assert "prune_rate" not in s["prune"] and s["search"]["prune_rate"] == "[0.2, 0.5]"
-    moved = parse_study(study_doc(data={"root": "/elsewhere"}))
-    assert moved.settings() == s and moved.hash() == cfg.hash()
-
-
 # --------------------------------------------------------------------------- the ready studies
 
 
@@ -405,3 +395,27 @@ def test_the_paper_presets_use_the_papers_per_layer_rates():
     assert (conv6.base.prune.conv_rate, conv6.base.prune.output_rate) == (0.15, 0.5)
     resnet = load_study(root / "cifar10_resnet20_rewind.toml")
     assert resnet.base.prune.ignore == ["fc"]  # Frankle et al. leave the fully connected output layer unpruned
+
+
+def test_the_searches_built_before_a_run_are_at_most_max_combinations_and_a_larger_search_says_so(monkeypatch):
+    """Each combination of extremes is a search built (about 0.1 s for LeNet): past the limit, one warning says how
+    many were checked; the rest are checked as trials draw them."""
+    import warnings
+
+    from ltstudy.engine.errors import SettingWarning
+    from ltstudy.study import engine_checks
+
+    monkeypatch.setattr(engine_checks, "MAX_COMBINATIONS", 3)
+    built: list[dict] = []
+    real = engine_checks.ticket_search
+    monkeypatch.setattr(engine_checks, "ticket_search", lambda cfg, data, *a, **kw: (
+        built.append({"p": cfg.prune.prune_rate, "r": cfg.prune.rounds}), real(cfg, data, *a, **kw))[1])
+    cfg = parse_study(study_doc(search={"prune_rate": [0.2, 0.5], "rounds": [1, 2], "scope": "layerwise"}))
+    with pytest.warns(SettingWarning, match=r"\[search\] has 4 combinations of the extremes of prune_rate, rounds; "
+                                            r"the first 3 are checked before the run"):
+        engine_checks.check_with_engine(cfg)
+    assert len(built) == 3 + 1  # (and the base search)
+    small = parse_study(study_doc(search={"prune_rate": [0.2, 0.5], "rounds": 2, "scope": "layerwise"}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SettingWarning)
+        engine_checks.check_with_engine(small)

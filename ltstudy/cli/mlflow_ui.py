@@ -38,9 +38,9 @@ class ModelTrainingUI:
 
     def mlflow_app(self):
         if self._mlflow is None:
-            from mlflow.server.fastapi_app import app  # what `mlflow ui` serves
+            from ..study.mlflow_api import server_app  # what `mlflow ui` serves
 
-            self._mlflow = app
+            self._mlflow = server_app()
         return self._mlflow
 
     async def __call__(self, scope, receive, send):

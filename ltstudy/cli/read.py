@@ -164,17 +164,11 @@ def studies(args: argparse.Namespace) -> int:
         study = optuna.load_study(study_name=s.study_name, storage=storage)
         counts: dict[str, int] = {}
         for t in study.get_trials(deepcopy=False):
-            # (studies made before ltstudy asked the sampler again stored repeats as FAIL "skipped" trials)
-            state = "SKIPPED" if t.user_attrs.get("duplicate_of") is not None else t.state.name
-            counts[state] = counts.get(state, 0) + 1
-        rows.append([s.study_name, s.n_trials - counts.get("SKIPPED", 0), counts.get("COMPLETE", 0),
-                     counts.get("PRUNED", 0), counts.get("FAIL", 0), counts.get("SKIPPED", 0),
-                     counts.get("RUNNING", 0) + counts.get("WAITING", 0),
+            counts[t.state.name] = counts.get(t.state.name, 0) + 1
+        rows.append([s.study_name, s.n_trials, counts.get("COMPLETE", 0), counts.get("PRUNED", 0),
+                     counts.get("FAIL", 0), counts.get("RUNNING", 0) + counts.get("WAITING", 0),
                      ",".join(d.name.lower()[:3] for d in s.directions)])
-    headers = ["study", "trials", "complete", "pruned", "failed", "skipped", "running", "directions"]
-    if not any(r[5] for r in rows):  # the column exists for old studies only
-        headers.pop(5)
-        rows = [r[:5] + r[6:] for r in rows]
+    headers = ["study", "trials", "complete", "pruned", "failed", "running", "directions"]
     print(f"studies in {redact(url)}:")
     print(format_table(headers, rows))
     return 0

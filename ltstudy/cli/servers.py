@@ -36,6 +36,11 @@ from ..study.tracking import Tracker
 from .common import command_line, load_study_file
 
 RUN_FLAGS = ("--storage", "--study-name", "--tracking-uri")  # the flags of `run` that choose a study's stores
+# optuna-dashboard's command as its package declares it (the console script's entry point), run by this interpreter:
+# the script itself may not be on PATH, and its module is private.
+DASHBOARD = [sys.executable, "-c", "import sys; from importlib.metadata import entry_points; (script,) = entry_points("
+             "group='console_scripts', name='optuna-dashboard'); sys.argv[0] = 'optuna-dashboard'; "
+             "sys.exit(script.load()())"]
 
 
 def ui(args: argparse.Namespace) -> int:
@@ -95,8 +100,7 @@ def dashboard(args: argparse.Namespace) -> int:
     name = args.study_name or cfg.study.name
     study_id = _study_id(url, name)
     target = str(journal_path(url)) if storage_kind(url) == "journal" else url
-    cmd = [sys.executable, "-c", "import sys; from optuna_dashboard._cli import main; sys.argv[0] = "
-           "'optuna-dashboard'; sys.exit(main())", target, "--host", args.host, "--port", str(args.port)]
+    cmd = [*DASHBOARD, target, "--host", args.host, "--port", str(args.port)]
     if storage_kind(url) == "journal":
         cmd += ["--storage-class", "JournalFileStorage"]
     page = f"dashboard/studies/{study_id}" if study_id is not None else "dashboard"  # (the study, not the list)

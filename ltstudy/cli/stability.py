@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 
 from ..engine import strict_json
-from ..engine.config import MAX_POINTS
 from ..engine.errors import ConfigError
+from ..engine.linear_paths import MAX_POINTS, StartKind
 from ..study.tables import format_table
 from .common import check_output
 from .parser import overrides
@@ -57,14 +57,14 @@ def from_study(args: argparse.Namespace) -> int:
         raise ConfigError(f"study '{study.study_name}' has no stability measurements: give it a [stability] section "
                           "(points = 30, dense_ks, rounds) and run it (ltstudy run), or measure from flags")
     print(f"{_DEFINITION} Mean ± sample std over curves (seeds); stable below {100 * args.threshold:g} points.")
-    dense = {tuple((s.k, s.val, s.test) for s in ss if s.label == "dense") for _, ss in found}
+    dense = {tuple((s.k, s.val, s.test) for s in ss if s.label == StartKind.DENSE) for _, ss in found}
     shared = len(found) > 1 and len(dense) == 1 and bool(next(iter(dense)))
     for i, (label, ss) in enumerate(found):
         first = earliest_stable_k(ss, args.threshold)
-        shown = [s for s in ss if not (shared and i > 0 and s.label == "dense")]
+        shown = [s for s in ss if not (shared and i > 0 and s.label == StartKind.DENSE)]
         print(f"\n{label}" + (" (the dense network is every setting's):" if shared and i == 0 else ":"))
         print(format_table(HEADERS, rows(shown, args.threshold)))
-        if any(s.label == "dense" for s in shown):
+        if any(s.label == StartKind.DENSE for s in shown):
             print(f"earliest stable k: {first.k}" if first else
                   f"no k measured is stable at {100 * args.threshold:g} points")
     if args.json:
@@ -83,7 +83,7 @@ def _write_plot(found, threshold: float, path: str) -> None:
     """Instability against k (the dense starts), or else the error along the paths of the first setting."""
     from ..study.stability_plots import figure_dense_k, figure_mean_paths
 
-    dense = [(label, [s for s in ss if s.label == "dense"]) for label, ss in found]
+    dense = [(label, [s for s in ss if s.label == StartKind.DENSE]) for label, ss in found]
     png = figure_dense_k([d for d in dense if d[1]], threshold) if any(d[1] for d in dense) else \
         figure_mean_paths(found[0][1], f"error along the path, {found[0][0]}")
     with open(path, "wb") as fh:

@@ -38,17 +38,20 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, DiskFull
+from .processes import alive, start_time
 
 log = logging.getLogger(__name__)
 
 _MAGIC = b"LTSCACHE3\n"
 _DIGEST_END = len(_MAGIC) + 65  # magic, 64 hex digits of SHA-256, newline; then the key and a newline
 DEFAULT_CACHE_DIR = ".ltstudy/cache"
-CACHE_VERSION = 4  # 4: code digests of the syntax tree and of users' plugins, model signatures in the keys
+CACHE_VERSION = 5  # 4: code digests of the syntax tree and of users' plugins, model signatures; 5: configs by identity
 # A cache file: an entry <hex key>.pt, or a writer's temporary file, in the folder named by the key's first two
 # hex digits.
 _OURS = re.compile(r"^(?P<dir>[0-9a-f]{2})/\.?(?P=dir)[0-9a-f]+\.pt(\..+\.tmp)?$")
-_TMP = re.compile(r"^\.(?P<name>.+\.pt)\.(?P<host>[^.]+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp$")
+# A writer's temporary file: .<entry>.<host>.<pid>-<its start time>.<random>.tmp (no start time where there is
+# no /proc, and in the files of writers from before it was recorded).
+_TMP = re.compile(r"^\.(?P<name>.+\.pt)\.(?P<host>[^.]+)\.(?P<pid>\d+)(-(?P<started>\d+))?\.[0-9a-f]{8}\.tmp$")
 _STALE_TMP_SECONDS = 24 * 3600  # a temp file this old is a dead writer's, whatever host wrote it
 
 
@@ -88,7 +91,7 @@ class RoundCache:
         payload = buf.getvalue()
         digest = hashlib.sha256(payload).hexdigest()
         path = self._path(key)
-        tmp = path.with_name(f".{path.name}.{_host()}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+        tmp = path.with_name(f".{path.name}.{_host()}.{_writer()}.{uuid.uuid4().hex[:8]}.tmp")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             with open(tmp, "wb") as fh:
@@ -112,14 +115,8 @@ class RoundCache:
     def digest(self, key: str) -> str | None:
         """The content digest an entry declares (its header only), or None when there is no such entry."""
         path = self._path(key)
-        size = len(_header("0" * 64, key))
-        try:
-            with open(path, "rb") as fh:
-                head = fh.read(size)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            self._damaged(path, f"unreadable: {exc}")
+        head = self._read(path, len(_header("0" * 64, key)))
+        if head is None:
             return None
         try:
             return _declared(head, key)
@@ -132,12 +129,8 @@ class RoundCache:
         import torch
 
         path = self._path(key)
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            self._damaged(path, f"unreadable: {exc}")
+        raw = self._read(path)
+        if raw is None:
             return None
         try:
             declared = _declared(raw, key)
@@ -152,6 +145,19 @@ class RoundCache:
             return entry
         except Exception as exc:  # any damage: ignore it; the recomputed entry will replace it
             self._damaged(path, str(exc))
+            return None
+
+    def _read(self, path: Path, size: int | None = None) -> bytes | None:
+        """The file's bytes (its first `size`), or None when there is no entry or it cannot be read (damage)."""
+        try:
+            if size is None:
+                return path.read_bytes()
+            with open(path, "rb") as fh:
+                return fh.read(size)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            self._damaged(path, f"unreadable: {exc}")
             return None
 
     def _damaged(self, path: Path, why: str) -> None:
@@ -181,7 +187,7 @@ class RoundCache:
                 age = now - tmp.stat().st_mtime
             except OSError:
                 continue
-            same_host_dead = m is not None and m["host"] == _host() and not _pid_alive(int(m["pid"]))
+            same_host_dead = m is not None and m["host"] == _host() and not alive(int(m["pid"]), m["started"])
             if same_host_dead or age > _STALE_TMP_SECONDS:
                 _unlink(tmp)
 
@@ -244,14 +250,11 @@ def _host() -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname()) or "host"
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _writer() -> str:
+    """This process as a temporary file names its writer: pid and start time (a pid alone may be reused)."""
+    pid = os.getpid()
+    started = start_time(pid)
+    return f"{pid}-{started}" if started else str(pid)
 
 
 def _unlink(path: Path) -> None:

@@ -1,5 +1,9 @@
-"""Plain data (a TOML table, CLI strings) into the typed config's dataclasses: one rule per type, one message per
-mistake (an unknown key with a suggestion, a wrong type with the place it is at)."""
+"""Plain values (TOML, CLI strings, dotted overrides) made into the typed config's dataclasses, with one-line errors.
+
+`build(cls, data, where)` checks every key against the dataclass's fields (an
+unknown key gets the closest name) and `coerce` each value to the field's type:
+CLI strings and TOML values of one setting become one value, so they hash alike.
+"""
 
 from __future__ import annotations
 

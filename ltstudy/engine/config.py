@@ -18,7 +18,8 @@ from typing import Any, Literal
 
 from .coercion import build, set_dotted
 from .errors import ConfigError, SettingWarning
-from .hashing import digest
+from .hashing import digest, identity
+from .linear_paths import MAX_POINTS, STABLE  # noqa: F401 (STABLE: docs/stability/findings.py reads it here)
 from .registry import CONTROLS, DATASETS, MASKS, MODELS, REINITS, SCOPES, control_hint, load_plugins, unknown_name
 from .seeds import Seeds
 
@@ -29,13 +30,14 @@ MAX_ITERATIONS = 10**7  # the longest a round may train, and any length within i
 
 
 def setting(default: Any = dataclasses.MISSING, *, help: str = "", factory: Any = dataclasses.MISSING,
-            flag: str | None = None) -> Any:
+            flag: str | None = None, identity: bool = True) -> Any:
     """A config field with its --help text (and CLI flag name, when it isn't the field name).
 
     `help` is a keyword so that the code digest of cache keys leaves it out (hashing.py): rewording a
-    --help text keeps the cache.
+    --help text keeps the cache. `identity=False`: the setting says where or how a run happens, not what it
+    computes, and is no part of the config's hash, its cache keys or a study's settings (hashing.identity).
     """
-    meta = {"help": help, **({"flag": flag} if flag else {})}
+    meta = {"help": help, **({"flag": flag} if flag else {}), **({} if identity else {"identity": False})}
     return field(default=default, default_factory=factory, metadata=meta)
 
 
@@ -44,8 +46,8 @@ class DataConfig:
     """The [data] section: which dataset, where its files are, and how it is split."""
 
     name: str = setting("digits", help="dataset name (the list is at the end of --help)", flag="dataset")
-    root: str = setting("data", help="folder searched first for dataset files", flag="data-dir")
-    download: bool = setting(False, help="allow torchvision to download missing data (needs internet)")
+    root: str = setting("data", help="folder searched first for dataset files", flag="data-dir", identity=False)
+    download: bool = setting(False, help="allow torchvision to download missing data (needs internet)", identity=False)
     val_size: int = setting(-1, help="validation examples held out of the training split; -1 = the dataset's default")
     split_seed: int = setting(0, help="seed of the train/validation(/test) split, fixed across run seeds")
     augment: bool = setting(False, help="random crop and flip on the device (image datasets with 32x32 inputs)")
@@ -117,10 +119,6 @@ class SeedConfig:
     mask: int = setting(-1, flag="mask-seed", help="seed of random masks; -1 = --seed")
 
 
-STABILITY_POINTS = 30  # the paper's number of points on a linear path (Frankle et al. 2020)
-MAX_POINTS = 1000  # points on a path: each is an evaluation of the validation and test splits
-STABLE = 0.02  # the paper's threshold: a start is stable when the error on the path rises by less than 2 points
-
 
 @dataclass
 class StabilityConfig:
@@ -146,9 +144,9 @@ class TicketConfig:
     """
 
     seed: int = setting(0, help="seed of θ0, data order, dropout and random masks (each can be set apart: [seeds])")
-    device: str = setting("auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
+    device: str = setting("auto", help="auto (CUDA when present), cpu, cuda or cuda:N", identity=False)
     plugins: list[str] = setting(factory=list, flag="plugin", help="your modules (or .py files) that register models, "
-                                 "datasets or methods, e.g. --plugin mynets")
+                                 "datasets or methods, e.g. --plugin mynets", identity=False)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -168,8 +166,8 @@ class TicketConfig:
         return dataclasses.asdict(self)
 
     def hash(self) -> str:
-        """Content hash of every setting (the cache keys add the code and the data read)."""
-        return digest(self.to_dict(), size=16)
+        """Content hash of the config's identity (hashing.identity; the cache keys add the code and the data read)."""
+        return digest(identity(self), size=16)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, where: str = "config") -> TicketConfig:
@@ -260,9 +258,10 @@ class TicketConfig:
             raise ConfigError(f"stability.points must be 0 (off) or 2 (the path's ends) to {MAX_POINTS}, with "
                               "train.patience = 0 (both copies train to the end); got "
                               f"{self.stability.points} and {t.patience}")
-        if (self.stability.rounds or self.stability.dense_ks) and not self.stability.points:
-            raise ConfigError("stability.rounds and stability.dense_ks choose what [stability] measures: set "
-                              "stability.points too (the paper: 30)")
+        if (self.stability.rounds or self.stability.dense_ks or self.stability.copy_seed != -1) \
+                and not self.stability.points:
+            raise ConfigError("stability.rounds, stability.dense_ks and stability.copy_seed choose what [stability] "
+                              "measures: set stability.points too (the paper: 30)")
         if any(r < 1 for r in self.stability.rounds) or any(k < 0 for k in self.stability.dense_ks):
             raise ConfigError(f"stability.rounds count pruned rounds from 1 and stability.dense_ks are iterations >= "
                               f"0; got {self.stability.rounds} and {self.stability.dense_ks}")

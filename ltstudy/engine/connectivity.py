@@ -35,9 +35,10 @@ from torch import nn
 
 from . import pruning
 from .cache import RoundCache
-from .config import STABILITY_POINTS, STABLE, Schedule, TrainConfig
+from .config import Schedule, TrainConfig
 from .data import Dataset
 from .hashing import digest
+from .linear_paths import STABILITY_POINTS, STABLE, StartKind
 from .round_protocol import clone_state, evaluate
 from .rounds import Masks, RoundJob, State, TrainResult
 from .seeds import STABILITY_COPY, derived_seed
@@ -51,7 +52,7 @@ BN_BATCH = 256
 class Stability:
     """One start's two copies and the path between them (errors are fractions, not points)."""
 
-    label: str  # "dense" or "ticket"
+    label: StartKind
     k: int
     round: int
     density: float
@@ -73,8 +74,11 @@ class Stability:
     def stable(self, threshold: float = STABLE) -> bool:
         return self.val_instability < threshold
 
+    def __post_init__(self) -> None:
+        self.label = StartKind(self.label)
+
     def to_dict(self) -> dict:
-        return {**dataclasses.asdict(self), "val_instability": self.val_instability,
+        return {**dataclasses.asdict(self), "label": str(self.label), "val_instability": self.val_instability,
                 "test_instability": self.test_instability}
 
 
@@ -87,12 +91,15 @@ def instability(errors: Sequence[float]) -> float:
 class CopiesStart:
     """Where two copies start: the state (masked by `masks`), the round, and how the search trains it."""
 
-    label: str  # "dense" or "ticket"
+    label: StartKind
     round: int
     state: State
     masks: Masks
     dropout_seed: int | None
     trained: State | None = None  # copy A's end state, when the search has trained it already
+
+    def __post_init__(self) -> None:
+        self.label = StartKind(self.label)
 
 
 def copy_seeds(data_order: int, copy_seed: int | None) -> tuple[int, int]:

@@ -55,10 +55,6 @@ class Dataset:
         return tuple(self.train.x.shape[1:])  # type: ignore[return-value]
 
 
-# A loader returns raw (train_x, train_y, test_x, test_y) as numpy arrays, x shaped (n, c, h, w).
-Raw = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
-
-
 def load_dataset(cfg: DataConfig, device: torch.device | str = "cpu") -> Dataset:
     """Load, split, normalise and move to `device`; cached per process for studies."""
     DATASETS.get(cfg.name)  # an unknown name is one line, with a suggestion

@@ -1,7 +1,12 @@
 """One hashing helper for every key: configs, cache entries, data, settings, and code.
 
 `digest(*parts)` hashes JSON-able parts in one canonical form (sorted keys,
-no spaces, anything else by `str`). `code_digest` hashes Python source by its
+no spaces, anything else by `str`). `identity(config)` is what a config is, for
+every hash and key made of one (open_lth's rule): each setting that is not at
+its default, and none whose field says `identity=False` (where the data is read
+from, which device, which plugin files: they do not change what is computed; the
+cache keys add the data's digest, the device's type and the code). So a new
+setting, at its default, changes no old hash, key or study. `code_digest` hashes Python source by its
 syntax tree with docstrings and `help=` texts left out, so rewording a comment,
 a docstring or a `--help` string keeps every cache entry, and a change to what
 the code computes does not. `engine_digest()` covers every module of the
@@ -13,6 +18,7 @@ old plugin's numbers.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import functools
 import hashlib
 import inspect
@@ -39,6 +45,50 @@ def bytes_digest(chunks: Iterable[bytes], size: int = 32) -> str:
     for chunk in chunks:
         h.update(chunk)
     return h.hexdigest()[:size]
+
+
+# --------------------------------------------------------------------------- configs
+
+
+def default_of(f: dataclasses.Field) -> Any:
+    """A dataclass field's default (dataclasses.MISSING for a field without one)."""
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else dataclasses.MISSING
+
+
+def _at_default(f: dataclasses.Field, value: Any) -> bool:
+    """Compared as their JSON (a stored record's values are): 1 and 1.0, or True and 1, are not the same setting."""
+    return canonical(value) == canonical(default_of(f))
+
+
+def identity(config: Any) -> dict[str, Any]:
+    """A config dataclass's identity: its settings not at their default and not marked `identity=False`, nested
+    configs by the same rule (one with nothing left is left out)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(config):
+        if not f.metadata.get("identity", True):
+            continue
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            if inner := identity(value):
+                out[f.name] = inner
+        elif not _at_default(f, value):
+            out[f.name] = value
+    return out
+
+
+def stored_identity(cls: type, record: dict[str, Any]) -> dict[str, Any]:
+    """A record of `cls`'s settings (a stored identity, or every field, as older records hold them) under the rule
+    of `identity`; a key that is no field of `cls` (a setting since removed) is kept, to be seen as a change."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    out = {}
+    for key, value in record.items():
+        f = fields.get(key)
+        if f is not None and (not f.metadata.get("identity", True) or _at_default(f, value)):
+            continue
+        out[key] = value
+    return out
 
 
 # --------------------------------------------------------------------------- code

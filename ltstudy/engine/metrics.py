@@ -23,11 +23,12 @@ stored round gets them computed again.
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
+from .contracts import Contract
 from .rounds import FIELDS, RoundResult, RoundState, is_number
 
 if TYPE_CHECKING:
@@ -44,7 +45,7 @@ class FinishedRound:
     state: RoundState | None = None  # masks, start and trained weights: for metrics with `needs_state`
 
 
-class RoundMetric(ABC):
+class RoundMetric(Contract):
     """A per-round metric: `compute` returns {key: number}; `needs_state` asks for the round's masks and weights."""
 
     needs_state: ClassVar[bool] = False

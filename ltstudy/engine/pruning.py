@@ -52,25 +52,29 @@ def _aliases(layer: Layer) -> list[str]:
     return [layer.name, "output"] if layer.is_output else [layer.name]
 
 
-def own_rate(layer: Layer, cfg: PruneConfig) -> str | None:
-    """Why a layer has a rate of its own (it is then pruned layer-wise under global scope too), or None."""
-    if any(a in cfg.ignore for a in _aliases(layer)):
-        return "ignore"
-    if any(a in cfg.layer_rates for a in _aliases(layer)):
-        return "layer_rates"
+def rate_of(layer: Layer, cfg: PruneConfig) -> tuple[str | None, float]:
+    """A layer's per-round rate, and why it has a rate of its own (None: it takes p, and may share a threshold).
+
+    Precedence: `ignore` (rate 0) > `layer_rates` > output factor > conv rate > p. "output" names the output
+    layer in `ignore` and `layer_rates`.
+    """
+    aliases = _aliases(layer)
+    if any(a in cfg.ignore for a in aliases):
+        return "ignore", 0.0
+    given = [cfg.layer_rates[a] for a in aliases if a in cfg.layer_rates]
+    if given:
+        return "layer_rates", given[0]
     if layer.is_output and cfg.output_rate != 1.0:
-        return "output_rate"
+        return "output_rate", cfg.prune_rate * cfg.output_rate
     if layer.kind == "conv" and cfg.conv_rate != -1.0:
-        return "conv_rate"
-    return None
+        return "conv_rate", cfg.conv_rate
+    return None, cfg.prune_rate
 
 
 def layer_rates(layers: list[Layer], cfg: PruneConfig) -> dict[str, float]:
-    """Per-round pruning rate of each layer; 0 for ignored layers.
+    """Per-round pruning rate of each layer (`rate_of`); 0 for ignored layers.
 
-    Precedence: `ignore` > `layer_rates` > output factor > conv rate > p.
-    "output" names the output layer in `ignore` and `layer_rates`; a layer that
-    is given two rates, or is both ignored and given a rate, is refused.
+    A name that is no layer, a layer given two rates, or one both ignored and given a rate, is refused.
     """
     names = {layer.name for layer in layers} | {"output"}
     for key in [*cfg.ignore, *cfg.layer_rates]:
@@ -87,17 +91,7 @@ def layer_rates(layers: list[Layer], cfg: PruneConfig) -> dict[str, float]:
         if ignored and given:
             raise ConfigError(f"prune: layer {layer.name} is in ignore (as '{ignored[0]}') and in layer_rates (as "
                               f"'{next(iter(given))}'); keep one of them")
-        if ignored:
-            rate = 0.0
-        elif given:
-            rate = next(iter(given.values()))
-        elif layer.is_output:
-            rate = cfg.prune_rate * cfg.output_rate
-        elif layer.kind == "conv" and cfg.conv_rate != -1.0:
-            rate = cfg.conv_rate
-        else:
-            rate = cfg.prune_rate
-        rates[layer.name] = rate
+        rates[layer.name] = rate_of(layer, cfg)[1]
     if not any(rates.values()):
         raise ConfigError("prune: every layer is ignored or has rate 0, so nothing can be pruned")
     return rates
@@ -114,7 +108,7 @@ def pooled(layers: list[Layer], cfg: PruneConfig) -> set[str]:
     p of its survivors per round. Which layers do share it is the scope's
     choice (scopes/).
     """
-    return {layer.name for layer in layers if own_rate(layer, cfg) is None}
+    return {layer.name for layer in layers if rate_of(layer, cfg)[0] is None}
 
 
 def n_to_remove(rate: float, remaining: int) -> int:

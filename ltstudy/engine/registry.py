@@ -27,6 +27,11 @@ What the config checks read of a method (a re-init's `rewinds`, a branch's `need
 is its class's attribute, and nothing repeats it: the modules of reinit/ and branches/ import torch only inside
 the methods that train, so loading their classes costs no torch (`ltstudy compare` never imports it).
 
+Each registry checks what its entries must be (contracts.py): a method class subclasses its kind's base
+class and implements its abstract methods; a builder takes the registry's arguments, with metadata of the
+right shape. An object is checked when it is registered, a "module:attribute" when it is first loaded:
+either way in the checks of a config, before anything runs.
+
 User modules that register entries are loaded by `load_plugins` (a study's
 `[study] plugins`, `ltstudy ticket --plugin`) or, for installed packages, from
 the entry-point group `ltstudy.plugins`, read the first time a name is not
@@ -44,6 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .contracts import Check, builder, method_class, positive_int
 from .errors import ConfigError
 
 PLUGIN_GROUP = "ltstudy.plugins"
@@ -57,6 +63,7 @@ class Entry:
     target: Any  # the object, or "module:attribute" until first loaded
     summary: str
     meta: dict[str, Any] = field(default_factory=dict)  # a registration's metadata (a branch's: its parameters)
+    contract: Check | None = None  # what the target must be (contracts.py), checked when it is first loaded
 
     def load(self) -> Any:
         if isinstance(self.target, str):
@@ -68,6 +75,8 @@ class Entry:
             except (ImportError, AttributeError) as exc:
                 raise ConfigError(f"cannot load '{self.name}' from {self.target!r} ({type(exc).__name__}: {exc}); "
                                   "check the module:attribute it was registered with") from None
+            if self.contract is not None:
+                self.contract(self.name, obj, self.meta)
             self.target = obj
         return self.target
 
@@ -87,9 +96,10 @@ class Entry:
 class Registry:
     """Named entries of one kind; `defaults` fills metadata a registration leaves out."""
 
-    def __init__(self, kind: str, defaults: dict[str, Any] | None = None):
+    def __init__(self, kind: str, defaults: dict[str, Any] | None = None, contract: Check | None = None):
         self.kind = kind
         self.defaults = dict(defaults or {})
+        self.contract = contract  # (contracts.py: a class or builder is checked when registered, or first loaded)
         self._entries: dict[str, Entry] = {}
 
     def add(self, name: str, target: Any, summary: str | None = None, **meta: Any) -> None:
@@ -99,7 +109,9 @@ class Registry:
         if summary is None:
             doc = getattr(target, "__doc__", None) if not isinstance(target, str) else None
             summary = (doc or "").strip().splitlines()[0] if doc and doc.strip() else f"(a {self.kind} of yours)"
-        self._entries[name] = Entry(name, target, summary, {**self.defaults, **meta})
+        if not isinstance(target, str) and self.contract is not None:
+            self.contract(name, target, meta)
+        self._entries[name] = Entry(name, target, summary, {**self.defaults, **meta}, self.contract)
 
     def register(self, name: str, summary: str | None = None, **meta: Any) -> Callable[[Any], Any]:
         """Decorator form of `add`."""
@@ -245,7 +257,11 @@ def _import_file(spec: str, path: Path) -> str:
 
 # --------------------------------------------------------------------------- the built-in entries
 
-DATASETS = Registry("dataset", defaults={"default_val_size": 5000, "num_classes": 10})
+DATASETS = Registry("dataset", defaults={"default_val_size": 5000, "num_classes": 10}, contract=builder(
+    "dataset", ("cfg",), {"input_shape": (lambda v: len(v) == 3 and all(map(positive_int, v)),
+                                          "(channels, height, width), three positive integers"),
+                          "num_classes": (lambda v: positive_int(v) and v >= 2, "an integer of at least 2"),
+                          "default_val_size": (positive_int, "a positive integer")}))
 # input_shape is (channels, height, width) of the loader's images: models are checked against it before any load.
 DATASETS.add("digits", "ltstudy.engine.datasets.digits:load", "scikit-learn's 8x8 digits (1,797 images), embedded "
              "and offline", default_val_size=180, input_shape=(1, 8, 8))
@@ -256,7 +272,8 @@ DATASETS.add("mnist", "ltstudy.engine.datasets.mnist:load", "MNIST 28x28 (IDX fi
 DATASETS.add("cifar10", "ltstudy.engine.datasets.cifar10:load", "CIFAR-10 32x32x3 (python batches) from --data-dir "
              "(download on request)", input_shape=(3, 32, 32))
 
-MODELS = Registry("model", defaults={"min_size": 1})
+MODELS = Registry("model", defaults={"min_size": 1}, contract=builder(
+    "model", ("input_shape", "num_classes", "dropout"), {"min_size": (positive_int, "a positive integer")}))
 MODELS.add("lenet-300-100", "ltstudy.engine.models.lenet_300_100:build", "fully connected 300-100, any input size "
            "(Frankle & Carbin, MNIST)")
 MODELS.add("lenet-5", "ltstudy.engine.models.lenet_5:build", "conv 6-16 (5x5), fc 120-84, inputs of at least 28x28",
@@ -270,7 +287,7 @@ MODELS.add("vgg-19", "ltstudy.engine.models.vgg:build", "VGG-19 for CIFAR-10 (ba
 MODELS.add("resnet-20", "ltstudy.engine.models.resnet:ResNet20", "ResNet-20 for CIFAR-10 (He et al. 2016), widths "
            "16-32-64", min_size=4)
 
-REINITS = Registry("re-init strategy")
+REINITS = Registry("re-init strategy", contract=method_class("re-init strategy", "ltstudy.engine.reinit.base:Reinit"))
 REINITS.add("rewind", "ltstudy.engine.reinit.rewind:Rewind", "survivors <- θ_k, retrain k..T (k = 0: the original "
             "lottery ticket)")
 REINITS.add("finetune", "ltstudy.engine.reinit.finetune:Finetune", "keep the trained weights, train T-k more "
@@ -278,16 +295,18 @@ REINITS.add("finetune", "ltstudy.engine.reinit.finetune:Finetune", "keep the tra
 REINITS.add("lr-rewind", "ltstudy.engine.reinit.lr_rewind:LrRewind", "keep the trained weights, replay the learning-"
             "rate schedule from k (Renda et al. 2020)")
 
-MASKS = Registry("mask rule")
+MASKS = Registry("mask rule", contract=method_class("mask rule", "ltstudy.engine.masks.base:MaskRule", elsewhere={
+    "ltstudy.engine.masks.at_init:AtInit": "AT_INIT (it is then the controls NAME and NAME-reinit)"}))
 MASKS.add("magnitude", "ltstudy.engine.masks.magnitude:Magnitude", "prune the smallest surviving weights")
 
-SCOPES = Registry("pruning scope")
+SCOPES = Registry("pruning scope", contract=method_class("pruning scope", "ltstudy.engine.scopes.base:Scope"))
 SCOPES.add("layerwise", "ltstudy.engine.scopes.layerwise:Layerwise", "each layer loses p of its survivors")
 SCOPES.add("global", "ltstudy.engine.scopes.global_scope:Global", "one magnitude threshold over every layer without a "
            "rate of its own")
 
 # Pruning at initialisation (masks/at_init.py), each with Frankle et al. 2021's ablations of its mask.
-AT_INIT = Registry("pruning-at-initialisation method")
+AT_INIT = Registry("pruning-at-initialisation method", contract=method_class("pruning-at-initialisation method",
+                                                                               "ltstudy.engine.masks.at_init:AtInit"))
 for _name, _target, _summary in (("snip", "snip:Snip", "SNIP: |g ⊙ θ| on a batch (Lee et al. 2019)"),
                                  ("grasp", "grasp:Grasp", "GraSP: θ ⊙ Hg (Wang et al. 2020)"),
                                  ("synflow", "synflow:Synflow", "SynFlow: data-free, iterative (Tanaka et al. 2020)"),
@@ -333,7 +352,7 @@ class Controls(Registry):
                                                    if v) for form, name in self.config_forms().items())
 
 
-CONTROLS = Controls("control")
+CONTROLS = Controls("control", contract=method_class("control", "ltstudy.engine.branches.base:Branch"))
 CONTROLS.add("random-reinit", "ltstudy.engine.branches.random_reinit:RandomReinit", "the ticket's mask with a fresh "
              "θ'0 from the same distribution, trained from iteration 0 (Frankle & Carbin)")
 CONTROLS.add("random-mask", "ltstudy.engine.branches.random_mask:RandomMask", "a random mask with the ticket's "
@@ -341,7 +360,7 @@ CONTROLS.add("random-mask", "ltstudy.engine.branches.random_mask:RandomMask", "a
 CONTROLS.add("random-both", "ltstudy.engine.branches.random_both:RandomBoth", "a random mask with the ticket's "
              "per-layer densities and a fresh θ'0: a random sparse network")
 
-METRICS = Registry("round metric")
+METRICS = Registry("round metric", contract=method_class("round metric", "ltstudy.engine.metrics:RoundMetric"))
 METRICS.add("compression", "ltstudy.engine.compression:Compression", "ShrinkBench's compression ratios, FLOPs and "
             "theoretical speedup")
 

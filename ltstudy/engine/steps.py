@@ -84,7 +84,6 @@ class LeanStep(Step):
         self.linears = [m for m in self.layers if isinstance(m, nn.Linear)]
         params = [p for m in self.linears for p in (m.weight, m.bias)]
         self.params = [p.detach() for p in params]
-        self.param_of = {id(p): d for p, d in zip(params, self.params, strict=True)}
         names = {id(m.weight): n for n, m in model.named_modules() if isinstance(m, nn.Linear)}
         # A mask without a zero (every layer in the dense round) changes no bit: skip multiplying by it.
         self.masks = [m if m is not None and not bool(m.all()) else None

@@ -32,7 +32,7 @@ from .config import TicketConfig
 from .data import Dataset, load_dataset
 from .device import resolve_device
 from .errors import ConfigError, SettingWarning
-from .hashing import digest, engine_digest
+from .hashing import digest, engine_digest, identity
 from .models import build_model, signature
 from .registry import CONTROLS, MASKS, MODELS, REINITS, SCOPES, check_pair
 from .reinit.base import Start
@@ -114,37 +114,29 @@ class TicketSearch(Search):
     def _make_keys(self) -> None:
         """Content keys: everything that determines an entry, and nothing that doesn't.
 
-        The dense round depends on the engine's code, the code of a user's model
-        and its parameter shapes, the data read, the model, the training
-        settings and the seed (not on k, the pruning settings or the number of
-        rounds); θ_k adds k and the dense entry's digest; round r adds every
-        pruning setting except how many rounds follow it, the code of a user's
-        strategies, and the digests of round r-1's entry and of θ_k.
+        The config enters by its identity (hashing.identity: settings at their defaults, the data's folder and
+        the device setting are no part of it). The dense round depends on the engine's code, the code of a
+        user's model and its parameter shapes, the data read, the device's type (its kernels give other bits),
+        the data, model and training settings and the seeds it draws from (not on k, the pruning settings or
+        the number of rounds); θ_k adds k and the dense entry's digest; round r adds every pruning setting
+        except how many rounds follow it, the code of a user's strategies, and the digests of round r-1's
+        entry and of θ_k.
         """
         c = self.cfg
-        data = {k: v for k, v in dataclasses.asdict(c.data).items() if k not in ("root", "download")}
-        train = dataclasses.asdict(c.train)
-        if train["kernels"] == "dense":
-            del train["kernels"]  # (the keys of entries stored before the sparse kernels existed)
+        ident = identity(c)
+        seeds = {k: v for k, v in ident.get("seeds", {}).items() if k != "mask"}  # (a ticket's masks are not random)
+        dense = {**{k: ident[k] for k in ("seed", "data", "model", "train") if k in ident},
+                 **({"seeds": seeds} if seeds else {})}
         self.dense_key = digest("dense", CACHE_VERSION, engine_digest(), torch.__version__.split("+")[0],
-                                self.device.type, self.data.digest, data, dataclasses.asdict(c.model),
-                                MODELS.get(c.model.name).code(), signature(self.model),
-                                train, self._dense_seeds())
-        prune = dataclasses.asdict(c.prune)
-        prune.pop("rounds")
-        if not prune["one_shot"]:
-            prune.pop("target_density")
-        prune["rewind_iter"] = self.sched.rewind_iter
-        plugins = [r.get(n).code() for r, n in ((REINITS, c.prune.reinit), (MASKS, c.prune.mask),
-                                                 (SCOPES, c.prune.scope))]
-        self.rounds_key = digest("rounds", self.dense_key, prune, *(plugins if any(plugins) else ()))
-
-    def _dense_seeds(self) -> int | list[int]:
-        """The seeds training depends on (a ticket's masks are not random): the user seed when it derives them all,
-        which keeps the keys of entries stored before seeds could be set apart."""
-        s = self.seeds
-        return self.cfg.seed if s.init == s.data_order == s.dropout == self.cfg.seed else [s.init, s.data_order,
-                                                                                            s.dropout]
+                                self.device.type, self.data.digest, dense, MODELS.get(c.model.name).code(),
+                                signature(self.model))
+        prune = identity(dataclasses.replace(c.prune, rewind_iter=self.sched.rewind_iter))
+        prune.pop("rounds", None)  # (round r is the same however many rounds follow it)
+        if not c.prune.one_shot:
+            prune.pop("target_density", None)  # (which then only says how many rounds follow)
+        codes = {r.kind: code for r, n in ((REINITS, c.prune.reinit), (MASKS, c.prune.mask), (SCOPES, c.prune.scope))
+                 if (code := r.get(n).code())}
+        self.rounds_key = digest("rounds", self.dense_key, prune, codes)
 
     @property
     def theta_k_key(self) -> str:

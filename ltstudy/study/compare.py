@@ -143,7 +143,7 @@ def compare(trials: Sequence, by: Sequence[str], epsilon: float, density: float 
         rows.append(row)
     notes = _pairwise(rows, by, context)
     census_ = census(trials)
-    excluded = {k: census_[k] for k in ("diverged", "duplicate", "failed", "running") if census_[k]}
+    excluded = {k: census_[k] for k in ("diverged", "failed", "running") if census_[k]}
     extra = [o.spec for o in columns if o.spec not in SUMMARY_OBJECTIVES]
     return Comparison(rows, by, context, grid, split, epsilon, density, notes, col.repeats, excluded, extra,
                       list(metrics), control_gaps(rows, keys, grid, {(*col.key(c), c.kind, str(c.seed)): c

@@ -9,6 +9,7 @@ file is created.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 from dataclasses import dataclass
@@ -17,9 +18,20 @@ from typing import Any, Literal
 
 from ..engine.cache import DEFAULT_CACHE_DIR
 from ..engine.coercion import build, set_dotted, unknown_key_message
-from ..engine.config import MAX_SEED, TicketConfig, read_toml, setting
+from ..engine.config import (
+    MAX_SEED,
+    DataConfig,
+    ModelConfig,
+    PruneConfig,
+    SeedConfig,
+    StabilityConfig,
+    TicketConfig,
+    TrainConfig,
+    read_toml,
+    setting,
+)
 from ..engine.errors import ConfigError
-from ..engine.hashing import digest
+from ..engine.hashing import default_of, digest, identity, stored_identity
 from ..engine.registry import CONTROLS, load_plugins, unknown_name
 from .objectives import Objective, parse_objective
 from .paths import shown
@@ -57,17 +69,23 @@ _FLOAT_KEYS = {"prune_rate", "target_density", "output_rate", "conv_rate", "lr",
 
 @dataclass
 class StudySection:
-    """The [study] section: what is searched for, how, and where the results go (docs/study-file.md lists it)."""
+    """The [study] section: what is searched for, how, and where the results go (docs/study-file.md lists it).
 
-    name: str = setting("ltstudy", help="the study's name: running the file again continues the study of this name")
+    A setting that defines what the trials' numbers mean is part of the study's identity (its `settings()`: a
+    study continues only with equal ones); `identity=False` marks those that say how or where the study runs.
+    """
+
+    name: str = setting("ltstudy", identity=False,
+                        help="the study's name: running the file again continues the study of this name")
     sampler: Literal["tpe", "nsga2", "random", "grid", "gp"] = setting(
-        "tpe", help="Optuna's sampler: tpe, nsga2, random, grid (each setting of a finite space once) or gp")
+        "tpe", identity=False,
+        help="Optuna's sampler: tpe, nsga2, random, grid (each setting of a finite space once) or gp")
     seed: int = setting(0, help="the sampler's seed, and the training seed of replicate 0")
     n_trials: int = setting(10, help="the study's total of finished (complete or pruned) trials: running the file "
-                                     "again finishes what is missing and stops")
+                                     "again finishes what is missing and stops", identity=False)
     objectives: list[str] = setting(factory=lambda: ["ticket_sparsity", "train_iterations"],
                                     help="what Optuna optimises, by name (ticket_sparsity, train_iterations, ...); "
-                                         "accuracy_at_density takes ':X'")
+                                         "accuracy_at_density takes ':X'", identity=False)
     controls: list[str] = setting(factory=list, help="controls trained level by level on every trial's ticket, "
                                                      "with its seeds (random-reinit, random-mask, ...)")
     replicates: int = setting(1, help="training seeds per trial: seed, seed+1, ...; objectives are their mean")
@@ -83,26 +101,37 @@ class StudySection:
                                                           "training setting and an objective matches against dense")
     max_dense_gap: float = setting(DEFAULT_MAX_DENSE_GAP, help="a trial whose dense network's validation accuracy "
                                    "is more than this below the study's best dense network is undertrained and left "
-                                   "off the Pareto front (judged whenever the front is read); 1 turns it off")
+                                   "off the Pareto front (judged whenever the front is read); 1 turns it off",
+                                   identity=False)
     pruner: Literal["none", "median", "percentile", "hyperband", "successive-halving"] = setting(
-        "median", help="Optuna's pruner, for single-objective studies (it reads values by density, not by round)")
+        "median", identity=False,
+        help="Optuna's pruner, for single-objective studies (it reads values by density, not by round)")
     storage: str = setting(DEFAULT_STORAGE, help="Optuna's storage: journal:PATH, sqlite:///PATH or "
-                                                 "postgresql+psycopg://...")
+                                                 "postgresql+psycopg://...", identity=False)
     tracking_uri: str = setting("", help="MLflow's tracking URI; empty = $MLFLOW_TRACKING_URI, else "
-                                         f"{DEFAULT_TRACKING_URI}")
-    device: str = setting("auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
-    cache: bool = setting(True, help="reuse stored rounds across trials, and resume retried trials from them")
+                                         f"{DEFAULT_TRACKING_URI}", identity=False)
+    device: str = setting("auto", help="auto (CUDA when present), cpu, cuda or cuda:N", identity=False)
+    cache: bool = setting(True, identity=False,
+                          help="reuse stored rounds across trials, and resume retried trials from them")
     cache_dir: str = setting("", help=f"the training cache; empty = $LTSTUDY_CACHE_DIR, else {DEFAULT_CACHE_DIR} "
-                                      "(may be a shared filesystem)")
-    heartbeat_interval: int = setting(60, help="RDB storages: seconds between a running trial's heartbeats")
-    grace_period: int = setting(180, help="seconds without a heartbeat before a trial is failed and retried")
-    max_retry: int = setting(3, help="retries of a trial whose worker died")
-    pack: int = setting(1, help="trials trained side by side as one batched network; 1 = one at a time")
+                                      "(may be a shared filesystem)", identity=False)
+    heartbeat_interval: int = setting(60, identity=False,
+                                      help="RDB storages: seconds between a running trial's heartbeats")
+    grace_period: int = setting(180, identity=False,
+                                help="seconds without a heartbeat before a trial is failed and retried")
+    max_retry: int = setting(3, help="retries of a trial whose worker died", identity=False)
+    pack: int = setting(1, help="trials trained side by side as one batched network; 1 = one at a time", identity=False)
     save_tickets: bool = setting(False, help="log every round's mask, initial and trained weights to the trial's "
-                                             "MLflow run")
-    threads: int = setting(0, help="torch threads per process; 0 = one per process")
+                                             "MLflow run", identity=False)
+    threads: int = setting(0, help="torch threads per process; 0 = one per process", identity=False)
     plugins: list[str] = setting(factory=list, help="your modules (or .py files) that register models, "
-                                                    "datasets, methods or objectives")
+                                                    "datasets, methods or objectives", identity=False)
+
+
+ENGINE_SECTIONS = ("data", "model", "train", "prune", "seeds", "stability")
+# Each section of a study's settings, and the dataclass whose fields (and their defaults) it holds.
+SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "prune": PruneConfig,
+                             "seeds": SeedConfig, "stability": StabilityConfig, "study": StudySection}
 
 
 @dataclass(frozen=True)
@@ -184,31 +213,19 @@ class StudyConfig:
         return {k: p.grid_values() for k, p in self.searched.items()}
 
     def settings(self) -> dict[str, dict[str, Any]]:
-        """Everything that defines the study's trials and what their numbers mean, by section.
+        """What defines the study's trials and what their numbers mean, by section: the identity of the engine's
+        sections and of [study] (hashing.identity: settings at their defaults, and those that say where or how,
+        are left out; a searched setting is in "search"), and the [search] space.
 
         A study is continued only with equal settings, so its trials stay comparable.
         """
-        base = self.base.to_dict()
+        base = identity(self.base)
         in_search = {SEARCHABLE[k] for k in self.search}  # (the base holds their first values: [search] has them)
-        sections = {name: {k: v for k, v in base[name].items() if f"{name}.{k}" not in in_search}
-                    for name in ("data", "model", "train", "prune", "seeds", "stability")}
-        for key in ("root", "download"):  # where the files are read from does not change them
-            sections["data"].pop(key)
-        if sections["train"].get("kernels") == "dense":
-            del sections["train"]["kernels"]  # (the dense path, as before it could be chosen: studies continue)
-        if all(v == -1 for v in sections["seeds"].values()):
-            del sections["seeds"]  # (all from [study].seed: a study made before [seeds] existed continues)
-        if not sections["stability"]["points"]:
-            del sections["stability"]  # (not measured: likewise)
-        s = self.study
-        return {
-            **sections,
-            "search": {k: describe(p) for k, p in sorted(self.search.items())},
-            "study": {"seed": s.seed, "epsilon": s.epsilon, "replicates": s.replicates,
-                      **({"controls": s.controls} if s.controls else {}),
-                      "max_accuracy_drop": s.max_accuracy_drop, "min_dense_accuracy": s.min_dense_accuracy,
-                      "stop_on_drop": s.stop_on_drop, **({"plugins": s.plugins} if s.plugins else {})},
-        }
+        out = {name: {k: v for k, v in base.get(name, {}).items() if f"{name}.{k}" not in in_search}
+               for name in ENGINE_SECTIONS}
+        out["search"] = {k: describe(p) for k, p in sorted(self.search.items())}
+        out["study"] = identity(self.study)
+        return {name: values for name, values in out.items() if values}
 
     def hash(self) -> str:
         """Hash of `settings()` (for naming and sanity checks)."""
@@ -225,17 +242,35 @@ def describe(p: Param) -> str:
 
 
 def settings_changes(old: dict[str, dict[str, Any]], new: dict[str, dict[str, Any]]) -> list[str]:
-    """'[train] lr 0.0012 -> 0.002'-style lines for every setting that differs."""
+    """'[train] lr 0.0012 -> 0.002'-style lines for every setting that differs.
+
+    Both are read under today's rule (hashing.stored_identity): a study that stored every setting, or a setting
+    that has left the identity since, continues with the same file.
+    """
+    old, new = _identity_of(old), _identity_of(new)
     changes = []
     for section in sorted(set(old) | set(new)):
         a, b = old.get(section, {}), new.get(section, {})
         for key in sorted(set(a) | set(b)):
             if a.get(key, "(unset)") != b.get(key, "(unset)"):
-                changes.append(f"[{section}] {key} {a.get(key, '(unset)')} -> {b.get(key, '(unset)')}")
+                changes.append(f"[{section}] {key} {_shown(section, key, a)} -> {_shown(section, key, b)}")
     return changes
 
 
-_SECTIONS = ("study", "data", "model", "train", "prune", "seeds", "stability", "search")
+def _identity_of(settings: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    read = {name: stored_identity(SECTIONS[name], values) if name in SECTIONS else values
+            for name, values in settings.items()}
+    return {name: values for name, values in read.items() if values}
+
+
+def _shown(section: str, key: str, values: dict[str, Any]) -> str:
+    if key in values:
+        return str(values[key])
+    known = {f.name: f for f in dataclasses.fields(SECTIONS[section])} if section in SECTIONS else {}
+    return str(default_of(known[key])) if key in known else "(unset)"  # (a setting left out is at its default)
+
+
+_SECTIONS = ("study", *ENGINE_SECTIONS, "search")
 
 
 def load_study(path: str | Path, overrides: dict[str, Any] | None = None) -> StudyConfig:
@@ -272,7 +307,7 @@ def parse_study(raw: dict[str, Any], path: str = "") -> StudyConfig:
             raise ConfigError(unknown_key_message(key, list(SEARCHABLE), "search"))
         search[key] = _parse_param(key, spec)
 
-    engine = {k: raw[k] for k in ("data", "model", "train", "prune", "seeds", "stability") if k in raw}
+    engine = {k: raw[k] for k in ENGINE_SECTIONS if k in raw}
     for key in search:
         section, name = SEARCHABLE[key].split(".")
         if name in engine.get(section, {}):

@@ -1,7 +1,8 @@
 """A ticket search's rounds as a curve of accuracy against density, and the definitions read off it.
 
 One definition of each quantity, used by the objectives, `compare`, the plots
-and the report alike: the ticket round (the sparsest round within ε of dense),
+and the report alike: a round that matches dense (`matches`), the ticket round
+(the sparsest round within ε of dense) and its sparsity,
 accuracy at a density (interpolated linearly in log density, never across an
 unmeasured gap), the round-by-round mean over seeds, and a curve's training
 cost. Rounds are dicts as in `RoundResult.to_dict()`. Nothing here imports
@@ -23,15 +24,30 @@ TICKET = "ticket"
 READABLE_DENSITIES = (1.0, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01, 0.005, 0.002, 0.001)
 MAX_GAP = 2.5  # interpolate only between rounds at most this far apart in density (p = 0.6 per round is 2.5x)
 _TOL = 1e-9
+_MATCH_TOL = 1e-12  # (an accuracy exactly ε below dense matches, whatever the float rounding of the difference)
 
 
-def ticket_round(rounds: Sequence[Round], epsilon: float, key: str = "val_accuracy") -> Round:
-    """The sparsest round whose validation accuracy is within ε of the dense round's (round 0 always is)."""
+def matches(accuracy: float, dense: float, epsilon: float) -> bool:
+    """A validation accuracy matches the dense round's `dense`: it is at least dense minus ε."""
+    return accuracy >= dense - epsilon - _MATCH_TOL
+
+
+def sparsest(points: Sequence[Round]) -> Round:
+    """The sparsest of rounds (or points with a density and a validation accuracy); the most accurate on a tie."""
+    return min(points, key=lambda r: (r["density"], -r["val_accuracy"]))
+
+
+def ticket_round(rounds: Sequence[Round], epsilon: float) -> Round:
+    """The sparsest round whose validation accuracy matches the dense round's (round 0 always does)."""
     if not rounds:
         raise ValueError("no finished rounds")
     dense = rounds[0]["val_accuracy"]
-    matching = [r for r in rounds if r["val_accuracy"] >= dense - epsilon - 1e-12]
-    return min(matching, key=lambda r: (r["density"], -r["val_accuracy"]))
+    return sparsest([r for r in rounds if matches(r["val_accuracy"], dense, epsilon)])
+
+
+def ticket_sparsity(rounds: Sequence[Round], epsilon: float) -> float:
+    """The ticket's sparsity: the fraction of prunable weights its round has removed."""
+    return 1.0 - ticket_round(rounds, epsilon)["density"]
 
 
 def accuracy_at_density(rounds: Sequence[Round], density: float, missing: float | None = 0.0,
@@ -117,7 +133,7 @@ class Curve:
         return ticket_round(self.rounds, epsilon)
 
     def ticket_sparsity(self, epsilon: float) -> float:
-        return 1.0 - self.ticket(epsilon)["density"]
+        return ticket_sparsity(self.rounds, epsilon)
 
     def train_iterations(self) -> float:
         return train_iterations(self.rounds)

@@ -1,14 +1,22 @@
-"""The checks of a study that need the engine (and so torch): its data, and the searches its settings make."""
+"""The checks of a study that need the engine (and so torch): its data, and the searches its settings make.
+
+Building a search is the check of its plan (the model for the data, layer names, rounds that prune nothing or
+empty a layer), at every combination of the extremes of the settings that decide it, each built at about a
+tenth of a second for LeNet and more for larger models. At most MAX_COMBINATIONS are built before the run: a
+[search] with more says so in one warning, and a trial whose combination was not built is checked when it
+starts (a plan that cannot be made fails that trial alone, with the reason).
+"""
 
 from __future__ import annotations
 
 import itertools
+import warnings
 from collections.abc import Iterator
 
 from ..engine.config import PruneConfig
 from ..engine.data import Dataset, load_dataset
 from ..engine.device import resolve_device
-from ..engine.errors import ConfigError
+from ..engine.errors import ConfigError, SettingWarning
 from ..engine.searches import ticket_search
 from .callbacks import StudyPlan
 from .config import StudyConfig, validate_with_data
@@ -16,7 +24,7 @@ from .user_code import load_entries
 
 # Settings whose extremes decide whether a search can be planned (the rounding rule, the rounds it runs).
 PLANNING = ("prune_rate", "rounds", "target_density", "one_shot", "output_rate", "conv_rate", "scope", "batch_size")
-MAX_COMBINATIONS = 64
+MAX_COMBINATIONS = 64  # the searches built before a run (see the module docstring)
 
 
 def check_with_engine(cfg: StudyConfig, processes: int = 1) -> None:
@@ -27,7 +35,7 @@ def check_with_engine(cfg: StudyConfig, processes: int = 1) -> None:
     load_entries(cfg)  # (one that cannot load is named alone, not under a [search] combination)
     data = _data(cfg)
     validate_with_data(cfg, len(data.train))
-    for _ in _searches(cfg, data):
+    for _ in _searches(cfg, data, warn=True):
         pass  # (building each one is the check)
     search = ticket_search(cfg.base, data, controls=cfg.study.controls)
     if cfg.study.pack > 1:
@@ -91,10 +99,14 @@ def _data(cfg: StudyConfig) -> Dataset:
     return load_dataset(cfg.base.data, resolve_device(cfg.base.device))
 
 
-def _searches(cfg: StudyConfig, data: Dataset) -> Iterator[tuple[dict, object]]:
+def _searches(cfg: StudyConfig, data: Dataset, warn: bool = False) -> Iterator[tuple[dict, object]]:
     keys = [k for k in PLANNING if k in cfg.searched]
-    combos = list(itertools.product(*(cfg.search[k].extremes() for k in keys)))[:MAX_COMBINATIONS]
-    for combo in combos:
+    combos = list(itertools.product(*(cfg.search[k].extremes() for k in keys)))
+    if warn and len(combos) > MAX_COMBINATIONS:
+        warnings.warn(f"[search] has {len(combos)} combinations of the extremes of {', '.join(keys)}; the first "
+                      f"{MAX_COMBINATIONS} are checked before the run, each other one when a trial draws it (one "
+                      "that cannot be planned fails that trial)", SettingWarning, stacklevel=2)
+    for combo in combos[:MAX_COMBINATIONS]:
         values = dict(zip(keys, combo, strict=True))
         try:
             yield values, ticket_search(cfg.trial_config(values, cfg.study.seed), data)

@@ -14,11 +14,12 @@ from ..engine.export import TicketSaver
 from ..engine.searches import ticket_search
 from .attrs import RUN_ATTR
 from .config import StudyConfig
-from .curves import ticket_round
+from .curves import TICKET, ticket_round, ticket_sparsity
 from .frontier import pareto_trials
 from .mlflow_logging import StudyLog
 from .session import COUNTED, load_existing
 from .tracking import Tracker
+from .trial_results import kind
 
 
 @dataclass
@@ -54,11 +55,11 @@ def pick(study: optuna.Study, cfg: StudyConfig, trial: int | None, round_: int |
 
     if trial is None:
         front = [t for t in pareto_trials(study, cfg.study.max_dense_gap)
-                 if t.user_attrs.get("kind", "ticket") == "ticket"] or [
-            t for t in study.get_trials(deepcopy=False, states=COUNTED) if t.user_attrs.get("kind") == "ticket"]
+                 if kind(t) == TICKET] or [
+            t for t in study.get_trials(deepcopy=False, states=COUNTED) if t.user_attrs.get("kind") == TICKET]
         if not front:
             raise ConfigError("no finished ticket trial to export yet; run the study first (or pass --trial N)")
-        chosen = max(front, key=lambda t: (1 - ticket_round(rounds_of(t), eps)["density"], -t.number))
+        chosen = max(front, key=lambda t: (ticket_sparsity(rounds_of(t), eps), -t.number))
     else:
         found = [t for t in study.get_trials(deepcopy=False) if t.number == trial]
         if not found:

@@ -171,8 +171,12 @@ def _rewrite_tail(path: Path, keep: int, records: bytes) -> None:
 class SafeJournalBackend(JournalFileBackend):
     """JournalFileBackend whose appends never go after a torn line and never leave one behind."""
 
+    def __init__(self, file_path: str, lock_obj=None):
+        super().__init__(file_path, lock_obj)
+        self.path = Path(file_path)  # (its own: the base class keeps the path in a private attribute)
+
     def append_logs(self, logs):
-        path = Path(self._file_path)
+        path = self.path
         text = ("\n".join(json.dumps(log, separators=(",", ":")) for log in logs) + "\n").encode("utf-8")
         with journal_lock(path):
             cut, aside = _cut_torn_tail(path)

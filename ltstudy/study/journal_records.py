@@ -17,9 +17,10 @@ from datetime import datetime
 from typing import Any
 
 from optuna.distributions import json_to_distribution
-from optuna.storages.journal._storage import JournalOperation
-from optuna.study._study_direction import StudyDirection
+from optuna.study import StudyDirection
 from optuna.trial import TrialState
+
+from .optuna_api import JournalOperation
 
 RECORD_START = b'{"op_code":'  # how every record Optuna writes begins (json.dumps, compact separators)
 

@@ -42,6 +42,7 @@ from typing import Any
 
 from ..engine import strict_json
 from ..engine.callbacks import Callback
+from ..engine.linear_paths import StartKind
 from .attrs import EXPERIMENT_ATTR, PARENT_ATTR, PARETO_ATTR, RUN_ATTR
 from .callbacks import StudyCallback
 from .config import DEFAULT_MAX_DENSE_GAP, StudyConfig, describe
@@ -89,7 +90,7 @@ def dense_instability_means(per_seed: Sequence[Sequence[Mapping[str, Any]]]) -> 
     for rounds in per_seed:
         for rnd in rounds:
             for path in rnd.get("stability_paths") or []:
-                if path["label"] == "dense":
+                if path["label"] == StartKind.DENSE:
                     found.setdefault(int(path["k"]), []).append(path)
     return {k: {f"dense_{split}_instability": sum(p[f"{split}_instability"] for p in paths) / len(paths)
                 for split in ("val", "test")} for k, paths in sorted(found.items())}

@@ -10,6 +10,19 @@
   stale-trial sweep skips a RUNNING trial that never sent one, forever, and
   has no public call that tells; owners.py needs to know, so it reads the
   storage's heartbeat table.
+- Which RDBStorage methods open a database session (`rdb_session_methods`),
+  private ones included: the storage Optuna's `create_study` and `load_study`
+  wrap an RDBStorage in (`_CachedStorage`) calls private methods such as
+  `_set_trial_param`, `_create_new_trial` and `_get_trials` directly, so
+  retrying the public API alone across a database restart let one during
+  `suggest_*` kill a worker (seen in CI). No public API lists them; reading
+  each method's source for a session keeps the list right across releases.
+- The journal's operation codes (`JournalOperation`): journal_records.py checks
+  each line as Optuna's replay will read it, by its op code; the enum is not
+  exported.
+- The words of a missing study (`STUDY_NOT_FOUND`): `load_study` raises a bare
+  KeyError for a missing study and for storage records it cannot read; only
+  its message tells them apart (the RDB storage's words are the journal's).
 """
 
 from __future__ import annotations
@@ -19,6 +32,11 @@ import threading
 import warnings
 
 import optuna
+from optuna.storages.journal._storage import NOT_FOUND_MSG, JournalOperation  # (private: see above)
+
+STUDY_NOT_FOUND = NOT_FOUND_MSG
+__all__ = ["STUDY_NOT_FOUND", "Heartbeat", "JournalOperation", "ask", "fail_stale_trials", "heartbeat_interval",
+           "heartbeat_recorded", "quiet_experimental", "rdb_session_methods", "trial_id"]
 
 HEARTBEAT_WARNING = "Heartbeat of storage is supposed to be used with Study.optimize."
 
@@ -98,6 +116,24 @@ def heartbeat_recorded(storage, tid: int) -> bool | None:
         return models.TrialHeartbeatModel.where_trial_id(tid, session) is not None
     finally:
         session.close()
+
+
+def rdb_session_methods() -> tuple[str, ...]:
+    """Every method of RDBStorage that opens a database session, public or private (see the module docstring)."""
+    import inspect
+
+    from optuna.storages import RDBStorage
+
+    names = []
+    for name, value in vars(RDBStorage).items():
+        if callable(value) and not isinstance(value, staticmethod):
+            try:
+                source = inspect.getsource(value)
+            except (OSError, TypeError):
+                continue
+            if "_create_scoped_session(" in source and name != "_create_scoped_session":
+                names.append(name)
+    return tuple(names)
 
 
 def fail_stale_trials(study: optuna.Study) -> None:

@@ -7,7 +7,7 @@ right after it is asked for, and `sweep_dead_owners` fails, then re-queues,
 any RUNNING trial whose owner is a process of this machine that no longer
 exists, or that never recorded an owner (nor, on an RDB storage, a
 heartbeat) and is older than the grace period.
-The start time guards against a recycled pid.
+The start time guards against a recycled pid (engine/processes.py).
 """
 
 from __future__ import annotations
@@ -15,29 +15,20 @@ from __future__ import annotations
 import datetime
 import os
 import socket
-from pathlib import Path
 
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
+from ..engine.processes import alive, start_time
 from .attrs import OWNER_ATTR
 from .optuna_api import heartbeat_recorded, trial_id
 from .storage import ask_lock, storage_kind
 
 
-def _start_time(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot (/proc), or None where there is no /proc."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]  # field 22 of proc(5), counted after the command name
-
-
 def this_owner() -> str:
     pid = os.getpid()
-    return f"{socket.gethostname()}:{pid}:{_start_time(pid) or ''}"
+    return f"{socket.gethostname()}:{pid}:{start_time(pid) or ''}"
 
 
 _mine: set[tuple[str, int]] = set()  # (study, trial number) this process is running now
@@ -55,15 +46,7 @@ def owner_alive(owner: str, study_name: str = "", number: int = -1) -> bool | No
     pid_text, _, started = rest.partition(":")
     if host != socket.gethostname() or not pid_text.isdigit():
         return None
-    pid = int(pid_text)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # alive, someone else's
-    now = _start_time(pid)
-    return not (started and now is not None and now != started)
+    return alive(int(pid_text), started or None)
 
 
 def register(trial: optuna.Trial) -> None:

@@ -20,34 +20,12 @@ import time
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import RDBStorage
 
+from .optuna_api import rdb_session_methods
 from .signals import deferred
 
 RETRY_WINDOW = 120.0  # seconds: a restart, or a failover, of the database server
 
-def _session_methods() -> tuple[str, ...]:
-    """Every method of RDBStorage that opens a database session, public or private.
-
-    Optuna's `_CachedStorage` (what `create_study` and `load_study` wrap an
-    RDBStorage in) calls private methods such as `_set_trial_param`,
-    `_create_new_trial` and `_get_trials` directly, so wrapping the public API
-    alone let a restart during `suggest_*` kill a worker (seen in CI). Reading
-    the source keeps the list right across Optuna releases.
-    """
-    import inspect
-
-    names = []
-    for name, value in vars(RDBStorage).items():
-        if callable(value) and not isinstance(value, staticmethod):
-            try:
-                source = inspect.getsource(value)
-            except (OSError, TypeError):
-                continue
-            if "_create_scoped_session(" in source and name != "_create_scoped_session":
-                names.append(name)
-    return tuple(names)
-
-
-_CALLS = _session_methods()
+_CALLS = rdb_session_methods()  # (public and private: optuna_api.py says why)
 
 
 # What a restarting server (or a busy SQLite file) says; "no such table" or "disk is full" are not worth a wait.

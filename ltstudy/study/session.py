@@ -23,7 +23,7 @@ from ..engine.errors import ConfigError
 from .attrs import CODE_ATTR, PARENT_ATTR
 from .config import MAX_THREADS, StudyConfig, check_study_name, settings_changes
 from .mlflow_logging import StudyLog
-from .optuna_api import quiet_experimental
+from .optuna_api import STUDY_NOT_FOUND, quiet_experimental
 from .sampling import make_pruner, make_sampler
 from .signals import deferred
 from .storage import (
@@ -129,9 +129,9 @@ def check_same_study(cfg: StudyConfig, attrs: dict[str, Any], name: str) -> None
             raise ConfigError(f"study '{name}' was created with other settings ({shown}), so its trials would not be "
                               "comparable; start a new study with --study-name NAME (or [study].name), or restore "
                               "the file")
-    elif attrs.get("study_hash") not in (None, cfg.hash()):
-        raise ConfigError(f"study '{name}' was created with other settings; start a new study with --study-name "
-                          "NAME (or [study].name)")
+    elif attrs.get("study_hash") not in (None, cfg.hash()):  # (a study that recorded only its settings' hash)
+        raise ConfigError(f"study '{name}' was created with other settings, or by an ltstudy older than 2026-11-29 "
+                          "that recorded only their hash; start a new study with --study-name NAME (or [study].name)")
     if CODE_ATTR in attrs:  # (a study made before code was recorded gets it at its next run: open_study)
         changes = code_changes(attrs[CODE_ATTR], code_digests(cfg))
         if changes:
@@ -147,13 +147,12 @@ def check_same_study(cfg: StudyConfig, attrs: dict[str, Any], name: str) -> None
 def existing_study(storage_url: str, name: str) -> optuna.Study | None:
     if not storage_exists(storage_url):  # opening a journal or SQLite file that isn't there would create it
         return None
-    from optuna.storages.journal._storage import NOT_FOUND_MSG  # (the RDB storage's words are the same)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         return optuna.load_study(study_name=name, storage=open_storage(storage_url))
     except KeyError as exc:
-        if exc.args == (NOT_FOUND_MSG,):
+        if exc.args == (STUDY_NOT_FOUND,):
             return None
         # Any other KeyError is the storage failing to read its own records, not a missing study.
         raise ConfigError(f"storage {redact(storage_url)} could not be read (KeyError: {exc}); if it is a journal, "

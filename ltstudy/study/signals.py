@@ -17,6 +17,8 @@ import threading
 import time
 from collections.abc import Sequence
 
+from ..engine.processes import alive
+
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 _deferring = 0  # depth of `deferred()` sections in this process
@@ -155,16 +157,7 @@ def stop_process_group(proc, grace: float = 10.0) -> None:
             return
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
-            if proc.poll() is not None and not _group_alive(proc.pid):
+            if proc.poll() is not None and not alive(proc.pid, group=True):
                 return
             time.sleep(0.05)
 
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

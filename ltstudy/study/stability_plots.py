@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from ..engine.config import STABLE
+from ..engine.linear_paths import STABLE, StartKind
 from .plots import _pyplot, save
 
 if TYPE_CHECKING:
@@ -15,8 +15,8 @@ if TYPE_CHECKING:
 def stability_figure(results: Sequence[Stability], threshold: float = STABLE, path=None) -> bytes | None:
     """Left: validation (and test) instability of each start, the threshold dashed; right: error along each path."""
     plt = _pyplot()
-    dense = sorted((r for r in results if r.label == "dense"), key=lambda r: r.k)
-    ticket = sorted((r for r in results if r.label == "ticket"), key=lambda r: -r.density)
+    dense = sorted((r for r in results if r.label == StartKind.DENSE), key=lambda r: r.k)
+    ticket = sorted((r for r in results if r.label == StartKind.TICKET), key=lambda r: -r.density)
     panels = [p for p in (dense, ticket) if p]
     fig, axes = plt.subplots(1, len(panels) + 1, figsize=(5.2 * (len(panels) + 1), 4.0), squeeze=False)
     for ax, group in zip(axes[0], panels, strict=False):
@@ -71,7 +71,7 @@ def k_axis(ax, ks: Sequence[int]) -> str:
 def draw_paths(ax, results: Sequence[dict], ylabel: str = "validation error (%)") -> None:
     """The validation error along each path (results as `Stability.to_dict()` gives them)."""
     for r in results:
-        name = f"dense, k = {r['k']}" if r["label"] == "dense" else f"ticket {100 * r['density']:.3g}%"
+        name = f"dense, k = {r['k']}" if r["label"] == StartKind.DENSE else f"ticket {100 * r['density']:.3g}%"
         ax.plot(r["alphas"], [100 * e for e in r["val_errors"]], label=name)
     ax.set_xlabel("α on the path (1 - α) θ_A + α θ_B")
     ax.set_ylabel(ylabel)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..engine.config import STABLE
+from ..engine.linear_paths import STABLE, StartKind
 from .curves import Curve
 from .stats import Stat
 
@@ -23,7 +23,7 @@ from .stats import Stat
 class StartSummary:
     """One start's paths over curves: instability (error fractions) and the mean path."""
 
-    label: str  # "dense" (the network from θ_k) or "ticket" (a round's start m ⊙ θ_k)
+    label: StartKind
     k: int
     round: int
     density: float
@@ -43,7 +43,7 @@ class StartSummary:
         return self.val.mean is not None and self.val.mean < threshold
 
     def to_dict(self) -> dict:
-        return {"label": self.label, "k": self.k, "round": self.round, "density": self.density, "n": self.n,
+        return {"label": str(self.label), "k": self.k, "round": self.round, "density": self.density, "n": self.n,
                 "val_instability": {"mean": self.val.mean, "std": self.val.std},
                 "test_instability": {"mean": self.test.mean, "std": self.test.std}, "stable_curves": self.stable,
                 "alphas": list(self.alphas), "mean_val_errors": list(self.val_path),
@@ -56,9 +56,9 @@ def summarise(curves: Sequence[Curve], threshold: float = STABLE) -> list[StartS
     for c in curves:
         for rnd in c.rounds:
             for path in rnd.get("stability_paths") or []:
-                groups.setdefault((path["label"], int(path["k"]), int(path["round"])), []).append(path)
+                groups.setdefault((StartKind(path["label"]), int(path["k"]), int(path["round"])), []).append(path)
     out = []
-    for (label, k, round_), paths in sorted(groups.items(), key=lambda kv: (kv[0][0] != "dense", kv[0][1:])):
+    for (label, k, round_), paths in sorted(groups.items(), key=lambda kv: (kv[0][0] != StartKind.DENSE, kv[0][1:])):
         points = len(paths[0]["alphas"])
         paths = [p for p in paths if len(p["alphas"]) == points]
         out.append(StartSummary(
@@ -72,7 +72,7 @@ def summarise(curves: Sequence[Curve], threshold: float = STABLE) -> list[StartS
 
 def earliest_stable_k(summaries: Sequence[StartSummary], threshold: float = STABLE) -> StartSummary | None:
     """The dense start of smallest k whose mean validation instability is below `threshold`."""
-    return min((s for s in summaries if s.label == "dense" and s.is_stable(threshold)), key=lambda s: s.k,
+    return min((s for s in summaries if s.label == StartKind.DENSE and s.is_stable(threshold)), key=lambda s: s.k,
                default=None)
 
 

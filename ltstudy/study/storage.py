@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..engine.errors import ConfigError
+from ..engine.processes import file_lock
 from .optuna_api import quiet_experimental
 from .paths import check_can_create, check_file_target, check_name_lengths, shown
 
@@ -250,12 +251,6 @@ def storage_lock(storage_url: str, purpose: str):
     if kind == "rdb":
         yield
         return
-    import fcntl
-
     path = journal_path(storage_url) if kind == "journal" else sqlite_path(storage_url)
-    with open(path.with_name(f"{path.name}.{purpose}.lock"), "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with file_lock(path.with_name(f"{path.name}.{purpose}.lock")):
+        yield

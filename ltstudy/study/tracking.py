@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..engine.errors import DiskFull, RunFailed
+from ..engine.processes import file_lock
+from .mlflow_api import create_tables, store_engine
 from .signals import deferred
 from .storage import artifact_root, prepare_storage, redact, sqlite_path
 
@@ -167,7 +169,7 @@ class Tracker:
         if tracking_uri.startswith("sqlite:///"):
             prepare_storage(tracking_uri, "--tracking-uri")  # the folder of mlflow.db
         self.client = self._open()
-        engine = getattr(getattr(self.client._tracking_client, "store", None), "engine", None)  # (a database store)
+        engine = store_engine(self.client)  # (a database store)
         if engine is not None:
             _ENGINES.add(engine)
 
@@ -366,8 +368,6 @@ def create_store(tracking_uri: str) -> None:
     them left `mlflow.db` half-made, and every later run died on it ("table
     registered_models already exists"). A store that is there is left alone.
     """
-    from mlflow.store.db.utils import _initialize_tables, create_sqlalchemy_engine
-
     path = sqlite_path(tracking_uri)
     if path.is_file() and path.stat().st_size > 0:
         return
@@ -376,11 +376,7 @@ def create_store(tracking_uri: str) -> None:
     try:
         for leftover in leftovers:  # (of a creator that was killed)
             leftover.unlink(missing_ok=True)
-        engine = create_sqlalchemy_engine(f"sqlite:///{tmp}")
-        try:
-            _initialize_tables(engine)
-        finally:
-            engine.dispose()
+        create_tables(tmp)
         os.replace(tmp, path)
     except BaseException as exc:
         for leftover in leftovers:
@@ -392,15 +388,7 @@ def create_store(tracking_uri: str) -> None:
         raise
 
 
-@contextlib.contextmanager
 def store_lock(tracking_uri: str):
     """An exclusive lock beside a SQLite store (`mlflow.db.lock`), held while a process first opens it."""
-    import fcntl
-
     path = sqlite_path(tracking_uri)
-    with open(path.with_name(path.name + ".lock"), "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    return file_lock(path.with_name(path.name + ".lock"))

@@ -16,47 +16,38 @@ from .curves import TICKET, Curve
 LABEL_KEYS = ("prune_rate", "rewind_iter", "scope", "reinit")
 
 
-def exclusion(trial) -> str | None:
-    """Why a trial's rounds are left out of every report ("duplicate", "diverged", ...); None if they count."""
+OUTCOMES = ("complete", "pruned", "diverged", "failed", "running")
+
+
+def outcome(trial) -> str:
+    """What became of a trial, one of OUTCOMES: a diverged trial is "diverged" whatever its state (Optuna holds it
+    COMPLETE and infeasible); "running" is RUNNING or WAITING (queued)."""
     from optuna.trial import TrialState
 
-    attrs = trial.user_attrs
-    if attrs.get("duplicate_of") is not None:
-        return "duplicate"
-    if attrs.get("diverged"):
+    if trial.user_attrs.get("diverged"):
         return "diverged"
-    if trial.state not in (TrialState.COMPLETE, TrialState.PRUNED):
-        return trial.state.name.lower()
-    if not attrs.get("rounds"):
-        return "no rounds"
-    return None
+    return {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned",
+            TrialState.FAIL: "failed"}.get(trial.state, "running")
+
+
+def exclusion(trial) -> str | None:
+    """Why a trial's rounds are left out of every report (its outcome, or "no rounds"); None if they count."""
+    why = outcome(trial)
+    if why not in ("complete", "pruned"):
+        return why
+    return None if trial.user_attrs.get("rounds") else "no rounds"
 
 
 def finished(trials: Sequence) -> list:
-    """COMPLETE trials and PRUNED ones with rounds; never skipped repeats (duplicate_of) or diverged trials."""
+    """COMPLETE trials and PRUNED ones with rounds; never diverged trials."""
     return [t for t in trials if exclusion(t) is None]
 
 
 def census(trials: Sequence) -> dict[str, list[int]]:
     """Trial numbers by outcome; each trial in exactly one list."""
-    from optuna.trial import TrialState
-
-    out: dict[str, list[int]] = {k: [] for k in ("complete", "pruned", "diverged", "duplicate", "failed",
-                                                 "running")}
+    out: dict[str, list[int]] = {k: [] for k in OUTCOMES}
     for t in trials:
-        attrs = t.user_attrs
-        if attrs.get("duplicate_of") is not None:
-            out["duplicate"].append(t.number)
-        elif attrs.get("diverged"):
-            out["diverged"].append(t.number)
-        elif t.state == TrialState.COMPLETE:
-            out["complete"].append(t.number)
-        elif t.state == TrialState.PRUNED:
-            out["pruned"].append(t.number)
-        elif t.state == TrialState.FAIL:
-            out["failed"].append(t.number)
-        else:
-            out["running"].append(t.number)
+        out[outcome(t)].append(t.number)
     return out
 
 

@@ -8,7 +8,6 @@ class MeanAccuracy(Objective):
 
     direction = "maximize"
     meaning = "mean validation accuracy over the search's rounds"
-    prunable = False
 
     def value(self, rounds, epsilon, key="val_accuracy"):
         return sum(r[key] for r in rounds) / len(rounds)

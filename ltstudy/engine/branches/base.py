@@ -32,6 +32,7 @@ import time
 from collections.abc import Generator
 from typing import TYPE_CHECKING, ClassVar
 
+from ..contracts import Contract, overrides
 from ..hashing import digest, module_digest
 from ..reinit.base import Start
 from ..rounds import Level, RoundJob, RoundResult, RoundState
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
 FRESH_INIT_FORM = "random"  # `prune.reinit = "random"`: a config's way to say "a branch with a fresh init"
 
 
-class Branch:
+class Branch(Contract):
     """A control or baseline off a ticket's levels (see the module docstring)."""
 
     label: ClassVar[str] = ""
@@ -65,6 +66,11 @@ class Branch:
     def describe(cls) -> str:
         """Its name in reports: "control: <this>" (a branch with parameters takes them as keywords)."""
         return cls.label
+
+    @classmethod
+    def missing(cls) -> list[str]:
+        named = cls.label or overrides(cls, Branch, "describe")
+        return super().missing() + ([] if named else ["set label (its name in reports: 'control: <label>')"])
 
     @classmethod
     def config_form(cls) -> tuple[str | None, str | None]:

@@ -33,10 +33,11 @@ import torch
 from torch import nn
 
 from .. import pruning
+from ..contracts import Contract, overrides
 from ..seeds import AT_INIT_DATA, AT_INIT_DROPOUT, RANDOM_MASK, derived_seed
 
 
-class AtInit:
+class AtInit(Contract):
     """A pruning-at-initialisation method: `raw_scores` (or `scores`), and how its kept count is spread."""
 
     scope: ClassVar[str] = "global"
@@ -46,6 +47,11 @@ class AtInit:
     @classmethod
     def describe(cls) -> str:
         return cls.method + (f", {cls.variant}" if cls.variant else "")
+
+    @classmethod
+    def missing(cls) -> list[str]:
+        scored = overrides(cls, AtInit, "raw_scores") or overrides(cls, AtInit, "scores")
+        return super().missing() + ([] if scored else ["implement raw_scores (or scores, for an iterative method)"])
 
     def raw_scores(self, model: nn.Module, names: list[str], data, seed: int) -> dict[str, torch.Tensor]:
         """The method's score of each weight of the layers `names` (higher = keep), on `model` at the start."""

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from typing import TYPE_CHECKING
+
+from ..contracts import Contract
 
 if TYPE_CHECKING:
     from torch import nn
@@ -10,8 +13,8 @@ if TYPE_CHECKING:
     from ..rounds import Masks
 
 
-class MaskRule:
-    """A ticket-finding mask rule; registered in `registry.MASKS`.
+class MaskRule(Contract):
+    """A ticket-finding mask rule; registered in `registry.MASKS` (a class without `prune` is refused there).
 
     - `prune(model, masks, rates, shared)`: IMP's step 3: new masks from the trained weights, removing each
       layer's rate of its survivors (`shared` layers under one threshold).
@@ -19,5 +22,6 @@ class MaskRule:
     (A control's mask, random or pruned at initialisation, is a branch's: branches/.)
     """
 
+    @abstractmethod
     def prune(self, model: nn.Module, masks: Masks, rates: dict[str, float], shared: set[str]) -> Masks:
-        raise NotImplementedError
+        """The next round's masks."""

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
+
+from ..contracts import Contract
 
 if TYPE_CHECKING:
     from torch import nn
@@ -23,14 +26,14 @@ class Start:
     trained: Callable[[], State] | None  # None: the model holds the trained weights already
 
 
-class Reinit:
-    """A re-init strategy. Subclasses set the class attributes and implement `reset`.
+class Reinit(Contract):
+    """A re-init strategy. Subclasses set the class attributes and implement `reset` (abstract: a class without it
+    is refused when it is registered).
 
     - `rewinds`: the round starts from θ_k, so round 0 captures it (when k > 0); a pruning-at-initialisation
       control, scored on θ_k, needs such a ticket (branches/at_init.py).
     - `start(sched)`: the round's first schedule iteration (k for every ticket-finding strategy).
     - `constant_lr(train, sched)`: a fixed learning rate for the round, or None to follow the schedule.
-    - `cost(sched)`: the nominal training iterations of a pruned round.
     """
 
     rewinds: ClassVar[bool] = False
@@ -41,9 +44,6 @@ class Reinit:
     def constant_lr(self, train: TrainConfig, sched: Schedule) -> float | None:
         return None
 
-    def cost(self, sched: Schedule) -> int:
-        return sched.iterations - self.start(sched)
-
+    @abstractmethod
     def reset(self, model: nn.Module, start: Start) -> None:
         """Load the round's start into `model` (the caller masks it afterwards)."""
-        raise NotImplementedError

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from abc import abstractmethod
+
 from ..config import PruneConfig
+from ..contracts import Contract
 from ..pruning import Layer
 
 
-class Scope:
-    """A pruning scope: `shared` names the layers that are ranked under one threshold (the others are pruned alone)."""
+class Scope(Contract):
+    """A pruning scope: `shared` (abstract) names the layers that are ranked under one threshold (the others are
+    pruned alone)."""
 
+    @abstractmethod
     def shared(self, layers: list[Layer], cfg: PruneConfig) -> set[str]:
-        raise NotImplementedError
+        """The names of the layers ranked together under one threshold."""

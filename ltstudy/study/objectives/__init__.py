@@ -11,11 +11,12 @@ declares. A user adds one in a file of their own:
 
 from __future__ import annotations
 
+from ...engine.contracts import method_class
 from ...engine.errors import ConfigError
 from ...engine.registry import Registry
 from .base import Objective
 
-OBJECTIVES = Registry("objective")
+OBJECTIVES = Registry("objective", contract=method_class("objective", "ltstudy.study.objectives.base:Objective"))
 OBJECTIVES.add("ticket_sparsity", "ltstudy.study.objectives.ticket_sparsity:TicketSparsity",
                "sparsity of the sparsest round within ε of dense (max)")
 OBJECTIVES.add("ticket_accuracy", "ltstudy.study.objectives.ticket_accuracy:TicketAccuracy",

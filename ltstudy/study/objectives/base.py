@@ -6,10 +6,13 @@ A subclass sets:
 - `takes_argument`: whether it is written `name:X` (parsed by `parse_argument`);
 - `matches_dense`: it is defined by matching the dense round's accuracy (so a badly trained dense
   network would make it look good: a study that varies training settings then needs min_dense_accuracy);
-- `prunable`: it has a value that means the same for every trial before the trial ends;
 - `percent`: its value is a fraction (of weights, of examples) that tables and reports show in %;
-and implements `value(rounds, epsilon, key)`, `key` being the accuracy it reads ("val_accuracy"
-for the study; reports may ask for the test split's number under the same definition).
+and implements `value(rounds, epsilon, key)` (abstract), `key` being the accuracy it reads
+("val_accuracy" for the study; reports may ask for the test split's number under the same definition).
+
+An objective that says how to read a trial before it ends implements `at_grid_density` (below); that,
+and nothing else, makes it `prunable` (Optuna's pruner is told its values as the trial goes). One that
+does not is never reported to the pruner: a partial trial has no value that means the same for all.
 
 A trial with several replicate seeds scores the mean over seeds of each seed's
 value (`trial_value`); reports compute it the same way.
@@ -25,11 +28,13 @@ interpolated as everywhere (curves.interpolate).
 from __future__ import annotations
 
 import math
+from abc import abstractmethod
 from collections.abc import Sequence
 from typing import ClassVar
 
+from ...engine.contracts import Contract, overrides
 from ...engine.errors import ConfigError
-from ..curves import Round, interpolate
+from ..curves import Round, interpolate, matches, sparsest
 
 GRID_STEPS_PER_DECADE = 20
 
@@ -38,15 +43,33 @@ def grid_density(step: int) -> float:
     return 10.0 ** (-step / GRID_STEPS_PER_DECADE)
 
 
-class Objective:
+class Objective(Contract):
     """A study objective: a number from a search's rounds (this module's docstring says what a subclass sets)."""
 
     direction: ClassVar[str] = "maximize"
     meaning: ClassVar[str] = ""
     takes_argument: ClassVar[bool] = False
     matches_dense: ClassVar[bool] = False
-    prunable: ClassVar[bool] = True
+    prunable: ClassVar[bool] = False  # (derived: True exactly when the class implements at_grid_density)
+    _declared_prunable: ClassVar[bool | None] = None
     percent: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls._declared_prunable = cls.__dict__.get("prunable")  # (a class that says it: checked against the rule)
+        cls.prunable = overrides(cls, Objective, "at_grid_density")
+
+    @classmethod
+    def missing(cls) -> list[str]:
+        out = super().missing()
+        if cls.direction not in ("maximize", "minimize"):
+            out.append(f"set direction to \"maximize\" or \"minimize\" (not {cls.direction!r})")
+        if cls.takes_argument and not overrides(cls, Objective, "parse_argument"):
+            out.append("implement parse_argument (it takes_argument: 'name:X')")
+        if cls._declared_prunable not in (None, cls.prunable):
+            out.append(f"drop prunable = {cls._declared_prunable} (an objective is prunable exactly when it "
+                       "implements at_grid_density, the value of a partial trial)")
+        return out
 
     def __init__(self, spec: str, name: str, arg: str = ""):
         self.spec, self.name = spec, name  # e.g. "accuracy_at_density:0.1", "accuracy_at_density"
@@ -80,20 +103,18 @@ class Objective:
         """A name MLflow accepts (no ':')."""
         return self.spec.replace(":", "_at_")
 
+    @abstractmethod
     def value(self, rounds: Sequence[Round], epsilon: float, key: str = "val_accuracy") -> float:
-        raise NotImplementedError
-
-    def worst(self) -> float:
-        """The value of a trial that produced nothing usable (a diverged dense round)."""
-        return 0.0 if self.direction == "maximize" else math.inf
+        """The objective's value of one seed's rounds."""
 
     def floor(self) -> float:
         """The lowest density that can matter to the value (intermediate values stop there)."""
         return 0.0
 
     def at_grid_density(self, rounds: Sequence[Round], density: float, accuracy: float, epsilon: float) -> float:
-        """The value as if the search had ended at grid density `density`, where `accuracy` is interpolated."""
-        raise NotImplementedError
+        """The value as if the search had ended at grid density `density`, where `accuracy` is interpolated
+        (implement it to make the objective prunable)."""
+        raise NotImplementedError(f"{type(self).__name__} is not prunable: it has no value at a grid density")
 
     def intermediate_values(self, rounds: Sequence[Round], epsilon: float) -> dict[int, float]:
         """Pruner reports: grid step -> the value as if the search had ended at that grid density.
@@ -123,8 +144,6 @@ def trial_value(objective: Objective, per_seed: Sequence[Sequence[Round]], epsil
 def sparsest_match(rounds: Sequence[Round], density: float, accuracy: float, epsilon: float) -> tuple[float, float]:
     """(density, accuracy) of the sparsest matching point in [density, 1], the interpolated point at it included."""
     dense = rounds[0]["val_accuracy"]
-    matching = [(r["density"], r["val_accuracy"]) for r in rounds
-                if r["density"] >= density and r["val_accuracy"] >= dense - epsilon - 1e-12]
-    if accuracy >= dense - epsilon - 1e-12:
-        matching.append((density, accuracy))
-    return min(matching, key=lambda m: (m[0], -m[1]))
+    points = [*(r for r in rounds if r["density"] >= density), {"density": density, "val_accuracy": accuracy}]
+    best = sparsest([p for p in points if matches(p["val_accuracy"], dense, epsilon)])
+    return best["density"], best["val_accuracy"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 
 from ...engine.errors import ConfigError
+from ..curves import ticket_round
 from .base import Objective
 
 
@@ -20,16 +21,14 @@ class Instability(Objective):
     percent = True
     meaning = ("validation instability (error rise on the linear path between two copies trained with different "
                "data orders) of the sparsest pruned round within ε of dense (mean over seeds of the per-seed value)")
-    matches_dense = True
-    prunable = False  # (measured per round, with no value at a grid density)
+    matches_dense = True  # (not prunable: measured per round, it has no value at a grid density)
 
     def value(self, rounds, epsilon, key="val_accuracy"):
         pruned = [r for r in rounds if r["round"] > 0]
         if not pruned:
             return math.nan
-        dense = rounds[0]["val_accuracy"]
-        matching = [r for r in pruned if r["val_accuracy"] >= dense - epsilon - 1e-12]
-        chosen = min(matching, key=lambda r: (r["density"], -r["val_accuracy"])) if matching else pruned[0]
+        ticket = ticket_round(rounds, epsilon)
+        chosen = ticket if ticket["round"] > 0 else pruned[0]
         value = chosen.get("val_instability")
         return math.nan if value is None else float(value)
 

@@ -12,12 +12,8 @@ class TheoreticalSpeedup(Objective):
     direction = "maximize"
     meaning = ("dense over non-zero multiply-adds per example of the sparsest round within ε of dense (ShrinkBench's "
                "theoretical speedup; mean over seeds of the per-seed value)")
-    matches_dense = True
-    prunable = False  # (it depends on each layer's density, which the density grid of the pruners does not give)
+    matches_dense = True  # (not prunable: it depends on each layer's density, which the grid does not give)
 
     def value(self, rounds, epsilon, key="val_accuracy"):
         return float(ticket_round(rounds, epsilon).get("theoretical_speedup", math.nan))  # (NaN: a trial stored
         # before these numbers existed)
-
-    def worst(self) -> float:
-        return 1.0

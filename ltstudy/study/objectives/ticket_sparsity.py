@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..curves import ticket_round
+from ..curves import ticket_sparsity
 from .base import Objective, sparsest_match
 
 
@@ -14,7 +14,7 @@ class TicketSparsity(Objective):
     matches_dense = True
 
     def value(self, rounds, epsilon, key="val_accuracy"):
-        return 1.0 - ticket_round(rounds, epsilon)["density"]
+        return ticket_sparsity(rounds, epsilon)
 
     def at_grid_density(self, rounds, density, accuracy, epsilon):
         return 1.0 - sparsest_match(rounds, density, accuracy, epsilon)[0]

@@ -9,8 +9,8 @@ from .base import Objective
 
 class TrainIterations(Objective):
     direction = "minimize"
-    meaning = "training iterations over all rounds (the method's cost)"
-    prunable = False  # (no value that means the same for every trial before it ends)
+    meaning = "training iterations over all rounds (the method's cost)"  # (not prunable: no value that means
+    # the same for every trial before it ends)
 
     def value(self, rounds, epsilon, key="val_accuracy"):
         return train_iterations(rounds)

@@ -41,7 +41,7 @@ def build_report(study: optuna.Study, cfg: StudyConfig, by: Sequence[str] | None
     searched = list(cfg.searched)
     col = collect(trials, searched)
     names = list(study.user_attrs.get("objectives") or cfg.study.objectives)
-    front = [t for t in pareto_trials(study, cfg.study.max_dense_gap) if t.user_attrs.get("duplicate_of") is None]
+    front = pareto_trials(study, cfg.study.max_dense_gap)
     overview = compare(trials, [], eps, density, searched, split="test", objectives=cfg.study.objectives,
                        n_bins=n_bins, metrics=open_metrics(col.curves))
     by = list(by if by is not None else searched)

@@ -14,9 +14,7 @@ from ..trial_results import Curves, kind
 from .html import describe_param, e, figure, fmt, missing, pct, setting, stat_cell, table
 
 COUNT_LABELS = {"complete": "finished (complete)", "pruned": "pruned or stopped early (rounds kept)",
-                "diverged": "diverged (counted, never averaged)", "failed": "failed",
-                "duplicate": "skipped as duplicates of another trial (a study from before repeats were re-drawn)",
-                "running": "running or queued"}
+                "diverged": "diverged (counted, never averaged)", "failed": "failed", "running": "running or queued"}
 
 
 def section_setup(cfg, names: Sequence[str], counts: dict[str, list[int]]) -> str:
@@ -25,7 +23,7 @@ def section_setup(cfg, names: Sequence[str], counts: dict[str, list[int]]) -> st
     objectives = "".join(f"<li><b>{e(n)}</b> ({e(o.direction)}): {e(o.meaning)}</li>"
                          for n, o in zip(names, cfg.objectives))
     rows = [[COUNT_LABELS[k], len(v), ", ".join(map(str, v[:30])) + (" …" if len(v) > 30 else "")]
-            for k, v in counts.items() if v or k != "duplicate"]
+            for k, v in counts.items()]
     controls = (f"<p>Controls beside every ticket, level by level on its own masks: "
                 f"{e(', '.join(cfg.study.controls))}.</p>" if cfg.study.controls else "")
     return (

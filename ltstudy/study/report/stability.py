@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ...engine.linear_paths import StartKind
 from ..compare import row_label, setting_order
 from ..curves import TICKET
 from ..stability_plots import figure_dense_k, figure_instability, figure_mean_paths
@@ -31,7 +32,7 @@ def section_stability(col: Curves) -> str:
         if len(groups) > MAX_LINES else ""
     summaries = [(label, summarise(curves)) for label, curves in lines]
     out = ["<h2>Stability to SGD noise</h2>"]
-    dense = [(label, [s for s in ss if s.label == "dense"]) for label, ss in summaries]
+    dense = [(label, [s for s in ss if s.label == StartKind.DENSE]) for label, ss in summaries]
     dense = [(label, ss) for label, ss in dense if ss]
     shared = len(dense) > 1 and len({tuple((s.k, s.val, s.test) for s in ss) for _, ss in dense}) == 1
     if shared:
@@ -45,7 +46,7 @@ def section_stability(col: Curves) -> str:
                           f"{DEFINITION}, here from the dense network's θ_k for each k; mean and 95% t-interval "
                           f"over curves (seeds). The earliest stable k (mean validation instability below 2 points, "
                           f"the paper's threshold) is the principled rewinding point: {said}.{same}{e(more)}"))
-    if any(s.label == "ticket" for _, ss in summaries for s in ss):
+    if any(s.label == StartKind.TICKET for _, ss in summaries for s in ss):
         out.append(figure(figure_instability(lines), "instability per round",
                           f"{DEFINITION}, here from each pruned round's start m ⊙ θ_k, the round as trained being "
                           "one copy; mean and 95% t-interval over curves per setting. IMP finds matching tickets "
@@ -59,7 +60,7 @@ def section_stability(col: Curves) -> str:
     if shared:
         out.append("<h3>the dense network (every setting)</h3>" + table(HEADERS, rows(dense[0][1]), numeric=numeric))
     for label, ss in summaries:
-        shown_rows = [s for s in ss if not (shared and s.label == "dense")]
+        shown_rows = [s for s in ss if not (shared and s.label == StartKind.DENSE)]
         if shown_rows:
             out.append(f"<h3>{e(label)}</h3>" + table(HEADERS, rows(shown_rows), numeric=numeric))
     out.append("<p>Instability in error points: mean ± sample std over curves; stable curves: below 2 points. "
