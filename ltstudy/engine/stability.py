@@ -20,12 +20,13 @@ from .connectivity import POINTS, STABLE, Stability, instability
 from .data import Dataset
 from .drivers import drive_jobs
 from .errors import ConfigError
+from .linear_paths import StartKind
 from .ticket import TicketSearch
 
 
 def earliest_stable(results: Sequence[Stability], threshold: float = STABLE) -> Stability | None:
     """The dense start with the smallest k whose validation instability is below `threshold`."""
-    stable = sorted((r for r in results if r.label == "dense" and r.stable(threshold)), key=lambda r: r.k)
+    stable = sorted((r for r in results if r.label == StartKind.DENSE and r.stable(threshold)), key=lambda r: r.k)
     return stable[0] if stable else None
 
 

@@ -33,6 +33,7 @@ from .data import Dataset, load_dataset
 from .device import resolve_device
 from .errors import ConfigError, SettingWarning
 from .hashing import digest, engine_digest, identity
+from .linear_paths import StartKind
 from .models import build_model, signature
 from .registry import CONTROLS, MASKS, MODELS, REINITS, SCOPES, check_pair
 from .reinit.base import Start
@@ -272,8 +273,8 @@ class TicketSearch(Search):
             start, masks, end = entry["start"], entry["masks"], entry["state"]
         else:
             (start, masks), end = trained, clone_state(self.model)
-        result = yield from self.copies(connectivity.CopiesStart("ticket", r, start, masks, self.job(r).dropout_seed,
-                                                                 end), self.reinit.start(self.sched),
+        copies = connectivity.CopiesStart(StartKind.TICKET, r, start, masks, self.job(r).dropout_seed, end)
+        result = yield from self.copies(copies, self.reinit.start(self.sched),
                                         self.round_key(r) if self.cache is not None else None)
         rec.metrics.update(val_instability=result.val_instability, test_instability=result.test_instability)
         rec.stability_paths.append(result.to_dict())
@@ -293,7 +294,7 @@ class TicketSearch(Search):
                      ) -> Generator[RoundJob, TrainResult, connectivity.Stability]:
         """Two copies of the dense network from θ_k (copy A given as `trained` when round 0 is it)."""
         theta = self.theta_at(k)
-        start = connectivity.CopiesStart("dense", 0, theta, pruning.full_masks(self.model, self.layers),
+        start = connectivity.CopiesStart(StartKind.DENSE, 0, theta, pruning.full_masks(self.model, self.layers),
                                          derived_seed(self.seeds.dropout, DROPOUT, 0), trained)
         return (yield from self.copies(start, k, digest("stability dense", self.dense_key, k)))
 

@@ -243,7 +243,7 @@ class StudyLog:
         values.update({f"{prefix}layer_density/{n}": float(d) for n, d in rnd.get("layer_density", {}).items()})
         self.tracker.log_metrics(run_id, values, step=int(rnd["round"]))
         for path in rnd.get("stability_paths", []):  # ([stability] dense_ks: against k, where MLflow charts it)
-            if path["label"] == "dense":
+            if path["label"] == StartKind.DENSE:
                 self.tracker.log_metrics(run_id, {f"{prefix}dense_val_instability": path["val_instability"],
                                                   f"{prefix}dense_test_instability": path["test_instability"]},
                                          step=int(path["k"]))

@@ -31,7 +31,6 @@ class StudySummary:
     tracking_uri: str
     experiment_id: str
     parent_run_id: str
-    finished_before: int
     target: int
     trials: list[optuna.trial.FrozenTrial] = field(default_factory=list)
     interrupted: bool = False
@@ -56,7 +55,7 @@ def run_study(cfg: StudyConfig, opts: RunOptions, callbacks: StudyCallback | Non
     study = opened.study
     log = StudyLog(Tracker(uri), max_dense_gap=cfg.study.max_dense_gap)
     exp_id, parent = attach_tracking(opened, cfg, log)
-    summary = StudySummary(name, storage_url, uri, exp_id, parent, before, target, notes=list(opened.notes))
+    summary = StudySummary(name, storage_url, uri, exp_id, parent, target, notes=list(opened.notes))
     status = "FINISHED"
     try:
         missing = max(0, target - before)

@@ -23,6 +23,7 @@ from ..engine.callbacks import Callback
 from ..engine.errors import StopSearch
 from ..engine.rounds import RoundResult
 from .config import StudySection
+from .curves import matches
 from .mlflow_logging import StudyLog
 from .objectives import Objective
 
@@ -95,7 +96,7 @@ class StopRules(Callback):
             if drop > s.max_accuracy_drop:
                 raise optuna.TrialPruned(f"accuracy drop {drop:.4f} > max_accuracy_drop {s.max_accuracy_drop} at "
                                          f"round {record.round}")
-        elif s.stop_on_drop == "unmatched" and record.val_accuracy < dense - s.epsilon - 1e-12:
+        elif s.stop_on_drop == "unmatched" and not matches(record.val_accuracy, dense, s.epsilon):
             reason = f"round {record.round} no longer matches dense within epsilon {s.epsilon}"
             self.trial.set_user_attr(f"stop_reason_seed_{self.seed}", reason)
             raise StopSearch(reason)

@@ -33,7 +33,7 @@ from collections.abc import Generator
 from typing import TYPE_CHECKING, ClassVar
 
 from ..contracts import Contract, overrides
-from ..hashing import digest, module_digest
+from ..hashing import digest, identity, module_digest
 from ..reinit.base import Start
 from ..rounds import Level, RoundJob, RoundResult, RoundState
 from ..seeds import DROPOUT, derived_seed
@@ -88,9 +88,8 @@ class Branch(Contract):
     def key(self, level: Level) -> str | None:
         if self.ticket.cache is None or not level.key:
             return None
-        cfg, s = self.ticket.cfg, level.seeds
-        seeds = cfg.seed if len({cfg.seed, s.init, s.data_order, s.dropout, s.mask}) == 1 else [
-            s.init, s.data_order, s.dropout, s.mask]
+        ident = identity(self.ticket.cfg)  # (its seeds as the config gives them: the mask seed is not in level.key)
+        seeds = {k: ident[k] for k in ("seed", "seeds") if k in ident}
         return digest("branch", level.key, self.name, seeds, *(c for c in self.codes() if c))
 
     def job(self, level: Level) -> RoundJob:
