@@ -125,9 +125,9 @@ class TicketSearch(Search):
         """
         c = self.cfg
         ident = identity(c)
-        seeds = {k: v for k, v in ident.get("seeds", {}).items() if k != "mask"}  # (a ticket's masks are not random)
-        dense = {**{k: ident[k] for k in ("seed", "data", "model", "train") if k in ident},
-                 **({"seeds": seeds} if seeds else {})}
+        s = self.seeds  # (the streams it draws from, however the config says them; a ticket's masks are not random)
+        dense = {**{k: ident[k] for k in ("data", "model", "train") if k in ident},
+                 "seeds": [s.init, s.data_order, s.dropout]}
         self.dense_key = digest("dense", CACHE_VERSION, engine_digest(), torch.__version__.split("+")[0],
                                 self.device.type, self.data.digest, dense, MODELS.get(c.model.name).code(),
                                 signature(self.model))
