@@ -125,7 +125,11 @@ class Server:
         self.port = free_port()
         self.proc = subprocess.Popen([sys.executable, "-m", "ltstudy.cli", command, study, "--port", str(self.port)],
                                      cwd=work, stdout=subprocess.PIPE, text=True)
-        banner = self.proc.stdout.readline()
+        for banner in self.proc.stdout:  # (the server's own log lines may come first)
+            if "http://" in banner and ": " in banner:
+                break
+        else:
+            raise SystemExit(f"ltstudy {command} printed no URL")
         self.url = banner.split(": ", 1)[1].split("  (Ctrl-C")[0].strip()
 
     def __enter__(self) -> Server:
