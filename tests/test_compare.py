@@ -418,6 +418,19 @@ def test_the_frontier_plot_explains_its_point_labels_and_keeps_validation_accura
     assert any(t.get_text().startswith("t2r3") for t in ax.texts)
 
 
+def test_the_frontier_plot_counts_one_dense_network_where_every_trial_shares_it(figures):
+    """(The quickstart's 18 trials are all seed 0: its legend said "mean of 18 trials" of one network.)"""
+    from ltstudy.study import plots
+    from ltstudy.study.frontier import round_frontier
+
+    shared = grid_with_controls()
+    plots.plot_pareto(shared, round_frontier(shared), None, epsilon=EPS)
+    assert "dense network (round 0)" in legend_texts(figures[0].axes[0])
+    two = [make_trial(0, [ticket_at(2)]), make_trial(1, [curve(D, [0.92] * len(D))])]
+    plots.plot_pareto(two, round_frontier(two), None, epsilon=EPS)
+    assert "dense (round 0): mean of 2 distinct dense networks" in legend_texts(figures[1].axes[0])
+
+
 def test_no_value_is_interpolated_across_a_gap_nothing_was_measured_in():
     """One-shot pruning measures the dense network and one sparse one: 50% between 100% and 3.6% is unknown."""
     from ltstudy.study.curves import interpolate

@@ -94,7 +94,8 @@ def round_points(trials: Sequence) -> list[dict]:
         settings = t.user_attrs.get("params_all", {})
         for r in t.user_attrs["rounds"]:
             points.append({"trial": t.number, "round": r["round"], "density": r["density"],
-                           "val_accuracy": r["val_accuracy"], "test_accuracy": r.get("test_accuracy"),
+                           "val_accuracy": r["val_accuracy"], "val_loss": r.get("val_loss"),
+                           "test_accuracy": r.get("test_accuracy"),
                            "test_accuracy_at_early_stop": r.get("test_accuracy_at_early_stop"),
                            **{k: settings.get(k) for k in LABEL_KEYS}, "kind": kind(t)})
     return points
