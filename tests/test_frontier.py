@@ -88,7 +88,7 @@ def test_round_frontier_labels_every_point_with_its_trial_round_and_settings():
     by_place = {(p["trial"], p["round"]): p for p in front}
     # (1.0, 0.92) dominates (1.0, 0.90); (0.8, 0.91) survives; (0.64, 0.80) is beaten by (0.5, 0.90).
     assert set(by_place) == {(1, 0), (0, 1), (1, 1), (1, 2)}
-    assert by_place[(0, 1)] == {"trial": 0, "round": 1, "density": 0.8, "val_accuracy": 0.91,
+    assert by_place[(0, 1)] == {"trial": 0, "round": 1, "density": 0.8, "val_accuracy": 0.91, "val_loss": None,
                                 "test_accuracy": 0.91 - 0.01, "test_accuracy_at_early_stop": 0.91 - 0.02,
                                 "prune_rate": 0.2, "rewind_iter": 20, "scope": "global", "reinit": "random",
                                 "kind": "control: random re-init"}
