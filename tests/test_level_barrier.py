@@ -100,6 +100,7 @@ def test_measuring_the_levels_trains_nothing_and_changes_no_number_of_the_search
         assert {k: v for k, v in a.to_dict().items() if not k.startswith("level_barrier") and k != "wall_seconds"} \
             == {k: v for k, v in b.to_dict().items() if k != "wall_seconds"}
     assert [r.computed_iterations for r in on] == [60, 60, 60]
+    assert ["level_barrier" in r.metrics for r in on] == [False, True, True]  # (measured, not vacuously equal)
 
 
 def test_a_cached_search_measures_its_levels_from_the_stored_rounds_without_training(tiny_cfg, digits, tmp_path):
@@ -108,6 +109,7 @@ def test_a_cached_search_measures_its_levels_from_the_stored_rounds_without_trai
     again = searched(tiny_cfg, digits, cache=cache).records
     fresh = searched(tiny_cfg, digits).records
     assert [r.reused for r in again] == [True, True, True] and [r.computed_iterations for r in again] == [0, 0, 0]
+    assert ["level_barrier" in r.metrics for r in again] == [False, True, True]
     assert [r.metrics.get("level_barrier") for r in again] == [r.metrics.get("level_barrier") for r in fresh]
     assert [r.metrics.get("level_barrier_test") for r in again] == [r.metrics.get("level_barrier_test")
                                                                       for r in fresh]
