@@ -117,7 +117,7 @@ def test_a_cached_search_measures_its_levels_from_the_stored_rounds_without_trai
 
 @pytest.mark.parametrize("points", [1, 1001, -1])
 def test_level_points_are_0_or_at_least_the_paths_two_ends(tiny_cfg, points):
-    with pytest.raises(ConfigError, match="stability.level_points must be 0 \\(off\\) or 2"):
+    with pytest.raises(ConfigError, match=r"stability\.level_points must be 0 \(off\) or 2"):
         tiny_cfg({**LEVELS, "stability.level_points": points})
 
 
@@ -131,6 +131,8 @@ def test_the_stability_command_prints_each_rounds_level_barrier_from_flags(digit
     assert [lv["level_barrier"] for lv in doc["levels"]] == [r.metrics["level_barrier"] for r in records[1:]]
     assert doc["results"] == []  # (no copies asked for: nothing trained beside the search)
     assert "val level barrier" in out and f"{100 * records[2].metrics['level_barrier']:.2f}" in out
+    assert cli.main(["stability", *flags, "--plot", str(tmp_path / "levels.png")]) == 2  # (the report draws them)
+    assert "--plot draws the stability paths" in capsys.readouterr().err and not (tmp_path / "levels.png").exists()
 
 
 # --------------------------------------------------------------------------- the objective
@@ -150,7 +152,7 @@ def test_connected_sparsity_is_the_sparsity_reached_before_the_first_level_barri
     assert objective.value(rounds_with([0.05, 0.0, 0.0]), 0.01) == 0.0  # round 1 already cut off
     assert objective.value(rounds_with([0.001, 0.03, 0.0]), 0.01, key="test_accuracy_at_early_stop") == 0.875
     assert parse_objective("connected_sparsity:0.04").value(rounds_with([0.001, 0.03, 0.0]), 0.01) == 0.875
-    with pytest.raises(ConfigError, match="connected_sparsity:0.02"):
+    with pytest.raises(ConfigError, match=r"connected_sparsity:0\.02"):
         parse_objective("connected_sparsity:2")
 
 

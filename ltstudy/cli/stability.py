@@ -155,6 +155,16 @@ def measure(args: argparse.Namespace) -> int:
     analysis = StabilityAnalysis(cfg, data, cache, points=args.points, copy_seed=args.copy_seed)
     results, searched = analysis.run(ks, rounds, level_points)
     first = earliest_stable(results, args.threshold)
+    if results:
+        rows = [[r.label, r.k, r.round, f"{100 * r.density:.3g}%", f"{100 * r.val_instability:.2f}",
+                 f"{100 * r.test_instability:.2f}", f"{100 * r.val_errors[0]:.2f} / {100 * r.val_errors[-1]:.2f}",
+                 f"{100 * max(r.val_errors):.2f}", "yes" if r.stable(args.threshold) else "no"] for r in results]
+        print(f"{_DEFINITION} {args.points} points per path; stable below {100 * args.threshold:g} points.")
+        print(format_table(["start", "k", "round", "density", "val instab.", "test instab.", "val err A / B",
+                            "max val err", "stable"], rows))
+    if ks:
+        print(f"earliest stable k: {first.k}" if first else
+              f"no k of {', '.join(map(str, ks))} is stable at {100 * args.threshold:g} points")
     levels = [r for r in searched if r.round > 0]
     if levels:
         print(f"{_LEVELS} {level_points} points per path; connected below {100 * args.threshold:g} points.")
@@ -162,27 +172,6 @@ def measure(args: argparse.Namespace) -> int:
             [r.round, f"{100 * r.density:.3g}%", f"{100 * r.val_accuracy:.2f}",
              f"{100 * r.metrics['level_barrier']:.2f}", f"{100 * r.metrics['level_barrier_test']:.2f}",
              "yes" if r.metrics["level_barrier"] < args.threshold else "no"] for r in levels]))
-        if not results:
-            return _write_json(args, cfg, None, [], levels)
-    rows = [[r.label, r.k, r.round, f"{100 * r.density:.3g}%", f"{100 * r.val_instability:.2f}",
-             f"{100 * r.test_instability:.2f}", f"{100 * r.val_errors[0]:.2f} / {100 * r.val_errors[-1]:.2f}",
-             f"{100 * max(r.val_errors):.2f}", "yes" if r.stable(args.threshold) else "no"] for r in results]
-    print(f"{_DEFINITION} {args.points} points per path; stable below {100 * args.threshold:g} points.")
-    print(format_table(["start", "k", "round", "density", "val instab.", "test instab.", "val err A / B",
-                        "max val err", "stable"], rows))
-    if ks:
-        print(f"earliest stable k: {first.k}" if first else
-              f"no k of {', '.join(map(str, ks))} is stable at {100 * args.threshold:g} points")
-    _write_json(args, cfg, first, results, levels)
-    if args.plot:
-        from ..study.stability_plots import stability_figure
-
-        stability_figure(results, args.threshold, args.plot)
-        print(f"wrote {args.plot}")
-    return 0
-
-
-def _write_json(args: argparse.Namespace, cfg, first, results, levels) -> int:
     if args.json:
         with open(args.json, "w") as fh:
             strict_json.dump({"config": cfg.to_dict(), "threshold": args.threshold, "points": args.points,
@@ -193,6 +182,11 @@ def _write_json(args: argparse.Namespace, cfg, first, results, levels) -> int:
                                           "level_barrier_test": r.metrics["level_barrier_test"]} for r in levels]},
                              fh, indent=1)
         print(f"wrote {args.json}")
+    if args.plot:  # (refused above without a stability path)
+        from ..study.stability_plots import stability_figure
+
+        stability_figure(results, args.threshold, args.plot)
+        print(f"wrote {args.plot}")
     return 0
 
 
