@@ -133,6 +133,9 @@ class StabilityConfig:
                                 "7,10,15; empty = every one")
     dense_ks: list[int] = setting(factory=list, flag="stability-dense-ks", help="also the dense network from θ_k at "
                                   "each of these k, measured with round 0 (the earliest stable k), e.g. 0,100,500")
+    level_points: int = setting(0, flag="level-points", help="points on the linear path from each round's trained "
+                                "weights to the next round's, for its level barrier (Paul et al. 2023; 30 as for "
+                                "points); 0 = off. Trains nothing: evaluates validation and test at each point")
 
 
 @dataclass
@@ -258,6 +261,9 @@ class TicketConfig:
             raise ConfigError(f"stability.points must be 0 (off) or 2 (the path's ends) to {MAX_POINTS}, with "
                               "train.patience = 0 (both copies train to the end); got "
                               f"{self.stability.points} and {t.patience}")
+        if self.stability.level_points and not 2 <= self.stability.level_points <= MAX_POINTS:
+            raise ConfigError(f"stability.level_points must be 0 (off) or 2 (the path's ends) to {MAX_POINTS}, got "
+                              f"{self.stability.level_points}")
         if (self.stability.rounds or self.stability.dense_ks or self.stability.copy_seed != -1) \
                 and not self.stability.points:
             raise ConfigError("stability.rounds, stability.dense_ks and stability.copy_seed choose what [stability] "

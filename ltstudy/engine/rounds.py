@@ -82,11 +82,11 @@ class RoundResult:
 
     A metric is whatever adds a key: a registered `metrics.RoundMetric` (the
     compression and FLOPs of compression.py, a plugin's own), or the search
-    itself (`[stability]`'s val_instability and test_instability, where
-    measured). `to_dict()` puts the metrics beside the fixed fields, so a stored
-    round reads the same whatever metrics existed when it was stored (the
-    compression numbers were fields once); `from_dict()` takes every other
-    number back as a metric.
+    itself (`[stability]`'s val_instability and test_instability, and
+    level_barrier and level_barrier_test, where measured). `to_dict()` puts
+    the metrics beside the fixed fields, so a stored round reads the same
+    whatever metrics existed when it was stored (the compression numbers were
+    fields once); `from_dict()` takes every other number back as a metric.
     """
 
     round: int

@@ -1,5 +1,6 @@
 """Stability analysis (Frankle et al., ICML 2020): the earliest k from which the dense network is stable to SGD noise,
-and the stability of a search's tickets at their rounds (`ltstudy stability`).
+and the stability of a search's tickets at their rounds (`ltstudy stability`); and the level barrier of each of its
+rounds (Paul et al., ICLR 2023: level_barrier.py).
 
 The measurement is connectivity.py's: two copies from one start, and the error
 along the linear path between them. Here the starts are the dense network's θ_k
@@ -21,6 +22,7 @@ from .data import Dataset
 from .drivers import drive_jobs
 from .errors import ConfigError
 from .linear_paths import StartKind
+from .rounds import RoundResult
 from .ticket import TicketSearch
 
 
@@ -56,21 +58,39 @@ class StabilityAnalysis:
 
     def measure(self, ks: Sequence[int] = (), rounds: Sequence[int] = ()) -> list[Stability]:
         """The dense starts (sorted by k), then the ticket's (by round)."""
+        return self.run(ks, rounds)[0]
+
+    def run(self, ks: Sequence[int] = (), rounds: Sequence[int] = (), level_points: int = 0
+            ) -> tuple[list[Stability], list[RoundResult]]:
+        """`measure`'s paths, and with `level_points` every round of the ticket search, each pruned one with its
+        level barrier (`level_barrier`, `level_barrier_test`) on that many points; one search measures both."""
         if rounds and min(rounds) < 1:
             raise ConfigError("--ticket-rounds counts pruned rounds from 1 (round 0 is the dense network: --k 0)")
         settings = {"stability.points": self.points, "stability.copy_seed": -1 if self.copy_seed is None else
-                    self.copy_seed, "stability.rounds": sorted(rounds), "stability.dense_ks": sorted(ks)}
-        planned = TicketSearch(self.cfg.replace({**settings, "stability.rounds": []}), self.data, self.cache)
-        if not rounds:  # (the dense network only: no round to train)
-            return [drive_jobs(planned.dense_copies(k), self.data, Callbacks(self.callbacks)) for k in sorted(ks)]
-        if max(rounds) > planned.n_rounds:
+                    self.copy_seed, "stability.rounds": sorted(rounds), "stability.dense_ks": sorted(ks),
+                    "stability.level_points": level_points}
+        planned = TicketSearch(self.cfg.replace({**settings, "stability.rounds": [], "stability.level_points": 0}),
+                               self.data, self.cache)
+        if rounds and max(rounds) > planned.n_rounds:
             raise ConfigError(f"--ticket-rounds {max(rounds)}: the ticket search has rounds 1..{planned.n_rounds}; "
                               "raise --rounds (or lower --target-density) or ask for an earlier round")
-        # (the rounds after the last one measured are not trained)
-        result = TicketSearch(self.cfg.replace(settings), self.data, self.cache, last_round=max(rounds)).run(
-            self.callbacks)
-        return [Stability(**{k: v for k, v in path.items() if k not in ("val_instability", "test_instability")})
-                for r in result.rounds for path in r.stability_paths]
+        if not rounds:  # (no ticket round's copies: the dense network's alone, and the levels with no copy at all)
+            dense = [drive_jobs(planned.dense_copies(k), self.data, Callbacks(self.callbacks)) for k in sorted(ks)]
+            if not level_points:
+                return dense, []
+            alone = {"stability.points": 0, "stability.copy_seed": -1, "stability.rounds": [],
+                     "stability.dense_ks": [], "stability.level_points": level_points}
+            return dense, TicketSearch(self.cfg.replace(alone), self.data, self.cache).run(self.callbacks).rounds
+        # (without levels, the rounds after the last one measured are not trained)
+        result = TicketSearch(self.cfg.replace(settings), self.data, self.cache,
+                              last_round=None if level_points else max(rounds)).run(self.callbacks)
+        paths = [Stability(**{k: v for k, v in path.items() if k not in ("val_instability", "test_instability")})
+                 for r in result.rounds for path in r.stability_paths]
+        return paths, result.rounds if level_points else []
+
+    def levels(self, points: int = POINTS) -> list[RoundResult]:
+        """Every round of the ticket search, each pruned one with its level barrier on `points` points."""
+        return self.run(level_points=points)[1]
 
     def dense(self, ks: Sequence[int]) -> list[Stability]:
         return self.measure(ks=ks)

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
-from . import connectivity, pruning
+from . import connectivity, level_barrier, pruning
 from .cache import CACHE_VERSION, RoundCache
 from .compression import CostModel
 from .config import TicketConfig
@@ -102,7 +102,8 @@ class TicketSearch(Search):
         self.reported: list[RoundResult] = []  # every round this search yields (its branches' too)
         self.path_rounds = {"trained": 0, "reused": 0}  # the ticket's rounds, trained here or loaded
         self._replayed = 0  # iterations re-run to rebuild θ_k, charged to the next trained round
-        self._scratch: torch.nn.Module | None = None  # a stability measurement's second copy
+        self._scratch: torch.nn.Module | None = None  # a stability measurement's second copy, a level path's points
+        self._level_end: tuple[State, Masks] | None = None  # [stability] level_points: round r-1's trained weights
         self._digests: dict[str, str | None] = {}  # content digests: "dense", "theta_k", and round numbers
         self._make_keys()
         self.branches: dict[str, Branch] = {}
@@ -236,6 +237,8 @@ class TicketSearch(Search):
                 yield from self._measure_stability(r, rec, None if stored else (start, self.masks))
             if r == 0 and self.cfg.stability.points:
                 yield from self._measure_dense(rec, self._stored(0)["state"] if stored else clone_state(self.model))
+            if self.cfg.stability.level_points and self.reports_ticket:
+                self._measure_level(r, rec, stored)
             self.records.append(rec)
             if self.reports_ticket or r == 0:
                 if states:
@@ -290,6 +293,23 @@ class TicketSearch(Search):
             rec.computed_iterations += result.trained_iterations + self._replayed
             self._replayed = 0
 
+    def _measure_level(self, r: int, rec: RoundResult, stored: bool) -> None:
+        """`[stability] level_points`: the path from round r-1's trained weights to round r's (level_barrier.py),
+        each from the model as trained here or from the round's cache entry."""
+        if stored:
+            entry = self._stored(r)
+            masks = ({n: entry["masks"][n].to(self.device, m.dtype) for n, m in self.masks.items()} if r > 0
+                     else pruning.full_masks(self.model, self.layers))
+            end = ({n: t.to(self.device) for n, t in entry["state"].items()}, masks)
+        else:
+            end = (clone_state(self.model), dict(self.masks))
+        if r > 0:
+            assert self._level_end is not None
+            path = level_barrier.level_path(self.scratch(), self._level_end, end, r, self.data, self.seeds.data_order,
+                                            self.cfg.stability.level_points)
+            rec.metrics.update(path.metrics())
+        self._level_end = end
+
     def dense_copies(self, k: int, trained: State | None = None
                      ) -> Generator[RoundJob, TrainResult, connectivity.Stability]:
         """Two copies of the dense network from θ_k (copy A given as `trained` when round 0 is it)."""
@@ -301,13 +321,17 @@ class TicketSearch(Search):
     def copies(self, start: connectivity.CopiesStart, k: int, key: str | None
                ) -> Generator[RoundJob, TrainResult, connectivity.Stability]:
         """connectivity.measure on a scratch network, with this search's copy seeds and training cache."""
+        s = self.cfg.stability
+        seeds = connectivity.copy_seeds(self.seeds.data_order, None if s.copy_seed == -1 else s.copy_seed)
+        return (yield from connectivity.measure(self.scratch(), start, self.cfg.train, self.sched, k, self.data, seeds,
+                                                s.points or connectivity.POINTS, self.cache, key))
+
+    def scratch(self) -> torch.nn.Module:
+        """A second network of the search's architecture, for measurements beside its rounds (built once)."""
         if self._scratch is None:
             self._scratch = build_model(self.cfg.model.name, self.data.input_shape, self.data.num_classes,
                                         self.cfg.model.dropout).to(self.device)
-        s = self.cfg.stability
-        seeds = connectivity.copy_seeds(self.seeds.data_order, None if s.copy_seed == -1 else s.copy_seed)
-        return (yield from connectivity.measure(self._scratch, start, self.cfg.train, self.sched, k, self.data, seeds,
-                                                s.points or connectivity.POINTS, self.cache, key))
+        return self._scratch
 
     def training_info(self, job: RoundJob) -> dict[str, Any]:
         """How a round was trained, for retraining a saved ticket exactly."""

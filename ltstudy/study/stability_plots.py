@@ -140,3 +140,43 @@ def figure_mean_paths(summaries: Sequence, title: str) -> bytes | None:
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return save(fig)
+
+
+def figure_level_barriers(groups: Sequence[tuple[str, Sequence]], epsilon: float, threshold: float = STABLE
+                          ) -> bytes | None:
+    """A study's level barriers (level_summary.py). Left: the validation barrier against round, one line per
+    setting (mean, 95% interval); right: every (curve, pruned round), matching dense or not, one colour per setting."""
+    from .compare import round_stats
+    from .curves import matches
+    from .level_summary import VAL
+
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10.5, 4.2), gridspec_kw={"width_ratios": [3, 2]})
+    for i, (label, curves) in enumerate(groups):
+        colour = f"C{i % 10}"
+        stats = [s for s in round_stats(curves, VAL) if s["n"] and s["round"] > 0]
+        if stats:
+            n = max(s["n"] for s in stats)
+            left.errorbar([s["round"] for s in stats], [100 * s["mean"] for s in stats], color=colour,
+                          yerr=[100 * (s["ci95"] or 0.0) for s in stats] if n > 1 else None, marker="o", ms=3.5,
+                          capsize=3, label=f"{label} (n={n})")
+        points = [(matches(r["val_accuracy"], c.rounds[0]["val_accuracy"], epsilon), 100 * r[VAL])
+                  for c in curves for r in c.rounds if r["round"] > 0 and r.get(VAL) is not None]
+        offset = (i + 0.5) / len(groups) * 0.5 - 0.25  # (each setting its own column within a verdict)
+        spread = 0.4 / len(groups)  # (a fixed jitter within the column: barriers repeat, the split being finite)
+        right.scatter([(0 if m else 1) + offset + spread * ((j * 0.618) % 1 - 0.5) for j, (m, _) in enumerate(points)],
+                      [b for _, b in points], s=14, alpha=0.7, color=colour)
+    for ax in (left, right):
+        ax.axhline(100 * threshold, color="grey", ls=":", label=f"connected below {100 * threshold:g} points")
+        ax.set_ylim(bottom=-0.5)  # (a barrier is never negative; a t-interval of few curves reaches below 0)
+        ax.grid(alpha=0.3)
+    left.set_xlabel("round r (the path from round r - 1's trained weights to round r's)")
+    left.set_ylabel("validation level barrier (error points)")
+    left.set_title("linear connectivity of successive IMP levels", fontsize=9)
+    left.legend(fontsize=7, loc="upper left")
+    right.set_xticks([0, 1], [f"matches dense\n(within ε = {100 * epsilon:g} points)", "does not match"])
+    right.set_xlim(-0.5, 1.5)
+    right.set_ylabel("validation level barrier (error points)")
+    right.set_title("each round's barrier against its verdict", fontsize=9)
+    fig.tight_layout()
+    return save(fig)

@@ -27,6 +27,8 @@ OBJECTIVES.add("theoretical_speedup", "ltstudy.study.objectives.theoretical_spee
                "dense over non-zero FLOPs of that round (max)")
 OBJECTIVES.add("instability", "ltstudy.study.objectives.instability:Instability",
                "stability to SGD noise of that round, with [stability] points (min)")
+OBJECTIVES.add("connected_sparsity", "ltstudy.study.objectives.connected_sparsity:ConnectedSparsity",
+               "sparsity reached with every level barrier below 2 points, with [stability] level_points (max)")
 OBJECTIVES.add("train_iterations", "ltstudy.study.objectives.train_iterations:TrainIterations",
                "training iterations over all rounds (min)")
 

@@ -6,8 +6,8 @@ objectives' classes, with the same definitions as `compare`. The sections, one
 module each: `overview` (what was searched, the recommendation, the front, the
 frontier), `settings` (every combination, one setting at a time, p × k maps),
 `controls` (every ticket beside its controls, early stopping), `layers`
-(density per layer), `metrics` (every round metric at the ticket), on the
-pieces in `html`.
+(density per layer), `metrics` (every round metric at the ticket), `stability`
+and `level_barrier` (linear connectivity), on the pieces in `html`.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from ..trial_results import census, collect
 from .controls import section_controls, section_early_stop
 from .html import CSS, e
 from .layers import section_layers
+from .level_barrier import section_level_barrier
 from .metrics import open_metrics, section_metrics
 from .overview import section_front, section_frontier, section_recommendation, section_setup
 from .settings import section_by_setting, section_combinations, section_heatmaps
@@ -68,6 +69,7 @@ def build_report(study: optuna.Study, cfg: StudyConfig, by: Sequence[str] | None
         section_layers(col, eps),
         section_metrics(overview),
         section_stability(col),
+        section_level_barrier(col, eps),
     ]
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{e(study.study_name)}: ltstudy report</title><style>{CSS}</style></head><body>"
