@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Generator
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..contracts import Contract, overrides
 from ..hashing import digest, identity, module_digest
@@ -73,6 +73,11 @@ class Branch(Contract):
         return super().missing() + ([] if named else ["set label (its name in reports: 'control: <label>')"])
 
     @classmethod
+    def variant(cls, suffix: str) -> dict[str, Any] | None:
+        """The keywords a control named "<registered name>-<suffix>" takes (`rigl-uniform-2x`), None for no variant."""
+        return None
+
+    @classmethod
     def config_form(cls) -> tuple[str | None, str | None]:
         """(prune.reinit, prune.mask) values that name it in a config, None for a part it leaves to the ticket."""
         return (FRESH_INIT_FORM if cls.fresh_init else None), cls.mask_form
@@ -85,12 +90,18 @@ class Branch(Contract):
         """Digests of the code behind it that the engine's own digest leaves out (a plugin's module)."""
         return [module_digest(type(self))]
 
+    def settings(self) -> dict[str, Any]:
+        """The settings of its own that it trains by (its part of the config's identity), for its cache key."""
+        return {}
+
     def key(self, level: Level) -> str | None:
         if self.ticket.cache is None or not level.key:
             return None
         ident = identity(self.ticket.cfg)  # (its seeds as the config gives them: the mask seed is not in level.key)
         seeds = {k: ident[k] for k in ("seed", "seeds") if k in ident}
-        return digest("branch", level.key, self.name, seeds, *(c for c in self.codes() if c))
+        own = self.settings()
+        return digest("branch", level.key, self.name, seeds, *([own] if own else []),
+                      *(c for c in self.codes() if c))
 
     def job(self, level: Level) -> RoundJob:
         """Level r's start: its mask, and its start state (a fresh draw, or as the ticket would start round r)."""
