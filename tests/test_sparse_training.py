@@ -277,3 +277,21 @@ def test_a_bad_sparse_training_setting_is_refused_in_one_line(tiny_cfg, setting,
     with pytest.raises(ConfigError) as err:
         tiny_cfg({f"sparse_training.{setting}": value})
     assert "\n" not in str(err.value) and setting in str(err.value)
+
+
+def test_the_dense_gradient_leaves_the_dropout_stream_and_batch_norm_statistics_as_they_were():
+    from ltstudy.engine.mask_updates import dense_gradients
+    from ltstudy.engine.models.layers import Dropout, set_dropout_generator
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 9), nn.BatchNorm1d(9), nn.ReLU(), Dropout(0.5), nn.Linear(9, 4))
+    generator = torch.Generator().manual_seed(7)
+    set_dropout_generator(model, generator)
+    model.train()
+    drawn, stats = generator.get_state(), {k: b.clone() for k, b in model.named_buffers()}
+    grads = dense_gradients(model, ["1", "5"], batch())
+    assert torch.equal(generator.get_state(), drawn)
+    assert all(torch.equal(b, stats[k]) for k, b in model.named_buffers())
+    loss = nn.functional.cross_entropy(model(batch()[0]), batch()[1])  # (the same dropout draws as the gradient's)
+    expected = torch.autograd.grad(loss, [model[1].weight, model[5].weight])
+    assert torch.allclose(grads["1"], expected[0]) and torch.allclose(grads["5"], expected[1])
