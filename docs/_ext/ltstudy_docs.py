@@ -23,7 +23,7 @@ from docutils.parsers.rst import Directive
 from sphinx.application import Sphinx
 from sphinx.errors import ExtensionError
 
-ENGINE_SECTIONS = ("data", "model", "train", "prune", "seeds", "stability")
+ENGINE_SECTIONS = ("data", "model", "train", "prune", "seeds", "stability", "sparse_training")
 
 
 def _type_name(tp: Any) -> str:
