@@ -8,6 +8,7 @@ between updates; ERK splits the count as RigL's formula says; the same config gi
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -18,7 +19,7 @@ from ltstudy.engine.branches.rigl import RigLUpdates
 from ltstudy.engine.branches.set_sparse import SetUpdates
 from ltstudy.engine.cache import RoundCache
 from ltstudy.engine.config import TrainConfig
-from ltstudy.engine.errors import ConfigError
+from ltstudy.engine.errors import ConfigError, SettingWarning
 from ltstudy.engine.layer_densities import layer_counts
 from ltstudy.engine.mask_updates import cosine_fraction
 from ltstudy.engine.registry import CONTROLS
@@ -295,3 +296,24 @@ def test_the_dense_gradient_leaves_the_dropout_stream_and_batch_norm_statistics_
     loss = nn.functional.cross_entropy(model(batch()[0]), batch()[1])  # (the same dropout draws as the gradient's)
     expected = torch.autograd.grad(loss, [model[1].weight, model[5].weight])
     assert torch.allclose(grads["1"], expected[0]) and torch.allclose(grads["5"], expected[1])
+
+
+def test_sparse_training_settings_without_a_control_that_reads_them_get_a_one_line_warning(tiny_cfg, digits):
+    cfg = tiny_cfg(SETTINGS)
+    with pytest.warns(SettingWarning, match=r"^\[sparse_training\] is set, but no control here trains by it"):
+        ticket_search(cfg, digits, controls=["random-reinit"])
+    with pytest.warns(SettingWarning, match="no control here trains by it"):
+        ticket_search(cfg, digits, controls=["static"])  # (static has no updates: update_every means nothing)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SettingWarning)
+        ticket_search(cfg, digits, controls=["set"])
+
+
+def test_a_baseline_split_by_erk_or_uniform_costs_its_own_iterations_and_one_split_like_the_ticket_its_path_too(
+        tiny_cfg, digits):
+    seen = []
+    ticket_search(tiny_cfg(SETTINGS), digits, controls=["rigl", "static-uniform", "static-ticket"]).run(
+        OnRoundEnd(seen.append))
+    by = by_control(seen)
+    assert [r.path_iterations for r in by["rigl"]] == [r.path_iterations for r in by["static-uniform"]] == [0, 0]
+    assert [r.path_iterations for r in by["static-ticket"]] == [0, by[""][1].iterations]  # (as random-mask's)

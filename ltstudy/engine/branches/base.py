@@ -17,7 +17,10 @@ checks and in one method:
   trains from the ticket's start, so the ticket must rewind;
 - `label`: its name in reports ("random re-init");
 - `mask_form`: the `prune.mask` value that names it in a config (`ltstudy
-  ticket --mask random`); with `fresh_init` also `prune.reinit = "random"`.
+  ticket --mask random`); with `fresh_init` also `prune.reinit = "random"`;
+- `charges_path`: its mask needs the ticket's trained rounds, so their
+  iterations are part of its cost (`RoundResult.path_iterations`); False for
+  one that takes only the level's weight count (sparse training's ERK).
 
 A branch is one file (this folder), registered once in `registry.CONTROLS`:
 then `[study] controls = ["name"]` and `ltstudy ticket --control name` run it.
@@ -52,6 +55,7 @@ class Branch(Contract):
     fresh_init: ClassVar[bool] = False
     needs_rewinding: ClassVar[bool] = False
     mask_form: ClassVar[str | None] = None
+    charges_path: bool = True  # its mask comes from the ticket's trained rounds: their iterations count as its cost
 
     def __init__(self, ticket: TicketSearch, name: str):
         from ..models import build_model

@@ -42,6 +42,8 @@ class StaticSparse(Branch):
         self.layer_density = layer_density or self.options.layer_density
         self.budget = budget or self.options.budget
         self.sched = stretched(ticket.sched, self.budget)
+        # (the level's count follows from the pruning plan alone; the ticket's own split needs its trained rounds)
+        self.charges_path = self.layer_density == "ticket"
         if self.sched.iterations > MAX_ITERATIONS:
             raise ConfigError(f"control {name!r}: a budget of {self.budget:g} rounds is {self.sched.iterations:,} "
                               f"iterations, more than the {MAX_ITERATIONS:,} a round may train; lower it")
