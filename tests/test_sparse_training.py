@@ -317,3 +317,14 @@ def test_a_baseline_split_by_erk_or_uniform_costs_its_own_iterations_and_one_spl
     by = by_control(seen)
     assert [r.path_iterations for r in by["rigl"]] == [r.path_iterations for r in by["static-uniform"]] == [0, 0]
     assert [r.path_iterations for r in by["static-ticket"]] == [0, by[""][1].iterations]  # (as random-mask's)
+
+
+def test_set_and_rigl_say_in_one_line_that_they_train_dense_when_sparse_kernels_are_asked_for(tiny_cfg, digits):
+    cfg = tiny_cfg(SETTINGS, train__kernels="sparse")
+    for name in ("set", "rigl"):
+        with pytest.warns(SettingWarning, match=f"control '{name}' moves its mask as it trains, so it trains dense"):
+            ticket_search(cfg, digits, controls=[name])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SettingWarning)
+        ticket_search(tiny_cfg(SETTINGS, train__kernels="sparse", sparse_training__update_every=100), digits,
+                      controls=["static"])  # (its mask holds: the sparse kernels train it)
