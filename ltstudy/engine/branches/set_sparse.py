@@ -6,7 +6,9 @@ update_every` iterations to the end of training each layer drops the fraction
 and grows as many at random among the positions pruned before the update,
 the new weights at zero (mask_updates.py). The paper evolves the mask once per
 epoch: `update_every = "1ep"`. The random growth draws from the mask seed's
-stream of the level and the update.
+stream of the level and the update. (The paper's code drops ζ of the positive
+and ζ of the negative weights apart; here ζ of all survivors by magnitude, as
+RigL's SET baseline does.)
 """
 
 from __future__ import annotations
