@@ -1,8 +1,8 @@
 """Sphinx directives that write ltstudy's reference tables from the code itself, so the pages cannot drift from it.
 
 - ``ltstudy-settings SECTION``: every setting of a study file's section (``study``, ``data``, ``model``, ``train``,
-  ``prune``, ``seeds``, ``stability``, ``search``, or ``run`` for the engine's top-level ``seed``/``device``/
-  ``plugins``), from the typed config's dataclasses and their ``setting(help=...)`` texts;
+  ``prune``, ``seeds``, ``stability``, ``sparse_training``, ``search``, or ``run`` for the engine's top-level
+  ``seed``/``device``/``plugins``), from the typed config's dataclasses and their ``setting(help=...)`` texts;
 - ``ltstudy-registry NAME``: the entries of a registry (``datasets``, ``models``, ``reinits``, ``masks``, ``scopes``,
   ``controls``, ``objectives``) with their summaries;
 - ``ltstudy-help COMMAND``: the ``--help`` of an ``ltstudy`` command, from the real argument parser.
