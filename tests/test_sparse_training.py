@@ -328,3 +328,23 @@ def test_set_and_rigl_say_in_one_line_that_they_train_dense_when_sparse_kernels_
         warnings.simplefilter("error", SettingWarning)
         ticket_search(tiny_cfg(SETTINGS, train__kernels="sparse", sparse_training__update_every=100), digits,
                       controls=["static"])  # (its mask holds: the sparse kernels train it)
+
+
+def test_the_lean_and_the_autograd_step_give_the_same_bits_while_rigl_moves_the_masks(tiny_cfg, digits):
+    from ltstudy.engine.models import build_model
+
+    cfg = tiny_cfg(train__iterations=40)
+    out = []
+    for lean in (True, False):
+        torch.manual_seed(0)
+        model = build_model("lenet-300-100", digits.input_shape, digits.num_classes, 0.0)
+        masks = random_masks_of_model(model)
+        start = {n: m.clone() for n, m in masks.items()}
+        job = plain_job(model, masks, cfg.train, cfg.resolve_schedule(len(digits.train)),
+                        mask_updates=RigLUpdates(every=10, end=30, drop_fraction=0.3))
+        train(job, digits, lean=lean)
+        out.append((model.state_dict(), masks))
+    (state, masks), (state_autograd, masks_autograd) = out
+    assert all(torch.equal(state[k], state_autograd[k]) for k in state)
+    assert all(torch.equal(masks[n], masks_autograd[n]) for n in masks)
+    assert any(not torch.equal(masks[n], start[n]) for n in masks)  # (they moved)
