@@ -39,7 +39,7 @@ PAGES = [ROOT / "README.md", *sorted(p for p in (ROOT / "docs").rglob("*.md")
                                      if not any(part.startswith(("_", ".")) for part in p.relative_to(ROOT).parts))]
 LANGUAGES = {"bash", "python", "toml", "text"}
 DIRECTIVES = {"literalinclude", "ltstudy-settings", "ltstudy-registry", "ltstudy-help", "eval-rst", "toctree"}
-ENGINE_SECTIONS = ("data", "model", "train", "prune", "seeds", "stability")
+ENGINE_SECTIONS = ("data", "model", "train", "prune", "seeds", "stability", "sparse_training")
 RANGE_KEYS = {"low", "high", "step", "log"}
 # The small quickstart every runnable example starts from: the quickstart's own file with fewer trials, rounds and
 # iterations (its name, search space, objectives and controls unchanged).

@@ -1,8 +1,8 @@
 """Sphinx directives that write ltstudy's reference tables from the code itself, so the pages cannot drift from it.
 
 - ``ltstudy-settings SECTION``: every setting of a study file's section (``study``, ``data``, ``model``, ``train``,
-  ``prune``, ``seeds``, ``stability``, ``search``, or ``run`` for the engine's top-level ``seed``/``device``/
-  ``plugins``), from the typed config's dataclasses and their ``setting(help=...)`` texts;
+  ``prune``, ``seeds``, ``stability``, ``sparse_training``, ``search``, or ``run`` for the engine's top-level
+  ``seed``/``device``/``plugins``), from the typed config's dataclasses and their ``setting(help=...)`` texts;
 - ``ltstudy-registry NAME``: the entries of a registry (``datasets``, ``models``, ``reinits``, ``masks``, ``scopes``,
   ``controls``, ``objectives``) with their summaries;
 - ``ltstudy-help COMMAND``: the ``--help`` of an ``ltstudy`` command, from the real argument parser.
@@ -23,7 +23,7 @@ from docutils.parsers.rst import Directive
 from sphinx.application import Sphinx
 from sphinx.errors import ExtensionError
 
-ENGINE_SECTIONS = ("data", "model", "train", "prune", "seeds", "stability")
+ENGINE_SECTIONS = ("data", "model", "train", "prune", "seeds", "stability", "sparse_training")
 
 
 def _type_name(tp: Any) -> str:

@@ -37,7 +37,7 @@ from .common import (
     settings_list,
     write_output,
 )
-from .summary import left_off_the_front
+from .summary import VS_CONTROLS, left_off_the_front, vs_controls
 
 DEFAULT_BY = "prune_rate,rewind_iter"  # compare's --by when none is given
 
@@ -67,6 +67,11 @@ def pareto(args: argparse.Namespace) -> int:
                        [[t.number, *[fmt(v) for v in t.values],
                          *[setting_text(t.user_attrs.get("params_all", {}).get(k, "")) for k in keys]]
                         for t in best]))
+    controls = cfg.study.controls
+    if best and controls:
+        print(f"\nThe front's tickets beside their controls ({VS_CONTROLS}; mean ± std over seeds):")
+        print(format_table(["trial", *(f"vs {c}" for c in controls)],
+                           [[t.number, *vs_controls(t, controls, cfg.study.epsilon)] for t in best]))
     for line in left_off_the_front(trials, cfg.study.max_dense_gap, empty=not best):
         print(line)
     frontier = round_frontier(trials)

@@ -139,6 +139,33 @@ class StabilityConfig:
 
 
 @dataclass
+class SparseTrainingConfig:
+    """The sparse-training baselines' settings (static, set, rigl: engine/branches/sparse_training.py)."""
+
+    layer_density: Literal["erk", "uniform", "ticket"] = setting(
+        "erk", help="how a level's density is split over the layers: erk (RigL's Erdős–Rényi-Kernel), uniform, or "
+                    "ticket (the ticket's own per-layer densities); layers the ticket never prunes stay dense")
+    update_every: int | str = setting(100, help="ΔT: iterations (or 'Nep') between the mask updates of set and rigl")
+    drop_fraction: float = setting(0.3, help="fraction of each layer's surviving weights dropped and regrown at an "
+                                             "update: SET's ζ, RigL's α (which decays by a cosine)")
+    end_fraction: float = setting(0.75, help="rigl: no mask update after this fraction of training (RigL's T_end)")
+    budget: float = setting(1.0, help="training length as a multiple of the round's iterations, its learning-rate "
+                                      "schedule stretched alike (RigL reports 2 and 5)")
+
+    def check(self) -> None:
+        where = "sparse_training"
+        if parse_length(self.update_every, f"{where}.update_every")[0] <= 0:
+            raise ConfigError(f"{where}.update_every must be > 0 iterations, got {self.update_every!r}")
+        if not 0.0 < self.drop_fraction < 1.0:
+            raise ConfigError(f"{where}.drop_fraction must be in (0, 1), got {self.drop_fraction}; e.g. 0.3")
+        if not 0.0 < self.end_fraction <= 1.0:
+            raise ConfigError(f"{where}.end_fraction must be in (0, 1], got {self.end_fraction}; e.g. 0.75")
+        if not 0.0 < self.budget <= 100.0:
+            raise ConfigError(f"{where}.budget must be in (0, 100] (a multiple of the round's iterations), got "
+                              f"{self.budget}; e.g. 2")
+
+
+@dataclass
 class TicketConfig:
     """The settings of one ticket search: the sections above, plus its seed, device and plugins.
 
@@ -156,6 +183,7 @@ class TicketConfig:
     prune: PruneConfig = field(default_factory=PruneConfig)
     seeds: SeedConfig = field(default_factory=SeedConfig)
     stability: StabilityConfig = field(default_factory=StabilityConfig)
+    sparse_training: SparseTrainingConfig = field(default_factory=SparseTrainingConfig)
 
     @property
     def resolved_seeds(self) -> Seeds:
@@ -274,6 +302,7 @@ class TicketConfig:
         if not -1 <= self.stability.copy_seed <= MAX_SEED:
             raise ConfigError(f"stability.copy_seed must be between 0 and 2^63 - 1, or -1, got "
                               f"{self.stability.copy_seed}")
+        self.sparse_training.check()
         if t.patience < 0:
             raise ConfigError(f"train.patience must be >= 0 (0 = off), got {t.patience}")
         if self.data.val_size == 0 or self.data.val_size < -1:

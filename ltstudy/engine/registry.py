@@ -337,6 +337,28 @@ class Controls(Registry):
                                              {"rule": name})
         return {**self._entries, **derived}
 
+    def get(self, name: str) -> Entry:
+        try:
+            return super().get(name)
+        except ConfigError:
+            found = self._variant(name)
+            if found is None:
+                raise
+            return found
+
+    def __contains__(self, name: object) -> bool:
+        return super().__contains__(name) or (isinstance(name, str) and self._variant(name) is not None)
+
+    def _variant(self, name: str) -> Entry | None:
+        """A registered branch's variant named "<name>-<suffix>" (`Branch.variant`: "rigl-uniform-2x"), or None."""
+        for base, e in self._entries.items():
+            if name.startswith(base + "-"):
+                cls = e.load()
+                meta = cls.variant(name[len(base) + 1:])
+                if meta is not None:
+                    return Entry(name, cls, f"{e.summary} ({cls.describe(**meta)})", {**e.meta, **meta})
+        return None
+
     def config_forms(self) -> dict[tuple[str | None, str | None], str]:
         """(prune.reinit, prune.mask) values that name a control in a config -> its name (branches/base.py)."""
         forms: dict[tuple[str | None, str | None], str] = {}
@@ -359,6 +381,15 @@ CONTROLS.add("random-mask", "ltstudy.engine.branches.random_mask:RandomMask", "a
              "per-layer densities, started like the ticket (Frankle & Carbin)")
 CONTROLS.add("random-both", "ltstudy.engine.branches.random_both:RandomBoth", "a random mask with the ticket's "
              "per-layer densities and a fresh θ'0: a random sparse network")
+
+for _name, _target, _summary in (
+        ("static", "static_sparse:StaticSparse", "a random mask at each level's density drawn at a fresh init, never "
+                                                 "changed ([sparse_training]; -uniform, -2x ... fix a setting)"),
+        ("set", "set_sparse:SetSparse", "SET: static's start, the weights closest to zero regrown at random every "
+                                        "update (Mocanu et al. 2018)"),
+        ("rigl", "rigl:RigL", "RigL: static's start, the smallest weights regrown where the dense gradient is "
+                              "largest (Evci et al. 2020)")):
+    CONTROLS.add(_name, f"ltstudy.engine.branches.{_target}", _summary)
 
 METRICS = Registry("round metric", contract=method_class("round metric", "ltstudy.engine.metrics:RoundMetric"))
 METRICS.add("compression", "ltstudy.engine.compression:Compression", "ShrinkBench's compression ratios, FLOPs and "

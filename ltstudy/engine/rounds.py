@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from .config import Schedule, TrainConfig
+    from .mask_updates import MaskUpdates
     from .seeds import Seeds
 
 Masks = dict[str, "torch.Tensor"]
@@ -46,6 +47,7 @@ class RoundJob:
     constant_lr: float | None = None  # fine-tuning: this rate instead of the schedule
     label: str = ""  # for progress displays: "round 3", "ticket round 2"
     evaluate: bool = True  # False: only replay iterations (rebuilding θ_k): no validation, no test reads
+    mask_updates: MaskUpdates | None = None  # masks that change during training (dynamic sparse training)
 
 
 @dataclass

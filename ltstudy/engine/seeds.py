@@ -15,6 +15,7 @@ from dataclasses import dataclass
 REINIT, DROPOUT, RANDOM_MASK = 2, 3, 4
 AT_INIT_DATA, AT_INIT_DROPOUT = 5, 6  # pruning at initialisation: the examples scored on, dropout while scoring
 STABILITY_COPY = 7  # stability analysis: the second copy's data order, batch norm's recomputation subset
+SPARSE_MASK, SET_GROWTH = 8, 9  # sparse training (branches/static_sparse.py): the start mask, SET's random growth
 
 
 @dataclass(frozen=True)

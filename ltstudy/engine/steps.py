@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import TrainConfig
+from .mask_updates import Change
 from .models.layers import Dropout, plain_mlp
 from .pruning import Masks, weights
 from .sparse import SparseLinear, sparse_supported, trains_sparse
@@ -45,6 +46,10 @@ class Step:
     def sync(self) -> None:
         """Make the model hold the step's weights: the trainer calls it before anything reads the model (a step
         that trains other tensors, like SparseStep's values, writes them back only here)."""
+
+    def masks_changed(self, changes: dict[str, Change]) -> None:
+        """The masks were changed in place (mask_updates.py: dynamic sparse training), the weights and optimiser
+        state at the changed positions zeroed: a step that holds a copy of the structure rebuilds it here."""
 
 
 class AutogradStep(Step):
@@ -86,8 +91,8 @@ class LeanStep(Step):
         self.params = [p.detach() for p in params]
         names = {id(m.weight): n for n, m in model.named_modules() if isinstance(m, nn.Linear)}
         # A mask without a zero (every layer in the dense round) changes no bit: skip multiplying by it.
-        self.masks = [m if m is not None and not bool(m.all()) else None
-                      for m in (masks.get(names[id(lin.weight)]) for lin in self.linears)]
+        self._mask_of, self._names = masks, [names[id(lin.weight)] for lin in self.linears]
+        self.masks_changed({})
         self.cfg = cfg
         self.lr = cfg.lr
         self._one = torch.ones((), device=device)
@@ -105,6 +110,10 @@ class LeanStep(Step):
             self.opt = None
         else:
             self.opt = make_optimizer(params, cfg, device)
+
+    def masks_changed(self, changes: dict[str, Change]) -> None:
+        self.masks = [m if m is not None and not bool(m.all()) else None
+                      for m in (self._mask_of.get(n) for n in self._names)]
 
     def _layer_setup(self, masks: Masks, names: list[str]) -> None:
         """A subclass's place to train some layers' weights as other tensors (sparse.py's values)."""
@@ -317,14 +326,15 @@ class CudaGraphStep(Step):
 
 
 def make_step(model: nn.Module, masks: Masks, cfg: TrainConfig, device: torch.device, lean: bool = True,
-              example: Callable[[], tuple[torch.Tensor, torch.Tensor]] | None = None):
+              example: Callable[[], tuple[torch.Tensor, torch.Tensor]] | None = None, fixed_masks: bool = True):
     """The fastest step for this model and device: lean (CPU, LeNet-style; sparse layers with `cfg.kernels`),
     a CUDA graph, or plain autograd.
 
     `example()` gives a batch of the run's shape, which a CUDA graph is captured with (the solo trainer
-    passes its first batch).
+    passes its first batch). Masks that change during training (`fixed_masks=False`) train dense with masks:
+    SparseStep's CSR structure is built once (its `masks_changed` would rebuild it).
     """
-    if lean and SparseStep.supports(model, cfg, device):
+    if lean and fixed_masks and SparseStep.supports(model, cfg, device):
         return SparseStep(model, masks, cfg, device)
     if lean and LeanStep.supports(model, cfg, device):
         return LeanStep(model, masks, cfg, device)

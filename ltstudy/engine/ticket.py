@@ -110,6 +110,9 @@ class TicketSearch(Search):
         for name in controls:
             entry = CONTROLS.get(name)
             self.branches[name] = entry.load()(self, name, **entry.meta)
+        if identity(cfg.sparse_training) and not any(b.settings() for b in self.branches.values()):
+            warnings.warn("[sparse_training] is set, but no control here trains by it (static, set, rigl): it "
+                          "changes nothing", SettingWarning, stacklevel=2)
 
     # ------------------------------------------------------------------ cache keys
 
@@ -211,7 +214,7 @@ class TicketSearch(Search):
                 paused = time.perf_counter()  # (the branches train while the ticket waits here)
                 for branch in self.branches.values():
                     rec = yield from branch.level(self._level(r, stored), states)
-                    rec.path_iterations = iterations.get(r - 1, 0) if r >= 2 else 0
+                    rec.path_iterations = iterations.get(r - 1, 0) if r >= 2 and branch.charges_path else 0
                     self.reported.append(rec)
                     yield rec
                 t0 += time.perf_counter() - paused

@@ -62,7 +62,9 @@ def train(job: RoundJob, data: Dataset, callbacks: Callback | None = None, *, le
         return xb, yb
 
     # The step sees one batch of the run's shape: a CUDA graph is captured with it.
-    step = make_step(model, job.masks, cfg, device, lean, example=lambda: batch(job.start))
+    updates = job.mask_updates  # (dynamic sparse training: mask_updates.py)
+    step = make_step(model, job.masks, cfg, device, lean, example=lambda: batch(job.start),
+                     fixed_masks=updates is None)
     set_dropout_generator(model, None if job.dropout_seed is None else
                           torch.Generator(device=device).manual_seed(job.dropout_seed))
     protocol = RoundProtocol(job, data, callbacks, overlap_default() if overlap_eval is None else overlap_eval)
@@ -82,6 +84,9 @@ def train(job: RoundJob, data: Dataset, callbacks: Callback | None = None, *, le
         protocol.begin()
         model.train()
         for it in range(job.start, job.end):
+            if updates is not None and updates.due(it):
+                step.sync()
+                step.masks_changed(updates.update(it, model, job.masks, step, batch(it)))
             lr = job_lr(job, it)
             if lr != lr_now:
                 step.set_lr(lr)

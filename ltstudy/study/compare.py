@@ -346,7 +346,7 @@ def compare_text(cmp: Comparison, name: str) -> str:
         lines.append("not averaged: " + "; ".join(f"{k} trials {', '.join(map(str, v))}"
                                                   for k, v in cmp.excluded.items()))
     if cmp.gaps:
-        lines += ["", "Each ticket against its own controls (the same settings, trained on the ticket's masks): "
+        lines += ["", "Each ticket against its own controls (the same settings, trained at the ticket's levels): "
                       "ticket minus control accuracy in points, at the ticket's own round (its density given) and at "
                       "each density, paired by seed"
                       + (":" if cmp.single else ", mean ± std (n):"),

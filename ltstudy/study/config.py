@@ -24,6 +24,7 @@ from ..engine.config import (
     ModelConfig,
     PruneConfig,
     SeedConfig,
+    SparseTrainingConfig,
     StabilityConfig,
     TicketConfig,
     TrainConfig,
@@ -128,10 +129,11 @@ class StudySection:
                                                     "datasets, methods or objectives", identity=False)
 
 
-ENGINE_SECTIONS = ("data", "model", "train", "prune", "seeds", "stability")
+ENGINE_SECTIONS = ("data", "model", "train", "prune", "seeds", "stability", "sparse_training")
 # Each section of a study's settings, and the dataclass whose fields (and their defaults) it holds.
 SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "prune": PruneConfig,
-                             "seeds": SeedConfig, "stability": StabilityConfig, "study": StudySection}
+                             "seeds": SeedConfig, "stability": StabilityConfig, "sparse_training": SparseTrainingConfig,
+                             "study": StudySection}
 
 
 @dataclass(frozen=True)

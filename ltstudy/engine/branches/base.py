@@ -17,7 +17,10 @@ checks and in one method:
   trains from the ticket's start, so the ticket must rewind;
 - `label`: its name in reports ("random re-init");
 - `mask_form`: the `prune.mask` value that names it in a config (`ltstudy
-  ticket --mask random`); with `fresh_init` also `prune.reinit = "random"`.
+  ticket --mask random`); with `fresh_init` also `prune.reinit = "random"`;
+- `charges_path`: its mask needs the ticket's trained rounds, so their
+  iterations are part of its cost (`RoundResult.path_iterations`); False for
+  one that takes only the level's weight count (sparse training's ERK).
 
 A branch is one file (this folder), registered once in `registry.CONTROLS`:
 then `[study] controls = ["name"]` and `ltstudy ticket --control name` run it.
@@ -30,7 +33,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Generator
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..contracts import Contract, overrides
 from ..hashing import digest, identity, module_digest
@@ -52,6 +55,7 @@ class Branch(Contract):
     fresh_init: ClassVar[bool] = False
     needs_rewinding: ClassVar[bool] = False
     mask_form: ClassVar[str | None] = None
+    charges_path: bool = True  # its mask comes from the ticket's trained rounds: their iterations count as its cost
 
     def __init__(self, ticket: TicketSearch, name: str):
         from ..models import build_model
@@ -73,6 +77,11 @@ class Branch(Contract):
         return super().missing() + ([] if named else ["set label (its name in reports: 'control: <label>')"])
 
     @classmethod
+    def variant(cls, suffix: str) -> dict[str, Any] | None:
+        """The keywords a control named "<registered name>-<suffix>" takes (`rigl-uniform-2x`), None for no variant."""
+        return None
+
+    @classmethod
     def config_form(cls) -> tuple[str | None, str | None]:
         """(prune.reinit, prune.mask) values that name it in a config, None for a part it leaves to the ticket."""
         return (FRESH_INIT_FORM if cls.fresh_init else None), cls.mask_form
@@ -85,12 +94,18 @@ class Branch(Contract):
         """Digests of the code behind it that the engine's own digest leaves out (a plugin's module)."""
         return [module_digest(type(self))]
 
+    def settings(self) -> dict[str, Any]:
+        """The settings of its own that it trains by (its part of the config's identity), for its cache key."""
+        return {}
+
     def key(self, level: Level) -> str | None:
         if self.ticket.cache is None or not level.key:
             return None
         ident = identity(self.ticket.cfg)  # (its seeds as the config gives them: the mask seed is not in level.key)
         seeds = {k: ident[k] for k in ("seed", "seeds") if k in ident}
-        return digest("branch", level.key, self.name, seeds, *(c for c in self.codes() if c))
+        own = self.settings()
+        return digest("branch", level.key, self.name, seeds, *([own] if own else []),
+                      *(c for c in self.codes() if c))
 
     def job(self, level: Level) -> RoundJob:
         """Level r's start: its mask, and its start state (a fresh draw, or as the ticket would start round r)."""

@@ -81,6 +81,8 @@ class PackedTrainer:
         """None if the job has a packed form; else a one-line reason (a driver then trains it unpacked)."""
         model = job.model
         label = type(model).__name__
+        if job.mask_updates is not None:
+            return "masks that change during training (dynamic sparse training) have no packed form"
         if not isinstance(model, nn.Sequential):
             return f"{label} is not an nn.Sequential of Linear/Conv2d/ReLU/MaxPool2d/Flatten/Dropout layers"
         for name, m in model.named_children():
