@@ -64,7 +64,8 @@ def test_ticket_control_rigl_runs_alone_at_the_tickets_densities(tmp_path, monke
     rigl, ticket = (json.loads(Path(f).read_text()) for f in ("rigl.json", "ticket.json"))
     assert rigl["kind"] == "control"
     assert [r["weights_remaining"] for r in rigl["rounds"]] == [r["weights_remaining"] for r in ticket["rounds"]]
-    assert rigl["rounds"][1]["test_accuracy"] != ticket["rounds"][1]["test_accuracy"]
+    # (a loss, not an accuracy: on 359 test digits two different networks can get the same count right)
+    assert rigl["rounds"][1]["val_loss"] != ticket["rounds"][1]["val_loss"]
     capsys.readouterr()
     assert cli.main(["ticket", *flags, "--control", "rigl", "--drop-fraction", "0"]) == 2
     err = capsys.readouterr().err.strip()
