@@ -1,6 +1,6 @@
 """How a sparse network's weights are split over its layers, and its random mask: the sparse-training baselines' start.
 
-A sparse-training baseline (branches/static_sparse.py, set.py, rigl.py) keeps
+A sparse-training baseline (branches/static_sparse.py, set_sparse.py, rigl.py) keeps
 exactly as many weights as the ticket's m_r, so the two compare at the same
 density; `[sparse_training] layer_density` says how that count is split:
 

@@ -19,7 +19,7 @@ The masks are changed in place (the step holds the same tensors) and the
 changes are handed to `Step.masks_changed`: a step that keeps its own copy of
 the structure (sparse.py's CSR) rebuilds it there. A subclass says when and
 how much (`fraction`) and where weights grow (`grow_scores`): SET at random
-(branches/set.py), RigL where the dense gradient is largest (branches/rigl.py).
+(branches/set_sparse.py), RigL where the dense gradient is largest (branches/rigl.py).
 """
 
 from __future__ import annotations
