@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import subprocess
+import sys
 from collections import Counter
 
 import numpy as np
@@ -12,6 +14,7 @@ import torch
 from ltstudy.engine.config import DataConfig
 from ltstudy.engine.data import Batches, augment_batch, load_dataset
 from ltstudy.engine.datasets.idx import read_idx
+from ltstudy.engine.datasets.pixels import unit_float
 from ltstudy.engine.errors import ConfigError, DataError
 from ltstudy.engine.registry import DATASETS
 
@@ -217,6 +220,117 @@ def test_missing_mnist_raises_a_one_line_data_error_naming_where_it_looked(tmp_p
     assert "\n" not in str(info.value)
     assert str(tmp_path / "MNIST" / "raw") in str(info.value)
     assert "--download" in str(info.value)
+
+
+# --------------------------------------------------------------------------- memory: the images are held once
+
+
+def _reference_splits(arrays: dict, n_val: int, split_seed: int = 0):
+    """The splits as the data path defines them, computed the plain way (copies everywhere)."""
+    train = torch.from_numpy(arrays[IDX_STEMS[0]].astype(np.float32) / 255.0)[:, None]
+    test = torch.from_numpy(arrays[IDX_STEMS[2]].astype(np.float32) / 255.0)[:, None]
+    perm = np.random.default_rng(split_seed).permutation(len(train))
+    val_idx, train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+    x, v = train[train_idx], train[val_idx]
+    mean, std = x.mean(dim=(0, 2, 3), keepdim=True), x.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
+    return (x - mean) / std, (v - mean) / std, (test - mean) / std, train_idx, val_idx
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_idx_splits_are_the_seeded_partition_normalised_bit_for_bit(tmp_path, write_idx_set, no_system_fashion, gz):
+    arrays = write_idx_set(tmp_path, n_train=300, n_test=40, gz=gz, seed=7)
+    ds = load_dataset(DataConfig(name="fashion-mnist", root=str(tmp_path), val_size=70, split_seed=3), "cpu")
+    train, val, test, train_idx, val_idx = _reference_splits(arrays, 70, split_seed=3)
+    assert torch.equal(ds.train.x, train) and torch.equal(ds.val.x, val) and torch.equal(ds.test.x, test)
+    labels = arrays[IDX_STEMS[1]].astype(np.int64)
+    assert ds.train.y.tolist() == labels[train_idx].tolist() and ds.val.y.tolist() == labels[val_idx].tolist()
+
+
+def test_the_splits_are_views_of_the_loaders_own_arrays_not_copies(tmp_path, write_idx_set, no_system_fashion,
+                                                                   monkeypatch):
+    write_idx_set(tmp_path, n_train=30, n_test=8)
+    entry = DATASETS.get("fashion-mnist")
+    inner, seen = entry.load(), {}
+
+    def loader(cfg):
+        out = inner(cfg)
+        seen["train"], seen["test"] = out[0].ctypes.data, out[2].ctypes.data  # (addresses: no reference is kept)
+        return out
+
+    monkeypatch.setattr(entry, "target", loader)
+    ds = load_dataset(DataConfig(name="fashion-mnist", root=str(tmp_path), val_size=6), "cpu")
+    assert ds.train.x.data_ptr() == seen["train"]  # the training rows first, reordered in the loader's array ...
+    assert ds.val.x.data_ptr() == seen["train"] + 24 * 28 * 28 * 4  # ... the validation rows right behind them
+    assert ds.test.x.data_ptr() == seen["test"]
+    assert ds.train.x.is_contiguous() and ds.val.x.is_contiguous()
+
+
+def test_an_array_the_loader_keeps_is_never_changed(tmp_path, write_idx_set, no_system_fashion, monkeypatch):
+    arrays = write_idx_set(tmp_path, n_train=30, n_test=8)
+    entry = DATASETS.get("fashion-mnist")
+    kept = entry.load()(DataConfig(name="fashion-mnist", root=str(tmp_path)))  # (a plugin's cache, say)
+    before = [a.copy() for a in kept]
+    monkeypatch.setattr(entry, "target", lambda cfg: kept)
+    ds = load_dataset(DataConfig(name="fashion-mnist", root=str(tmp_path), val_size=6), "cpu")
+    assert all(np.array_equal(a, b) for a, b in zip(kept, before, strict=True))
+    train, val, test, _, _ = _reference_splits(arrays, 6)
+    assert torch.equal(ds.train.x, train) and torch.equal(ds.val.x, val) and torch.equal(ds.test.x, test)
+
+
+def test_loading_holds_one_float_copy_of_the_images_at_a_time(tmp_path, write_idx_set, no_system_fashion):
+    import tracemalloc  # (it sees numpy's buffers; every large one of the data path is numpy's, torch shares them)
+
+    write_idx_set(tmp_path, n_train=2000, n_test=500)
+    cfg = DataConfig(name="fashion-mnist", root=str(tmp_path), val_size=200)
+    DATASETS.get("fashion-mnist").load()  # (its modules imported outside the measurement)
+    tracemalloc.start()
+    try:
+        ds = load_dataset(cfg, "cpu")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    floats, pixels = 2500 * 28 * 28 * 4, 2000 * 28 * 28
+    # The float images once, the training pixels as read, and a little: a second float copy of the training
+    # images (10 MB here with the 2 MB of pixels) would break it.
+    assert len(ds.train) == 1800 and peak < floats + pixels + floats // 4
+
+
+def test_a_program_drops_its_cached_datasets_before_the_interpreter_tears_down(tmp_path, write_idx_set):
+    write_idx_set(tmp_path, n_train=30, n_test=8)
+    script = tmp_path / "prog.py"
+    script.write_text(
+        "import atexit, weakref\n"
+        "gone = []\n"
+        "atexit.register(lambda: print('dropped' if gone[0]() is None else 'still held'))  # (runs last)\n"
+        "from ltstudy.engine.config import DataConfig\n"
+        "from ltstudy.engine.data import load_dataset\n"
+        f"ds = load_dataset(DataConfig(name='fashion-mnist', root={str(tmp_path)!r}, val_size=6), 'cpu')\n"
+        "gone.append(weakref.ref(ds.train.x))\n"
+        "del ds\n")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["dropped"]
+
+
+def test_unit_float_is_bit_for_bit_astype_then_divide_and_c_contiguous():
+    pixels = np.arange(256, dtype=np.uint8).reshape(4, 8, 8, 1).repeat(3, axis=3)
+    hwc = pixels.transpose(0, 3, 1, 2)  # (CIFAR-10's layout: a transposed view)
+    out = unit_float(hwc)
+    assert out.dtype == np.float32 and out.flags.c_contiguous and out.shape == (4, 3, 8, 8)
+    assert out.tobytes() == np.ascontiguousarray(hwc.astype(np.float32) / 255.0).tobytes()
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_read_idx_reads_a_file_in_chunks_and_rejects_bytes_past_the_data(tmp_path, monkeypatch, gz):
+    monkeypatch.setattr("ltstudy.engine.datasets.idx.READ_CHUNK", 7)
+    arr = np.arange(5 * 6, dtype=np.uint8).reshape(5, 6)
+    path = tmp_path / ("x-idx2-ubyte.gz" if gz else "x-idx2-ubyte")
+    write = gzip.compress if gz else bytes
+    path.write_bytes(write(idx_bytes(arr)))
+    assert np.array_equal(read_idx(path), arr)
+    path.write_bytes(write(idx_bytes(arr) + b"\x00"))
+    with pytest.raises(DataError, match=r"x-idx2-ubyte(\.gz)? is not a readable IDX file .*holds more"):
+        read_idx(path)
 
 
 # --------------------------------------------------------------------------- CIFAR-10 batches
