@@ -226,14 +226,19 @@ def test_missing_mnist_raises_a_one_line_data_error_naming_where_it_looked(tmp_p
 
 
 def _reference_splits(arrays: dict, n_val: int, split_seed: int = 0):
-    """The splits as the data path defines them, computed the plain way (copies everywhere)."""
-    train = torch.from_numpy(arrays[IDX_STEMS[0]].astype(np.float32) / 255.0)[:, None]
-    test = torch.from_numpy(arrays[IDX_STEMS[2]].astype(np.float32) / 255.0)[:, None]
+    """The splits as the data path defines them, computed the plain way (a copy at every step)."""
+    train = arrays[IDX_STEMS[0]][:, None].astype(np.float32) / 255.0
+    test = arrays[IDX_STEMS[2]][:, None].astype(np.float32) / 255.0
     perm = np.random.default_rng(split_seed).permutation(len(train))
     val_idx, train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
-    x, v = train[train_idx], train[val_idx]
+    x, v, t = (torch.from_numpy(np.ascontiguousarray(a)) for a in (train[train_idx], train[val_idx], test))
     mean, std = x.mean(dim=(0, 2, 3), keepdim=True), x.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
-    return (x - mean) / std, (v - mean) / std, (test - mean) / std, train_idx, val_idx
+    return (x - mean) / std, (v - mean) / std, (t - mean) / std, train_idx, val_idx
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """The same bits, and the same strides (a conv kernel reads even those of a dimension of size 1)."""
+    return torch.equal(a, b) and a.stride() == b.stride()
 
 
 @pytest.mark.parametrize("gz", [False, True])
@@ -241,7 +246,7 @@ def test_idx_splits_are_the_seeded_partition_normalised_bit_for_bit(tmp_path, wr
     arrays = write_idx_set(tmp_path, n_train=300, n_test=40, gz=gz, seed=7)
     ds = load_dataset(DataConfig(name="fashion-mnist", root=str(tmp_path), val_size=70, split_seed=3), "cpu")
     train, val, test, train_idx, val_idx = _reference_splits(arrays, 70, split_seed=3)
-    assert torch.equal(ds.train.x, train) and torch.equal(ds.val.x, val) and torch.equal(ds.test.x, test)
+    assert _same(ds.train.x, train) and _same(ds.val.x, val) and _same(ds.test.x, test)
     labels = arrays[IDX_STEMS[1]].astype(np.int64)
     assert ds.train.y.tolist() == labels[train_idx].tolist() and ds.val.y.tolist() == labels[val_idx].tolist()
 
@@ -274,7 +279,7 @@ def test_an_array_the_loader_keeps_is_never_changed(tmp_path, write_idx_set, no_
     ds = load_dataset(DataConfig(name="fashion-mnist", root=str(tmp_path), val_size=6), "cpu")
     assert all(np.array_equal(a, b) for a, b in zip(kept, before, strict=True))
     train, val, test, _, _ = _reference_splits(arrays, 6)
-    assert torch.equal(ds.train.x, train) and torch.equal(ds.val.x, val) and torch.equal(ds.test.x, test)
+    assert _same(ds.train.x, train) and _same(ds.val.x, val) and _same(ds.test.x, test)
 
 
 def test_loading_holds_one_float_copy_of_the_images_at_a_time(tmp_path, write_idx_set, no_system_fashion):
@@ -312,12 +317,14 @@ def test_a_program_drops_its_cached_datasets_before_the_interpreter_tears_down(t
     assert out.stdout.split() == ["dropped"]
 
 
-def test_unit_float_is_bit_for_bit_astype_then_divide_and_c_contiguous():
+@pytest.mark.parametrize("layout", ["plain", "channel-first view", "new axis"])
+def test_unit_float_is_astype_then_divide_bit_for_bit_and_in_its_layout(layout):
     pixels = np.arange(256, dtype=np.uint8).reshape(4, 8, 8, 1).repeat(3, axis=3)
-    hwc = pixels.transpose(0, 3, 1, 2)  # (CIFAR-10's layout: a transposed view)
-    out = unit_float(hwc)
-    assert out.dtype == np.float32 and out.flags.c_contiguous and out.shape == (4, 3, 8, 8)
-    assert out.tobytes() == np.ascontiguousarray(hwc.astype(np.float32) / 255.0).tobytes()
+    pixels = {"plain": pixels, "channel-first view": pixels.transpose(0, 3, 1, 2),
+              "new axis": pixels[..., 0][:, None]}[layout]
+    out, expected = unit_float(pixels), pixels.astype(np.float32) / 255.0
+    assert out.dtype == np.float32 and out.shape == expected.shape and out.strides == expected.strides
+    assert np.array_equal(out.view(np.uint32), expected.view(np.uint32))
 
 
 @pytest.mark.parametrize("gz", [False, True])

@@ -24,6 +24,8 @@ from .hashing import bytes_digest, canonical
 from .registry import DATASETS
 from .seeds import stream_seed
 
+ALIGN = 64  # bytes: where torch's CPU allocator starts a tensor's memory
+
 
 @dataclass
 class Split:
@@ -90,19 +92,43 @@ def _load_cached(name, root, download, val_size, split_seed, augment, device) ->
     n_train = len(train_idx)
 
     # One buffer holds the training rows, then the validation rows, each split a view of it; normalised in place.
-    x = torch.from_numpy(_split_in_place(_own(arrays, 0), train_idx, val_idx))
-    test_x = torch.from_numpy(_own(arrays, 2))
+    rows_layout, test_layout = _layout(arrays[0], rows=True), _layout(arrays[2], rows=False)
+    x = _own(arrays, 0)
+    _split_in_place(x.numpy(), train_idx, val_idx)
+    test_x = _own(arrays, 2)
     mean = x[:n_train].mean(dim=(0, 2, 3), keepdim=True)  # statistics of the training split only
     std = x[:n_train].std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
     x = x.sub_(mean).div_(std).to(device)  # (on another device, the host copy goes when this returns)
     test_x = test_x.sub_(mean).div_(std).to(device)
+    val_x = x[n_train:]
+    if val_x.data_ptr() % ALIGN:  # (rows of a size that leaves the view misaligned: a copy of its own, small)
+        val_x = val_x.clone()
 
     def labels(ys: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(ys.astype(np.int64)).to(device)
 
-    return Dataset(name, Split(x[:n_train], labels(train_y[train_idx])), Split(x[n_train:], labels(train_y[val_idx])),
-                   Split(test_x, labels(test_y)), spec.num_classes, augment, digest, tuple(mean.flatten().tolist()),
-                   tuple(std.flatten().tolist()))
+    return Dataset(name, Split(_laid_out(x[:n_train], rows_layout), labels(train_y[train_idx])),
+                   Split(_laid_out(val_x, rows_layout), labels(train_y[val_idx])),
+                   Split(_laid_out(test_x, test_layout), labels(test_y)), spec.num_classes, augment, digest,
+                   tuple(mean.flatten().tolist()), tuple(std.flatten().tolist()))
+
+
+def _layout(a, rows: bool) -> tuple[int, ...]:
+    """The strides a split of `a` had when each split was a copy, `(x - mean) / std` of the rows indexed out of the
+    loader's array (`rows`) or of the array itself: computed on two rows. The strides of dimensions of size 1 are
+    arbitrary, yet conv kernels read them (a channel dimension of 1 with stride 1 runs channels-last): the same
+    numbers need the same ones."""
+    part = np.asarray(a[:2])
+    part = part[np.arange(len(part))] if rows else part
+    t = torch.from_numpy(np.ascontiguousarray(part)).float()
+    return ((t - torch.zeros(1, t.shape[1], 1, 1)) / torch.ones(1, t.shape[1], 1, 1)).contiguous().stride()
+
+
+def _laid_out(t: torch.Tensor, strides: tuple[int, ...]) -> torch.Tensor:
+    """The contiguous t as a view with these strides, where they describe a contiguous tensor of its shape."""
+    if len(t) and torch.empty_strided(t.shape, strides, device="meta").is_contiguous():
+        return t.as_strided(t.shape, strides)
+    return t
 
 
 # The cached datasets go when the program ends, before the interpreter's teardown: torch's teardown pages in about
@@ -111,21 +137,27 @@ def _load_cached(name, root, download, val_size, split_seed, augment, device) ->
 atexit.register(_load_cached.cache_clear)
 
 
-def _own(arrays: list, i: int) -> np.ndarray:
-    """arrays[i] as a C-contiguous float32 array that may be changed in place, taken out of the list.
+def _own(arrays: list, i: int) -> torch.Tensor:
+    """arrays[i] as a C-contiguous float32 tensor that may be changed in place, taken out of the list.
 
-    The loader's array itself where nothing else holds it (the built-in loaders return fresh arrays: a 188 MB
-    split is not copied); else a copy, so that an array a loader keeps (a plugin's cache) is never changed.
+    The loader's array itself where nothing else holds it and its memory is aligned as torch aligns its own (the
+    built-in loaders return fresh arrays in torch's memory: a 188 MB split is not copied); else a copy, so that an
+    array a loader keeps (a plugin's cache) is never changed. (The alignment matters: some conv kernels sum in
+    another order on memory aligned otherwise, which moved pinned bits.)
     """
     a, arrays[i] = arrays[i], None
-    alone = np.empty(0)  # (a reference count to compare with: one local name, as `a` has)
-    if (a.dtype == np.float32 and a.flags.c_contiguous and a.flags.owndata and a.flags.writeable
-            and sys.getrefcount(a) <= sys.getrefcount(alone)):
-        return a
-    return np.array(a, dtype=np.float32, order="C")
+    alone = np.empty(0)  # (reference counts to compare with: one local name, as `a` has; one holder, as its base)
+    base = a.base if isinstance(a, np.ndarray) else None
+    if (isinstance(a, np.ndarray) and a.dtype == np.float32 and a.flags.c_contiguous and a.flags.writeable
+            and a.ctypes.data % ALIGN == 0 and sys.getrefcount(a) <= sys.getrefcount(alone)
+            and (a.flags.owndata or (isinstance(base, torch.Tensor) and sys.getrefcount(base) <= 3))):
+        return torch.from_numpy(a)
+    out = torch.empty(np.shape(a), dtype=torch.float32)
+    out.numpy()[...] = a
+    return out
 
 
-def _split_in_place(x: np.ndarray, first: np.ndarray, rest: np.ndarray) -> np.ndarray:
+def _split_in_place(x: np.ndarray, first: np.ndarray, rest: np.ndarray) -> None:
     """x with its rows reordered in place to x[first] followed by x[rest]; `first` sorted, the two a partition.
 
     Only the `rest` rows are copied aside. Moving the `first` rows forward in order, a chunk at a time, never
@@ -137,7 +169,6 @@ def _split_in_place(x: np.ndarray, first: np.ndarray, rest: np.ndarray) -> np.nd
         rows = first[start:start + chunk]
         x[start:start + len(rows)] = x[rows]
     x[len(first):] = aside
-    return x
 
 
 # --------------------------------------------------------------------------- batches
