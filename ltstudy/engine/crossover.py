@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from . import strict_json
 from .csr import SparseLinear
 
 LADDER = (0.6, 0.45, 0.33, 0.25, 0.19, 0.14, 0.1, 0.07, 0.05, 0.03, 0.015)  # densities timed, going down
@@ -81,7 +82,7 @@ def _kept(machine: str, key: str, measure_now) -> float:
             entry = kept.setdefault(machine, {})[key] = measure_now()
             tmp = file.with_name(f"{file.name}.{os.getpid()}.tmp")
             with contextlib.suppress(OSError):
-                tmp.write_text(json.dumps(kept, indent=1, sort_keys=True))
+                tmp.write_text(strict_json.dumps(kept, indent=1, sort_keys=True))
                 os.replace(tmp, file)
         return float(entry["crossover"])
 
