@@ -126,7 +126,8 @@ def auto_crossovers(model, cfg: TrainConfig) -> dict:
     found = {n: crossover.crossover(m.out_features, m.in_features, cfg.batch_size, i == 0, cfg.optimizer)
              for i, (n, m) in enumerate(linears)}
     seconds = time.perf_counter() - t0
-    kept = json.loads(crossover.path().read_text()).get(crossover.fingerprint(), {})
+    file = crossover.path()
+    kept = json.loads(file.read_text()).get(crossover.fingerprint(), {}) if file.is_file() else {}
     timing = sum(e.get("seconds", 0.0) for e in kept.values())
     print(f"auto's crossovers on this machine: {', '.join(f'{n} {100 * d:.1f}%' for n, d in found.items())} "
           f"({seconds:.2f} s here; timing them took {timing:.2f} s when measured; kept in {crossover.path()})",
