@@ -5,7 +5,8 @@
                each IMP level of the paper's rates (hidden layers 0.8^r, output 0.9^r), trained
                with kernels = "dense", "sparse" and "auto", windows alternating; the median
                seconds of each and the ratio to dense. The crossover is the highest density at
-               which the sparse round is faster.
+               which the sparse round is faster. First, auto's per-layer crossovers on this
+               machine (engine/crossover.py: timed unless kept, and how long that took).
 --part imp     A 15-round Fashion-MNIST IMP to 3.6% (the reproduction recipe: Adam 1.2e-3, batch 60,
                20%/10% per round, layer-wise, k = 0) with kernels = "dense" and "auto", end to end,
                and a second dense seed for the noise: the tickets' mask overlap and accuracies.
@@ -77,6 +78,7 @@ def part_round(args) -> dict:
     torch.manual_seed(0)
     model = build_model("lenet-300-100", (1, 28, 28), 10)
     start = {k: v.clone() for k, v in model.state_dict().items()}
+    crossovers = auto_crossovers(model, TrainConfig(kernels="auto"))
     rows = []
     for level in LEVELS:
         masks = imp_masks(model, level)
@@ -109,7 +111,28 @@ def part_round(args) -> dict:
             break
         crossover = r["density"]
     print(f"sparse is faster at and below {100 * crossover:.1f}% density" if crossover else "sparse never faster")
-    return {"iterations": args.iterations, "rows": rows, "crossover_density": crossover}
+    worst = max((r for r in rows if r["density"] < 1.0), key=lambda r: r["auto_vs_dense"])
+    print(f"auto against dense: at most {worst['auto_vs_dense']:.2f}x (at {100 * worst['density']:.1f}%)")
+    return {"iterations": args.iterations, "rows": rows, "crossover_density": crossover, "auto": crossovers}
+
+
+def auto_crossovers(model, cfg: TrainConfig) -> dict:
+    """kernels = "auto"'s crossover of each layer on this machine (crossover.py), timed now unless kept: before
+    any round is timed, as a run's first round would time them."""
+    from ltstudy.engine import crossover
+
+    linears = [(n, m) for n, m in model.named_children() if isinstance(m, torch.nn.Linear)]
+    t0 = time.perf_counter()
+    found = {n: crossover.crossover(m.out_features, m.in_features, cfg.batch_size, i == 0, cfg.optimizer)
+             for i, (n, m) in enumerate(linears)}
+    seconds = time.perf_counter() - t0
+    file = crossover.path()
+    kept = json.loads(file.read_text()).get(crossover.fingerprint(), {}) if file.is_file() else {}
+    timing = sum(e.get("seconds", 0.0) for e in kept.values())
+    print(f"auto's crossovers on this machine: {', '.join(f'{n} {100 * d:.1f}%' for n, d in found.items())} "
+          f"({seconds:.2f} s here; timing them took {timing:.2f} s when measured; kept in {crossover.path()})",
+          flush=True)
+    return {"crossovers": found, "seconds_here": seconds, "seconds_measured": timing}
 
 
 def part_imp(args) -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
 import pickle
 import signal
 import struct
@@ -190,3 +191,16 @@ def _keep_process_state():
         signal.signal(sig, handler)
     torch.set_num_threads(threads)
 
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _crossovers_of_the_tests_own(tmp_path_factory):
+    """`kernels = "auto"` keeps the crossovers it times in a file: the tests' own, never the user's cache (and the
+    CLI's subprocesses inherit it)."""
+    saved = os.environ.get("LTSTUDY_CROSSOVERS")
+    os.environ["LTSTUDY_CROSSOVERS"] = str(tmp_path_factory.mktemp("crossovers") / "crossovers.json")
+    yield
+    if saved is None:
+        os.environ.pop("LTSTUDY_CROSSOVERS", None)
+    else:
+        os.environ["LTSTUDY_CROSSOVERS"] = saved

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import subprocess
+import sys
 from collections import Counter
 
 import numpy as np
@@ -12,6 +14,7 @@ import torch
 from ltstudy.engine.config import DataConfig
 from ltstudy.engine.data import Batches, augment_batch, load_dataset
 from ltstudy.engine.datasets.idx import read_idx
+from ltstudy.engine.datasets.pixels import unit_float
 from ltstudy.engine.errors import ConfigError, DataError
 from ltstudy.engine.registry import DATASETS
 
@@ -217,6 +220,126 @@ def test_missing_mnist_raises_a_one_line_data_error_naming_where_it_looked(tmp_p
     assert "\n" not in str(info.value)
     assert str(tmp_path / "MNIST" / "raw") in str(info.value)
     assert "--download" in str(info.value)
+
+
+# --------------------------------------------------------------------------- memory: the images are held once
+
+
+def _reference_splits(arrays: dict, n_val: int, split_seed: int = 0):
+    """The splits as the data path defines them, computed the plain way (a copy at every step)."""
+    train = arrays[IDX_STEMS[0]][:, None].astype(np.float32) / 255.0
+    test = arrays[IDX_STEMS[2]][:, None].astype(np.float32) / 255.0
+    perm = np.random.default_rng(split_seed).permutation(len(train))
+    val_idx, train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+    x, v, t = (torch.from_numpy(np.ascontiguousarray(a)) for a in (train[train_idx], train[val_idx], test))
+    mean, std = x.mean(dim=(0, 2, 3), keepdim=True), x.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
+    return (x - mean) / std, (v - mean) / std, (t - mean) / std, train_idx, val_idx
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """The same bits, and the same strides (a conv kernel reads even those of a dimension of size 1)."""
+    return torch.equal(a, b) and a.stride() == b.stride()
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_idx_splits_are_the_seeded_partition_normalised_bit_for_bit(tmp_path, write_idx_set, no_system_fashion, gz):
+    arrays = write_idx_set(tmp_path, n_train=300, n_test=40, gz=gz, seed=7)
+    ds = load_dataset(DataConfig(name="fashion-mnist", root=str(tmp_path), val_size=70, split_seed=3), "cpu")
+    train, val, test, train_idx, val_idx = _reference_splits(arrays, 70, split_seed=3)
+    assert _same(ds.train.x, train) and _same(ds.val.x, val) and _same(ds.test.x, test)
+    labels = arrays[IDX_STEMS[1]].astype(np.int64)
+    assert ds.train.y.tolist() == labels[train_idx].tolist() and ds.val.y.tolist() == labels[val_idx].tolist()
+
+
+def test_the_splits_are_views_of_the_loaders_own_arrays_not_copies(tmp_path, write_idx_set, no_system_fashion,
+                                                                   monkeypatch):
+    write_idx_set(tmp_path, n_train=30, n_test=8)
+    entry = DATASETS.get("fashion-mnist")
+    inner, seen = entry.load(), {}
+
+    def loader(cfg):
+        out = inner(cfg)
+        seen["train"], seen["test"] = out[0].ctypes.data, out[2].ctypes.data  # (addresses: no reference is kept)
+        return out
+
+    monkeypatch.setattr(entry, "target", loader)
+    ds = load_dataset(DataConfig(name="fashion-mnist", root=str(tmp_path), val_size=6), "cpu")
+    assert ds.train.x.data_ptr() == seen["train"]  # the training rows first, reordered in the loader's array ...
+    assert ds.val.x.data_ptr() == seen["train"] + 24 * 28 * 28 * 4  # ... the validation rows right behind them
+    assert ds.test.x.data_ptr() == seen["test"]
+    assert ds.train.x.is_contiguous() and ds.val.x.is_contiguous()
+
+
+def test_an_array_the_loader_keeps_is_never_changed(tmp_path, write_idx_set, no_system_fashion, monkeypatch):
+    arrays = write_idx_set(tmp_path, n_train=30, n_test=8)
+    entry = DATASETS.get("fashion-mnist")
+    kept = entry.load()(DataConfig(name="fashion-mnist", root=str(tmp_path)))  # (a plugin's cache, say)
+    before = [a.copy() for a in kept]
+    monkeypatch.setattr(entry, "target", lambda cfg: kept)
+    ds = load_dataset(DataConfig(name="fashion-mnist", root=str(tmp_path), val_size=6), "cpu")
+    assert all(np.array_equal(a, b) for a, b in zip(kept, before, strict=True))
+    train, val, test, _, _ = _reference_splits(arrays, 6)
+    assert _same(ds.train.x, train) and _same(ds.val.x, val) and _same(ds.test.x, test)
+
+
+def test_loading_makes_no_float_copy_of_the_images_beside_the_one_it_keeps(tmp_path, write_idx_set,
+                                                                           no_system_fashion):
+    import tracemalloc  # (it sees numpy's buffers, not torch's: the kept floats are torch's, and the test above
+    # checks that the splits are that memory itself, normalised in place)
+
+    write_idx_set(tmp_path, n_train=2000, n_test=500)
+    cfg = DataConfig(name="fashion-mnist", root=str(tmp_path), val_size=200)
+    DATASETS.get("fashion-mnist").load()  # (its modules imported outside the measurement)
+    tracemalloc.start()
+    try:
+        ds = load_dataset(cfg, "cpu")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    floats, pixels = 2500 * 28 * 28 * 4, 2000 * 28 * 28
+    # The training pixels as read, and a little (a megabyte of rows moved at a time, the validation rows set
+    # aside): a float copy of the training images (5.6 MB here) would break it, as each of the four did before.
+    assert len(ds.train) == 1800 and peak < pixels + floats // 4
+
+
+def test_a_program_drops_its_cached_datasets_before_the_interpreter_tears_down(tmp_path, write_idx_set):
+    write_idx_set(tmp_path, n_train=30, n_test=8)
+    script = tmp_path / "prog.py"
+    script.write_text(
+        "import atexit, weakref\n"
+        "gone = []\n"
+        "atexit.register(lambda: print('dropped' if gone[0]() is None else 'still held'))  # (runs last)\n"
+        "from ltstudy.engine.config import DataConfig\n"
+        "from ltstudy.engine.data import load_dataset\n"
+        f"ds = load_dataset(DataConfig(name='fashion-mnist', root={str(tmp_path)!r}, val_size=6), 'cpu')\n"
+        "gone.append(weakref.ref(ds.train.x))\n"
+        "del ds\n")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["dropped"]
+
+
+@pytest.mark.parametrize("layout", ["plain", "channel-first view", "new axis"])
+def test_unit_float_is_astype_then_divide_bit_for_bit_and_in_its_layout(layout):
+    pixels = np.arange(256, dtype=np.uint8).reshape(4, 8, 8, 1).repeat(3, axis=3)
+    pixels = {"plain": pixels, "channel-first view": pixels.transpose(0, 3, 1, 2),
+              "new axis": pixels[..., 0][:, None]}[layout]
+    out, expected = unit_float(pixels), pixels.astype(np.float32) / 255.0
+    assert out.dtype == np.float32 and out.shape == expected.shape and out.strides == expected.strides
+    assert np.array_equal(out.view(np.uint32), expected.view(np.uint32))
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_read_idx_reads_a_file_in_chunks_and_rejects_bytes_past_the_data(tmp_path, monkeypatch, gz):
+    monkeypatch.setattr("ltstudy.engine.datasets.idx.READ_CHUNK", 7)
+    arr = np.arange(5 * 6, dtype=np.uint8).reshape(5, 6)
+    path = tmp_path / ("x-idx2-ubyte.gz" if gz else "x-idx2-ubyte")
+    write = gzip.compress if gz else bytes
+    path.write_bytes(write(idx_bytes(arr)))
+    assert np.array_equal(read_idx(path), arr)
+    path.write_bytes(write(idx_bytes(arr) + b"\x00"))
+    with pytest.raises(DataError, match=r"x-idx2-ubyte(\.gz)? is not a readable IDX file .*holds more"):
+        read_idx(path)
 
 
 # --------------------------------------------------------------------------- CIFAR-10 batches

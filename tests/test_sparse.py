@@ -3,15 +3,17 @@ to float tolerance, its masks exactly, and the same bits run after run."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
 
-from ltstudy.engine import pruning
+from ltstudy.engine import crossover, pruning
 from ltstudy.engine.config import TicketConfig, TrainConfig
 from ltstudy.engine.errors import SettingWarning
 from ltstudy.engine.rounds import RoundJob
-from ltstudy.engine.sparse import SPARSE_BELOW, SPARSE_MIN_WEIGHTS, SparseLinear, run_chain, trains_sparse
+from ltstudy.engine.sparse import SPARSE_BELOW, SPARSE_MIN_WEIGHTS, SparseLinear, csr_pays, run_chain, trains_sparse
 from ltstudy.engine.steps import LeanStep, SparseStep, make_step
 from ltstudy.engine.training import train
 
@@ -102,31 +104,103 @@ def test_the_model_holds_the_sparse_steps_weights_whenever_the_trainer_lets_anyt
     assert torch.equal(quiet.snapshot["fc1.weight"], seen.weights[6])
 
 
-def test_auto_trains_sparse_below_the_crossover_and_leaves_small_layers_dense():
+@pytest.fixture
+def measured(monkeypatch, tmp_path):
+    """Crossovers as if timed: {(out, in, first): density} (0.2 for other layers), kept in a file of the test's;
+    the shapes "measured" are recorded."""
+    monkeypatch.setenv("LTSTUDY_CROSSOVERS", str(tmp_path / "crossovers.json"))
+    monkeypatch.setattr(crossover, "_known", {})
+    table: dict[tuple[int, int, bool], float] = {}
+    calls: list[tuple] = []
+
+    def measure(out_features, in_features, batch_size, first, optimizer):
+        calls.append((out_features, in_features, batch_size, first, optimizer))
+        return {"crossover": table.get((out_features, in_features, first), 0.2), "ratios": {}}
+
+    monkeypatch.setattr(crossover, "measure", measure)
+    return table, calls
+
+
+def with_density(shape, density):
+    mask = torch.zeros(shape)
+    mask.view(-1)[: round(mask.numel() * density)] = 1
+    return mask
+
+
+def test_auto_trains_a_layer_sparse_below_the_crossover_measured_for_its_shape_and_batch(measured):
+    table, calls = measured
+    table[(300, 784, True)], table[(100, 300, False)] = 0.3, 0.1
+    cfg = TrainConfig(kernels="auto", batch_size=60)
+    assert trains_sparse(with_density((300, 784), 0.25), cfg, first=True)
+    assert not trains_sparse(with_density((100, 300), 0.25), cfg, first=False)  # (this shape's crossover: 10%)
+    assert trains_sparse(with_density((100, 300), 0.05), cfg, first=False)
+    assert not trains_sparse(with_density((300, 784), 0.35), cfg, first=True)
+    # each shape timed once, at the run's batch size and optimiser
+    assert calls == [(300, 784, 60, True, "adam"), (100, 300, 60, False, "adam")]
+    small = with_density((10, 100), 0.05)
+    table[(10, 100, False)] = 0.0  # (a layer whose sparse step never wins)
+    assert not trains_sparse(small, cfg, first=False) and trains_sparse(small, TrainConfig(kernels="sparse"), False)
+    assert not trains_sparse(torch.ones(10, 10), TrainConfig(kernels="sparse"), False)  # (nothing pruned)
+    assert not any(trains_sparse(m, TrainConfig(kernels="dense"), True) for m in (small, with_density((9, 9), 0.1)))
+
+
+def test_a_machine_keeps_its_crossovers_so_a_later_run_chooses_the_same_without_timing(measured, tmp_path):
+    table, calls = measured
+    table[(300, 784, True)] = 0.3
+    assert crossover.crossover(300, 784, 60, True, "adam") == 0.3
+    kept = json.loads((tmp_path / "crossovers.json").read_text())
+    assert kept[crossover.fingerprint()][f"300x784 batch 60 first adam threads {torch.get_num_threads()}"][
+        "crossover"] == 0.3
+    crossover._known.clear()  # (another process on this machine)
+    table[(300, 784, True)] = 0.9  # (what timing would say now: not asked)
+    assert crossover.crossover(300, 784, 60, True, "adam") == 0.3 and len(calls) == 1
+    assert crossover.crossover(300, 784, 120, True, "adam") == 0.9 and len(calls) == 2  # (another batch size)
+    (tmp_path / "crossovers.json").write_text("{not json")  # a damaged file is measured again and rewritten
+    crossover._known.clear()
+    assert crossover.crossover(300, 784, 60, True, "adam") == 0.9
+    assert json.loads((tmp_path / "crossovers.json").read_text())
+
+
+@pytest.mark.parametrize("ratios, expected", [
+    ({0.6: 2.0, 0.25: 1.2, 0.1: 0.8, 0.015: 0.3}, 0.1 + 0.15 * 0.2 / 0.4),  # between the rungs either side
+    ({0.6: 0.9, 0.015: 0.2}, 0.6),  # sparse won at the top
+    ({0.015: 1.3}, 0.0),  # and nowhere
+])
+def test_the_crossover_is_interpolated_where_sparse_over_dense_time_crosses_one(ratios, expected):
+    assert crossover.crossover_of(ratios) == pytest.approx(expected)
+
+
+def test_timing_a_layer_gives_a_crossover_on_the_ladder_and_the_ratios_it_read(monkeypatch):
+    monkeypatch.setattr(crossover, "WINDOWS", 1)
+    found = crossover.measure(12, 20, 4, False, "sgd")
+    ratios = {float(d): r for d, r in found["ratios"].items()}
+    assert set(ratios) <= set(crossover.LADDER) and 0.015 in ratios and all(r > 0 for r in ratios.values())
+    assert found["crossover"] == pytest.approx(crossover.crossover_of(ratios))
+
+
+def test_an_exported_models_layers_run_as_csr_by_the_fixed_rule():
     big, small = torch.ones(300, 784), torch.ones(10, 100)
     assert big.numel() >= SPARSE_MIN_WEIGHTS > small.numel()
     sparse_big, dense_big = big.clone(), big.clone()
     sparse_big.view(-1)[: int(big.numel() * (1 - SPARSE_BELOW)) + 1] = 0
     dense_big.view(-1)[: int(big.numel() * (1 - SPARSE_BELOW)) - 100] = 0
-    assert trains_sparse("auto", sparse_big) and not trains_sparse("auto", dense_big)
+    assert csr_pays(sparse_big) and not csr_pays(dense_big)
     small[:, :95] = 0
-    assert not trains_sparse("auto", small) and trains_sparse("sparse", small)
-    assert not trains_sparse("sparse", torch.ones(10, 10))  # (nothing pruned: nothing to gain)
-    assert not any(trains_sparse("dense", m) for m in (sparse_big, small))
+    assert not csr_pays(small) and not csr_pays(None)
 
 
-def test_the_step_is_sparse_only_where_asked_and_on_the_cpu(tiny_cfg, make_search):
+def test_the_step_is_sparse_only_where_asked_and_on_the_cpu(tiny_cfg, make_search, measured):
     search = make_search(tiny_cfg({"prune.rounds": 1, "prune.prune_rate": 0.9}))
     search.run()
     model, masks = search.model, search.masks
+    measured[0][(10, 100, False)] = 0.0  # (the output layer's sparse step never wins on this "machine")
     for kernels, sparse_layers in (("dense", None), ("sparse", [0, 1, 2]), ("auto", [0, 1])):
         cfg = TrainConfig(kernels=kernels)
         step = make_step(model, masks, cfg, torch.device("cpu"))
         if sparse_layers is None:
             assert type(step) is LeanStep
         else:
-            assert isinstance(step, SparseStep) and sorted(step.sparse) == [
-                i for i in sparse_layers if trains_sparse(kernels, list(masks.values())[i])]
+            assert isinstance(step, SparseStep) and sorted(step.sparse) == sparse_layers
     assert not SparseStep.supports(model, TrainConfig(kernels="sparse"), torch.device("cuda"))
 
 

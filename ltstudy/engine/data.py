@@ -10,7 +10,9 @@ data order from iteration k.
 
 from __future__ import annotations
 
+import atexit
 import functools
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +23,8 @@ from .errors import ConfigError, DataError
 from .hashing import bytes_digest, canonical
 from .registry import DATASETS
 from .seeds import stream_seed
+
+ALIGN = 64  # bytes: where torch's CPU allocator starts a tensor's memory
 
 
 @dataclass
@@ -65,35 +69,106 @@ def load_dataset(cfg: DataConfig, device: torch.device | str = "cpu") -> Dataset
 def _load_cached(name, root, download, val_size, split_seed, augment, device) -> Dataset:
     spec = DATASETS.get(name)
     cfg = DataConfig(name=name, root=root, download=download, val_size=val_size, split_seed=split_seed, augment=augment)
-    train_x, train_y, test_x, test_y = spec.load()(cfg)
+    # A list, and no local name for the images: `_own` takes them out and works on them in place where nothing
+    # else holds them.
+    arrays = list(spec.load()(cfg))
+    train_y, test_y = arrays[1], arrays[3]
     n_val = spec.default_val_size if val_size < 0 else val_size
     if not 0 < n_val < len(train_y):
         raise ConfigError(f"data.val_size must be between 1 and {len(train_y) - 1} for {name}, got {n_val}")
-    # The validation split is a seeded sample of the training split, independent of the run seed.
-    arrays = (train_x, train_y, test_x, test_y)
+    image = tuple(arrays[0].shape[1:])
+    if augment and min(image[1:]) < 8:
+        raise ConfigError(f"data.augment needs images of at least 8x8; {name} is {image[1]}x{image[2]}")
+    shape = spec.meta.get("input_shape")
+    if shape is not None and image != tuple(shape):
+        raise DataError(f"{name}: the files hold images of shape {image}, but {name} images are "
+                        f"{tuple(shape)}; point --data-dir at the real {name} files")
     digest = bytes_digest([canonical([n_val, split_seed]).encode(),
                            *(part for a in arrays for part in (canonical([a.dtype.str, a.shape]).encode(),
                                                                np.ascontiguousarray(a).data))])
+    # The validation split is a seeded sample of the training split, independent of the run seed.
     perm = np.random.default_rng(split_seed).permutation(len(train_y))
     val_idx, train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
-    train_x, val_x, train_y, val_y = train_x[train_idx], train_x[val_idx], train_y[train_idx], train_y[val_idx]
+    n_train = len(train_idx)
 
-    x = torch.from_numpy(np.ascontiguousarray(train_x)).float()
-    mean = x.mean(dim=(0, 2, 3), keepdim=True)  # statistics of the training split only
-    std = x.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
+    # One buffer holds the training rows, then the validation rows, each split a view of it; normalised in place.
+    rows_layout, test_layout = _layout(arrays[0], rows=True), _layout(arrays[2], rows=False)
+    x = _own(arrays, 0)
+    _split_in_place(x.numpy(), train_idx, val_idx)
+    test_x = _own(arrays, 2)
+    mean = x[:n_train].mean(dim=(0, 2, 3), keepdim=True)  # statistics of the training split only
+    std = x[:n_train].std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
+    x = x.sub_(mean).div_(std).to(device)  # (on another device, the host copy goes when this returns)
+    test_x = test_x.sub_(mean).div_(std).to(device)
+    val_x = x[n_train:]
+    if val_x.data_ptr() % ALIGN:  # (rows of a size that leaves the view misaligned: a copy of its own, small)
+        val_x = val_x.clone()
 
-    def split(xs: np.ndarray, ys: np.ndarray) -> Split:
-        xt = (torch.from_numpy(np.ascontiguousarray(xs)).float() - mean) / std
-        return Split(xt.contiguous().to(device), torch.from_numpy(ys.astype(np.int64)).to(device))
+    def labels(ys: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(ys.astype(np.int64)).to(device)
 
-    if augment and min(train_x.shape[2:]) < 8:
-        raise ConfigError(f"data.augment needs images of at least 8x8; {name} is {train_x.shape[2]}x{train_x.shape[3]}")
-    shape = spec.meta.get("input_shape")
-    if shape is not None and tuple(train_x.shape[1:]) != tuple(shape):
-        raise DataError(f"{name}: the files hold images of shape {tuple(train_x.shape[1:])}, but {name} images are "
-                        f"{tuple(shape)}; point --data-dir at the real {name} files")
-    return Dataset(name, split(train_x, train_y), split(val_x, val_y), split(test_x, test_y), spec.num_classes, augment,
-                   digest, tuple(mean.flatten().tolist()), tuple(std.flatten().tolist()))
+    return Dataset(name, Split(_laid_out(x[:n_train], rows_layout), labels(train_y[train_idx])),
+                   Split(_laid_out(val_x, rows_layout), labels(train_y[val_idx])),
+                   Split(_laid_out(test_x, test_layout), labels(test_y)), spec.num_classes, augment, digest,
+                   tuple(mean.flatten().tolist()), tuple(std.flatten().tolist()))
+
+
+def _layout(a, rows: bool) -> tuple[int, ...]:
+    """The strides a split of `a` had when each split was a copy, `(x - mean) / std` of the rows indexed out of the
+    loader's array (`rows`) or of the array itself: computed on two rows. The strides of dimensions of size 1 are
+    arbitrary, yet conv kernels read them (a channel dimension of 1 with stride 1 runs channels-last): the same
+    numbers need the same ones."""
+    part = np.asarray(a[:2])
+    part = part[np.arange(len(part))] if rows else part
+    t = torch.from_numpy(np.ascontiguousarray(part)).float()
+    return ((t - torch.zeros(1, t.shape[1], 1, 1)) / torch.ones(1, t.shape[1], 1, 1)).contiguous().stride()
+
+
+def _laid_out(t: torch.Tensor, strides: tuple[int, ...]) -> torch.Tensor:
+    """The contiguous t as a view with these strides, where they describe a contiguous tensor of its shape."""
+    if len(t) and torch.empty_strided(t.shape, strides, device="meta").is_contiguous():
+        return t.as_strided(t.shape, strides)
+    return t
+
+
+# The cached datasets go when the program ends, before the interpreter's teardown: torch's teardown pages in about
+# 130 MB, which would add to a process's peak memory while a dataset is still resident (`import torch` alone peaks
+# at exit; a Fashion-MNIST search peaked at 916 MB where 797 MB were ever needed).
+atexit.register(_load_cached.cache_clear)
+
+
+def _own(arrays: list, i: int) -> torch.Tensor:
+    """arrays[i] as a C-contiguous float32 tensor that may be changed in place, taken out of the list.
+
+    The loader's array itself where nothing else holds it and its memory is aligned as torch aligns its own (the
+    built-in loaders return fresh arrays in torch's memory: a 188 MB split is not copied); else a copy, so that an
+    array a loader keeps (a plugin's cache) is never changed. (The alignment matters: some conv kernels sum in
+    another order on memory aligned otherwise, which moved pinned bits.)
+    """
+    a, arrays[i] = arrays[i], None
+    alone = np.empty(0)  # (reference counts to compare with: one local name, as `a` has; one holder, as its base)
+    base = a.base if isinstance(a, np.ndarray) else None
+    if (isinstance(a, np.ndarray) and a.dtype == np.float32 and a.flags.c_contiguous and a.flags.writeable
+            and a.ctypes.data % ALIGN == 0 and sys.getrefcount(a) <= sys.getrefcount(alone)
+            and (a.flags.owndata or (isinstance(base, torch.Tensor) and sys.getrefcount(base) <= 3))):
+        return torch.from_numpy(a)
+    out = torch.empty(np.shape(a), dtype=torch.float32)
+    out.numpy()[...] = a
+    return out
+
+
+def _split_in_place(x: np.ndarray, first: np.ndarray, rest: np.ndarray) -> None:
+    """x with its rows reordered in place to x[first] followed by x[rest]; `first` sorted, the two a partition.
+
+    Only the `rest` rows are copied aside. Moving the `first` rows forward in order, a chunk at a time, never
+    overwrites a row before it is read: the row written at position j comes from first[j] >= j, and every row
+    still to be read lies at first[k] >= k > j.
+    """
+    aside, chunk = x[rest], max(1, (1 << 20) // max(1, x[:1].nbytes))  # (rows in a megabyte)
+    for start in range(0, len(first), chunk):
+        rows = first[start:start + chunk]
+        x[start:start + len(rows)] = x[rows]
+    x[len(first):] = aside
 
 
 # --------------------------------------------------------------------------- batches

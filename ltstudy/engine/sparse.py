@@ -1,8 +1,9 @@
 """Sparse kernels for pruned fully connected layers: a ticket's round costs what its density says.
 
-A layer below `SPARSE_BELOW` density with `[train] kernels = "auto"` (every
-layer with a pruned weight, with `kernels = "sparse"`) keeps its surviving weights as the values of its
-mask's CSR structure, and a step computes only with them:
+A layer below its crossover density with `[train] kernels = "auto"` (timed on the machine the run is on, for
+the layer's shape and the batch size: crossover.py), every layer with a pruned weight with `kernels = "sparse"`,
+keeps its surviving weights as the values of its mask's CSR structure (csr.py), and a step computes only with
+them:
 
 - forward: y = W x + b as a CSR times dense product (`torch.sparse.mm`);
 - the input gradient: Wᵀ g through the transposed structure, whose values are
@@ -16,13 +17,14 @@ is about to read the model (`Step.sync`: evaluation points, θ_k, callbacks'
 early-stop snapshots, the cache, the masks check) sees the weights as the dense
 path holds them; pruned weights are never written and stay exactly 0. The
 numbers agree with the dense path's to float tolerance, not bit for bit (other
-summation orders): the choice is part of `TrainConfig`, so of every cache key.
-Deterministic: the CPU CSR kernels run in a fixed order on one thread.
+summation orders): the setting is part of `TrainConfig`, so of every cache key (which layers `auto` put on
+which kernels is not: crossover.py says why). Deterministic: the CPU CSR kernels run in a fixed order on one
+thread.
 
 `SPARSE_BELOW` is the crossover measured by benchmarks/sparse_speed.py on
-LeNet-300-100 at batch 60 (CPU, one thread): below it the sparse step of a
-layer is faster than the dense one. On CUDA, and for conv layers, the dense
-path stays (the README gives the measurements).
+LeNet-300-100 at batch 60 (CPU, one thread) on the first machine: an exported
+model's layers run as CSR below it (`csr_pays`). On CUDA, and for conv layers,
+the dense path stays (the README gives the measurements).
 """
 
 from __future__ import annotations
@@ -33,26 +35,17 @@ import torch
 from torch import nn
 
 from .config import TrainConfig
+from .crossover import crossover
+from .csr import SparseLinear, csr_columns, csr_linear
 from .models.layers import plain_mlp
 from .pruning import Masks
 
-SPARSE_BELOW = 0.25  # density under which a Linear layer trains sparse with kernels = "auto" (measured)
+SPARSE_BELOW = 0.25  # density under which an exported model's Linear layer runs as CSR (measured: see above)
 # ... if it has this many weights: a small layer's call costs more than its arithmetic (the exported 3.6% ticket
 # at batch 1, benchmarks/sparse_speed.py on the first machine, with the export's earlier loop: 1.34x its dense
 # model with the 1,000-weight output layer dense, 1.16x with it as CSR; in training the difference was noise)
 SPARSE_MIN_WEIGHTS = 10_000
 EVAL_CHUNK = 256  # examples per sparse product in evaluation: CSR times a wide matrix loses to a dense GEMM
-
-
-def csr_columns(csr: torch.Tensor, h: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """W h + b for a CSR W and h of shape (in, batch): the layer in the layout its kernel reads fastest."""
-    return torch.sparse.mm(csr, h).add_(bias.unsqueeze(1))
-
-
-def csr_linear(csr: torch.Tensor, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """x Wᵀ + b for a CSR W and x of shape (batch, in), read as it lies (the kernel takes the transposed operand
-    as fast as a copied one); a (batch, out) view of a (out, batch)-contiguous result."""
-    return csr_columns(csr, x.t(), bias).t()
 
 
 # An inference pass as a chain of (weight, bias, ReLU after it), each weight CSR or dense: what evaluation and the
@@ -104,14 +97,27 @@ def in_chunks(forward, x: torch.Tensor) -> torch.Tensor:
     return forward(x) if len(x) <= EVAL_CHUNK else torch.cat([forward(part) for part in x.split(EVAL_CHUNK)])
 
 
-def trains_sparse(kernels: str, mask: torch.Tensor | None) -> bool:
-    """Whether a layer with this mask takes the sparse kernels ("dense", "sparse" or "auto")."""
+def trains_sparse(mask: torch.Tensor | None, cfg: TrainConfig, first: bool) -> bool:
+    """Whether a Linear layer with this mask takes the sparse kernels in a round trained with `cfg` (its kernels:
+    "dense", "sparse" or "auto"); `first`: the network's first Linear layer (its input needs no gradient)."""
+    kernels = cfg.kernels
     if mask is None or kernels == "dense":
         return False
     density = float(mask.float().mean())
+    if density >= 1.0:
+        return False  # (a dense layer gains nothing)
     if kernels == "auto":
-        return density < SPARSE_BELOW and mask.numel() >= SPARSE_MIN_WEIGHTS
-    return density < 1.0  # (a dense layer gains nothing)
+        out_features, in_features = mask.shape
+        return density < crossover(out_features, in_features, cfg.batch_size, first, cfg.optimizer)
+    return True
+
+
+def csr_pays(mask: torch.Tensor | None) -> bool:
+    """Whether an exported model's layer runs as CSR: below SPARSE_BELOW density, with SPARSE_MIN_WEIGHTS weights
+    (a fixed rule: the model runs on machines measured nowhere, at batch sizes not known here)."""
+    if mask is None:
+        return False
+    return float(mask.float().mean()) < SPARSE_BELOW and mask.numel() >= SPARSE_MIN_WEIGHTS
 
 
 def chainable(model: nn.Module) -> bool:
@@ -125,55 +131,6 @@ def sparse_supported(model: nn.Module, cfg: TrainConfig, device: torch.device) -
     return cfg.kernels != "dense" and device.type == "cpu" and chainable(model)
 
 
-class SparseLinear:
-    """A mask's CSR structure (row-major, as `Tensor.to_sparse_csr` orders it) and its transpose's."""
-
-    def __init__(self, mask: torch.Tensor, weight: torch.Tensor):
-        out_features, in_features = mask.shape
-        keep = mask.bool()
-        self.flat = keep.reshape(-1).nonzero().squeeze(1)  # positions of the values in the dense weight
-        rows = torch.div(self.flat, in_features, rounding_mode="floor")
-        cols = self.flat - rows * in_features
-        counts = torch.bincount(rows, minlength=out_features)
-        crow = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
-        self.values = weight.detach().reshape(-1).index_select(0, self.flat).contiguous()
-        with warnings.catch_warnings():  # ("beta state": torch's notice, once per process)
-            warnings.simplefilter("ignore")
-            # (int32 indices: in an A/B on 2026-12-02 they took the sparse round at 3.6% from 0.39x to 0.35x of
-            # dense; 2^31 weights in a layer is far off)
-            self.csr = torch.sparse_csr_tensor(crow.int(), cols.int(), self.values, (out_features, in_features),
-                                               check_invariants=False)
-        # Wᵀ: the same values, in the order of the transposed structure.
-        order = torch.argsort(cols * out_features + rows)
-        counts_t = torch.bincount(cols, minlength=in_features)
-        crow_t = torch.cat([counts_t.new_zeros(1), counts_t.cumsum(0)])
-        self.perm_t = order
-        self.values_t = self.values.index_select(0, order)
-        self.csr_t = torch.sparse_csr_tensor(crow_t.int(), rows.index_select(0, order).int(), self.values_t,
-                                             (in_features, out_features), check_invariants=False)
-
-    # Activations and gradients stay (features, batch)-contiguous between sparse layers, seen as transposed
-    # (batch, features) views: the CSR kernels read that layout fastest, so a chain of them copies nothing.
-
-    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(x as the backward pass reads it, x Wᵀ + b) for x of shape (batch, in); both are (batch, ·) views."""
-        x_t = x.t().contiguous()  # (free when x is such a view already)
-        return x_t.t(), csr_columns(self.csr, x_t, bias).t()
-
-    def weight_grad(self, g_t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """(gᵀ x) at the mask's positions: the values' gradient, for gᵀ of shape (out, batch)."""
-        return torch.sparse.sampled_addmm(self.csr, g_t, x, beta=0.0).values()
-
-    def input_grad(self, g_t: torch.Tensor) -> torch.Tensor:
-        """g W for gᵀ of shape (out, batch), through Wᵀ's structure (its values refreshed from the layer's)."""
-        torch.index_select(self.values, 0, self.perm_t, out=self.values_t)
-        return torch.sparse.mm(self.csr_t, g_t).t()
-
-    def write(self, weight: torch.Tensor) -> None:
-        """The values into the dense weight's surviving positions (the pruned ones are never touched)."""
-        weight.detach().view(-1).index_copy_(0, self.flat, self.values)
-
-
 class SparseEval:
     """The model's eval-mode forward pass with the layers `trains_sparse` picks as CSR: what evaluation runs.
 
@@ -181,22 +138,23 @@ class SparseEval:
     an overlapped validation thread reads a snapshot while training goes on.
     """
 
-    def __init__(self, model: nn.Module, masks: Masks, kernels: str):
-        self.model, self.masks, self.kernels = model, masks, kernels
-        self.layers = {name: SparseLinear(masks[name], m.weight) for name, m in model.named_children()
-                       if isinstance(m, nn.Linear) and trains_sparse(kernels, masks.get(name))}
+    def __init__(self, model: nn.Module, masks: Masks, cfg: TrainConfig):
+        self.model, self.masks, self.cfg = model, masks, cfg
+        linears = [(name, m) for name, m in model.named_children() if isinstance(m, nn.Linear)]
+        self.layers = {name: SparseLinear(masks[name], m.weight) for i, (name, m) in enumerate(linears)
+                       if trains_sparse(masks.get(name), cfg, first=i == 0)}
 
     @staticmethod
     def of(model: nn.Module, masks: Masks, cfg: TrainConfig, device: torch.device) -> SparseEval | None:
         """The sparse forward pass where the step is sparse too; None where evaluation stays dense."""
         if not sparse_supported(model, cfg, device):
             return None
-        found = SparseEval(model, masks, cfg.kernels)
+        found = SparseEval(model, masks, cfg)
         return found if found.layers else None
 
     def on(self, model: nn.Module) -> SparseEval:
         """The same layers on a copy of the model, with buffers of their own (for another thread)."""
-        return SparseEval(model, self.masks, self.kernels)
+        return SparseEval(model, self.masks, self.cfg)
 
     @torch.no_grad()
     def prepare(self, state: dict[str, torch.Tensor] | None = None):
@@ -260,10 +218,10 @@ class SparseMLP(nn.Module):
 def sparse_model(model: nn.Module, masks: Masks) -> SparseMLP:
     """An inference copy of a fully connected network: each masked Linear layer where CSR pays as a `CSRLinear`.
 
-    CSR pays where `kernels = "auto"` would train the layer sparse (below the crossover density, with enough
-    weights); a small or dense layer stays a dense Linear with its masked weights. The predictions are the dense
-    model's (the products sum in another order: logits agree to float tolerance). A network with other layers than
-    Flatten, Linear, ReLU and Dropout is refused (conv layers stay dense: the README's performance section has the
+    CSR pays where `csr_pays` says (below SPARSE_BELOW density, with enough weights); a small or dense layer
+    stays a dense Linear with its masked weights. The predictions are the dense model's (the products sum in
+    another order: logits agree to float tolerance). A network with other layers than Flatten, Linear, ReLU and
+    Dropout is refused (conv layers stay dense: the README's performance section has the
     measurements).
     """
     from .errors import ConfigError
@@ -277,7 +235,7 @@ def sparse_model(model: nn.Module, masks: Masks) -> SparseMLP:
         if isinstance(m, nn.Linear):
             mask = masks.get(name)
             weight, bias = m.weight.detach().cpu(), m.bias.detach().cpu()
-            if trains_sparse("auto", mask):
+            if csr_pays(mask):
                 layers.append(CSRLinear(weight, mask.cpu().to(weight.dtype), bias))
             else:
                 dense = nn.Linear(m.in_features, m.out_features)

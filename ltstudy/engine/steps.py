@@ -25,10 +25,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import TrainConfig
+from .csr import SparseLinear
 from .mask_updates import Change
 from .models.layers import Dropout, plain_mlp
 from .pruning import Masks, weights
-from .sparse import SparseLinear, sparse_supported, trains_sparse
+from .sparse import sparse_supported, trains_sparse
 
 
 def make_optimizer(params: list[nn.Parameter], cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
@@ -218,7 +219,7 @@ class SparseStep(LeanStep):
         self.sparse: dict[int, SparseLinear] = {}
         self._stale = False
         for i, (lin, name) in enumerate(zip(self.linears, names, strict=True)):
-            if trains_sparse(self.cfg.kernels, masks.get(name)):
+            if trains_sparse(masks.get(name), self.cfg, first=i == 0):
                 layer = self.sparse[i] = SparseLinear(masks[name], lin.weight)
                 self.params[2 * i] = layer.values
                 self._grad_params[2 * i] = nn.Parameter(layer.values, requires_grad=False)

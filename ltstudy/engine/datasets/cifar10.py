@@ -10,6 +10,7 @@ import numpy as np
 from ..config import DataConfig
 from ..errors import DataError
 from .idx import torchvision_fetch
+from .pixels import unit_float
 
 
 def load(cfg: DataConfig):
@@ -42,6 +43,7 @@ def load(cfg: DataConfig):
                         "extract cifar-10-python.tar.gz again") from None
 
     def arrays(ds) -> tuple[np.ndarray, np.ndarray]:
-        return ds.data.transpose(0, 3, 1, 2).astype(np.float32) / 255.0, np.asarray(ds.targets)
+        # (channel-first in memory too: the data path then keeps the floats as they are, with no copy)
+        return unit_float(np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2))), np.asarray(ds.targets)
 
     return (*arrays(train), *arrays(test))
