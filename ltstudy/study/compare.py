@@ -15,7 +15,7 @@ from .curves import READABLE_DENSITIES, TICKET, Curve, density_label
 from .objectives import parse_objective
 from .stats import ALPHA, Stat, distinguishable_text, welch
 from .tables import format_table
-from .trial_results import census, collect
+from .trial_results import Curves, census, collect
 
 ACCURACY_KEYS = {"val": "val_accuracy", "test": "test_accuracy_at_early_stop"}
 SPLIT_NAMES = {"val": "validation accuracy at the early-stop iteration",
@@ -208,6 +208,19 @@ def row_label(row: Mapping[str, Any], names: Sequence[str]) -> str:
     """'p=0.2, k=100': a float from a searched range to 4 significant digits."""
     return ", ".join(f"{_short(k)}={row[k]:.4g}" if isinstance(row[k], float) else f"{_short(k)}={row[k]}"
                      for k in names)
+
+
+def labelled_groups(col: Curves, curves: Sequence[Curve], most: int) -> tuple[list[tuple[str, list[Curve]]], str]:
+    """`curves` grouped by setting combination, labelled ('p=0.2, k=100'), the `most` with the most curves first;
+    and a sentence saying how many were left out ("" if none)."""
+    groups: dict[tuple, list[Curve]] = {}
+    for c in curves:
+        groups.setdefault(col.key(c), []).append(c)
+    shown = sorted(groups.items(), key=lambda kv: (-len(kv[1]), setting_order(kv[0])))[:most]
+    lines = [(row_label(dict(zip(col.keys, key, strict=True)), col.keys) or "all trials", members)
+             for key, members in shown]
+    more = f" The {len(groups) - most} settings with the fewest curves are left out." if len(groups) > most else ""
+    return lines, more
 
 
 _SHORT = {"prune_rate": "p", "rewind_iter": "k"}

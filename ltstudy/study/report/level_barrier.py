@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ...engine.linear_paths import STABLE
-from ..compare import row_label, setting_order
+from ..compare import labelled_groups
 from ..curves import TICKET
 from ..level_summary import HEADERS, measured, rows, summarise_levels, verdict_headers, verdict_rows, verdicts
 from ..stability_plots import figure_level_barriers
@@ -20,14 +20,7 @@ def section_level_barrier(col: Curves, epsilon: float) -> str:
     curves = measured([c for c in col.curves if c.kind == TICKET])
     if not curves:
         return ""
-    groups: dict[tuple, list] = {}
-    for c in curves:
-        groups.setdefault(col.key(c), []).append(c)
-    shown = sorted(groups.items(), key=lambda kv: (-len(kv[1]), setting_order(kv[0])))[:MAX_LINES]
-    lines = [(row_label(dict(zip(col.keys, key, strict=True)), col.keys) or "all trials", members)
-             for key, members in shown]
-    more = f" The {len(groups) - MAX_LINES} settings with the fewest curves are left out." \
-        if len(groups) > MAX_LINES else ""
+    lines, more = labelled_groups(col, curves, MAX_LINES)
     every = verdicts(curves, epsilon)
     out = ["<h2>Linear connectivity of successive levels</h2>",
            figure(figure_level_barriers(lines, epsilon), "level barrier against round and verdict",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ...engine.linear_paths import StartKind
-from ..compare import row_label, setting_order
+from ..compare import labelled_groups
 from ..curves import TICKET
 from ..stability_plots import figure_dense_k, figure_instability, figure_mean_paths
 from ..stability_summary import HEADERS, earliest_stable_k, rows, summarise
@@ -22,14 +22,7 @@ def section_stability(col: Curves) -> str:
                                                                  for r in c.rounds)]
     if not measured:
         return ""
-    groups: dict[tuple, list] = {}
-    for c in measured:
-        groups.setdefault(col.key(c), []).append(c)
-    shown = sorted(groups.items(), key=lambda kv: (-len(kv[1]), setting_order(kv[0])))[:MAX_LINES]
-    lines = [(row_label(dict(zip(col.keys, key, strict=True)), col.keys) or "all trials", curves)
-             for key, curves in shown]
-    more = f" The {len(groups) - MAX_LINES} settings with the fewest curves are left out." \
-        if len(groups) > MAX_LINES else ""
+    lines, more = labelled_groups(col, measured, MAX_LINES)
     summaries = [(label, summarise(curves)) for label, curves in lines]
     out = ["<h2>Stability to SGD noise</h2>"]
     dense = [(label, [s for s in ss if s.label == StartKind.DENSE]) for label, ss in summaries]
