@@ -23,6 +23,7 @@ class SparseLinear:
 
     def __init__(self, mask: torch.Tensor, weight: torch.Tensor):
         out_features, in_features = mask.shape
+        self.numel = mask.numel()
         keep = mask.bool()
         self.flat = keep.reshape(-1).nonzero().squeeze(1)  # positions of the values in the dense weight
         rows = torch.div(self.flat, in_features, rounding_mode="floor")
@@ -61,6 +62,12 @@ class SparseLinear:
         """g W for gᵀ of shape (out, batch), through Wᵀ's structure (its values refreshed from the layer's)."""
         torch.index_select(self.values, 0, self.perm_t, out=self.values_t)
         return torch.sparse.mm(self.csr_t, g_t).t()
+
+    def dense(self, t: torch.Tensor) -> torch.Tensor:
+        """A tensor over the values (their optimiser state) in the dense weight's shape, 0 at the pruned positions."""
+        out = t.new_zeros(self.csr.shape)
+        out.view(-1)[self.flat] = t
+        return out
 
     def write(self, weight: torch.Tensor) -> None:
         """The values into the dense weight's surviving positions (the pruned ones are never touched)."""

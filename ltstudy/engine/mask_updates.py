@@ -17,7 +17,10 @@ every layer
 
 The masks are changed in place (the step holds the same tensors) and the
 changes are handed to `Step.masks_changed`: a step that keeps its own copy of
-the structure (sparse.py's CSR) rebuilds it there. A subclass says when and
+the structure (steps.py's SparseStep: CSR values and their optimiser state)
+rebuilds it there, carrying the survivors' values and state over and starting
+the grown positions at 0 (its `state` of such a layer is a copy, so the
+clearing here does not reach it). A subclass says when and
 how much (`fraction`) and where weights grow (`grow_scores`): SET at random
 (branches/set_sparse.py), RigL where the dense gradient is largest (branches/rigl.py).
 """
