@@ -21,7 +21,7 @@ from ltstudy.engine.cache import RoundCache
 from ltstudy.engine.config import TrainConfig
 from ltstudy.engine.errors import ConfigError, SettingWarning
 from ltstudy.engine.layer_densities import layer_counts
-from ltstudy.engine.mask_updates import cosine_fraction
+from ltstudy.engine.mask_updates import cosine_fraction, largest
 from ltstudy.engine.registry import CONTROLS
 from ltstudy.engine.searches import ticket_search
 from ltstudy.engine.steps import AutogradStep
@@ -62,6 +62,19 @@ def trained_a_little(model, masks, steps: int = 3) -> AutogradStep:
 
 
 # --------------------------------------------------------------------------- one update
+
+
+def test_the_k_largest_are_the_stable_sorts_first_k_with_ties_and_nans_placed_as_it_places_them():
+    g = torch.Generator().manual_seed(0)
+    for trial in range(600):
+        n = int(torch.randint(1, 40, (1,), generator=g))
+        scores = torch.randint(0, 4, (n,), generator=g).float()  # (few values: ties at the cut are common)
+        if trial % 3 == 0:
+            scores[torch.rand(n, generator=g) < 0.2] = math.nan
+        k = int(torch.randint(0, n + 1, (1,), generator=g))
+        assert torch.equal(largest(scores, k), torch.sort(scores, descending=True, stable=True).indices[:k])
+        last = torch.sort(scores, stable=True).indices[n - k:].flip(0)  # (the ascending sort's last k, reversed)
+        assert torch.equal(largest(scores, k, last_first=True), last)
 
 
 @pytest.mark.parametrize("kind", [SetUpdates, RigLUpdates])
