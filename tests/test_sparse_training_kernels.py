@@ -60,10 +60,11 @@ def test_set_and_rigl_on_the_sparse_kernels_give_the_dense_kernels_masks_exactly
 
         job = plain_job(model, masks, train_cfg, cfg.resolve_schedule(len(digits.train)),
                         mask_updates=kind(every=10, end=40, drop_fraction=0.3, seed=3))
-        train(job, digits, OnStep(check))
+        result = train(job, digits, OnStep(check))
         pruning.check_masks_hold(model, masks)
-        out[kernels] = (model.state_dict(), masks, start, seen)
-    (dense, dense_masks, start, dense_steps), (sparse, sparse_masks, _, sparse_steps) = out["dense"], out["sparse"]
+        out[kernels] = (model.state_dict(), masks, start, seen, result)
+    (dense, dense_masks, start, dense_steps, dense_result), (sparse, sparse_masks, _, sparse_steps, sparse_result) = (
+        out["dense"], out["sparse"])
     assert set(sparse_steps) == {SparseStep} and SparseStep not in dense_steps
     # Masks identical, not merely close: the drop ranks magnitudes and RigL's growth ranks dense gradients, so a
     # difference beyond float noise (a survivor's value or moment lost in the rebuild) moves a position. (Near-ties
@@ -73,6 +74,10 @@ def test_set_and_rigl_on_the_sparse_kernels_give_the_dense_kernels_masks_exactly
     assert any(not torch.equal(sparse[k], dense[k]) for k in dense)  # (another kernel: not the same bits)
     for k in dense:
         assert torch.allclose(sparse[k], dense[k], atol=2e-4, rtol=1e-3), k
+    # evaluation (the sparse forward pass on the sparse kernels) reads each state through its own mask
+    for field in ("val_loss", "train_loss", "start_test_accuracy", "test_accuracy", "test_accuracy_at_early_stop"):
+        assert getattr(sparse_result, field) == pytest.approx(getattr(dense_result, field), abs=1e-4), field
+    assert sparse_result.early_stop_iteration == dense_result.early_stop_iteration
 
 
 @pytest.mark.parametrize("optimizer", list(OPTIMIZERS))

@@ -126,8 +126,10 @@ def largest(scores: torch.Tensor, k: int, last_first: bool = False) -> torch.Ten
     if k >= len(scores):
         pick = torch.arange(len(scores), device=scores.device)
     else:
-        cut = torch.topk(scores, k).values[-1]  # the k-th largest value: all above it, and the first of its equals
-        above, equal = (scores > cut).nonzero().view(-1), (scores == cut).nonzero().view(-1)
+        cut = torch.topk(scores, k, sorted=False).values.min()  # the k-th largest: all above it, some of its equals
+        candidates = (scores >= cut).nonzero().view(-1)
+        at_cut = scores[candidates] == cut
+        above, equal = candidates[~at_cut], candidates[at_cut]
         equal = equal[len(equal) - (k - len(above)):] if last_first else equal[:k - len(above)]
         pick = torch.cat([above, equal]).sort().values
     if last_first:
