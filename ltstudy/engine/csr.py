@@ -21,7 +21,8 @@ def csr_linear(csr: torch.Tensor, x: torch.Tensor, bias: torch.Tensor) -> torch.
 class SparseLinear:
     """A mask's CSR structure (row-major, as `Tensor.to_sparse_csr` orders it) and its transpose's."""
 
-    def __init__(self, mask: torch.Tensor, weight: torch.Tensor):
+    def __init__(self, mask: torch.Tensor, weight: torch.Tensor, transposed: bool = True):
+        """`transposed=False`: no Wᵀ (evaluation needs only the forward product)."""
         out_features, in_features = mask.shape
         self.numel = mask.numel()
         keep = mask.bool()
@@ -37,6 +38,8 @@ class SparseLinear:
             # dense; 2^31 weights in a layer is far off)
             self.csr = torch.sparse_csr_tensor(crow.int(), cols.int(), self.values, (out_features, in_features),
                                                check_invariants=False)
+        if not transposed:
+            return
         # Wᵀ: the same values, in the order of the transposed structure.
         order = torch.argsort(cols * out_features + rows)
         counts_t = torch.bincount(cols, minlength=in_features)

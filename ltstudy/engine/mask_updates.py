@@ -19,8 +19,8 @@ The masks are changed in place (the step holds the same tensors) and the
 changes are handed to `Step.masks_changed`: a step that keeps its own copy of
 the structure (steps.py's SparseStep: CSR values and their optimiser state)
 rebuilds it there, carrying the survivors' values and state over and starting
-the grown positions at 0 (its `state` of such a layer is a copy, so the
-clearing here does not reach it). A subclass says when and
+the grown positions at 0 (the state this update clears, `Step.clear_state`,
+is the dense steps' own). A subclass says when and
 how much (`fraction`) and where weights grow (`grow_scores`): SET at random
 (branches/set_sparse.py), RigL where the dense gradient is largest (branches/rigl.py).
 """
@@ -103,9 +103,7 @@ class MaskUpdates:
                 mask[grown] = 1
                 changed = torch.cat([dropped, grown])
                 w.view(-1)[changed] = 0
-                for state in step.state(w).values():
-                    if torch.is_tensor(state) and state.shape == w.shape:
-                        state.view(-1)[changed] = 0
+                step.clear_state(w, changed)
                 changes[name] = Change(dropped, grown)
         self.updates += 1
         return changes

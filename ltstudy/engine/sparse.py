@@ -168,7 +168,7 @@ class SparseEval:
             # 0, and a product without the exact zeros of a mask sums the same terms.
             for name in self.layers:
                 weight = state[f"{name}.weight"]
-                self.layers[name] = SparseLinear(weight != 0, weight)
+                self.layers[name] = SparseLinear(weight != 0, weight, transposed=False)
         for name, layer in self.layers.items():
             torch.index_select(state[f"{name}.weight"].reshape(-1), 0, layer.flat, out=layer.values)
 

@@ -53,6 +53,12 @@ class Step:
         """The masks were changed in place (mask_updates.py: dynamic sparse training), the weights and optimiser
         state at the changed positions zeroed: a step that holds a copy of the structure rebuilds it here."""
 
+    def clear_state(self, param: torch.Tensor, positions: torch.Tensor) -> None:
+        """Zero the optimiser state of `param` at the flat `positions` (a mask update's dropped and grown ones)."""
+        for state in self.state(param).values():
+            if torch.is_tensor(state) and state.shape == param.shape:
+                state.view(-1)[positions] = 0
+
 
 class AutogradStep(Step):
     def __init__(self, model: nn.Module, masks: Masks, cfg: TrainConfig, device: torch.device):
@@ -116,9 +122,10 @@ class LeanStep(Step):
     def masks_changed(self, changes: dict[str, Change]) -> None:
         self.masks = self._multipliers()
 
-    def _multipliers(self) -> list[torch.Tensor | None]:
-        """Each Linear layer's gradient mask; None where nothing is pruned."""
-        return [m if m is not None and not bool(m.all()) else None for m in (self._mask_of.get(n) for n in self._names)]
+    def _multipliers(self, skip=()) -> list[torch.Tensor | None]:
+        """Each Linear layer's gradient mask; None where nothing is pruned, and for the layers `skip` names."""
+        return [None if i in skip or m is None or bool(m.all()) else m
+                for i, m in enumerate(self._mask_of.get(n) for n in self._names)]
 
     def _layer_setup(self, masks: Masks, names: list[str]) -> None:
         """A subclass's place to train some layers' weights as other tensors (sparse.py's values)."""
@@ -256,9 +263,7 @@ class SparseStep(LeanStep):
         0 with zero state; a dropped one is gone), so the step trains on as the dense step with masks does."""
         for i in [i for i in self.sparse if self._names[i] in changes]:
             self._rebuild(i)
-        super().masks_changed(changes)
-        for i in self.sparse:
-            self.masks[i] = None  # (its gradient exists at the mask's positions only)
+        self.masks = self._multipliers(skip=self.sparse)  # (a sparse layer's gradient exists at its mask only)
 
     def _rebuild(self, i: int) -> None:
         old = self.sparse[i]
@@ -277,10 +282,17 @@ class SparseStep(LeanStep):
                                    else v for k, v in self.opt.state.pop(was, {}).items()}
         self._stale = True
 
+    def clear_state(self, param: torch.Tensor, positions: torch.Tensor) -> None:
+        if self._sparse_layer(param) is None:  # (a sparse layer's: `masks_changed` carries only the survivors')
+            super().clear_state(param, positions)
+
+    def _sparse_layer(self, param: torch.Tensor) -> int | None:
+        return next((i for i in self.sparse if self.linears[i].weight.data_ptr() == param.data_ptr()), None)
+
     def state(self, param: torch.Tensor) -> dict[str, torch.Tensor]:
         """As LeanStep's; for a sparse layer's (dense) weight, its values' state scattered to the weight's shape:
-        a copy, 0 at the pruned positions (masks_changed, not the caller, clears a changed position's state)."""
-        i = next((i for i in self.sparse if self.linears[i].weight.data_ptr() == param.data_ptr()), None)
+        a copy, 0 at the pruned positions."""
+        i = self._sparse_layer(param)
         if i is None:
             return super().state(param)
         layer = self.sparse[i]
