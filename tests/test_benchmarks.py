@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from tests.conftest import IDX_STEMS, idx_bytes
 
@@ -60,3 +61,23 @@ def test_the_kernel_benchmark_times_every_level_on_each_kernel_and_reports_auto_
         assert row["sparse_vs_dense"] == row["seconds"]["sparse"] / row["seconds"]["dense"]
     assert set(rounds["auto"]["crossovers"]) == {"fc1", "fc2", "fc3"}
     assert "auto against dense: at most" in run.stdout
+
+
+def test_the_sparse_training_benchmark_times_rigl_and_static_on_both_kernels_and_says_whether_they_agree(tmp_path):
+    out = tmp_path / "dst.json"
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "sparse_training_speed.py"), "--iterations",
+                          "120", "--repeats", "1", "--json", str(out)],
+                         capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    figures = json.loads(out.read_text())
+    rows = {(r["method"], r["level"]): r for r in figures["rows"]}
+    assert set(rows) == {(m, level) for m in ("rigl", "static") for level in (15, 10)}
+    assert rows["rigl", 15]["density"] == pytest.approx(0.036, abs=0.001) == rows["static", 15]["density"]
+    assert rows["rigl", 10]["density"] == pytest.approx(0.108, abs=0.001)
+    for row in rows.values():
+        assert set(row["seconds"]) == {"dense", "sparse"} and all(s > 0 for s in row["seconds"].values())
+        assert row["sparse_vs_dense"] == row["all_seconds"]["sparse"][0] / row["all_seconds"]["dense"][0]
+        # (120 iterations, one RigL update at 100: the kernels agree to float noise, the masks exactly)
+        assert row["masks_identical"] and row["max_weight_difference"] < 1e-3
+    assert [rows[k]["goal"] for k in (("rigl", 15), ("static", 15), ("rigl", 10))] == [0.5, 0.4, 0.8]
+    assert "sparse/dense" in run.stdout and "load average" in run.stdout

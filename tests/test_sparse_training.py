@@ -21,7 +21,7 @@ from ltstudy.engine.cache import RoundCache
 from ltstudy.engine.config import TrainConfig
 from ltstudy.engine.errors import ConfigError, SettingWarning
 from ltstudy.engine.layer_densities import layer_counts
-from ltstudy.engine.mask_updates import cosine_fraction
+from ltstudy.engine.mask_updates import cosine_fraction, largest
 from ltstudy.engine.registry import CONTROLS
 from ltstudy.engine.searches import ticket_search
 from ltstudy.engine.steps import AutogradStep
@@ -62,6 +62,19 @@ def trained_a_little(model, masks, steps: int = 3) -> AutogradStep:
 
 
 # --------------------------------------------------------------------------- one update
+
+
+def test_the_k_largest_are_the_stable_sorts_first_k_with_ties_and_nans_placed_as_it_places_them():
+    g = torch.Generator().manual_seed(0)
+    for trial in range(600):
+        n = int(torch.randint(1, 40, (1,), generator=g))
+        scores = torch.randint(0, 4, (n,), generator=g).float()  # (few values: ties at the cut are common)
+        if trial % 3 == 0:
+            scores[torch.rand(n, generator=g) < 0.2] = math.nan
+        k = int(torch.randint(0, n + 1, (1,), generator=g))
+        assert torch.equal(largest(scores, k), torch.sort(scores, descending=True, stable=True).indices[:k])
+        last = torch.sort(scores, stable=True).indices[n - k:].flip(0)  # (the ascending sort's last k, reversed)
+        assert torch.equal(largest(scores, k, last_first=True), last)
 
 
 @pytest.mark.parametrize("kind", [SetUpdates, RigLUpdates])
@@ -319,15 +332,23 @@ def test_a_baseline_split_by_erk_or_uniform_costs_its_own_iterations_and_one_spl
     assert [r.path_iterations for r in by["static-ticket"]] == [0, by[""][1].iterations]  # (as random-mask's)
 
 
-def test_set_and_rigl_say_in_one_line_that_they_train_dense_when_sparse_kernels_are_asked_for(tiny_cfg, digits):
+def test_set_rigl_and_static_train_on_the_sparse_kernels_when_asked_without_a_warning(tiny_cfg, digits):
+    from ltstudy.engine.steps import SparseStep
+
     cfg = tiny_cfg(SETTINGS, train__kernels="sparse")
-    for name in ("set", "rigl"):
-        with pytest.warns(SettingWarning, match=f"control '{name}' moves its mask as it trains, so it trains dense"):
-            ticket_search(cfg, digits, controls=[name])
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", SettingWarning)
-        ticket_search(tiny_cfg(SETTINGS, train__kernels="sparse", sparse_training__update_every=100), digits,
-                      controls=["static"])  # (its mask holds: the sparse kernels train it)
+    for name in DST:
+        steps: set[tuple[str, type]] = set()  # (what moves the mask, the step) of every pruned round's steps
+
+        def seen(job, it, lr, step, steps=steps):
+            if job.round > 0:
+                steps.add((type(job.mask_updates).__name__, type(step)))
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", SettingWarning)
+            ticket_search(cfg.replace({"sparse_training.update_every": 100}) if name == "static" else cfg, digits,
+                          controls=[name]).run(OnStep(seen))
+        moves = {"static": "NoneType", "set": "SetUpdates", "rigl": "RigLUpdates"}[name]
+        assert steps == {("NoneType", SparseStep), (moves, SparseStep)}  # (the ticket's rounds, the control's)
 
 
 def test_the_lean_and_the_autograd_step_give_the_same_bits_while_rigl_moves_the_masks(tiny_cfg, digits):

@@ -21,8 +21,10 @@ def csr_linear(csr: torch.Tensor, x: torch.Tensor, bias: torch.Tensor) -> torch.
 class SparseLinear:
     """A mask's CSR structure (row-major, as `Tensor.to_sparse_csr` orders it) and its transpose's."""
 
-    def __init__(self, mask: torch.Tensor, weight: torch.Tensor):
+    def __init__(self, mask: torch.Tensor, weight: torch.Tensor, transposed: bool = True):
+        """`transposed=False`: no Wᵀ (evaluation needs only the forward product)."""
         out_features, in_features = mask.shape
+        self.numel = mask.numel()
         keep = mask.bool()
         self.flat = keep.reshape(-1).nonzero().squeeze(1)  # positions of the values in the dense weight
         rows = torch.div(self.flat, in_features, rounding_mode="floor")
@@ -36,6 +38,8 @@ class SparseLinear:
             # dense; 2^31 weights in a layer is far off)
             self.csr = torch.sparse_csr_tensor(crow.int(), cols.int(), self.values, (out_features, in_features),
                                                check_invariants=False)
+        if not transposed:
+            return
         # Wᵀ: the same values, in the order of the transposed structure.
         order = torch.argsort(cols * out_features + rows)
         counts_t = torch.bincount(cols, minlength=in_features)
@@ -61,6 +65,12 @@ class SparseLinear:
         """g W for gᵀ of shape (out, batch), through Wᵀ's structure (its values refreshed from the layer's)."""
         torch.index_select(self.values, 0, self.perm_t, out=self.values_t)
         return torch.sparse.mm(self.csr_t, g_t).t()
+
+    def dense(self, t: torch.Tensor) -> torch.Tensor:
+        """A tensor over the values (their optimiser state) in the dense weight's shape, 0 at the pruned positions."""
+        out = t.new_zeros(self.csr.shape)
+        out.view(-1)[self.flat] = t
+        return out
 
     def write(self, weight: torch.Tensor) -> None:
         """The values into the dense weight's surviving positions (the pruned ones are never touched)."""

@@ -17,7 +17,10 @@ every layer
 
 The masks are changed in place (the step holds the same tensors) and the
 changes are handed to `Step.masks_changed`: a step that keeps its own copy of
-the structure (sparse.py's CSR) rebuilds it there. A subclass says when and
+the structure (steps.py's SparseStep: CSR values and their optimiser state)
+rebuilds it there, carrying the survivors' values and state over and starting
+the grown positions at 0 (the state this update clears, `Step.clear_state`,
+is the dense steps' own). A subclass says when and
 how much (`fraction`) and where weights grow (`grow_scores`): SET at random
 (branches/set_sparse.py), RigL where the dense gradient is largest (branches/rigl.py).
 """
@@ -77,7 +80,7 @@ class MaskUpdates:
         changed in place. Returns each changed layer's positions."""
         import torch
 
-        from .pruning import keep_largest, n_to_remove, weights
+        from .pruning import n_to_remove, weights
 
         fraction = self.fraction(it)
         scores = self.grow_scores(it, model, masks, batch)
@@ -90,21 +93,46 @@ class MaskUpdates:
                 k = min(n_to_remove(fraction, n), mask.numel() - n)
                 if k <= 0:
                     continue
-                # survivors by |w| (pruned positions below any of them): keep the n - k largest, drop the rest
-                kept = keep_largest(torch.where(alive, w.detach().view(-1).abs().float(), -1.0), n - k).bool()
-                dropped = (alive & ~kept).nonzero().view(-1)
+                # the k survivors smallest by |w| (of equals, the later positions), in position order
+                survivors = alive.nonzero().view(-1)
+                magnitude = w.detach().view(-1).index_select(0, survivors).abs().float()
+                dropped = survivors[largest(-magnitude, k, last_first=True)].sort().values
                 grow = torch.where(alive, -math.inf, scores[name].view(-1).float())  # (pruned before this update)
-                grown = torch.sort(grow, descending=True, stable=True).indices[:k]
+                grown = largest(grow, k)
                 mask[dropped] = 0
                 mask[grown] = 1
                 changed = torch.cat([dropped, grown])
                 w.view(-1)[changed] = 0
-                for state in step.state(w).values():
-                    if torch.is_tensor(state) and state.shape == w.shape:
-                        state.view(-1)[changed] = 0
+                step.clear_state(w, changed)
                 changes[name] = Change(dropped, grown)
         self.updates += 1
         return changes
+
+
+def largest(scores: torch.Tensor, k: int, last_first: bool = False) -> torch.Tensor:
+    """The positions of the k largest of the flat `scores`, largest first, equals by position (`last_first`: the
+    later first): `torch.sort(scores, descending=True, stable=True).indices[:k]` (or, with `last_first`, the stable
+    ascending sort's last k, reversed), found without sorting all of them (a layer's every position, at every
+    update: the sort was most of the update's time)."""
+    import torch
+
+    if k <= 0:
+        return scores.new_zeros(0, dtype=torch.long)
+    if bool(scores.isnan().any()):  # (a diverged run: no comparison finds NaN; the full sort places it first)
+        order = torch.sort(scores.flip(0) if last_first else scores, descending=True, stable=True).indices[:k]
+        return len(scores) - 1 - order if last_first else order
+    if k >= len(scores):
+        pick = torch.arange(len(scores), device=scores.device)
+    else:
+        cut = torch.topk(scores, k, sorted=False).values.min()  # the k-th largest: all above it, some of its equals
+        candidates = (scores >= cut).nonzero().view(-1)
+        at_cut = scores[candidates] == cut
+        above, equal = candidates[~at_cut], candidates[at_cut]
+        equal = equal[len(equal) - (k - len(above)):] if last_first else equal[:k - len(above)]
+        pick = torch.cat([above, equal]).sort().values
+    if last_first:
+        pick = pick.flip(0)
+    return pick[torch.sort(scores[pick], descending=True, stable=True).indices]
 
 
 def cosine_fraction(alpha: float, it: int, end: int) -> float:

@@ -99,7 +99,8 @@ class RoundProtocol:
         self.job, self.data, self.callbacks = job, data, callbacks
         self.result = TrainResult(job.start, job.end, early_stop_iteration=job.start)
         self._every = job.sched.eval_every
-        sparse = SparseEval.of(job.model, job.masks, job.train, data.val.x.device) if job.evaluate else None
+        sparse = (SparseEval.of(job.model, job.masks, job.train, data.val.x.device, job.mask_updates is not None)
+                  if job.evaluate else None)
         self._validation = _Validation(job.model, data.val, job.train.eval_batch_size, overlap and job.evaluate,
                                        sparse)
         self._best_loss, self._best_state, self._since_best = math.inf, None, 0

@@ -138,28 +138,37 @@ class SparseEval:
     an overlapped validation thread reads a snapshot while training goes on.
     """
 
-    def __init__(self, model: nn.Module, masks: Masks, cfg: TrainConfig):
-        self.model, self.masks, self.cfg = model, masks, cfg
+    def __init__(self, model: nn.Module, masks: Masks, cfg: TrainConfig, moving: bool = False):
+        self.model, self.masks, self.cfg, self.moving = model, masks, cfg, moving
         linears = [(name, m) for name, m in model.named_children() if isinstance(m, nn.Linear)]
         self.layers = {name: SparseLinear(masks[name], m.weight) for i, (name, m) in enumerate(linears)
                        if trains_sparse(masks.get(name), cfg, first=i == 0)}
 
     @staticmethod
-    def of(model: nn.Module, masks: Masks, cfg: TrainConfig, device: torch.device) -> SparseEval | None:
-        """The sparse forward pass where the step is sparse too; None where evaluation stays dense."""
+    def of(model: nn.Module, masks: Masks, cfg: TrainConfig, device: torch.device,
+           moving: bool = False) -> SparseEval | None:
+        """The sparse forward pass where the step is sparse too; None where evaluation stays dense. `moving`: the
+        masks change during the round (mask_updates.py)."""
         if not sparse_supported(model, cfg, device):
             return None
-        found = SparseEval(model, masks, cfg)
+        found = SparseEval(model, masks, cfg, moving)
         return found if found.layers else None
 
     def on(self, model: nn.Module) -> SparseEval:
         """The same layers on a copy of the model, with buffers of their own (for another thread)."""
-        return SparseEval(model, self.masks, self.cfg)
+        return SparseEval(model, self.masks, self.cfg, self.moving)
 
     @torch.no_grad()
     def prepare(self, state: dict[str, torch.Tensor] | None = None):
         """A forward function of the weights in `state` (default: the model's own, now)."""
         state = self.model.state_dict() if state is None else state
+        if self.moving:
+            # The state's own structure: its nonzero weights. Masks that move leave the round's start structure
+            # behind, and a state kept earlier (the early-stop one) had other masks; its pruned weights are exactly
+            # 0, and a product without the exact zeros of a mask sums the same terms.
+            for name in self.layers:
+                weight = state[f"{name}.weight"]
+                self.layers[name] = SparseLinear(weight != 0, weight, transposed=False)
         for name, layer in self.layers.items():
             torch.index_select(state[f"{name}.weight"].reshape(-1), 0, layer.flat, out=layer.values)
 

@@ -2,7 +2,8 @@
 
 - `AutogradStep` works for every model: autograd, then torch.optim's fused optimiser.
 - `SparseStep` is LeanStep with the pruned layers on sparse.py's CSR kernels (`[train] kernels`):
-  the same numbers to float tolerance, not bit for bit.
+  the same numbers to float tolerance, not bit for bit; masks that move (SET, RigL) rebuild its structure
+  at each update (`masks_changed`).
 - `LeanStep` is for networks made of Flatten, Linear, ReLU and the seeded Dropout only
   (LeNet-300-100, the paper's MNIST network): it runs the very aten ops autograd runs
   for them (addmm, relu_, log_softmax, nll_loss and their backward kernels), in the
@@ -52,6 +53,12 @@ class Step:
         """The masks were changed in place (mask_updates.py: dynamic sparse training), the weights and optimiser
         state at the changed positions zeroed: a step that holds a copy of the structure rebuilds it here."""
 
+    def clear_state(self, param: torch.Tensor, positions: torch.Tensor) -> None:
+        """Zero the optimiser state of `param` at the flat `positions` (a mask update's dropped and grown ones)."""
+        for state in self.state(param).values():
+            if torch.is_tensor(state) and state.shape == param.shape:
+                state.view(-1)[positions] = 0
+
 
 class AutogradStep(Step):
     def __init__(self, model: nn.Module, masks: Masks, cfg: TrainConfig, device: torch.device):
@@ -93,7 +100,7 @@ class LeanStep(Step):
         names = {id(m.weight): n for n, m in model.named_modules() if isinstance(m, nn.Linear)}
         # A mask without a zero (every layer in the dense round) changes no bit: skip multiplying by it.
         self._mask_of, self._names = masks, [names[id(lin.weight)] for lin in self.linears]
-        self.masks_changed({})
+        self.masks = self._multipliers()
         self.cfg = cfg
         self.lr = cfg.lr
         self._one = torch.ones((), device=device)
@@ -113,8 +120,12 @@ class LeanStep(Step):
             self.opt = make_optimizer(params, cfg, device)
 
     def masks_changed(self, changes: dict[str, Change]) -> None:
-        self.masks = [m if m is not None and not bool(m.all()) else None
-                      for m in (self._mask_of.get(n) for n in self._names)]
+        self.masks = self._multipliers()
+
+    def _multipliers(self, skip=()) -> list[torch.Tensor | None]:
+        """Each Linear layer's gradient mask; None where nothing is pruned, and for the layers `skip` names."""
+        return [None if i in skip or m is None or bool(m.all()) else m
+                for i, m in enumerate(self._mask_of.get(n) for n in self._names)]
 
     def _layer_setup(self, masks: Masks, names: list[str]) -> None:
         """A subclass's place to train some layers' weights as other tensors (sparse.py's values)."""
@@ -246,6 +257,49 @@ class SparseStep(LeanStep):
                 layer.write(self.linears[i].weight)
             self._stale = False
 
+    def masks_changed(self, changes: dict[str, Change]) -> None:
+        """Each changed sparse layer's structure rebuilt from its mask; its values and optimiser state carried over
+        position by position (a survivor keeps its weight, moments and momentum exactly; a grown position starts at
+        0 with zero state; a dropped one is gone), so the step trains on as the dense step with masks does."""
+        for i in [i for i in self.sparse if self._names[i] in changes]:
+            self._rebuild(i)
+        self.masks = self._multipliers(skip=self.sparse)  # (a sparse layer's gradient exists at its mask only)
+
+    def _rebuild(self, i: int) -> None:
+        old = self.sparse[i]
+        new = self.sparse[i] = SparseLinear(self._mask_of[self._names[i]], self.linears[i].weight)
+        new.values.copy_(carried(old.values, old, new))  # (the step's own values: the model's may not be synced)
+        self.params[2 * i] = new.values
+        if self.opt is None:
+            self.exp_avg[2 * i] = carried(self.exp_avg[2 * i], old, new)
+            self.exp_avg_sq[2 * i] = carried(self.exp_avg_sq[2 * i], old, new)
+        else:  # (torch.optim keys its state by the parameter: a new one, its state carried)
+            was, now = self._grad_params[2 * i], nn.Parameter(new.values, requires_grad=False)
+            self._grad_params[2 * i] = now
+            for group in self.opt.param_groups:
+                group["params"] = [now if p is was else p for p in group["params"]]
+            self.opt.state[now] = {k: carried(v, old, new) if torch.is_tensor(v) and v.shape == old.values.shape
+                                   else v for k, v in self.opt.state.pop(was, {}).items()}
+        self._stale = True
+
+    def clear_state(self, param: torch.Tensor, positions: torch.Tensor) -> None:
+        if self._sparse_layer(param) is None:  # (a sparse layer's: `masks_changed` carries only the survivors')
+            super().clear_state(param, positions)
+
+    def _sparse_layer(self, param: torch.Tensor) -> int | None:
+        return next((i for i in self.sparse if self.linears[i].weight.data_ptr() == param.data_ptr()), None)
+
+    def state(self, param: torch.Tensor) -> dict[str, torch.Tensor]:
+        """As LeanStep's; for a sparse layer's (dense) weight, its values' state scattered to the weight's shape:
+        a copy, 0 at the pruned positions."""
+        i = self._sparse_layer(param)
+        if i is None:
+            return super().state(param)
+        layer = self.sparse[i]
+        state = super().state(self._grad_params[2 * i] if self.opt is not None else layer.values)
+        return {k: layer.dense(v) if torch.is_tensor(v) and v.shape == layer.values.shape else v
+                for k, v in state.items()}
+
 
 class CudaGraphStep(Step):
     """On CUDA: the whole step (forward, backward, masked gradients, optimiser) captured once as a CUDA graph.
@@ -326,16 +380,23 @@ class CudaGraphStep(Step):
         return dict(self.opt.state.get(param, {}))
 
 
+def carried(t: torch.Tensor, old: SparseLinear, new: SparseLinear) -> torch.Tensor:
+    """t, a tensor over `old`'s values, over `new`'s: the positions in both keep their entries, new ones get 0."""
+    dense = t.new_zeros(old.numel)
+    dense[old.flat] = t
+    return dense.index_select(0, new.flat)
+
+
 def make_step(model: nn.Module, masks: Masks, cfg: TrainConfig, device: torch.device, lean: bool = True,
-              example: Callable[[], tuple[torch.Tensor, torch.Tensor]] | None = None, fixed_masks: bool = True):
+              example: Callable[[], tuple[torch.Tensor, torch.Tensor]] | None = None):
     """The fastest step for this model and device: lean (CPU, LeNet-style; sparse layers with `cfg.kernels`),
     a CUDA graph, or plain autograd.
 
     `example()` gives a batch of the run's shape, which a CUDA graph is captured with (the solo trainer
-    passes its first batch). Masks that change during training (`fixed_masks=False`) train dense with masks:
-    SparseStep's CSR structure is built once (its `masks_changed` would rebuild it).
+    passes its first batch). Masks that change during training (mask_updates.py) train on any of them: each step
+    follows the update in `masks_changed` (SparseStep rebuilds its CSR structure there).
     """
-    if lean and fixed_masks and SparseStep.supports(model, cfg, device):
+    if lean and SparseStep.supports(model, cfg, device):
         return SparseStep(model, masks, cfg, device)
     if lean and LeanStep.supports(model, cfg, device):
         return LeanStep(model, masks, cfg, device)

@@ -63,8 +63,7 @@ def train(job: RoundJob, data: Dataset, callbacks: Callback | None = None, *, le
 
     # The step sees one batch of the run's shape: a CUDA graph is captured with it.
     updates = job.mask_updates  # (dynamic sparse training: mask_updates.py)
-    step = make_step(model, job.masks, cfg, device, lean, example=lambda: batch(job.start),
-                     fixed_masks=updates is None)
+    step = make_step(model, job.masks, cfg, device, lean, example=lambda: batch(job.start))
     set_dropout_generator(model, None if job.dropout_seed is None else
                           torch.Generator(device=device).manual_seed(job.dropout_seed))
     protocol = RoundProtocol(job, data, callbacks, overlap_default() if overlap_eval is None else overlap_eval)

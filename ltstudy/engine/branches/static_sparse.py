@@ -20,7 +20,6 @@ import dataclasses
 import re
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..contracts import overrides
 from .base import Branch
 
 if TYPE_CHECKING:
@@ -45,14 +44,6 @@ class StaticSparse(Branch):
         self.sched = stretched(ticket.sched, self.budget)
         # (the level's count follows from the pruning plan alone; the ticket's own split needs its trained rounds)
         self.charges_path = self.layer_density == "ticket"
-        if ticket.cfg.train.kernels == "sparse" and overrides(type(self), StaticSparse, "updates"):
-            import warnings
-
-            from ..errors import SettingWarning
-
-            warnings.warn(f"train.kernels = sparse: control {name!r} moves its mask as it trains, so it trains dense "
-                          "with masks (the sparse kernels' structure is built once per round)", SettingWarning,
-                          stacklevel=3)
         if self.sched.iterations > MAX_ITERATIONS:
             raise ConfigError(f"control {name!r}: a budget of {self.budget:g} rounds is {self.sched.iterations:,} "
                               f"iterations, more than the {MAX_ITERATIONS:,} a round may train; lower it")
