@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> Path:
                       yerr=[100 * (lv["level_barrier"]["std"] or 0) for lv in rounds], color=colour, marker=marker,
                       ms=5, capsize=3, lw=1.4, label=f"p = {p}")
         d = rate["dense_test_accuracy"]
-        xs = [100.0] + x
+        xs = [100.0, *x]
         ys = [100 * d["mean"]] + [100 * lv["test_accuracy"]["mean"] for lv in rounds]
         es = [100 * (d["std"] or 0)] + [100 * (lv["test_accuracy"]["std"] or 0) for lv in rounds]
         right.errorbar(xs, ys, yerr=es, color=colour, lw=1.4, capsize=3, fmt="-", label=f"p = {p}")
