@@ -29,6 +29,8 @@ from ltstudy.study.storage import open_storage
 DENSITIES = (0.51, 0.21, 0.108, 0.036, 0.014)
 KEY = "test_accuracy_at_early_stop"
 TICKET = "IMP ticket"
+PAIRS = (("rigl-2x", "rigl"), ("rigl", "rigl-uniform"), ("rigl", "set"), ("set", "static"), ("rigl", "static"),
+         ("random-reinit", "static"), ("random-reinit", "rigl"))
 
 
 def summary(values: list[float]) -> dict:
@@ -74,8 +76,14 @@ def main(argv: list[str] | None = None) -> dict:
                                                   zip(per_seed, curves[TICKET], strict=True)]),
                          "iterations": summary([c[0] for c in cost]), "seconds": summary([c[1] for c in cost]),
                          "total_iterations": summary([c[2] for c in cost]),
-                         "total_seconds": summary([c[3] for c in cost])}
-        result["levels"][f"{ticket0[r]['density']:.4f}"] = {"round": r, "methods": row}
+                         "total_seconds": summary([c[3] for c in cost]),
+                         "per_seed": [seed[r][KEY] for seed in per_seed],
+                         "layer_density": {layer: statistics.mean(seed[r]["layer_density"][layer] for seed in per_seed)
+                                           for layer in per_seed[0][r]["layer_density"]}}
+        # (one method against another at this level, paired by seed: what the page says one change is worth)
+        diffs = {f"{a} - {b}": summary([x[r][KEY] - y[r][KEY] for x, y in zip(curves[a], curves[b], strict=True)])
+                 for a, b in PAIRS if a in curves and b in curves}
+        result["levels"][f"{ticket0[r]['density']:.4f}"] = {"round": r, "methods": row, "differences": diffs}
     print(f"dense: test {text(dense)} % (test accuracy at the early-stop iteration, mean ± std over "
           f"{dense['n']} seeds); round 0 took {result['dense_seconds']['mean']:.1f} s")
     for density, level in result["levels"].items():
@@ -85,7 +93,12 @@ def main(argv: list[str] | None = None) -> dict:
         for name, m in sorted(level["methods"].items(), key=lambda kv: -kv[1]["accuracy"]["mean"]):
             print(f"  {name:<16} {text(m['accuracy']):>12} {text(m['minus_ticket']):>12} "
                   f"{m['iterations']['mean']:6.0f} {m['seconds']['mean']:6.1f} {m['total_iterations']['mean']:11.0f} "
-                  f"{m['total_seconds']['mean']:8.1f}")
+                  f"{m['total_seconds']['mean']:8.1f} (own s ± {m['seconds']['std'] or 0:.1f})")
+        print("  paired differences (points): " + "; ".join(f"{k} {text(v)}" for k, v in level["differences"].items()))
+        print("  per-layer densities: " + "; ".join(f"{k} " + ", ".join(f"{a} {100 * b:.1f}%" for a, b in
+                                                                         m["layer_density"].items())
+                                                 for k, m in level["methods"].items()
+                                                 if k in (TICKET, "rigl", "rigl-uniform")))
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")
         print(f"wrote {args.json}")
