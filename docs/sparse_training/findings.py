@@ -78,6 +78,10 @@ def main(argv: list[str] | None = None) -> dict:
                          "total_iterations": summary([c[2] for c in cost]),
                          "total_seconds": summary([c[3] for c in cost]),
                          "per_seed": [seed[r][KEY] for seed in per_seed],
+                         # (near 1: the network was still improving when training stopped; k = 0, so every
+                         # round's schedule starts at iteration 0)
+                         "early_stop_fraction": summary([seed[r]["early_stop_iteration"] / seed[r]["iterations"]
+                                                         for seed in per_seed]),
                          "layer_density": {layer: statistics.mean(seed[r]["layer_density"][layer] for seed in per_seed)
                                            for layer in per_seed[0][r]["layer_density"]}}
         # (one method against another at this level, paired by seed: what the page says one change is worth)
